@@ -1,0 +1,1 @@
+"""Sources (webhooks, replay, generator) and sinks (Redis board, webhooks)."""

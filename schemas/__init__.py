@@ -1,0 +1,1 @@
+"""Avro schemas and the codec that reads and writes them."""

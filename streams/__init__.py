@@ -1,0 +1,1 @@
+"""Escalator: SLA escalation pipeline on Kafka."""
