@@ -1,0 +1,126 @@
+"""What the engine decides: escalations, priority bumps and reminders.
+
+These are plain records; the worker turns them into Avro messages and adds the
+wall-clock `emitted_at`, the backtest writes them as JSON Lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Kind(StrEnum):
+    HIERARCHICAL = "HIERARCHICAL"
+    FUNCTIONAL = "FUNCTIONAL"
+    PRIORITY = "PRIORITY"
+    AUTOMATIC = "AUTOMATIC"
+    EXECUTIVE = "EXECUTIVE"
+
+
+class Reason(StrEnum):
+    SLA_WARNING = "SLA_WARNING"
+    FIRST_RESPONSE_BREACH = "FIRST_RESPONSE_BREACH"
+    NEXT_RESPONSE_BREACH = "NEXT_RESPONSE_BREACH"
+    RESOLUTION_BREACH = "RESOLUTION_BREACH"
+    CHURN_RISK = "CHURN_RISK"
+    SYSTEM_CRASH = "SYSTEM_CRASH"
+    LEGAL_THREAT = "LEGAL_THREAT"
+    CANCELLATION_THREAT = "CANCELLATION_THREAT"
+    REFUND_REQUEST = "REFUND_REQUEST"
+    PRIVACY_CONCERN = "PRIVACY_CONCERN"
+    SUPERVISOR_REQUEST = "SUPERVISOR_REQUEST"
+    PENDING_TOO_LONG = "PENDING_TOO_LONG"
+    TOO_MANY_TRANSFERS = "TOO_MANY_TRANSFERS"
+    REOPENED = "REOPENED"
+    ESCALATION_OVERDUE = "ESCALATION_OVERDUE"
+    LOW_CSAT = "LOW_CSAT"
+    SPECIALIST_REQUIRED = "SPECIALIST_REQUIRED"
+    PRIORITY_RULE = "PRIORITY_RULE"
+
+
+BREACH_REASON = {
+    "first_response": Reason.FIRST_RESPONSE_BREACH,
+    "next_response": Reason.NEXT_RESPONSE_BREACH,
+    "resolution": Reason.RESOLUTION_BREACH,
+}
+
+
+def action_id(ticket_id: str, rule: str, level: int, cycle: int) -> str:
+    """Deterministic id so consumers can de-duplicate and live equals backtest."""
+    key = f"{ticket_id}\x1f{rule}\x1f{level}\x1f{cycle}".encode()
+    return hashlib.blake2b(key, digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    escalation_id: str
+    ticket_id: str
+    kind: Kind
+    level: int
+    from_level: int
+    target: str
+    reason: Reason
+    policy: str
+    rule: str
+    sla_metric: str | None
+    due_at: int
+    fired_at: int
+    event_id: str | None
+    cycle: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityBump:
+    ticket_id: str
+    old_priority: str
+    new_priority: str
+    reason: Reason
+    escalation_id: str
+    fired_at: int
+    event_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Reminder:
+    reminder_id: str
+    ticket_id: str
+    target: str
+    reason: Reason
+    rule: str
+    due_at: int
+    fired_at: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SlaOutcome:
+    """A finished SLA clock: met, or stopped by resolution. Feeds attainment reports and metrics."""
+
+    ticket_id: str
+    policy: str
+    metric: str
+    cycle: int
+    round: int
+    started_at: int
+    ended_at: int
+    met: bool
+    breached: bool
+    business_elapsed: int
+    target: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Action = Escalation | PriorityBump | Reminder | SlaOutcome

@@ -1,0 +1,565 @@
+"""The policy file: calendars, SLA policies, the escalation matrix and triggers.
+
+One YAML file, validated on load. Every error names the file, the line and the
+field, because operators edit this file by hand and deploy it to production.
+The validated models are also what the engine reads at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from streams.sla.actions import Kind, Reason
+from streams.sla.calendar import BusinessCalendar
+from streams.sla.durations import format_duration, parse_duration
+from streams.sla.events import EventType, Priority, Status
+
+ALWAYS_OPEN = "24x7"
+METRICS = ("first_response", "next_response", "resolution")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DEFAULT_POLICY = "default_policy.yaml"
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError("a duration is text such as '30m', '4h', '1h30m' or '2d'")
+    return parse_duration(value)
+
+
+Duration = Annotated[int, BeforeValidator(_duration), PlainSerializer(format_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _parse_days(key: str) -> list[int]:
+    key = key.strip().lower()
+    if key == "daily":
+        return list(range(7))
+    if key == "weekdays":
+        return list(range(5))
+    if "-" in key:
+        first, last = (part.strip() for part in key.split("-", 1))
+        if first in WEEKDAYS and last in WEEKDAYS:
+            a, b = WEEKDAYS.index(first), WEEKDAYS.index(last)
+            if a <= b:
+                return list(range(a, b + 1))
+    elif key in WEEKDAYS:
+        return [WEEKDAYS.index(key)]
+    raise ValueError(f"'{key}' is not a day: use mon..sun, a range like mon-fri, weekdays or daily")
+
+
+def _parse_minute(text: str) -> int:
+    hh, _, mm = text.strip().partition(":")
+    if not (hh.isdigit() and mm.isdigit() and len(mm) == 2):
+        raise ValueError(f"'{text}' is not a time of day HH:MM")
+    minute = int(hh) * 60 + int(mm)
+    if int(mm) > 59 or minute > 1440:
+        raise ValueError(f"'{text}' is not a time of day between 00:00 and 24:00")
+    return minute
+
+
+def _parse_span(text: str) -> tuple[int, int]:
+    start, sep, end = text.partition("-")
+    if not sep:
+        raise ValueError(f"'{text}' is not an opening span; write e.g. '09:00-17:00'")
+    return _parse_minute(start), _parse_minute(end)
+
+
+class CalendarSpec(_Model):
+    """Business hours in a time zone; SLA clocks on this calendar only run while it is open."""
+
+    timezone: str = "UTC"
+    hours: dict[str, str | list[str]]
+    holidays: list[date] = Field(default_factory=list)
+    _calendar: BusinessCalendar | None = PrivateAttr(default=None)
+
+    def build(self, name: str) -> BusinessCalendar:
+        weekly: dict[int, list[tuple[int, int]]] = {}
+        for key, spans in self.hours.items():
+            for day in _parse_days(key):
+                for span in [spans] if isinstance(spans, str) else spans:
+                    weekly.setdefault(day, []).append(_parse_span(span))
+        return BusinessCalendar(
+            name=name,
+            timezone=self.timezone,
+            hours={day: tuple(sorted(spans)) for day, spans in weekly.items()},
+            holidays=frozenset(self.holidays),
+        )
+
+
+class Match(_Model):
+    """All given keys must match (AND); each lists accepted values (OR). Empty matches all."""
+
+    tier: list[str] | None = None
+    priority: list[Priority] | None = None
+    channel: list[str] | None = None
+    category: list[str] | None = None
+    tags: list[str] | None = None
+
+    def accepts(
+        self,
+        tier: str | None,
+        priority: Priority,
+        channel: str | None,
+        category: str | None,
+        tags: Iterable[str],
+    ) -> bool:
+        return (
+            (self.tier is None or tier in self.tier)
+            and (self.priority is None or priority in self.priority)
+            and (self.channel is None or channel in self.channel)
+            and (self.category is None or category in self.category)
+            and (self.tags is None or any(tag in self.tags for tag in tags))
+        )
+
+    def is_catch_all(self) -> bool:
+        return all(
+            value is None
+            for value in (self.tier, self.priority, self.channel, self.category, self.tags)
+        )
+
+
+Target = Duration | dict[Literal["LOW", "NORMAL", "HIGH", "URGENT", "default"], Duration]
+
+
+class Targets(_Model):
+    """One duration per metric, or one per priority (with an optional `default`)."""
+
+    first_response: Target | None = None
+    next_response: Target | None = None
+    resolution: Target | None = None
+
+    @field_validator("first_response", "next_response", "resolution")
+    @classmethod
+    def _covers_all_priorities(cls, value: Target | None) -> Target | None:
+        if isinstance(value, dict) and "default" not in value:
+            missing = [p.value for p in Priority if p.value not in value]
+            if missing:
+                raise ValueError(
+                    f"no target for priority {', '.join(missing)}; add it or 'default'"
+                )
+        return value
+
+    def target(self, metric: str, priority: Priority) -> int | None:
+        value: Target | None = getattr(self, metric)
+        if value is None or isinstance(value, int):
+            return value
+        return value.get(priority.value, value.get("default"))
+
+
+class SlaPolicy(_Model):
+    name: str = Field(min_length=1)
+    match: Match = Field(default_factory=Match)
+    calendar: str = ALWAYS_OPEN
+    targets: Targets
+    warn_at: list[float] = Field(default_factory=lambda: [0.75])
+    pause_statuses: list[Status] = Field(default_factory=lambda: [Status.PENDING, Status.ON_HOLD])
+
+    @field_validator("warn_at")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        for fraction in value:
+            if not 0 < fraction < 1:
+                raise ValueError(f"{fraction} is not a fraction between 0 and 1 (exclusive)")
+        if sorted(set(value)) != value:
+            raise ValueError("fractions must be ascending and distinct, e.g. [0.5, 0.75, 0.9]")
+        return value
+
+
+class Level(_Model):
+    level: int = Field(ge=1)
+    name: str
+    contact: str
+    allowed: Duration | None = None
+    calendar: str | None = None
+
+
+class Executive(_Model):
+    contact: str
+
+
+class Matrix(_Model):
+    """Ordered levels; each may stay unanswered for `allowed` before the next is called."""
+
+    calendar: str = ALWAYS_OPEN
+    levels: list[Level] = Field(min_length=1)
+    functional: dict[str, str] = Field(default_factory=dict)
+    executive: Executive
+    support_levels: dict[int, str] = Field(
+        default_factory=lambda: {
+            0: "self-service",
+            1: "frontline",
+            2: "tier2",
+            3: "experts",
+            4: "vendor",
+        }
+    )
+
+    @property
+    def top(self) -> int:
+        return self.levels[-1].level
+
+    def level(self, number: int) -> Level:
+        return self.levels[min(max(number, 1), self.top) - 1]
+
+
+class StatusFor(_Model):
+    status: Status
+    at_least: Duration
+
+
+class When(_Model):
+    """Trigger conditions, all of which must hold."""
+
+    tags_added: list[str] | None = None
+    tags: list[str] | None = None
+    event: list[EventType] | None = None
+    priority: list[Priority] | None = None
+    tier: list[str] | None = None
+    channel: list[str] | None = None
+    category: list[str] | None = None
+    transfers_at_least: int | None = Field(default=None, ge=1)
+    reopens_at_least: int | None = Field(default=None, ge=1)
+    csat_at_most: int | None = Field(default=None, ge=1, le=5)
+    status_for: StatusFor | None = None
+    escalation_open_for: Duration | None = None
+
+    @property
+    def timed(self) -> bool:
+        return self.status_for is not None or self.escalation_open_for is not None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> When:
+        if not self.model_fields_set:
+            raise ValueError("a trigger needs at least one condition")
+        return self
+
+
+class Escalate(_Model):
+    kind: Kind
+    reason: Reason
+    level: int | None = Field(default=None, ge=1)
+    team: str | None = None
+    route_by_category: bool = False
+    support_level_up: bool = False
+
+
+class BumpPriority(_Model):
+    to: Priority | None = None
+    by: int | None = Field(default=None, ge=1, le=3)
+
+    @model_validator(mode="after")
+    def _one(self) -> BumpPriority:
+        if (self.to is None) == (self.by is None):
+            raise ValueError("give exactly one of 'to' (a priority) or 'by' (steps)")
+        return self
+
+
+class Remind(_Model):
+    target: str = "assignee"
+    reason: Reason
+
+
+class TriggerAction(_Model):
+    escalate: Escalate | None = None
+    bump_priority: BumpPriority | None = None
+    remind: Remind | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> TriggerAction:
+        if len(self.model_fields_set) != 1:
+            raise ValueError("each action is exactly one of escalate, bump_priority or remind")
+        return self
+
+
+class Trigger(_Model):
+    name: str = Field(min_length=1)
+    when: When
+    actions: list[TriggerAction] = Field(min_length=1)
+    calendar: str = ALWAYS_OPEN
+
+
+class PolicyFile(_Model):
+    version: Literal[1] = 1
+    calendars: dict[str, CalendarSpec] = Field(default_factory=dict)
+    sla_policies: list[SlaPolicy] = Field(min_length=1)
+    escalation_matrix: Matrix
+    triggers: list[Trigger] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: tuple[str | int, ...]
+    message: str
+    line: int | None = None
+
+
+class PolicyError(ValueError):
+    """All problems of one policy file, each with its line and field."""
+
+    def __init__(self, source: str, problems: Sequence[Problem]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        out = []
+        for problem in self.problems:
+            where = f"{self.source}:{problem.line}" if problem.line else self.source
+            field_name = _dotted(problem.path)
+            out.append(
+                f"{where}: {field_name}: {problem.message}"
+                if field_name
+                else f"{where}: {problem.message}"
+            )
+        return out
+
+
+def _dotted(path: Sequence[str | int]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _line_map(
+    node: yaml.Node, path: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]
+) -> None:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag.endswith(":int"):
+                key = int(key)
+            lines.setdefault(path + (key,), key_node.start_mark.line + 1)
+            _line_map(value_node, path + (key,), lines)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _line_map(item, path + (index,), lines)
+
+
+def _locate(
+    loc: Sequence[str | int], lines: Mapping[tuple[str | int, ...], int]
+) -> tuple[tuple[str | int, ...], int | None]:
+    """Keep the parts of a pydantic location that exist in the file, and find their line."""
+    path: tuple[str | int, ...] = ()
+    for part in loc:
+        known = path + (part,) in lines
+        if known or (isinstance(part, str) and part in (*METRICS, "hours", "to", "by")):
+            path = path + (part,)
+    line = None
+    for cut in range(len(path), -1, -1):
+        if path[:cut] in lines:
+            line = lines[path[:cut]]
+            break
+    return path, line
+
+
+# --------------------------------------------------------------------------- compiled
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated policy file with its calendars built, ready for the engine."""
+
+    spec: PolicyFile
+    source: str
+    calendars: Mapping[str, BusinessCalendar]
+    event_triggers: tuple[Trigger, ...] = field(default=())
+    timed_triggers: tuple[Trigger, ...] = field(default=())
+
+    @property
+    def sla_policies(self) -> list[SlaPolicy]:
+        return self.spec.sla_policies
+
+    @property
+    def matrix(self) -> Matrix:
+        return self.spec.escalation_matrix
+
+    def calendar(self, name: str | None) -> BusinessCalendar:
+        return self.calendars[name or ALWAYS_OPEN]
+
+    def match(
+        self,
+        tier: str | None,
+        priority: Priority,
+        channel: str | None,
+        category: str | None,
+        tags: Iterable[str],
+    ) -> SlaPolicy:
+        tag_list = list(tags)
+        for sla in self.spec.sla_policies:
+            if sla.match.accepts(tier, priority, channel, category, tag_list):
+                return sla
+        return self.spec.sla_policies[-1]
+
+    def sla(self, name: str) -> SlaPolicy:
+        for sla in self.spec.sla_policies:
+            if sla.name == name:
+                return sla
+        raise KeyError(name)
+
+    def normalized(self) -> str:
+        """The policy as the engine sees it, for `escalator policy check`."""
+        data = self.spec.model_dump(mode="json", exclude_none=True)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def _semantic_problems(spec: PolicyFile) -> list[Problem]:
+    problems: list[Problem] = []
+    known = {ALWAYS_OPEN, *spec.calendars}
+
+    def need_calendar(name: str | None, path: tuple[str | int, ...]) -> None:
+        if name is not None and name not in known:
+            problems.append(
+                Problem(path, f"unknown calendar '{name}'; known: {', '.join(sorted(known))}")
+            )
+
+    names: set[str] = set()
+    for i, sla in enumerate(spec.sla_policies):
+        need_calendar(sla.calendar, ("sla_policies", i, "calendar"))
+        if sla.name in names:
+            problems.append(Problem(("sla_policies", i, "name"), f"duplicate name '{sla.name}'"))
+        names.add(sla.name)
+    last = len(spec.sla_policies) - 1
+    if not spec.sla_policies[last].match.is_catch_all():
+        problems.append(
+            Problem(
+                ("sla_policies", last, "match"),
+                "the last SLA policy must match every ticket (no match keys), "
+                "so no ticket runs without an SLA",
+            )
+        )
+    matrix = spec.escalation_matrix
+    need_calendar(matrix.calendar, ("escalation_matrix", "calendar"))
+    for i, level in enumerate(matrix.levels):
+        path: tuple[str | int, ...] = ("escalation_matrix", "levels", i)
+        if level.level != i + 1:
+            problems.append(
+                Problem((*path, "level"), f"levels are numbered 1, 2, 3...; expected {i + 1}")
+            )
+        need_calendar(level.calendar, (*path, "calendar"))
+        if level.allowed is None and i != len(matrix.levels) - 1:
+            problems.append(
+                Problem((*path, "allowed"), "only the last level may stay until resolved")
+            )
+    names = set()
+    for i, trigger in enumerate(spec.triggers):
+        path = ("triggers", i)
+        need_calendar(trigger.calendar, (*path, "calendar"))
+        if trigger.name in names:
+            problems.append(Problem((*path, "name"), f"duplicate name '{trigger.name}'"))
+        names.add(trigger.name)
+        when = trigger.when
+        if when.timed:
+            for event_only in ("tags_added", "event", "csat_at_most"):
+                if getattr(when, event_only) is not None:
+                    problems.append(
+                        Problem(
+                            (*path, "when", event_only),
+                            "a timed condition (status_for, escalation_open_for) cannot be "
+                            "combined with a condition on the triggering event",
+                        )
+                    )
+            if when.status_for is not None and when.escalation_open_for is not None:
+                problems.append(Problem((*path, "when"), "use one timed condition per trigger"))
+        for j, action in enumerate(trigger.actions):
+            escalate = action.escalate
+            if escalate and escalate.level is not None and escalate.level > matrix.top:
+                problems.append(
+                    Problem(
+                        (*path, "actions", j, "escalate", "level"),
+                        f"the matrix has levels 1..{matrix.top}",
+                    )
+                )
+    return problems
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    """Validate policy YAML text; raise PolicyError naming file, line and field."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError(source, [Problem((), f"not valid YAML: {problem}", line)]) from None
+    lines: dict[tuple[str | int, ...], int] = {}
+    if root is not None:
+        _line_map(root, (), lines)
+    if not isinstance(data, dict):
+        raise PolicyError(source, [Problem((), "the policy file must be a YAML mapping", 1)])
+    try:
+        spec = PolicyFile.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            path, line = _locate(error["loc"], lines)
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown field (check the spelling)"
+            problems.append(Problem(path, message, line))
+        raise PolicyError(source, _dedupe(problems)) from None
+    problems = _semantic_problems(spec)
+    calendars: dict[str, BusinessCalendar] = {ALWAYS_OPEN: BusinessCalendar.always_open()}
+    for name, cal in spec.calendars.items():
+        try:
+            calendars[name] = cal.build(name)
+        except ValueError as exc:
+            problems.append(Problem(("calendars", name), str(exc)))
+    if problems:
+        located = [Problem(p.path, p.message, _locate(p.path, lines)[1]) for p in problems]
+        raise PolicyError(source, located)
+    return Policy(
+        spec=spec,
+        source=source,
+        calendars=calendars,
+        event_triggers=tuple(t for t in spec.triggers if not t.when.timed),
+        timed_triggers=tuple(t for t in spec.triggers if t.when.timed),
+    )
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    """Union types make pydantic report one mistake per alternative; keep one per field."""
+    seen: dict[tuple[str | int, ...], Problem] = {}
+    for problem in problems:
+        seen.setdefault(problem.path, problem)
+    return list(seen.values())
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """Load a policy file, or the default policy shipped with the package when path is None."""
+    if path is None:
+        text = resources.files("streams.sla").joinpath(DEFAULT_POLICY).read_text("utf-8")
+        return parse_policy(text, f"(built-in) {DEFAULT_POLICY}")
+    file = Path(path)
+    try:
+        text = file.read_text("utf-8")
+    except OSError as exc:
+        raise PolicyError(str(path), [Problem((), f"cannot read: {exc.strerror}")]) from None
+    return parse_policy(text, str(path))

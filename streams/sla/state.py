@@ -1,0 +1,133 @@
+"""Per-ticket SLA state: small, and serializable to JSON so it can live in a Faust table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.sla.events import Priority, Status
+
+
+@dataclass(slots=True)
+class Clock:
+    """One SLA metric's clock in one round (next_response has a round per customer reply).
+
+    Business time is accrued into `elapsed` whenever the clock stops running, so
+    pauses never count and a policy change can swap the calendar mid-way.
+    """
+
+    metric: str
+    round: int
+    started_at: int
+    elapsed: int = 0
+    running_since: int | None = None
+    target: int | None = None
+    last_fraction: float = 0.0
+    next_at: int | None = None
+    breached_at: int | None = None
+    ended_at: int | None = None
+    met: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.ended_at is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "round": self.round,
+            "started_at": self.started_at,
+            "elapsed": self.elapsed,
+            "running_since": self.running_since,
+            "target": self.target,
+            "last_fraction": self.last_fraction,
+            "next_at": self.next_at,
+            "breached_at": self.breached_at,
+            "ended_at": self.ended_at,
+            "met": self.met,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Clock:
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class TicketState:
+    """Everything the engine remembers about one ticket."""
+
+    ticket_id: str
+    first_seen_at: int
+    clock_at: int
+    status: Status = Status.NEW
+    status_since: int = 0
+    status_seq: int = 0
+    priority: Priority = Priority.NORMAL
+    priority_at: int = 0
+    channel: str | None = None
+    category: str | None = None
+    customer_id: str | None = None
+    tier: str | None = None
+    group: str | None = None
+    assignee_id: str | None = None
+    support_level: int = 1
+    tags: set[str] = field(default_factory=set)
+    transfers: int = 0
+    reopens: int = 0
+    cycle: int = 0
+    created_at: int | None = None
+    policy: str = ""
+    clocks: dict[str, Clock] = field(default_factory=dict)
+    level: int = 1
+    awaiting_since: int | None = None
+    escalated_at: int | None = None
+    fired: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)
+    next_due: int | None = None
+    closed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ticket_id": self.ticket_id,
+            "first_seen_at": self.first_seen_at,
+            "clock_at": self.clock_at,
+            "status": self.status.value,
+            "status_since": self.status_since,
+            "status_seq": self.status_seq,
+            "priority": self.priority.value,
+            "priority_at": self.priority_at,
+            "channel": self.channel,
+            "category": self.category,
+            "customer_id": self.customer_id,
+            "tier": self.tier,
+            "group": self.group,
+            "assignee_id": self.assignee_id,
+            "support_level": self.support_level,
+            "tags": sorted(self.tags),
+            "transfers": self.transfers,
+            "reopens": self.reopens,
+            "cycle": self.cycle,
+            "created_at": self.created_at,
+            "policy": self.policy,
+            "clocks": {name: clock.to_dict() for name, clock in self.clocks.items()},
+            "level": self.level,
+            "awaiting_since": self.awaiting_since,
+            "escalated_at": self.escalated_at,
+            "fired": sorted(self.fired),
+            "seen": sorted(self.seen),
+            "next_due": self.next_due,
+            "closed": self.closed,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TicketState:
+        values = dict(data)
+        values["status"] = Status(values["status"])
+        values["priority"] = Priority(values["priority"])
+        values["tags"] = set(values["tags"])
+        values["fired"] = set(values["fired"])
+        values["seen"] = set(values["seen"])
+        values["clocks"] = {
+            name: Clock.from_dict(clock) for name, clock in values["clocks"].items()
+        }
+        return cls(**values)
