@@ -1,0 +1,107 @@
+"""Backtest throughput of the SLA engine, next to the rate of merely parsing the same history.
+
+    .venv/bin/python bench/engine.py [--tickets 100000] [--seed 7] [--history FILE]
+
+Prints events/s for (a) parsing the JSON Lines into TicketEvents and (b) the full
+event-time backtest with the default policy, and their ratio: the engine's own
+cost is what separates the two. Goal: at least 80,000 events/s on one core.
+Figures, never pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+from connectors.generator import generate_to_file
+from connectors.history import LineError, read_history
+from streams.backtest import backtest_events
+from streams.progress import Progress
+from streams.sla.policy import load_policy
+
+TICKETS_PER_AGENT_DAY = 10  # the generator's rough volume; only used to size the history
+
+
+def parse_only(path: Path) -> tuple[int, float]:
+    start = time.perf_counter()
+    count = sum(1 for item in read_history(path) if not isinstance(item, LineError))
+    return count, time.perf_counter() - start
+
+
+def backtest(path: Path) -> tuple[int, float, int, int]:
+    policy = load_policy()
+    progress = Progress("backtest", stream=sys.stderr)
+    start = time.perf_counter()
+    (report,) = backtest_events([policy], read_history(path), progress=progress)
+    seconds = time.perf_counter() - start
+    progress.close()
+    return report.events, seconds, sum(report.by_reason.values()), report.tickets
+
+
+def state_bytes(path: Path, limit: int = 20000) -> float:
+    """Average bytes of live engine state per ticket, measured on the first `limit` tickets."""
+    policy = load_policy()
+    events = []
+    tickets: set[str] = set()
+    for item in read_history(path):
+        if isinstance(item, LineError):
+            continue
+        if item.ticket_id not in tickets and len(tickets) >= limit:
+            continue
+        tickets.add(item.ticket_id)
+        events.append(item)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    (report,) = backtest_events([policy], events)
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    del report
+    return (after - before) / max(len(tickets), 1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tickets", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--history", type=Path, help="use this history instead of generating")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.history
+        if path is None:
+            path = Path(tmp) / "history.jsonl"
+            agents = max(1, args.tickets // (TICKETS_PER_AGENT_DAY * args.days))
+            progress = Progress("generate", stream=sys.stderr)
+            summary = generate_to_file(
+                path, agents=agents, days=args.days, seed=args.seed, progress=progress.update
+            )
+            progress.close()
+            print(
+                f"history: {summary.tickets:,} tickets, {summary.events:,} events "
+                f"({agents} agents x {args.days} days, seed {args.seed})"
+            )
+        parsed, parse_s = parse_only(path)
+        events, run_s, escalations, tickets = backtest(path)
+        per_ticket = state_bytes(path)
+
+    parse_rate = parsed / parse_s
+    run_rate = events / run_s
+    print(f"parse only : {parsed:>10,} events in {parse_s:6.2f}s = {parse_rate:>10,.0f} events/s")
+    print(
+        f"backtest   : {events:>10,} events in {run_s:6.2f}s = {run_rate:>10,.0f} events/s"
+        f"  ({tickets:,} tickets, {escalations:,} escalations)"
+    )
+    print(f"ratio backtest/parse: {run_rate / parse_rate:.2f}  (goal: >= 80,000 events/s backtest)")
+    print(f"engine state: ~{per_ticket:,.0f} bytes per ticket (tracemalloc, first 20k tickets)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

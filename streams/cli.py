@@ -1,0 +1,122 @@
+"""The `escalator` command line: one entry point for operators, SREs and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from streams.sla.events import parse_ts
+from streams.sla.policy import Policy, PolicyError, load_policy
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: printed as one line, no traceback."""
+
+
+def _policy_arg(value: str | None) -> Policy:
+    return load_policy(None if value in (None, "default") else value)
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    policy = _policy_arg(args.file)
+    sys.stdout.write(policy.normalized())
+    sys.stderr.write(
+        f"{policy.source}: OK ({len(policy.sla_policies)} SLA policies, "
+        f"{len(policy.matrix.levels)} matrix levels, {len(policy.spec.triggers)} triggers)\n"
+    )
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from connectors.generator import generate_to_file
+    from streams.progress import Progress
+
+    if args.agents < 1 or args.days < 1:
+        raise UserError("--agents and --days must be at least 1")
+    out = args.out or "-"
+    progress = Progress("generate", unit="events", stream=sys.stderr)
+    summary = generate_to_file(
+        "/dev/stdout" if out == "-" else out,
+        agents=args.agents,
+        days=args.days,
+        seed=args.seed,
+        progress=progress.update,
+    )
+    progress.close()
+    sys.stderr.write(
+        f"generated {summary.tickets:,} tickets, {summary.events:,} events"
+        + (f" -> {out}\n" if out != "-" else "\n")
+    )
+    return 0
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from streams.backtest import run_backtest
+
+    policy = _policy_arg(args.policy)
+    other = _policy_arg(args.compare) if args.compare else None
+    path = Path(args.events)
+    if not path.is_file():
+        raise UserError(f"{path}: no such events file")
+    until = None
+    if args.until:
+        try:
+            until = parse_ts(args.until, "--until")
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    run_backtest(policy, path, Path(args.out) if args.out else None, other, until)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="escalator", description="SLA escalation pipeline for contact centers."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    policy = sub.add_parser("policy", help="work with policy files")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_sub.add_parser("check", help="validate a policy file and print it normalized")
+    check.add_argument("file", help="policy YAML, or 'default' for the built-in policy")
+    check.set_defaults(func=cmd_policy_check)
+
+    gen = sub.add_parser("generate", help="write a synthetic contact-center history (JSON Lines)")
+    gen.add_argument("--agents", type=int, default=50, help="agents on shift (volume scales)")
+    gen.add_argument("--days", type=int, default=7)
+    gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument("--out", help="output file (.jsonl or .jsonl.gz); stdout if omitted")
+    gen.set_defaults(func=cmd_generate)
+
+    back = sub.add_parser("backtest", help="run a policy over history in event time")
+    back.add_argument("events", help="history as JSON Lines (.jsonl or .jsonl.gz)")
+    back.add_argument("--policy", default="default", help="policy YAML (default: built-in)")
+    back.add_argument("--out", help="write escalations, bumps and reminders as JSON Lines")
+    back.add_argument("--compare", metavar="OTHER_POLICY", help="what-if against another policy")
+    back.add_argument("--until", help="advance the clock to this ISO-8601 instant at the end")
+    back.set_defaults(func=cmd_backtest)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except PolicyError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    except UserError as exc:
+        sys.stderr.write(f"escalator {args.command}: {exc}\n")
+        return 2
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""What a backtest tells an operator: escalation volume, SLA attainment, response times.
+
+Pure: fed the engine's actions and final states, it formats text. The what-if
+comparison of two policies works on per-ticket outcomes, since escalation ids of
+two policies need not match even when the outcome for the ticket is the same.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from streams.sla.actions import Action, Escalation, PriorityBump, Reminder, SlaOutcome
+from streams.sla.durations import HOUR, MINUTE
+from streams.sla.state import TicketState
+
+Outcome = frozenset[tuple[str, int, int]]  # (reason, level, cycle) of each escalation
+
+
+def percentile(sorted_values: list[int], pct: float) -> int | None:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return None
+    rank = max(1, -(-len(sorted_values) * pct // 100))
+    return sorted_values[int(rank) - 1]
+
+
+def _human(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < HOUR:
+        return f"{ms / MINUTE:.1f}m"
+    return f"{ms / HOUR:.1f}h"
+
+
+@dataclass
+class Attainment:
+    met: int = 0
+    missed: int = 0
+    open: int = 0
+
+    @property
+    def rate(self) -> float | None:
+        done = self.met + self.missed
+        return self.met / done if done else None
+
+
+@dataclass
+class BacktestReport:
+    """Accumulates one backtest run."""
+
+    policy_source: str
+    events: int = 0
+    bad_lines: int = 0
+    duplicates: int = 0
+    tickets: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+    by_kind: Counter[str] = field(default_factory=Counter)
+    by_level: Counter[int] = field(default_factory=Counter)
+    priority_bumps: int = 0
+    reminders: int = 0
+    attainment: dict[tuple[str, str], Attainment] = field(
+        default_factory=lambda: defaultdict(Attainment)
+    )
+    first_response_ms: list[int] = field(default_factory=list)
+    outcomes: dict[str, set[tuple[str, int, int]]] = field(default_factory=lambda: defaultdict(set))
+
+    def add(self, actions: Iterable[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Escalation):
+                self.by_reason[action.reason.value] += 1
+                self.by_kind[action.kind.value] += 1
+                self.by_level[action.level] += 1
+                self.outcomes[action.ticket_id].add(
+                    (action.reason.value, action.level, action.cycle)
+                )
+            elif isinstance(action, SlaOutcome):
+                cell = self.attainment[(action.policy, action.metric)]
+                if action.breached:
+                    cell.missed += 1
+                else:
+                    cell.met += 1
+                if action.metric == "first_response" and action.met:
+                    self.first_response_ms.append(action.ended_at - action.started_at)
+            elif isinstance(action, PriorityBump):
+                self.priority_bumps += 1
+            elif isinstance(action, Reminder):
+                self.reminders += 1
+
+    def finish(self, states: Iterable[TicketState]) -> None:
+        """Count clocks still running when history ends: breached ones are misses."""
+        for state in states:
+            self.tickets += 1
+            for clock in state.clocks.values():
+                if clock.active:
+                    cell = self.attainment[(state.policy, clock.metric)]
+                    if clock.breached_at is not None:
+                        cell.missed += 1
+                    else:
+                        cell.open += 1
+
+    def ticket_outcome(self, ticket_id: str) -> Outcome:
+        return frozenset(self.outcomes.get(ticket_id, ()))
+
+    def format(self) -> str:
+        total = sum(self.by_reason.values())
+        lines = [
+            f"policy: {self.policy_source}",
+            f"events: {self.events:,}  tickets: {self.tickets:,}  bad lines: {self.bad_lines:,}"
+            f"  duplicates ignored: {self.duplicates:,}",
+            f"escalations: {total:,}  priority bumps: {self.priority_bumps:,}"
+            f"  reminders: {self.reminders:,}",
+            "",
+            "escalations by reason:",
+            *_table(self.by_reason, total),
+            "escalations by kind:",
+            *_table(self.by_kind, total),
+            "escalations by level:",
+            *_table({f"L{k}": v for k, v in sorted(self.by_level.items())}, total),
+            "",
+            "SLA attainment (met / decided; open = still running at the end of history):",
+            f"  {'policy':<22} {'metric':<15} {'met':>8} {'missed':>8} {'open':>7} {'rate':>7}",
+        ]
+        for (policy, metric), cell in sorted(self.attainment.items()):
+            rate = "-" if cell.rate is None else f"{cell.rate:.1%}"
+            lines.append(
+                f"  {policy:<22} {metric:<15} {cell.met:>8,} {cell.missed:>8,}"
+                f" {cell.open:>7,} {rate:>7}"
+            )
+        times = sorted(self.first_response_ms)
+        lines += [
+            "",
+            f"time to first response (calendar time, {len(times):,} replies): "
+            + "  ".join(f"p{p}={_human(percentile(times, p))}" for p in (50, 75, 90, 95, 99)),
+        ]
+        return "\n".join(lines)
+
+
+def _table(counts: Mapping[str, int], total: int) -> list[str]:
+    if not counts:
+        return ["  (none)"]
+    width = max(len(key) for key in counts)
+    return [
+        f"  {key:<{width}} {value:>9,}  {value / total:6.1%}" if total else f"  {key} {value}"
+        for key, value in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+
+
+def compare(base: BacktestReport, other: BacktestReport, limit: int = 20) -> str:
+    """Tickets whose escalations differ between two policies: the what-if view."""
+    tickets = sorted(set(base.outcomes) | set(other.outcomes))
+    differing = [t for t in tickets if base.ticket_outcome(t) != other.ticket_outcome(t)]
+    only_base = sum(1 for t in differing if not other.outcomes.get(t))
+    only_other = sum(1 for t in differing if not base.outcomes.get(t))
+    lines = [
+        f"what-if: {base.policy_source}  vs  {other.policy_source}",
+        f"tickets with different escalations: {len(differing):,} of {base.tickets:,}"
+        f" (escalated only under the first: {only_base:,}; only under the second: {only_other:,})",
+    ]
+    for ticket in differing[:limit]:
+        a = base.ticket_outcome(ticket)
+        b = other.ticket_outcome(ticket)
+        lines.append(f"  {ticket}: -{_describe(a - b)} +{_describe(b - a)}")
+    if len(differing) > limit:
+        lines.append(f"  ... and {len(differing) - limit:,} more")
+    return "\n".join(lines)
+
+
+def _describe(items: Outcome) -> str:
+    if not items:
+        return "[]"
+    parts = [
+        f"{reason}@L{level}" + (f"/c{cycle}" if cycle else "") for reason, level, cycle in items
+    ]
+    return "[" + ", ".join(sorted(parts)) + "]"
