@@ -1,0 +1,172 @@
+"""Process configuration from environment variables, shared by worker, ingest and sinks.
+
+Every variable is named ESCALATOR_*; a wrong value stops start-up with one line
+naming the variable, never a traceback. Secrets may be given directly or as a
+path in the matching *_FILE variable (how Kubernetes mounts Secrets).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+GUARANTEES = ("exactly_once", "at_least_once")
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class ConfigError(ValueError):
+    """A configuration mistake, reported as one line naming the variable."""
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap: str = "127.0.0.1:19092"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_ca_file: str | None = None
+    ssl_cert_file: str | None = None
+    ssl_key_file: str | None = None
+
+    def confluent(self) -> dict[str, Any]:
+        """librdkafka (confluent-kafka) client settings."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": self.security_protocol.lower(),
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.sasl_username
+            conf["sasl.password"] = self.sasl_password
+        if self.ssl_ca_file:
+            conf["ssl.ca.location"] = self.ssl_ca_file
+        if self.ssl_cert_file:
+            conf["ssl.certificate.location"] = self.ssl_cert_file
+        if self.ssl_key_file:
+            conf["ssl.key.location"] = self.ssl_key_file
+        return conf
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = "redis://127.0.0.1:16379/0"
+    password: str | None = field(default=None, repr=False)
+    ssl_ca_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    app_id: str = "escalator"
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    store: str = "rocksdb://"
+    data_dir: Path = Path("var/worker")
+    partitions: int = 6
+    replication: int = 1
+    processing_guarantee: str = "exactly_once"
+    policy_file: str | None = None
+    web_host: str = "0.0.0.0"
+    web_port: int = 6066
+    schema_registry_url: str | None = None
+    tick_ms: int = 200
+    max_event_bytes: int = 1_000_000
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value}: must be between {low} and {high}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r}: must be one of {', '.join(allowed)}")
+    return value
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """NAME, or the content of the file named by NAME_FILE."""
+    if env.get(name):
+        return env[name]
+    path = env.get(f"{name}_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text("utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE={path}: cannot read ({exc.strerror})") from None
+
+
+def _file(env: Mapping[str, str], name: str) -> str | None:
+    path = env.get(name)
+    if path and not Path(path).is_file():
+        raise ConfigError(f"{name}={path}: no such file")
+    return path or None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    protocol = _choice(env, "ESCALATOR_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", PROTOCOLS)
+    mechanism = env.get("ESCALATOR_KAFKA_SASL_MECHANISM") or None
+    if protocol.startswith("SASL"):
+        mechanism = _choice(env, "ESCALATOR_KAFKA_SASL_MECHANISM", "PLAIN", SASL_MECHANISMS)
+        if not env.get("ESCALATOR_KAFKA_SASL_USERNAME"):
+            raise ConfigError(
+                f"ESCALATOR_KAFKA_SECURITY_PROTOCOL={protocol} needs ESCALATOR_KAFKA_SASL_USERNAME"
+            )
+    kafka = KafkaSettings(
+        bootstrap=env.get("ESCALATOR_KAFKA_BOOTSTRAP") or KafkaSettings.bootstrap,
+        security_protocol=protocol,
+        sasl_mechanism=mechanism,
+        sasl_username=env.get("ESCALATOR_KAFKA_SASL_USERNAME") or None,
+        sasl_password=_secret(env, "ESCALATOR_KAFKA_SASL_PASSWORD"),
+        ssl_ca_file=_file(env, "ESCALATOR_KAFKA_SSL_CA_FILE"),
+        ssl_cert_file=_file(env, "ESCALATOR_KAFKA_SSL_CERT_FILE"),
+        ssl_key_file=_file(env, "ESCALATOR_KAFKA_SSL_KEY_FILE"),
+    )
+    redis = RedisSettings(
+        url=env.get("ESCALATOR_REDIS_URL") or RedisSettings.url,
+        password=_secret(env, "ESCALATOR_REDIS_PASSWORD"),
+        ssl_ca_file=_file(env, "ESCALATOR_REDIS_SSL_CA_FILE"),
+    )
+    if not redis.url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"ESCALATOR_REDIS_URL={redis.url!r}: must start with redis://, rediss://")
+    store = env.get("ESCALATOR_STORE") or Settings.store
+    if not store.startswith(("rocksdb://", "memory://")):
+        raise ConfigError(f"ESCALATOR_STORE={store!r}: must be rocksdb:// or memory://")
+    policy = env.get("ESCALATOR_POLICY_FILE") or None
+    if policy and not Path(policy).is_file():
+        raise ConfigError(f"ESCALATOR_POLICY_FILE={policy}: no such file")
+    return Settings(
+        app_id=env.get("ESCALATOR_APP_ID") or Settings.app_id,
+        kafka=kafka,
+        redis=redis,
+        store=store,
+        data_dir=Path(env.get("ESCALATOR_DATA_DIR") or Settings.data_dir),
+        partitions=_int(env, "ESCALATOR_PARTITIONS", Settings.partitions, 1, 1024),
+        replication=_int(env, "ESCALATOR_REPLICATION", Settings.replication, 1, 16),
+        processing_guarantee=_choice(
+            env, "ESCALATOR_PROCESSING_GUARANTEE", Settings.processing_guarantee, GUARANTEES
+        ),
+        policy_file=policy,
+        web_host=env.get("ESCALATOR_WEB_HOST") or Settings.web_host,
+        web_port=_int(env, "ESCALATOR_WEB_PORT", Settings.web_port, 1, 65535),
+        schema_registry_url=env.get("ESCALATOR_SCHEMA_REGISTRY_URL") or None,
+        tick_ms=_int(env, "ESCALATOR_TICK_MS", Settings.tick_ms, 50, 5000),
+        max_event_bytes=_int(
+            env, "ESCALATOR_MAX_EVENT_BYTES", Settings.max_event_bytes, 1024, 16_000_000
+        ),
+    )

@@ -1,0 +1,460 @@
+"""Ticket lifecycle events: the input contract of the SLA core.
+
+Pure module: no I/O and no clock. ``event_from_dict`` validates one decoded JSON object (or an
+Avro record decoded to a dict) and raises :class:`EventError` naming the offending field;
+``event_to_dict`` writes the canonical JSON form. Instants are ``int`` epoch milliseconds UTC.
+
+The checks are hand-written rather than pydantic because the backtest decodes every event of a
+month of history: ``event_from_dict`` has to stay in the low microseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final
+
+__all__ = [
+    "MIN_TIMESTAMP_MS",
+    "PRIORITY_RANK",
+    "EventError",
+    "EventType",
+    "Priority",
+    "Status",
+    "TicketEvent",
+    "event_from_dict",
+    "event_to_dict",
+    "format_ts",
+    "parse_ts",
+]
+
+
+class EventType(StrEnum):
+    CREATED = "CREATED"
+    ASSIGNED = "ASSIGNED"
+    STATUS_CHANGED = "STATUS_CHANGED"
+    PRIORITY_CHANGED = "PRIORITY_CHANGED"
+    TAGS_CHANGED = "TAGS_CHANGED"
+    AGENT_REPLIED = "AGENT_REPLIED"
+    CUSTOMER_REPLIED = "CUSTOMER_REPLIED"
+    TRANSFERRED = "TRANSFERRED"
+    RESOLVED = "RESOLVED"
+    REOPENED = "REOPENED"
+    CLOSED = "CLOSED"
+    CSAT_RECEIVED = "CSAT_RECEIVED"
+
+
+class Status(StrEnum):
+    NEW = "NEW"
+    OPEN = "OPEN"
+    PENDING = "PENDING"
+    ON_HOLD = "ON_HOLD"
+    SOLVED = "SOLVED"
+    CLOSED = "CLOSED"
+
+
+class Priority(StrEnum):
+    LOW = "LOW"
+    NORMAL = "NORMAL"
+    HIGH = "HIGH"
+    URGENT = "URGENT"
+
+
+PRIORITY_RANK: Final[Mapping[Priority, int]] = {
+    Priority.LOW: 0,
+    Priority.NORMAL: 1,
+    Priority.HIGH: 2,
+    Priority.URGENT: 3,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TicketEvent:
+    event_id: str
+    ticket_id: str
+    type: EventType
+    occurred_at: int  # epoch ms UTC
+    status: Status | None = None
+    priority: Priority | None = None
+    channel: str | None = None
+    category: str | None = None
+    customer_id: str | None = None
+    customer_tier: str | None = None
+    group: str | None = None
+    assignee_id: str | None = None
+    support_level: int | None = None  # 0..4
+    tags_added: tuple[str, ...] = ()
+    tags_removed: tuple[str, ...] = ()
+    csat: int | None = None  # 1..5
+    # Left out of the hash (a dict is unhashable) but part of equality.
+    attributes: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+
+class EventError(ValueError):
+    """A field of an event is missing or invalid. ``field`` is a dotted path."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"field {field!r}: {reason}")
+        self.field = field
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[EventError], tuple[str, str]]:
+        return (EventError, (self.field, self.reason))
+
+
+# --------------------------------------------------------------------------------------------
+# Timestamps
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS: Final = timedelta(milliseconds=1)
+MIN_TIMESTAMP_MS: Final = 946_684_800_000  # 2000-01-01T00:00:00Z
+_MAX_TIMESTAMP_MS: Final = 253_402_300_800_000  # 10000-01-01T00:00:00Z (exclusive)
+
+
+_DAY_MS: Final = 86_400_000
+_UNIX_EPOCH_ORDINAL: Final = 719_163  # date(1970, 1, 1).toordinal()
+_day_prefix_cache: dict[int, str] = {}
+
+
+def format_ts(ms: int) -> str:
+    """Epoch milliseconds -> ISO-8601 UTC with milliseconds, e.g. ``2026-11-02T09:15:00.123Z``."""
+    day, rem = divmod(ms, _DAY_MS)
+    prefix = _day_prefix_cache.get(day)
+    if prefix is None:
+        prefix = date.fromordinal(_UNIX_EPOCH_ORDINAL + day).isoformat() + "T"
+        if len(_day_prefix_cache) < 100_000:  # memo only; bounded
+            _day_prefix_cache[day] = prefix
+    seconds, milli = divmod(rem, 1000)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{prefix}{hours:02d}:{minutes:02d}:{seconds:02d}.{milli:03d}Z"
+
+
+def parse_ts(value: object, field: str = "occurred_at") -> int:
+    """Epoch milliseconds from an ``int`` (epoch ms), an ISO-8601 string with ``Z``/offset or
+    an aware ``datetime``.
+
+    Sub-millisecond digits are truncated. Raises :class:`EventError` for anything else, for
+    naive ISO strings, and for instants before 2000-01-01 (almost always seconds passed as ms).
+    """
+    if type(value) is int:
+        ms = value
+    elif type(value) is str:
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            raise EventError(field, f"{value!r} is not an ISO-8601 timestamp") from None
+        if dt.tzinfo is None:
+            raise EventError(field, f"{value!r} needs a UTC offset (e.g. 'Z' or '+00:00')")
+        ms = (dt - _EPOCH) // _ONE_MS
+    elif isinstance(value, int) and not isinstance(value, bool):  # int subclass
+        ms = int(value)
+    elif isinstance(value, datetime):  # e.g. an Avro timestamp-millis decoded by fastavro
+        if value.tzinfo is None:
+            raise EventError(field, f"{value.isoformat()!r} needs a UTC offset")
+        ms = (value - _EPOCH) // _ONE_MS
+    else:
+        raise EventError(
+            field,
+            f"expected epoch milliseconds (integer) or ISO-8601 string, got {_json_type(value)}",
+        )
+    if ms < MIN_TIMESTAMP_MS:
+        raise EventError(field, f"{value!r} is before 2000-01-01 (seconds instead of ms?)")
+    if ms >= _MAX_TIMESTAMP_MS:
+        raise EventError(field, f"{value!r} is after 9999-12-31")
+    return ms
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, Mapping):
+        return "object"
+    return type(value).__name__
+
+
+_EVENT_TYPES: Final[dict[str, EventType]] = {m.value: m for m in EventType}
+_STATUSES: Final[dict[str, Status]] = {m.value: m for m in Status}
+_PRIORITIES: Final[dict[str, Priority]] = {m.value: m for m in Priority}
+
+_STR_FIELDS: Final = (
+    "channel",
+    "category",
+    "customer_id",
+    "customer_tier",
+    "group",
+    "assignee_id",
+)
+_KNOWN_FIELDS: Final = frozenset(
+    (
+        "event_id",
+        "ticket_id",
+        "type",
+        "occurred_at",
+        "status",
+        "priority",
+        *_STR_FIELDS,
+        "support_level",
+        "tags_added",
+        "tags_removed",
+        "csat",
+        "attributes",
+    )
+)
+
+
+def _enum_error(field: str, value: object, allowed: Mapping[str, object]) -> EventError:
+    if not isinstance(value, str):
+        return EventError(field, f"expected string, got {_json_type(value)}")
+    return EventError(field, f"{value!r} is not one of {', '.join(allowed)}")
+
+
+def _required_id(name: str, value: object) -> str:
+    if value is None:
+        raise EventError(name, "is required")
+    if not isinstance(value, str):
+        raise EventError(name, f"expected string, got {_json_type(value)}")
+    if not value:
+        raise EventError(name, "must not be empty")
+    return str(value)
+
+
+def _optional_str(name: str, value: object) -> str | None:
+    if value == "":
+        return None
+    if not isinstance(value, str):
+        raise EventError(name, f"expected string, got {_json_type(value)}")
+    return str(value)
+
+
+def _small_int(name: str, value: object, low: int, high: int) -> int:
+    if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise EventError(name, f"expected integer, got {_json_type(value)}")
+        value = int(value)
+    if not low <= value <= high:
+        raise EventError(name, f"{value} is outside {low}..{high}")
+    return value
+
+
+def _tags(name: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        raise EventError(name, f"expected array of strings, got {_json_type(value)}")
+    for i, tag in enumerate(value):
+        if not isinstance(tag, str):
+            raise EventError(f"{name}[{i}]", f"expected string, got {_json_type(tag)}")
+        if not tag:
+            raise EventError(f"{name}[{i}]", "must not be empty")
+    return tuple(value)
+
+
+def _attributes(value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise EventError("attributes", f"expected object of strings, got {_json_type(value)}")
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise EventError("attributes", f"keys must be strings, got {_json_type(key)}")
+        if not isinstance(item, str):
+            raise EventError(f"attributes.{key}", f"expected string, got {_json_type(item)}")
+    return dict(value)
+
+
+class _EventBuilder:
+    """Same slot layout as :class:`TicketEvent` but mutable: filling it with plain attribute
+    stores and then switching ``__class__`` is about twice as fast as the frozen dataclass
+    ``__init__`` (17 ``object.__setattr__`` calls), which dominates decoding time."""
+
+    __slots__ = TicketEvent.__slots__
+
+
+def _make_event_builder() -> Any:
+    try:
+        probe: Any = _EventBuilder()
+        probe.__class__ = TicketEvent
+    except TypeError:  # pragma: no cover - layout differs on some other interpreter
+        return None
+    return _EventBuilder
+
+
+_BUILDER: Final = _make_event_builder()
+
+
+def event_from_dict(data: Mapping[str, Any]) -> TicketEvent:
+    """Validate a decoded event and build a :class:`TicketEvent`.
+
+    Optional fields may be absent or ``null``; an empty string in an optional string field is
+    read as absent (the canonical form never writes one). Unknown top-level fields are errors.
+    """
+    if not isinstance(data, Mapping):
+        raise EventError("event", f"expected a JSON object, got {_json_type(data)}")
+    if not _KNOWN_FIELDS.issuperset(data):
+        unknown = sorted(str(k) for k in data if k not in _KNOWN_FIELDS)
+        raise EventError(unknown[0], "unknown field")
+    get = data.get
+
+    event_id = get("event_id")
+    if type(event_id) is not str or not event_id:
+        event_id = _required_id("event_id", event_id)
+    ticket_id = get("ticket_id")
+    if type(ticket_id) is not str or not ticket_id:
+        ticket_id = _required_id("ticket_id", ticket_id)
+
+    value = get("type")
+    etype = _EVENT_TYPES.get(value) if type(value) is str else None
+    if etype is None:
+        if value is None:
+            raise EventError("type", "is required")
+        raise _enum_error("type", value, _EVENT_TYPES)
+
+    value = get("occurred_at")
+    if value is None:
+        raise EventError("occurred_at", "is required")
+    occurred_at = parse_ts(value)
+
+    status = priority = channel = category = customer_id = customer_tier = None
+    group = assignee_id = support_level = csat = None
+    tags_added: tuple[str, ...] = ()
+    tags_removed: tuple[str, ...] = ()
+    attributes: dict[str, str] = {}
+    if len(data) > 4:  # only the four required fields is the common case (replies)
+        value = get("status")
+        if value is not None:
+            status = _STATUSES.get(value) if type(value) is str else None
+            if status is None:
+                raise _enum_error("status", value, _STATUSES)
+        value = get("priority")
+        if value is not None:
+            priority = _PRIORITIES.get(value) if type(value) is str else None
+            if priority is None:
+                raise _enum_error("priority", value, _PRIORITIES)
+        channel = get("channel")
+        if channel is not None and (type(channel) is not str or not channel):
+            channel = _optional_str("channel", channel)
+        category = get("category")
+        if category is not None and (type(category) is not str or not category):
+            category = _optional_str("category", category)
+        customer_id = get("customer_id")
+        if customer_id is not None and (type(customer_id) is not str or not customer_id):
+            customer_id = _optional_str("customer_id", customer_id)
+        customer_tier = get("customer_tier")
+        if customer_tier is not None and (type(customer_tier) is not str or not customer_tier):
+            customer_tier = _optional_str("customer_tier", customer_tier)
+        group = get("group")
+        if group is not None and (type(group) is not str or not group):
+            group = _optional_str("group", group)
+        assignee_id = get("assignee_id")
+        if assignee_id is not None and (type(assignee_id) is not str or not assignee_id):
+            assignee_id = _optional_str("assignee_id", assignee_id)
+        value = get("support_level")
+        if value is not None:
+            support_level = _small_int("support_level", value, 0, 4)
+        value = get("csat")
+        if value is not None:
+            csat = _small_int("csat", value, 1, 5)
+        value = get("tags_added")
+        if value is not None:
+            tags_added = _tags("tags_added", value)
+        value = get("tags_removed")
+        if value is not None:
+            tags_removed = _tags("tags_removed", value)
+        value = get("attributes")
+        if value is not None:
+            attributes = _attributes(value)
+
+    if _BUILDER is None:  # pragma: no cover
+        return TicketEvent(
+            event_id,
+            ticket_id,
+            etype,
+            occurred_at,
+            status,
+            priority,
+            channel,
+            category,
+            customer_id,
+            customer_tier,
+            group,
+            assignee_id,
+            support_level,
+            tags_added,
+            tags_removed,
+            csat,
+            attributes,
+        )
+    event = _BUILDER()
+    event.event_id = event_id
+    event.ticket_id = ticket_id
+    event.type = etype
+    event.occurred_at = occurred_at
+    event.status = status
+    event.priority = priority
+    event.channel = channel
+    event.category = category
+    event.customer_id = customer_id
+    event.customer_tier = customer_tier
+    event.group = group
+    event.assignee_id = assignee_id
+    event.support_level = support_level
+    event.tags_added = tags_added
+    event.tags_removed = tags_removed
+    event.csat = csat
+    event.attributes = attributes
+    event.__class__ = TicketEvent
+    result: TicketEvent = event
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+
+
+def event_to_dict(event: TicketEvent) -> dict[str, Any]:
+    """Canonical JSON-ready form: enums as strings, ``occurred_at`` as ISO-8601 UTC with ms,
+    ``None``/empty optional fields omitted (``support_level`` 0 is kept)."""
+    out: dict[str, Any] = {
+        "event_id": event.event_id,
+        "ticket_id": event.ticket_id,
+        "type": event.type.value,
+        "occurred_at": format_ts(event.occurred_at),
+    }
+    if event.status is not None:
+        out["status"] = event.status.value
+    if event.priority is not None:
+        out["priority"] = event.priority.value
+    if event.channel:
+        out["channel"] = event.channel
+    if event.category:
+        out["category"] = event.category
+    if event.customer_id:
+        out["customer_id"] = event.customer_id
+    if event.customer_tier:
+        out["customer_tier"] = event.customer_tier
+    if event.group:
+        out["group"] = event.group
+    if event.assignee_id:
+        out["assignee_id"] = event.assignee_id
+    if event.support_level is not None:
+        out["support_level"] = event.support_level
+    if event.tags_added:
+        out["tags_added"] = list(event.tags_added)
+    if event.tags_removed:
+        out["tags_removed"] = list(event.tags_removed)
+    if event.csat is not None:
+        out["csat"] = event.csat
+    if event.attributes:
+        out["attributes"] = dict(event.attributes)
+    return out

@@ -1,0 +1,238 @@
+"""Shared fixtures: real Kafka and Redis on loopback, brought up lazily by deploy/local/services.
+
+- ``kafka_bootstrap`` / ``redis_url`` (session): start the service once via
+  ``deploy/local/services up <svc>`` unless ESCALATOR_KAFKA_BOOTSTRAP / ESCALATOR_REDIS_URL are set
+  (then those are reused). A service this session started is stopped at the end; one that was
+  already running is left alone. If a service cannot be started the test errors (never skips).
+- ``topic_name`` (function): factory of unique topic names.
+- ``create_topics`` / :func:`create_topic`: create topics with N partitions via AdminClient.
+
+Unit tests that use none of these fixtures start nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+SERVICES = REPO_DIR / "deploy" / "local" / "services"
+STATE_DIR = Path(os.environ.get("ESCALATOR_LOCAL_DIR") or REPO_DIR / "var" / "local")
+
+
+def pinned_kafka_version() -> str:
+    """The Kafka version pinned in deploy/local/services (or ESCALATOR_KAFKA_VERSION)."""
+    if os.environ.get("ESCALATOR_KAFKA_VERSION"):
+        return os.environ["ESCALATOR_KAFKA_VERSION"]
+    for line in SERVICES.read_text().splitlines():
+        if line.startswith("PINNED_KAFKA_VERSION="):
+            return line.split("=", 1)[1].strip().strip('"')
+    raise AssertionError(f"no PINNED_KAFKA_VERSION in {SERVICES}")
+
+
+def read_info(service: str) -> dict[str, str]:
+    """Key/values written by `services up` into <state dir>/<service>/info.env."""
+    path = STATE_DIR / service / "info.env"
+    if not path.exists():
+        return {}
+    info: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            info[key.strip()] = value.strip()
+    return info
+
+
+@dataclass
+class ServiceInfo:
+    name: str
+    address: str
+    external: bool
+    started_here: bool
+    version: str | None = None
+    startup: str = ""  # e.g. "started in 7.5 s", "already running", "external, checked in 0.3 s"
+    output: str = ""
+
+
+@dataclass
+class _Registry:
+    services: dict[str, ServiceInfo] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+_REGISTRY = _Registry()
+
+
+def _run_services(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(SERVICES), *args],
+        cwd=REPO_DIR,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _bring_up(service: str, env_var: str) -> ServiceInfo:
+    external = os.environ.get(env_var)
+    was_running = False
+    if not external:
+        was_running = _run_services("status", service).returncode == 0
+    t0 = time.monotonic()
+    try:
+        proc = _run_services("up", service)
+    except subprocess.TimeoutExpired as exc:
+        _REGISTRY.failures[service] = f"`services up {service}` did not finish in {exc.timeout} s"
+        pytest.fail(f"`{SERVICES} up {service}` did not finish in {exc.timeout} s", pytrace=False)
+    output = (proc.stdout + proc.stderr).strip()
+    if proc.returncode != 0:
+        _REGISTRY.failures[service] = (
+            output.splitlines()[-1] if output else f"exit {proc.returncode}"
+        )
+        pytest.fail(
+            f"could not start {service} (`deploy/local/services up {service}` exited "
+            f"{proc.returncode}):\n{output}",
+            pytrace=False,
+        )
+    data = read_info(service)
+    key = service.upper()
+    if external:
+        info = ServiceInfo(service, external, external=True, started_here=False, output=output)
+        info.startup = f"external, checked in {time.monotonic() - t0:.1f} s"
+        # An external broker does not report its version over the wire; if deploy/local/services
+        # started it with this state dir (ESCALATOR_LOCAL_DIR), its info file says which it is.
+        if data.get(f"{key}_BOOTSTRAP", data.get(f"{key}_URL")) == external:
+            info.version = data.get(f"{key}_VERSION")
+        elif service == "redis":
+            import redis
+
+            client = redis.Redis.from_url(external, socket_timeout=5)
+            info.version = str(client.info("server").get("redis_version"))
+            client.close()
+        return info
+    address = data.get(f"{key}_BOOTSTRAP") or data.get(f"{key}_URL")
+    if not address:
+        pytest.fail(f"`services up {service}` succeeded but wrote no address:\n{output}")
+    return ServiceInfo(
+        service,
+        address,
+        external=False,
+        started_here=not was_running,
+        version=data.get(f"{key}_VERSION"),
+        startup="already running, reused"
+        if was_running
+        else f"started in {data.get(f'{key}_STARTUP_SECONDS', '?')} s",
+        output=output,
+    )
+
+
+def _service_fixture(service: str, env_var: str) -> Iterator[ServiceInfo]:
+    info = _bring_up(service, env_var)
+    _REGISTRY.services[service] = info
+    try:
+        yield info
+    finally:
+        if info.started_here:
+            _run_services("down", service, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def pinned_kafka() -> str:
+    return pinned_kafka_version()
+
+
+@pytest.fixture(scope="session")
+def kafka_service() -> Iterator[ServiceInfo]:
+    yield from _service_fixture("kafka", "ESCALATOR_KAFKA_BOOTSTRAP")
+
+
+@pytest.fixture(scope="session")
+def redis_service() -> Iterator[ServiceInfo]:
+    yield from _service_fixture("redis", "ESCALATOR_REDIS_URL")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_service: ServiceInfo) -> str:
+    return kafka_service.address
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_service: ServiceInfo) -> str:
+    return redis_service.address
+
+
+@pytest.fixture
+def topic_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Factory: ``topic_name("events")`` -> ``"test-events-<test>-<uuid>"``, unique per call."""
+    test = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40].strip("-")
+
+    def make(prefix: str = "t") -> str:
+        return f"test-{prefix}-{test}-{uuid.uuid4().hex[:12]}"
+
+    return make
+
+
+def create_topic(
+    bootstrap: str,
+    name: str,
+    partitions: int = 1,
+    config: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> str:
+    """Create ``name`` with ``partitions`` partitions (replication factor 1); wait until done."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
+        operation_timeout=timeout,
+        request_timeout=timeout,
+    )
+    futures[name].result(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        topic = admin.list_topics(topic=name, timeout=timeout).topics.get(name)
+        if topic is not None and topic.error is None and len(topic.partitions) == partitions:
+            return name
+        time.sleep(0.1)
+    raise AssertionError(f"topic {name} not visible with {partitions} partitions after {timeout} s")
+
+
+@pytest.fixture
+def create_topics(kafka_bootstrap: str) -> Callable[..., str]:
+    """``create_topics(name, partitions=3)`` against the session broker."""
+
+    def make(name: str, partitions: int = 1, config: dict[str, str] | None = None) -> str:
+        return create_topic(kafka_bootstrap, name, partitions, config)
+
+    return make
+
+
+def _describe(info: ServiceInfo) -> str:
+    if info.name == "kafka":
+        what = f"Apache Kafka {info.version}" if info.version else "Kafka (version unknown)"
+    else:
+        what = f"Redis {info.version}" if info.version else "Redis (version unknown)"
+    return f"{what} at {info.address} ({info.startup})"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    services = _REGISTRY.services
+    for name, reason in _REGISTRY.failures.items():
+        terminalreporter.write_line(f"services: {name} FAILED to start: {reason}", red=True)
+    if not services and not _REGISTRY.failures:
+        terminalreporter.write_line("services: none used (no integration test ran)")
+        return
+    for name in ("kafka", "redis"):
+        if name in services:
+            terminalreporter.write_line(f"services: {_describe(services[name])}")
+            for line in services[name].output.splitlines():
+                terminalreporter.write_line(f"  | {line}")
