@@ -50,14 +50,26 @@ class Engine:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self._by_name = {sla.name: sla for sla in policy.sla_policies}
+        # Which event triggers can possibly hold for an event, so most events test none.
         self._tag_triggers: dict[str, list[Trigger]] = {}
-        self._other_triggers: list[Trigger] = []
+        self._type_triggers: dict[EventType, list[Trigger]] = {t: [] for t in EventType}
         for trigger in policy.event_triggers:
-            if trigger.when.tags_added:
-                for tag in trigger.when.tags_added:
+            when = trigger.when
+            if when.tags_added:
+                for tag in when.tags_added:
                     self._tag_triggers.setdefault(tag, []).append(trigger)
-            else:
-                self._other_triggers.append(trigger)
+                continue
+            types = set(EventType) if when.event is None else set(when.event)
+            if when.transfers_at_least is not None:
+                types &= {EventType.TRANSFERRED}
+            if when.reopens_at_least is not None:
+                types &= {EventType.REOPENED}
+            if when.csat_at_most is not None:
+                types &= {EventType.CSAT_RECEIVED}
+            for event_type in types:
+                self._type_triggers[event_type].append(trigger)
+        self._order = {id(t): i for i, t in enumerate(policy.event_triggers)}
+        self._timed_by_name = {t.name: t for t in policy.timed_triggers}
 
     # ------------------------------------------------------------------ public
 
@@ -75,7 +87,7 @@ class Engine:
             self._start_tracking(state, event)
         elif event.event_id in state.seen:
             return state, actions
-        elif t > state.clock_at:
+        elif state.next_due is not None and state.next_due <= t:
             self._advance(state, t, actions)
         state.seen.add(event.event_id)
         self._handle(state, event, actions, absorbed=fresh)
@@ -116,8 +128,22 @@ class Engine:
                 self._fire_timed(state, self._timed(ref), at, now, actions)
 
     def _next_due(self, state: TicketState) -> int | None:
-        due = self._earliest(state)
-        return None if due is None else due[0]
+        """The earliest due instant; the same as _earliest()[0], without building tuples."""
+        best: int | None = None
+        for clock in state.clocks.values():
+            at = clock.next_at
+            if at is not None and (best is None or at < best):
+                best = at
+        if state.awaiting_since is not None:
+            at = self._climb_due(state)
+            if at is not None and (best is None or at < best):
+                best = at
+        if state.status not in _DONE:
+            for trigger in self.policy.timed_triggers:
+                at = self._timed_due(state, trigger)
+                if at is not None and (best is None or at < best):
+                    best = at
+        return best
 
     def _earliest(self, state: TicketState) -> tuple[int, str, str] | None:
         best: tuple[int, int, str, str] | None = None
@@ -146,10 +172,7 @@ class Engine:
         return calendar.add(state.awaiting_since, level.allowed)
 
     def _timed(self, name: str) -> Trigger:
-        for trigger in self.policy.timed_triggers:
-            if trigger.name == name:
-                return trigger
-        raise KeyError(name)
+        return self._timed_by_name[name]
 
     def _timed_key(self, state: TicketState, trigger: Trigger) -> str:
         if trigger.when.status_for is not None:
@@ -160,16 +183,15 @@ class Engine:
         when = trigger.when
         if state.status in _DONE:
             return None
-        if self._timed_key(state, trigger) in state.fired:
-            return None
-        calendar = self.policy.calendar(trigger.calendar)
         if when.status_for is not None:
-            if state.status != when.status_for.status:
-                return None
-            return calendar.add(state.status_since, when.status_for.at_least)
-        if when.escalation_open_for is not None and state.escalated_at is not None:
-            return calendar.add(state.escalated_at, when.escalation_open_for)
-        return None
+            start = state.status_since if state.status == when.status_for.status else None
+            wait = when.status_for.at_least
+        else:
+            start = state.escalated_at
+            wait = when.escalation_open_for or 0
+        if start is None or self._timed_key(state, trigger) in state.fired:
+            return None
+        return self.policy.calendar(trigger.calendar).add(start, wait)
 
     # ------------------------------------------------------------------ clocks
 
@@ -600,13 +622,14 @@ class Engine:
     ) -> None:
         if state.status in _DONE and event.type is not EventType.CSAT_RECEIVED:
             return
-        candidates = {id(trigger) for trigger in self._other_triggers}
-        for tag in event.tags_added:
-            candidates.update(id(trigger) for trigger in self._tag_triggers.get(tag, ()))
-        for trigger in self.policy.event_triggers:  # file order decides the order of actions
-            if id(trigger) in candidates and self._event_conditions_hold(
-                state, event, trigger.when
-            ):
+        candidates = self._type_triggers[event.type]
+        if event.tags_added:
+            tagged = [t for tag in event.tags_added for t in self._tag_triggers.get(tag, ())]
+            if tagged:  # file order decides the order of actions
+                candidates = sorted({id(t): t for t in (*candidates, *tagged)}.values(),
+                                    key=lambda t: self._order[id(t)])  # fmt: skip
+        for trigger in candidates:
+            if self._event_conditions_hold(state, event, trigger.when):
                 self._run_trigger(
                     state, trigger, f"trigger:{trigger.name}", at, at, event.event_id, actions
                 )
