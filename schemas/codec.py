@@ -1,0 +1,488 @@
+"""Avro codec in the schema-registry wire format, with schema evolution.
+
+Wire format (Confluent): byte 0 = magic ``0``, bytes 1..4 = schema id (big-endian unsigned),
+then the Avro binary body (no container header). Any Confluent-compatible consumer can read what
+:class:`AvroCodec` writes.
+
+Schema ids come from one of two places:
+
+- **ids.json (default)**: ``schemas/ids.json`` maps subject -> {version: id}. The subject is the
+  record name (``TicketEvent``, ``Escalation``, ...), one subject per record type, independent of
+  the topic (like RecordNameStrategy with short names). Ids are unique across all subjects, like
+  a registry's global ids. The newest version is the current schema (``schemas/<name>.avsc``,
+  identical to ``schemas/history/<name>.v<N>.avsc``); older versions are read with their own
+  writer schema and resolved to the current one (Avro schema evolution: defaults fill new fields).
+- **a schema registry** (``registry=`` URL, e.g. ``settings.schema_registry_url`` /
+  ``ESCALATOR_SCHEMA_REGISTRY_URL``): the current schema is registered (or only looked up with
+  ``auto_register=False``) under the subject on first encode, and unknown ids met on decode are
+  fetched with ``GET /schemas/ids/{id}``, both lazily and cached. The client is a small stdlib
+  implementation of those REST endpoints (:class:`RegistryClient`): confluent-kafka's
+  ``schema_registry`` module needs the ``confluent-kafka[schemaregistry]`` extra (httpx2,
+  authlib, cachetools, certifi), which the project does not depend on. A registry that cannot be
+  reached raises :class:`RegistryError`, never :class:`DecodeError`: an outage must stop the
+  worker (and retry), not dead-letter good messages.
+
+Timestamps: the ``timestamp-millis`` logical type is stripped from the schemas the codec compiles
+(the binary encoding is a plain ``long`` either way), so timestamps are read and written as ``int``
+epoch milliseconds, the unit used everywhere in the core, and no datetime is built per field. The
+published .avsc files keep the logical type for other consumers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from enum import StrEnum
+from functools import cache
+from io import BytesIO
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import to_parsing_canonical_form
+
+__all__ = [
+    "HISTORY_DIR",
+    "IDS_FILE",
+    "MAGIC",
+    "NAMES",
+    "SCHEMA_DIR",
+    "AvroCodec",
+    "DecodeError",
+    "EncodeError",
+    "ErrorKind",
+    "Registry",
+    "RegistryClient",
+    "RegistryError",
+    "SchemaNotFound",
+    "codec_for",
+    "faust_codec",
+    "load_history",
+    "load_ids",
+    "load_schema",
+]
+
+SCHEMA_DIR: Final = Path(__file__).resolve().parent
+HISTORY_DIR: Final = SCHEMA_DIR / "history"
+IDS_FILE: Final = SCHEMA_DIR / "ids.json"
+NAMES: Final = ("TicketEvent", "Escalation", "PriorityBump", "Reminder", "OpsAlert", "DeadLetter")
+MAGIC: Final = 0
+_HEADER_LEN: Final = 5
+
+
+class ErrorKind(StrEnum):
+    """Why an input message was rejected: the ``DeadLetter.error_kind`` enum."""
+
+    UNDECODABLE = "UNDECODABLE"
+    UNKNOWN_SCHEMA = "UNKNOWN_SCHEMA"
+    SCHEMA_MISMATCH = "SCHEMA_MISMATCH"
+    INVALID_FIELD = "INVALID_FIELD"
+    TIMESTAMP_OUT_OF_RANGE = "TIMESTAMP_OUT_OF_RANGE"
+    OVERSIZED = "OVERSIZED"
+
+
+class DecodeError(ValueError):
+    """Bytes that cannot be decoded; ``kind`` is an :class:`ErrorKind`."""
+
+    def __init__(self, kind: ErrorKind, reason: str) -> None:
+        super().__init__(f"{kind.value}: {reason}")
+        self.kind = kind
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[DecodeError], tuple[ErrorKind, str]]:
+        return (DecodeError, (self.kind, self.reason))
+
+
+class EncodeError(ValueError):
+    """A record that does not fit the schema."""
+
+
+class RegistryError(RuntimeError):
+    """The schema registry could not be reached or answered with an error (not "not found")."""
+
+
+class SchemaNotFound(LookupError):
+    """The registry does not know the schema id (or the schema, for a lookup)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Schema files
+
+
+def load_schema(name: str, schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
+    """The current schema ``<schema_dir>/<name>.avsc`` as JSON."""
+    data: dict[str, Any] = json.loads((schema_dir / f"{name}.avsc").read_text("utf-8"))
+    return data
+
+
+def load_history(name: str, schema_dir: Path = SCHEMA_DIR) -> dict[int, dict[str, Any]]:
+    """Every released version ``<schema_dir>/history/<name>.v<N>.avsc``, by version number."""
+    out: dict[int, dict[str, Any]] = {}
+    for path in sorted((schema_dir / "history").glob(f"{name}.v*.avsc")):
+        version = path.name[len(name) + 2 : -len(".avsc")]
+        if version.isdigit():
+            out[int(version)] = json.loads(path.read_text("utf-8"))
+    return out
+
+
+def load_ids(schema_dir: Path = SCHEMA_DIR) -> dict[str, dict[int, int]]:
+    """``ids.json``: subject -> {version: schema id}."""
+    raw = json.loads((schema_dir / "ids.json").read_text("utf-8"))
+    return {
+        subject: {int(version): int(sid) for version, sid in versions.items()}
+        for subject, versions in raw.items()
+    }
+
+
+def _strip_timestamps(schema: Any) -> Any:
+    """Copy of ``schema`` with ``timestamp-millis`` removed, so fastavro reads plain ints."""
+    if isinstance(schema, list):
+        return [_strip_timestamps(s) for s in schema]
+    if isinstance(schema, dict):
+        out = {k: _strip_timestamps(v) for k, v in schema.items()}
+        if out.get("logicalType") == "timestamp-millis" and out.get("type") == "long":
+            del out["logicalType"]
+            if len(out) == 1:
+                return "long"
+        return out
+    return schema
+
+
+def _compile(schema: Mapping[str, Any]) -> Any:
+    return parse_schema(_strip_timestamps(dict(schema)))
+
+
+def canonical(schema: Any) -> str:
+    """Avro Parsing Canonical Form (ignores docs, defaults, order of attributes)."""
+    return str(to_parsing_canonical_form(parse_schema(schema)))
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+
+
+class Registry(Protocol):
+    """What :class:`AvroCodec` needs from a schema registry."""
+
+    def register(self, subject: str, schema: str) -> int: ...
+
+    def lookup(self, subject: str, schema: str) -> int: ...
+
+    def get_schema(self, schema_id: int) -> str: ...
+
+
+class RegistryClient:
+    """Minimal Confluent Schema Registry REST client (stdlib only).
+
+    Uses ``POST /subjects/{subject}/versions`` (register), ``POST /subjects/{subject}`` (lookup)
+    and ``GET /schemas/ids/{id}`` (fetch). ``url`` may hold several comma-separated base URLs
+    (tried in order on connection errors) and ``user:password@`` for HTTP basic auth.
+    """
+
+    _CONTENT_TYPE: Final = "application/vnd.schemaregistry.v1+json"
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        self._bases: list[tuple[str, str | None]] = []
+        for part in url.split(","):
+            parsed = urllib.parse.urlsplit(part.strip())
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError(f"schema registry URL {part.strip()!r}: expected http(s)://host")
+            auth = None
+            if parsed.username is not None:
+                userinfo = f"{urllib.parse.unquote(parsed.username)}:"
+                userinfo += urllib.parse.unquote(parsed.password or "")
+                auth = "Basic " + base64.b64encode(userinfo.encode()).decode()
+            netloc = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
+            if ":" in parsed.hostname:  # IPv6 literal
+                netloc = f"[{parsed.hostname}]" + (f":{parsed.port}" if parsed.port else "")
+            base = urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path.rstrip("/"), "", ""))
+            self._bases.append((base, auth))
+
+    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        last: Exception | None = None
+        for base, auth in self._bases:
+            request = urllib.request.Request(base + path, data=data, method=method)
+            request.add_header("Accept", self._CONTENT_TYPE)
+            if data is not None:
+                request.add_header("Content-Type", self._CONTENT_TYPE)
+            if auth:
+                request.add_header("Authorization", auth)
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return json.loads(response.read() or b"null")
+            except urllib.error.HTTPError as exc:
+                text = exc.read().decode("utf-8", "replace")[:500]
+                if exc.code == 404:
+                    raise SchemaNotFound(f"{method} {path}: {text}") from None
+                raise RegistryError(f"{method} {base}{path}: HTTP {exc.code}: {text}") from None
+            except (OSError, ValueError) as exc:  # URLError, timeouts, bad JSON
+                last = exc
+        raise RegistryError(f"{method} {path}: schema registry unreachable: {last}")
+
+    @staticmethod
+    def _subject_path(subject: str) -> str:
+        return "/subjects/" + urllib.parse.quote(subject, safe="")
+
+    def register(self, subject: str, schema: str) -> int:
+        answer = self._request(
+            "POST", self._subject_path(subject) + "/versions", {"schema": schema}
+        )
+        return int(answer["id"])
+
+    def lookup(self, subject: str, schema: str) -> int:
+        answer = self._request("POST", self._subject_path(subject), {"schema": schema})
+        return int(answer["id"])
+
+    def get_schema(self, schema_id: int) -> str:
+        answer = self._request("GET", f"/schemas/ids/{int(schema_id)}")
+        if answer.get("schemaType", "AVRO") != "AVRO":
+            raise SchemaNotFound(f"schema id {schema_id} is {answer['schemaType']}, not AVRO")
+        return str(answer["schema"])
+
+
+# --------------------------------------------------------------------------------------------
+# Codec
+
+_NEGATIVE_TTL_S: Final = 60.0
+
+
+class AvroCodec:
+    """Encode/decode one record type in the schema-registry wire format.
+
+    ``registry``: ``None`` for ids from ``ids.json``, a registry URL, or a :class:`Registry`.
+    ``subject`` defaults to ``name``. Schemas are parsed and compiled once per codec; the codec is
+    safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        registry: str | Registry | None = None,
+        *,
+        subject: str | None = None,
+        auto_register: bool = True,
+        schema_dir: Path = SCHEMA_DIR,
+    ) -> None:
+        self.name = name
+        self.subject = subject or name
+        self.schema: dict[str, Any] = load_schema(name, schema_dir)
+        self._schema_str = json.dumps(self.schema, separators=(",", ":"))
+        self._canonical = canonical(self.schema)
+        self._parsed = _compile(self.schema)
+        self._auto_register = auto_register
+        self._lock = threading.Lock()
+        # schema id -> (writer, reader or None when the writer is the current schema)
+        self._readers: dict[int, tuple[Any, Any]] = {}
+        self._unknown: dict[int, tuple[float, DecodeError]] = {}
+        self._header: bytes | None = None
+        self._schema_id: int | None = None
+        self._foreign: dict[int, str] = {}
+        self._registry: Registry | None
+        if registry is None:
+            self._registry = None
+            self._load_ids(schema_dir)
+        elif isinstance(registry, str):
+            self._registry = RegistryClient(registry)
+        else:
+            self._registry = registry
+
+    def _load_ids(self, schema_dir: Path) -> None:
+        ids = load_ids(schema_dir)
+        versions = ids.get(self.subject)
+        if not versions:
+            raise KeyError(f"{schema_dir / 'ids.json'} has no subject {self.subject!r}")
+        current = max(versions)
+        self._set_schema_id(versions[current])
+        history = load_history(self.name, schema_dir)
+        for version, schema_id in versions.items():
+            if version == current:
+                continue
+            if version not in history:
+                raise KeyError(f"ids.json: {self.subject} v{version} has no history file")
+            self._readers[schema_id] = self._reader_for(history[version])
+        self._foreign = {
+            sid: f"{subject} v{version}"
+            for subject, by_version in ids.items()
+            if subject != self.subject
+            for version, sid in by_version.items()
+        }
+
+    def _set_schema_id(self, schema_id: int) -> None:
+        if not 0 <= schema_id < 2**32:
+            raise ValueError(f"schema id {schema_id} does not fit in 4 bytes")
+        self._schema_id = schema_id
+        self._header = bytes((MAGIC,)) + schema_id.to_bytes(4, "big")
+        self._readers[schema_id] = (self._parsed, None)
+
+    def _reader_for(self, writer: Mapping[str, Any]) -> tuple[Any, Any]:
+        if canonical(writer) == self._canonical:
+            return (self._parsed, None)
+        return (_compile(writer), self._parsed)
+
+    @property
+    def schema_id(self) -> int:
+        """Id of the current schema (registers or looks it up first in registry mode)."""
+        if self._schema_id is None:
+            self._ensure_header()
+        assert self._schema_id is not None
+        return self._schema_id
+
+    def _ensure_header(self) -> bytes:
+        header = self._header
+        if header is not None:
+            return header
+        assert self._registry is not None
+        with self._lock:
+            if self._header is None:
+                try:
+                    if self._auto_register:
+                        sid = self._registry.register(self.subject, self._schema_str)
+                    else:
+                        sid = self._registry.lookup(self.subject, self._schema_str)
+                except SchemaNotFound as exc:
+                    raise RegistryError(
+                        f"schema {self.name} is not registered under subject {self.subject!r} "
+                        f"(auto_register=False): {exc}"
+                    ) from None
+                self._set_schema_id(sid)
+            assert self._header is not None
+            return self._header
+
+    # -- encode ------------------------------------------------------------------------------
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        """Wire-format bytes of ``record`` (a dict shaped like the schema; timestamps as int ms)."""
+        header = self._header if self._header is not None else self._ensure_header()
+        out = BytesIO()
+        out.write(header)
+        try:
+            schemaless_writer(out, self._parsed, record)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            raise EncodeError(f"{self.name}: {type(exc).__name__}: {exc}") from None
+        return out.getvalue()
+
+    # -- decode ------------------------------------------------------------------------------
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        """The record in ``data``, resolved to the current schema; raises :class:`DecodeError`."""
+        if data is None or len(data) < _HEADER_LEN:
+            size = "no value (tombstone)" if data is None else f"{len(data)} bytes"
+            raise DecodeError(ErrorKind.UNDECODABLE, f"{size}: too short for wire format")
+        if data[0] != MAGIC:
+            raise DecodeError(
+                ErrorKind.UNDECODABLE, f"magic byte {data[0]:#04x}, expected 0x00 (not Avro?)"
+            )
+        schema_id = int.from_bytes(data[1:5], "big")
+        pair = self._readers.get(schema_id)
+        if pair is None:
+            pair = self._resolve(schema_id)
+        fo = BytesIO(data)
+        fo.seek(_HEADER_LEN)
+        try:
+            record: dict[str, Any] = schemaless_reader(fo, pair[0], pair[1])  # type: ignore[assignment]
+        except Exception as exc:  # fastavro raises many types on garbage (EOF, Index, Unicode...)
+            raise DecodeError(
+                ErrorKind.SCHEMA_MISMATCH,
+                f"body not readable as {self.name} with schema id {schema_id}: "
+                f"{type(exc).__name__}: {exc}",
+            ) from None
+        end = fo.tell()
+        if end != len(data):
+            raise DecodeError(
+                ErrorKind.SCHEMA_MISMATCH,
+                f"{len(data) - end} trailing bytes after {self.name} (schema id {schema_id})",
+            )
+        return record
+
+    def _resolve(self, schema_id: int) -> tuple[Any, Any]:
+        if self._registry is None:
+            other = self._foreign.get(schema_id)
+            what = f"is {other}, not {self.subject}" if other else "is not in ids.json"
+            raise DecodeError(ErrorKind.UNKNOWN_SCHEMA, f"schema id {schema_id} {what}")
+        cached = self._unknown.get(schema_id)
+        if cached is not None and cached[0] > time.monotonic():
+            raise cached[1]
+        try:
+            text = self._registry.get_schema(schema_id)
+        except SchemaNotFound as exc:
+            error = DecodeError(ErrorKind.UNKNOWN_SCHEMA, f"schema id {schema_id}: {exc}")
+            self._remember_unknown(schema_id, error)
+            raise error from None
+        try:
+            pair = self._reader_for(json.loads(text))
+        except Exception as exc:
+            error = DecodeError(
+                ErrorKind.SCHEMA_MISMATCH,
+                f"schema id {schema_id} is not a readable Avro schema: {exc}",
+            )
+            self._remember_unknown(schema_id, error)
+            raise error from None
+        with self._lock:
+            self._readers[schema_id] = pair
+        return pair
+
+    def _remember_unknown(self, schema_id: int, error: DecodeError) -> None:
+        with self._lock:
+            if len(self._unknown) > 1000:
+                self._unknown.clear()
+            self._unknown[schema_id] = (time.monotonic() + _NEGATIVE_TTL_S, error)
+
+    def __repr__(self) -> str:
+        source = "ids.json" if self._registry is None else "registry"
+        return f"AvroCodec({self.name!r}, subject={self.subject!r}, ids from {source})"
+
+
+def codec_for(name: str, settings: Any = None) -> AvroCodec:
+    """Codec for ``name`` using ``settings.schema_registry_url`` (a ``streams.settings.Settings``)
+    or, without settings, ``ESCALATOR_SCHEMA_REGISTRY_URL``; ids.json when neither is set."""
+    if settings is not None:
+        url = settings.schema_registry_url
+    else:
+        import os
+
+        url = os.environ.get("ESCALATOR_SCHEMA_REGISTRY_URL") or None
+    return AvroCodec(name, url)
+
+
+# --------------------------------------------------------------------------------------------
+# Faust
+
+
+@cache
+def _faust_codec_class() -> type:
+    import faust
+
+    class AvroFaustCodec(faust.Codec):
+        """Faust codec: dict <-> wire-format Avro. Use as ``value_serializer`` of a topic."""
+
+        def __init__(self, children: Any = None, **kwargs: Any) -> None:
+            super().__init__(children=children, **kwargs)
+            codec = kwargs.get("codec")
+            if codec is None:
+                codec = AvroCodec(kwargs["name"], kwargs.get("registry"))
+            self.avro: AvroCodec = codec
+
+        def _dumps(self, obj: Any) -> bytes:
+            return self.avro.encode(obj)
+
+        def _loads(self, s: bytes) -> Any:
+            return self.avro.decode(s)
+
+    return AvroFaustCodec
+
+
+def faust_codec(
+    name: str, registry: str | Registry | None = None, *, codec: AvroCodec | None = None
+) -> Any:
+    """A ``faust.Codec`` instance for record ``name`` (pass an existing ``codec`` to share it)."""
+    if codec is not None:
+        return _faust_codec_class()(name=name, codec=codec)
+    return _faust_codec_class()(name=name, registry=registry)
