@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
+from streams.settings import ConfigError, Settings, load_settings
 from streams.sla.events import parse_ts
 from streams.sla.policy import Policy, PolicyError, load_policy
 
@@ -70,6 +72,81 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _kafka_reachable(settings: Settings) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka.confluent())
+    try:
+        admin.list_topics(timeout=10)
+    except Exception as exc:
+        raise UserError(
+            f"cannot reach Kafka at {settings.kafka.bootstrap} ({exc}); start it with "
+            "'deploy/local/services up' or set ESCALATOR_KAFKA_BOOTSTRAP"
+        ) from None
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from faust import Worker
+
+    from streams.topics import Topics, ensure_topics
+    from streams.worker import build_app
+
+    settings = _settings()
+    policy = _policy_arg(args.policy or settings.policy_file)
+    _kafka_reachable(settings)
+    topics = Topics(args.topic_prefix)
+    try:
+        ensure_topics(settings, topics)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if args.topic_prefix:  # an isolated pipeline: its own group, changelog and state
+        settings = replace(settings, app_id=f"{args.topic_prefix}{settings.app_id}")
+    app = build_app(settings, policy, topics, event_time=args.event_time)
+    sys.stderr.write(
+        f"escalator worker: policy {policy.source}, {settings.partitions} partitions, "
+        f"{settings.processing_guarantee}, clock={'event' if args.event_time else 'wall'}\n"
+    )
+    Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from streams.replay import replay
+    from streams.topics import Topics, ensure_topics
+
+    settings = _settings()
+    path = Path(args.events)
+    if not path.is_file():
+        raise UserError(f"{path}: no such events file")
+    _kafka_reachable(settings)
+    topics = Topics(args.topic_prefix)
+    ensure_topics(settings, topics)
+    sent, bad = replay(settings, path, topics, rate=args.rate, end_tick=args.end_tick)
+    sys.stderr.write(f"replayed {sent:,} events to {topics.ticket_events} ({bad} bad lines)\n")
+    return 0 if bad == 0 else 1
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from streams.replay import tail
+    from streams.topics import Topics
+
+    settings = _settings()
+    _kafka_reachable(settings)
+    try:
+        tail(settings, args.topic, Topics(args.topic_prefix), from_beginning=args.from_beginning,
+             limit=args.limit, idle_timeout=args.idle_timeout)  # fmt: skip
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="escalator", description="SLA escalation pipeline for contact centers."
@@ -96,6 +173,36 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--compare", metavar="OTHER_POLICY", help="what-if against another policy")
     back.add_argument("--until", help="advance the clock to this ISO-8601 instant at the end")
     back.set_defaults(func=cmd_backtest)
+
+    worker = sub.add_parser("worker", help="run the stream worker (Faust)")
+    worker.add_argument("--policy", help="policy YAML (default: ESCALATOR_POLICY_FILE or built-in)")
+    worker.add_argument(
+        "--event-time",
+        action="store_true",
+        help="advance the clock by event time (replays, demo) instead of wall time",
+    )
+    worker.add_argument("--topic-prefix", default="", help=argparse.SUPPRESS)
+    worker.add_argument("--loglevel", default="warning")
+    worker.set_defaults(func=cmd_worker)
+
+    rep = sub.add_parser("replay", help="produce a history file to ticket-events")
+    rep.add_argument("events", help="history as JSON Lines (.jsonl or .jsonl.gz)")
+    rep.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    rep.add_argument(
+        "--end-tick",
+        action="store_true",
+        help="finish with a clock tick at the last event time (event-time workers)",
+    )
+    rep.add_argument("--topic-prefix", default="", help=argparse.SUPPRESS)
+    rep.set_defaults(func=cmd_replay)
+
+    tail = sub.add_parser("tail", help="print an output topic as readable lines")
+    tail.add_argument("topic", help="escalations, priority-bumps, reminders, ticket-events-dlq")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--limit", type=int)
+    tail.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
+    tail.add_argument("--topic-prefix", default="", help=argparse.SUPPRESS)
+    tail.set_defaults(func=cmd_tail)
     return parser
 
 

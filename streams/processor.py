@@ -1,0 +1,244 @@
+"""The worker's adapter logic between Kafka messages and the SLA engine, free of Faust.
+
+The Faust agent hands each message here and sends back what comes out; this
+module decodes and validates input (rejects go to the DLQ), keeps a due-time
+index per partition so clock ticks find due tickets without scanning the table,
+and encodes outputs. Kept apart from Faust so it can be unit-tested directly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import orjson
+
+from schemas.codec import AvroCodec
+from schemas.records import (
+    Rejected,
+    dead_letter,
+    decode_ticket_event,
+    escalation_to_avro,
+    priority_bump_to_avro,
+    reminder_to_avro,
+)
+from streams.sla.actions import Action, Escalation, PriorityBump, Reminder, SlaOutcome
+from streams.sla.engine import Engine
+from streams.sla.state import TicketState
+from streams.topics import Topics
+
+TICK_HEADER = "escalator-tick"  # marks an event-time clock tick inside ticket-events
+CLOSED_RETENTION_MS = 7 * 86_400_000  # closed tickets are kept this long for late duplicates
+
+
+class StateStore(Protocol):
+    """A partition-aware key-value store (the Faust table in the worker, a dict in tests)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def put(self, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, key: bytes) -> None: ...
+
+    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Out:
+    """One message to send, always to the partition the input came from."""
+
+    topic: str
+    key: bytes
+    value: bytes
+
+
+@dataclass
+class Counters:
+    """What the processor did, for metrics and logs."""
+
+    events: int = 0
+    duplicates: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    escalations: int = 0
+    bumps: int = 0
+    reminders: int = 0
+    breaches: int = 0
+
+
+def encode_state(partition: int, state: TicketState) -> bytes:
+    return orjson.dumps({"p": partition, "s": state.to_dict()})
+
+
+def decode_state(value: bytes) -> tuple[int, TicketState]:
+    data = orjson.loads(value)
+    return data["p"], TicketState.from_dict(data["s"])
+
+
+def encode_tick(now_ms: int) -> bytes:
+    return str(now_ms).encode()
+
+
+def is_tick(headers: object) -> bool:
+    """Whether a ticket-events message is an event-time tick (see streams.replay.send_ticks)."""
+    if not headers:
+        return False
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return any(name == TICK_HEADER for name, _ in pairs)  # type: ignore[union-attr]
+
+
+def decode_tick(value: bytes | None) -> int | None:
+    try:
+        return int(value or b"")
+    except ValueError:
+        return None
+
+
+class TicketProcessor:
+    """Per-worker processing of ticket events and clock ticks."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        topics: Topics,
+        codecs: dict[str, AvroCodec],
+        max_event_bytes: int,
+        event_time: bool = False,
+        wall_clock: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.engine = engine
+        self.topics = topics
+        self.codecs = codecs
+        self.max_event_bytes = max_event_bytes
+        self.event_time = event_time
+        self.wall_clock = wall_clock
+        self.due: dict[int, list[tuple[int, bytes]]] = {}
+        self.watermark: dict[int, int] = {}
+        self.counters = Counters()
+
+    # ------------------------------------------------------------------ index
+
+    def rebuild(self, store: StateStore, partitions: Iterable[int]) -> int:
+        """Rebuild the due index of these partitions from the table after a rebalance."""
+        wanted = set(partitions)
+        for p in wanted:
+            self.due[p] = []
+        count = 0
+        for key, value in store.items():
+            p, state = decode_state(value)
+            if p in wanted:
+                self._schedule(p, key, state)
+                count += 1
+        for p in wanted:
+            heapq.heapify(self.due[p])
+        return count
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        for p in partitions:
+            self.due.pop(p, None)
+            self.watermark.pop(p, None)
+
+    def _schedule(self, partition: int, key: bytes, state: TicketState) -> None:
+        heap = self.due.setdefault(partition, [])
+        if state.next_due is not None:
+            heapq.heappush(heap, (state.next_due, key))
+        elif state.closed:
+            heapq.heappush(heap, (state.clock_at + CLOSED_RETENTION_MS, key))
+
+    # ------------------------------------------------------------------ input
+
+    def on_event(
+        self,
+        store: StateStore,
+        raw: bytes | None,
+        key: bytes | None,
+        partition: int,
+        offset: int,
+        timestamp: int | None,
+    ) -> list[Out]:
+        now = self.wall_clock()
+        try:
+            event = decode_ticket_event(raw, now, self.codecs["TicketEvent"], self.max_event_bytes)
+        except Rejected as exc:
+            kind = exc.kind.value
+            self.counters.rejected[kind] = self.counters.rejected.get(kind, 0) + 1
+            letter = dead_letter(
+                raw, key, self.topics.ticket_events, partition, offset, timestamp,
+                exc.kind, exc.reason, exc.field, now,
+            )  # fmt: skip
+            return [Out(self.topics.dlq, key or b"", self.codecs["DeadLetter"].encode(letter))]
+        self.counters.events += 1
+        ticket_key = event.ticket_id.encode()
+        out: list[Out] = []
+        if self.event_time and event.occurred_at > self.watermark.get(partition, 0):
+            self.watermark[partition] = event.occurred_at
+            out.extend(self._fire(store, partition, event.occurred_at, now))
+        old = store.get(ticket_key)
+        state = None if old is None else decode_state(old)[1]
+        if state is not None and event.event_id in state.seen:
+            self.counters.duplicates += 1
+            return out
+        before = None if state is None else state.next_due
+        state, actions = self.engine.apply(state, event)
+        store.put(ticket_key, encode_state(partition, state))
+        if state.next_due != before or state.closed:
+            self._schedule(partition, ticket_key, state)
+        out.extend(self._encode(actions, now))
+        return out
+
+    def on_tick(self, store: StateStore, partition: int, tick: int | None) -> list[Out]:
+        """A clock tick for one partition: fire what is due up to the tick's instant."""
+        if tick is None:
+            return []
+        now = self.wall_clock()
+        if self.event_time:
+            tick = max(tick, self.watermark.get(partition, 0))
+            self.watermark[partition] = tick
+        return self._fire(store, partition, tick, now)
+
+    def _fire(self, store: StateStore, partition: int, upto: int, now: int) -> list[Out]:
+        heap = self.due.get(partition)
+        out: list[Out] = []
+        while heap and heap[0][0] <= upto:
+            due, key = heapq.heappop(heap)
+            value = store.get(key)
+            if value is None:
+                continue
+            state = decode_state(value)[1]
+            if state.next_due is None:
+                if state.closed and state.clock_at + CLOSED_RETENTION_MS <= upto:
+                    store.delete(key)
+                continue
+            if state.next_due != due:
+                continue  # superseded by a later entry
+            state, actions = self.engine.advance(state, upto)
+            store.put(key, encode_state(partition, state))
+            self._schedule(partition, key, state)
+            out.extend(self._encode(actions, now))
+        return out
+
+    # ------------------------------------------------------------------ output
+
+    def _encode(self, actions: list[Action], now: int) -> list[Out]:
+        out: list[Out] = []
+        for action in actions:
+            if isinstance(action, Escalation):
+                self.counters.escalations += 1
+                record = escalation_to_avro(action, now)
+                out.append(Out(self.topics.escalations, action.ticket_id.encode(),
+                               self.codecs["Escalation"].encode(record)))  # fmt: skip
+            elif isinstance(action, PriorityBump):
+                self.counters.bumps += 1
+                record = priority_bump_to_avro(action, now)
+                out.append(Out(self.topics.priority_bumps, action.ticket_id.encode(),
+                               self.codecs["PriorityBump"].encode(record)))  # fmt: skip
+            elif isinstance(action, Reminder):
+                self.counters.reminders += 1
+                record = reminder_to_avro(action, now)
+                out.append(Out(self.topics.reminders, action.ticket_id.encode(),
+                               self.codecs["Reminder"].encode(record)))  # fmt: skip
+            elif isinstance(action, SlaOutcome) and action.breached:
+                self.counters.breaches += 1
+        return out

@@ -1,0 +1,203 @@
+"""Replay recorded history onto `ticket-events`, and read output topics for people.
+
+Replay uses an idempotent confluent-kafka producer (acks=all) keyed by ticket id
+with the murmur2 partitioner, the one Java clients and aiokafka use, so a ticket
+lands in the same partition whichever tool produced it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+from connectors.history import LineError, count_lines, is_gzip, read_history
+from schemas.codec import codec_for
+from schemas.records import ticket_event_to_avro
+from streams.processor import TICK_HEADER, encode_tick
+from streams.progress import Progress
+from streams.settings import Settings
+from streams.sla.events import format_ts
+from streams.topics import Topics
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    return {
+        **settings.kafka.confluent(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "partitioner": "murmur2_random",
+        "linger.ms": 5,
+        "batch.num.messages": 10000,
+        "queue.buffering.max.messages": 200000,
+    }
+
+
+class DeliveryFailed(RuntimeError):
+    pass
+
+
+def replay(
+    settings: Settings,
+    path: Path,
+    topics: Topics | None = None,
+    rate: float | None = None,
+    end_tick: bool = False,
+    stderr: TextIO = sys.stderr,
+) -> tuple[int, int]:
+    """Produce every valid event of a history file in file order; returns (sent, bad lines).
+
+    With `end_tick`, finish with a clock tick at the last event time on every
+    partition, so an event-time worker fires everything due by then.
+    """
+    topics = topics or Topics()
+    codec = codec_for("TicketEvent", settings)
+    producer = Producer(producer_config(settings))
+    failures: list[str] = []
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    total = None if is_gzip(path) else count_lines(path)
+    progress = Progress("replay", total=total, stream=stderr)
+    sent = bad = 0
+    last = 0
+    started = time.monotonic()
+    for item in read_history(path):
+        if isinstance(item, LineError):
+            bad += 1
+            stderr.write(f"skipped bad line: {item}\n")
+            continue
+        value = codec.encode(ticket_event_to_avro(item))
+        while True:
+            try:
+                producer.produce(
+                    topics.ticket_events, value=value, key=item.ticket_id.encode(),
+                    on_delivery=on_delivery,
+                )  # fmt: skip
+                break
+            except BufferError:
+                producer.poll(0.05)
+        sent += 1
+        last = max(last, item.occurred_at)
+        producer.poll(0)
+        progress.update()
+        if failures:
+            raise DeliveryFailed(f"delivery to {topics.ticket_events} failed: {failures[0]}")
+        if rate:
+            ahead = sent / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    remaining = producer.flush(60)
+    if remaining or failures:
+        raise DeliveryFailed(
+            f"{remaining} events not acknowledged; first error: {failures[:1] or 'timeout'}"
+        )
+    if end_tick and last:
+        send_ticks(settings, topics, last)
+    progress.close()
+    return sent, bad
+
+
+def send_ticks(settings: Settings, topics: Topics, at: int) -> None:
+    """A clock tick at `at` on every partition of ticket-events, after the events.
+
+    It goes into ticket-events itself (marked by a header, no key) because only
+    order within one partition is guaranteed: on the clock topic it could be
+    read before the last events and fire deadlines those events would have met.
+    """
+    producer = Producer({**producer_config(settings), "linger.ms": 0})
+    meta = producer.list_topics(topics.ticket_events, timeout=30)
+    for partition in meta.topics[topics.ticket_events].partitions:
+        producer.produce(
+            topics.ticket_events, value=encode_tick(at), partition=partition,
+            headers=[(TICK_HEADER, b"1")],
+        )  # fmt: skip
+    if producer.flush(30):
+        raise DeliveryFailed("clock ticks not acknowledged")
+
+
+READABLE = {
+    "escalations": "Escalation",
+    "priority-bumps": "PriorityBump",
+    "reminders": "Reminder",
+    "ticket-events-dlq": "DeadLetter",
+    "ops-alerts": "OpsAlert",
+}
+
+
+def describe(kind: str, record: dict[str, Any]) -> str:
+    """One line a person watching a screen can read."""
+    if kind == "Escalation":
+        due = format_ts(record["due_at"])[:16].replace("T", " ")
+        late = (record["emitted_at"] - record["due_at"]) / 1000
+        return (
+            f"{due}  {record['ticket_id']:<10} {record['kind']:<12} L{record['from_level']}->"
+            f"L{record['level']} {record['target']:<30} {record['reason']:<22} "
+            f"[{record['policy']}/{record['rule']}] +{late:.1f}s id={record['escalation_id']}"
+        )
+    if kind == "PriorityBump":
+        return (
+            f"{record['ticket_id']:<10} PRIORITY {record['old_priority']} -> "
+            f"{record['new_priority']} ({record['reason']}) esc={record['escalation_id']}"
+        )
+    if kind == "Reminder":
+        return f"{record['ticket_id']:<10} REMIND {record['target']} ({record['reason']})"
+    if kind == "DeadLetter":
+        return (
+            f"DLQ {record['source_topic']}[{record['partition']}]@{record['offset']} "
+            f"{record['error_kind']}: {record['error']}"
+        )
+    return " ".join(f"{k}={v}" for k, v in record.items())
+
+
+def tail(
+    settings: Settings,
+    topic: str,
+    topics: Topics | None = None,
+    from_beginning: bool = False,
+    limit: int | None = None,
+    idle_timeout: float | None = None,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Print committed records of an output topic as readable lines; returns how many."""
+    topics = topics or Topics()
+    if topic not in READABLE:
+        raise ValueError(f"cannot tail {topic!r}; choose one of {', '.join(READABLE)}")
+    codec = codec_for(READABLE[topic], settings)
+    name = topics.name(topic)
+    consumer = Consumer(
+        {
+            **settings.kafka.confluent(),
+            "group.id": f"escalator-tail-{time.time_ns()}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        meta = consumer.list_topics(name, timeout=30).topics.get(name)
+        if meta is None or meta.error is not None:
+            raise KafkaException(f"topic {name} not found")
+        offset = -2 if from_beginning else -1  # OFFSET_BEGINNING / OFFSET_END
+        consumer.assign([TopicPartition(name, p, offset) for p in meta.partitions])
+        count = 0
+        idle_since = time.monotonic()
+        while limit is None or count < limit:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                if idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
+                    break
+                continue
+            if msg.error():
+                continue
+            idle_since = time.monotonic()
+            out.write(describe(READABLE[topic], codec.decode(msg.value())) + "\n")
+            out.flush()
+            count += 1
+        return count
+    finally:
+        consumer.close()

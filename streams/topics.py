@@ -1,0 +1,106 @@
+"""Topic names and their creation: one place so worker, replay, sinks and tests agree.
+
+All pipeline topics have the same partition count: the worker sends every output
+to the partition of the input it came from, which keeps each output inside the
+transaction of its source partition under exactly-once processing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str = ""
+
+    def name(self, base: str) -> str:
+        return f"{self.prefix}{base}"
+
+    @property
+    def ticket_events(self) -> str:
+        return self.name("ticket-events")
+
+    @property
+    def clock(self) -> str:
+        return self.name("escalator-clock")
+
+    @property
+    def escalations(self) -> str:
+        return self.name("escalations")
+
+    @property
+    def priority_bumps(self) -> str:
+        return self.name("priority-bumps")
+
+    @property
+    def reminders(self) -> str:
+        return self.name("reminders")
+
+    @property
+    def ops_alerts(self) -> str:
+        return self.name("ops-alerts")
+
+    @property
+    def dlq(self) -> str:
+        return self.name("ticket-events-dlq")
+
+    def pipeline(self) -> list[str]:
+        """Topics that must share the partition count of ticket-events."""
+        return [
+            self.ticket_events,
+            self.clock,
+            self.escalations,
+            self.priority_bumps,
+            self.reminders,
+            self.dlq,
+        ]
+
+    def all(self) -> list[str]:
+        return [*self.pipeline(), self.ops_alerts]
+
+
+def ensure_topics(
+    settings: Settings,
+    topics: Topics,
+    names: Iterable[str] | None = None,
+    timeout: float = 30.0,
+) -> list[str]:
+    """Create missing topics with the configured partitions; returns the names created.
+
+    An existing topic with a different partition count is a configuration error:
+    co-partitioning is what keeps a ticket's events, state and outputs together.
+    """
+    admin = AdminClient(settings.kafka.confluent())
+    wanted = list(names) if names is not None else topics.all()
+    existing = admin.list_topics(timeout=timeout).topics
+    for name in wanted:
+        meta = existing.get(name)
+        if meta is not None and meta.error is None and len(meta.partitions) != settings.partitions:
+            raise ValueError(
+                f"topic {name} has {len(meta.partitions)} partitions but "
+                f"ESCALATOR_PARTITIONS={settings.partitions}; all pipeline topics must match"
+            )
+    missing = [name for name in wanted if name not in existing]
+    if not missing:
+        return []
+    config = {"max.message.bytes": str(max(2 * settings.max_event_bytes, 1_048_588))}
+    futures = admin.create_topics(
+        [
+            NewTopic(name, settings.partitions, settings.replication, config=config)
+            for name in missing
+        ],
+        operation_timeout=timeout,
+    )
+    for future in futures.values():
+        try:
+            future.result()
+        except Exception as exc:  # TOPIC_ALREADY_EXISTS from a racing worker is fine
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+    return missing

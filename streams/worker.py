@@ -1,0 +1,176 @@
+"""The Faust worker: ticket events and clock ticks in, escalations out, state in a table.
+
+One agent consumes `ticket-events` and `escalator-clock` together, so a clock
+tick for partition p is processed in-stream on partition p: every table write
+is changelogged in the same transaction as the outputs and the input offsets
+(Faust only lets tables change inside stream iteration). Ticks come from a
+timer through a plain producer, outside the transactions, so they are visible
+at once; in event-time mode (replays, the demo) there is no timer and event
+time itself advances the clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import faust
+from confluent_kafka import Producer
+
+from schemas.codec import codec_for
+from streams.processor import Out, TicketProcessor, decode_tick, encode_tick, is_tick
+from streams.settings import Settings
+from streams.sla.engine import Engine
+from streams.sla.policy import Policy
+from streams.topics import Topics
+
+log = logging.getLogger("escalator.worker")
+
+CODECS = ("TicketEvent", "Escalation", "PriorityBump", "Reminder", "DeadLetter")
+
+
+class TableStore:
+    """The Faust table seen through the processor's StateStore protocol."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self.table.get(key)
+        return value
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.table[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self.table.pop(key, None)
+
+    def items(self) -> Iterable[tuple[bytes, bytes]]:
+        return list(self.table.items())
+
+
+def _credentials(settings: Settings) -> Any:
+    kafka = settings.kafka
+    if kafka.security_protocol == "PLAINTEXT":
+        return None
+    context = None
+    if kafka.security_protocol.endswith("SSL"):
+        context = ssl.create_default_context(cafile=kafka.ssl_ca_file)
+        if kafka.ssl_cert_file:
+            context.load_cert_chain(kafka.ssl_cert_file, kafka.ssl_key_file)
+    if kafka.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password,
+            ssl_context=context,
+            mechanism=kafka.sasl_mechanism or "PLAIN",
+        )
+    return faust.SSLCredentials(context)
+
+
+def build_app(
+    settings: Settings,
+    policy: Policy,
+    topics: Topics | None = None,
+    event_time: bool = False,
+    commit_interval: float = 0.2,
+) -> faust.App:
+    """A Faust app wired to the SLA engine; start it with faust.Worker or app.main()."""
+    topics = topics or Topics()
+    app = faust.App(
+        settings.app_id,
+        broker="kafka://" + settings.kafka.bootstrap.replace(",", ";"),
+        broker_credentials=_credentials(settings),
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        processing_guarantee=settings.processing_guarantee,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        broker_commit_interval=commit_interval,
+        consumer_auto_offset_reset="earliest",
+        table_standby_replicas=0,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        producer_acks=-1,
+    )
+    codecs = {name: codec_for(name, settings) for name in CODECS}
+    processor = TicketProcessor(
+        Engine(policy), topics, codecs, settings.max_event_bytes, event_time=event_time
+    )
+    app.escalator_processor = processor  # type: ignore[attr-defined]
+    source = app.topic(
+        topics.ticket_events, topics.clock, key_serializer="raw", value_serializer="raw"
+    )
+    table = app.Table(
+        "tickets",
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=bytes,
+        options={"driver": "rocksdict"},
+        help="SLA state per ticket",
+    )
+    store = TableStore(table)
+    outputs = {
+        name: app.topic(name, key_serializer="raw", value_serializer="raw")
+        for name in (topics.escalations, topics.priority_bumps, topics.reminders, topics.dlq)
+    }
+    assigned: set[int] = set()
+    stale = {"rebuild": True}
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        stale["rebuild"] = True
+
+    def owned() -> set[int]:
+        return {
+            tp.partition for tp in app.consumer.assignment() if tp.topic == topics.ticket_events
+        }
+
+    async def send(outs: list[Out], partition: int) -> None:
+        for out in outs:
+            await outputs[out.topic].send(key=out.key, value=out.value, partition=partition)
+
+    @app.agent(source, name="tickets")
+    async def tickets(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            if stale["rebuild"]:
+                stale["rebuild"] = False
+                now_owned = owned()
+                processor.forget(assigned - now_owned)
+                count = processor.rebuild(store, now_owned)
+                assigned.clear()
+                assigned.update(now_owned)
+                log.info("due index rebuilt: %d tickets on partitions %s", count, sorted(now_owned))
+            if message.topic == topics.clock or is_tick(message.headers):
+                outs = processor.on_tick(store, message.partition, decode_tick(event.value))
+            else:
+                timestamp = int(message.timestamp * 1000) if message.timestamp else None
+                outs = processor.on_event(
+                    store, event.value, message.key, message.partition, message.offset, timestamp
+                )
+            if outs:
+                await send(outs, message.partition)
+
+    # Subscribing to the outputs puts them in the partition group of ticket-events, so
+    # Faust's exactly-once sends them through the transaction of their source partition.
+    @app.agent(app.topic(*outputs, key_serializer="raw", value_serializer="raw"), name="outputs")
+    async def audit(stream: faust.StreamT[bytes]) -> None:
+        async for _ in stream:
+            pass
+
+    if not event_time:
+        ticker = Producer({**settings.kafka.confluent(), "linger.ms": 0, "acks": 1})
+
+        @app.timer(interval=settings.tick_ms / 1000.0)
+        async def clock() -> None:
+            now = encode_tick(int(time.time() * 1000))
+            for partition in owned():
+                ticker.produce(topics.clock, value=now, partition=partition)
+            ticker.poll(0)
+
+    return app
