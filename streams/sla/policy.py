@@ -13,6 +13,7 @@ from datetime import date
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import (
@@ -509,6 +510,9 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise PolicyError(source, [Problem((), f"not valid YAML: {problem}", line)]) from None
+    except ValueError:
+        # A scalar YAML resolves but cannot build, e.g. the date 2026-13-01: find and name it.
+        raise PolicyError(source, _unbuildable_scalars(root)) from None
     lines: dict[tuple[str | int, ...], int] = {}
     if root is not None:
         _line_map(root, (), lines)
@@ -520,6 +524,8 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         problems = []
         for error in exc.errors(include_url=False):
             path, line = _locate(error["loc"], lines)
+            if error["type"] == "missing" and error["loc"][-1:] != path[-1:]:
+                path = (*path, error["loc"][-1])  # a missing field is not in the file: name it
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
                 message = "unknown field (check the spelling)"
@@ -528,6 +534,10 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     problems = _semantic_problems(spec)
     calendars: dict[str, BusinessCalendar] = {ALWAYS_OPEN: BusinessCalendar.always_open()}
     for name, cal in spec.calendars.items():
+        located = _calendar_problems(name, cal)
+        if located:
+            problems.extend(located)
+            continue
         try:
             calendars[name] = cal.build(name)
         except ValueError as exc:
@@ -544,12 +554,79 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     )
 
 
+def _calendar_problems(name: str, cal: CalendarSpec) -> list[Problem]:
+    """Check a calendar's time zone and spans one by one, so each error names its own line."""
+    path: tuple[str | int, ...] = ("calendars", name)
+    problems: list[Problem] = []
+    try:
+        ZoneInfo(cal.timezone)
+    except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        problems.append(
+            Problem(
+                (*path, "timezone"),
+                f"unknown time zone '{cal.timezone}'; use an IANA name such as 'Europe/Berlin'",
+            )
+        )
+    for key, spans in cal.hours.items():
+        where = (*path, "hours", key)
+        try:
+            _parse_days(key)
+        except ValueError as exc:
+            problems.append(Problem(where, str(exc)))
+        for i, span in enumerate([spans] if isinstance(spans, str) else spans):
+            span_path = where if isinstance(spans, str) else (*where, i)
+            try:
+                start, end = _parse_span(span)
+            except ValueError as exc:
+                problems.append(Problem(span_path, str(exc)))
+                continue
+            if start >= end:
+                problems.append(
+                    Problem(span_path, f"'{span}' does not end after it starts, e.g. '09:00-17:00'")
+                )
+    return problems
+
+
 def _dedupe(problems: list[Problem]) -> list[Problem]:
-    """Union types make pydantic report one mistake per alternative; keep one per field."""
+    """Union types make pydantic report one mistake per alternative; keep one per field, and
+    drop an alternative's complaint about a field when another one names a part inside it
+    (a per-priority target with a bad duration is not "not a duration" as a whole)."""
     seen: dict[tuple[str | int, ...], Problem] = {}
     for problem in problems:
         seen.setdefault(problem.path, problem)
-    return list(seen.values())
+    return [
+        problem
+        for path, problem in seen.items()
+        if not any(len(other) > len(path) and other[: len(path)] == path for other in seen)
+    ]
+
+
+def _unbuildable_scalars(root: yaml.Node | None) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                walk(key_node, path)
+                walk(value_node, (*path, str(key_node.value)))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, (*path, index))
+        else:
+            try:
+                yaml.SafeLoader("").construct_object(node)
+            except ValueError as exc:
+                problems.append(
+                    Problem(
+                        path,
+                        f"'{node.value}' is not a valid value: {exc}",
+                        node.start_mark.line + 1,
+                    )
+                )
+
+    if root is not None:
+        walk(root, ())
+    return problems or [Problem((), "the file has a value YAML cannot read")]
 
 
 def load_policy(path: str | Path | None = None) -> Policy:
