@@ -62,8 +62,6 @@ class Engine:
             types = set(EventType) if when.event is None else set(when.event)
             if when.transfers_at_least is not None:
                 types &= {EventType.TRANSFERRED}
-            if when.reopens_at_least is not None:
-                types &= {EventType.REOPENED}
             if when.csat_at_most is not None:
                 types &= {EventType.CSAT_RECEIVED}
             for event_type in types:
@@ -94,6 +92,10 @@ class Engine:
         if t > state.clock_at:
             state.clock_at = t
         state.next_due = self._next_due(state)
+        if state.next_due is not None and state.next_due <= t:
+            # The event itself made something due (a tighter target, a late CREATED).
+            self._advance(state, t, actions)
+            state.next_due = self._next_due(state)
         return state, actions
 
     def advance(self, state: TicketState, now: int) -> tuple[TicketState, list[Action]]:
@@ -551,7 +553,13 @@ class Engine:
         status = _implied_status(event)
         if kind is EventType.TRANSFERRED:
             state.transfers += 1
-        if kind is EventType.REOPENED and state.status in _DONE:
+        reopened = (
+            state.status in _DONE
+            and status is not None
+            and status not in _DONE
+            and t >= state.status_since
+        )
+        if reopened:  # REOPENED, or any event that moves a solved ticket back to work
             self._reopen(state, at)
         if status is not None and status != state.status and t >= state.status_since:
             self._set_status(state, status, at, t, actions)
@@ -569,7 +577,7 @@ class Engine:
                 self._start_clock(
                     state, "next_response", 0 if waiting is None else waiting.round + 1, at
                 )
-        self._event_triggers(state, event, at, actions)
+        self._event_triggers(state, event, at, actions, reopened)
 
     def _late_created(self, state: TicketState, t: int) -> None:
         """CREATED arrived after other events: clocks count from creation, not first sight."""
@@ -618,7 +626,12 @@ class Engine:
         self._start_clock(state, "next_response", 0 if previous is None else previous.round + 1, at)
 
     def _event_triggers(
-        self, state: TicketState, event: TicketEvent, at: int, actions: list[Action]
+        self,
+        state: TicketState,
+        event: TicketEvent,
+        at: int,
+        actions: list[Action],
+        reopened: bool,
     ) -> None:
         if state.status in _DONE and event.type is not EventType.CSAT_RECEIVED:
             return
@@ -629,12 +642,14 @@ class Engine:
                 candidates = sorted({id(t): t for t in (*candidates, *tagged)}.values(),
                                     key=lambda t: self._order[id(t)])  # fmt: skip
         for trigger in candidates:
-            if self._event_conditions_hold(state, event, trigger.when):
+            if self._event_conditions_hold(state, event, trigger.when, reopened):
                 self._run_trigger(
                     state, trigger, f"trigger:{trigger.name}", at, at, event.event_id, actions
                 )
 
-    def _event_conditions_hold(self, state: TicketState, event: TicketEvent, when: When) -> bool:
+    def _event_conditions_hold(
+        self, state: TicketState, event: TicketEvent, when: When, reopened: bool
+    ) -> bool:
         if when.tags_added is not None and not any(t in when.tags_added for t in event.tags_added):
             return False
         if when.event is not None and event.type not in when.event:
@@ -644,7 +659,7 @@ class Engine:
         ):
             return False
         if when.reopens_at_least is not None and (
-            event.type is not EventType.REOPENED or state.reopens < when.reopens_at_least
+            not reopened or state.reopens < when.reopens_at_least
         ):
             return False
         if when.csat_at_most is not None and (event.csat is None or event.csat > when.csat_at_most):
