@@ -96,7 +96,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from faust import Worker
 
     from streams.topics import Topics, ensure_topics
-    from streams.worker import build_app
+    from streams.worker import build_app, mark_clean_shutdown, prepare_state_dir
 
     settings = _settings()
     policy = _policy_arg(args.policy or settings.policy_file)
@@ -113,7 +113,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         f"escalator worker: policy {policy.source}, {settings.partitions} partitions, "
         f"{settings.processing_guarantee}, clock={'event' if args.event_time else 'wall'}\n"
     )
-    Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
+    if prepare_state_dir(settings):
+        sys.stderr.write(
+            f"escalator worker: previous run did not shut down cleanly; local state in "
+            f"{settings.data_dir} dropped, restoring from the changelog\n"
+        )
+    try:
+        Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
+    finally:
+        mark_clean_shutdown(settings)
     return 0
 
 

@@ -12,6 +12,7 @@ time itself advances the clock.
 from __future__ import annotations
 
 import logging
+import shutil
 import ssl
 import time
 from collections.abc import Iterable
@@ -50,6 +51,35 @@ class TableStore:
 
     def items(self) -> Iterable[tuple[bytes, bytes]]:
         return list(self.table.items())
+
+
+CLEAN_MARKER = ".clean-shutdown"
+
+
+def prepare_state_dir(settings: Settings) -> bool:
+    """Wipe local table state left by a crash; True if it did.
+
+    RocksDB receives table writes before their transaction commits, so after a
+    crash it can hold changes whose outputs were aborted. Re-processing would then
+    see those events as duplicates and never emit their escalations. Under
+    exactly-once the worker therefore restores from the changelog (committed data
+    only) unless the previous run shut down cleanly, as Kafka Streams does.
+    """
+    data = settings.data_dir
+    marker = data / CLEAN_MARKER
+    wiped = False
+    if settings.processing_guarantee == "exactly_once" and data.exists():
+        has_state = any(p.name != CLEAN_MARKER for p in data.iterdir())
+        if has_state and not marker.exists():
+            shutil.rmtree(data)
+            wiped = True
+    data.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)
+    return wiped
+
+
+def mark_clean_shutdown(settings: Settings) -> None:
+    (settings.data_dir / CLEAN_MARKER).touch()
 
 
 def _credentials(settings: Settings) -> Any:

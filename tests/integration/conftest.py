@@ -1,0 +1,177 @@
+"""A harness for pipeline tests: real worker processes on the real local broker.
+
+Each test gets its own topic prefix, so its topics, consumer group, changelog
+and RocksDB state are its own; workers run as `escalator worker` subprocesses,
+exactly as in production, and can be killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from schemas.codec import codec_for
+from streams.settings import Settings, load_settings
+from streams.topics import Topics, ensure_topics
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class WorkerProcess:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    web_port: int
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_ready(self, timeout: float = 120.0, after: int = 0) -> None:
+        """Wait for the n-th (after+1) 'Worker ready' in the log: start or a later rebalance."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker {self.name} exited:\n{self.log_text()[-4000:]}")
+            if self.log_text().count("Worker ready") > after:
+                return
+            time.sleep(0.2)
+        raise AssertionError(
+            f"worker {self.name} not ready in {timeout}s:\n{self.log_text()[-4000:]}"
+        )
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@dataclass
+class Pipeline:
+    bootstrap: str
+    root: Path
+    partitions: int = 3
+    prefix: str = field(default_factory=lambda: f"it{uuid.uuid4().hex[:10]}-")
+    extra_env: dict[str, str] = field(default_factory=dict)
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
+        env.update(
+            {
+                "ESCALATOR_KAFKA_BOOTSTRAP": self.bootstrap,
+                "ESCALATOR_PARTITIONS": str(self.partitions),
+                "ESCALATOR_PROCESSING_GUARANTEE": "exactly_once",
+                **self.extra_env,
+            }
+        )
+        return env
+
+    @property
+    def settings(self) -> Settings:
+        return load_settings(self.env())
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.prefix)
+
+    def create_topics(self) -> None:
+        ensure_topics(self.settings, self.topics)
+
+    def start_worker(
+        self, name: str, event_time: bool = True, policy: Path | None = None
+    ) -> WorkerProcess:
+        data = self.root / name
+        data.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        env = {**self.env(), "ESCALATOR_DATA_DIR": str(data), "ESCALATOR_WEB_PORT": str(port)}
+        cmd = [sys.executable, "-m", "streams.cli", "worker", "--topic-prefix", self.prefix,
+               "--loglevel", "info"]  # fmt: skip
+        if event_time:
+            cmd.append("--event-time")
+        if policy is not None:
+            cmd += ["--policy", str(policy)]
+        log = self.root / f"{name}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        worker = WorkerProcess(name, proc, log, port)
+        self.workers.append(worker)
+        return worker
+
+    def read(
+        self,
+        topic: str,
+        schema: str,
+        expect: int | None = None,
+        timeout: float = 60.0,
+        idle: float = 3.0,
+    ) -> list[dict[str, Any]]:
+        """All committed records of an output topic, decoded; waits for `expect` records
+        (then `idle` more seconds to catch duplicates), or until `idle` seconds bring nothing."""
+        codec = codec_for(schema, self.settings)
+        consumer = Consumer(
+            {
+                **self.settings.kafka.confluent(),
+                "group.id": f"reader-{uuid.uuid4().hex}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+            }
+        )
+        name = self.topics.name(topic)
+        consumer.assign([TopicPartition(name, p, -2) for p in range(self.partitions)])
+        records: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        try:
+            while time.monotonic() < deadline:
+                msg = consumer.poll(0.25)
+                if msg is not None and not msg.error():
+                    records.append(codec.decode(msg.value()))
+                    last = time.monotonic()
+                    continue
+                enough = expect is None or len(records) >= expect
+                if enough and time.monotonic() - last > idle:
+                    break
+        finally:
+            consumer.close()
+        return records
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop(timeout=20)
+
+
+@pytest.fixture
+def pipeline(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Pipeline]:
+    line = Pipeline(kafka_bootstrap, tmp_path)
+    line.create_topics()
+    try:
+        yield line
+    finally:
+        line.close()

@@ -1,0 +1,123 @@
+"""The worker on the real broker: live equals backtest, crash, scale-out (event time)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from connectors.generator import generate_to_file
+from connectors.history import read_history
+from streams.backtest import backtest_events
+from streams.replay import replay
+from streams.sla.actions import Escalation
+from streams.sla.engine import Engine
+from streams.sla.policy import load_policy
+from tests.integration.conftest import Pipeline
+
+pytestmark = pytest.mark.integration
+
+
+def history(tmp_path: Path, agents: int, days: int, seed: int) -> tuple[Path, set[str]]:
+    """A generated history and the escalation ids the backtest computes for it."""
+    path = tmp_path / "history.jsonl"
+    generate_to_file(path, agents=agents, days=days, seed=seed)
+    policy = load_policy()
+    ids: set[str] = set()
+    from streams.backtest import EventTimeDriver
+
+    driver = EventTimeDriver(Engine(policy))
+    for event in read_history(path):
+        assert not hasattr(event, "reason"), event
+        for action in driver.feed(event):  # type: ignore[arg-type]
+            if isinstance(action, Escalation):
+                ids.add(action.escalation_id)
+    assert driver.watermark is not None
+    for action in driver.advance(driver.watermark):
+        if isinstance(action, Escalation):
+            ids.add(action.escalation_id)
+    (report,) = backtest_events([policy], read_history(path))
+    assert sum(report.by_reason.values()) == len(ids)
+    return path, ids
+
+
+def escalation_ids(line: Pipeline, expect: int, timeout: float = 120.0) -> Counter[str]:
+    records = line.read("escalations", "Escalation", expect=expect, timeout=timeout)
+    return Counter(r["escalation_id"] for r in records)
+
+
+def test_live_equals_backtest(pipeline: Pipeline, tmp_path: Path) -> None:
+    path, expected = history(tmp_path, agents=8, days=3, seed=11)
+    assert len(expected) > 100
+    worker = pipeline.start_worker("w1")
+    worker.wait_ready()
+    sent, bad = replay(pipeline.settings, path, pipeline.topics, end_tick=True)
+    assert bad == 0 and sent > 1000
+    seen = escalation_ids(pipeline, expect=len(expected))
+    assert set(seen) == expected
+    assert max(seen.values()) == 1, [k for k, v in seen.items() if v > 1][:5]
+
+
+def test_crash_mid_stream_loses_and_duplicates_nothing(pipeline: Pipeline, tmp_path: Path) -> None:
+    path, expected = history(tmp_path, agents=12, days=4, seed=5)
+    worker = pipeline.start_worker("w1")
+    worker.wait_ready()
+    done = threading.Event()
+    result: dict[str, object] = {}
+
+    def produce() -> None:
+        try:
+            result["sent"] = replay(pipeline.settings, path, pipeline.topics, rate=400,
+                                    end_tick=True)  # fmt: skip
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=produce)
+    thread.start()
+    time.sleep(3)
+    assert not done.is_set(), "replay finished before the crash: raise the history size"
+    worker.kill()  # SIGKILL mid-stream: no flush, no commit
+    time.sleep(1)
+    restarted = pipeline.start_worker("w1")
+    restarted.wait_ready()
+    thread.join(300)
+    assert done.is_set() and "sent" in result
+    seen = escalation_ids(pipeline, expect=len(expected), timeout=180)
+    missing = expected - set(seen)
+    duplicated = [k for k, v in seen.items() if v > 1]
+    assert not missing, f"{len(missing)} escalations lost, e.g. {sorted(missing)[:3]}"
+    assert not duplicated, f"{len(duplicated)} escalation ids duplicated, e.g. {duplicated[:3]}"
+    assert set(seen) == expected
+
+
+def test_scale_out_and_in(pipeline: Pipeline, tmp_path: Path) -> None:
+    path, expected = history(tmp_path, agents=8, days=3, seed=23)
+    first = pipeline.start_worker("w1")
+    first.wait_ready()
+    second = pipeline.start_worker("w2")
+    second.wait_ready()
+    deadline = time.monotonic() + 60
+    while "due index rebuilt" not in second.log_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    done = threading.Event()
+
+    def produce() -> None:
+        try:
+            replay(pipeline.settings, path, pipeline.topics, rate=1000, end_tick=True)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=produce)
+    thread.start()
+    time.sleep(3)
+    # Both workers own partitions while events flow.
+    assert "due index rebuilt" in first.log_text() and "due index rebuilt" in second.log_text()
+    second.stop()  # scale in: its partitions and state move to the first worker
+    thread.join(300)
+    assert done.is_set()
+    seen = escalation_ids(pipeline, expect=len(expected), timeout=180)
+    assert set(seen) == expected
+    assert max(seen.values()) == 1
