@@ -388,7 +388,14 @@ class AvroCodec:
         fo.seek(_HEADER_LEN)
         try:
             record: dict[str, Any] = schemaless_reader(fo, pair[0], pair[1])  # type: ignore[assignment]
-        except Exception as exc:  # fastavro raises many types on garbage (EOF, Index, Unicode...)
+        except IndexError:
+            # fastavro indexes enum symbols and union branches by position.
+            raise DecodeError(
+                ErrorKind.SCHEMA_MISMATCH,
+                f"body of {self.name} (schema id {schema_id}) holds a value the schema does not "
+                "define: an enum symbol or union branch index out of range (invalid enum value?)",
+            ) from None
+        except Exception as exc:  # fastavro raises many types on garbage (EOF, Unicode...)
             raise DecodeError(
                 ErrorKind.SCHEMA_MISMATCH,
                 f"body not readable as {self.name} with schema id {schema_id}: "

@@ -132,8 +132,9 @@ class Pipeline:
         timeout: float = 60.0,
         idle: float = 3.0,
     ) -> list[dict[str, Any]]:
-        """All committed records of an output topic, decoded; waits for `expect` records
-        (then `idle` more seconds to catch duplicates), or until `idle` seconds bring nothing."""
+        """All committed records of an output topic, decoded, each with `_received_at` (ms);
+        waits for `expect` records (then `idle` more seconds to catch duplicates), or until
+        `idle` seconds bring nothing."""
         codec = codec_for(schema, self.settings)
         consumer = Consumer(
             {
@@ -152,7 +153,9 @@ class Pipeline:
             while time.monotonic() < deadline:
                 msg = consumer.poll(0.25)
                 if msg is not None and not msg.error():
-                    records.append(codec.decode(msg.value()))
+                    record = codec.decode(msg.value())
+                    record["_received_at"] = int(time.time() * 1000)
+                    records.append(record)
                     last = time.monotonic()
                     continue
                 enough = expect is None or len(records) >= expect
