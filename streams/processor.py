@@ -25,13 +25,26 @@ from schemas.records import (
     priority_bump_to_avro,
     reminder_to_avro,
 )
-from streams.sla.actions import Action, Escalation, PriorityBump, Reminder, SlaOutcome
+from streams.queue_stats import encode_heartbeat, encode_stat
+from streams.sla.actions import (
+    BREACH_REASON,
+    Action,
+    Escalation,
+    PriorityBump,
+    Reminder,
+    SlaOutcome,
+)
 from streams.sla.engine import Engine
+from streams.sla.events import EventType
+from streams.sla.queues import QueueStat, StatKind, queue_name, stat_id
 from streams.sla.state import TicketState
 from streams.topics import Topics
 
 TICK_HEADER = "escalator-tick"  # marks an event-time clock tick inside ticket-events
 CLOSED_RETENTION_MS = 7 * 86_400_000  # closed tickets are kept this long for late duplicates
+HEARTBEAT_MS = 1000  # at most one queue-stats heartbeat per partition per second of its clock
+BREACHES = frozenset(BREACH_REASON.values())
+EVENT_STATS = {EventType.CREATED: StatKind.CREATED, EventType.RESOLVED: StatKind.RESOLVED}
 
 
 class StateStore(Protocol):
@@ -66,6 +79,7 @@ class Counters:
     bumps: int = 0
     reminders: int = 0
     breaches: int = 0
+    queue_stats: int = 0
 
 
 def encode_state(partition: int, state: TicketState) -> bytes:
@@ -116,6 +130,8 @@ class TicketProcessor:
         self.wall_clock = wall_clock
         self.due: dict[int, list[tuple[int, bytes]]] = {}
         self.watermark: dict[int, int] = {}
+        self.heartbeats: dict[int, int] = {}  # partition -> clock of its last heartbeat
+        self.queue_stats = engine.policy.ops_alerts.enabled
         self.counters = Counters()
 
     # ------------------------------------------------------------------ index
@@ -139,6 +155,7 @@ class TicketProcessor:
         for p in partitions:
             self.due.pop(p, None)
             self.watermark.pop(p, None)
+            self.heartbeats.pop(p, None)
 
     def _schedule(self, partition: int, key: bytes, state: TicketState) -> None:
         heap = self.due.setdefault(partition, [])
@@ -172,33 +189,49 @@ class TicketProcessor:
         self.counters.events += 1
         ticket_key = event.ticket_id.encode()
         out: list[Out] = []
+        stats: list[QueueStat] = []
+        clock = self._clock(partition, now)
         if self.event_time and event.occurred_at > self.watermark.get(partition, 0):
             self.watermark[partition] = event.occurred_at
-            out.extend(self._fire(store, partition, event.occurred_at, now))
+            out.extend(self._fire(store, partition, event.occurred_at, now, stats))
         old = store.get(ticket_key)
         state = None if old is None else decode_state(old)[1]
         if state is not None and event.event_id in state.seen:
             self.counters.duplicates += 1
-            return out
+            return out + self._stats(stats, clock)
         before = None if state is None else state.next_due
         state, actions = self.engine.apply(state, event)
         store.put(ticket_key, encode_state(partition, state))
         if state.next_due != before or state.closed:
             self._schedule(partition, ticket_key, state)
-        out.extend(self._encode(actions, now))
-        return out
+        queue = queue_name(state.channel, state.category)
+        kind = EVENT_STATS.get(event.type)
+        if kind is not None:
+            stats.append(QueueStat(queue, kind, event.occurred_at, stat_id(kind, event.event_id)))
+        out.extend(self._encode(actions, now, queue, stats))
+        return out + self._stats(stats, clock)
 
     def on_tick(self, store: StateStore, partition: int, tick: int | None) -> list[Out]:
         """A clock tick for one partition: fire what is due up to the tick's instant."""
         if tick is None:
             return []
         now = self.wall_clock()
+        before = self._clock(partition, now)
         if self.event_time:
             tick = max(tick, self.watermark.get(partition, 0))
             self.watermark[partition] = tick
-        return self._fire(store, partition, tick, now)
+        stats: list[QueueStat] = []
+        out = self._fire(store, partition, tick, now, stats) + self._stats(stats, before)
+        clock = self._clock(partition, now)  # after the tick, for the heartbeat behind the stats
+        last = self.heartbeats.get(partition)
+        if self.queue_stats and (last is None or clock >= last + HEARTBEAT_MS):
+            self.heartbeats[partition] = clock
+            out.append(Out(self.topics.queue_stats, b"", encode_heartbeat(clock)))
+        return out
 
-    def _fire(self, store: StateStore, partition: int, upto: int, now: int) -> list[Out]:
+    def _fire(
+        self, store: StateStore, partition: int, upto: int, now: int, stats: list[QueueStat]
+    ) -> list[Out]:
         heap = self.due.get(partition)
         out: list[Out] = []
         while heap and heap[0][0] <= upto:
@@ -216,16 +249,37 @@ class TicketProcessor:
             state, actions = self.engine.advance(state, upto)
             store.put(key, encode_state(partition, state))
             self._schedule(partition, key, state)
-            out.extend(self._encode(actions, now))
+            out.extend(self._encode(actions, now, queue_name(state.channel, state.category), stats))
         return out
 
     # ------------------------------------------------------------------ output
 
-    def _encode(self, actions: list[Action], now: int) -> list[Out]:
+    def _clock(self, partition: int, now: int) -> int:
+        """The partition's clock: its event-time watermark, or the wall clock."""
+        return self.watermark.get(partition, 0) if self.event_time else now
+
+    def _stats(self, stats: list[QueueStat], wm: int) -> list[Out]:
+        """queue-stats messages (see streams.queue_stats) of one input message, in event-time
+        order. `wm` is the partition's clock before that message: in event time every stat
+        of the message is at or after it (what fires was due after it, events are in order),
+        so the alerts process never takes a stat of this message as late."""
+        if not self.queue_stats or not stats:
+            return []
+        self.counters.queue_stats += len(stats)
+        stats.sort(key=lambda s: (s.at, s.id))
+        return [Out(self.topics.queue_stats, s.queue.encode(), encode_stat(s, wm)) for s in stats]
+
+    def _encode(
+        self, actions: list[Action], now: int, queue: str, stats: list[QueueStat]
+    ) -> list[Out]:
+        """Encode a ticket's actions; its SLA breach escalations are also counted in `stats`."""
         out: list[Out] = []
         for action in actions:
             if isinstance(action, Escalation):
                 self.counters.escalations += 1
+                if action.reason in BREACHES:
+                    breach = stat_id(StatKind.BREACHED, action.escalation_id)
+                    stats.append(QueueStat(queue, StatKind.BREACHED, action.due_at, breach))
                 record = escalation_to_avro(action, now)
                 out.append(Out(self.topics.escalations, action.ticket_id.encode(),
                                self.codecs["Escalation"].encode(record)))  # fmt: skip

@@ -47,6 +47,11 @@ class Topics:
         return self.name("ops-alerts")
 
     @property
+    def queue_stats(self) -> str:
+        """Per-queue counts from the worker for the alerts process (streams.queue_stats)."""
+        return self.name("queue-stats")
+
+    @property
     def dlq(self) -> str:
         return self.name("ticket-events-dlq")
 
@@ -59,6 +64,7 @@ class Topics:
             self.priority_bumps,
             self.reminders,
             self.dlq,
+            self.queue_stats,
         ]
 
     def all(self) -> list[str]:

@@ -300,12 +300,57 @@ class Trigger(_Model):
     calendar: str = ALWAYS_OPEN
 
 
+class VolumeSurge(_Model):
+    """More tickets created in a window than `factor` x the queue's recent mean."""
+
+    factor: float = Field(default=3.0, gt=1)
+    baseline_windows: int = Field(default=8, ge=1, le=200)
+    min_created: int = Field(default=20, ge=1)
+
+
+class BacklogGrowth(_Model):
+    """Created minus resolved at least `min_growth`, and created >= `ratio` x resolved,
+    in `consecutive` windows in a row."""
+
+    min_growth: int = Field(default=15, ge=1)
+    ratio: float = Field(default=1.5, ge=1)
+    consecutive: int = Field(default=3, ge=1, le=100)
+
+
+class BreachRateSpike(_Model):
+    """SLA breaches per ticket created in the window at least `rate`, and at least
+    `min_breaches` breaches."""
+
+    rate: float = Field(default=0.5, gt=0)
+    min_breaches: int = Field(default=10, ge=1)
+
+
+class OpsAlerts(_Model):
+    """Queue-level alerts (queue = channel/category) over event-time hopping windows."""
+
+    enabled: bool = True
+    window: Duration = 15 * 60_000
+    hop: Duration = 5 * 60_000
+    allowed_lateness: Duration = 5 * 60_000
+    volume_surge: VolumeSurge = Field(default_factory=VolumeSurge)
+    backlog_growth: BacklogGrowth = Field(default_factory=BacklogGrowth)
+    breach_rate_spike: BreachRateSpike = Field(default_factory=BreachRateSpike)
+
+    @field_validator("window", "hop")
+    @classmethod
+    def _at_least_a_second(cls, value: int) -> int:
+        if value < 1000:
+            raise ValueError("must be at least 1s")
+        return value
+
+
 class PolicyFile(_Model):
     version: Literal[1] = 1
     calendars: dict[str, CalendarSpec] = Field(default_factory=dict)
     sla_policies: list[SlaPolicy] = Field(min_length=1)
     escalation_matrix: Matrix
     triggers: list[Trigger] = Field(default_factory=list)
+    ops_alerts: OpsAlerts = Field(default_factory=OpsAlerts)
 
 
 # --------------------------------------------------------------------------- errors
@@ -400,6 +445,10 @@ class Policy:
     @property
     def matrix(self) -> Matrix:
         return self.spec.escalation_matrix
+
+    @property
+    def ops_alerts(self) -> OpsAlerts:
+        return self.spec.ops_alerts
 
     def calendar(self, name: str | None) -> BusinessCalendar:
         return self.calendars[name or ALWAYS_OPEN]
@@ -497,6 +546,15 @@ def _semantic_problems(spec: PolicyFile) -> list[Problem]:
                         f"the matrix has levels 1..{matrix.top}",
                     )
                 )
+    ops = spec.ops_alerts
+    if ops.hop > ops.window or ops.window % ops.hop:
+        problems.append(
+            Problem(
+                ("ops_alerts", "hop"),
+                f"hop ({format_duration(ops.hop)}) must divide window "
+                f"({format_duration(ops.window)}) evenly, e.g. window 15m, hop 5m",
+            )
+        )
     return problems
 
 

@@ -41,17 +41,18 @@ class WorkerProcess:
     proc: subprocess.Popen[bytes]
     log: Path
     web_port: int
+    ready: str = "Worker ready"  # the log line that says the process is ready
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def wait_ready(self, timeout: float = 120.0, after: int = 0) -> None:
-        """Wait for the n-th (after+1) 'Worker ready' in the log: start or a later rebalance."""
+        """Wait for the n-th (after+1) ready line in the log: start or a later rebalance."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker {self.name} exited:\n{self.log_text()[-4000:]}")
-            if self.log_text().count("Worker ready") > after:
+            if self.log_text().count(self.ready) > after:
                 return
             time.sleep(0.2)
         raise AssertionError(
@@ -123,6 +124,21 @@ class Pipeline:
         worker = WorkerProcess(name, proc, log, port)
         self.workers.append(worker)
         return worker
+
+    def start_alerts(self, name: str = "alerts", policy: Path | None = None) -> WorkerProcess:
+        """`escalator alerts` as a subprocess (wait_ready() waits for 'alerts ready')."""
+        cmd = [sys.executable, "-m", "streams.cli", "alerts", "--topic-prefix", self.prefix,
+               "--loglevel", "info"]  # fmt: skip
+        if policy is not None:
+            cmd += ["--policy", str(policy)]
+        log = self.root / f"{name}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                cmd, cwd=REPO, env=self.env(), stdout=out, stderr=subprocess.STDOUT
+            )
+        process = WorkerProcess(name, proc, log, 0, ready="alerts ready")
+        self.workers.append(process)
+        return process
 
     def read(
         self,
