@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -92,7 +95,51 @@ def _kafka_reachable(settings: Settings) -> None:
         ) from None
 
 
+CHILD_ENV = "ESCALATOR_WORKER_CHILD"
+
+
+def _supervise_worker() -> int:
+    """Run the Faust worker as a child process and restart it when it asks to.
+
+    The worker exits with RESTART_EXIT_CODE when it must resume from committed
+    offsets (see streams.worker.OffsetGuard); any other exit ends `escalator
+    worker` with the child's code. Signals are passed on, and the child is
+    killed with its parent (PR_SET_PDEATHSIG), so a SIGKILL of this process
+    kills the whole worker as it would a container.
+    """
+    import signal
+    import subprocess
+
+    from streams.worker import RESTART_EXIT_CODE
+
+    env = {**os.environ, CHILD_ENV: "1"}
+    while True:
+        child = subprocess.Popen([sys.executable, "-m", "streams.cli", *sys.argv[1:]], env=env)
+
+        def forward(signum: int, _frame: object, child: subprocess.Popen[bytes] = child) -> None:
+            child.send_signal(signum)
+
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+        code = child.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if code != RESTART_EXIT_CODE:
+            return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
+        sys.stderr.write("escalator worker: restarting the worker process\n")
+
+
+def _die_with_parent() -> None:
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
+    if not os.environ.get(CHILD_ENV):
+        return _supervise_worker()
+    _die_with_parent()
     from faust import Worker
 
     from streams.topics import Topics, ensure_topics
@@ -125,6 +172,41 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+
+    from streams.alerts import run_alerts
+    from streams.topics import Topics, ensure_topics
+
+    settings = _settings()
+    policy = _policy_arg(args.policy or settings.policy_file)
+    if not policy.ops_alerts.enabled:
+        raise UserError(f"{policy.source}: ops_alerts.enabled is false; nothing to do")
+    _kafka_reachable(settings)
+    topics = Topics(args.topic_prefix)
+    try:
+        ensure_topics(settings, topics)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    group = f"{args.topic_prefix}{settings.app_id}-alerts"
+    logging.basicConfig(
+        level=args.loglevel.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    sys.stderr.write(
+        f"escalator alerts: policy {policy.source}, group and transactional id {group}\n"
+    )
+    try:
+        return run_alerts(settings, policy, topics, group)
+    except KafkaException as exc:
+        raise UserError(
+            f"Kafka: {exc}; restarting is safe (no alert is lost or repeated)"
+        ) from None
+    except RuntimeError as exc:
+        raise UserError(str(exc)) from None
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from streams.replay import replay
     from streams.topics import Topics, ensure_topics
@@ -155,6 +237,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streams.demo import DemoOptions, run_demo
+
+    _settings()
+    options = DemoOptions(agents=args.agents, days=args.days, rate=args.rate)
+    return run_demo(options)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="escalator", description="SLA escalation pipeline for contact centers."
@@ -182,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--until", help="advance the clock to this ISO-8601 instant at the end")
     back.set_defaults(func=cmd_backtest)
 
+    demo = sub.add_parser("demo", help="replay a contact-center day through the real pipeline")
+    demo.add_argument("--agents", type=int, default=40)
+    demo.add_argument("--days", type=int, default=1)
+    demo.add_argument("--rate", type=float, default=2000.0, help="replay events per second")
+    demo.set_defaults(func=cmd_demo)
+
     worker = sub.add_parser("worker", help="run the stream worker (Faust)")
     worker.add_argument("--policy", help="policy YAML (default: ESCALATOR_POLICY_FILE or built-in)")
     worker.add_argument(
@@ -192,6 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--topic-prefix", default="", help=argparse.SUPPRESS)
     worker.add_argument("--loglevel", default="warning")
     worker.set_defaults(func=cmd_worker)
+
+    alerts = sub.add_parser(
+        "alerts", help="queue-level ops alerts: queue-stats -> ops-alerts (run one instance)"
+    )
+    alerts.add_argument("--policy", help="policy YAML (default: ESCALATOR_POLICY_FILE or built-in)")
+    alerts.add_argument("--topic-prefix", default="", help=argparse.SUPPRESS)
+    alerts.add_argument("--loglevel", default="warning", help="info logs every alert sent")
+    alerts.set_defaults(func=cmd_alerts)
 
     rep = sub.add_parser("replay", help="produce a history file to ticket-events")
     rep.add_argument("events", help="history as JSON Lines (.jsonl or .jsonl.gz)")
@@ -205,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_replay)
 
     tail = sub.add_parser("tail", help="print an output topic as readable lines")
-    tail.add_argument("topic", help="escalations, priority-bumps, reminders, ticket-events-dlq")
+    tail.add_argument(
+        "topic", help="escalations, priority-bumps, reminders, ops-alerts, ticket-events-dlq"
+    )
     tail.add_argument("--from-beginning", action="store_true")
     tail.add_argument("--limit", type=int)
     tail.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
