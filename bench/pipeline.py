@@ -1,0 +1,204 @@
+"""End-to-end figures of the streaming pipeline on the local broker (figures, never pass/fail).
+
+    .venv/bin/python bench/pipeline.py [--agents 400] [--days 3] [--latency-tickets 300]
+
+1. Ceiling: a bare confluent-kafka consumer with fastavro decoding reads ticket-events.
+2. Throughput: one `escalator worker` (exactly-once, RocksDB table, changelog) drains the
+   same backlog; events/s = events / time until its committed offsets reach the end.
+3. Detection latency: a wall-clock worker; tickets whose first-response deadline falls in
+   the next seconds, no further events; latency = deadline -> escalation readable by a
+   read_committed consumer. Prints p50/p95/p99.
+
+Needs Kafka (deploy/local/services up kafka, or ESCALATOR_KAFKA_BOOTSTRAP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from connectors.generator import generate_to_file
+from schemas.codec import codec_for
+from schemas.records import ticket_event_to_avro
+from streams.progress import Progress
+from streams.replay import producer_config, replay
+from streams.settings import Settings, load_settings
+from streams.sla.events import EventType, TicketEvent
+from streams.sla.report import percentile
+from streams.topics import Topics, ensure_topics
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_POLICY = """
+version: 1
+sla_policies:
+  - name: bench
+    targets: {first_response: 1m, resolution: 1h}
+    warn_at: [0.5]
+escalation_matrix:
+  levels:
+    - {level: 1, name: rep, contact: rep, allowed: 10m}
+    - {level: 2, name: lead, contact: team-lead}
+  executive: {contact: exec}
+"""
+
+
+def start_worker(
+    prefix: str, data: Path, event_time: bool, policy: Path | None
+) -> subprocess.Popen[bytes]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "ESCALATOR_DATA_DIR": str(data), "ESCALATOR_WEB_PORT": str(port)}
+    cmd = [sys.executable, "-m", "streams.cli", "worker", "--topic-prefix", prefix,
+           "--loglevel", "info"]  # fmt: skip
+    if event_time:
+        cmd.append("--event-time")
+    if policy:
+        cmd += ["--policy", str(policy)]
+    log = open(data.parent / f"{data.name}.log", "ab")  # noqa: SIM115
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_log(path: Path, text: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"worker not ready; see {path}")
+
+
+def ceiling(settings: Settings, topic: str, partitions: int, total: int) -> float:
+    codec = codec_for("TicketEvent", settings)
+    consumer = Consumer({**settings.kafka.confluent(), "group.id": f"bench-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "fetch.min.bytes": 1})  # fmt: skip
+    consumer.assign([TopicPartition(topic, p, -2) for p in range(partitions)])
+    count = 0
+    started = time.perf_counter()
+    while count < total:
+        for msg in consumer.consume(1000, 1.0):
+            if not msg.error():
+                codec.decode(msg.value())
+                count += 1
+    seconds = time.perf_counter() - started
+    consumer.close()
+    return count / seconds
+
+
+def committed_total(settings: Settings, group: str, topic: str, partitions: int) -> int:
+    consumer = Consumer({**settings.kafka.confluent(), "group.id": group,
+                         "enable.auto.commit": False})  # fmt: skip
+    offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    consumer.close()
+    return sum(max(tp.offset, 0) for tp in offsets)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--agents", type=int, default=400)
+    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--latency-tickets", type=int, default=300)
+    args = parser.parse_args()
+    settings = load_settings()
+    partitions = settings.partitions
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        prefix = f"bench{uuid.uuid4().hex[:8]}-"
+        topics = Topics(prefix)
+        ensure_topics(settings, topics)
+        history = root / "history.jsonl"
+        summary = generate_to_file(history, agents=args.agents, days=args.days, seed=99)
+        print(f"history: {summary.tickets:,} tickets, {summary.events:,} events; "
+              f"{partitions} partitions, {settings.processing_guarantee}")  # fmt: skip
+        sent, _ = replay(settings, history, topics, end_tick=True)
+        total = sent + partitions  # plus one end tick per partition
+
+        ceil = ceiling(settings, topics.ticket_events, partitions, total)
+        print(
+            f"ceiling  : bare confluent-kafka consumer + fastavro decode: {ceil:>10,.0f} events/s"
+        )
+
+        worker = start_worker(prefix, root / "w-throughput", True, None)
+        progress = Progress("worker", total=total, stream=sys.stderr)
+        group = f"{prefix}{settings.app_id}"
+        wait_log(root / "w-throughput.log", "Worker ready")
+        first = last = None
+        done = 0
+        while done < total:
+            time.sleep(0.5)
+            now_done = committed_total(settings, group, topics.ticket_events, partitions)
+            if now_done and first is None:
+                first = (time.perf_counter(), now_done)
+            progress.update(now_done - done)
+            done = now_done
+            last = time.perf_counter()
+            if worker.poll() is not None:
+                raise SystemExit("worker exited during the throughput run")
+        progress.close()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+        assert first is not None and last is not None
+        rate = (done - first[1]) / max(last - first[0], 1e-9)
+        print(f"worker   : 1 worker, exactly-once, RocksDB + changelog: {rate:>10,.0f} events/s"
+              f"  (ratio to ceiling {rate / ceil:.3f}; goal >= 10,000)")  # fmt: skip
+
+        policy = root / "policy.yaml"
+        policy.write_text(BENCH_POLICY)
+        live_prefix = f"benchlive{uuid.uuid4().hex[:8]}-"
+        live_topics = Topics(live_prefix)
+        ensure_topics(settings, live_topics)
+        live = start_worker(live_prefix, root / "w-latency", False, policy)
+        wait_log(root / "w-latency.log", "Worker ready")
+        time.sleep(3)
+        codec = codec_for("TicketEvent", settings)
+        escalation_codec = codec_for("Escalation", settings)
+        producer = Producer(producer_config(settings))
+        now = int(time.time() * 1000)
+        n = args.latency_tickets
+        for i in range(n):  # deadlines spread over the next ~20 s
+            created = now - 60_000 + 5_000 + (i * 20_000) // n
+            event = TicketEvent(event_id=f"L{i}", ticket_id=f"L{i:05d}", type=EventType.CREATED,
+                                occurred_at=created)  # fmt: skip
+            producer.produce(live_topics.ticket_events, key=event.ticket_id.encode(),
+                             value=codec.encode(ticket_event_to_avro(event)))  # fmt: skip
+        producer.flush(30)
+        consumer = Consumer(
+            {
+                **settings.kafka.confluent(),
+                "group.id": f"lat-{uuid.uuid4().hex}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.assign([TopicPartition(live_topics.escalations, p, -2) for p in range(partitions)])
+        latencies: list[int] = []
+        deadline = time.monotonic() + 90
+        while len(latencies) < n and time.monotonic() < deadline:
+            msg = consumer.poll(0.05)
+            if msg is None or msg.error():
+                continue
+            record = escalation_codec.decode(msg.value())
+            if record["reason"] == "FIRST_RESPONSE_BREACH":
+                latencies.append(int(time.time() * 1000) - record["due_at"])
+        consumer.close()
+        live.send_signal(signal.SIGTERM)
+        live.wait(60)
+        latencies.sort()
+        print(f"latency  : deadline -> readable (read_committed), {len(latencies)}/{n} breaches: "
+              + "  ".join(f"p{p}={percentile(latencies, p)} ms" for p in (50, 95, 99))
+              + "  (goal p99 < 500 ms)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
