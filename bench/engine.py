@@ -24,7 +24,7 @@ from streams.backtest import backtest_events
 from streams.progress import Progress
 from streams.sla.policy import load_policy
 
-TICKETS_PER_AGENT_DAY = 10  # the generator's rough volume; only used to size the history
+TICKETS_PER_AGENT_DAY = 8  # the generator's rough volume; only used to size the history
 
 
 def parse_only(path: Path) -> tuple[int, float]:

@@ -236,3 +236,24 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             terminalreporter.write_line(f"services: {_describe(services[name])}")
             for line in services[name].output.splitlines():
                 terminalreporter.write_line(f"  | {line}")
+
+
+_SKIPPED_INTEGRATION: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and "integration" in report.keywords:
+        _SKIPPED_INTEGRATION.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped integration test is a test that did not run: in CI that fails the run."""
+    if _SKIPPED_INTEGRATION and os.environ.get("CI"):
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"FAILED: {len(_SKIPPED_INTEGRATION)} integration test(s) skipped in CI: "
+                + ", ".join(_SKIPPED_INTEGRATION),
+                red=True,
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
