@@ -274,6 +274,20 @@ def build_app(
         async for _ in stream:
             pass
 
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        """Liveness: the event loop answers."""
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        """Readiness: tables recovered and ticket-events partitions assigned."""
+        recovered = app.tables.recovery.completed.is_set()
+        partitions = sorted(assigned)
+        ready = recovered and not app.rebalancing and bool(partitions)
+        body = {"ready": ready, "recovered": recovered, "partitions": partitions}
+        return web.json(body, status=200 if ready else 503)
+
     if not event_time:
         ticker = Producer({**settings.kafka.confluent(), "linger.ms": 0, "acks": 1})
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -59,6 +61,14 @@ def test_live_equals_backtest(pipeline: Pipeline, tmp_path: Path) -> None:
     seen = escalation_ids(pipeline, expect=len(expected))
     assert set(seen) == expected
     assert max(seen.values()) == 1, [k for k, v in seen.items() if v > 1][:5]
+    # The probes the Helm chart points at answer on the worker's web port.
+    base = f"http://127.0.0.1:{worker.web_port}"
+    with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:
+        assert response.status == 200
+    with urllib.request.urlopen(f"{base}/readyz", timeout=10) as response:
+        body = json.loads(response.read())
+        assert response.status == 200 and body["ready"] is True
+        assert body["partitions"] == [0, 1, 2]
 
 
 def test_crash_mid_stream_loses_and_duplicates_nothing(pipeline: Pipeline, tmp_path: Path) -> None:
