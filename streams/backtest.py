@@ -156,10 +156,12 @@ def run_backtest(
     out_path: Path | None = None,
     other: Policy | None = None,
     until: int | None = None,
-    stdout: TextIO = sys.stdout,
-    stderr: TextIO = sys.stderr,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
 ) -> list[BacktestReport]:
     """The `escalator backtest` command: prints the summary, and the what-if with --compare."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
     total = None if is_gzip(events_path) else count_lines(events_path)
     progress = Progress("backtest", total=total, stream=stderr)
     policies = [policy] if other is None else [policy, other]

@@ -85,8 +85,8 @@ def _settings() -> Settings:
 def _kafka_reachable(settings: Settings) -> None:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(settings.kafka.confluent())
     try:
+        admin = AdminClient(settings.kafka.confluent())
         admin.list_topics(timeout=10)
     except Exception as exc:
         raise UserError(
@@ -217,13 +217,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise UserError(f"{path}: no such events file")
     _kafka_reachable(settings)
     topics = Topics(args.topic_prefix)
-    ensure_topics(settings, topics)
+    try:
+        ensure_topics(settings, topics)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     sent, bad = replay(settings, path, topics, rate=args.rate, end_tick=args.end_tick)
     sys.stderr.write(f"replayed {sent:,} events to {topics.ticket_events} ({bad} bad lines)\n")
     return 0 if bad == 0 else 1
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+
     from streams.replay import tail
     from streams.topics import Topics
 
@@ -232,7 +237,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     try:
         tail(settings, args.topic, Topics(args.topic_prefix), from_beginning=args.from_beginning,
              limit=args.limit, idle_timeout=args.idle_timeout)  # fmt: skip
-    except ValueError as exc:
+    except (ValueError, KafkaException) as exc:
         raise UserError(str(exc)) from None
     return 0
 

@@ -46,7 +46,7 @@ def replay(
     topics: Topics | None = None,
     rate: float | None = None,
     end_tick: bool = False,
-    stderr: TextIO = sys.stderr,
+    stderr: TextIO | None = None,
 ) -> tuple[int, int]:
     """Produce every valid event of a history file in file order; returns (sent, bad lines).
 
@@ -54,6 +54,7 @@ def replay(
     partition, so an event-time worker fires everything due by then.
     """
     topics = topics or Topics()
+    stderr = stderr or sys.stderr
     codec = codec_for("TicketEvent", settings)
     producer = Producer(producer_config(settings))
     failures: list[str] = []
@@ -172,10 +173,11 @@ def tail(
     from_beginning: bool = False,
     limit: int | None = None,
     idle_timeout: float | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> int:
     """Print committed records of an output topic as readable lines; returns how many."""
     topics = topics or Topics()
+    out = out or sys.stdout
     if topic not in READABLE:
         raise ValueError(f"cannot tail {topic!r}; choose one of {', '.join(READABLE)}")
     codec = codec_for(READABLE[topic], settings)

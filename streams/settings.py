@@ -74,6 +74,7 @@ class Settings:
     web_port: int = 6066
     schema_registry_url: str | None = None
     tick_ms: int = 200
+    commit_interval_ms: int = 200
     max_event_bytes: int = 1_000_000
 
 
@@ -127,6 +128,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError(
                 f"ESCALATOR_KAFKA_SECURITY_PROTOCOL={protocol} needs ESCALATOR_KAFKA_SASL_USERNAME"
             )
+        if not _secret(env, "ESCALATOR_KAFKA_SASL_PASSWORD"):
+            raise ConfigError(
+                f"ESCALATOR_KAFKA_SECURITY_PROTOCOL={protocol} needs ESCALATOR_KAFKA_SASL_PASSWORD"
+                " or ESCALATOR_KAFKA_SASL_PASSWORD_FILE"
+            )
     kafka = KafkaSettings(
         bootstrap=env.get("ESCALATOR_KAFKA_BOOTSTRAP") or KafkaSettings.bootstrap,
         security_protocol=protocol,
@@ -166,6 +172,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         web_port=_int(env, "ESCALATOR_WEB_PORT", Settings.web_port, 1, 65535),
         schema_registry_url=env.get("ESCALATOR_SCHEMA_REGISTRY_URL") or None,
         tick_ms=_int(env, "ESCALATOR_TICK_MS", Settings.tick_ms, 50, 5000),
+        commit_interval_ms=_int(
+            env, "ESCALATOR_COMMIT_INTERVAL_MS", Settings.commit_interval_ms, 50, 60_000
+        ),
         max_event_bytes=_int(
             env, "ESCALATOR_MAX_EVENT_BYTES", Settings.max_event_bytes, 1024, 16_000_000
         ),

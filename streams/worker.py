@@ -175,7 +175,6 @@ def build_app(
     policy: Policy,
     topics: Topics | None = None,
     event_time: bool = False,
-    commit_interval: float = 0.2,
 ) -> faust.App:
     """A Faust app wired to the SLA engine; start it with faust.Worker or app.main()."""
     topics = topics or Topics()
@@ -188,7 +187,9 @@ def build_app(
         processing_guarantee=settings.processing_guarantee,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
-        broker_commit_interval=commit_interval,
+        # Under exactly-once, outputs become readable when their transaction commits:
+        # this interval bounds detection latency and costs throughput when short.
+        broker_commit_interval=settings.commit_interval_ms / 1000.0,
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
         web_host=settings.web_host,

@@ -1,0 +1,401 @@
+"""TicketProcessor (streams.processor) without Kafka: a dict store, real codecs, default policy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from schemas.codec import codec_for
+from schemas.records import ticket_event_to_avro
+from streams.processor import (
+    CLOSED_RETENTION_MS,
+    TICK_HEADER,
+    Out,
+    TicketProcessor,
+    decode_state,
+    decode_tick,
+    encode_state,
+    encode_tick,
+    is_tick,
+)
+from streams.sla.engine import Engine
+from streams.sla.events import EventType, Status, TicketEvent, parse_ts
+from streams.sla.policy import Policy, load_policy
+from streams.sla.state import TicketState
+from streams.topics import Topics
+
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+T0 = parse_ts("2026-03-02T15:00:00Z")  # a Monday; vip tickets run on the 24x7 calendar
+NOW = T0 + 10 * 86_400_000  # the processor's wall clock (emitted_at, DLQ future check)
+TOPICS = Topics()
+CODEC_NAMES = ("TicketEvent", "Escalation", "PriorityBump", "Reminder", "DeadLetter")
+OUTPUT_CODECS = {
+    TOPICS.escalations: "Escalation",
+    TOPICS.priority_bumps: "PriorityBump",
+    TOPICS.reminders: "Reminder",
+    TOPICS.dlq: "DeadLetter",
+}
+
+
+class DictStore:
+    """The StateStore protocol over a dict."""
+
+    def __init__(self, data: dict[bytes, bytes] | None = None) -> None:
+        self.data: dict[bytes, bytes] = dict(data or {})
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.data[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self.data.pop(key, None)
+
+    def items(self) -> Iterable[tuple[bytes, bytes]]:
+        return list(self.data.items())
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return load_policy()
+
+
+@pytest.fixture(scope="module")
+def codecs() -> dict[str, Any]:
+    return {name: codec_for(name) for name in CODEC_NAMES}
+
+
+@pytest.fixture(autouse=True)
+def _no_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ESCALATOR_SCHEMA_REGISTRY_URL", raising=False)
+
+
+@pytest.fixture
+def make(policy: Policy, codecs: dict[str, Any]) -> Any:
+    def build(event_time: bool = False, max_event_bytes: int = 100_000) -> TicketProcessor:
+        return TicketProcessor(
+            Engine(policy), TOPICS, codecs, max_event_bytes, event_time=event_time,
+            wall_clock=lambda: NOW,
+        )  # fmt: skip
+
+    return build
+
+
+def event(ticket: str, eid: str, at: int, type_: str = "CREATED", **fields: Any) -> TicketEvent:
+    fields.setdefault("customer_tier", "vip")
+    fields.setdefault("channel", "email")
+    fields.setdefault("category", "billing")
+    return TicketEvent(eid, ticket, EventType(type_), at, **fields)
+
+
+def raw(codecs: dict[str, Any], e: TicketEvent) -> bytes:
+    encoded: bytes = codecs["TicketEvent"].encode(ticket_event_to_avro(e))
+    return encoded
+
+
+def send(
+    proc: TicketProcessor,
+    store: DictStore,
+    codecs: dict[str, Any],
+    e: TicketEvent,
+    partition: int = 0,
+    offset: int = 0,
+) -> list[Out]:
+    key = e.ticket_id.encode()
+    return proc.on_event(store, raw(codecs, e), key, partition, offset, e.occurred_at)
+
+
+def decoded(codecs: dict[str, Any], outs: list[Out], topic: str) -> list[dict[str, Any]]:
+    return [codecs[OUTPUT_CODECS[topic]].decode(o.value) for o in outs if o.topic == topic]
+
+
+def escalated(codecs: dict[str, Any], outs: list[Out]) -> list[tuple[str, str, int]]:
+    return [
+        (r["ticket_id"], r["reason"], r["due_at"])
+        for r in decoded(codecs, outs, TOPICS.escalations)
+    ]
+
+
+def state_of(store: DictStore, ticket: str) -> tuple[int, TicketState]:
+    value = store.get(ticket.encode())
+    assert value is not None, f"{ticket} not in the store"
+    return decode_state(value)
+
+
+# --------------------------------------------------------------------------- good events
+
+
+def test_good_event_stores_state_with_its_partition_and_encodes_outputs(
+    make: Any, codecs: dict[str, Any]
+) -> None:
+    proc, store = make(), DictStore()
+    outs = send(proc, store, codecs, event("T1", "e1", T0, tags_added=("legal",)), partition=3)
+
+    partition, state = state_of(store, "T1")
+    assert partition == 3
+    assert state.ticket_id == "T1" and "e1" in state.seen and state.next_due is not None
+    assert set(proc.due) == {3} and proc.due[3][0] == (state.next_due, b"T1")
+
+    [esc] = decoded(codecs, outs, TOPICS.escalations)
+    assert esc["ticket_id"] == "T1" and esc["reason"] == "LEGAL_THREAT"
+    assert esc["level"] == 5 and esc["event_id"] == "e1" and esc["emitted_at"] == NOW
+    assert esc["due_at"] == T0
+    [bump] = decoded(codecs, outs, TOPICS.priority_bumps)
+    assert (bump["old_priority"], bump["new_priority"]) == ("NORMAL", "URGENT")
+    assert bump["escalation_id"] == esc["escalation_id"]
+    for out in outs:
+        if out.topic in (TOPICS.escalations, TOPICS.priority_bumps):
+            assert out.key == b"T1"
+    assert {o.topic for o in outs} <= {
+        TOPICS.escalations, TOPICS.priority_bumps, TOPICS.queue_stats
+    }  # fmt: skip
+    assert proc.counters.events == 1 and proc.counters.escalations == 1
+    assert proc.counters.bumps == 1 and proc.counters.rejected == {}
+
+
+def test_reminder_is_encoded_on_the_reminders_topic(make: Any, codecs: dict[str, Any]) -> None:
+    proc, store = make(), DictStore()
+    pending = event("T9", "e1", T0, "STATUS_CHANGED", status=Status.PENDING)
+    send(proc, store, codecs, pending)
+    outs = proc.on_tick(store, 0, T0 + 49 * HOUR)
+    [reminder] = decoded(codecs, outs, TOPICS.reminders)
+    assert reminder["ticket_id"] == "T9" and reminder["reason"] == "PENDING_TOO_LONG"
+    assert proc.counters.reminders == 1
+
+
+def test_duplicate_event_gives_no_outputs(make: Any, codecs: dict[str, Any]) -> None:
+    proc, store = make(), DictStore()
+    e = event("T1", "e1", T0, tags_added=("legal",))
+    assert escalated(codecs, send(proc, store, codecs, e))
+    before = dict(store.data)
+
+    outs = send(proc, store, codecs, e, offset=1)
+
+    assert [o for o in outs if o.topic != TOPICS.queue_stats] == []
+    assert proc.counters.duplicates == 1 and proc.counters.events == 2
+    assert store.data == before
+
+
+# --------------------------------------------------------------------------- DLQ
+
+
+def dlq_cases(codecs: dict[str, Any]) -> list[tuple[str, bytes | None, str, str | None]]:
+    big = event("T-big", "b1", T0, attributes={"note": "x" * 5000})
+    future = event("T-future", "f1", NOW + 48 * HOUR)
+    return [
+        ("garbage", b"not avro at all", "UNDECODABLE", None),
+        ("tombstone", None, "UNDECODABLE", None),
+        ("oversized", raw(codecs, big), "OVERSIZED", None),
+        ("future", raw(codecs, future), "TIMESTAMP_OUT_OF_RANGE", "occurred_at"),
+    ]
+
+
+@pytest.mark.parametrize("case", ["garbage", "tombstone", "oversized", "future"])
+def test_rejected_input_goes_to_the_dlq_and_leaves_state_alone(
+    make: Any, codecs: dict[str, Any], case: str
+) -> None:
+    proc, store = make(max_event_bytes=2048), DictStore()
+    send(proc, store, codecs, event("T1", "e1", T0))
+    before = dict(store.data)
+    due_before = {p: list(h) for p, h in proc.due.items()}
+    [(_, value, kind, field)] = [c for c in dlq_cases(codecs) if c[0] == case]
+
+    outs = proc.on_event(store, value, b"K1", 2, 41, 1234)
+
+    assert len(outs) == 1
+    [out] = outs
+    assert out.topic == TOPICS.dlq and out.key == b"K1"
+    letter = codecs["DeadLetter"].decode(out.value)
+    assert letter["error_kind"] == kind
+    assert letter["field"] == field
+    assert letter["source_topic"] == TOPICS.ticket_events
+    assert (letter["partition"], letter["offset"], letter["timestamp"]) == (2, 41, 1234)
+    assert letter["original_key"] == b"K1"
+    assert letter["original"] == (value or b"")
+    assert letter["dead_lettered_at"] == NOW
+    assert store.data == before
+    assert proc.due == due_before
+    assert proc.counters.rejected == {kind: 1}
+    assert proc.counters.events == 1
+
+
+def test_dead_letter_without_key_has_an_empty_message_key(
+    make: Any, codecs: dict[str, Any]
+) -> None:
+    proc = make()
+    [out] = proc.on_event(DictStore(), b"junk", None, 0, 0, None)
+    assert out.key == b""
+    letter = codecs["DeadLetter"].decode(out.value)
+    assert letter["original_key"] is None and letter["timestamp"] is None
+
+
+# --------------------------------------------------------------------------- clock
+
+
+def test_event_time_fires_due_work_of_other_tickets_on_the_same_partition_only(
+    make: Any, codecs: dict[str, Any]
+) -> None:
+    proc, store = make(event_time=True), DictStore()
+    send(proc, store, codecs, event("A", "a1", T0), partition=0)
+    send(proc, store, codecs, event("C", "c1", T0), partition=1)
+    c_before = store.get(b"C")
+
+    outs = send(proc, store, codecs, event("B", "b1", T0 + 70 * MINUTE), partition=0)
+
+    fired = escalated(codecs, outs)
+    assert {t for t, _, _ in fired} == {"A"}, fired
+    assert ("A", "FIRST_RESPONSE_BREACH", T0 + HOUR) in fired
+    assert all(due <= T0 + 70 * MINUTE for _, _, due in fired)
+    assert proc.watermark == {0: T0 + 70 * MINUTE, 1: T0}
+    assert store.get(b"C") == c_before  # partition 1 did not move
+
+    later = proc.on_tick(store, 1, T0 + 70 * MINUTE)
+    assert {t for t, _, _ in escalated(codecs, later)} == {"C"}
+    assert escalated(codecs, later) == [("C", reason, due) for _, reason, due in fired]
+
+
+def test_event_time_tick_never_moves_the_clock_back(make: Any, codecs: dict[str, Any]) -> None:
+    proc, store = make(event_time=True), DictStore()
+    send(proc, store, codecs, event("A", "a1", T0 + HOUR))
+    assert proc.on_tick(store, 0, T0) is not None
+    assert proc.watermark[0] == T0 + HOUR
+
+
+def test_wall_clock_events_do_not_fire_other_tickets(make: Any, codecs: dict[str, Any]) -> None:
+    proc, store = make(), DictStore()
+    send(proc, store, codecs, event("A", "a1", T0))
+    outs = send(proc, store, codecs, event("B", "b1", T0 + 70 * MINUTE))
+    assert escalated(codecs, outs) == []
+    assert proc.watermark == {}
+
+
+def test_tick_fires_due_work(make: Any, codecs: dict[str, Any]) -> None:
+    proc, store = make(), DictStore()
+    send(proc, store, codecs, event("A", "a1", T0))
+    assert escalated(codecs, proc.on_tick(store, 0, T0 + 29 * MINUTE)) == []
+
+    outs = proc.on_tick(store, 0, T0 + 70 * MINUTE)
+
+    reasons = [r for _, r, _ in escalated(codecs, outs)]
+    assert "SLA_WARNING" in reasons and "FIRST_RESPONSE_BREACH" in reasons
+    _, state = state_of(store, "A")
+    assert state.next_due is not None and state.next_due > T0 + 70 * MINUTE
+    assert proc.due[0][0][0] == state.next_due
+    assert escalated(codecs, proc.on_tick(store, 0, T0 + 70 * MINUTE)) == []  # fired once
+    assert proc.on_tick(store, 0, None) == []
+    assert proc.counters.escalations == len(reasons)
+
+
+def test_tick_on_another_partition_fires_nothing(make: Any, codecs: dict[str, Any]) -> None:
+    proc, store = make(), DictStore()
+    send(proc, store, codecs, event("A", "a1", T0), partition=0)
+    assert escalated(codecs, proc.on_tick(store, 1, T0 + 5 * HOUR)) == []
+
+
+def test_rebuild_restores_the_due_index(make: Any, codecs: dict[str, Any]) -> None:
+    history = [
+        (event("A", "a1", T0), 0),
+        (event("B", "b1", T0 + 5 * MINUTE, tags_added=("churn_risk",)), 0),
+        (event("C", "c1", T0 + 2 * MINUTE, customer_tier="premium", channel="chat"), 1),
+        (event("A", "a2", T0 + 6 * MINUTE, "AGENT_REPLIED"), 0),
+        (event("D", "d1", T0, customer_tier="standard"), 0),
+    ]
+    live, live_store = make(), DictStore()
+    for offset, (e, p) in enumerate(history):
+        send(live, live_store, codecs, e, partition=p, offset=offset)
+
+    restarted, store = make(), DictStore(live_store.data)
+    assert restarted.rebuild(store, [0]) == 3  # A, B, D on partition 0 (C is on 1)
+    assert restarted.rebuild(store, [0, 1]) == 4
+
+    for tick in (T0 + 70 * MINUTE, T0 + 3 * HOUR, T0 + 2 * 86_400_000):
+        for p in (0, 1):
+            expected = live.on_tick(live_store, p, tick)
+            got = restarted.on_tick(store, p, tick)
+            assert escalated(codecs, got) == escalated(codecs, expected)
+            assert got == expected
+        assert store.data == live_store.data
+    assert live.counters.escalations > 0
+
+
+def test_forget_drops_the_index_of_revoked_partitions(make: Any, codecs: dict[str, Any]) -> None:
+    proc, store = make(event_time=True), DictStore()
+    send(proc, store, codecs, event("A", "a1", T0), partition=0)
+    send(proc, store, codecs, event("C", "c1", T0), partition=1)
+    proc.forget([0])
+    assert set(proc.due) == {1} and set(proc.watermark) == {1}
+    assert escalated(codecs, proc.on_tick(store, 0, T0 + HOUR)) == []
+    assert proc.rebuild(store, [0]) == 1
+    assert {t for t, _, _ in escalated(codecs, proc.on_tick(store, 0, T0 + HOUR))} == {"A"}
+
+
+def test_closed_ticket_is_deleted_after_the_retention(make: Any, codecs: dict[str, Any]) -> None:
+    proc, store = make(), DictStore()
+    send(proc, store, codecs, event("A", "a1", T0))
+    send(proc, store, codecs, event("A", "a2", T0 + 4 * HOUR, "CLOSED"), offset=1)
+    _, state = state_of(store, "A")
+    assert state.closed and state.next_due is None
+    closed_at = state.clock_at
+    assert closed_at == T0 + 4 * HOUR
+
+    proc.on_tick(store, 0, closed_at + CLOSED_RETENTION_MS - 1)
+    assert store.get(b"A") is not None  # a late duplicate is still recognised
+    outs = send(proc, store, codecs, event("A", "a2", T0 + 4 * HOUR, "CLOSED"), offset=2)
+    assert escalated(codecs, outs) == [] and proc.counters.duplicates == 1
+
+    proc.on_tick(store, 0, closed_at + CLOSED_RETENTION_MS)
+    assert store.get(b"A") is None
+
+
+def test_closed_ticket_retention_survives_a_rebuild(make: Any, codecs: dict[str, Any]) -> None:
+    proc, store = make(), DictStore()
+    send(proc, store, codecs, event("A", "a1", T0))
+    send(proc, store, codecs, event("A", "a2", T0 + HOUR, "CLOSED"), offset=1)
+    restarted = make()
+    assert restarted.rebuild(store, [0]) == 1
+    restarted.on_tick(store, 0, T0 + HOUR + CLOSED_RETENTION_MS)
+    assert store.data == {}
+
+
+def test_open_ticket_is_never_deleted(make: Any, codecs: dict[str, Any]) -> None:
+    proc, store = make(), DictStore()
+    send(proc, store, codecs, event("A", "a1", T0))
+    proc.on_tick(store, 0, T0 + 2 * CLOSED_RETENTION_MS)
+    assert store.get(b"A") is not None
+
+
+# --------------------------------------------------------------------------- encodings
+
+
+def test_state_round_trip() -> None:
+    state = TicketState(ticket_id="T1", first_seen_at=T0, clock_at=T0, seen={"e1"}, next_due=5)
+    assert decode_state(encode_state(7, state)) == (7, state)
+
+
+def test_tick_round_trip() -> None:
+    assert decode_tick(encode_tick(T0)) == T0
+    assert decode_tick(None) is None
+    assert decode_tick(b"") is None
+    assert decode_tick(b"soon") is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (None, False),
+        ([], False),
+        ({}, False),
+        ([(TICK_HEADER, b"1")], True),
+        ([("trace-id", b"x"), (TICK_HEADER, b"1")], True),
+        ([("trace-id", b"x")], False),
+        ({TICK_HEADER: b"1"}, True),
+        ({"trace-id": b"x"}, False),
+        ((("trace-id", b"x"), (TICK_HEADER, b"")), True),
+    ],
+)
+def test_is_tick(headers: object, expected: bool) -> None:
+    assert is_tick(headers) is expected

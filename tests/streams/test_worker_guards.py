@@ -1,0 +1,254 @@
+"""The worker's guards without Kafka: OffsetGuard, the state-dir wipe, TableStore's changelog."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from streams.settings import Settings
+from streams.worker import (
+    CLEAN_MARKER,
+    RESTART_EXIT_CODE,
+    OffsetGuard,
+    TableStore,
+    mark_clean_shutdown,
+    prepare_state_dir,
+)
+
+TOPIC = "ticket-events"
+
+
+class Exited(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@pytest.fixture
+def exits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """os._exit raises Exited; logging.shutdown (called before it) is recorded, not run."""
+    calls: list[str] = []
+
+    def fake_exit(code: int) -> None:
+        calls.append("exit")
+        raise Exited(code)
+
+    monkeypatch.setattr("streams.worker.os._exit", fake_exit)
+    monkeypatch.setattr("streams.worker.logging.shutdown", lambda: calls.append("shutdown"))
+    return calls
+
+
+def guard(committed: dict[TP, int] | None = None) -> OffsetGuard:
+    consumer = SimpleNamespace(_committed_offset=dict(committed or {}))
+    return OffsetGuard(SimpleNamespace(consumer=consumer), TOPIC)
+
+
+# --------------------------------------------------------------------------- OffsetGuard
+
+
+def test_in_order_offsets_pass(exits: list[str]) -> None:
+    g = guard({TP(TOPIC, 0): 10})
+    g.reset([0])
+    for offset in range(10, 20):
+        g.check(0, offset)
+    assert g.expected == {0: 20}
+    assert exits == []
+
+
+def test_a_jump_past_the_expected_offset_restarts_the_process(
+    exits: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    g = guard({TP(TOPIC, 0): 10})
+    g.reset([0])
+    g.check(0, 10)
+    with caplog.at_level(logging.ERROR, "escalator.worker"), pytest.raises(Exited) as info:
+        g.check(0, 14)
+    assert info.value.code == RESTART_EXIT_CODE == 75
+    assert exits == ["shutdown", "exit"]  # logs flushed before the process ends
+    assert "offsets 11..13 were skipped" in caplog.text
+    assert g.expected == {0: 11}  # nothing past the gap was accepted
+
+
+def test_the_first_offset_after_reset_must_be_the_committed_one(exits: list[str]) -> None:
+    g = guard({TP(TOPIC, 0): 10})
+    g.reset([0])
+    with pytest.raises(Exited) as info:
+        g.check(0, 11)
+    assert info.value.code == RESTART_EXIT_CODE
+
+
+def test_redelivered_older_offsets_pass_without_lowering_the_expectation(
+    exits: list[str],
+) -> None:
+    g = guard({TP(TOPIC, 0): 10})
+    g.reset([0])
+    g.check(0, 10)
+    g.check(0, 11)
+    g.check(0, 5)  # seen again after a seek back: not a skip
+    assert g.expected == {0: 12}
+    g.check(0, 12)
+    assert exits == []
+
+
+def test_reset_uses_committed_offsets_of_this_topic_only(exits: list[str]) -> None:
+    g = guard(
+        {
+            TP(TOPIC, 0): 10,
+            TP(TOPIC, 1): 0,
+            TP(TOPIC, 2): -1001,  # OFFSET_INVALID: nothing committed
+            TP("escalator-clock", 3): 99,
+            TP(TOPIC, 4): 7,  # not assigned to us
+        }
+    )
+    g.expected = {5: 123}
+    g.reset([0, 1, 2, 3])
+    assert g.expected == {0: 10, 1: 0}
+
+
+def test_partitions_without_a_committed_offset_accept_the_first_offset(
+    exits: list[str],
+) -> None:
+    g = guard({TP(TOPIC, 0): 10})
+    g.reset([0, 1])
+    g.check(1, 500)
+    g.check(1, 501)
+    assert g.expected[1] == 502
+    with pytest.raises(Exited) as info:
+        g.check(1, 503)
+    assert info.value.code == RESTART_EXIT_CODE
+
+
+def test_consumer_without_committed_offsets(exits: list[str]) -> None:
+    g = OffsetGuard(SimpleNamespace(consumer=object()), TOPIC)
+    g.reset([0, 1])
+    assert g.expected == {}
+    g.check(0, 42)
+    assert g.expected == {0: 43}
+
+
+# --------------------------------------------------------------------------- state dir
+
+
+def settings_for(path: Path, guarantee: str = "exactly_once") -> Settings:
+    return Settings(data_dir=path, processing_guarantee=guarantee)
+
+
+def with_state(path: Path) -> Path:
+    (path / "tables" / "tickets-0.db").mkdir(parents=True)
+    (path / "tables" / "tickets-0.db" / "CURRENT").write_text("x")
+    return path
+
+
+def test_crash_under_exactly_once_wipes_local_state(tmp_path: Path) -> None:
+    data = with_state(tmp_path / "worker")
+    assert prepare_state_dir(settings_for(data)) is True
+    assert data.is_dir() and list(data.iterdir()) == []
+
+
+def test_clean_shutdown_keeps_local_state(tmp_path: Path) -> None:
+    settings = settings_for(with_state(tmp_path / "worker"))
+    mark_clean_shutdown(settings)
+    assert (settings.data_dir / CLEAN_MARKER).is_file()
+
+    assert prepare_state_dir(settings) is False
+    assert (settings.data_dir / "tables" / "tickets-0.db" / "CURRENT").read_text() == "x"
+    assert not (settings.data_dir / CLEAN_MARKER).exists()  # this run must mark it again
+    assert prepare_state_dir(settings) is True  # a crash of this run would wipe
+
+
+def test_at_least_once_never_wipes(tmp_path: Path) -> None:
+    data = with_state(tmp_path / "worker")
+    assert prepare_state_dir(settings_for(data, "at_least_once")) is False
+    assert (data / "tables" / "tickets-0.db" / "CURRENT").is_file()
+
+
+@pytest.mark.parametrize("content", ["missing", "empty", "marker only"])
+def test_nothing_to_wipe(tmp_path: Path, content: str) -> None:
+    data = tmp_path / "a" / "worker"
+    if content != "missing":
+        data.mkdir(parents=True)
+    if content == "marker only":
+        (data / CLEAN_MARKER).touch()
+    assert prepare_state_dir(settings_for(data)) is False
+    assert data.is_dir() and list(data.iterdir()) == []
+
+
+def test_mark_clean_shutdown_writes_the_marker(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    mark_clean_shutdown(settings)
+    assert (tmp_path / CLEAN_MARKER).exists()
+    mark_clean_shutdown(settings)  # idempotent
+    assert [p.name for p in tmp_path.iterdir()] == [CLEAN_MARKER]
+
+
+# --------------------------------------------------------------------------- TableStore
+
+
+class FakeChangelog:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, **kwargs: Any) -> None:
+        self.sent.append(kwargs)
+
+
+class FakeTable:
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.changelog_topic = FakeChangelog()
+
+    def _on_changelog_sent(self, *args: Any) -> None:  # only its identity matters here
+        raise AssertionError("not called by the fake changelog")
+
+
+def test_table_store_reads_and_writes_the_local_table() -> None:
+    table = FakeTable()
+    store = TableStore(table)
+    assert store.get(b"a") is None
+    store.put(b"a", b"1")
+    store.put(b"b", b"2")
+    store.delete(b"a")
+    store.delete(b"never-there")
+    assert table.data == {b"b": b"2"}
+    assert store.get(b"b") == b"2"
+    assert list(store.items()) == [(b"b", b"2")]
+    assert store.pending == [(b"a", b"1"), (b"b", b"2"), (b"a", None), (b"never-there", None)]
+    assert table.changelog_topic.sent == []  # nothing sent before flush
+
+
+def test_items_is_a_snapshot() -> None:
+    store = TableStore(FakeTable())
+    store.put(b"a", b"1")
+    store.put(b"b", b"2")
+    for key, _ in store.items():
+        store.delete(key)  # no "dict changed size during iteration"
+    assert list(store.items()) == []
+
+
+async def test_flush_sends_pending_records_to_the_partition_then_clears_them() -> None:
+    table = FakeTable()
+    store = TableStore(table)
+    store.put(b"a", b"1")
+    store.put(b"b", b"2")
+    store.delete(b"a")
+
+    await store.flush(4)
+
+    assert table.changelog_topic.sent == [
+        {"key": b"a", "value": b"1", "partition": 4, "callback": table._on_changelog_sent},
+        {"key": b"b", "value": b"2", "partition": 4, "callback": table._on_changelog_sent},
+        {"key": b"a", "value": None, "partition": 4, "callback": table._on_changelog_sent},
+    ]
+    assert store.pending == []
+    await store.flush(4)
+    assert len(table.changelog_topic.sent) == 3
+
+    store.put(b"c", b"3")
+    await store.flush(1)
+    assert table.changelog_topic.sent[-1]["partition"] == 1
+    assert len(table.changelog_topic.sent) == 4
