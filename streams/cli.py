@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -110,10 +111,12 @@ def _supervise_worker() -> int:
     import signal
     import subprocess
 
-    from streams.worker import RESTART_EXIT_CODE
+    from streams.worker import RESTART_EXIT_CODE, RESTARTS_ENV
 
-    env = {**os.environ, CHILD_ENV: "1"}
+    restarts = 0
     while True:
+        env = {**os.environ, CHILD_ENV: "1", RESTARTS_ENV: str(restarts)}
+        started = time.monotonic()
         child = subprocess.Popen([sys.executable, "-m", "streams.cli", *sys.argv[1:]], env=env)
 
         def forward(signum: int, _frame: object, child: subprocess.Popen[bytes] = child) -> None:
@@ -125,7 +128,8 @@ def _supervise_worker() -> int:
             signal.signal(sig, handler)
         if code != RESTART_EXIT_CODE:
             return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
-        sys.stderr.write("escalator worker: restarting the worker process\n")
+        restarts = restarts + 1 if time.monotonic() - started < 600 else 1
+        sys.stderr.write(f"escalator worker: restarting the worker process ({restarts})\n")
 
 
 def _die_with_parent() -> None:

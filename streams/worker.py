@@ -79,6 +79,8 @@ class TableStore:
 
 
 RESTART_EXIT_CODE = 75  # the supervisor in `escalator worker` restarts the child on this
+RESTARTS_ENV = "ESCALATOR_WORKER_RESTARTS"  # consecutive restarts, set by the supervisor
+MAX_GAP_RESTARTS = 3
 
 
 class OffsetGuard:
@@ -112,13 +114,21 @@ class OffsetGuard:
     def check(self, partition: int, offset: int) -> None:
         want = self.expected.get(partition)
         if want is not None and offset > want:
-            log.error(
-                "%s[%d]: offsets %d..%d were skipped by the consumer; restarting the worker "
-                "so they are processed (nothing was committed past them)",
-                self.topic, partition, want, offset - 1,
+            restarts = int(os.environ.get(RESTARTS_ENV) or 0)
+            if restarts < MAX_GAP_RESTARTS:
+                log.error(
+                    "%s[%d]: offsets %d..%d were skipped by the consumer; restarting the "
+                    "worker so they are processed (nothing was committed past them)",
+                    self.topic, partition, want, offset - 1,
+                )  # fmt: skip
+                logging.shutdown()
+                os._exit(RESTART_EXIT_CODE)
+            # A stalled pipeline is an outage too: after a few tries, go on, loudly.
+            log.critical(
+                "%s[%d]: offsets %d..%d skipped again after %d restarts; continuing without "
+                "them: their events are NOT applied",
+                self.topic, partition, want, offset - 1, restarts,
             )  # fmt: skip
-            logging.shutdown()
-            os._exit(RESTART_EXIT_CODE)
         self.expected[partition] = max(offset + 1, want or 0)
 
 

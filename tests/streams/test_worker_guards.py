@@ -74,6 +74,19 @@ def test_a_jump_past_the_expected_offset_restarts_the_process(
     assert g.expected == {0: 11}  # nothing past the gap was accepted
 
 
+def test_after_repeated_restarts_the_guard_goes_on_loudly(
+    exits: list[str], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ESCALATOR_WORKER_RESTARTS", "3")
+    g = guard({TP(TOPIC, 0): 10})
+    g.reset([0])
+    with caplog.at_level(logging.CRITICAL, "escalator.worker"):
+        g.check(0, 14)
+    assert exits == []
+    assert "offsets 10..13 skipped again after 3 restarts" in caplog.text
+    assert g.expected == {0: 15}
+
+
 def test_the_first_offset_after_reset_must_be_the_committed_one(exits: list[str]) -> None:
     g = guard({TP(TOPIC, 0): 10})
     g.reset([0])
