@@ -144,12 +144,20 @@ def measure_latency(settings: Settings, root: Path, partitions: int, n: int) -> 
         if record["reason"] == "FIRST_RESPONSE_BREACH":
             latencies.append(int(time.time() * 1000) - record["due_at"])
     consumer.close()
-    live.send_signal(signal.SIGTERM)
-    live.wait(60)
     latencies.sort()
     print(f"latency  : deadline -> readable (read_committed), {len(latencies)}/{n} breaches: "
           + "  ".join(f"p{p}={percentile(latencies, p)} ms" for p in (50, 95, 99))
           + "  (goal p99 < 500 ms)")  # fmt: skip
+    stop(live)
+
+
+def stop(worker: subprocess.Popen[bytes]) -> None:
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(60)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(10)
 
 
 def main() -> int:
@@ -198,8 +206,7 @@ def main() -> int:
             if worker.poll() is not None:
                 raise SystemExit("worker exited during the throughput run")
         progress.close()
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(60)
+        stop(worker)
         assert first is not None and last is not None
         rate = (done - first[1]) / max(last - first[0], 1e-9)
         print(f"worker   : 1 worker, exactly-once, RocksDB + changelog: {rate:>10,.0f} events/s"
