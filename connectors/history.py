@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from streams.sla.events import EventError, TicketEvent, event_from_dict, event_to_dict
+from streams.sla.events import (
+    EventError,
+    TicketEvent,
+    event_from_dict,
+    event_to_dict,
+    json_type,
+)
 
 __all__ = ["LineError", "count_lines", "is_gzip", "open_history", "read_history", "write_history"]
 
@@ -78,20 +84,6 @@ def _json_error(exc: ValueError) -> str:
     return f"invalid JSON: {exc}"
 
 
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return type(value).__name__
-
-
 def read_history(path: str | Path) -> Iterator[TicketEvent | LineError]:
     """Events of a JSON Lines history (gzip detected by magic bytes), in file order.
 
@@ -112,7 +104,7 @@ def read_history(path: str | Path) -> Iterator[TicketEvent | LineError]:
                 continue
             if type(data) is not dict:
                 yield LineError(
-                    name, lineno, None, f"expected a JSON object, got {_json_type(data)}"
+                    name, lineno, None, f"expected a JSON object, got {json_type(data)}"
                 )
                 continue
             try:

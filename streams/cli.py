@@ -11,10 +11,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streams.settings import ConfigError, Settings, load_settings
 from streams.sla.events import parse_ts
 from streams.sla.policy import Policy, PolicyError, load_policy
+
+if TYPE_CHECKING:
+    from streams.topics import Topics
 
 
 class UserError(Exception):
@@ -96,6 +100,19 @@ def _kafka_reachable(settings: Settings) -> None:
         ) from None
 
 
+def _pipeline_topics(settings: Settings, prefix: str) -> Topics:
+    """Check Kafka answers and the pipeline topics exist with the configured partitions."""
+    import streams.topics
+
+    _kafka_reachable(settings)
+    topics = streams.topics.Topics(prefix)
+    try:
+        streams.topics.ensure_topics(settings, topics)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return topics
+
+
 CHILD_ENV = "ESCALATOR_WORKER_CHILD"
 
 
@@ -146,17 +163,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _die_with_parent()
     from faust import Worker
 
-    from streams.topics import Topics, ensure_topics
     from streams.worker import build_app, mark_clean_shutdown, prepare_state_dir
 
     settings = _settings()
     policy = _policy_arg(args.policy or settings.policy_file)
-    _kafka_reachable(settings)
-    topics = Topics(args.topic_prefix)
-    try:
-        ensure_topics(settings, topics)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    topics = _pipeline_topics(settings, args.topic_prefix)
     if args.topic_prefix:  # an isolated pipeline: its own group, changelog and state
         settings = replace(settings, app_id=f"{args.topic_prefix}{settings.app_id}")
     app = build_app(settings, policy, topics, event_time=args.event_time)
@@ -180,18 +191,12 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException
 
     from streams.alerts import run_alerts
-    from streams.topics import Topics, ensure_topics
 
     settings = _settings()
     policy = _policy_arg(args.policy or settings.policy_file)
     if not policy.ops_alerts.enabled:
         raise UserError(f"{policy.source}: ops_alerts.enabled is false; nothing to do")
-    _kafka_reachable(settings)
-    topics = Topics(args.topic_prefix)
-    try:
-        ensure_topics(settings, topics)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    topics = _pipeline_topics(settings, args.topic_prefix)
     group = f"{args.topic_prefix}{settings.app_id}-alerts"
     logging.basicConfig(
         level=args.loglevel.upper(),
@@ -213,18 +218,12 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from streams.replay import replay
-    from streams.topics import Topics, ensure_topics
 
     settings = _settings()
     path = Path(args.events)
     if not path.is_file():
         raise UserError(f"{path}: no such events file")
-    _kafka_reachable(settings)
-    topics = Topics(args.topic_prefix)
-    try:
-        ensure_topics(settings, topics)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    topics = _pipeline_topics(settings, args.topic_prefix)
     sent, bad = replay(settings, path, topics, rate=args.rate, end_tick=args.end_tick)
     sys.stderr.write(f"replayed {sent:,} events to {topics.ticket_events} ({bad} bad lines)\n")
     return 0 if bad == 0 else 1

@@ -27,6 +27,7 @@ __all__ = [
     "event_from_dict",
     "event_to_dict",
     "format_ts",
+    "json_type",
     "parse_ts",
 ]
 
@@ -158,7 +159,7 @@ def parse_ts(value: object, field: str = "occurred_at") -> int:
     else:
         raise EventError(
             field,
-            f"expected epoch milliseconds (integer) or ISO-8601 string, got {_json_type(value)}",
+            f"expected epoch milliseconds (integer) or ISO-8601 string, got {json_type(value)}",
         )
     if ms < MIN_TIMESTAMP_MS:
         raise EventError(field, f"{value!r} is before 2000-01-01 (seconds instead of ms?)")
@@ -171,7 +172,8 @@ def parse_ts(value: object, field: str = "occurred_at") -> int:
 # Decoding
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
+    """The JSON name of a value's type, for error messages a person reads."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -219,7 +221,7 @@ _KNOWN_FIELDS: Final = frozenset(
 
 def _enum_error(field: str, value: object, allowed: Mapping[str, object]) -> EventError:
     if not isinstance(value, str):
-        return EventError(field, f"expected string, got {_json_type(value)}")
+        return EventError(field, f"expected string, got {json_type(value)}")
     return EventError(field, f"{value!r} is not one of {', '.join(allowed)}")
 
 
@@ -227,7 +229,7 @@ def _required_id(name: str, value: object) -> str:
     if value is None:
         raise EventError(name, "is required")
     if not isinstance(value, str):
-        raise EventError(name, f"expected string, got {_json_type(value)}")
+        raise EventError(name, f"expected string, got {json_type(value)}")
     if not value:
         raise EventError(name, "must not be empty")
     return str(value)
@@ -237,14 +239,14 @@ def _optional_str(name: str, value: object) -> str | None:
     if value == "":
         return None
     if not isinstance(value, str):
-        raise EventError(name, f"expected string, got {_json_type(value)}")
+        raise EventError(name, f"expected string, got {json_type(value)}")
     return str(value)
 
 
 def _small_int(name: str, value: object, low: int, high: int) -> int:
     if type(value) is not int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise EventError(name, f"expected integer, got {_json_type(value)}")
+            raise EventError(name, f"expected integer, got {json_type(value)}")
         value = int(value)
     if not low <= value <= high:
         raise EventError(name, f"{value} is outside {low}..{high}")
@@ -253,10 +255,10 @@ def _small_int(name: str, value: object, low: int, high: int) -> int:
 
 def _tags(name: str, value: object) -> tuple[str, ...]:
     if not isinstance(value, list | tuple):
-        raise EventError(name, f"expected array of strings, got {_json_type(value)}")
+        raise EventError(name, f"expected array of strings, got {json_type(value)}")
     for i, tag in enumerate(value):
         if not isinstance(tag, str):
-            raise EventError(f"{name}[{i}]", f"expected string, got {_json_type(tag)}")
+            raise EventError(f"{name}[{i}]", f"expected string, got {json_type(tag)}")
         if not tag:
             raise EventError(f"{name}[{i}]", "must not be empty")
     return tuple(value)
@@ -264,12 +266,12 @@ def _tags(name: str, value: object) -> tuple[str, ...]:
 
 def _attributes(value: object) -> dict[str, str]:
     if not isinstance(value, Mapping):
-        raise EventError("attributes", f"expected object of strings, got {_json_type(value)}")
+        raise EventError("attributes", f"expected object of strings, got {json_type(value)}")
     for key, item in value.items():
         if not isinstance(key, str):
-            raise EventError("attributes", f"keys must be strings, got {_json_type(key)}")
+            raise EventError("attributes", f"keys must be strings, got {json_type(key)}")
         if not isinstance(item, str):
-            raise EventError(f"attributes.{key}", f"expected string, got {_json_type(item)}")
+            raise EventError(f"attributes.{key}", f"expected string, got {json_type(item)}")
     return dict(value)
 
 
@@ -300,7 +302,7 @@ def event_from_dict(data: Mapping[str, Any]) -> TicketEvent:
     read as absent (the canonical form never writes one). Unknown top-level fields are errors.
     """
     if not isinstance(data, Mapping):
-        raise EventError("event", f"expected a JSON object, got {_json_type(data)}")
+        raise EventError("event", f"expected a JSON object, got {json_type(data)}")
     if not _KNOWN_FIELDS.issuperset(data):
         unknown = sorted(str(k) for k in data if k not in _KNOWN_FIELDS)
         raise EventError(unknown[0], "unknown field")
