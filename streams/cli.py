@@ -163,7 +163,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _die_with_parent()
     from faust import Worker
 
-    from streams.worker import build_app, mark_clean_shutdown, prepare_state_dir
+    from streams.worker import build_app, prepare_state_dir
 
     settings = _settings()
     policy = _policy_arg(args.policy or settings.policy_file)
@@ -177,13 +177,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
     if prepare_state_dir(settings):
         sys.stderr.write(
-            f"escalator worker: previous run did not shut down cleanly; local state in "
-            f"{settings.data_dir} dropped, restoring from the changelog\n"
+            f"escalator worker: local state in {settings.data_dir} dropped, "
+            "restoring committed state from the changelog\n"
         )
-    try:
-        Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
-    finally:
-        mark_clean_shutdown(settings)
+    Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
     return 0
 
 

@@ -132,33 +132,25 @@ class OffsetGuard:
         self.expected[partition] = max(offset + 1, want or 0)
 
 
-CLEAN_MARKER = ".clean-shutdown"
-
-
 def prepare_state_dir(settings: Settings) -> bool:
-    """Wipe local table state left by a crash; True if it did.
+    """Drop local table state under exactly-once; True if there was any.
 
     RocksDB receives table writes before their transaction commits, so after a
-    crash it can hold changes whose outputs were aborted. Re-processing would then
-    see those events as duplicates and never emit their escalations. Under
-    exactly-once the worker therefore restores from the changelog (committed data
-    only) unless the previous run shut down cleanly, as Kafka Streams does.
+    crash it can hold changes whose outputs were aborted; re-processing would see
+    those events as duplicates and never emit their escalations. A clean stop is
+    no proof either: Faust's final commit can fail on shutdown ("Not in the middle
+    of a transaction", seen in worker logs) and leave the last writes uncommitted.
+    So under exactly-once every start restores from the changelog, which holds
+    committed data only. Restart time grows with the changelog (compacted: one
+    record per live ticket), the price of not losing escalations.
     """
     data = settings.data_dir
-    marker = data / CLEAN_MARKER
-    wiped = False
-    if settings.processing_guarantee == "exactly_once" and data.exists():
-        has_state = any(p.name != CLEAN_MARKER for p in data.iterdir())
-        if has_state and not marker.exists():
-            shutil.rmtree(data)
-            wiped = True
+    had_state = data.exists() and any(data.iterdir())
+    wiped = settings.processing_guarantee == "exactly_once" and had_state
+    if wiped:
+        shutil.rmtree(data)
     data.mkdir(parents=True, exist_ok=True)
-    marker.unlink(missing_ok=True)
     return wiped
-
-
-def mark_clean_shutdown(settings: Settings) -> None:
-    (settings.data_dir / CLEAN_MARKER).touch()
 
 
 def _credentials(settings: Settings) -> Any:

@@ -12,11 +12,9 @@ from faust.types import TP
 
 from streams.settings import Settings
 from streams.worker import (
-    CLEAN_MARKER,
     RESTART_EXIT_CODE,
     OffsetGuard,
     TableStore,
-    mark_clean_shutdown,
     prepare_state_dir,
 )
 
@@ -163,15 +161,13 @@ def test_crash_under_exactly_once_wipes_local_state(tmp_path: Path) -> None:
     assert data.is_dir() and list(data.iterdir()) == []
 
 
-def test_clean_shutdown_keeps_local_state(tmp_path: Path) -> None:
+def test_exactly_once_always_restores_from_the_changelog(tmp_path: Path) -> None:
+    """A clean stop is no proof: Faust's final commit can fail on shutdown."""
     settings = settings_for(with_state(tmp_path / "worker"))
-    mark_clean_shutdown(settings)
-    assert (settings.data_dir / CLEAN_MARKER).is_file()
-
-    assert prepare_state_dir(settings) is False
-    assert (settings.data_dir / "tables" / "tickets-0.db" / "CURRENT").read_text() == "x"
-    assert not (settings.data_dir / CLEAN_MARKER).exists()  # this run must mark it again
-    assert prepare_state_dir(settings) is True  # a crash of this run would wipe
+    assert prepare_state_dir(settings) is True
+    with_state(settings.data_dir)
+    assert prepare_state_dir(settings) is True
+    assert list(settings.data_dir.iterdir()) == []
 
 
 def test_at_least_once_never_wipes(tmp_path: Path) -> None:
@@ -180,23 +176,13 @@ def test_at_least_once_never_wipes(tmp_path: Path) -> None:
     assert (data / "tables" / "tickets-0.db" / "CURRENT").is_file()
 
 
-@pytest.mark.parametrize("content", ["missing", "empty", "marker only"])
+@pytest.mark.parametrize("content", ["missing", "empty"])
 def test_nothing_to_wipe(tmp_path: Path, content: str) -> None:
     data = tmp_path / "a" / "worker"
     if content != "missing":
         data.mkdir(parents=True)
-    if content == "marker only":
-        (data / CLEAN_MARKER).touch()
     assert prepare_state_dir(settings_for(data)) is False
     assert data.is_dir() and list(data.iterdir()) == []
-
-
-def test_mark_clean_shutdown_writes_the_marker(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path)
-    mark_clean_shutdown(settings)
-    assert (tmp_path / CLEAN_MARKER).exists()
-    mark_clean_shutdown(settings)  # idempotent
-    assert [p.name for p in tmp_path.iterdir()] == [CLEAN_MARKER]
 
 
 # --------------------------------------------------------------------------- TableStore
