@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from connectors.generator import generate_to_file
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
+from streams.demo import free_port
 from streams.progress import Progress
 from streams.replay import producer_config, replay
 from streams.settings import Settings, load_settings
@@ -55,10 +55,7 @@ escalation_matrix:
 def start_worker(
     prefix: str, data: Path, event_time: bool, policy: Path | None
 ) -> subprocess.Popen[bytes]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "ESCALATOR_DATA_DIR": str(data), "ESCALATOR_WEB_PORT": str(port)}
+    env = {**os.environ, "ESCALATOR_DATA_DIR": str(data), "ESCALATOR_WEB_PORT": str(free_port())}
     cmd = [sys.executable, "-m", "streams.cli", "worker", "--topic-prefix", prefix,
            "--loglevel", "info"]  # fmt: skip
     if event_time:

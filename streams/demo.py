@@ -42,7 +42,8 @@ class DemoOptions:
     workdir: Path = REPO / "var" / "demo"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -75,7 +76,7 @@ def run_demo(options: DemoOptions, out: object = sys.stdout) -> int:
         f"demo: {summary.tickets:,} tickets, {summary.events:,} events of a contact-center day; "
         f"the backtest expects {expected:,} escalations\n"
     )
-    port = _free_port()
+    port = free_port()
     data = options.workdir / f"worker-{run}"
     env = {
         **os.environ,

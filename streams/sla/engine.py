@@ -668,13 +668,7 @@ class Engine:
 
     @staticmethod
     def _state_conditions_hold(state: TicketState, when: When) -> bool:
-        return (
-            (when.tags is None or any(t in state.tags for t in when.tags))
-            and (when.priority is None or state.priority in when.priority)
-            and (when.tier is None or state.tier in when.tier)
-            and (when.channel is None or state.channel in when.channel)
-            and (when.category is None or state.category in when.category)
-        )
+        return when.accepts(state.tier, state.priority, state.channel, state.category, state.tags)
 
 
 def _implied_status(event: TicketEvent) -> Status | None:

@@ -108,8 +108,9 @@ class CalendarSpec(_Model):
         )
 
 
-class Match(_Model):
-    """All given keys must match (AND); each lists accepted values (OR). Empty matches all."""
+class _TicketConditions(_Model):
+    """Conditions on a ticket's attributes, shared by SLA matching and triggers: all given
+    keys must hold (AND); each lists accepted values (OR); tags hold if any tag is listed."""
 
     tier: list[str] | None = None
     priority: list[Priority] | None = None
@@ -132,6 +133,10 @@ class Match(_Model):
             and (self.category is None or category in self.category)
             and (self.tags is None or any(tag in self.tags for tag in tags))
         )
+
+
+class Match(_TicketConditions):
+    """Which tickets an SLA policy covers. Empty matches all."""
 
     def is_catch_all(self) -> bool:
         return all(
@@ -229,16 +234,11 @@ class StatusFor(_Model):
     at_least: Duration
 
 
-class When(_Model):
+class When(_TicketConditions):
     """Trigger conditions, all of which must hold."""
 
     tags_added: list[str] | None = None
-    tags: list[str] | None = None
     event: list[EventType] | None = None
-    priority: list[Priority] | None = None
-    tier: list[str] | None = None
-    channel: list[str] | None = None
-    category: list[str] | None = None
     transfers_at_least: int | None = Field(default=None, ge=1)
     reopens_at_least: int | None = Field(default=None, ge=1)
     csat_at_most: int | None = Field(default=None, ge=1, le=5)

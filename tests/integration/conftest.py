@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,16 +22,11 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from schemas.codec import codec_for
+from streams.demo import free_port
 from streams.settings import Settings, load_settings
 from streams.topics import Topics, ensure_topics
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
