@@ -57,6 +57,40 @@ class RedisSettings:
     url: str = "redis://127.0.0.1:16379/0"
     password: str | None = field(default=None, repr=False)
     ssl_ca_file: str | None = None
+    timeout_s: float = 2.0
+
+    def client(self, **overrides: Any) -> Any:
+        """A redis-py client (password and TLS from these settings; rediss:// turns TLS on)."""
+        import redis
+
+        kwargs: dict[str, Any] = {
+            "socket_timeout": self.timeout_s,
+            "socket_connect_timeout": self.timeout_s,
+        }
+        if self.password:
+            kwargs["password"] = self.password
+        if self.ssl_ca_file:
+            kwargs["ssl_ca_certs"] = self.ssl_ca_file
+        kwargs.update(overrides)
+        return redis.Redis.from_url(self.url, **kwargs)
+
+
+@dataclass(frozen=True)
+class ConnectorSettings:
+    """Ingest, enrichment, the Redis board and webhook sinks (issue #5)."""
+
+    ingest_host: str = "0.0.0.0"
+    ingest_port: int = 8080
+    ingest_token: str | None = field(default=None, repr=False)
+    ingest_max_bytes: int = 1_000_000
+    enrich_key_pattern: str = "customer:{customer_id}"
+    enrich_cache_seconds: float = 30.0
+    board_prefix: str = "escalator:board:"
+    board_stream_maxlen: int = 10_000
+    webhook_targets_file: str | None = None
+    webhook_signing_key: str | None = field(default=None, repr=False)
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9108
 
 
 @dataclass(frozen=True)
@@ -64,6 +98,7 @@ class Settings:
     app_id: str = "escalator"
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
+    connectors: ConnectorSettings = field(default_factory=ConnectorSettings)
     store: str = "rocksdb://"
     data_dir: Path = Path("var/worker")
     partitions: int = 6
@@ -76,6 +111,7 @@ class Settings:
     tick_ms: int = 200
     commit_interval_ms: int = 200
     max_event_bytes: int = 1_000_000
+    metrics_enabled: bool = True
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -150,6 +186,34 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
     if not redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"ESCALATOR_REDIS_URL={redis.url!r}: must start with redis://, rediss://")
+    pattern = env.get("ESCALATOR_ENRICH_KEY_PATTERN") or ConnectorSettings.enrich_key_pattern
+    if "{customer_id}" not in pattern:
+        raise ConfigError(f"ESCALATOR_ENRICH_KEY_PATTERN={pattern!r}: must contain {{customer_id}}")
+    connectors = ConnectorSettings(
+        ingest_host=env.get("ESCALATOR_INGEST_HOST") or ConnectorSettings.ingest_host,
+        ingest_port=_int(env, "ESCALATOR_INGEST_PORT", ConnectorSettings.ingest_port, 1, 65535),
+        ingest_token=_secret(env, "ESCALATOR_INGEST_TOKEN"),
+        ingest_max_bytes=_int(
+            env, "ESCALATOR_INGEST_MAX_BYTES", ConnectorSettings.ingest_max_bytes, 1024, 64_000_000
+        ),
+        enrich_key_pattern=pattern,
+        enrich_cache_seconds=_int(env, "ESCALATOR_ENRICH_CACHE_SECONDS", 30, 0, 86_400),
+        board_prefix=env.get("ESCALATOR_BOARD_PREFIX") or ConnectorSettings.board_prefix,
+        board_stream_maxlen=_int(
+            env,
+            "ESCALATOR_BOARD_STREAM_MAXLEN",
+            ConnectorSettings.board_stream_maxlen,
+            10,
+            10_000_000,
+        ),  # fmt: skip
+        webhook_targets_file=_file(env, "ESCALATOR_WEBHOOK_TARGETS_FILE"),
+        webhook_signing_key=_secret(env, "ESCALATOR_WEBHOOK_SIGNING_KEY"),
+        metrics_host=env.get("ESCALATOR_METRICS_HOST") or ConnectorSettings.metrics_host,
+        metrics_port=_int(env, "ESCALATOR_METRICS_PORT", ConnectorSettings.metrics_port, 1, 65535),
+    )
+    metrics = (env.get("ESCALATOR_METRICS") or "on").lower()
+    if metrics not in ("on", "off"):
+        raise ConfigError(f"ESCALATOR_METRICS={metrics!r}: must be on or off")
     store = env.get("ESCALATOR_STORE") or Settings.store
     if not store.startswith(("rocksdb://", "memory://")):
         raise ConfigError(f"ESCALATOR_STORE={store!r}: must be rocksdb:// or memory://")
@@ -160,6 +224,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         app_id=env.get("ESCALATOR_APP_ID") or Settings.app_id,
         kafka=kafka,
         redis=redis,
+        connectors=connectors,
         store=store,
         data_dir=Path(env.get("ESCALATOR_DATA_DIR") or Settings.data_dir),
         partitions=_int(env, "ESCALATOR_PARTITIONS", Settings.partitions, 1, 1024),
@@ -178,4 +243,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_event_bytes=_int(
             env, "ESCALATOR_MAX_EVENT_BYTES", Settings.max_event_bytes, 1024, 16_000_000
         ),
+        metrics_enabled=metrics == "on",
     )
