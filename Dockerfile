@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # Escalator image: one image for every process (`escalator worker`, `escalator ingest`,
-# `escalator sink redis|webhook`). Build: docker build -t escalator/escalator:0.1.0 .
+# `escalator sink redis|webhook`, `escalator board`). Build: docker build -t escalator/escalator:0.1.0 .
+# The package carries its data (board page, Avro schemas, default policy): tests/deploy/
+# test_dockerfile.py builds the wheel from exactly what is copied below and checks it.
 # Both stages use the same pinned base, so the venv built in the first runs in the second.
 # Every runtime dependency is installed from a binary wheel (--only-binary): no compiler is
 # needed in the builder and none is in the final image.
@@ -40,7 +42,7 @@ RUN groupadd --system --gid 10001 escalator \
 COPY --from=builder /opt/venv /opt/venv
 USER 10001:10001
 WORKDIR /var/lib/escalator
-# worker web (/healthz /readyz /metrics), ingest webhooks, sink metrics
-EXPOSE 6066 8080 9108
+# worker web (/healthz /readyz /metrics), board page, ingest webhooks, sink metrics
+EXPOSE 6066 8070 8080 9108
 ENTRYPOINT ["escalator"]
 CMD ["--help"]

@@ -1,6 +1,7 @@
 """End-to-end figures of the streaming pipeline on the local broker (figures, never pass/fail).
 
     .venv/bin/python bench/pipeline.py [--agents 400] [--days 3] [--latency-tickets 300]
+    .venv/bin/python bench/pipeline.py --metrics-cost [--rounds 2] [--agents 100 --days 2]
 
 1. Ceiling: a bare confluent-kafka consumer with fastavro decoding reads ticket-events.
 2. Throughput: one `escalator worker` (exactly-once, RocksDB table, changelog) drains the
@@ -8,6 +9,10 @@
 3. Detection latency: a wall-clock worker; tickets whose first-response deadline falls in
    the next seconds, no further events; latency = deadline -> escalation readable by a
    read_committed consumer. Prints p50/p95/p99.
+4. --metrics-cost: only the throughput run, with worker metrics on and off (ESCALATOR_METRICS):
+   each round drains two copies of the same backlog at the same time, one worker with metrics
+   and one without, so drift on a shared machine hits both alike; prints both rates and the
+   overhead of metrics, in wall time and per CPU second of the worker processes.
 
 Needs Kafka (deploy/local/services up kafka, or ESCALATOR_KAFKA_BOOTSTRAP).
 """
@@ -17,11 +22,13 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -53,9 +60,10 @@ escalation_matrix:
 
 
 def start_worker(
-    prefix: str, data: Path, event_time: bool, policy: Path | None
+    prefix: str, data: Path, event_time: bool, policy: Path | None, metrics: bool = True
 ) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "ESCALATOR_DATA_DIR": str(data), "ESCALATOR_WEB_PORT": str(free_port())}
+    env = {**os.environ, "ESCALATOR_DATA_DIR": str(data), "ESCALATOR_WEB_PORT": str(free_port()),
+           "ESCALATOR_METRICS": "on" if metrics else "off"}  # fmt: skip
     cmd = [sys.executable, "-m", "streams.cli", "worker", "--topic-prefix", prefix,
            "--loglevel", "info"]  # fmt: skip
     if event_time:
@@ -157,12 +165,104 @@ def stop(worker: subprocess.Popen[bytes]) -> None:
         worker.wait(10)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its descendants (Linux /proc), 0 once gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in children)
+
+
+@dataclass
+class Drain:
+    """One event-time worker draining the backlog of its own topic prefix."""
+
+    prefix: str
+    name: str
+    total: int
+    metrics: bool = True
+    worker: subprocess.Popen[bytes] | None = None
+    done: int = 0
+    first: tuple[float, int, float] | None = None  # wall time, committed, CPU at first commit
+    last: tuple[float, float] = (0.0, 0.0)  # wall time, CPU when last seen
+
+    def rates(self) -> tuple[float, float]:
+        """(events/s of wall time, events per CPU second of the worker's processes)."""
+        assert self.first is not None
+        events = self.done - self.first[1]
+        wall, cpu = self.last[0] - self.first[0], self.last[1] - self.first[2]
+        return events / max(wall, 1e-9), events / max(cpu, 1e-9)
+
+
+def drain(settings: Settings, root: Path, runs: list[Drain]) -> None:
+    """Start a worker per run at once and follow their committed offsets until each is done.
+
+    Runs measured side by side see the same load on a shared machine, so their ratio holds
+    even while the machine's speed drifts."""
+    for run in runs:
+        run.worker = start_worker(run.prefix, root / run.name, True, None, run.metrics)
+    for run in runs:
+        wait_log(root / f"{run.name}.log", "Worker ready")
+    progress = Progress("workers", total=sum(r.total for r in runs), stream=sys.stderr)
+    while any(r.done < r.total for r in runs):
+        time.sleep(0.5)
+        for run in (r for r in runs if r.done < r.total):
+            assert run.worker is not None
+            group = f"{run.prefix}{settings.app_id}"
+            topic = Topics(run.prefix).ticket_events
+            now_done = committed_total(settings, group, topic, settings.partitions)
+            cpu = cpu_seconds(run.worker.pid)
+            if now_done and run.first is None:
+                run.first = (time.perf_counter(), now_done, cpu)
+            progress.update(now_done - run.done)
+            run.done = now_done
+            run.last = (time.perf_counter(), cpu)
+            if run.worker.poll() is not None:
+                raise SystemExit(f"worker {run.name} exited during the throughput run")
+    progress.close()
+    for run in runs:
+        assert run.worker is not None
+        stop(run.worker)
+
+
+def metrics_cost(settings: Settings, root: Path, history: Path, rounds: int) -> None:
+    """Worker throughput with metrics on and off: each round drains two copies of the same
+    backlog at the same time, one worker with metrics, one without (see module doc)."""
+    results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    for i in range(rounds):
+        runs = []
+        for metrics in (True, False) if i % 2 == 0 else (False, True):
+            prefix = f"benchm{uuid.uuid4().hex[:8]}-"
+            ensure_topics(settings, Topics(prefix))
+            sent, _ = replay(settings, history, Topics(prefix), end_tick=True)
+            name = f"w{i}-{'on' if metrics else 'off'}"
+            runs.append(Drain(prefix, name, sent + settings.partitions, metrics))
+        drain(settings, root, runs)
+        for run in runs:
+            rate, per_cpu = run.rates()
+            results[run.metrics].append((rate, per_cpu))
+            print(f"round {i + 1}/{rounds}: metrics {'on ' if run.metrics else 'off'} "
+                  f"{rate:>9,.0f} events/s {per_cpu:>9,.0f} events/CPU-s")  # fmt: skip
+    for label, k in (("events/s (wall)", 0), ("events/CPU-s", 1)):
+        on = statistics.median(r[k] for r in results[True])
+        off = statistics.median(r[k] for r in results[False])
+        overhead = (off - on) / off
+        print(f"metrics  : {label:<16} on {on:>9,.0f}  off {off:>9,.0f}  (medians of {rounds});"
+              f" ratio on/off {on / off:.3f}, overhead {overhead:+.1%} (goal < 5%)")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--agents", type=int, default=400)
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--latency-tickets", type=int, default=300)
     parser.add_argument("--latency-only", action="store_true", help="skip ceiling and throughput")
+    parser.add_argument("--metrics-cost", action="store_true",
+                        help="only throughput, with worker metrics on and off")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=2, help="on/off pairs for --metrics-cost")
     args = parser.parse_args()
     settings = load_settings()
     partitions = settings.partitions
@@ -178,6 +278,9 @@ def main() -> int:
         summary = generate_to_file(history, agents=args.agents, days=args.days, seed=99)
         print(f"history: {summary.tickets:,} tickets, {summary.events:,} events; "
               f"{partitions} partitions, {settings.processing_guarantee}")  # fmt: skip
+        if args.metrics_cost:
+            metrics_cost(settings, root, history, args.rounds)
+            return 0
         sent, _ = replay(settings, history, topics, end_tick=True)
         total = sent + partitions  # plus one end tick per partition
 
@@ -186,26 +289,9 @@ def main() -> int:
             f"ceiling  : bare confluent-kafka consumer + fastavro decode: {ceil:>10,.0f} events/s"
         )
 
-        worker = start_worker(prefix, root / "w-throughput", True, None)
-        progress = Progress("worker", total=total, stream=sys.stderr)
-        group = f"{prefix}{settings.app_id}"
-        wait_log(root / "w-throughput.log", "Worker ready")
-        first = last = None
-        done = 0
-        while done < total:
-            time.sleep(0.5)
-            now_done = committed_total(settings, group, topics.ticket_events, partitions)
-            if now_done and first is None:
-                first = (time.perf_counter(), now_done)
-            progress.update(now_done - done)
-            done = now_done
-            last = time.perf_counter()
-            if worker.poll() is not None:
-                raise SystemExit("worker exited during the throughput run")
-        progress.close()
-        stop(worker)
-        assert first is not None and last is not None
-        rate = (done - first[1]) / max(last - first[0], 1e-9)
+        run = Drain(prefix, "w-throughput", total)
+        drain(settings, root, [run])
+        rate, _ = run.rates()
         print(f"worker   : 1 worker, exactly-once, RocksDB + changelog: {rate:>10,.0f} events/s"
               f"  (ratio to ceiling {rate / ceil:.3f}; goal >= 10,000)")  # fmt: skip
 

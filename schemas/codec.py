@@ -71,7 +71,15 @@ __all__ = [
 SCHEMA_DIR: Final = Path(__file__).resolve().parent
 HISTORY_DIR: Final = SCHEMA_DIR / "history"
 IDS_FILE: Final = SCHEMA_DIR / "ids.json"
-NAMES: Final = ("TicketEvent", "Escalation", "PriorityBump", "Reminder", "OpsAlert", "DeadLetter")
+NAMES: Final = (
+    "TicketEvent",
+    "Escalation",
+    "PriorityBump",
+    "Reminder",
+    "OpsAlert",
+    "DeadLetter",
+    "WebhookDeadLetter",
+)
 MAGIC: Final = 0
 _HEADER_LEN: Final = 5
 

@@ -242,11 +242,116 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sink_webhook(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+
+    from connectors.webhook_sink import WebhookSink, run_webhook_sink
+    from connectors.webhook_targets import load_targets
+
+    settings = _settings()
+    path = settings.connectors.webhook_targets_file
+    if not path:
+        raise UserError("ESCALATOR_WEBHOOK_TARGETS_FILE is not set: name the targets file (YAML)")
+    targets = load_targets(path)
+    key = settings.connectors.webhook_signing_key
+    if key is None and not args.unsigned:
+        raise UserError(
+            "no signing key: set ESCALATOR_WEBHOOK_SIGNING_KEY or its _FILE variant, "
+            "or pass --unsigned to send unsigned requests"
+        )
+    if key is not None and len(key) < 16:
+        raise UserError("ESCALATOR_WEBHOOK_SIGNING_KEY: use at least 16 characters")
+    topics = _pipeline_topics(settings, args.topic_prefix)
+    logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
+    group = f"{args.topic_prefix}{settings.app_id}-sink-webhook"
+    try:
+        sink = WebhookSink(settings, targets, topics, group, key.encode() if key else None,
+                           start=args.start)  # fmt: skip
+        return run_webhook_sink(sink)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    except (KafkaException, RuntimeError) as exc:
+        raise UserError(
+            f"{exc}; restarting is safe (undelivered messages are sent again)"
+        ) from None
+
+
+def _sink_redis(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+
+    from connectors.redis_sink import SinkOptions, run_redis_sink
+
+    settings = _settings()
+    policy = _policy_arg(args.policy or settings.policy_file)
+    topics = _pipeline_topics(settings, args.topic_prefix)
+    logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
+    group = args.group or f"{args.topic_prefix}{settings.app_id}-sink-redis"
+    try:
+        return run_redis_sink(settings, topics, policy, SinkOptions(group, start=args.start))
+    except KafkaException as exc:
+        raise UserError(f"Kafka: {exc}; restarting is safe (the board is idempotent)") from None
+
+
+SINKS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "webhook": _sink_webhook,
+    "redis": _sink_redis,
+}
+
+
+def cmd_sink(args: argparse.Namespace) -> int:
+    return SINKS[args.kind](args)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from connectors.ingest import run_ingest
+
+    settings = _settings()
+    token = settings.connectors.ingest_token
+    if token is None and not args.insecure_no_auth:
+        raise UserError(
+            "no bearer token: set ESCALATOR_INGEST_TOKEN or ESCALATOR_INGEST_TOKEN_FILE, "
+            "or pass --insecure-no-auth to accept unauthenticated requests"
+        )
+    topics = _pipeline_topics(settings, args.topic_prefix)
+    logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
+    host = args.host or settings.connectors.ingest_host
+    port = args.port or settings.connectors.ingest_port
+    return run_ingest(settings, topics, host, port, token)
+
+
+def cmd_board(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from connectors.board import BoardKeys
+    from streams.board_web import BoardConfig, serve
+
+    settings = _settings()
+    keys = BoardKeys.from_settings(settings, args.topic_prefix)
+    worker = args.worker_url or f"http://127.0.0.1:{settings.web_port}"
+    sink = args.sink_url or f"http://127.0.0.1:{settings.connectors.metrics_port}"
+    config = BoardConfig(keys, None if worker == "none" else worker,
+                         None if sink == "none" else sink)  # fmt: skip
+
+    def ready(url: str) -> None:
+        sys.stderr.write(f"escalator board: serving {url} (board {keys.prefix}*, "
+                         f"worker {config.worker_url}, sink {config.sink_url})\n")  # fmt: skip
+        sys.stderr.flush()
+
+    try:
+        asyncio.run(serve(settings, config, args.host, args.port, ready))
+    except OSError as exc:
+        raise UserError(f"cannot listen on {args.host}:{args.port} ({exc.strerror})") from None
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streams.demo import DemoOptions, run_demo
 
     _settings()
-    options = DemoOptions(agents=args.agents, days=args.days, rate=args.rate)
+    options = DemoOptions(agents=args.agents, days=args.days, rate=args.rate, stay=args.stay)
     return run_demo(options)
 
 
@@ -281,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--agents", type=int, default=40)
     demo.add_argument("--days", type=int, default=1)
     demo.add_argument("--rate", type=float, default=2000.0, help="replay events per second")
+    demo.add_argument(
+        "--stay", action="store_true", help="keep worker, sink and board running until Ctrl-C"
+    )
     demo.set_defaults(func=cmd_demo)
 
     worker = sub.add_parser("worker", help="run the stream worker (Faust)")
@@ -315,13 +423,60 @@ def build_parser() -> argparse.ArgumentParser:
 
     tail = sub.add_parser("tail", help="print an output topic as readable lines")
     tail.add_argument(
-        "topic", help="escalations, priority-bumps, reminders, ops-alerts, ticket-events-dlq"
+        "topic",
+        help="escalations, priority-bumps, reminders, ops-alerts, ticket-events-dlq, webhook-dlq",
     )
     tail.add_argument("--from-beginning", action="store_true")
     tail.add_argument("--limit", type=int)
     tail.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
     tail.add_argument("--topic-prefix", default="", help=argparse.SUPPRESS)
     tail.set_defaults(func=cmd_tail)
+
+    ingest = sub.add_parser(
+        "ingest",
+        help="HTTP receiver: native events and Zendesk/Freshdesk webhooks -> ticket-events",
+    )
+    ingest.add_argument("--host", help="listen address (default: ESCALATOR_INGEST_HOST, 0.0.0.0)")
+    ingest.add_argument("--port", type=int, help="default: ESCALATOR_INGEST_PORT, 8080")
+    ingest.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="run without ESCALATOR_INGEST_TOKEN: accept requests with no bearer token",
+    )
+    ingest.add_argument("--topic-prefix", default="", help=argparse.SUPPRESS)
+    ingest.add_argument("--loglevel", default="warning", help="info logs each 503")
+    ingest.set_defaults(func=cmd_ingest)
+
+    sink = sub.add_parser("sink", help="deliver escalations to other systems")
+    sink.add_argument(
+        "kind",
+        choices=sorted(SINKS),
+        help="webhook: signed HTTP posts to targets; redis: the live escalation board",
+    )
+    sink.add_argument("--policy", help="redis: policy YAML (default: ESCALATOR_POLICY_FILE)")
+    sink.add_argument("--group", help="redis: consumer group (default: <app id>-sink-redis)")
+    sink.add_argument("--topic-prefix", default="", help=argparse.SUPPRESS)
+    sink.add_argument("--loglevel", default="warning", help="webhook: info logs every retry")
+    sink.add_argument(
+        "--unsigned", action="store_true", help="webhook: send unsigned requests if no key is set"
+    )
+    sink.add_argument(
+        "--start",
+        choices=("earliest", "latest"),
+        default="earliest",
+        help="where a consumer group without committed offsets starts",
+    )
+    sink.set_defaults(func=cmd_sink)
+
+    board = sub.add_parser("board", help="serve the live escalation board page (reads Redis)")
+    board.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0: all)")
+    board.add_argument("--port", type=int, default=8070)
+    board.add_argument("--worker-url", help="worker web base URL for health and metrics, or none "
+                       "(default: http://127.0.0.1:ESCALATOR_WEB_PORT)")  # fmt: skip
+    board.add_argument("--sink-url", help="Redis sink metrics base URL for /healthz, or none "
+                       "(default: http://127.0.0.1:ESCALATOR_METRICS_PORT)")  # fmt: skip
+    board.add_argument("--topic-prefix", default="", help=argparse.SUPPRESS)
+    board.set_defaults(func=cmd_board)
     return parser
 
 

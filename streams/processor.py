@@ -39,6 +39,7 @@ from streams.sla.events import EventType
 from streams.sla.queues import QueueStat, StatKind, queue_name, stat_id
 from streams.sla.state import TicketState
 from streams.topics import Topics
+from streams.worker_metrics import NEW_TICKET, WorkerStats, category
 
 TICK_HEADER = "escalator-tick"  # marks an event-time clock tick inside ticket-events
 CLOSED_RETENTION_MS = 7 * 86_400_000  # closed tickets are kept this long for late duplicates
@@ -121,6 +122,7 @@ class TicketProcessor:
         max_event_bytes: int,
         event_time: bool = False,
         wall_clock: Callable[[], int] = lambda: int(time.time() * 1000),
+        metrics: WorkerStats | None = None,
     ) -> None:
         self.engine = engine
         self.topics = topics
@@ -133,6 +135,7 @@ class TicketProcessor:
         self.heartbeats: dict[int, int] = {}  # partition -> clock of its last heartbeat
         self.queue_stats = engine.policy.ops_alerts.enabled
         self.counters = Counters()
+        self.metrics = metrics  # labelled counts for /metrics; None when metrics are off
 
     # ------------------------------------------------------------------ index
 
@@ -141,11 +144,15 @@ class TicketProcessor:
         wanted = set(partitions)
         for p in wanted:
             self.due[p] = []
+        if self.metrics is not None:
+            self.metrics.reset(wanted)
         count = 0
         for key, value in store.items():
             p, state = decode_state(value)
             if p in wanted:
                 self._schedule(p, key, state)
+                if self.metrics is not None:
+                    self.metrics.add(p, state)
                 count += 1
         for p in wanted:
             heapq.heapify(self.due[p])
@@ -156,6 +163,8 @@ class TicketProcessor:
             self.due.pop(p, None)
             self.watermark.pop(p, None)
             self.heartbeats.pop(p, None)
+        if self.metrics is not None:
+            self.metrics.forget(partitions)
 
     def _schedule(self, partition: int, key: bytes, state: TicketState) -> None:
         heap = self.due.setdefault(partition, [])
@@ -200,8 +209,13 @@ class TicketProcessor:
             self.counters.duplicates += 1
             return out + self._stats(stats, clock)
         before = None if state is None else state.next_due
+        metrics = self.metrics
+        view = NEW_TICKET if metrics is None else metrics.view(state)
         state, actions = self.engine.apply(state, event)
         store.put(ticket_key, encode_state(partition, state))
+        if metrics is not None:
+            lag = now - event.occurred_at
+            metrics.applied(partition, view, state, old is None, event.type, lag)
         if state.next_due != before or state.closed:
             self._schedule(partition, ticket_key, state)
         queue = queue_name(state.channel, state.category)
@@ -220,6 +234,8 @@ class TicketProcessor:
         if self.event_time:
             tick = max(tick, self.watermark.get(partition, 0))
             self.watermark[partition] = tick
+        elif self.metrics is not None:
+            self.metrics.tick(tick, now)
         stats: list[QueueStat] = []
         out = self._fire(store, partition, tick, now, stats) + self._stats(stats, before)
         clock = self._clock(partition, now)  # after the tick, for the heartbeat behind the stats
@@ -234,6 +250,7 @@ class TicketProcessor:
     ) -> list[Out]:
         heap = self.due.get(partition)
         out: list[Out] = []
+        metrics = self.metrics
         while heap and heap[0][0] <= upto:
             due, key = heapq.heappop(heap)
             value = store.get(key)
@@ -243,11 +260,16 @@ class TicketProcessor:
             if state.next_due is None:
                 if state.closed and state.clock_at + CLOSED_RETENTION_MS <= upto:
                     store.delete(key)
+                    if metrics is not None:
+                        metrics.removed(partition, state)
                 continue
             if state.next_due != due:
                 continue  # superseded by a later entry
+            old = None if metrics is None else category(state)
             state, actions = self.engine.advance(state, upto)
             store.put(key, encode_state(partition, state))
+            if metrics is not None:
+                metrics.moved(partition, old, category(state))
             self._schedule(partition, key, state)
             out.extend(self._encode(actions, now, queue_name(state.channel, state.category), stats))
         return out
@@ -273,6 +295,8 @@ class TicketProcessor:
         self, actions: list[Action], now: int, queue: str, stats: list[QueueStat]
     ) -> list[Out]:
         """Encode a ticket's actions; its SLA breach escalations are also counted in `stats`."""
+        if self.metrics is not None and actions:
+            self.metrics.actions(actions, now)
         out: list[Out] = []
         for action in actions:
             if isinstance(action, Escalation):

@@ -128,6 +128,7 @@ READABLE = {
     "reminders": "Reminder",
     "ticket-events-dlq": "DeadLetter",
     "ops-alerts": "OpsAlert",
+    "webhook-dlq": "WebhookDeadLetter",
 }
 
 
@@ -162,6 +163,12 @@ def describe(kind: str, record: dict[str, Any]) -> str:
         return (
             f"DLQ {record['source_topic']}[{record['partition']}]@{record['offset']} "
             f"{record['error_kind']}: {record['error']}"
+        )
+    if kind == "WebhookDeadLetter":
+        return (
+            f"WEBHOOK DLQ {record['source_topic']}[{record['partition']}]@{record['offset']} "
+            f"target={record['target'] or '-'} attempts={record['attempts']} "
+            f"esc={record['escalation_id'] or '-'}: {record['error']}"
         )
     return " ".join(f"{k}={v}" for k, v in record.items())
 

@@ -63,6 +63,15 @@ class RedisSettings:
         """A redis-py client (password and TLS from these settings; rediss:// turns TLS on)."""
         import redis
 
+        return redis.Redis.from_url(self.url, **self._client_kwargs(overrides))
+
+    def async_client(self, **overrides: Any) -> Any:
+        """The same as a redis.asyncio client, for code on an event loop (ingest)."""
+        import redis.asyncio
+
+        return redis.asyncio.Redis.from_url(self.url, **self._client_kwargs(overrides))
+
+    def _client_kwargs(self, overrides: dict[str, Any]) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "socket_timeout": self.timeout_s,
             "socket_connect_timeout": self.timeout_s,
@@ -72,7 +81,7 @@ class RedisSettings:
         if self.ssl_ca_file:
             kwargs["ssl_ca_certs"] = self.ssl_ca_file
         kwargs.update(overrides)
-        return redis.Redis.from_url(self.url, **kwargs)
+        return kwargs
 
 
 @dataclass(frozen=True)
@@ -83,8 +92,14 @@ class ConnectorSettings:
     ingest_port: int = 8080
     ingest_token: str | None = field(default=None, repr=False)
     ingest_max_bytes: int = 1_000_000
+    ingest_batch_max_bytes: int = 16_000_000
+    ingest_delivery_timeout_ms: int = 5000
+    ingest_tags_prefix: str = "escalator:tags:"
+    ingest_tags_ttl_seconds: int = 30 * 86_400
     enrich_key_pattern: str = "customer:{customer_id}"
     enrich_cache_seconds: float = 30.0
+    enrich_timeout_ms: int = 100
+    enrich_retry_seconds: int = 5
     board_prefix: str = "escalator:board:"
     board_stream_maxlen: int = 10_000
     webhook_targets_file: str | None = None
@@ -110,6 +125,7 @@ class Settings:
     schema_registry_url: str | None = None
     tick_ms: int = 200
     commit_interval_ms: int = 200
+    session_timeout_ms: int = 10_000
     max_event_bytes: int = 1_000_000
     metrics_enabled: bool = True
 
@@ -196,8 +212,21 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ingest_max_bytes=_int(
             env, "ESCALATOR_INGEST_MAX_BYTES", ConnectorSettings.ingest_max_bytes, 1024, 64_000_000
         ),
+        ingest_batch_max_bytes=_int(
+            env, "ESCALATOR_INGEST_BATCH_MAX_BYTES", 16_000_000, 1024, 1_000_000_000
+        ),
+        ingest_delivery_timeout_ms=_int(
+            env, "ESCALATOR_INGEST_DELIVERY_TIMEOUT_MS", 5000, 500, 300_000
+        ),
+        ingest_tags_prefix=env.get("ESCALATOR_INGEST_TAGS_PREFIX")
+        or ConnectorSettings.ingest_tags_prefix,
+        ingest_tags_ttl_seconds=_int(
+            env, "ESCALATOR_INGEST_TAGS_TTL_SECONDS", 30 * 86_400, 60, 3650 * 86_400
+        ),
         enrich_key_pattern=pattern,
         enrich_cache_seconds=_int(env, "ESCALATOR_ENRICH_CACHE_SECONDS", 30, 0, 86_400),
+        enrich_timeout_ms=_int(env, "ESCALATOR_ENRICH_TIMEOUT_MS", 100, 1, 10_000),
+        enrich_retry_seconds=_int(env, "ESCALATOR_ENRICH_RETRY_SECONDS", 5, 1, 3600),
         board_prefix=env.get("ESCALATOR_BOARD_PREFIX") or ConnectorSettings.board_prefix,
         board_stream_maxlen=_int(
             env,
@@ -239,6 +268,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tick_ms=_int(env, "ESCALATOR_TICK_MS", Settings.tick_ms, 50, 5000),
         commit_interval_ms=_int(
             env, "ESCALATOR_COMMIT_INTERVAL_MS", Settings.commit_interval_ms, 50, 60_000
+        ),
+        session_timeout_ms=_int(
+            env, "ESCALATOR_SESSION_TIMEOUT_MS", Settings.session_timeout_ms, 6_000, 300_000
         ),
         max_event_bytes=_int(
             env, "ESCALATOR_MAX_EVENT_BYTES", Settings.max_event_bytes, 1024, 16_000_000

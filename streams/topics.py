@@ -55,6 +55,11 @@ class Topics:
     def dlq(self) -> str:
         return self.name("ticket-events-dlq")
 
+    @property
+    def webhook_dlq(self) -> str:
+        """What the webhook sink could not deliver (connectors.webhook_sink)."""
+        return self.name("webhook-dlq")
+
     def pipeline(self) -> list[str]:
         """Topics that must share the partition count of ticket-events."""
         return [
@@ -68,7 +73,7 @@ class Topics:
         ]
 
     def all(self) -> list[str]:
-        return [*self.pipeline(), self.ops_alerts]
+        return [*self.pipeline(), self.ops_alerts, self.webhook_dlq]
 
 
 def ensure_topics(

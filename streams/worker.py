@@ -22,13 +22,16 @@ from typing import Any
 import faust
 from confluent_kafka import Producer
 from faust.types import TP
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from schemas.codec import codec_for
+from streams import transactions
 from streams.processor import Out, TicketProcessor, decode_tick, encode_tick, is_tick
 from streams.settings import Settings
 from streams.sla.engine import Engine
 from streams.sla.policy import Policy
 from streams.topics import Topics
+from streams.worker_metrics import WorkerStats, consumer_lag, metrics_exposition
 
 log = logging.getLogger("escalator.worker")
 
@@ -180,6 +183,7 @@ def build_app(
 ) -> faust.App:
     """A Faust app wired to the SLA engine; start it with faust.Worker or app.main()."""
     topics = topics or Topics()
+    transactions.install()
     app = faust.App(
         settings.app_id,
         broker="kafka://" + settings.kafka.bootstrap.replace(",", ";"),
@@ -192,6 +196,10 @@ def build_app(
         # Under exactly-once, outputs become readable when their transaction commits:
         # this interval bounds detection latency and costs throughput when short.
         broker_commit_interval=settings.commit_interval_ms / 1000.0,
+        # A crashed worker holds its partitions until its session expires (Faust's default is
+        # 60 s): a shorter session moves them to the restarted or surviving worker sooner.
+        broker_session_timeout=settings.session_timeout_ms / 1000.0,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 3000.0),
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
         web_host=settings.web_host,
@@ -200,8 +208,11 @@ def build_app(
         producer_acks=-1,
     )
     codecs = {name: codec_for(name, settings) for name in CODECS}
+    metrics = None
+    if settings.metrics_enabled:
+        metrics = WorkerStats((sla.name for sla in policy.sla_policies), live=not event_time)
     processor = TicketProcessor(
-        Engine(policy), topics, codecs, settings.max_event_bytes, event_time=event_time
+        Engine(policy), topics, codecs, settings.max_event_bytes, event_time, metrics=metrics
     )
     app.escalator_processor = processor  # type: ignore[attr-defined]
     source = app.topic(
@@ -243,6 +254,7 @@ def build_app(
             await outputs[out.topic].send(key=out.key, value=out.value, partition=partition)
 
     guard = OffsetGuard(app, topics.ticket_events)
+    barrier = transactions.commit_barrier(app)
 
     @app.agent(source, name="tickets")
     async def tickets(stream: faust.StreamT[bytes]) -> None:
@@ -266,9 +278,10 @@ def build_app(
                 outs = processor.on_event(
                     store, event.value, message.key, message.partition, message.offset, timestamp
                 )
-            if outs:
-                await send(outs, message.partition)
-            await store.flush(message.partition)
+            async with barrier:  # one transaction for this message's records
+                if outs:
+                    await send(outs, message.partition)
+                await store.flush(message.partition)
 
     # Subscribing to the outputs puts them in the partition group of ticket-events, so
     # Faust's exactly-once sends them through the transaction of their source partition.
@@ -290,6 +303,15 @@ def build_app(
         ready = recovered and not app.rebalancing and bool(partitions)
         body = {"ready": ready, "recovered": recovered, "partitions": partitions}
         return web.json(body, status=200 if ready else 503)
+
+    render_metrics = metrics_exposition(
+        processor, lambda: consumer_lag(app, (topics.ticket_events, topics.clock))
+    )
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        """Prometheus metrics (only build_info and process metrics with ESCALATOR_METRICS=off)."""
+        return web.bytes(render_metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     if not event_time:
         ticker = Producer({**settings.kafka.confluent(), "linger.ms": 0, "acks": 1})

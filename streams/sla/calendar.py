@@ -12,12 +12,14 @@ stay ordered and disjoint, and splitting one interval in two (or ending a day at
 starting the next at 00:00) never changes a result.
 
 Pure and deterministic: no clock reads, no I/O. Each calendar lazily caches the open UTC
-intervals of every local day it has touched, so the hot paths (:meth:`add`,
-:meth:`between`) are integer arithmetic plus a dict lookup per day.
+intervals of the local days it has touched, in blocks of days with the open time before
+each day summed up, so the hot paths (:meth:`add`, :meth:`between`) cost a few dict
+lookups and a bisection however many days they span.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -41,8 +43,7 @@ _MAX_CLOSED_DAYS = 5 * 366
 _CACHE_MAX_DAYS = 100_000
 
 _Span = tuple[int, int]
-# (UTC ms at local 00:00, UTC ms at next local 00:00, open UTC intervals of the day)
-_Day = tuple[int, int, tuple[_Span, ...]]
+_BLOCK = 32  # local days per block of prefix sums
 
 
 def _offset_s(moment: datetime) -> int:
@@ -50,10 +51,36 @@ def _offset_s(moment: datetime) -> int:
     return 0 if off is None else int(off.total_seconds())
 
 
+def _open_before(spans: tuple[_Span, ...], at: int) -> int:
+    """Open ms of one day's spans before the instant ``at``."""
+    total = 0
+    for s, e in spans:
+        if s >= at:
+            break
+        total += (e if e < at else at) - s
+    return total
+
+
+class _Block:
+    """_BLOCK consecutive local days from day number ``first``: their bounds, open UTC
+    intervals, and the open time before each day (a prefix sum), so that business time
+    between two instants is a subtraction and adding it a bisection, however long."""
+
+    __slots__ = ("first", "starts", "spans", "cum")
+
+    def __init__(self, first: int, starts: list[int], spans: list[tuple[_Span, ...]]) -> None:
+        self.first = first
+        self.starts = starts  # _BLOCK + 1 local midnights (UTC ms), the last one the next block's
+        self.spans = spans
+        self.cum = [0]  # _BLOCK + 1 sums: cum[i] = open ms in this block before day i
+        for day in spans:
+            self.cum.append(self.cum[-1] + sum(e - s for s, e in day))
+
+
 class _Timeline:
     """Open intervals in UTC per local day number (days since 1970-01-01, local)."""
 
-    __slots__ = ("_tz", "_hours", "_holidays", "_days", "_midnights", "_guess_ms")
+    __slots__ = ("_tz", "_hours", "_holidays", "_blocks", "_guess_ms")
 
     def __init__(
         self, tz: ZoneInfo, hours: Mapping[int, tuple[_Span, ...]], holidays: frozenset[date]
@@ -61,8 +88,7 @@ class _Timeline:
         self._tz = tz
         self._hours = tuple(hours.get(wd, ()) for wd in range(7))
         self._holidays = holidays
-        self._days: dict[int, _Day] = {}
-        self._midnights: dict[int, int] = {}
+        self._blocks: dict[int, _Block] = {}
         # Only a first guess for locating an instant's local day; _locate corrects it.
         self._guess_ms = _offset_s(datetime(2020, 1, 1, tzinfo=tz)) * 1000
 
@@ -89,18 +115,7 @@ class _Timeline:
                 lo = mid
         return hi * 1000
 
-    def _midnight(self, k: int) -> int:
-        ms = self._midnights.get(k)
-        if ms is None:
-            ms = self._midnights[k] = self._to_utc_ms(k * _DAY_S)
-        return ms
-
-    def _build(self, k: int) -> _Day:
-        if len(self._days) >= _CACHE_MAX_DAYS:
-            self._days.clear()
-            self._midnights.clear()
-        start = self._midnight(k)
-        end = self._midnight(k + 1)
+    def _day_spans(self, k: int, start: int, end: int) -> tuple[_Span, ...]:
         spans: list[_Span] = []
         local_hours = self._hours[(k + _EPOCH_WEEKDAY) % 7]
         if local_hours and date.fromordinal(k + _EPOCH_ORDINAL) not in self._holidays:
@@ -110,81 +125,110 @@ class _Timeline:
                 e = end if e_min == _MINUTES_PER_DAY else self._to_utc_ms(base + e_min * 60)
                 if e > s:  # an interval wholly inside a DST gap has no real time
                     spans.append((s, e))
-        day = (start, end, tuple(spans))
-        self._days[k] = day
-        return day
+        return tuple(spans)
 
-    def _locate(self, at: int) -> tuple[int, _Day]:
+    def _block(self, b: int) -> _Block:
+        block = self._blocks.get(b)
+        if block is None:
+            if len(self._blocks) * _BLOCK >= _CACHE_MAX_DAYS:
+                self._blocks.clear()
+            first = b * _BLOCK
+            starts = [self._to_utc_ms((first + i) * _DAY_S) for i in range(_BLOCK + 1)]
+            spans = [self._day_spans(first + i, starts[i], starts[i + 1]) for i in range(_BLOCK)]
+            block = self._blocks[b] = _Block(first, starts, spans)
+        return block
+
+    def _locate(self, at: int) -> tuple[_Block, int]:
+        """The block and index of the local day holding ``at``."""
         k = (at + self._guess_ms) // _DAY_MS
-        days = self._days
-        day = days.get(k) or self._build(k)
-        while at < day[0]:
-            k -= 1
-            day = days.get(k) or self._build(k)
-        while at >= day[1]:
-            k += 1
-            day = days.get(k) or self._build(k)
-        return k, day
+        b = k // _BLOCK
+        block = self._blocks.get(b) or self._block(b)
+        i = k - block.first
+        starts = block.starts
+        if starts[i] <= at < starts[i + 1]:
+            return block, i
+        while at < block.starts[0]:
+            b -= 1
+            block = self._block(b)
+        while at >= block.starts[_BLOCK]:
+            b += 1
+            block = self._block(b)
+        return block, bisect_right(block.starts, at) - 1
 
     # -- queries ------------------------------------------------------------------------
 
     def is_open(self, at: int) -> bool:
-        for s, e in self._locate(at)[1][2]:
+        block, i = self._locate(at)
+        for s, e in block.spans[i]:
             if at < e:
                 return s <= at
         return False
 
     def add(self, start: int, duration: int) -> int:
-        k, day = self._locate(start)
-        days = self._days
+        k = (start + self._guess_ms) // _DAY_MS  # _locate's fast path, inline (hot)
+        block = self._blocks.get(k // _BLOCK) or self._block(k // _BLOCK)
+        i = k - block.first
+        if not block.starts[i] <= start < block.starts[i + 1]:
+            block, i = self._locate(start)
         remaining = duration
+        for s, e in block.spans[i]:  # most durations end on the day they start
+            if e <= start:
+                continue
+            if s < start:
+                s = start
+            if remaining <= e - s:
+                return s + remaining
+            remaining -= e - s
+        # Position on the block's open-time axis where `duration` is used up.
+        target = block.cum[i + 1] + remaining
         closed = 0
-        while True:
-            useful = False
-            for s, e in day[2]:
-                if e <= start:
-                    continue
-                useful = True
-                if s < start:
-                    s = start
-                avail = e - s
-                if remaining <= avail:
-                    return s + remaining
-                remaining -= avail
-            if useful:
-                closed = 0
-            else:
-                closed += 1
-                if closed > _MAX_CLOSED_DAYS:
-                    raise ValueError("calendar has no open time within ~5 years")
-            k += 1
-            day = days.get(k) or self._build(k)
+        while target > block.cum[_BLOCK]:
+            total = block.cum[_BLOCK]
+            target -= total
+            closed = 0 if total else closed + _BLOCK
+            if closed > _MAX_CLOSED_DAYS:
+                raise ValueError("calendar has no open time within ~5 years")
+            block = self._block(block.first // _BLOCK + 1)
+        # The day whose open time reaches the target: cum[j] < target <= cum[j + 1].
+        j = bisect_left(block.cum, target) - 1
+        remaining = target - block.cum[j]
+        for s, e in block.spans[j]:
+            if remaining <= e - s:
+                return s + remaining
+            remaining -= e - s
+        raise AssertionError("unreachable: the prefix sums put the target in this day")
 
     def between(self, start: int, end: int) -> int:
-        k, day = self._locate(start)
-        days = self._days
-        total = 0
-        while True:
-            for s, e in day[2]:
+        k = (start + self._guess_ms) // _DAY_MS  # _locate's fast path, inline (hot)
+        first = self._blocks.get(k // _BLOCK) or self._block(k // _BLOCK)
+        i = k - first.first
+        if not first.starts[i] <= start < first.starts[i + 1]:
+            first, i = self._locate(start)
+        if end <= first.starts[i + 1]:  # most spans are within a day
+            total = 0
+            for s, e in first.spans[i]:
                 if s >= end:
-                    return total
-                if e <= start:
-                    continue
-                total += (e if e < end else end) - (s if s > start else start)
-            if day[1] >= end:
-                return total
-            k += 1
-            day = days.get(k) or self._build(k)
+                    break
+                if e > start:
+                    total += (e if e < end else end) - (s if s > start else start)
+            return total
+        last, j = self._locate(end)
+        total = last.cum[j] + _open_before(last.spans[j], end)
+        total -= first.cum[i] + _open_before(first.spans[i], start)
+        for b in range(first.first // _BLOCK, last.first // _BLOCK):
+            total += self._block(b).cum[_BLOCK]
+        return total
 
     def next_open(self, at: int) -> int:
-        k, day = self._locate(at)
-        days = self._days
+        block, i = self._locate(at)
         for _ in range(_MAX_CLOSED_DAYS + 1):
-            for s, e in day[2]:
+            for s, e in block.spans[i]:
                 if at < e:
                     return s if s > at else at
-            k += 1
-            day = days.get(k) or self._build(k)
+            i += 1
+            if i == _BLOCK:
+                block = self._block(block.first // _BLOCK + 1)
+                i = 0
         raise ValueError("calendar has no open time within ~5 years")
 
 

@@ -17,31 +17,108 @@ Semantics in brief:
 - Everything fires at most once per (ticket, rule, level, cycle); a reopen starts a new cycle.
 - Due work is handled at its due instant (not at `now`), so catching up after
   downtime yields the same escalations as running on time.
+
+The backtest runs every event of a month through here, so the policy is compiled once
+at construction (per-SLA thresholds, targets and calendars, the matrix's climb times,
+which triggers can hold for which event) and the per-event path does no matching or
+lookups it can avoid.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from sys import intern
 
 from streams.sla.actions import (
     BREACH_REASON,
     Action,
     Escalation,
     Kind,
-    PriorityBump,
     Reason,
-    Reminder,
-    SlaOutcome,
     action_id,
+    new_escalation,
+    new_outcome,
+    new_priority_bump,
+    new_reminder,
 )
 from streams.sla.calendar import BusinessCalendar
 from streams.sla.events import PRIORITY_RANK, EventType, Priority, Status, TicketEvent
-from streams.sla.policy import Escalate, Policy, SlaPolicy, Trigger, When
+from streams.sla.policy import METRICS, Escalate, Policy, SlaPolicy, Trigger, When
 from streams.sla.state import Clock, TicketState
 
 _PRIORITIES = sorted(PRIORITY_RANK, key=PRIORITY_RANK.__getitem__)
+# Enum members as module constants: an attribute lookup on an enum class costs ~6x a global.
+_CREATED = EventType.CREATED
+_TRANSFERRED = EventType.TRANSFERRED
+_CLOSED = EventType.CLOSED
+_AGENT_REPLIED = EventType.AGENT_REPLIED
+_CUSTOMER_REPLIED = EventType.CUSTOMER_REPLIED
+_CSAT_RECEIVED = EventType.CSAT_RECEIVED
+_OPEN = Status.OPEN
 _DONE = (Status.SOLVED, Status.CLOSED)
-_ORDER = {"first_response": 0, "next_response": 1, "resolution": 2}
+_SLA_WARNING = Reason.SLA_WARNING
+_RAISING = (Kind.HIERARCHICAL, Kind.AUTOMATIC)  # the kinds that raise the ticket's level
+_IMPLIED = {
+    EventType.RESOLVED: Status.SOLVED,
+    EventType.CLOSED: Status.CLOSED,
+    EventType.REOPENED: Status.OPEN,
+}
+# Due work at the same instant runs in this order: clocks (by metric), the matrix climb,
+# then timed triggers in file order. _due() returns the rank with the instant.
+_RANK = {metric: rank for rank, metric in enumerate(METRICS)}
+_CLIMB = len(METRICS)
+_TIMED = _CLIMB + 1
+
+_Add = Callable[[int, int], int]
+_MATCH_CACHE = 4096  # distinct (tier, priority, channel, category, tags) remembered
+_Ends = tuple[tuple[str, bool], ...]  # clocks to end, in order, and whether that meets them
+_REPLIED_ENDS: _Ends = (("first_response", True), ("next_response", True))
+_SOLVED_ENDS: _Ends = (("resolution", True), ("first_response", False), ("next_response", False))
+
+
+def _add_of(calendar: BusinessCalendar) -> _Add | None:
+    """The calendar's add, or None for a 24x7 one: callers then add inline, without a call."""
+    return None if calendar.is_always_open else calendar.add
+
+
+class _Sla:
+    """An SLA policy compiled for the hot path."""
+
+    __slots__ = ("spec", "name", "thresholds", "targets", "pause", "add", "between")
+
+    def __init__(self, spec: SlaPolicy, policy: Policy) -> None:
+        calendar = policy.calendar(spec.calendar)
+        self.spec = spec
+        self.name = spec.name
+        self.thresholds = (*spec.warn_at, 1.0)
+        self.targets = {
+            metric: {p: spec.targets.target(metric, p) for p in Priority} for metric in METRICS
+        }
+        self.pause = frozenset(spec.pause_statuses)
+        self.add = _add_of(calendar)
+        self.between: Callable[[int, int], int] = calendar.between
+
+
+class _Timed:
+    """A timed trigger compiled: due `wait` after the ticket entered `status` (status_for),
+    or after its first escalation (escalation_open_for)."""
+
+    __slots__ = ("trigger", "rank", "status", "wait", "add", "key")
+
+    def __init__(self, trigger: Trigger, rank: int, policy: Policy) -> None:
+        when = trigger.when
+        self.trigger = trigger
+        self.rank = rank
+        self.status = None if when.status_for is None else when.status_for.status
+        if when.status_for is not None:
+            self.wait = when.status_for.at_least
+        else:
+            self.wait = when.escalation_open_for or 0
+        self.add = _add_of(policy.calendar(trigger.calendar))
+        self.key = f"trigger:{trigger.name}"  # + "#<status_seq>" for status_for
+
+    def fired_key(self, state: TicketState) -> str:
+        return self.key if self.status is None else f"{self.key}#{state.status_seq}"
 
 
 class Engine:
@@ -49,10 +126,33 @@ class Engine:
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
-        self._by_name = {sla.name: sla for sla in policy.sla_policies}
-        # Which event triggers can possibly hold for an event, so most events test none.
+        self._slas = {sla.name: _Sla(sla, policy) for sla in policy.sla_policies}
+        # Matching is a pure function of five attributes, and costs microseconds: memoized.
+        self._match_tags = any(sla.match.tags is not None for sla in policy.sla_policies)
+        self._matched: dict[tuple[object, ...], _Sla] = {}
+        matrix = policy.matrix
+        self._top = matrix.top
+        self._contacts = tuple(matrix.level(n).contact for n in range(matrix.top + 2))
+        # level -> (allowed, calendar add) for the levels an unanswered escalation climbs from
+        self._climbs: dict[int, tuple[int, _Add | None]] = {}
+        for n in range(matrix.top):
+            level = matrix.level(n)
+            if level.allowed is not None:
+                add = _add_of(policy.calendar(level.calendar or matrix.calendar))
+                self._climbs[n] = (level.allowed, add)
+        self._timed = tuple(
+            _Timed(t, _TIMED + i, policy) for i, t in enumerate(policy.timed_triggers)
+        )
+        self._after_escalation = tuple(t for t in self._timed if t.status is None)
+        self._in_status = {
+            status: tuple(t for t in self._timed if t.status == status) for status in Status
+        }
+        # Which event triggers can possibly hold for an event, so most events test none;
+        # each list is in file order, which decides the order of actions.
         self._tag_triggers: dict[str, list[Trigger]] = {}
         self._type_triggers: dict[EventType, list[Trigger]] = {t: [] for t in EventType}
+        # ... and for an event that reopens the ticket: those and the reopens_at_least ones.
+        self._reopening_triggers: dict[EventType, list[Trigger]] = {t: [] for t in EventType}
         for trigger in policy.event_triggers:
             when = trigger.when
             if when.tags_added:
@@ -64,10 +164,12 @@ class Engine:
                 types &= {EventType.TRANSFERRED}
             if when.csat_at_most is not None:
                 types &= {EventType.CSAT_RECEIVED}
-            for event_type in types:
-                self._type_triggers[event_type].append(trigger)
+            for event_type in EventType:
+                if event_type in types:
+                    self._reopening_triggers[event_type].append(trigger)
+                    if when.reopens_at_least is None:  # otherwise only an event that reopens
+                        self._type_triggers[event_type].append(trigger)
         self._order = {id(t): i for i, t in enumerate(policy.event_triggers)}
-        self._timed_by_name = {t.name: t for t in policy.timed_triggers}
 
     # ------------------------------------------------------------------ public
 
@@ -77,239 +179,224 @@ class Engine:
         """Apply one event; due work up to its occurred_at fires first."""
         actions: list[Action] = []
         t = event.occurred_at
-        fresh = state is None
         if state is None:
             state = TicketState(
                 ticket_id=event.ticket_id, first_seen_at=t, clock_at=t, status_since=t
             )
             self._start_tracking(state, event)
+            state.seen.add(event.event_id)
+            self._handle(state, event, actions, absorbed=True)
         elif event.event_id in state.seen:
             return state, actions
-        elif state.next_due is not None and state.next_due <= t:
-            self._advance(state, t, actions)
-        state.seen.add(event.event_id)
-        self._handle(state, event, actions, absorbed=fresh)
+        else:
+            due = state.next_due
+            if due is not None and due <= t:
+                self._advance(state, t, actions)
+            state.seen.add(event.event_id)
+            self._handle(state, event, actions, absorbed=False)
         if t > state.clock_at:
             state.clock_at = t
-        state.next_due = self._next_due(state)
-        if state.next_due is not None and state.next_due <= t:
-            # The event itself made something due (a tighter target, a late CREATED).
-            self._advance(state, t, actions)
-            state.next_due = self._next_due(state)
+        earliest = self._due(state)
+        if earliest is None:
+            state.next_due = None
+        elif earliest[0] > t:
+            state.next_due = earliest[0]
+        else:  # the event itself made something due (a tighter target, a late CREATED)
+            state.next_due = self._advance(state, t, actions)
         return state, actions
 
     def advance(self, state: TicketState, now: int) -> tuple[TicketState, list[Action]]:
         """Fire everything due at or before `now`."""
         actions: list[Action] = []
-        if state.next_due is not None and state.next_due <= now:
-            self._advance(state, now, actions)
+        due = state.next_due
+        if due is not None and due <= now:
+            due = self._advance(state, now, actions)
+        else:
+            due = self._next_due(state)
         if now > state.clock_at:
             state.clock_at = now
-        state.next_due = self._next_due(state)
+        state.next_due = due
         return state, actions
 
     def next_due(self, state: TicketState) -> int | None:
         return state.next_due
 
     def sla_policy(self, state: TicketState) -> SlaPolicy:
-        return self._by_name[state.policy]
+        return self._slas[state.policy].spec
 
     # ------------------------------------------------------------------ time
 
-    def _advance(self, state: TicketState, now: int, actions: list[Action]) -> None:
+    def _advance(self, state: TicketState, now: int, actions: list[Action]) -> int | None:
+        """Fire due work in order up to `now`; returns the next due instant after it."""
         while True:
-            due = self._earliest(state)
-            if due is None or due[0] > now:
-                return
-            at, kind, ref = due
-            if kind == "clock":
-                self._fire_threshold(state, state.clocks[ref], at, now, actions)
-            elif kind == "climb":
+            due = self._due(state)
+            if due is None:
+                return None
+            at, rank = due
+            if at > now:
+                return at
+            if rank < _CLIMB:
+                self._fire_threshold(state, state.clocks[METRICS[rank]], at, now, actions)
+            elif rank == _CLIMB:
                 self._climb(state, at, now, actions)
             else:
-                self._fire_timed(state, self._timed(ref), at, now, actions)
+                self._fire_timed(state, self._timed[rank - _TIMED], at, now, actions)
 
     def _next_due(self, state: TicketState) -> int | None:
-        """The earliest due instant; the same as _earliest()[0], without building tuples."""
+        due = self._due(state)
+        return None if due is None else due[0]
+
+    def _due(self, state: TicketState) -> tuple[int, int] | None:
+        """The earliest due work as (instant, rank); the rank breaks ties (see _RANK)."""
         best: int | None = None
+        rank = 0
         for clock in state.clocks.values():
             at = clock.next_at
-            if at is not None and (best is None or at < best):
+            if at is not None and (
+                best is None or at < best or (at == best and _RANK[clock.metric] < rank)
+            ):
                 best = at
-        if state.awaiting_since is not None:
-            at = self._climb_due(state)
-            if at is not None and (best is None or at < best):
-                best = at
-        if state.status not in _DONE:
-            for trigger in self.policy.timed_triggers:
-                at = self._timed_due(state, trigger)
-                if at is not None and (best is None or at < best):
+                rank = _RANK[clock.metric]
+        since = state.awaiting_since
+        if since is not None:
+            climb = self._climbs.get(state.level)
+            if climb is not None:
+                allowed, add = climb
+                at = since + allowed if add is None else add(since, allowed)
+                if best is None or at < best:
                     best = at
-        return best
-
-    def _earliest(self, state: TicketState) -> tuple[int, str, str] | None:
-        best: tuple[int, int, str, str] | None = None
-        for clock in state.clocks.values():
-            if clock.next_at is not None:
-                cand = (clock.next_at, _ORDER[clock.metric], "clock", clock.metric)
-                if best is None or cand < best:
-                    best = cand
-        climb = self._climb_due(state)
-        if climb is not None and (best is None or (climb, 5) < best[:2]):
-            best = (climb, 5, "climb", "")
-        for index, trigger in enumerate(self.policy.timed_triggers):
-            at = self._timed_due(state, trigger)
-            if at is not None and (best is None or (at, 6 + index) < best[:2]):
-                best = (at, 6 + index, "timed", trigger.name)
-        return None if best is None else (best[0], best[2], best[3])
-
-    def _climb_due(self, state: TicketState) -> int | None:
-        matrix = self.policy.matrix
-        if state.awaiting_since is None or state.level >= matrix.top:
-            return None
-        level = matrix.level(state.level)
-        if level.allowed is None:
-            return None
-        calendar = self.policy.calendar(level.calendar or matrix.calendar)
-        return calendar.add(state.awaiting_since, level.allowed)
-
-    def _timed(self, name: str) -> Trigger:
-        return self._timed_by_name[name]
-
-    def _timed_key(self, state: TicketState, trigger: Trigger) -> str:
-        if trigger.when.status_for is not None:
-            return f"trigger:{trigger.name}#{state.status_seq}"
-        return f"trigger:{trigger.name}"
-
-    def _timed_due(self, state: TicketState, trigger: Trigger) -> int | None:
-        when = trigger.when
-        if state.status in _DONE:
-            return None
-        if when.status_for is not None:
-            start = state.status_since if state.status == when.status_for.status else None
-            wait = when.status_for.at_least
-        else:
-            start = state.escalated_at
-            wait = when.escalation_open_for or 0
-        if start is None or self._timed_key(state, trigger) in state.fired:
-            return None
-        return self.policy.calendar(trigger.calendar).add(start, wait)
+                    rank = _CLIMB
+        status = state.status
+        if status not in _DONE:
+            since = state.escalated_at
+            if since is not None:
+                for timed in self._after_escalation:
+                    if timed.key not in state.fired:
+                        add = timed.add
+                        at = since + timed.wait if add is None else add(since, timed.wait)
+                        if best is None or at < best or (at == best and timed.rank < rank):
+                            best = at
+                            rank = timed.rank
+            for timed in self._in_status[status]:
+                if timed.fired_key(state) not in state.fired:
+                    add = timed.add
+                    since = state.status_since
+                    at = since + timed.wait if add is None else add(since, timed.wait)
+                    if best is None or at < best or (at == best and timed.rank < rank):
+                        best = at
+                        rank = timed.rank
+        return None if best is None else (best, rank)
 
     # ------------------------------------------------------------------ clocks
 
-    def _thresholds(self, state: TicketState) -> list[float]:
-        return [*self.sla_policy(state).warn_at, 1.0]
-
-    def _calendar_of(self, state: TicketState) -> BusinessCalendar:
-        return self.policy.calendar(self.sla_policy(state).calendar)
-
-    def _paused(self, state: TicketState) -> bool:
-        return state.status in self.sla_policy(state).pause_statuses
-
-    def _schedule(self, state: TicketState, clock: Clock) -> None:
+    def _schedule(self, sla: _Sla, clock: Clock) -> None:
         """Recompute when this clock next crosses a threshold."""
         clock.next_at = None
-        if not clock.active or clock.running_since is None or clock.target is None:
+        since = clock.running_since
+        target = clock.target
+        if clock.ended_at is not None or since is None or target is None:
             return
-        ahead = [f for f in self._thresholds(state) if f > clock.last_fraction]
-        crossed = [f for f in ahead if round(clock.target * f) <= clock.elapsed]
-        if crossed:
+        elapsed = clock.elapsed
+        last = clock.last_fraction
+        crossed: float | None = None  # the furthest threshold already behind us
+        before: float | None = None  # the one before it
+        for fraction in sla.thresholds:
+            if fraction <= last:
+                continue
+            need = round(target * fraction)
+            if need <= elapsed:
+                before, crossed = crossed, fraction
+            elif crossed is None:
+                add = sla.add
+                clock.next_at = (
+                    since + need - elapsed if add is None else add(since, need - elapsed)
+                )
+                return
+            else:
+                break
+        if crossed is not None:
             # Thresholds already behind us (a tighter target after a priority change, a late
             # CREATED): only the furthest one fires; earlier warnings would be stale noise.
-            skipped = ahead[: ahead.index(crossed[-1])]
-            if skipped:
-                clock.last_fraction = skipped[-1]
-            clock.next_at = clock.running_since
-        elif ahead:
-            need = round(clock.target * ahead[0]) - clock.elapsed
-            clock.next_at = self._calendar_of(state).add(clock.running_since, need)
+            if before is not None:
+                clock.last_fraction = before
+            clock.next_at = since
 
     def _start_clock(self, state: TicketState, metric: str, round_: int, at: int) -> None:
-        sla = self.sla_policy(state)
-        clock = Clock(
-            metric=metric,
-            round=round_,
-            started_at=at,
-            target=sla.targets.target(metric, state.priority),
-            running_since=None if self._paused(state) else at,
-        )
+        sla = self._slas[state.policy]
+        running = None if state.status in sla.pause else at
+        clock = Clock(metric, round_, at, 0, running, sla.targets[metric][state.priority])
         state.clocks[metric] = clock
-        self._schedule(state, clock)
+        self._schedule(sla, clock)
 
-    def _accrue(self, state: TicketState, clock: Clock, at: int) -> None:
-        if clock.running_since is not None and at > clock.running_since:
-            clock.elapsed += self._calendar_of(state).between(clock.running_since, at)
-            clock.running_since = at
+    def _end_clocks(self, state: TicketState, ends: _Ends, at: int, actions: list[Action]) -> None:
+        clocks = state.clocks
+        for metric, met in ends:
+            clock = clocks.get(metric)
+            if clock is not None and clock.ended_at is None:
+                self._end_clock(state, clock, at, met, actions)
 
     def _end_clock(
-        self, state: TicketState, metric: str, at: int, met: bool, actions: list[Action]
+        self, state: TicketState, clock: Clock, at: int, met: bool, actions: list[Action]
     ) -> None:
-        clock = state.clocks.get(metric)
-        if clock is None or not clock.active:
-            return
-        self._accrue(state, clock, at)
+        since = clock.running_since
+        if since is not None and at > since:
+            clock.elapsed += self._slas[state.policy].between(since, at)
         clock.running_since = None
-        clock.ended_at = max(at, clock.started_at)
+        ended = clock.ended_at = at if at > clock.started_at else clock.started_at
         clock.met = met
         clock.next_at = None
-        actions.append(
-            SlaOutcome(
-                ticket_id=state.ticket_id,
-                policy=state.policy,
-                metric=metric,
-                cycle=state.cycle,
-                round=clock.round,
-                started_at=clock.started_at,
-                ended_at=clock.ended_at,
-                met=met,
-                breached=clock.breached_at is not None and clock.breached_at <= clock.ended_at,
-                business_elapsed=clock.elapsed,
-                target=clock.target,
-            )
-        )
+        breached = clock.breached_at is not None and clock.breached_at <= ended
+        outcome = new_outcome(
+            state.ticket_id, state.policy, clock.metric, state.cycle, clock.round,
+            clock.started_at, ended, met, breached, clock.elapsed, clock.target,
+        )  # fmt: skip
+        actions.append(outcome)
 
     def _pause_all(self, state: TicketState, at: int) -> None:
+        between = self._slas[state.policy].between
         for clock in state.clocks.values():
-            if clock.active and clock.running_since is not None:
-                self._accrue(state, clock, at)
+            since = clock.running_since
+            if clock.ended_at is None and since is not None:
+                if at > since:
+                    clock.elapsed += between(since, at)
                 clock.running_since = None
                 clock.next_at = None
 
     def _resume_all(self, state: TicketState, at: int) -> None:
+        sla = self._slas[state.policy]
         for clock in state.clocks.values():
-            if clock.active and clock.running_since is None:
+            if clock.ended_at is None and clock.running_since is None:
                 clock.running_since = at
-                self._schedule(state, clock)
+                self._schedule(sla, clock)
 
     def _fire_threshold(
         self, state: TicketState, clock: Clock, at: int, now: int, actions: list[Action]
     ) -> None:
-        fraction = next(f for f in self._thresholds(state) if f > clock.last_fraction)
+        sla = self._slas[state.policy]
+        fraction = next(f for f in sla.thresholds if f > clock.last_fraction)
         clock.last_fraction = fraction
-        suffix = f"#{clock.round}" if clock.metric == "next_response" else ""
+        metric = clock.metric
+        suffix = f"#{clock.round}" if metric == "next_response" else ""
         if fraction < 1.0:
-            rule = f"sla:{clock.metric}{suffix}:warn{round(fraction * 100)}"
+            rule = f"sla:{metric}{suffix}:warn{round(fraction * 100)}"
             self._escalate(
                 state, rule, Kind.AUTOMATIC, Reason.SLA_WARNING, state.level,
-                self.policy.matrix.level(state.level).contact, clock.metric, at, now, None,
-                actions, raise_level=False,
+                self._contacts[state.level], metric, at, now, None, actions, raise_level=False,
             )  # fmt: skip
         else:
             clock.breached_at = at
-            level = min(state.level + 1, self.policy.matrix.top)
+            level = min(state.level + 1, self._top)
             self._escalate(
-                state, f"sla:{clock.metric}{suffix}:breach", Kind.HIERARCHICAL,
-                BREACH_REASON[clock.metric], level, self.policy.matrix.level(level).contact,
-                clock.metric, at, now, None, actions, raise_level=True,
+                state, f"sla:{metric}{suffix}:breach", Kind.HIERARCHICAL, BREACH_REASON[metric],
+                level, self._contacts[level], metric, at, now, None, actions, raise_level=True,
             )  # fmt: skip
-        self._schedule(state, clock)
+        self._schedule(sla, clock)
 
     def _climb(self, state: TicketState, at: int, now: int, actions: list[Action]) -> None:
         level = state.level + 1
         fired = self._escalate(
             state, "matrix:unanswered", Kind.HIERARCHICAL, Reason.ESCALATION_OVERDUE, level,
-            self.policy.matrix.level(level).contact, None, at, now, None, actions,
-            raise_level=True,
+            self._contacts[level], None, at, now, None, actions, raise_level=True,
         )  # fmt: skip
         if fired is None:
             # Already fired at this level in this cycle: stop climbing rather than spin.
@@ -336,24 +423,13 @@ class Engine:
         if key in state.fired:
             return None
         state.fired.add(key)
-        escalation = Escalation(
-            escalation_id=action_id(state.ticket_id, rule, level, state.cycle),
-            ticket_id=state.ticket_id,
-            kind=kind,
-            level=level,
-            from_level=state.level,
-            target=target,
-            reason=reason,
-            policy=state.policy,
-            rule=rule,
-            sla_metric=metric,
-            due_at=at,
-            fired_at=now,
-            event_id=event_id,
-            cycle=state.cycle,
-        )
+        ticket_id = state.ticket_id
+        escalation = new_escalation(
+            action_id(ticket_id, rule, level, state.cycle), ticket_id, kind, level, state.level,
+            target, reason, state.policy, rule, metric, at, now, event_id, state.cycle,
+        )  # fmt: skip
         actions.append(escalation)
-        if reason is not Reason.SLA_WARNING and state.escalated_at is None:
+        if reason is not _SLA_WARNING and state.escalated_at is None:
             state.escalated_at = at
         if raise_level and level > state.level:
             state.level = level
@@ -380,7 +456,7 @@ class Engine:
                 fired = self._escalate(
                     state, rule, spec.kind, spec.reason, level, target, None, at, now,
                     event_id, actions,
-                    raise_level=spec.kind in (Kind.HIERARCHICAL, Kind.AUTOMATIC),
+                    raise_level=spec.kind in _RAISING,
                 )  # fmt: skip
                 if fired is not None:
                     last = fired
@@ -397,23 +473,23 @@ class Engine:
                 if last is None:
                     last = self._escalate(
                         state, f"{rule}:priority", Kind.PRIORITY, reason, state.level,
-                        self.policy.matrix.level(state.level).contact, None, at, now,
-                        event_id, actions, raise_level=False,
+                        self._contacts[state.level], None, at, now, event_id, actions,
+                        raise_level=False,
                     )  # fmt: skip
                     if last is None:
                         continue
                 state.fired.add(f"{rule}|bump")
                 new = _PRIORITIES[new_rank]
                 actions.append(
-                    PriorityBump(
-                        ticket_id=state.ticket_id,
-                        old_priority=old.value,
-                        new_priority=new.value,
-                        reason=reason,
-                        escalation_id=last.escalation_id,
-                        fired_at=now,
-                        event_id=event_id,
-                    )
+                    new_priority_bump(
+                        state.ticket_id,
+                        old.value,
+                        new.value,
+                        reason,
+                        last.escalation_id,
+                        now,
+                        event_id,
+                    )  # fmt: skip
                 )
                 state.priority = new
                 self._rematch(state, at)
@@ -428,15 +504,15 @@ class Engine:
                 elif target == "group":
                     target = state.group or "unassigned"
                 actions.append(
-                    Reminder(
-                        reminder_id=action_id(state.ticket_id, rule, 0, state.cycle),
-                        ticket_id=state.ticket_id,
-                        target=target,
-                        reason=action.remind.reason,
-                        rule=rule,
-                        due_at=at,
-                        fired_at=now,
-                    )
+                    new_reminder(
+                        action_id(state.ticket_id, rule, 0, state.cycle),
+                        state.ticket_id,
+                        target,
+                        action.remind.reason,
+                        rule,
+                        at,
+                        now,
+                    )  # fmt: skip
                 )
 
     def _target(self, state: TicketState, spec: Escalate) -> tuple[int, str]:
@@ -456,12 +532,12 @@ class Engine:
         return level, matrix.level(level).contact
 
     def _fire_timed(
-        self, state: TicketState, trigger: Trigger, at: int, now: int, actions: list[Action]
+        self, state: TicketState, timed: _Timed, at: int, now: int, actions: list[Action]
     ) -> None:
-        key = self._timed_key(state, trigger)
+        key = timed.fired_key(state)
         state.fired.add(key)
-        if self._state_conditions_hold(state, trigger.when):
-            self._run_trigger(state, trigger, key, at, now, None, actions)
+        if self._state_conditions_hold(state, timed.trigger.when):
+            self._run_trigger(state, timed.trigger, key, at, now, None, actions)
 
     # ------------------------------------------------------------------ events
 
@@ -470,141 +546,186 @@ class Engine:
         t = event.occurred_at
         self._absorb(state, event)
         state.policy = self._match(state).name
-        status = _implied_status(event)
+        status = _IMPLIED.get(event.type) or event.status
         if status is not None:
             state.status = status
-        if event.type is EventType.CREATED:
+        if event.type is _CREATED:
             state.created_at = t
         if state.status not in _DONE:
             self._start_clock(state, "first_response", 0, t)
             self._start_clock(state, "resolution", 0, t)
 
     def _absorb(self, state: TicketState, event: TicketEvent) -> bool:
-        """Copy what the event carries into the state; True if SLA matching inputs changed."""
+        """Copy what the event carries into the state; True if SLA matching inputs changed.
+
+        Attributes with few distinct values are interned: every ticket then shares one
+        string instead of keeping its own copy from its event."""
         changed = False
-        t = event.occurred_at
         priority = event.priority
-        if priority is not None and priority != state.priority and t >= state.priority_at:
-            state.priority = priority
-            state.priority_at = t
+        if priority is not None and priority != state.priority:
+            t = event.occurred_at
+            if t >= state.priority_at:
+                state.priority = priority
+                state.priority_at = t
+                changed = True
+        value = event.customer_tier
+        if value is not None and value != state.tier:
+            state.tier = intern(value)
             changed = True
-        if event.customer_tier is not None and event.customer_tier != state.tier:
-            state.tier = event.customer_tier
+        value = event.channel
+        if value is not None and value != state.channel:
+            state.channel = intern(value)
             changed = True
-        if event.channel is not None and event.channel != state.channel:
-            state.channel = event.channel
-            changed = True
-        if event.category is not None and event.category != state.category:
-            state.category = event.category
+        value = event.category
+        if value is not None and value != state.category:
+            state.category = intern(value)
             changed = True
         if event.tags_added or event.tags_removed:
-            before = len(state.tags), frozenset(state.tags)
+            before = frozenset(state.tags)
             state.tags.update(event.tags_added)
             state.tags.difference_update(event.tags_removed)
-            changed = changed or before[1] != state.tags
+            changed = changed or before != state.tags
         if event.customer_id is not None:
             state.customer_id = event.customer_id
-        if event.group is not None:
-            state.group = event.group
-        if event.assignee_id is not None:
-            state.assignee_id = event.assignee_id
+        value = event.group
+        if value is not None and value != state.group:
+            state.group = intern(value)
+        value = event.assignee_id
+        if value is not None and value != state.assignee_id:
+            state.assignee_id = intern(value)
         if event.support_level is not None:
             state.support_level = event.support_level
         return changed
 
-    def _match(self, state: TicketState) -> SlaPolicy:
-        return self.policy.match(
-            state.tier, state.priority, state.channel, state.category, state.tags
-        )
+    def _match(self, state: TicketState) -> _Sla:
+        tags = frozenset(state.tags) if self._match_tags else None
+        key = (state.tier, state.priority, state.channel, state.category, tags)
+        sla = self._matched.get(key)
+        if sla is None:
+            if len(self._matched) >= _MATCH_CACHE:
+                self._matched.clear()
+            spec = self.policy.match(
+                state.tier, state.priority, state.channel, state.category, state.tags
+            )
+            sla = self._matched[key] = self._slas[spec.name]
+        return sla
 
     def _rematch(self, state: TicketState, at: int) -> None:
         """Re-select the SLA policy and retarget unfinished clocks after an attribute change."""
-        old = self.sla_policy(state)
+        old = self._slas[state.policy]
         new = self._match(state)
         for clock in state.clocks.values():
-            if clock.active:
-                self._accrue(state, clock, at)
+            since = clock.running_since
+            if clock.ended_at is None and since is not None and at > since:
+                clock.elapsed += old.between(since, at)
+                clock.running_since = at
         state.policy = new.name
-        paused = self._paused(state)
+        paused = state.status in new.pause
         for clock in state.clocks.values():
-            if not clock.active:
+            if clock.ended_at is not None:
                 continue
-            clock.target = new.targets.target(clock.metric, state.priority)
+            clock.target = new.targets[clock.metric][state.priority]
             if paused:
                 clock.running_since = None
             elif clock.running_since is None and old is not new:
                 clock.running_since = at
-            self._schedule(state, clock)
+            self._schedule(new, clock)
 
     def _handle(
         self, state: TicketState, event: TicketEvent, actions: list[Action], absorbed: bool
     ) -> None:
         t = event.occurred_at
-        at = max(t, state.clock_at)  # the past cannot be re-run: clock changes apply from here
+        at = t if t > state.clock_at else state.clock_at  # the past cannot be re-run
         kind = event.type
-        matching_changed = False if absorbed else self._absorb(state, event)
-        if kind is EventType.CREATED and state.created_at is None:
-            self._late_created(state, t)
-        elif kind is EventType.CREATED:
-            state.created_at = min(state.created_at or t, t)
-        if matching_changed:
+        if not absorbed and self._absorb(state, event):
+            if kind is _CREATED:
+                self._created(state, t)
             self._rematch(state, at)
+        elif kind is _CREATED:
+            self._created(state, t)
 
-        status = _implied_status(event)
-        if kind is EventType.TRANSFERRED:
+        status = _IMPLIED.get(kind) or event.status
+        if kind is _TRANSFERRED:
             state.transfers += 1
-        reopened = (
-            state.status in _DONE
-            and status is not None
-            and status not in _DONE
-            and t >= state.status_since
-        )
-        if reopened:  # REOPENED, or any event that moves a solved ticket back to work
-            self._reopen(state, at)
-        if status is not None and status != state.status and t >= state.status_since:
-            self._set_status(state, status, at, t, actions)
-        if kind is EventType.CLOSED:
+        reopened = False
+        if status is not None:
+            if state.status in _DONE and status not in _DONE and t >= state.status_since:
+                # REOPENED, or any event that moves a solved ticket back to work
+                reopened = True
+                self._reopen(state, at)
+            if status != state.status and t >= state.status_since:
+                self._set_status(state, status, at, t, actions)
+        if kind is _CLOSED:
             state.closed = True
 
-        if kind is EventType.AGENT_REPLIED:
-            self._end_clock(state, "first_response", t, True, actions)
-            self._end_clock(state, "next_response", t, True, actions)
+        if kind is _AGENT_REPLIED:
+            self._end_clocks(state, _REPLIED_ENDS, t, actions)
             state.awaiting_since = None
-        elif kind is EventType.CUSTOMER_REPLIED and state.status not in _DONE:
-            first = state.clocks.get("first_response")
-            waiting = state.clocks.get("next_response")
-            if (first is None or not first.active) and (waiting is None or not waiting.active):
+        elif kind is _CUSTOMER_REPLIED and state.status not in _DONE:
+            clocks = state.clocks
+            first = clocks.get("first_response")
+            waiting = clocks.get("next_response")
+            if (first is None or first.ended_at is not None) and (
+                waiting is None or waiting.ended_at is not None
+            ):
                 self._start_clock(
                     state, "next_response", 0 if waiting is None else waiting.round + 1, at
                 )
-        self._event_triggers(state, event, at, actions, reopened)
+        if state.status not in _DONE:
+            triggers = (self._reopening_triggers if reopened else self._type_triggers)[kind]
+        elif kind is _CSAT_RECEIVED:
+            triggers = self._type_triggers[kind]  # still done, so this event did not reopen
+        else:
+            return
+        if event.tags_added:
+            triggers = self._with_tag_triggers(triggers, event.tags_added)
+        for trigger in triggers:
+            if self._event_conditions_hold(state, event, trigger.when, reopened):
+                self._run_trigger(
+                    state, trigger, f"trigger:{trigger.name}", at, at, event.event_id, actions
+                )
+
+    def _with_tag_triggers(self, triggers: list[Trigger], tags: Sequence[str]) -> list[Trigger]:
+        tagged = [t for tag in tags for t in self._tag_triggers.get(tag, ())]
+        if not tagged:
+            return triggers
+        unique = {id(t): t for t in (*triggers, *tagged)}.values()
+        return sorted(unique, key=lambda t: self._order[id(t)])  # file order decides
+
+    def _created(self, state: TicketState, t: int) -> None:
+        if state.created_at is None:
+            self._late_created(state, t)
+        else:
+            state.created_at = min(state.created_at, t)
 
     def _late_created(self, state: TicketState, t: int) -> None:
         """CREATED arrived after other events: clocks count from creation, not first sight."""
         state.created_at = t
+        sla = self._slas[state.policy]
         for metric in ("first_response", "resolution"):
             clock = state.clocks.get(metric)
-            if clock is None or not clock.active or clock.round != 0 or t >= clock.started_at:
+            if clock is None or clock.ended_at is not None or clock.round != 0:
                 continue
-            clock.elapsed += self._calendar_of(state).between(t, clock.started_at)
+            if t >= clock.started_at:
+                continue
+            clock.elapsed += sla.between(t, clock.started_at)
             clock.started_at = t
-            self._schedule(state, clock)
+            self._schedule(sla, clock)
 
     def _set_status(
         self, state: TicketState, status: Status, at: int, t: int, actions: list[Action]
     ) -> None:
-        was_paused = self._paused(state)
+        pause = self._slas[state.policy].pause
+        was_paused = state.status in pause
         state.status = status
         state.status_since = t
         state.status_seq += 1
         if status in _DONE:
-            self._end_clock(state, "resolution", at, True, actions)
-            self._end_clock(state, "first_response", at, False, actions)
-            self._end_clock(state, "next_response", at, False, actions)
+            self._end_clocks(state, _SOLVED_ENDS, at, actions)
             state.awaiting_since = None
             state.escalated_at = None
             return
-        paused = self._paused(state)
+        paused = status in pause
         if paused and not was_paused:
             self._pause_all(state, at)
         elif was_paused and not paused:
@@ -618,34 +739,12 @@ class Engine:
         state.awaiting_since = None
         state.escalated_at = None
         state.closed = False
-        state.status = Status.OPEN
+        state.status = _OPEN
         state.status_since = at
         state.status_seq += 1
         self._start_clock(state, "resolution", state.cycle, at)
         previous = state.clocks.get("next_response")
         self._start_clock(state, "next_response", 0 if previous is None else previous.round + 1, at)
-
-    def _event_triggers(
-        self,
-        state: TicketState,
-        event: TicketEvent,
-        at: int,
-        actions: list[Action],
-        reopened: bool,
-    ) -> None:
-        if state.status in _DONE and event.type is not EventType.CSAT_RECEIVED:
-            return
-        candidates = self._type_triggers[event.type]
-        if event.tags_added:
-            tagged = [t for tag in event.tags_added for t in self._tag_triggers.get(tag, ())]
-            if tagged:  # file order decides the order of actions
-                candidates = sorted({id(t): t for t in (*candidates, *tagged)}.values(),
-                                    key=lambda t: self._order[id(t)])  # fmt: skip
-        for trigger in candidates:
-            if self._event_conditions_hold(state, event, trigger.when, reopened):
-                self._run_trigger(
-                    state, trigger, f"trigger:{trigger.name}", at, at, event.event_id, actions
-                )
 
     def _event_conditions_hold(
         self, state: TicketState, event: TicketEvent, when: When, reopened: bool
@@ -669,16 +768,6 @@ class Engine:
     @staticmethod
     def _state_conditions_hold(state: TicketState, when: When) -> bool:
         return when.accepts(state.tier, state.priority, state.channel, state.category, state.tags)
-
-
-def _implied_status(event: TicketEvent) -> Status | None:
-    if event.type is EventType.RESOLVED:
-        return Status.SOLVED
-    if event.type is EventType.CLOSED:
-        return Status.CLOSED
-    if event.type is EventType.REOPENED:
-        return Status.OPEN
-    return event.status
 
 
 def run_ticket(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -558,8 +558,14 @@ def _semantic_problems(spec: PolicyFile) -> list[Problem]:
     return problems
 
 
-def parse_policy(text: str, source: str = "<policy>") -> Policy:
-    """Validate policy YAML text; raise PolicyError naming file, line and field."""
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+def validate_yaml(
+    text: str, source: str, model: type[SpecT], what: str = "the policy file"
+) -> tuple[SpecT, dict[tuple[str | int, ...], int]]:
+    """Parse YAML text into `model` and map each path to its line; raise PolicyError naming
+    file, line and field. Shared by every hand-edited YAML file (policy, webhook targets)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -575,9 +581,9 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     if root is not None:
         _line_map(root, (), lines)
     if not isinstance(data, dict):
-        raise PolicyError(source, [Problem((), "the policy file must be a YAML mapping", 1)])
+        raise PolicyError(source, [Problem((), f"{what} must be a YAML mapping", 1)])
     try:
-        spec = PolicyFile.model_validate(data)
+        return model.model_validate(data), lines
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):
@@ -589,6 +595,11 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
                 message = "unknown field (check the spelling)"
             problems.append(Problem(path, message, line))
         raise PolicyError(source, _dedupe(problems)) from None
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    """Validate policy YAML text; raise PolicyError naming file, line and field."""
+    spec, lines = validate_yaml(text, source, PolicyFile)
     problems = _semantic_problems(spec)
     calendars: dict[str, BusinessCalendar] = {ALWAYS_OPEN: BusinessCalendar.always_open()}
     for name, cal in spec.calendars.items():

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from streams.sla.actions import Action, Escalation, PriorityBump, Reminder, SlaOutcome
+from streams.sla.board import BoardEntry
 from streams.sla.durations import HOUR, MINUTE
 from streams.sla.state import TicketState
 
@@ -65,17 +66,11 @@ class BacktestReport:
     )
     first_response_ms: list[int] = field(default_factory=list)
     outcomes: dict[str, set[tuple[str, int, int]]] = field(default_factory=lambda: defaultdict(set))
+    board: dict[str, BoardEntry] | None = None  # open escalations at the end (streams.sla.board)
 
     def add(self, actions: Iterable[Action]) -> None:
         for action in actions:
-            if isinstance(action, Escalation):
-                self.by_reason[action.reason.value] += 1
-                self.by_kind[action.kind.value] += 1
-                self.by_level[action.level] += 1
-                self.outcomes[action.ticket_id].add(
-                    (action.reason.value, action.level, action.cycle)
-                )
-            elif isinstance(action, SlaOutcome):
+            if isinstance(action, SlaOutcome):  # the most common action first
                 cell = self.attainment[(action.policy, action.metric)]
                 if action.breached:
                     cell.missed += 1
@@ -83,6 +78,12 @@ class BacktestReport:
                     cell.met += 1
                 if action.metric == "first_response" and action.met:
                     self.first_response_ms.append(action.ended_at - action.started_at)
+            elif isinstance(action, Escalation):
+                reason = action.reason.value
+                self.by_reason[reason] += 1
+                self.by_kind[action.kind.value] += 1
+                self.by_level[action.level] += 1
+                self.outcomes[action.ticket_id].add((reason, action.level, action.cycle))
             elif isinstance(action, PriorityBump):
                 self.priority_bumps += 1
             elif isinstance(action, Reminder):
@@ -99,6 +100,15 @@ class BacktestReport:
                         cell.missed += 1
                     else:
                         cell.open += 1
+
+    def _board_lines(self) -> list[str]:
+        if self.board is None:
+            return []
+        levels = Counter(entry.level for entry in self.board.values())
+        return [
+            f"open on the escalation board at the end: {len(self.board):,} tickets",
+            *_table({f"L{k}": v for k, v in sorted(levels.items())}, len(self.board)),
+        ]
 
     def ticket_outcome(self, ticket_id: str) -> Outcome:
         return frozenset(self.outcomes.get(ticket_id, ()))
@@ -118,6 +128,7 @@ class BacktestReport:
             *_table(self.by_kind, total),
             "escalations by level:",
             *_table({f"L{k}": v for k, v in sorted(self.by_level.items())}, total),
+            *self._board_lines(),
             "",
             "SLA attainment (met / decided; open = still running at the end of history):",
             f"  {'policy':<22} {'metric':<15} {'met':>8} {'missed':>8} {'open':>7} {'rate':>7}",

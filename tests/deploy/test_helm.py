@@ -1,133 +1,37 @@
 """The Helm chart deploy/helm/escalator, rendered with `helm template` (no cluster needed).
 
-Needs the helm binary: on PATH, in $(go env GOPATH)/bin, or named by $HELM. `scripts/helm-check`
-installs it; without it these tests fail (they never skip).
+Helpers and the helm binary: tests/deploy/chart.py. That the chart matches the code it runs
+(commands, variables, probes, ports, webhook targets): tests/deploy/test_chart_matches_code.py.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-REPO_DIR = Path(__file__).resolve().parents[2]
-CHART = REPO_DIR / "deploy" / "helm" / "escalator"
-PROD_VALUES = REPO_DIR / "deploy" / "helm" / "values-production.yaml"
-SETTINGS = REPO_DIR / "streams" / "settings.py"
-K8S_VERSION = "1.30.0"  # as scripts/helm-check
+from tests.deploy.chart import (
+    ALL_ON,
+    ALL_WORKLOADS,
+    CHART,
+    REPO_DIR,
+    WEBHOOK_ON,
+    config_env,
+    containers,
+    documents,
+    env_of,
+    helm_template,
+    one,
+    port_named,
+    workload,
+    workloads,
+)
 
-# Variables of the process contract that streams/settings.py does not read (each process reads
-# its own): ingest port and token, sink metrics port, webhook signing key and targets.
-CONTRACT_ENV = {
-    "ESCALATOR_INGEST_PORT",
-    "ESCALATOR_INGEST_TOKEN_FILE",
-    "ESCALATOR_METRICS_PORT",
-    "ESCALATOR_WEBHOOK_SIGNING_KEY_FILE",
-    "ESCALATOR_WEBHOOK_TARGETS_FILE",
-}
 SECRETISH = re.compile(r"PASSWORD|TOKEN|SECRET|SIGNING|(^|_)KEY($|_)|CREDENTIAL", re.I)
-
-
-@cache
-def helm() -> str:
-    candidates = [os.environ.get("HELM"), shutil.which("helm")]
-    go = shutil.which("go")
-    if go:
-        gopath = subprocess.run(
-            [go, "env", "GOPATH"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-        if gopath:
-            candidates.append(str(Path(gopath) / "bin" / "helm"))
-    candidates.append(str(Path.home() / "go" / "bin" / "helm"))
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    pytest.fail(
-        "helm is not installed (not on PATH, not in $(go env GOPATH)/bin, $HELM unset): "
-        "run `bash scripts/helm-check` once, it installs it",
-        pytrace=False,
-    )
-
-
-def _helm_template(values: dict[str, Any] | None, files: list[Path], tmp: Path) -> Any:
-    args = [helm(), "template", "escalator", str(CHART), "--namespace", "escalator"]
-    args += ["--kube-version", K8S_VERSION]
-    for f in files:
-        args += ["-f", str(f)]
-    if values is not None:
-        path = tmp / f"values-{len(list(tmp.iterdir()))}.yaml"
-        path.write_text(yaml.safe_dump(values))
-        args += ["-f", str(path)]
-    return subprocess.run(args, capture_output=True, text=True, check=False, timeout=120)
-
-
-@pytest.fixture
-def render(tmp_path: Path) -> Any:
-    """render(values=None, production=False) -> list of rendered objects."""
-
-    def _render(
-        values: dict[str, Any] | None = None, production: bool = False
-    ) -> list[dict[str, Any]]:
-        proc = _helm_template(values, [PROD_VALUES] if production else [], tmp_path)
-        assert proc.returncode == 0, f"helm template failed:\n{proc.stderr}"
-        return [d for d in yaml.safe_load_all(proc.stdout) if d]
-
-    return _render
-
-
-@pytest.fixture
-def render_error(tmp_path: Path) -> Any:
-    """render_error(values) -> helm's error output (the rendering must fail)."""
-
-    def _render_error(values: dict[str, Any], production: bool = False) -> str:
-        proc = _helm_template(values, [PROD_VALUES] if production else [], tmp_path)
-        assert proc.returncode != 0, f"rendering should have failed:\n{proc.stdout[:2000]}"
-        return str(proc.stderr)
-
-    return _render_error
-
-
-def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [
-        d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
-    ]
-    assert len(found) == 1, f"expected one {kind} {name or ''}, got {len(found)}"
-    return found[0]
-
-
-def workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] in ("StatefulSet", "Deployment", "DaemonSet", "Job")]
-
-
-def containers(workload: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    spec = workload["spec"]["template"]["spec"]
-    yield from spec.get("initContainers", [])
-    yield from spec["containers"]
-
-
-def env_of(container: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
-
-
-def config_env(docs: list[dict[str, Any]]) -> dict[str, str]:
-    return dict(one(docs, "ConfigMap", "escalator-config")["data"])
-
-
-def settings_env_names() -> set[str]:
-    """Every ESCALATOR_* name streams/settings.py reads (secrets also as NAME_FILE)."""
-    source = SETTINGS.read_text("utf-8")
-    names = set(re.findall(r'"(ESCALATOR_[A-Z0-9_]+)"', source))
-    secrets = set(re.findall(r'_secret\(env, "(ESCALATOR_[A-Z0-9_]+)"\)', source))
-    assert secrets, "no _secret(env, NAME) calls found in streams/settings.py"
-    return names | {f"{n}_FILE" for n in secrets}
 
 
 # ---- the worker StatefulSet ------------------------------------------------------------------
@@ -178,9 +82,10 @@ def test_chart_default_policy_is_the_builtin_policy(render: Any) -> None:
     assert rendered.strip() == builtin.strip()
 
 
-def test_policy_change_rolls_the_workers(render: Any) -> None:
+@pytest.mark.parametrize("name", ["escalator-worker", "escalator-sink-redis"])
+def test_policy_change_rolls_what_reads_the_policy(render: Any, name: str) -> None:
     def annotations(docs: list[dict[str, Any]]) -> dict[str, str]:
-        return dict(one(docs, "StatefulSet")["spec"]["template"]["metadata"]["annotations"])
+        return dict(workload(docs, name)["spec"]["template"]["metadata"]["annotations"])
 
     default = annotations(render())
     builtin = (CHART / "files" / "policy.yaml").read_text("utf-8")
@@ -193,6 +98,14 @@ def test_policy_change_rolls_the_workers(render: Any) -> None:
     assert "# tightened by ops" in policy_cm
     # the same content renders the same checksum (no spurious rollouts)
     assert annotations(render())["checksum/policy"] == default["checksum/policy"]
+    # the process reads the policy the ConfigMap holds
+    pod = workload(changed_docs, name)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    path = env_of(container)["ESCALATOR_POLICY_FILE"]
+    directory, _, filename = path.rpartition("/")
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == directory]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["configMap"]["name"] == "escalator-policy" and filename == "policy.yaml"
 
 
 def test_more_replicas_than_partitions_fails(render: Any, render_error: Any) -> None:
@@ -252,11 +165,11 @@ def test_no_secret_in_any_configmap(render: Any, production: bool) -> None:
 
 @pytest.mark.parametrize("production", [False, True])
 def test_secret_env_points_into_secret_volumes(render: Any, production: bool) -> None:
-    docs = render(production=production)
-    for workload in workloads(docs):
-        pod = workload["spec"]["template"]["spec"]
+    docs = render(ALL_ON, production=production)
+    for work in workloads(docs):
+        pod = work["spec"]["template"]["spec"]
         secret_volumes = {v["name"]: v["secret"] for v in pod.get("volumes", []) if "secret" in v}
-        for container in containers(workload):
+        for container in containers(work):
             mounts = {
                 m["mountPath"]: m["name"]
                 for m in container.get("volumeMounts", [])
@@ -285,23 +198,30 @@ def test_production_values(render: Any) -> None:
     assert config["ESCALATOR_PROCESSING_GUARANTEE"] == "exactly_once"
     sts = one(docs, "StatefulSet")
     assert sts["spec"]["replicas"] == 3
+    # Each process gets the secrets of what it talks to, and no others: the worker never
+    # connects to Redis, the board never to Kafka.
+    kafka = {
+        "ESCALATOR_KAFKA_SASL_PASSWORD_FILE": "kafka-escalator-credentials",
+        "ESCALATOR_KAFKA_SSL_CA_FILE": "kafka-cluster-ca",
+    }
+    redis = {"ESCALATOR_REDIS_PASSWORD_FILE": "escalator-redis"}
     expected = {
-        "escalator-worker": {
-            "ESCALATOR_KAFKA_SASL_PASSWORD_FILE": "kafka-escalator-credentials",
-            "ESCALATOR_KAFKA_SSL_CA_FILE": "kafka-cluster-ca",
-            "ESCALATOR_REDIS_PASSWORD_FILE": "escalator-redis",
-        },
+        "escalator-worker": kafka,
         "escalator-ingest": {
-            "ESCALATOR_KAFKA_SASL_PASSWORD_FILE": "kafka-escalator-credentials",
+            **kafka,
+            **redis,
             "ESCALATOR_INGEST_TOKEN_FILE": "escalator-ingest-token",
         },
-        "escalator-sink-redis": {"ESCALATOR_REDIS_PASSWORD_FILE": "escalator-redis"},
+        "escalator-sink-redis": {**kafka, **redis},
         "escalator-sink-webhook": {
+            **kafka,
             "ESCALATOR_WEBHOOK_SIGNING_KEY_FILE": "escalator-webhook-signing-key",
         },
+        "escalator-board": redis,
     }
-    for workload in workloads(docs):
-        pod = workload["spec"]["template"]["spec"]
+    assert {w["metadata"]["name"] for w in workloads(docs)} == set(expected)
+    for work in workloads(docs):
+        pod = work["spec"]["template"]["spec"]
         secret_of_mount = {}
         (container,) = pod["containers"]
         volumes = {v["name"]: v for v in pod["volumes"]}
@@ -309,8 +229,12 @@ def test_production_values(render: Any) -> None:
             if "secret" in volumes.get(m["name"], {}):
                 secret_of_mount[m["mountPath"]] = volumes[m["name"]]["secret"]["secretName"]
         env = env_of(container)
-        for name, secret in expected[workload["metadata"]["name"]].items():
-            assert secret_of_mount[env[name].rpartition("/")[0]] == secret, (workload, name)
+        got = {
+            name: secret_of_mount[path.rpartition("/")[0]]
+            for name, path in env.items()
+            if path.rpartition("/")[0] in secret_of_mount
+        }
+        assert got == expected[work["metadata"]["name"]], work["metadata"]["name"]
     monitor = one(docs, "ServiceMonitor")
     assert {e["port"] for e in monitor["spec"]["endpoints"]} >= {"web", "http", "metrics"}
     rule = one(docs, "PrometheusRule")
@@ -331,24 +255,7 @@ def test_default_values_use_plaintext_and_no_monitoring_crds(render: Any) -> Non
     assert "ESCALATOR_KAFKA_SASL_PASSWORD_FILE" not in env_of(worker)
 
 
-def test_env_names_are_the_ones_the_processes_read(render: Any) -> None:
-    allowed = settings_env_names() | CONTRACT_ENV
-    for production in (False, True):
-        docs = render(production=production)
-        used = set(config_env(docs))
-        for workload in workloads(docs):
-            for container in containers(workload):
-                used |= set(env_of(container))
-        unknown = sorted(n for n in used if n.startswith("ESCALATOR_") and n not in allowed)
-        assert not unknown, f"the chart sets variables no process reads: {unknown}"
-
-
 # ---- probes, ports, security ---------------------------------------------------------------
-
-
-def _port_named(container: dict[str, Any], name: str) -> int:
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    return int(ports[name])
 
 
 @pytest.mark.parametrize(
@@ -363,10 +270,9 @@ def _port_named(container: dict[str, Any], name: str) -> int:
 def test_probes_use_the_named_port(
     render: Any, workload_name: str, port_name: str, port_env: str, readiness_path: str
 ) -> None:
-    docs = render()
-    (workload,) = [w for w in workloads(docs) if w["metadata"]["name"] == workload_name]
-    (container,) = workload["spec"]["template"]["spec"]["containers"]
-    assert str(_port_named(container, port_name)) == env_of(container)[port_env]
+    docs = render(WEBHOOK_ON)
+    (container,) = workload(docs, workload_name)["spec"]["template"]["spec"]["containers"]
+    assert str(port_named(container, port_name)) == env_of(container)[port_env]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port_name}
     assert container["readinessProbe"]["httpGet"] == {"path": readiness_path, "port": port_name}
     if "startupProbe" in container:
@@ -382,17 +288,17 @@ def test_services_target_named_ports(render: Any) -> None:
 
 @pytest.mark.parametrize("production", [False, True])
 def test_every_container_is_locked_down(render: Any, production: bool) -> None:
-    docs = render(production=production)
-    assert len(workloads(docs)) == 4
-    for workload in workloads(docs):
-        pod = workload["spec"]["template"]["spec"]
+    docs = render(ALL_ON, production=production)
+    assert {w["metadata"]["name"] for w in workloads(docs)} == ALL_WORKLOADS
+    for work in workloads(docs):
+        pod = work["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
         assert pod["automountServiceAccountToken"] is False
         tmp_volumes = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
-        for container in containers(workload):
+        for container in containers(work):
             sc = container["securityContext"]
-            where = f"{workload['metadata']['name']}/{container['name']}"
+            where = f"{work['metadata']['name']}/{container['name']}"
             assert sc["runAsNonRoot"] is True, where
             assert sc["runAsUser"] == 10001, where
             assert sc["readOnlyRootFilesystem"] is True, where
@@ -406,8 +312,15 @@ def test_every_container_is_locked_down(render: Any, production: bool) -> None:
             assert container["resources"]["limits"]["memory"], where
 
 
-def test_sinks_and_ingest_can_be_disabled(render: Any) -> None:
+def test_webhook_sink_is_off_by_default_and_needs_a_target(render: Any, render_error: Any) -> None:
     names = {w["metadata"]["name"] for w in workloads(render())}
+    assert names == {"escalator-worker", "escalator-ingest", "escalator-sink-redis"}
+    err = render_error({"sinks": {"webhook": {"enabled": True}}})
+    assert "sinks.webhook.enabled needs at least one target" in err
+
+
+def test_sinks_and_ingest_can_be_disabled(render: Any) -> None:
+    names = {w["metadata"]["name"] for w in workloads(render(WEBHOOK_ON))}
     assert names == {
         "escalator-worker",
         "escalator-ingest",
@@ -432,9 +345,9 @@ def test_webhook_targets_change_rolls_the_webhook_sink(render: Any) -> None:
         sink = one(docs, "Deployment", "escalator-sink-webhook")
         return str(sink["spec"]["template"]["metadata"]["annotations"]["checksum/webhook-targets"])
 
-    targets = [{"name": "paging", "url": "https://paging.example.invalid/hook"}]
-    changed = render({"sinks": {"webhook": {"targets": targets}}})
-    assert checksum(changed) != checksum(render())
+    targets = [{"name": "crm", "url": "https://crm.example.invalid/hook"}]
+    changed = render({"sinks": {"webhook": {"enabled": True, "targets": targets}}})
+    assert checksum(changed) != checksum(render(WEBHOOK_ON))
     data = one(changed, "ConfigMap", "escalator-sink-webhook-targets")["data"]
     assert yaml.safe_load(data["webhook-targets.yaml"]) == {"targets": targets}
     sink = one(changed, "Deployment", "escalator-sink-webhook")
@@ -449,3 +362,69 @@ def test_prometheus_rule_comes_from_the_alerts_file(render: Any) -> None:
     assert rule["spec"]["groups"] == source["groups"]
     exprs = [r["expr"] for g in source["groups"] for r in g["rules"]]
     assert all("escalator_" in e for e in exprs)
+
+
+# ---- the board -------------------------------------------------------------------------------
+
+
+def test_board_is_optional_and_needs_the_redis_sink(render: Any, render_error: Any) -> None:
+    assert not [d for d in render() if "board" in d["metadata"]["name"]]
+    docs = render(ALL_ON)
+    board = one(docs, "Deployment", "escalator-board")
+    service = one(docs, "Service", "escalator-board")
+    assert (
+        service["spec"]["selector"].items()
+        <= board["spec"]["template"]["metadata"]["labels"].items()
+    )
+    (container,) = board["spec"]["template"]["spec"]["containers"]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert port_named(container, "http") == 8070
+    err = render_error({"board": {"enabled": True}, "sinks": {"redis": {"enabled": False}}})
+    assert "board.enabled needs sinks.redis.enabled" in err
+    assert "/board/replicas" in render_error({"board": {"enabled": True, "replicas": "2"}})
+    assert "/board/port" in render_error({"board": {"port": 70000}})
+
+
+def test_board_gets_no_kafka_settings_and_is_not_scraped(render: Any) -> None:
+    docs = render(production=True)
+    (container,) = one(docs, "Deployment", "escalator-board")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert "envFrom" not in container
+    assert not [n for n in env_of(container) if n.startswith("ESCALATOR_KAFKA_")]
+    service = one(docs, "Service", "escalator-board")
+    assert "escalator.io/metrics" not in service["metadata"]["labels"]
+    monitor = one(docs, "ServiceMonitor")
+    selector = monitor["spec"]["selector"]["matchLabels"].items()
+    assert not selector <= service["metadata"]["labels"].items()
+
+
+def _render_notes(values: dict[str, Any] | None, production: bool, tmp_path: Path) -> str:
+    """NOTES.txt as `helm install` prints it, rendered offline: a copy of the chart turns it
+    into a named template and puts its text into a ConfigMap."""
+    chart = tmp_path / f"chart-{production}"
+    shutil.copytree(CHART, chart)
+    notes = (chart / "templates" / "NOTES.txt").read_text("utf-8")
+    (chart / "templates" / "NOTES.txt").unlink()
+    (chart / "templates" / "_notes.tpl").write_text(
+        '{{- define "test.notes" -}}\n' + notes + "{{- end }}\n"
+    )
+    (chart / "templates" / "notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: |-\n"
+        '    {{- include "test.notes" . | nindent 4 }}\n'
+    )
+    proc = helm_template(values, production, tmp_path, chart=chart)
+    assert proc.returncode == 0, proc.stderr
+    return str(one(documents(proc.stdout), "ConfigMap", "notes")["data"]["notes"])
+
+
+def test_notes_name_the_board_and_its_secrets(tmp_path: Path) -> None:
+    off = _render_notes(None, False, tmp_path)
+    assert "board     off (board.enabled=true" in off
+    notes = _render_notes(None, True, tmp_path)
+    assert "port-forward svc/escalator-board 8070:80" in notes
+    (redis_line,) = [line for line in notes.splitlines() if "-> ESCALATOR_REDIS_PASSWORD" in line]
+    assert redis_line.strip().startswith("- escalator-redis (key password)")
+    assert redis_line.endswith("[ingest, sink-redis, board]")
+    (kafka_line,) = [line for line in notes.splitlines() if "ESCALATOR_KAFKA_SASL" in line]
+    assert kafka_line.endswith("[worker, ingest, sink-redis, sink-webhook]")

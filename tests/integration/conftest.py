@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from confluent_kafka import Consumer, TopicPartition
 
+from connectors.board import BoardKeys
 from schemas.codec import codec_for
 from streams.demo import free_port
 from streams.settings import Settings, load_settings
@@ -134,6 +136,20 @@ class Pipeline:
         self.workers.append(process)
         return process
 
+    def start_sink(self, name: str, kind: str, *args: str) -> WorkerProcess:
+        """`escalator sink KIND ARGS` as a subprocess with its own metrics port (`web_port`);
+        wait_ready() waits for 'sink KIND ready'."""
+        port = free_port()
+        cmd = [sys.executable, "-m", "streams.cli", "sink", kind, "--topic-prefix", self.prefix,
+               "--loglevel", "info", *args]  # fmt: skip
+        env = {**self.env(), "ESCALATOR_METRICS_PORT": str(port)}
+        log = self.root / f"{name}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = WorkerProcess(name, proc, log, port, ready=f"sink {kind} ready")
+        self.workers.append(process)
+        return process
+
     def read(
         self,
         topic: str,
@@ -188,3 +204,18 @@ def pipeline(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Pipeline]:
         yield line
     finally:
         line.close()
+
+
+@pytest.fixture
+def board(pipeline: Pipeline, redis_url: str) -> Iterator[tuple[redis.Redis, BoardKeys]]:
+    """The pipeline's board (prefix from its topic prefix); its keys are deleted afterwards."""
+    pipeline.extra_env["ESCALATOR_REDIS_URL"] = redis_url
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    keys = BoardKeys.from_settings(pipeline.settings, pipeline.prefix)
+    try:
+        yield client, keys
+    finally:
+        stale = list(client.scan_iter(match=f"{keys.prefix}*", count=1000))
+        if stale:
+            client.delete(*stale)
+        client.close()

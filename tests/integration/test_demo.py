@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import redis
+
+from connectors.board import BoardKeys, BoardReader
+from connectors.history import read_history
+from streams.backtest import backtest_events
+from streams.demo import DemoOptions
+from streams.sla.board import clockless
+from streams.sla.policy import load_policy
 
 pytestmark = pytest.mark.integration
 
@@ -27,3 +36,20 @@ def test_demo_fires_the_backtests_escalations_live(kafka_bootstrap: str, redis_u
     lines = [line for line in out.splitlines() if " id=" in line]
     assert lines, "escalations are printed as they fire"
     assert any("FIRST_RESPONSE_BREACH" in line or "SLA_WARNING" in line for line in lines)
+    # The board: served, fed by the sink, and in Redis equal to the backtest's.
+    found = re.search(r"escalation board at http://127\.0\.0\.1:\d+/ \(Redis keys (\S+)\*", out)
+    assert found and "/metrics" in out, out[:2000]
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    keys = BoardKeys(found.group(1))
+    try:
+        board = clockless(BoardReader(client, keys).entries())
+        assert int(client.hget(keys.stats, "escalations") or 0) == len(lines)
+        day = DemoOptions().workdir / "day.jsonl"
+        (report,) = backtest_events([load_policy()], read_history(day), board=True)
+        assert report.board and board == clockless(report.board)
+        assert re.search(rf"{len(board)} tickets open on the board in Redis, .*: identical", out)
+    finally:
+        stale = list(client.scan_iter(match=f"{keys.prefix}*", count=1000))
+        if stale:
+            client.delete(*stale)
+        client.close()

@@ -222,3 +222,10 @@ def test_plaintext_confluent_config() -> None:
         "bootstrap.servers": "127.0.0.1:19092",
         "security.protocol": "plaintext",
     }
+
+
+def test_session_timeout_is_short_by_default_and_bounded() -> None:
+    assert load_settings({}).session_timeout_ms == 10_000
+    assert load_settings({"ESCALATOR_SESSION_TIMEOUT_MS": "45000"}).session_timeout_ms == 45_000
+    with pytest.raises(ConfigError, match="ESCALATOR_SESSION_TIMEOUT_MS=1000: must be between"):
+        load_settings({"ESCALATOR_SESSION_TIMEOUT_MS": "1000"})

@@ -251,3 +251,19 @@ async def test_flush_sends_pending_records_to_the_partition_then_clears_them() -
     await store.flush(1)
     assert table.changelog_topic.sent[-1]["partition"] == 1
     assert len(table.changelog_topic.sent) == 4
+
+
+def test_app_uses_the_configured_session_and_commit_timing(tmp_path: Path) -> None:
+    from streams.settings import load_settings
+    from streams.sla.policy import load_policy
+    from streams.worker import build_app
+
+    settings = load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_SESSION_TIMEOUT_MS": "9000",
+         "ESCALATOR_COMMIT_INTERVAL_MS": "250", "ESCALATOR_STORE": "memory://"}
+    )  # fmt: skip
+    app = build_app(settings, load_policy(), event_time=True)
+    assert app.conf.broker_session_timeout == 9.0
+    assert app.conf.broker_heartbeat_interval == 3.0
+    assert app.conf.broker_commit_interval == 0.25
+    assert app.conf.processing_guarantee.value == "exactly_once"

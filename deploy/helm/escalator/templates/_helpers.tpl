@@ -99,6 +99,23 @@ Checks of combinations the schema cannot express; a mistake stops rendering with
 {{- if and (not (include "escalator.kafkaUsesTls" .)) (or $v.kafka.tls.caSecret.name $v.kafka.tls.certSecret.name) }}
 {{- fail (printf "kafka.tls.* is set but kafka.securityProtocol=%s does not use TLS (SSL or SASL_SSL)" $v.kafka.securityProtocol) }}
 {{- end }}
+{{- if and $v.sinks.webhook.enabled (empty $v.sinks.webhook.targets) }}
+{{- fail "sinks.webhook.enabled needs at least one target in sinks.webhook.targets (or set sinks.webhook.enabled=false)" }}
+{{- end }}
+{{- /* What the sink's targets-file parser checks beyond the schema (connectors/webhook_targets.py). */}}
+{{- $names := dict }}
+{{- range $i, $t := $v.sinks.webhook.targets }}
+{{- if hasKey $names $t.name }}
+{{- fail (printf "sinks.webhook.targets[%d].name: '%s' is used twice; names must differ" $i $t.name) }}
+{{- end }}
+{{- $_ := set $names $t.name true }}
+{{- if lt (float64 (default 60.0 $t.backoff_cap_s)) (float64 (default 0.5 $t.backoff_base_s)) }}
+{{- fail (printf "sinks.webhook.targets[%d] (%s): backoff_cap_s must not be below backoff_base_s" $i $t.name) }}
+{{- end }}
+{{- end }}
+{{- if and $v.board.enabled (not $v.sinks.redis.enabled) }}
+{{- fail "board.enabled needs sinks.redis.enabled: the board shows what the Redis sink writes" }}
+{{- end }}
 {{- if and $v.redis.caSecret.name (not (hasPrefix "rediss://" $v.redis.url)) }}
 {{- fail "redis.caSecret is set but redis.url does not start with rediss://" }}
 {{- end }}
@@ -114,10 +131,12 @@ dir/file (read-only) and sets env to that path.
 {{- $c := .component }}
 {{- $base := "/var/run/secrets/escalator" }}
 {{- $out := list }}
-{{- if include "escalator.kafkaUsesSasl" .root }}
+{{- /* Only what each process uses: the board never talks to Kafka, the worker never to Redis. */}}
+{{- $kafka := has $c (list "worker" "ingest" "sink-redis" "sink-webhook") }}
+{{- if and $kafka (include "escalator.kafkaUsesSasl" .root) }}
 {{- $out = append $out (dict "volume" "kafka-sasl" "secret" $v.kafka.sasl.passwordSecret.name "key" $v.kafka.sasl.passwordSecret.key "file" "password" "env" "ESCALATOR_KAFKA_SASL_PASSWORD_FILE") }}
 {{- end }}
-{{- if include "escalator.kafkaUsesTls" .root }}
+{{- if and $kafka (include "escalator.kafkaUsesTls" .root) }}
 {{- with $v.kafka.tls.caSecret }}{{ if .name }}
 {{- $out = append $out (dict "volume" "kafka-tls-ca" "secret" .name "key" .key "file" "ca.crt" "env" "ESCALATOR_KAFKA_SSL_CA_FILE") }}
 {{- end }}{{ end }}
@@ -128,7 +147,7 @@ dir/file (read-only) and sets env to that path.
 {{- $out = append $out (dict "volume" "kafka-tls-key" "secret" .name "key" .key "file" "tls.key" "env" "ESCALATOR_KAFKA_SSL_KEY_FILE") }}
 {{- end }}{{ end }}
 {{- end }}
-{{- if has $c (list "worker" "sink-redis") }}
+{{- if has $c (list "ingest" "sink-redis" "board") }}
 {{- with $v.redis.passwordSecret }}{{ if .name }}
 {{- $out = append $out (dict "volume" "redis-password" "secret" .name "key" .key "file" "password" "env" "ESCALATOR_REDIS_PASSWORD_FILE") }}
 {{- end }}{{ end }}
@@ -190,12 +209,17 @@ securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
 {{- end }}
 
-{{/* Container-level settings shared by every container. */}}
-{{- define "escalator.containerCommon" -}}
+{{/* Image and security settings of every container. */}}
+{{- define "escalator.containerBase" -}}
 image: {{ include "escalator.image" . | quote }}
 imagePullPolicy: {{ .Values.image.pullPolicy }}
 securityContext:
   {{- toYaml .Values.securityContext | nindent 2 }}
+{{- end }}
+
+{{/* containerBase and the shared settings (every container that talks to Kafka). */}}
+{{- define "escalator.containerCommon" -}}
+{{ include "escalator.containerBase" . }}
 envFrom:
   - configMapRef:
       name: {{ include "escalator.fullname" . }}-config

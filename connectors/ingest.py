@@ -1,0 +1,583 @@
+"""`escalator ingest`: the HTTP webhook receiver in front of `ticket-events`.
+
+Endpoints (JSON in, JSON out; POSTs need ``Authorization: Bearer <ESCALATOR_INGEST_TOKEN>``):
+
+- ``POST /v1/events``: one native TicketEvent (the JSON Lines form of a history file).
+- ``POST /v1/events/batch``: a JSON array of them, or JSON Lines, for backfill. Validation is
+  all or nothing: one bad event rejects the batch, the answer lists every error with its index
+  (array, from 0) or line (JSON Lines, from 1) and field.
+- ``POST /v1/webhooks/zendesk`` and ``/v1/webhooks/freshdesk``: help-desk webhooks, mapped by
+  :mod:`connectors.zendesk` / :mod:`connectors.freshdesk`.
+- ``GET /healthz`` (the process serves), ``GET /readyz`` (503 while Kafka is unreachable),
+  ``GET /metrics``.
+
+Answers: 202 ``{"accepted": n, "event_ids": [...]}`` only after the broker acknowledged every
+event (idempotent producer, acks=all); 400 ``{"error", "field", "index"|"line"}``; 401 on a
+missing or wrong token (constant-time comparison); 413 over ``ESCALATOR_INGEST_MAX_BYTES``
+(``ESCALATOR_INGEST_BATCH_MAX_BYTES`` for batches), checked on Content-Length and while reading;
+503 with Retry-After while Kafka does not acknowledge, so the sender retries and nothing is lost.
+A retried request can put an event on the topic twice (when the first answer was lost after the
+ack); both copies have the same event id and the worker applies it once.
+
+Before producing, events get customer data from Redis (:mod:`connectors.enrichment`) and
+webhooks get their tag diff from :class:`TagMemory`. Records are keyed by ticket id with the
+murmur2 partitioner, like ``escalator replay``, so each ticket lands where the worker expects it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hmac
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import orjson
+from aiohttp import web
+from confluent_kafka import KafkaError, KafkaException, Producer
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram
+
+from connectors.enrichment import Breaker, Enricher, RedisUnavailable
+from connectors.freshdesk import parse_freshdesk
+from connectors.helpdesk import HelpdeskUpdate, Ignored, to_event
+from connectors.zendesk import parse_zendesk
+from schemas.codec import AvroCodec, RegistryError, codec_for
+from schemas.records import DAY_MS, ticket_event_to_avro
+from streams.metrics import generate_latest, mark_component
+from streams.replay import producer_config
+from streams.settings import Settings
+from streams.sla.events import EventError, TicketEvent, event_from_dict, json_type
+from streams.topics import Topics
+
+__all__ = ["Ingest", "KafkaSink", "Sink", "TagMemory", "Unavailable", "build_ingest", "serve"]
+
+log = logging.getLogger("escalator.ingest")
+
+REQUESTS: Final = Counter(
+    "escalator_ingest_requests_total",
+    "HTTP requests by endpoint and status",
+    ["endpoint", "status"],
+)
+EVENTS: Final = Counter(
+    "escalator_ingest_events_total",
+    "Events acknowledged by Kafka, by source (native, zendesk, freshdesk)",
+    ["source"],
+)
+DURATION: Final = Histogram(
+    "escalator_ingest_request_duration_seconds",
+    "Request latency, delivery acknowledgement included",
+    ["endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+TAG_MEMORY_UNAVAILABLE: Final = Counter(
+    "escalator_ingest_tag_memory_unavailable_total",
+    "Webhooks whose previous tag set could not be read or stored (Redis unavailable)",
+)
+RETRY_AFTER_S: Final = 2
+MAX_LISTED_ERRORS: Final = 100
+_DOWN_CODES: Final = frozenset(
+    (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._MSG_TIMED_OUT)
+)
+
+
+class Unavailable(RuntimeError):
+    """Kafka did not acknowledge: the request is answered 503 and the sender retries."""
+
+
+class RequestError(Exception):
+    """A request the sender must fix: answered with ``status`` and a JSON error body."""
+
+    def __init__(self, status: int, error: str, field: str | None = None, **where: Any) -> None:
+        super().__init__(error)
+        self.status = status
+        self.body: dict[str, Any] = {"error": error, "field": field, **where}
+
+
+class Sink(Protocol):
+    """Where accepted events go: ``send`` returns once every record is acknowledged."""
+
+    def send(self, records: Sequence[tuple[bytes, bytes]]) -> Awaitable[None]: ...
+
+    def ready(self) -> Awaitable[bool]: ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Kafka
+
+
+class KafkaSink:
+    """An idempotent confluent-kafka producer (acks=all) whose delivery reports resolve the
+    futures requests await.
+
+    A thread polls the producer and hands each poll's reports to the event loop in one
+    ``call_soon_threadsafe``. ``message.timeout.ms`` bounds the wait for an ack. After a
+    connection loss the sink fails fast (503) until a metadata probe reaches the broker again,
+    and a producer that turned fatal (idempotence can, after timeouts) is replaced.
+    """
+
+    def __init__(
+        self, settings: Settings, topic: str, timeout_ms: int, probe_timeout_s: float = 1.0
+    ) -> None:
+        self.topic = topic
+        self.bootstrap = settings.kafka.bootstrap
+        self.timeout_s = timeout_ms / 1000
+        self.probe_timeout_s = probe_timeout_s
+        self._config = {
+            **producer_config(settings),
+            "linger.ms": 2,
+            "message.timeout.ms": timeout_ms,
+            "reconnect.backoff.max.ms": 1000,
+            "allow.auto.create.topics": False,
+            "error_cb": self._on_error,
+        }
+        self._producer = Producer(self._config)
+        self.down = False
+        self._fatal: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reports: list[tuple[asyncio.Future[KafkaError | None], KafkaError | None]] = []
+        self._probe_lock = asyncio.Lock()
+        self._probe_at = float("-inf")
+        self._probe_ok = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="ingest-producer", daemon=True)
+        self._thread.start()
+
+    # -- poll thread
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = str(err)
+            log.error("Kafka producer fatal error: %s; replacing the producer", err)
+        elif err.code() in _DOWN_CODES:
+            self.down = True
+
+    def _delivered(
+        self, future: asyncio.Future[KafkaError | None], err: KafkaError | None, _msg: Any
+    ) -> None:
+        if err is None:
+            self.down = False
+        elif err.code() in _DOWN_CODES:
+            self.down = True
+        self._reports.append((future, err))
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+            if self._fatal is not None:
+                self._replace()
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._reports and self._loop is not None:
+            reports, self._reports = self._reports, []
+            with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
+                self._loop.call_soon_threadsafe(_settle, reports)
+
+    def _replace(self) -> None:
+        old = self._producer
+        old.purge()  # queued and in-flight records fail now (-> 503) instead of never
+        old.poll(0)
+        self._producer = Producer(self._config)
+        self._fatal = None
+
+    # -- event loop
+
+    async def send(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        if self._fatal is not None:
+            raise Unavailable(f"Kafka producer failed ({self._fatal}); retry")
+        if self.down and not await self.ready():
+            raise Unavailable(f"Kafka at {self.bootstrap} is unreachable")
+        loop = self._loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        futures: list[asyncio.Future[KafkaError | None]] = []
+        for key, value in records:
+            future: asyncio.Future[KafkaError | None] = loop.create_future()
+            report = functools.partial(self._delivered, future)
+            while True:
+                try:
+                    self._producer.produce(self.topic, value, key, on_delivery=report)
+                    break
+                except BufferError:
+                    if loop.time() > deadline:
+                        raise Unavailable("Kafka producer queue is full") from None
+                    await asyncio.sleep(0.005)
+                except KafkaException as exc:
+                    raise Unavailable(f"Kafka producer: {exc}") from None
+            futures.append(future)
+        try:  # message.timeout.ms guarantees a report; the margin covers a replaced producer
+            results = await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s + 10)
+        except TimeoutError:
+            raise Unavailable("no delivery report from Kafka in time") from None
+        failed = [err for err in results if err is not None]
+        if failed:
+            raise Unavailable(
+                f"{len(failed)} of {len(records)} events not acknowledged by Kafka: {failed[0]}"
+            )
+
+    async def ready(self) -> bool:
+        """Does the broker answer a metadata request for the topic (checked at most once a
+        second; concurrent callers share one probe)?"""
+        async with self._probe_lock:
+            if time.monotonic() - self._probe_at < 1.0:
+                return self._probe_ok
+            ok = await asyncio.get_running_loop().run_in_executor(None, self._probe)
+            self._probe_ok, self._probe_at = ok, time.monotonic()
+            if ok:
+                self.down = False
+            return ok
+
+    def _probe(self) -> bool:
+        try:
+            meta = self._producer.list_topics(self.topic, timeout=self.probe_timeout_s)
+        except KafkaException:
+            return False
+        topic = meta.topics.get(self.topic)
+        return topic is not None and topic.error is None and bool(topic.partitions)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._producer.flush(timeout_s)
+
+
+def _settle(reports: Iterable[tuple[asyncio.Future[KafkaError | None], KafkaError | None]]) -> None:
+    for future, err in reports:
+        if not future.done():
+            future.set_result(err)
+
+
+# --------------------------------------------------------------------------------------------
+# Tag memory
+
+_REMEMBER: Final = """
+local at = redis.call('HGET', KEYS[1], 'at')
+if at and tonumber(at) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'tags', ARGV[1], 'at', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+class TagMemory:
+    """The tag set each help-desk ticket had at its last webhook, in Redis so that every ingest
+    replica computes the same diff: hash ``<prefix><source>:<ticket>`` {tags, at}, expiring
+    ``ttl_s`` after the last update; an older webhook never overwrites a newer set.
+
+    When Redis is unavailable the previous set is unknown (None) and every current tag counts as
+    added: the engine's tag set then keeps tags the help desk removed until a later webhook
+    says so. ``escalator_ingest_tag_memory_unavailable_total`` counts those webhooks.
+    """
+
+    def __init__(self, client: Any, prefix: str, ttl_s: int, breaker: Breaker) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self.breaker = breaker
+
+    def key(self, source: str, ticket_id: str) -> str:
+        return f"{self.prefix}{source}:{ticket_id}"
+
+    async def previous(self, source: str, ticket_id: str) -> frozenset[str] | None:
+        key = self.key(source, ticket_id)
+        try:
+            raw = await self.breaker.call(lambda: self.client.hget(key, "tags"))
+        except RedisUnavailable:
+            TAG_MEMORY_UNAVAILABLE.inc()
+            return None
+        return frozenset() if raw is None else frozenset(orjson.loads(raw))
+
+    async def remember(self, update: HelpdeskUpdate) -> None:
+        if update.tags is None:
+            return
+        key = self.key(update.source, update.ticket_id)
+        tags = orjson.dumps(list(update.tags))
+        try:
+            await self.breaker.call(
+                lambda: self.client.eval(_REMEMBER, 1, key, tags, update.occurred_at, self.ttl_s)
+            )
+        except RedisUnavailable:
+            TAG_MEMORY_UNAVAILABLE.inc()
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP
+
+
+@dataclass
+class Ingest:
+    """The request handlers; :meth:`app` builds the aiohttp application."""
+
+    sink: Sink
+    codec: AvroCodec
+    token: str | None
+    enricher: Enricher | None = None
+    tags: TagMemory | None = None
+    max_bytes: int = 1_000_000
+    batch_max_bytes: int = 16_000_000
+    max_event_bytes: int = 1_000_000
+    clock: Callable[[], float] = time.time
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_post("/v1/events", self.events, name="events")
+        app.router.add_post("/v1/events/batch", self.batch, name="batch")
+        app.router.add_post("/v1/webhooks/zendesk", self.zendesk, name="zendesk")
+        app.router.add_post("/v1/webhooks/freshdesk", self.freshdesk, name="freshdesk")
+        app.router.add_get("/healthz", self.healthz, name="healthz")
+        app.router.add_get("/readyz", self.readyz, name="readyz")
+        app.router.add_get("/metrics", self.metrics, name="metrics")
+        return app
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = request.match_info.route.name or "unmatched"
+        try:
+            if request.method == "POST":
+                self._authorize(request)
+            response = await handler(request)
+        except RequestError as exc:
+            response = web.json_response(exc.body, status=exc.status)
+            if exc.status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="escalator"'
+        except Unavailable as exc:
+            log.warning("503: %s", exc)
+            response = web.json_response(
+                {"error": str(exc), "field": None},
+                status=503,
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        except web.HTTPException as exc:  # 404, 405 from the router
+            response = web.json_response({"error": exc.reason, "field": None}, status=exc.status)
+        except Exception:
+            log.exception("ingest: unexpected error on %s", request.path)
+            response = web.json_response({"error": "internal error", "field": None}, status=500)
+        REQUESTS.labels(route, str(response.status)).inc()
+        DURATION.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    def _authorize(self, request: web.Request) -> None:
+        if self.token is None:
+            return
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise RequestError(401, "missing bearer token (Authorization: Bearer <token>)")
+        if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            raise RequestError(401, "wrong bearer token")
+
+    async def _body(self, request: web.Request, limit: int) -> bytes:
+        length = request.content_length
+        if length is not None and length > limit:
+            raise RequestError(413, f"body of {length} bytes is over the limit of {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _json(self, request: web.Request) -> Any:
+        body = await self._body(request, self.max_bytes)
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(400, f"invalid JSON: {exc}") from None
+
+    # -- endpoints
+
+    async def events(self, request: web.Request) -> web.Response:
+        data = await self._json(request)
+        try:
+            event = self._event(data)
+        except EventError as exc:
+            raise RequestError(400, exc.reason, exc.field) from None
+        return await self._deliver([event], "native")
+
+    async def batch(self, request: web.Request) -> web.Response:
+        body = await self._body(request, self.batch_max_bytes)
+        events: list[TicketEvent] = []
+        errors: list[dict[str, Any]] = []
+        for where, item in _batch_items(body):
+            try:
+                if isinstance(item, ValueError):
+                    raise EventError("event", f"invalid JSON: {item}")
+                events.append(self._event(item))
+            except EventError as exc:
+                errors.append({**where, "field": exc.field, "error": exc.reason})
+        if errors:
+            first = errors[0]
+            raise RequestError(
+                400,
+                f"{len(errors)} invalid event(s), none accepted; first: {first['error']}",
+                first["field"],
+                **{k: v for k, v in first.items() if k in ("index", "line")},
+                errors=errors[:MAX_LISTED_ERRORS],
+            )
+        if not events:
+            raise RequestError(400, "no events in the batch")
+        return await self._deliver(events, "native")
+
+    async def zendesk(self, request: web.Request) -> web.Response:
+        return await self._webhook(request, parse_zendesk)
+
+    async def freshdesk(self, request: web.Request) -> web.Response:
+        return await self._webhook(request, parse_freshdesk)
+
+    async def _webhook(
+        self, request: web.Request, parse: Callable[[Any], HelpdeskUpdate | Ignored]
+    ) -> web.Response:
+        data = await self._json(request)
+        try:
+            update = parse(data)
+            if isinstance(update, Ignored):
+                return web.json_response({"accepted": 0, "ignored": update.reason}, status=202)
+            previous = None
+            if update.tags is not None and update.previous_tags is None and self.tags:
+                previous = await self.tags.previous(update.source, update.ticket_id)
+            event = to_event(update, previous)
+            self._check_time(event)
+        except EventError as exc:
+            raise RequestError(400, exc.reason, exc.field) from None
+        response = await self._deliver([event], update.source)
+        if self.tags is not None:
+            await self.tags.remember(update)
+        return response
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if await self.sink.ready():
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "kafka unreachable"}, status=503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # -- shared steps
+
+    def _event(self, data: Any) -> TicketEvent:
+        if not isinstance(data, Mapping):
+            raise EventError("event", f"expected a JSON object, got {json_type(data)}")
+        event = event_from_dict(data)
+        self._check_time(event)
+        return event
+
+    def _check_time(self, event: TicketEvent) -> None:
+        """What the worker would dead-letter as TIMESTAMP_OUT_OF_RANGE is refused here."""
+        ahead = event.occurred_at - int(self.clock() * 1000)
+        if ahead > DAY_MS:
+            raise EventError("occurred_at", f"is {ahead / 3_600_000:.1f} h in the future")
+
+    async def _deliver(self, events: list[TicketEvent], source: str) -> web.Response:
+        if self.enricher is not None:
+            events = await self.enricher.enrich(events)
+        records = []
+        for index, event in enumerate(events):
+            try:
+                value = self.codec.encode(ticket_event_to_avro(event))
+            except RegistryError as exc:
+                raise Unavailable(f"schema registry: {exc}") from None
+            if len(value) > self.max_event_bytes:
+                raise RequestError(
+                    413,
+                    f"event of {len(value)} bytes is over the limit of {self.max_event_bytes}",
+                    index=index,
+                )
+            records.append((event.ticket_id.encode(), value))
+        await self.sink.send(records)
+        EVENTS.labels(source).inc(len(records))
+        return web.json_response(
+            {"accepted": len(records), "event_ids": [e.event_id for e in events]}, status=202
+        )
+
+
+def _batch_items(body: bytes) -> Iterable[tuple[dict[str, int], Any]]:
+    """(where, decoded item or the ValueError) per event: a JSON array, else JSON Lines."""
+    if body.lstrip().startswith(b"["):
+        try:
+            items = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(400, f"invalid JSON: {exc}") from None
+        for index, item in enumerate(items):
+            yield {"index": index}, item
+        return
+    for number, line in enumerate(body.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield {"line": number}, orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            yield {"line": number}, exc
+
+
+# --------------------------------------------------------------------------------------------
+# Process
+
+
+def build_ingest(settings: Settings, topics: Topics, token: str | None) -> Ingest:
+    """The production wiring: Kafka sink, Redis enrichment and tag memory."""
+    conn = settings.connectors
+    redis = settings.redis.async_client()
+    breaker = Breaker(conn.enrich_timeout_ms / 1000, conn.enrich_retry_seconds)
+    return Ingest(
+        sink=KafkaSink(settings, topics.ticket_events, conn.ingest_delivery_timeout_ms),
+        codec=codec_for("TicketEvent", settings),
+        token=token,
+        enricher=Enricher(redis, conn.enrich_key_pattern, breaker, conn.enrich_cache_seconds),
+        tags=TagMemory(redis, conn.ingest_tags_prefix, conn.ingest_tags_ttl_seconds, breaker),
+        max_bytes=conn.ingest_max_bytes,
+        batch_max_bytes=conn.ingest_batch_max_bytes,
+        max_event_bytes=settings.max_event_bytes,
+    )
+
+
+async def serve(ingest: Ingest, host: str, port: int, announce: Callable[[str], None]) -> None:
+    """Serve until SIGTERM/SIGINT, then stop accepting, finish in-flight requests, flush."""
+    mark_component("ingest")
+    runner = web.AppRunner(ingest.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    announce(f"listening on http://{host}:{port}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        ingest.sink.close()
+        if ingest.enricher is not None:
+            with contextlib.suppress(Exception):
+                await ingest.enricher.client.aclose()
+
+
+def run_ingest(settings: Settings, topics: Topics, host: str, port: int, token: str | None) -> int:
+    ingest = build_ingest(settings, topics, token)
+
+    def announce(text: str) -> None:
+        auth = "bearer token" if token else "NONE (--insecure-no-auth)"
+        sys.stderr.write(
+            f"escalator ingest: {text} -> {topics.ticket_events} at {settings.kafka.bootstrap}, "
+            f"auth {auth}\n"
+        )
+        sys.stderr.flush()
+
+    asyncio.run(serve(ingest, host, port, announce))
+    return 0

@@ -1,0 +1,514 @@
+"""`escalator sink webhook`: escalations to HTTP receivers (Slack-compatible JSON, signed).
+
+Reads `escalations` (and `priority-bumps` when a target wants them) with a read_committed
+consumer, posts each record to every target whose conditions it meets, retries connection
+errors, timeouts, 408, 429 (honouring Retry-After) and 5xx with exponential backoff and
+full jitter, and parks what keeps failing (or is rejected with another 4xx) on
+`webhook-dlq` with the last error. An offset is committed only once its message is
+delivered to every matching target or parked, so a crash re-sends at most the messages in
+flight: at-least-once delivery; receivers de-duplicate on (X-Escalator-Event,
+X-Escalator-Escalation-Id).
+
+One asyncio loop runs the HTTP requests (aiohttp, a semaphore per target bounds its
+concurrency) and polls the confluent-kafka consumer without blocking. When too many
+messages are in flight the assigned partitions are paused, so a dead receiver slows
+reading without the consumer leaving its group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import aiohttp
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from prometheus_client import Counter, Histogram
+
+from connectors.webhook_targets import (
+    ATTEMPT_HEADER,
+    EVENT_HEADER,
+    EVENTS,
+    ID_HEADER,
+    SCHEMAS,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    Target,
+    backoff,
+    message,
+    retry_after,
+    sign,
+    verdict,
+)
+from schemas.codec import AvroCodec, DecodeError, codec_for
+from streams.metrics import VERSION
+from streams.replay import producer_config
+from streams.settings import ConfigError, Settings
+from streams.topics import Topics
+
+log = logging.getLogger("escalator.sink.webhook")
+
+COMPONENT = "sink-webhook"
+READY = "ready"
+
+DELIVERIES = Counter(
+    "escalator_webhook_deliveries_total",
+    "HTTP requests to webhook targets by result: ok, http_3xx, http_4xx, http_429, http_5xx, "
+    "timeout, connection_error",
+    ["target", "outcome"],
+)
+RETRIES = Counter(
+    "escalator_webhook_retries_total", "Requests retried after a retryable failure", ["target"]
+)
+DEAD_LETTERS = Counter(
+    "escalator_webhook_dead_letters_total",
+    "Messages parked on webhook-dlq (target is empty for undecodable messages)",
+    ["target"],
+)
+DURATION = Histogram(
+    "escalator_webhook_delivery_duration_seconds",
+    "Duration of one HTTP request to a webhook target",
+    ["target"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+def _outcome(status: int | None, timed_out: bool) -> str:
+    if status is None:
+        return "timeout" if timed_out else "connection_error"
+    if 200 <= status < 300:
+        return "ok"
+    return "http_429" if status == 429 else f"http_{min(status // 100, 5)}xx"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The end of delivering one message to one target."""
+
+    delivered: bool
+    attempts: int
+    status: int | None = None
+    error: str = ""
+
+
+class Deliverer:
+    """Posts a body to a target until it is accepted, rejected or out of attempts."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        targets: Sequence[Target],
+        key: bytes | None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.session = session
+        self.key = key
+        self.clock = clock
+        self.sleep = sleep
+        self.rand = rand
+        self.slots = {t.name: asyncio.Semaphore(t.concurrency) for t in targets}
+
+    def headers(self, event: str, escalation_id: str, body: bytes, attempt: int) -> dict[str, str]:
+        """Signed per attempt, so a retry carries a fresh timestamp for the replay window."""
+        timestamp = int(self.clock())
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: str(timestamp),
+            EVENT_HEADER: event,
+            ID_HEADER: escalation_id,
+            ATTEMPT_HEADER: str(attempt),
+        }
+        if self.key is not None:
+            headers[SIGNATURE_HEADER] = sign(self.key, timestamp, body)
+        return headers
+
+    async def deliver(self, target: Target, event: str, escalation_id: str, body: bytes) -> Outcome:
+        attempt = 0
+        while True:
+            attempt += 1
+            status, error, hint = await self._post(target, event, escalation_id, body, attempt)
+            result = "retry" if status is None else verdict(status)
+            if result == "delivered":
+                return Outcome(True, attempt, status)
+            if result == "reject" or attempt >= target.max_attempts:
+                return Outcome(False, attempt, status, error)
+            delay = backoff(attempt, target.backoff_base_s, target.backoff_cap_s, self.rand)
+            if hint is not None:
+                delay = min(max(delay, hint), target.backoff_cap_s)
+            RETRIES.labels(target.name).inc()
+            log.info("%s: attempt %d failed (%s), retrying in %.2fs", target.name, attempt,
+                     error, delay)  # fmt: skip
+            await self.sleep(delay)
+
+    async def _post(
+        self, target: Target, event: str, escalation_id: str, body: bytes, attempt: int
+    ) -> tuple[int | None, str, float | None]:
+        """(status or None, error text, Retry-After seconds) of one request."""
+        headers = self.headers(event, escalation_id, body, attempt)
+        timeout = aiohttp.ClientTimeout(total=target.timeout_s)
+        status: int | None = None
+        error = ""
+        hint = None
+        timed_out = False
+        async with self.slots[target.name]:
+            started = time.monotonic()
+            try:
+                async with self.session.post(
+                    target.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+                ) as response:
+                    status = response.status
+                    text = (await response.content.read(200)).decode("utf-8", "replace")
+                    if verdict(status) != "delivered":
+                        error = f"HTTP {status}: {text.strip()}".rstrip(": ")
+                        hint = retry_after(response.headers.get("Retry-After"), self.clock())
+            except TimeoutError:
+                timed_out = True
+                error = f"timeout after {target.timeout_s:g}s"
+            except aiohttp.ClientError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            DURATION.labels(target.name).observe(time.monotonic() - started)
+        DELIVERIES.labels(target.name, _outcome(status, timed_out)).inc()
+        return status, error, hint
+
+
+TP = tuple[str, int]
+
+
+def _where(msg: Message) -> tuple[TP, int]:
+    """((topic, partition), offset) of a consumed message."""
+    return (msg.topic() or "", msg.partition() or 0), msg.offset() or 0
+
+
+class OffsetTracker:
+    """Offsets in flight per partition; the commit position advances over the leading run of
+    finished offsets only, so nothing unfinished is ever committed."""
+
+    def __init__(self) -> None:
+        self._pending: dict[TP, dict[int, bool]] = {}
+
+    def add(self, tp: TP, offset: int) -> None:
+        self._pending.setdefault(tp, {})[offset] = False
+
+    def done(self, tp: TP, offset: int) -> None:
+        pending = self._pending.get(tp)
+        if pending is not None and offset in pending:  # else: revoked meanwhile
+            pending[offset] = True
+
+    def advance(self, only: Iterable[TP] | None = None) -> dict[TP, int]:
+        """New commit positions (next offset to read) of partitions that moved."""
+        moved: dict[TP, int] = {}
+        for tp in list(self._pending) if only is None else only:
+            pending = self._pending.get(tp, {})
+            while pending:
+                offset = next(iter(pending))
+                if not pending[offset]:
+                    break
+                del pending[offset]
+                moved[tp] = offset + 1
+        return moved
+
+    def forget(self, tps: Iterable[TP]) -> None:
+        for tp in tps:
+            self._pending.pop(tp, None)
+
+    def in_flight(self) -> int:
+        return sum(len(p) for p in self._pending.values())
+
+
+def webhook_dead_letter(
+    msg: Message,
+    escalation_id: str | None,
+    target: str | None,
+    outcome: Outcome,
+    at: int,
+) -> dict[str, Any]:
+    """Avro dict of a ``WebhookDeadLetter`` for `msg`."""
+    kind, stamp = msg.timestamp()
+    return {
+        "original": msg.value() or b"",
+        "original_key": msg.key(),
+        "source_topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+        "timestamp": stamp if kind != 0 else None,  # 0: TIMESTAMP_NOT_AVAILABLE
+        "escalation_id": escalation_id,
+        "target": target,
+        "attempts": outcome.attempts,
+        "status": outcome.status,
+        "error": outcome.error,
+        "dead_lettered_at": at,
+    }
+
+
+class WebhookSink:
+    """The consumer loop; `await run()` until `stop()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        targets: Sequence[Target],
+        topics: Topics,
+        group: str,
+        key: bytes | None,
+        start: str = "earliest",
+        max_in_flight: int = 1000,
+        grace_s: float = 10.0,
+        status_every: float = 60.0,
+        out: TextIO = sys.stderr,
+    ) -> None:
+        self.settings = settings
+        self.targets = list(targets)
+        self.topics = topics
+        self.group = group
+        self.key = key
+        self.max_in_flight = max_in_flight
+        self.grace_s = grace_s
+        self.status_every = status_every
+        self.out = out
+        wanted = {base for t in targets for base in t.topics}
+        self.sources = {topics.name(base): base for base in SCHEMAS if base in wanted}
+        self.codecs: dict[str, AvroCodec] = {
+            base: codec_for(SCHEMAS[base], settings) for base in self.sources.values()
+        }
+        self.dlq_codec = codec_for("WebhookDeadLetter", settings)
+        self.consumer = Consumer(
+            {
+                **settings.kafka.confluent(),
+                "group.id": group,
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "auto.offset.reset": start,
+            }
+        )
+        self.producer = Producer({**producer_config(settings), "linger.ms": 0})
+        self.tracker = OffsetTracker()
+        self.tasks: dict[asyncio.Task[None], TP] = {}
+        self.running = True
+        self.paused = False
+        self.failure: BaseException | None = None
+        self.last_loop = time.monotonic()
+        self.delivered = 0
+        self.parked = 0
+
+    def say(self, text: str) -> None:
+        self.out.write(f"escalator sink webhook: {text}\n")
+        self.out.flush()
+
+    def stop(self) -> None:
+        self.running = False
+
+    def status(self) -> None:
+        self.say(
+            f"{self.delivered:,} delivered, {self.parked:,} parked, "
+            f"{self.tracker.in_flight():,} in flight" + (" (reading paused)" if self.paused else "")
+        )
+
+    def healthy(self) -> bool:
+        return self.running and time.monotonic() - self.last_loop < 30
+
+    # ------------------------------------------------------------------ loop
+
+    async def run(self) -> int:
+        connector = aiohttp.TCPConnector(limit=0)
+        agent = {"User-Agent": f"escalator-webhook/{VERSION}"}
+        async with aiohttp.ClientSession(connector=connector, headers=agent) as session:
+            self.deliverer = Deliverer(session, self.targets, self.key)
+            self.consumer.subscribe(
+                list(self.sources), on_assign=self._assigned, on_revoke=self._revoked,
+                on_lost=self._lost,
+            )  # fmt: skip
+            self.say(
+                f"{READY}: {len(self.targets)} targets ({', '.join(t.name for t in self.targets)})"
+                f", reading {', '.join(self.sources)} as group {self.group}, "
+                f"parking on {self.topics.webhook_dlq}" + ("" if self.key else ", UNSIGNED")
+            )
+            status_at = time.monotonic() + self.status_every
+            while self.running and self.failure is None:
+                self.last_loop = time.monotonic()
+                if self.last_loop >= status_at:
+                    status_at = self.last_loop + self.status_every
+                    self.status()
+                self.producer.poll(0)
+                self._flow_control()
+                batch = self.consumer.consume(500, 0)
+                for msg in batch:
+                    self._start(msg)
+                self._commit(self.tracker.advance(), sync=False)
+                await asyncio.sleep(0 if batch else 0.02)
+            await self._drain()
+        if self.failure is not None:
+            raise self.failure
+        return 0
+
+    def _flow_control(self) -> None:
+        in_flight = self.tracker.in_flight()
+        if not self.paused and in_flight >= self.max_in_flight:
+            self.consumer.pause(self.consumer.assignment())
+            self.paused = True
+        elif self.paused and in_flight < self.max_in_flight // 2:
+            self.consumer.resume(self.consumer.assignment())
+            self.paused = False
+
+    def _start(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.fatal():
+                raise RuntimeError(f"Kafka: {err}")
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer: %s", err)
+            return
+        tp, offset = _where(msg)
+        self.tracker.add(tp, offset)
+        task = asyncio.get_running_loop().create_task(self._handle(msg, tp[0]))
+        self.tasks[task] = tp
+
+        def finished(task: asyncio.Task[None]) -> None:
+            if self.tasks.pop(task, None) is None or task.cancelled():
+                return  # revoked or stopping: not committed, the next owner reads it again
+            exc = task.exception()
+            if exc is not None:
+                self.failure = self.failure or exc
+            else:
+                self.tracker.done(tp, offset)
+
+        task.add_done_callback(finished)
+
+    async def _handle(self, msg: Message, topic: str) -> None:
+        base = self.sources[topic]
+        try:
+            record = self.codecs[base].decode(msg.value())  # type: ignore[arg-type]  # None: DLQ
+        except DecodeError as exc:
+            await self._park(msg, None, None, Outcome(False, 0, None, str(exc)))
+            return
+        targets = [t for t in self.targets if t.accepts(base, record)]
+        if not targets:
+            return
+        body = json.dumps(message(base, record), ensure_ascii=False).encode()
+        event, escalation_id = EVENTS[base], record["escalation_id"]
+        outcomes = await asyncio.gather(
+            *(self.deliverer.deliver(t, event, escalation_id, body) for t in targets)
+        )
+        for target, outcome in zip(targets, outcomes, strict=True):
+            if outcome.delivered:
+                self.delivered += 1
+            else:
+                await self._park(msg, escalation_id, target.name, outcome)
+
+    async def _park(
+        self, msg: Message, escalation_id: str | None, target: str | None, outcome: Outcome
+    ) -> None:
+        """Produce to webhook-dlq and wait for the broker's ack (the offset commits after)."""
+        record = webhook_dead_letter(msg, escalation_id, target, outcome, int(time.time() * 1000))
+        value = self.dlq_codec.encode(record)
+        acked: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if not acked.done():
+                acked.set_result(err)
+
+        while True:
+            try:
+                self.producer.produce(
+                    self.topics.webhook_dlq, key=msg.key(), value=value, on_delivery=on_delivery
+                )
+                break
+            except BufferError:
+                await asyncio.sleep(0.05)
+        err = await acked
+        if err is not None:
+            raise RuntimeError(f"cannot park on {self.topics.webhook_dlq}: {err}")
+        DEAD_LETTERS.labels(target or "").inc()
+        self.parked += 1
+        log.warning(
+            "parked %s[%d]@%d for %s after %d attempts: %s", msg.topic(), msg.partition(),
+            msg.offset(), target or "(undecodable)", outcome.attempts, outcome.error,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ offsets
+
+    def _commit(self, moved: Mapping[TP, int], sync: bool) -> None:
+        if not moved:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(moved.items())]
+        if sync:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        else:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.paused = False  # a new assignment starts unpaused
+        self.say(f"assigned {len(partitions)} partitions")
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Commit what finished, drop the rest: its next owner delivers it (at least once)."""
+        tps = [(p.topic, p.partition) for p in partitions]
+        with contextlib.suppress(Exception):  # a failed commit only means a re-send
+            self._commit(self.tracker.advance(tps), sync=True)
+        self._drop(tps)
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drop([(p.topic, p.partition) for p in partitions])
+
+    def _drop(self, tps: list[TP]) -> None:
+        gone = set(tps)
+        for task, tp in list(self.tasks.items()):
+            if tp in gone:
+                task.cancel()
+        self.tracker.forget(gone)
+
+    async def _drain(self) -> None:
+        """On stop: let requests in flight finish for a grace period, commit what finished."""
+        pending = list(self.tasks)
+        if pending:
+            await asyncio.wait(pending, timeout=self.grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            self._commit(self.tracker.advance(), sync=True)
+
+    def close(self) -> None:
+        try:
+            self.consumer.close()
+        finally:
+            self.producer.flush(10)
+
+
+def run_webhook_sink(sink: WebhookSink) -> int:
+    """The `escalator sink webhook` command body; stops cleanly on SIGTERM/SIGINT."""
+    from streams.metrics import MetricsServer, mark_component
+
+    mark_component(COMPONENT)
+    connectors = sink.settings.connectors
+    try:
+        server = MetricsServer(connectors.metrics_host, connectors.metrics_port, sink.healthy)
+    except OSError as exc:
+        sink.close()
+        raise ConfigError(
+            f"ESCALATOR_METRICS_PORT={connectors.metrics_port}: cannot listen ({exc.strerror})"
+        ) from None
+    server.start()
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, sink.stop)
+        return await sink.run()
+
+    try:
+        code = asyncio.run(main())
+        sink.status()
+        return code
+    finally:
+        server.stop()
+        sink.close()

@@ -1,0 +1,271 @@
+"""What the live escalation board shows: each ticket's open escalation, as a pure function.
+
+The Redis sink (connectors/redis_sink.py) and the tests derive the board from this module, so
+"the open escalations at the end of a history" has one definition, the same live and offline.
+
+The escalations and priority-bumps topics do not say when a ticket is resolved, so the board
+also reads the lifecycle from ticket-events. The three topics arrive in no particular order
+relative to each other (and again on a replay), so a ticket's inputs are kept as grow-only
+sets and maxima, which merge commutatively and idempotently:
+
+- escalations by escalation_id, priority bumps by escalation_id;
+- `closed_at`: the latest event time of a closing event (RESOLVED, CLOSED, or any event whose
+  status is SOLVED or CLOSED); `open_at`: the latest event time of an event carrying a work
+  status (REOPENED, or a status of NEW, OPEN, PENDING, ON_HOLD); `answered_at`: the latest
+  AGENT_REPLIED.
+
+From those inputs (`TicketInputs.entry`):
+
+- the ticket is closed while `closed_at >= open_at`: the latest status in event time wins, as
+  in the engine (which applies a status unless it is older than the current one);
+- an escalation is open when the ticket is not closed and it was due after the latest close
+  (`due_at > closed_at`; one due exactly at the close fired before the close was applied);
+- the board entry is the latest open escalation by (due_at, level, escalation_id), with the
+  number of open escalations and the highest priority a bump of an open escalation set;
+- `climbs_at` is when the open escalation climbs to the next matrix level if nobody answers:
+  the latest open escalation that raised the level (HIERARCHICAL or AUTOMATIC, level above
+  from_level) plus its level's allowed time on the level's calendar, unless an agent replied
+  at or after it or the level is the top. That is the engine's own climb deadline, so it is
+  the next escalation the board can predict, and what "closest to breach" is ordered by.
+
+So the board converges to the same content whatever order the records are read in, and
+reading a record twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from streams.sla.actions import Action, Escalation, PriorityBump
+from streams.sla.events import PRIORITY_RANK, EventType, Priority, Status, TicketEvent
+from streams.sla.policy import Policy
+
+_CLOSING = (Status.SOLVED, Status.CLOSED)
+_RAISING = ("HIERARCHICAL", "AUTOMATIC")  # the kinds the engine lets raise the ticket's level
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """The part of an Escalation record the board needs."""
+
+    escalation_id: str
+    ticket_id: str
+    kind: str
+    level: int
+    from_level: int
+    target: str
+    reason: str
+    rule: str
+    due_at: int
+    fired_at: int
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Fired:
+        """From an Avro Escalation dict or `Escalation.to_dict()`."""
+        return cls(
+            escalation_id=record["escalation_id"],
+            ticket_id=record["ticket_id"],
+            kind=str(record["kind"]),
+            level=int(record["level"]),
+            from_level=int(record["from_level"]),
+            target=record["target"],
+            reason=str(record["reason"]),
+            rule=record["rule"],
+            due_at=int(record["due_at"]),
+            fired_at=int(record["fired_at"]),
+        )
+
+    def order(self) -> tuple[int, int, str]:
+        """Which of a ticket's escalations is the latest."""
+        return self.due_at, self.level, self.escalation_id
+
+    @property
+    def raises(self) -> bool:
+        return self.kind in _RAISING and self.level > self.from_level
+
+
+@dataclass(slots=True)
+class Lifecycle:
+    """The latest closing, reopening and agent-reply instants of a ticket (event time)."""
+
+    closed_at: int | None = None
+    open_at: int | None = None
+    answered_at: int | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_at is not None and (
+            self.open_at is None or self.closed_at >= self.open_at
+        )
+
+    def observe(self, event: TicketEvent) -> bool:
+        """Take what `event` says about the lifecycle; True if anything moved."""
+        t = event.occurred_at
+        changed = False
+        status = _status_of(event)
+        if status in _CLOSING:
+            if self.closed_at is None or t > self.closed_at:
+                self.closed_at, changed = t, True
+        elif status is not None and (self.open_at is None or t > self.open_at):
+            self.open_at, changed = t, True
+        if event.type is EventType.AGENT_REPLIED and (
+            self.answered_at is None or t > self.answered_at
+        ):
+            self.answered_at, changed = t, True
+        return changed
+
+    def merge(self, other: Lifecycle) -> bool:
+        """The maxima of both; True if this one moved."""
+        before = (self.closed_at, self.open_at, self.answered_at)
+        self.closed_at = _max(self.closed_at, other.closed_at)
+        self.open_at = _max(self.open_at, other.open_at)
+        self.answered_at = _max(self.answered_at, other.answered_at)
+        return before != (self.closed_at, self.open_at, self.answered_at)
+
+
+def _status_of(event: TicketEvent) -> Status | None:
+    if event.type is EventType.RESOLVED:
+        return Status.SOLVED
+    if event.type is EventType.CLOSED:
+        return Status.CLOSED
+    if event.type is EventType.REOPENED:
+        return Status.OPEN
+    return event.status
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    return a if b is None else max(a, b)
+
+
+@dataclass(frozen=True, slots=True)
+class BoardEntry:
+    """A ticket on the board: its latest open escalation and what is known around it."""
+
+    ticket_id: str
+    escalation_id: str
+    kind: str
+    level: int
+    target: str
+    reason: str
+    rule: str
+    due_at: int
+    fired_at: int
+    open_escalations: int
+    priority: str | None
+    climbs_at: int | None
+
+
+def clockless(entries: Mapping[str, BoardEntry]) -> dict[str, BoardEntry]:
+    """A board without fired_at, the one field a live run and a backtest may differ in: it is
+    the clock of whoever fired the escalation (a live worker fires on its partition's clock,
+    the backtest on the whole history's)."""
+    return {ticket_id: replace(entry, fired_at=0) for ticket_id, entry in entries.items()}
+
+
+@dataclass(slots=True)
+class TicketInputs:
+    """Everything the board knows about one ticket; merging the same input twice is a no-op."""
+
+    ticket_id: str
+    escalations: dict[str, Fired] = field(default_factory=dict)
+    bumps: dict[str, str] = field(default_factory=dict)  # escalation_id -> new priority
+    life: Lifecycle = field(default_factory=Lifecycle)
+
+    def add_escalation(self, fired: Fired) -> bool:
+        """True if the escalation is new."""
+        if fired.escalation_id in self.escalations:
+            return False
+        self.escalations[fired.escalation_id] = fired
+        return True
+
+    def add_bump(self, escalation_id: str, new_priority: str) -> bool:
+        """True if the bump is new (one bump per escalation)."""
+        if escalation_id in self.bumps:
+            return False
+        self.bumps[escalation_id] = new_priority
+        return True
+
+    def entry(self, policy: Policy) -> BoardEntry | None:
+        """The ticket's board entry, or None when it has no open escalation."""
+        life = self.life
+        if life.closed:
+            return None
+        since = life.closed_at
+        open_ = [e for e in self.escalations.values() if since is None or e.due_at > since]
+        if not open_:
+            return None
+        latest = max(open_, key=Fired.order)
+        raised = [e for e in open_ if e.raises]
+        climbs_at = None
+        if raised:
+            last = max(raised, key=Fired.order)
+            if life.answered_at is None or life.answered_at < last.due_at:
+                climbs_at = climb_due(policy, last.level, last.due_at)
+        bumped = [self.bumps[e.escalation_id] for e in open_ if e.escalation_id in self.bumps]
+        priority = max(bumped, key=lambda p: PRIORITY_RANK[Priority(p)]) if bumped else None
+        return BoardEntry(
+            ticket_id=self.ticket_id,
+            escalation_id=latest.escalation_id,
+            kind=latest.kind,
+            level=latest.level,
+            target=latest.target,
+            reason=latest.reason,
+            rule=latest.rule,
+            due_at=latest.due_at,
+            fired_at=latest.fired_at,
+            open_escalations=len(open_),
+            priority=priority,
+            climbs_at=climbs_at,
+        )
+
+
+def climb_due(policy: Policy, level: int, since: int) -> int | None:
+    """When an escalation at `level`, unanswered since `since`, climbs to the next level."""
+    matrix = policy.matrix
+    if level >= matrix.top:
+        return None
+    spec = matrix.level(level)
+    if spec.allowed is None:
+        return None
+    return policy.calendar(spec.calendar or matrix.calendar).add(since, spec.allowed)
+
+
+@dataclass
+class BoardBuilder:
+    """Builds the board from actions and events in memory: the offline twin of the sink."""
+
+    tickets: dict[str, TicketInputs] = field(default_factory=dict)
+
+    def inputs(self, ticket_id: str) -> TicketInputs:
+        found = self.tickets.get(ticket_id)
+        if found is None:
+            found = self.tickets[ticket_id] = TicketInputs(ticket_id)
+        return found
+
+    def escalation(self, fired: Fired) -> bool:
+        return self.inputs(fired.ticket_id).add_escalation(fired)
+
+    def action(self, action: Action) -> None:
+        """An engine action: escalations and priority bumps count, the rest does not."""
+        if isinstance(action, Escalation):
+            self.escalation(Fired.from_record(action.to_dict()))
+        elif isinstance(action, PriorityBump):
+            self.bump(action.ticket_id, action.escalation_id, action.new_priority)
+
+    def bump(self, ticket_id: str, escalation_id: str, new_priority: str) -> bool:
+        return self.inputs(ticket_id).add_bump(escalation_id, new_priority)
+
+    def event(self, event: TicketEvent) -> bool:
+        return self.inputs(event.ticket_id).life.observe(event)
+
+    def entries(self, policy: Policy) -> dict[str, BoardEntry]:
+        out: dict[str, BoardEntry] = {}
+        for ticket_id, inputs in self.tickets.items():
+            entry = inputs.entry(policy)
+            if entry is not None:
+                out[ticket_id] = entry
+        return out

@@ -1,0 +1,169 @@
+"""The board page in headless Chromium, on a board filled by a real worker and Redis sink."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from connectors.board import BoardKeys, BoardReader
+from connectors.generator import generate_to_file
+from connectors.history import read_history
+from streams.backtest import backtest_events
+from streams.demo import free_port
+from streams.replay import replay
+from streams.sla.board import clockless
+from streams.sla.policy import load_policy
+from tests.integration.conftest import REPO, Pipeline, WorkerProcess
+from tests.integration.test_redis_sink import wait_for
+
+pytestmark = pytest.mark.integration
+
+ARTIFACTS = REPO / "test-artifacts"
+CHROME_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--window-size=1400,1100",
+)  # fmt: skip
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    options = Options()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    with tempfile.TemporaryDirectory(prefix="escalator-chromium-") as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        # An explicit driver path: Selenium Manager never tries to download one.
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+def start_board(line: Pipeline, *args: str) -> tuple[WorkerProcess, str]:
+    port = free_port()
+    log = line.root / "board.log"
+    cmd = [sys.executable, "-m", "streams.cli", "board", "--port", str(port),
+           "--topic-prefix", line.prefix, *args]  # fmt: skip
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=line.env(), stdout=out, stderr=subprocess.STDOUT)
+    process = WorkerProcess("board", proc, log, port, ready="escalator board: serving")
+    line.workers.append(process)
+    process.wait_ready(60)
+    return process, f"http://127.0.0.1:{port}/"
+
+
+def screenshot(driver: WebDriver, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    assert driver.save_screenshot(str(path)), "screenshot not written"
+    print(f"board page screenshot: {path}")
+    return path
+
+
+def rows(driver: WebDriver, table: str) -> list[dict[str, str]]:
+    """The data rows of a table as their data-* attributes and text."""
+    script = """
+        return [...document.querySelectorAll(arguments[0] + ' tbody tr[data-ticket]')].map(tr =>
+            ({...tr.dataset, text: tr.innerText}));
+    """
+    return driver.execute_script(script, table)  # type: ignore[no-any-return]
+
+
+def severe_console_errors(driver: WebDriver) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_page_shows_the_board_a_real_run_filled(
+    pipeline: Pipeline, board: tuple[redis.Redis, BoardKeys], browser: WebDriver, tmp_path: Path
+) -> None:
+    client, keys = board
+    path = tmp_path / "history.jsonl"
+    generate_to_file(path, agents=4, days=1, seed=8)
+    (report,) = backtest_events([load_policy()], read_history(path), board=True)
+    assert report.board is not None and len(report.board) >= 5
+    expected = report.board
+    worker = pipeline.start_worker("w1")
+    worker.wait_ready()
+    sink = pipeline.start_sink("sink", "redis")
+    sink.wait_ready()
+    replay(pipeline.settings, path, pipeline.topics, end_tick=True)
+    reader = BoardReader(client, keys)
+    wait_for(lambda: clockless(reader.entries()) == clockless(expected), "the board")
+    _, url = start_board(pipeline, "--worker-url", f"http://127.0.0.1:{worker.web_port}",
+                         "--sink-url", f"http://127.0.0.1:{sink.web_port}")  # fmt: skip
+
+    browser.get(url)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: len(rows(d, "#open-escalations")) == len(expected))
+    shown = {row["ticket"]: row for row in rows(browser, "#open-escalations")}
+    assert set(shown) == set(expected)
+    for ticket_id, entry in expected.items():
+        row = shown[ticket_id]
+        assert (row["level"], row["team"], row["escalation"]) == (
+            str(entry.level), entry.target, entry.escalation_id,
+        )  # fmt: skip
+        assert f"L{entry.level}" in row["text"] and entry.reason in row["text"]
+    assert browser.find_element(By.ID, "count-open").text == str(len(expected))
+    levels = Counter(str(e.level) for e in expected.values())
+    by_level = browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#by-level tr[data-level]')]"
+        ".map(tr => [tr.dataset.level, tr.querySelector('.n').textContent]))"
+    )
+    assert by_level == {level: str(n) for level, n in levels.items()}
+    teams = Counter(e.target for e in expected.values())
+    shown_teams = browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#by-team tr[data-team]')]"
+        ".map(tr => [tr.dataset.team, Number(tr.querySelector('.n').textContent)]))"
+    )
+    assert shown_teams == dict(teams)
+    # Closest to breach: the tickets with a climb deadline, soonest first, counting down.
+    climbing = sorted((e.climbs_at, t) for t, e in expected.items() if e.climbs_at is not None)
+    closest = rows(browser, "#closest")
+    assert [row["ticket"] for row in closest] == [t for _, t in climbing][: len(closest)]
+    countdowns = browser.find_elements(By.CSS_SELECTOR, "#closest .countdown")
+    assert len(countdowns) == len(closest)
+    assert all(c.text and c.text != "–" for c in countdowns)
+    # A replayed day: the page says it counts from the board clock.
+    assert browser.find_element(By.ID, "notice").is_displayed()
+    wait.until(
+        lambda d: d.find_element(By.ID, "health-worker").get_attribute("data-status") == "up"
+    )
+    for name in ("redis", "sink", "worker"):
+        status = browser.find_element(By.ID, f"health-{name}").get_attribute("data-status")
+        assert status == "up", name
+    assert browser.find_elements(By.CSS_SELECTOR, "#feed li[data-type=escalation]")
+    assert not severe_console_errors(browser)
+    screenshot(browser, "board-page.png")
+
+
+def test_page_works_with_an_empty_board_and_no_pipeline(
+    pipeline: Pipeline, board: tuple[redis.Redis, BoardKeys], browser: WebDriver
+) -> None:
+    port = free_port()  # nothing listens there: worker and sink show as down
+    _, url = start_board(pipeline, "--worker-url", f"http://127.0.0.1:{port}",
+                         "--sink-url", "none")  # fmt: skip
+    browser.get(url)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.find_element(By.ID, "health-redis").get_attribute("data-status") == "up")
+    assert browser.find_element(By.ID, "count-open").text == "0"
+    assert "no open escalations" in browser.find_element(By.ID, "open-escalations").text
+    assert browser.find_element(By.ID, "health-worker").get_attribute("data-status") == "down"
+    assert browser.find_element(By.ID, "health-sink").get_attribute("data-status") == "unknown"
+    assert not severe_console_errors(browser)
+    screenshot(browser, "board-page-empty.png")

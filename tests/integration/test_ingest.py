@@ -1,0 +1,356 @@
+"""`escalator ingest` against real Kafka and Redis.
+
+- Zendesk and Freshdesk fixtures, posted in order, become the expected TicketEvents on the topic
+  (tag diffs from the Redis tag memory, customer data from Redis enrichment).
+- Bad requests get their status and a message naming the problem, and none reaches the topic.
+- With its broker stopped, ingest answers 503; after the broker restarts the sender's retries are
+  accepted and a read_committed consumer sees each event exactly once. That test runs its own
+  broker (deploy/local/services with its own state dir and ports), never the shared one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from connectors.ingest import KafkaSink
+from schemas.codec import codec_for
+from streams.demo import free_port
+from streams.settings import load_settings
+from streams.sla.events import event_from_dict
+from streams.topics import Topics
+from tests.connectors.helpdesk_cases import cases, without_id
+from tests.integration.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "integration-token-1234"
+SERVICES = REPO / "deploy" / "local" / "services"
+
+
+@dataclass
+class Reply:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+@dataclass
+class IngestProcess:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    topic: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(
+        self, path: str, body: Any = None, raw: bytes | None = None, token: str | None = TOKEN
+    ) -> Reply:
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.url + path, data=data, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return Reply(resp.status, json.loads(resp.read() or b"{}"), dict(resp.headers))
+        except urllib.error.HTTPError as exc:
+            return Reply(exc.code, json.loads(exc.read() or b"{}"), dict(exc.headers))
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"ingest exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                if self.request("/readyz").status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"ingest not ready in {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def start_ingest(tmp_path: Path, bootstrap: str, redis_url: str, **env: str) -> IngestProcess:
+    prefix = f"ing{uuid.uuid4().hex[:10]}-"
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
+    full_env.update(
+        ESCALATOR_KAFKA_BOOTSTRAP=bootstrap,
+        ESCALATOR_REDIS_URL=redis_url,
+        ESCALATOR_PARTITIONS="3",
+        ESCALATOR_INGEST_TOKEN=TOKEN,
+        ESCALATOR_INGEST_PORT=str(port),
+        ESCALATOR_INGEST_MAX_BYTES="20000",
+        ESCALATOR_ENRICH_KEY_PATTERN=f"{prefix}customer:{{customer_id}}",
+        ESCALATOR_INGEST_TAGS_PREFIX=f"{prefix}tags:",
+        **env,
+    )
+    log = tmp_path / f"ingest-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "ingest", "--host", "127.0.0.1",
+             "--topic-prefix", prefix, "--loglevel", "info"],
+            cwd=REPO, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    ingest = IngestProcess(proc, port, log, Topics(prefix).ticket_events)
+    try:
+        ingest.wait_ready()
+    except BaseException:
+        ingest.stop()
+        raise
+    return ingest
+
+
+def read_topic(
+    bootstrap: str, topic: str, until: int, timeout: float = 60.0
+) -> list[tuple[bytes, int, dict[str, Any]]]:
+    """(key, partition, decoded value) of every committed record, read from the start until
+    `until` records arrived and the topic then stays quiet for 2 s (so extra copies show)."""
+    codec = codec_for("TicketEvent")
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
+         "isolation.level": "read_committed", "enable.auto.commit": False}
+    )  # fmt: skip
+    try:
+        meta = consumer.list_topics(topic, timeout=30).topics[topic]
+        consumer.assign([TopicPartition(topic, p, -2) for p in meta.partitions])
+        out: list[tuple[bytes, int, dict[str, Any]]] = []
+        deadline = time.monotonic() + timeout
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error():
+                if len(out) >= until and time.monotonic() - quiet_since > 2.0:
+                    break
+                continue
+            quiet_since = time.monotonic()
+            out.append((msg.key(), msg.partition(), codec.decode(msg.value())))
+        return out
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def ingest(tmp_path: Path, kafka_bootstrap: str, redis_url: str) -> Iterator[IngestProcess]:
+    process = start_ingest(tmp_path, kafka_bootstrap, redis_url)
+    yield process
+    process.stop()
+
+
+def expected_with_profile(case: dict[str, Any], profile: dict[str, str] | None) -> dict[str, Any]:
+    out = dict(case["expected"])
+    if profile is not None:
+        out["customer_tier"] = profile["tier"]
+        out["attributes"] = {
+            **out["attributes"],
+            "customer_ltv": profile["lifetime_value"],
+            "churn_score": profile["churn_score"],
+        }
+    return out
+
+
+def test_webhooks_become_the_expected_events_and_bad_requests_never_reach_the_topic(
+    ingest: IngestProcess, kafka_bootstrap: str, redis_url: str
+) -> None:
+    redis = load_settings({"ESCALATOR_REDIS_URL": redis_url}).redis.client()
+    prefix = ingest.topic.removesuffix("ticket-events")
+    vip = {"tier": "vip", "lifetime_value": "18250.00", "churn_score": "0.82"}
+    redis.hset(f"{prefix}customer:20978392", mapping=vip)  # Freshdesk's 9001 stays unknown
+    try:
+        expected: list[dict[str, Any]] = []
+        retried: list[str] = []
+        for source, profile in (("zendesk", vip), ("freshdesk", None)):
+            sequence = cases(source, "sequence")
+            for case in sequence:
+                reply = ingest.request(f"/v1/webhooks/{source}", case["payload"])
+                assert reply.status == 202, (case["name"], reply.body)
+                expected.append(expected_with_profile(case, profile))
+            # The sender retries its last webhook (say the answer got lost): same event id.
+            (last_id,) = reply.body["event_ids"]
+            retry = ingest.request(f"/v1/webhooks/{source}", sequence[-1]["payload"])
+            assert (retry.status, retry.body["event_ids"]) == (202, [last_id])
+            retried.append(last_id)
+
+        bad: list[tuple[Reply, int, str]] = [
+            (ingest.request("/v1/events", {"event_id": "x"}, token=None), 401, "missing bearer"),
+            (ingest.request("/v1/events", {"event_id": "x"}, token="guess"), 401, "wrong bearer"),
+            (ingest.request("/v1/events", raw=b"{not json"), 400, "invalid JSON"),
+            (ingest.request("/v1/events", raw=b"x" * 30_000), 413, "limit of 20000"),
+            (ingest.request("/v1/events", {"event_id": "x", "ticket_id": "T", "type": "CREATED",
+                                           "occurred_at": 1_600_000}), 400, "before 2000"),
+            (ingest.request("/v1/events/batch", raw=b'{"event_id": "b1"}\n[]\n'), 400, "2 invalid"),
+        ]  # fmt: skip
+        for source in ("zendesk", "freshdesk"):
+            for case in cases(source, "invalid"):
+                reply = ingest.request(f"/v1/webhooks/{source}", case["payload"])
+                assert reply.body["field"] == case["field"], case["name"]
+                bad.append((reply, 400, ""))
+        for reply, status, message in bad:
+            assert reply.status == status, reply.body
+            assert message in reply.body["error"]
+
+        sentinel = {"event_id": "sentinel", "ticket_id": "S", "type": "CREATED",
+                    "occurred_at": "2026-11-03T12:00:00Z"}  # fmt: skip
+        assert ingest.request("/v1/events/batch", raw=json.dumps(sentinel).encode()).status == 202
+        records = read_topic(kafka_bootstrap, ingest.topic, until=len(expected) + 3)
+    finally:
+        redis.delete(f"{prefix}customer:20978392")
+
+    # Everything on the topic: the webhooks' events, the two retried copies, the sentinel.
+    values = [value for _, _, value in records if value["event_id"] != "sentinel"]
+    assert len(records) - len(values) == 1
+    ids = [v["event_id"] for v in values]
+    assert sorted(i for i in ids if ids.count(i) > 1) == sorted(retried * 2)
+    first_copies = [v for i, v in enumerate(values) if ids.index(v["event_id"]) == i]
+    got = [without_id(event_from_dict(v)) for v in first_copies]
+    by_ticket = {t: [g for g in got if g["ticket_id"] == t] for t in ("35436", "4711")}
+    assert by_ticket["35436"] + by_ticket["4711"] == expected
+    assert len(got) == len(expected)
+    # Keyed by ticket id, so each ticket stays in one partition, in order.
+    assert all(key == value["ticket_id"].encode() for key, _, value in records)
+    assert len({p for key, p, _ in records if key == b"35436"}) == 1
+
+
+def test_fatal_producer_is_replaced(
+    kafka_bootstrap: str, create_topics: Any, topic_name: Any
+) -> None:
+    import asyncio
+
+    topic = create_topics(topic_name("fatal"))
+    settings = load_settings({"ESCALATOR_KAFKA_BOOTSTRAP": kafka_bootstrap})
+    sink = KafkaSink(settings, topic, timeout_ms=5000)
+
+    async def scenario() -> int:
+        await sink.send([(b"k", b"before")])
+        old = sink._producer
+        sink._on_error(KafkaError(KafkaError._FATAL, "simulated fatal", fatal=True))
+        for _ in range(200):  # the poll thread replaces it within one poll interval
+            if sink._producer is not old:
+                break
+            await asyncio.sleep(0.05)
+        assert sink._producer is not old
+        await sink.send([(b"k", b"after")])
+        return 2
+
+    try:
+        assert asyncio.run(scenario()) == 2
+    finally:
+        sink.close()
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": uuid.uuid4().hex,
+                         "isolation.level": "read_committed"})  # fmt: skip
+    consumer.assign([TopicPartition(topic, 0, -2)])
+    values = []
+    deadline = time.monotonic() + 30
+    while len(values) < 2 and time.monotonic() < deadline:
+        msg = consumer.poll(0.2)
+        if msg is not None and not msg.error():
+            values.append(msg.value())
+    consumer.close()
+    assert values == [b"before", b"after"]
+
+
+# --------------------------------------------------------------------------------------------
+# Outage: a broker of the test's own
+
+
+@dataclass
+class OwnBroker:
+    env: dict[str, str]
+    bootstrap: str
+
+    def services(self, command: str) -> None:
+        proc = subprocess.run(
+            ["bash", str(SERVICES), command, "kafka"], env=self.env, cwd=REPO,
+            capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, f"services {command} kafka:\n{proc.stdout}{proc.stderr}"
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
+    port = free_port()
+    controller = free_port()
+    while controller == port:
+        controller = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "ESCALATOR_KAFKA_BOOTSTRAP"}
+    env.update(
+        ESCALATOR_LOCAL_DIR=str(tmp_path / "own-broker"),
+        ESCALATOR_KAFKA_PORT=str(port),
+        ESCALATOR_KAFKA_CONTROLLER_PORT=str(controller),
+        ESCALATOR_KAFKA_HEAP="-Xms128m -Xmx384m",
+    )
+    broker = OwnBroker(env, f"127.0.0.1:{port}")
+    try:
+        broker.services("up")
+        yield broker
+    finally:
+        subprocess.run(["bash", str(SERVICES), "down", "kafka"], env=env, cwd=REPO,
+                       capture_output=True, timeout=120, check=False)  # fmt: skip
+
+
+def test_broker_outage_answers_503_and_retries_arrive_exactly_once(
+    own_broker: OwnBroker, redis_url: str, tmp_path: Path
+) -> None:
+    ingest = start_ingest(
+        tmp_path, own_broker.bootstrap, redis_url, ESCALATOR_INGEST_DELIVERY_TIMEOUT_MS="3000"
+    )
+    try:
+        event = {"ticket_id": "T-out", "occurred_at": "2026-11-02T09:15:00Z"}
+        a = {**event, "event_id": "a", "type": "CREATED"}
+        assert ingest.request("/v1/events", a).status == 202
+
+        own_broker.services("down")
+        b = {**event, "event_id": "b", "type": "AGENT_REPLIED"}
+        zendesk = cases("zendesk", "sequence")[1]["payload"]
+        outage = [("/v1/events", b), ("/v1/webhooks/zendesk", zendesk)]
+        for path, body in outage:
+            reply = ingest.request(path, body)
+            assert reply.status == 503, reply.body
+            assert int(reply.headers["Retry-After"]) > 0
+            assert "Kafka" in reply.body["error"]
+        assert ingest.request("/readyz").status == 503
+
+        own_broker.services("start")  # same data dir: the topic and a are still there
+        accepted: dict[str, list[str]] = {}
+        deadline = time.monotonic() + 120
+        for path, body in outage:  # the sender retries each until it is accepted
+            while True:
+                reply = ingest.request(path, body)
+                if reply.status == 202:
+                    accepted[path] = reply.body["event_ids"]
+                    break
+                assert reply.status == 503 and time.monotonic() < deadline, reply.body
+                time.sleep(float(reply.headers["Retry-After"]) / 4)
+    finally:
+        ingest.stop()
+
+    records = read_topic(own_broker.bootstrap, ingest.topic, until=3)
+    ids = [value["event_id"] for _, _, value in records]
+    assert sorted(ids) == sorted(["a", "b", *accepted["/v1/webhooks/zendesk"]])
+    assert [i for i in ids if i in ("a", "b")] == ["a", "b"]  # one ticket, one partition, in order

@@ -1,0 +1,213 @@
+"""`escalator sink redis` on the real pipeline: the board equals the backtest's, and neither
+SIGKILL nor a replay from the start changes it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer, TopicPartition
+from prometheus_client import REGISTRY
+
+from connectors.board import BoardKeys, BoardReader
+from connectors.generator import generate_to_file
+from connectors.history import read_history
+from connectors.redis_sink import RedisSink, SinkOptions
+from schemas.codec import codec_for
+from schemas.records import escalation_to_avro
+from streams.backtest import backtest_events
+from streams.demo import free_port
+from streams.replay import producer_config, replay
+from streams.sla.actions import Escalation, Kind, Reason
+from streams.sla.board import clockless
+from streams.sla.policy import load_policy
+from tests.integration.conftest import Pipeline, WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.3)
+
+
+def heartbeat(client: redis.Redis, keys: BoardKeys) -> dict[str, str]:
+    return client.hgetall(keys.sink)  # type: ignore[return-value]
+
+
+def caught_up(client: redis.Redis, keys: BoardKeys, sink: WorkerProcess, started: int) -> bool:
+    """The sink started after `started` (epoch ms) reports nothing left to read."""
+    if sink.proc.poll() is not None:
+        raise AssertionError(f"sink exited:\n{sink.log_text()[-3000:]}")
+    beat = heartbeat(client, keys)
+    return int(beat.get("started_at", 0)) >= started and beat.get("lag") == "0"
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        key, _, value = line.rpartition(" ")
+        if key == (f"{name}{{{want}}}" if labels else name):
+            return float(value)
+    raise AssertionError(f"{name} {labels} not on /metrics")
+
+
+def test_board_equals_backtest_and_survives_sigkill_and_replay(
+    pipeline: Pipeline, board: tuple[redis.Redis, BoardKeys], tmp_path: Path
+) -> None:
+    client, keys = board
+    path = tmp_path / "history.jsonl"
+    generate_to_file(path, agents=5, days=2, seed=41)
+    policy = load_policy()
+    (report,) = backtest_events([policy], read_history(path), board=True)
+    assert report.board is not None
+    expected = clockless(report.board)
+    escalations = sum(report.by_reason.values())
+    assert len(expected) >= 10 and report.priority_bumps > 0
+    reader = BoardReader(client, keys)
+
+    worker = pipeline.start_worker("w1")
+    worker.wait_ready()
+    sink = pipeline.start_sink("sink1", "redis")
+    sink.wait_ready()
+    # Slow enough that the sink is killed while records still flow.
+    result: list[int] = []
+    producer = threading.Thread(target=lambda: result.append(
+        replay(pipeline.settings, path, pipeline.topics, rate=150, end_tick=True)[0]
+    ))  # fmt: skip
+    producer.start()
+    wait_for(lambda: int(client.hget(keys.stats, "escalations") or 0) > 0, "first escalations")
+    sink.kill()
+    assert producer.is_alive(), "the replay ended before the kill: slow it down"
+    restart = int(time.time() * 1000)
+    sink = pipeline.start_sink("sink2", "redis")
+    sink.wait_ready()
+    producer.join(120)
+    sent = result[0]
+    wait_for(lambda: clockless(reader.entries()) == expected, "the backtest's board")
+    wait_for(lambda: caught_up(client, keys, sink, restart), "the sink to catch up")
+    state = reader.dump()
+    assert clockless(state["entries"]) == expected
+    assert int(state["stats"]["escalations"]) == escalations
+    assert int(state["stats"]["bumps"]) == report.priority_bumps
+    resolved = int(state["stats"].get("resolved", 0))
+    assert state["stream"] == escalations + report.priority_bumps + resolved
+    for team, tickets in state["teams"].items():
+        assert tickets == {t for t, e in report.board.items() if e.target == team}
+
+    # SIGKILL again, then read everything once more from the start with a fresh group.
+    sink.kill()
+    restart = int(time.time() * 1000)
+    sink = pipeline.start_sink("sink3", "redis", "--group", f"{pipeline.prefix}replay")
+    sink.wait_ready()
+    wait_for(lambda: caught_up(client, keys, sink, restart), "the replaying sink to catch up")
+    consumed = int(heartbeat(client, keys)["consumed"])
+    assert consumed >= sent + escalations + report.priority_bumps
+    assert reader.dump() == state  # entries, memberships, counters and stream: all unchanged
+    assert metric(sink.web_port, "escalator_redis_sink_duplicates_total",
+                  topic="escalations") == escalations  # fmt: skip
+    assert metric(sink.web_port, "escalator_redis_sink_applied_total", topic="escalations") == 0
+    assert metric(sink.web_port, "escalator_board_open_escalations") == len(expected)
+    with urllib.request.urlopen(f"http://127.0.0.1:{sink.web_port}/healthz", timeout=10) as r:
+        assert r.status == 200
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of this test's own, so it can be frozen without touching the shared one."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        wait_for(lambda: _pings(client), "the private redis-server", timeout=20)
+        yield url, proc
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+        proc.wait(10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def test_redis_outage_commits_nothing_and_loses_nothing(
+    pipeline: Pipeline, private_redis: tuple[str, subprocess.Popen[bytes]]
+) -> None:
+    url, server = private_redis
+    pipeline.extra_env["ESCALATOR_REDIS_URL"] = url
+    settings = pipeline.settings
+    topics = pipeline.topics
+    group = f"{pipeline.prefix}outage"
+    options = SinkOptions(group, unhealthy_after_s=1.0, backoff_cap_s=0.5, heartbeat_s=0.2)
+    sink = RedisSink(settings, topics, load_policy(), options)
+    runner = threading.Thread(target=sink.run)
+    runner.start()
+    codec = codec_for("Escalation", settings)
+    producer = Producer(producer_config(settings))
+
+    def send(first: int, count: int) -> None:
+        for n in range(first, first + count):
+            escalation = Escalation(
+                f"e{n}", f"T{n}", Kind.HIERARCHICAL, 2, 1, "support-manager",
+                Reason.FIRST_RESPONSE_BREACH, "standard", "sla:first_response:breach",
+                "first_response", 1_000 * n, 1_000 * n, None, 0,
+            )  # fmt: skip
+            value = codec.encode(escalation_to_avro(escalation, 0))
+            producer.produce(topics.escalations, value=value, key=escalation.ticket_id.encode())
+        assert producer.flush(30) == 0
+
+    def committed() -> int:
+        reader = Consumer({**settings.kafka.confluent(), "group.id": group})
+        try:
+            parts = [TopicPartition(topics.escalations, p) for p in range(pipeline.partitions)]
+            return sum(max(tp.offset, 0) for tp in reader.committed(parts, timeout=10))
+        finally:
+            reader.close()
+
+    def errors() -> float:
+        return REGISTRY.get_sample_value("escalator_redis_sink_write_errors_total") or 0.0
+
+    client = redis.Redis.from_url(url, decode_responses=True)
+    keys = sink.keys
+    try:
+        send(0, 5)
+        wait_for(lambda: client.zcard(keys.open) == 5 and committed() == 5, "the first five")
+        assert sink.healthy()
+        before = errors()
+        server.send_signal(signal.SIGSTOP)  # Redis hangs: every write times out
+        send(5, 5)
+        wait_for(lambda: errors() >= before + 2, "failed writes being retried", timeout=60)
+        wait_for(lambda: not sink.healthy(), "/healthz to turn unhealthy", timeout=30)
+        assert committed() == 5, "offsets of records not on the board were committed"
+        server.send_signal(signal.SIGCONT)
+        wait_for(lambda: client.zcard(keys.open) == 10 and committed() == 10, "the rest")
+        wait_for(sink.healthy, "/healthz to recover", timeout=30)
+        assert int(client.hget(keys.stats, "escalations") or 0) == 10
+        assert client.xlen(keys.events) == 10
+    finally:
+        server.send_signal(signal.SIGCONT)
+        sink.stop()
+        runner.join(30)
+        sink.close()
+        client.close()
