@@ -88,16 +88,56 @@ def _settings() -> Settings:
 
 
 def _kafka_reachable(settings: Settings) -> None:
+    from confluent_kafka import KafkaError
     from confluent_kafka.admin import AdminClient
 
+    errors: list[KafkaError] = []  # librdkafka's own log lines would bury the one-line error
+    admin = AdminClient({**settings.kafka.confluent(), "log_level": 0, "error_cb": errors.append})
     try:
-        admin = AdminClient(settings.kafka.confluent())
         admin.list_topics(timeout=10)
     except Exception as exc:
+        admin.poll(0)  # serves error_cb
+        rejected = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
+        if rejected:
+            raise UserError(
+                f"Kafka at {settings.kafka.bootstrap} rejected the login "
+                f"({rejected[0].str().rpartition(': ')[2]}); check "
+                "ESCALATOR_KAFKA_SASL_USERNAME and ESCALATOR_KAFKA_SASL_PASSWORD(_FILE)"
+            ) from None
         raise UserError(
             f"cannot reach Kafka at {settings.kafka.bootstrap} ({exc}); start it with "
             "'deploy/local/services up' or set ESCALATOR_KAFKA_BOOTSTRAP"
         ) from None
+
+
+def _redis_accepts(settings: Settings) -> None:
+    """Stop start-up when Redis rejects the password or its certificate: configuration
+    mistakes that retrying cannot fix. An unreachable Redis is left to the component's retries."""
+    import ssl
+
+    import redis
+
+    where = settings.redis.url.rpartition("@")[2].rpartition("//")[2]  # no credentials
+    client = settings.redis.client()
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        given = settings.redis.password or "@" in settings.redis.url
+        problem = f"rejected the password ({exc}); check" if given else "requires a password; set"
+        raise UserError(
+            f"Redis at {where} {problem} ESCALATOR_REDIS_PASSWORD or ESCALATOR_REDIS_PASSWORD_FILE"
+        ) from None
+    except redis.RedisError as exc:  # down or slow: not a start-up error, unless it is TLS
+        cause = exc.__context__
+        if isinstance(cause, ssl.SSLError):
+            detail = getattr(cause, "verify_message", None)
+            raise UserError(
+                f"Redis at {where}: TLS failed ("
+                f"{f'certificate verify failed: {detail}' if detail else cause}); "
+                "check ESCALATOR_REDIS_SSL_CA_FILE and the rediss:// URL"
+            ) from None
+    finally:
+        client.close()
 
 
 def _pipeline_topics(settings: Settings, prefix: str) -> Topics:
@@ -284,6 +324,7 @@ def _sink_redis(args: argparse.Namespace) -> int:
 
     settings = _settings()
     policy = _policy_arg(args.policy or settings.policy_file)
+    _redis_accepts(settings)
     topics = _pipeline_topics(settings, args.topic_prefix)
     logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
@@ -314,6 +355,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             "no bearer token: set ESCALATOR_INGEST_TOKEN or ESCALATOR_INGEST_TOKEN_FILE, "
             "or pass --insecure-no-auth to accept unauthenticated requests"
         )
+    _redis_accepts(settings)
     topics = _pipeline_topics(settings, args.topic_prefix)
     logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
@@ -329,6 +371,7 @@ def cmd_board(args: argparse.Namespace) -> int:
     from streams.board_web import BoardConfig, serve
 
     settings = _settings()
+    _redis_accepts(settings)
     keys = BoardKeys.from_settings(settings, args.topic_prefix)
     worker = args.worker_url or f"http://127.0.0.1:{settings.web_port}"
     sink = args.sink_url or f"http://127.0.0.1:{settings.connectors.metrics_port}"

@@ -1,4 +1,23 @@
-"""Faust's exactly-once commit, made atomic per message and concurrent across partitions.
+"""Fixes to faust-streaming's exactly-once path: recovery, per-message atomicity, commit speed.
+
+Recovery: under exactly-once Faust takes the changelog highwaters it restores up
+to from aiokafka's `last_stable_offset(tp)`, which is only a value cached from the
+last fetch response of that partition, None for a partition this consumer has
+not fetched since its assignment. Faust reads None as "empty changelog" and
+skips the restore, so a worker that took over partitions from one that left
+kept its own stale local state for them (lost and wrong escalations in the
+scale-in test). The highwaters now come from the broker (ListOffsets with the
+consumer's read_committed isolation: the last stable offset).
+
+Rebalance: Faust ends the transactions of partitions with new input offsets when
+partitions are revoked, but leaves others open (records sent, no offset to
+commit yet); a producer kept across the rebalance then carries that open
+transaction into the next generation while the table is restored from the
+committed changelog without it, and the reprocessed input fires its escalation a
+second time (a duplicate in the scale-in test, with "Invalid state transition
+IN_TRANSACTION -> IN_TRANSACTION" in the log). Every open transaction is now
+committed when partitions are revoked: its records match the local table, and
+the inputs it lacks offsets for are reprocessed as known duplicates.
 
 Atomic per message: the agent sends a message's outputs and its changelog records
 with several awaits in between, and Faust's commit timer runs in the same event
@@ -27,9 +46,20 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
+from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 _Producer: Any = faust_aiokafka.Producer
+_ConsumerThread: Any = faust_aiokafka.AIOKafkaConsumerThread
+
+
+async def highwaters_from_broker(self: Any, partitions: list[Any]) -> Any:
+    """Faust's AIOKafkaConsumerThread._highwaters, asking the broker in every mode.
+
+    A read_committed consumer's end offsets are the last stable offsets, which is
+    what Faust wants under exactly-once; at-least-once consumers get the log end.
+    """
+    return await self._ensure_consumer().end_offsets(partitions)
 
 
 async def _commit_one(producer: Any, tid: str, offsets: Mapping[Any, int], group_id: str,
@@ -84,6 +114,21 @@ async def commit_transactions_concurrently(
             raise result
 
 
+async def end_open_transactions(self: Any, revoked: Any) -> None:
+    """Faust's TransactionManager.on_partitions_revoked, committing what is still open."""
+    await self.flush()
+    producer = self.producer
+    async with commit_barrier(self.app):
+        for tid, transaction_producer in list(producer._transaction_producers.items()):
+            txn = getattr(transaction_producer, "_txn_manager", None)
+            if txn is None or not txn.is_in_transaction():
+                continue
+            async with producer._trn_locks[tid]:
+                await transaction_producer.commit_transaction()
+
+
 def install() -> None:
-    """Make every Faust aiokafka producer of this process commit concurrently."""
+    """Apply the fixes to every Faust app of this process."""
     _Producer.commit_transactions = commit_transactions_concurrently
+    _ConsumerThread._highwaters = highwaters_from_broker
+    faust_consumer.TransactionManager.on_partitions_revoked = end_open_transactions

@@ -299,7 +299,7 @@ def build_app(
     async def readyz(web: Any, request: Any) -> Any:
         """Readiness: tables recovered and ticket-events partitions assigned."""
         recovered = app.tables.recovery.completed.is_set()
-        partitions = sorted(assigned)
+        partitions = sorted(owned()) if recovered else []
         ready = recovered and not app.rebalancing and bool(partitions)
         body = {"ready": ready, "recovered": recovered, "partitions": partitions}
         return web.json(body, status=200 if ready else 503)

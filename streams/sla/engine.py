@@ -258,7 +258,7 @@ class Engine:
                 best = at
                 rank = _RANK[clock.metric]
         since = state.awaiting_since
-        if since is not None:
+        if since is not None and state.status not in _DONE:  # a solved ticket stops climbing
             climb = self._climbs.get(state.level)
             if climb is not None:
                 allowed, add = climb

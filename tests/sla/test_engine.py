@@ -940,3 +940,13 @@ def test_actions_are_plain_records(default_engine: Engine, ticket: Any) -> None:
     assert all(
         isinstance(a, Escalation | SlaOutcome | Reminder) or a.escalation_id for a in actions
     )
+
+
+def test_low_csat_escalation_on_a_solved_ticket_does_not_climb(d: Any) -> None:
+    """A solved ticket stops all clocks: the CSAT escalation notifies, it does not climb."""
+    standard(d, utc(MON, 15), customer_tier="premium")
+    d.send(EventType.AGENT_REPLIED, utc(MON, 15, 5))
+    d.send(EventType.RESOLVED, utc(MON, 15, 10))
+    out = escalations(d.send(EventType.CSAT_RECEIVED, utc(MON, 16), csat=1))
+    assert [(e.reason, e.level) for e in out] == [(Reason.LOW_CSAT, 3)]
+    assert escalations(d.advance(utc(MON, 16) + 60 * 86_400_000)) == []

@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from streams.transactions import commit_barrier, commit_transactions_concurrently, install
+from streams.transactions import (
+    commit_barrier,
+    commit_transactions_concurrently,
+    end_open_transactions,
+    highwaters_from_broker,
+    install,
+)
 
 
 class FakeTxnProducer:
@@ -109,8 +115,65 @@ async def test_commit_waits_until_the_message_being_sent_is_complete() -> None:
     assert log == ["send escalation", "send changelog", "a:offsets:g:[7]", "a:commit", "a:begin"]
 
 
-def test_install_replaces_fausts_sequential_commit() -> None:
-    from faust.transport.drivers.aiokafka import Producer
+async def test_recovery_highwaters_come_from_the_broker_not_the_fetch_cache() -> None:
+    """A partition not fetched since its assignment has no cached stable offset."""
+
+    class Consumer:
+        def last_stable_offset(self, tp: str) -> None:
+            return None  # what aiokafka answers before the first fetch of tp
+
+        async def end_offsets(self, partitions: list[str]) -> dict[str, int]:
+            return {tp: 100 + i for i, tp in enumerate(partitions)}
+
+    class Thread:
+        def _ensure_consumer(self) -> Consumer:
+            return Consumer()
+
+    assert await highwaters_from_broker(Thread(), ["cl-0", "cl-1"]) == {"cl-0": 100, "cl-1": 101}
+
+
+async def test_revoke_commits_every_transaction_still_open() -> None:
+    class Txn:
+        def __init__(self, open_: bool) -> None:
+            self.open = open_
+
+        def is_in_transaction(self) -> bool:
+            return self.open
+
+    class Producer:
+        def __init__(self, name: str, open_: bool, log: list[str]) -> None:
+            self.name, self._txn_manager, self.log = name, Txn(open_), log
+
+        async def commit_transaction(self) -> None:
+            self.log.append(f"{self.name}:commit")
+            self._txn_manager.open = False
+
+    class Manager:
+        def __init__(self, log: list[str]) -> None:
+            self.app = type("App", (), {})()
+            self.log = log
+            self.producer = FakeFaustProducer(
+                {
+                    "g-1-0": Producer("p0", True, log),
+                    "g-1-1": Producer("p1", False, log),
+                    "g-1-2": Producer("p2", True, log),
+                }  # fmt: skip
+            )
+
+        async def flush(self) -> None:
+            self.log.append("flush")
+
+    log: list[str] = []
+    manager = Manager(log)
+    await end_open_transactions(manager, set())
+    assert log == ["flush", "p0:commit", "p2:commit"]
+
+
+def test_install_replaces_fausts_sequential_commit_and_cached_highwaters() -> None:
+    from faust.transport.consumer import TransactionManager
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Producer
 
     install()
     assert Producer.commit_transactions is commit_transactions_concurrently
+    assert AIOKafkaConsumerThread._highwaters is highwaters_from_broker
+    assert TransactionManager.on_partitions_revoked is end_open_transactions

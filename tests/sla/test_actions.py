@@ -1,0 +1,43 @@
+"""Action records built on the engine's fast path are the same frozen records."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from streams.sla.actions import (
+    Escalation,
+    Kind,
+    Reason,
+    SlaOutcome,
+    fast_constructor,
+    new_escalation,
+    new_outcome,
+)
+
+
+def test_fast_constructor_builds_an_equal_frozen_record() -> None:
+    values = (
+        "e1", "T1", Kind.HIERARCHICAL, 2, 1, "support-manager", Reason.FIRST_RESPONSE_BREACH,
+        "standard", "sla:first_response:breach", "first_response", 10, 12, None, 0,
+    )  # fmt: skip
+    built = new_escalation(*values)
+    plain = Escalation(*values)
+    assert type(built) is Escalation
+    assert built == plain and hash(built) == hash(plain) and repr(built) == repr(plain)
+    assert built.to_dict() == plain.to_dict()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.level = 3  # type: ignore[misc]
+    assert dataclasses.replace(built, level=3).level == 3
+
+
+def test_fast_constructor_takes_keywords_and_rejects_what_the_class_rejects() -> None:
+    outcome = new_outcome(
+        ticket_id="T1", policy="p", metric="resolution", cycle=0, round=0, started_at=1,
+        ended_at=2, met=True, breached=False, business_elapsed=1, target=None,
+    )  # fmt: skip
+    assert isinstance(outcome, SlaOutcome) and outcome.target is None
+    with pytest.raises(TypeError):
+        new_outcome("T1")  # type: ignore[call-arg]
+    assert fast_constructor(SlaOutcome)(*dataclasses.astuple(outcome)) == outcome
