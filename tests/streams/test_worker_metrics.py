@@ -125,7 +125,7 @@ def test_events_escalations_sla_clocks_and_tickets_by_policy(codecs: dict[str, A
     assert value(m, "escalator_event_lag_seconds_sum") == pytest.approx(2 * 3 * 3600)
     assert value(m, "escalator_event_lag_seconds_bucket", le="3600.0") == 0
     assert value(m, "escalator_event_lag_seconds_bucket", le="86400.0") == 2
-    assert build_info(m) == {"worker": 1}
+    assert build_info(m)["worker"] == 1  # other components may share this test process
 
 
 def test_ticks_warnings_breaches_detection_latency_and_at_risk(codecs: dict[str, Any]) -> None:
@@ -207,7 +207,7 @@ def test_metrics_off_exposes_only_build_info(codecs: dict[str, Any]) -> None:
     proc, store = processor(codecs, metrics=False), DictStore()
     send(proc, store, codecs, "A", "a1", T0)
     m = scrape(proc)
-    assert build_info(m) == {"worker": 1}
+    assert build_info(m)["worker"] == 1  # other components may share this test process
     # The registry is per process: other components' metrics may be registered in it by
     # other tests, so check that none of the worker's own families is exposed.
     on = processor(codecs, metrics=True)
