@@ -123,7 +123,7 @@ class Settings:
     web_host: str = "0.0.0.0"
     web_port: int = 6066
     schema_registry_url: str | None = None
-    tick_ms: int = 200
+    tick_ms: int = 100
     commit_interval_ms: int = 200
     session_timeout_ms: int = 10_000
     max_event_bytes: int = 1_000_000

@@ -20,7 +20,7 @@ def test_defaults() -> None:
     assert settings.redis.url == "redis://127.0.0.1:16379/0"
     assert settings.store == "rocksdb://" and settings.data_dir == Path("var/worker")
     assert settings.schema_registry_url is None and settings.policy_file is None
-    assert (settings.tick_ms, settings.max_event_bytes, settings.web_port) == (200, 1_000_000, 6066)
+    assert (settings.tick_ms, settings.max_event_bytes, settings.web_port) == (100, 1_000_000, 6066)
 
 
 def test_empty_values_mean_the_default() -> None:
