@@ -225,13 +225,8 @@ class TicketInputs:
 
 def climb_due(policy: Policy, level: int, since: int) -> int | None:
     """When an escalation at `level`, unanswered since `since`, climbs to the next level."""
-    matrix = policy.matrix
-    if level >= matrix.top:
-        return None
-    spec = matrix.level(level)
-    if spec.allowed is None:
-        return None
-    return policy.calendar(spec.calendar or matrix.calendar).add(since, spec.allowed)
+    climb = policy.climb(level)
+    return None if climb is None else climb[1].add(since, climb[0])
 
 
 @dataclass

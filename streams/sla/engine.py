@@ -136,10 +136,9 @@ class Engine:
         # level -> (allowed, calendar add) for the levels an unanswered escalation climbs from
         self._climbs: dict[int, tuple[int, _Add | None]] = {}
         for n in range(matrix.top):
-            level = matrix.level(n)
-            if level.allowed is not None:
-                add = _add_of(policy.calendar(level.calendar or matrix.calendar))
-                self._climbs[n] = (level.allowed, add)
+            climb = policy.climb(n)
+            if climb is not None:
+                self._climbs[n] = (climb[0], _add_of(climb[1]))
         self._timed = tuple(
             _Timed(t, _TIMED + i, policy) for i, t in enumerate(policy.timed_triggers)
         )

@@ -453,6 +453,17 @@ class Policy:
     def calendar(self, name: str | None) -> BusinessCalendar:
         return self.calendars[name or ALWAYS_OPEN]
 
+    def climb(self, level: int) -> tuple[int, BusinessCalendar] | None:
+        """How long an unanswered escalation may stay at `level` before it climbs, and on
+        which calendar; None at the top of the matrix or for a level with no limit."""
+        matrix = self.matrix
+        if level >= matrix.top:
+            return None
+        spec = matrix.level(level)
+        if spec.allowed is None:
+            return None
+        return spec.allowed, self.calendar(spec.calendar or matrix.calendar)
+
     def match(
         self,
         tier: str | None,
