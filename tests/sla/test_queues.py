@@ -29,6 +29,7 @@ from streams.sla.queues import (
     queue_name,
 )
 from streams.topics import Topics
+from tests.streams.test_processor import DictStore
 
 T0 = 1_793_620_800_000  # 2026-11-02 10:00 UTC, a whole hour
 
@@ -309,23 +310,6 @@ def test_stat_messages_round_trip() -> None:
     for bad in (b"", b"[]", b'{"v": 2}', b'{"v": 1, "kind": "x", "wm": 1}', b'{"v":1,"wm":"1"}'):
         with pytest.raises(ValueError):
             decode_stat(bad)
-
-
-class DictStore:
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.data.get(key)
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self.data[key] = value
-
-    def delete(self, key: bytes) -> None:
-        self.data.pop(key, None)
-
-    def items(self) -> list[tuple[bytes, bytes]]:
-        return list(self.data.items())
 
 
 def test_processor_sends_created_resolved_breach_and_heartbeat_stats() -> None:
