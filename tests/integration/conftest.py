@@ -7,11 +7,13 @@ exactly as in production, and can be killed with SIGKILL.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -54,6 +56,15 @@ class WorkerProcess:
         raise AssertionError(
             f"worker {self.name} not ready in {timeout}s:\n{self.log_text()[-4000:]}"
         )
+
+    def partitions(self) -> list[int]:
+        """The ticket-events partitions the worker reports on /readyz (empty until ready)."""
+        url = f"http://127.0.0.1:{self.web_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return list(json.load(response)["partitions"])
+        except (OSError, ValueError, KeyError):
+            return []
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -103,19 +103,10 @@ def test_crash_mid_stream_loses_and_duplicates_nothing(pipeline: Pipeline, tmp_p
     assert set(seen) == expected
 
 
-def owned_partitions(worker: WorkerProcess) -> list[int]:
-    """The ticket-events partitions a worker reports on /readyz (empty until it is ready)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/readyz", timeout=2) as r:
-            return list(json.load(r)["partitions"])
-    except (OSError, ValueError, KeyError):
-        return []
-
-
 def wait_owning(*workers: WorkerProcess, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        owned = [owned_partitions(w) for w in workers]
+        owned = [w.partitions() for w in workers]
         if all(owned) and sum(len(o) for o in owned) == len(set().union(*owned)):
             return
         time.sleep(0.5)
