@@ -88,26 +88,45 @@ def _settings() -> Settings:
 
 
 def _kafka_reachable(settings: Settings) -> None:
+    """Stop start-up when Kafka does not answer within 10 s, or as soon as it rejects the
+    login or the TLS handshake fails (mistakes that waiting does not fix)."""
     from confluent_kafka import KafkaError
     from confluent_kafka.admin import AdminClient
 
     errors: list[KafkaError] = []  # librdkafka's own log lines would bury the one-line error
     admin = AdminClient({**settings.kafka.confluent(), "log_level": 0, "error_cb": errors.append})
-    try:
-        admin.list_topics(timeout=10)
-    except Exception as exc:
-        admin.poll(0)  # serves error_cb
-        rejected = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
-        if rejected:
-            raise UserError(
-                f"Kafka at {settings.kafka.bootstrap} rejected the login "
-                f"({rejected[0].str().rpartition(': ')[2]}); check "
-                "ESCALATOR_KAFKA_SASL_USERNAME and ESCALATOR_KAFKA_SASL_PASSWORD(_FILE)"
-            ) from None
+    fatal = (KafkaError._AUTHENTICATION, KafkaError._SSL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            admin.list_topics(timeout=1)
+            return
+        except Exception as failure:
+            admin.poll(0)  # serves error_cb
+            exc = failure
+        if time.monotonic() >= deadline or any(e.code() in fatal for e in errors):
+            break
+    rejected = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
+    if rejected:
         raise UserError(
-            f"cannot reach Kafka at {settings.kafka.bootstrap} ({exc}); start it with "
-            "'deploy/local/services up' or set ESCALATOR_KAFKA_BOOTSTRAP"
+            f"Kafka at {settings.kafka.bootstrap} rejected the login "
+            f"({rejected[0].str().rpartition(': ')[2]}); check "
+            "ESCALATOR_KAFKA_SASL_USERNAME and ESCALATOR_KAFKA_SASL_PASSWORD(_FILE)"
         ) from None
+    tls = [e for e in errors if e.code() == KafkaError._SSL]
+    if tls:  # e.g. "ssl://h:p/bootstrap: SSL handshake failed: error:0A000086:SSL
+        # routines::certificate verify failed: broker certificate could not be verified,
+        # verify that ... (after 7ms in state SSL_HANDSHAKE)"
+        reason = tls[0].str().partition("SSL handshake failed: ")[2] or tls[0].str()
+        reason = reason.rpartition("SSL routines::")[2].split(", ")[0].split(" (after ")[0]
+        raise UserError(
+            f"Kafka at {settings.kafka.bootstrap}: TLS failed ({reason}); check "
+            "ESCALATOR_KAFKA_SSL_CA_FILE and ESCALATOR_KAFKA_SECURITY_PROTOCOL"
+        ) from None
+    raise UserError(
+        f"cannot reach Kafka at {settings.kafka.bootstrap} ({exc}); start it with "
+        "'deploy/local/services up' or set ESCALATOR_KAFKA_BOOTSTRAP"
+    ) from None
 
 
 def _redis_accepts(settings: Settings) -> None:
@@ -201,6 +220,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if not os.environ.get(CHILD_ENV):
         return _supervise_worker()
     _die_with_parent()
+    import mode.loop
+
+    mode.loop.use("uvloop")  # before Faust makes its loop: the worker is loop-bound (bench/)
     from faust import Worker
 
     from streams.worker import build_app, prepare_state_dir

@@ -12,7 +12,7 @@ import heapq
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -44,6 +44,7 @@ from streams.worker_metrics import NEW_TICKET, WorkerStats, category
 TICK_HEADER = "escalator-tick"  # marks an event-time clock tick inside ticket-events
 CLOSED_RETENTION_MS = 7 * 86_400_000  # closed tickets are kept this long for late duplicates
 HEARTBEAT_MS = 1000  # at most one queue-stats heartbeat per partition per second of its clock
+CACHED_STATES = 20_000  # decoded states kept per worker (about 3.5 KB each)
 BREACHES = frozenset(BREACH_REASON.values())
 EVENT_STATS = {EventType.CREATED: StatKind.CREATED, EventType.RESOLVED: StatKind.RESOLVED}
 
@@ -66,7 +67,8 @@ class Out:
 
     topic: str
     key: bytes
-    value: bytes
+    value: bytes | None  # None: a tombstone (a deleted ticket's changelog record)
+    on_sent: Callable[[Any], None] | None = None  # called with the delivery future
 
 
 @dataclass
@@ -90,6 +92,41 @@ def encode_state(partition: int, state: TicketState) -> bytes:
 def decode_state(value: bytes) -> tuple[int, TicketState]:
     data = orjson.loads(value)
     return data["p"], TicketState.from_dict(data["s"])
+
+
+class StateCache:
+    """Decoded ticket states, each valid while the store holds the bytes it was saved as.
+
+    Decoding a stored state costs more than the engine's work on most events; a ticket's
+    next event or due time usually finds its state here. A changed value (a restore after a
+    rebalance, another writer) no longer equals the cached bytes and is decoded afresh. The
+    engine mutates states in place, so an entry is taken out while its state is worked on.
+    """
+
+    def __init__(self, limit: int = CACHED_STATES) -> None:
+        self.limit = limit
+        self.entries: dict[bytes, tuple[bytes, TicketState]] = {}
+
+    def take(self, key: bytes, value: bytes) -> TicketState:
+        hit = self.entries.pop(key, None)
+        if hit is not None and hit[0] == value:
+            return hit[1]
+        return decode_state(value)[1]
+
+    def save(self, store: StateStore, key: bytes, partition: int, state: TicketState) -> None:
+        value = encode_state(partition, state)
+        store.put(key, value)
+        self.keep(key, value, state)
+
+    def keep(self, key: bytes, value: bytes, state: TicketState) -> None:
+        """Cache a state that `value`, already stored, decodes to."""
+        entries = self.entries
+        entries[key] = (value, state)
+        if len(entries) > self.limit:
+            del entries[next(iter(entries))]  # the least recently saved
+
+    def clear(self) -> None:
+        self.entries.clear()
 
 
 def encode_tick(now_ms: int) -> bytes:
@@ -131,6 +168,9 @@ class TicketProcessor:
         self.event_time = event_time
         self.wall_clock = wall_clock
         self.due: dict[int, list[tuple[int, bytes]]] = {}
+        # The one live entry per ticket: the heap keeps superseded ones, skipped when popped.
+        self.scheduled: dict[int, dict[bytes, int]] = {}
+        self.cache = StateCache()
         self.watermark: dict[int, int] = {}
         self.heartbeats: dict[int, int] = {}  # partition -> clock of its last heartbeat
         self.queue_stats = engine.policy.ops_alerts.enabled
@@ -142,8 +182,10 @@ class TicketProcessor:
     def rebuild(self, store: StateStore, partitions: Iterable[int]) -> int:
         """Rebuild the due index of these partitions from the table after a rebalance."""
         wanted = set(partitions)
+        self.cache.clear()
         for p in wanted:
             self.due[p] = []
+            self.scheduled[p] = {}
         if self.metrics is not None:
             self.metrics.reset(wanted)
         count = 0
@@ -161,17 +203,23 @@ class TicketProcessor:
     def forget(self, partitions: Iterable[int]) -> None:
         for p in partitions:
             self.due.pop(p, None)
+            self.scheduled.pop(p, None)
             self.watermark.pop(p, None)
             self.heartbeats.pop(p, None)
         if self.metrics is not None:
             self.metrics.forget(partitions)
 
     def _schedule(self, partition: int, key: bytes, state: TicketState) -> None:
-        heap = self.due.setdefault(partition, [])
-        if state.next_due is not None:
-            heapq.heappush(heap, (state.next_due, key))
-        elif state.closed:
-            heapq.heappush(heap, (state.clock_at + CLOSED_RETENTION_MS, key))
+        """Index the ticket's next due instant, or its removal once closed long enough."""
+        at = state.next_due
+        if at is None and state.closed:
+            at = state.clock_at + CLOSED_RETENTION_MS
+        scheduled = self.scheduled.setdefault(partition, {})
+        if at is None:
+            scheduled.pop(key, None)
+        elif scheduled.get(key) != at:
+            scheduled[key] = at
+            heapq.heappush(self.due.setdefault(partition, []), (at, key))
 
     # ------------------------------------------------------------------ input
 
@@ -204,20 +252,19 @@ class TicketProcessor:
             self.watermark[partition] = event.occurred_at
             out.extend(self._fire(store, partition, event.occurred_at, now, stats))
         old = store.get(ticket_key)
-        state = None if old is None else decode_state(old)[1]
+        state = None if old is None else self.cache.take(ticket_key, old)
         if state is not None and event.event_id in state.seen:
             self.counters.duplicates += 1
+            self.cache.keep(ticket_key, old, state)
             return out + self._stats(stats, clock)
-        before = None if state is None else state.next_due
         metrics = self.metrics
         view = NEW_TICKET if metrics is None else metrics.view(state)
         state, actions = self.engine.apply(state, event)
-        store.put(ticket_key, encode_state(partition, state))
+        self.cache.save(store, ticket_key, partition, state)
         if metrics is not None:
             lag = now - event.occurred_at
             metrics.applied(partition, view, state, old is None, event.type, lag)
-        if state.next_due != before or state.closed:
-            self._schedule(partition, ticket_key, state)
+        self._schedule(partition, ticket_key, state)
         queue = queue_name(state.channel, state.category)
         kind = EVENT_STATS.get(event.type)
         if kind is not None:
@@ -249,25 +296,31 @@ class TicketProcessor:
         self, store: StateStore, partition: int, upto: int, now: int, stats: list[QueueStat]
     ) -> list[Out]:
         heap = self.due.get(partition)
+        scheduled = self.scheduled.get(partition, {})
         out: list[Out] = []
         metrics = self.metrics
         while heap and heap[0][0] <= upto:
             due, key = heapq.heappop(heap)
+            if scheduled.get(key) != due:
+                continue  # superseded by a later entry
+            del scheduled[key]
             value = store.get(key)
             if value is None:
                 continue
-            state = decode_state(value)[1]
-            if state.next_due is None:
-                if state.closed and state.clock_at + CLOSED_RETENTION_MS <= upto:
-                    store.delete(key)
-                    if metrics is not None:
-                        metrics.removed(partition, state)
+            state = self.cache.take(key, value)
+            closed = state.next_due is None and state.closed
+            if closed and state.clock_at + CLOSED_RETENTION_MS <= upto:
+                store.delete(key)
+                if metrics is not None:
+                    metrics.removed(partition, state)
                 continue
-            if state.next_due != due:
-                continue  # superseded by a later entry
+            if state.next_due != due:  # not due after all: keep it, indexed as it is
+                self.cache.keep(key, value, state)
+                self._schedule(partition, key, state)
+                continue
             old = None if metrics is None else category(state)
             state, actions = self.engine.advance(state, upto)
-            store.put(key, encode_state(partition, state))
+            self.cache.save(store, key, partition, state)
             if metrics is not None:
                 metrics.moved(partition, old, category(state))
             self._schedule(partition, key, state)

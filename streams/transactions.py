@@ -28,6 +28,14 @@ restarted worker fired it again (a duplicate escalation id, seen in the crash
 test). The agent now holds a commit barrier from its first send to its last, and
 the commit waits for it, so a message's records are always in one transaction.
 
+Outputs: Faust's TransactionManager.send picks the transactional producer from
+the consumer's metadata of the destination topic, and a topic the app does not
+consume has none there: the record then goes out through the plain producer,
+outside every transaction, readable before its input is committed and kept when
+the transaction aborts (escalations duplicated after a crash; the worker used to
+consume its own outputs only to avoid this). The worker names the transaction of
+each send itself: that of its input's partition (`transactional_id`).
+
 Concurrent:
 under exactly-once Faust keeps one transactional producer per assigned partition
 and, on every commit, walks them in turn: send the offsets, commit, begin anew,
@@ -76,6 +84,15 @@ async def _commit_one(producer: Any, tid: str, offsets: Mapping[Any, int], group
 
 
 BARRIER_ATTR = "escalator_commit_barrier"
+
+
+def transactional_id(app: Any, source_topic: str, partition: int) -> str | None:
+    """The transaction a record caused by a message of `source_topic` belongs in: the one
+    of that message's partition, as Faust names it; None without exactly-once."""
+    if not app.in_transaction:
+        return None
+    group = app.assignor.group_for_topic(source_topic)
+    return f"{app.conf.id}-{group}-{partition}"
 
 
 def commit_barrier(app: Any) -> asyncio.Lock:

@@ -42,12 +42,12 @@ class TableStore:
     """The Faust table seen through the processor's StateStore protocol.
 
     Writes go to the table's local store at once, and their changelog records are
-    collected so the agent can send them itself, awaited, before it finishes the
-    event. Faust's own path (`table[key] = value`) queues changelog records in a
-    buffer that its exactly-once commit does not flush first, so a record could
-    land in the next transaction while the input offset is committed in this one:
-    a crash in between lost state (seen in the crash test). Sent by the agent, the
-    record is part of the same transaction as the outputs and the offset.
+    collected so the agent can send them itself with the message's outputs. Faust's
+    own path (`table[key] = value`) queues changelog records in a buffer that its
+    exactly-once commit does not flush first, so a record could land in the next
+    transaction while the input offset is committed in this one: a crash in between
+    lost state (seen in the crash test). Sent by the agent, the record is part of the
+    same transaction as the outputs and the offset.
     """
 
     def __init__(self, table: Any) -> None:
@@ -69,16 +69,34 @@ class TableStore:
     def items(self) -> Iterable[tuple[bytes, bytes]]:
         return list(self.table.data.items())
 
-    async def flush(self, partition: int) -> None:
-        topic = self.table.changelog_topic
+    def flush(self) -> list[Out]:
+        """The changelog records of the writes so far, for the agent to send with its
+        outputs (each reports its delivery to the table, as Faust's own sends do)."""
+        topic, sent = self.changelog, self.table._on_changelog_sent
         pending, self.pending = self.pending, []
-        for key, value in pending:
-            await topic.send(
-                key=key,
-                value=value,
-                partition=partition,
-                callback=self.table._on_changelog_sent,
-            )
+        return [Out(topic, key, value, sent) for key, value in pending]
+
+    @property
+    def changelog(self) -> str:
+        name: str = self.table.changelog_topic.get_topic_name()
+        return name
+
+
+async def send_raw(app: faust.App, source_topic: str, partition: int, outs: Iterable[Out]) -> None:
+    """Send records caused by a message of `source_topic[partition]` in that message's
+    transaction (see streams.transactions.transactional_id), through Faust's producer but
+    without its per-message layers: raw bytes need no serializer, future message or sensor,
+    which cost more than the send."""
+    producer = app.producer
+    if not app.in_transaction:
+        await producer.maybe_start()
+    tid = transactions.transactional_id(app, source_topic, partition)
+    for out in outs:
+        sent: Any = await producer.send(
+            out.topic, out.key, out.value, partition, None, None, transactional_id=tid
+        )
+        if out.on_sent is not None:
+            sent.add_done_callback(out.on_sent)
 
 
 RESTART_EXIT_CODE = 75  # the supervisor in `escalator worker` restarts the child on this
@@ -175,16 +193,11 @@ def _credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(context)
 
 
-def build_app(
-    settings: Settings,
-    policy: Policy,
-    topics: Topics | None = None,
-    event_time: bool = False,
-) -> faust.App:
-    """A Faust app wired to the SLA engine; start it with faust.Worker or app.main()."""
-    topics = topics or Topics()
+def faust_app(settings: Settings) -> faust.App:
+    """The worker's Faust app with its Kafka, table and commit settings and no agents yet
+    (bench/pipeline.py measures Faust's own floor with it)."""
     transactions.install()
-    app = faust.App(
+    return faust.App(
         settings.app_id,
         broker="kafka://" + settings.kafka.bootstrap.replace(",", ";"),
         broker_credentials=_credentials(settings),
@@ -206,7 +219,19 @@ def build_app(
         web_port=settings.web_port,
         web_in_thread=False,
         producer_acks=-1,
+        producer_linger=settings.producer_linger_ms / 1000.0,
     )
+
+
+def build_app(
+    settings: Settings,
+    policy: Policy,
+    topics: Topics | None = None,
+    event_time: bool = False,
+) -> faust.App:
+    """A Faust app wired to the SLA engine; start it with faust.Worker or app.main()."""
+    topics = topics or Topics()
+    app = faust_app(settings)
     codecs = {name: codec_for(name, settings) for name in CODECS}
     metrics = None
     if settings.metrics_enabled:
@@ -227,16 +252,6 @@ def build_app(
         help="SLA state per ticket",
     )
     store = TableStore(table)
-    outputs = {
-        name: app.topic(name, key_serializer="raw", value_serializer="raw")
-        for name in (
-            topics.escalations,
-            topics.priority_bumps,
-            topics.reminders,
-            topics.dlq,
-            topics.queue_stats,
-        )
-    }
     assigned: set[int] = set()
     stale = {"rebuild": True}
 
@@ -248,10 +263,6 @@ def build_app(
         return {
             tp.partition for tp in app.consumer.assignment() if tp.topic == topics.ticket_events
         }
-
-    async def send(outs: list[Out], partition: int) -> None:
-        for out in outs:
-            await outputs[out.topic].send(key=out.key, value=out.value, partition=partition)
 
     guard = OffsetGuard(app, topics.ticket_events)
     barrier = transactions.commit_barrier(app)
@@ -279,16 +290,8 @@ def build_app(
                     store, event.value, message.key, message.partition, message.offset, timestamp
                 )
             async with barrier:  # one transaction for this message's records
-                if outs:
-                    await send(outs, message.partition)
-                await store.flush(message.partition)
-
-    # Subscribing to the outputs puts them in the partition group of ticket-events, so
-    # Faust's exactly-once sends them through the transaction of their source partition.
-    @app.agent(app.topic(*outputs, key_serializer="raw", value_serializer="raw"), name="outputs")
-    async def audit(stream: faust.StreamT[bytes]) -> None:
-        async for _ in stream:
-            pass
+                outs += store.flush()
+                await send_raw(app, message.topic, message.partition, outs)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

@@ -3,12 +3,14 @@
 Each test starts its own redis-server (password or TLS only) or broker (SASL_PLAINTEXT only,
 via deploy/local/services), so the shared ones are untouched. The clients are the ones the
 components build from load_settings(): the board writer and reader (sink and board page, sync
-client), the ingest enricher (asyncio client), confluent-kafka from kafka.confluent(), and the
-CLI's start-up checks.
+client), the ingest enricher (asyncio client), confluent-kafka from kafka.confluent(), the
+worker's aiokafka clients (`escalator worker`), and the CLI's start-up checks. Kafka over TLS:
+test_kafka_tls.py, with the helpers here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -24,11 +26,16 @@ from confluent_kafka import Consumer, KafkaError, Producer
 
 from connectors.board import Batch, BoardKeys, BoardReader, BoardWriter
 from connectors.enrichment import Breaker, Enricher
+from schemas.codec import codec_for
+from schemas.records import ticket_event_to_avro
 from streams.demo import free_port
+from streams.replay import producer_config
 from streams.settings import Settings, load_settings
 from streams.sla.board import Fired
 from streams.sla.events import EventType, TicketEvent
 from streams.sla.policy import load_policy
+from tests.integration.conftest import Pipeline
+from tests.integration.test_dlq_and_clock import LIVE_POLICY
 from tests.integration.test_ingest import SERVICES, OwnBroker
 
 pytestmark = pytest.mark.integration
@@ -81,8 +88,11 @@ def password_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tls_files(tmp_path: Path) -> dict[str, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1 signed by it (openssl CLI)."""
-    d = tmp_path
+    return make_tls_files(tmp_path)
+
+
+def make_tls_files(d: Path) -> dict[str, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it (openssl CLI), in d."""
     ext = d / "san.cnf"
     ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
 
@@ -230,48 +240,60 @@ def test_tls_without_the_ca_fails_on_the_certificate(
         )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """A private broker whose only client listener is SASL_PLAINTEXT/PLAIN; (bootstrap, the
-    password file of its user "alice")."""
-    tmp = tmp_path_factory.mktemp("sasl-broker")
+@contextlib.contextmanager
+def private_broker(root: Path, **listener: str) -> Iterator[str]:
+    """A broker of its own (deploy/local/services on free ports, state under root) whose client
+    listener is set by the ESCALATOR_KAFKA_* variables in `listener`; yields its bootstrap."""
     port, controller = free_port(), free_port()
     while controller == port:
         controller = free_port()
-    alice = secrets.token_urlsafe(18)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
     env.update(
-        ESCALATOR_LOCAL_DIR=str(tmp / "broker"), ESCALATOR_KAFKA_PORT=str(port),
+        ESCALATOR_LOCAL_DIR=str(root / "broker"), ESCALATOR_KAFKA_PORT=str(port),
         ESCALATOR_KAFKA_CONTROLLER_PORT=str(controller),
-        ESCALATOR_KAFKA_HEAP="-Xms128m -Xmx384m",
-        ESCALATOR_KAFKA_SASL_PLAIN_USERS=f"broker:{secrets.token_urlsafe(18)},alice:{alice}",
+        ESCALATOR_KAFKA_HEAP="-Xms128m -Xmx384m", **listener,
     )  # fmt: skip
-    password = tmp / "alice-password"
-    password.write_text(alice + "\n")
     broker = OwnBroker(env, f"127.0.0.1:{port}")
     try:
         broker.services("up")
-        yield broker.bootstrap, password
+        yield broker.bootstrap
     finally:
         subprocess.run(["bash", str(SERVICES), "down", "kafka"], env=env, cwd=REPO,
                        capture_output=True, timeout=120, check=False)  # fmt: skip
 
 
-def sasl_env(bootstrap: str, **secret: str) -> dict[str, str]:
+def sasl_users(root: Path) -> tuple[str, Path]:
+    """ESCALATOR_KAFKA_SASL_PLAIN_USERS for a broker with users "broker" and "alice", and
+    alice's password file."""
+    alice = secrets.token_urlsafe(18)
+    password = root / "alice-password"
+    password.write_text(alice + "\n")
+    return f"broker:{secrets.token_urlsafe(18)},alice:{alice}", password
+
+
+@pytest.fixture(scope="module")
+def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A private broker whose only client listener is SASL_PLAINTEXT/PLAIN; (bootstrap, the
+    password file of its user "alice")."""
+    tmp = tmp_path_factory.mktemp("sasl-broker")
+    users, password = sasl_users(tmp)
+    with private_broker(tmp, ESCALATOR_KAFKA_SASL_PLAIN_USERS=users) as bootstrap:
+        yield bootstrap, password
+
+
+def sasl_env(bootstrap: str, protocol: str = "SASL_PLAINTEXT", **more: str) -> dict[str, str]:
     return {
         "ESCALATOR_KAFKA_BOOTSTRAP": bootstrap,
-        "ESCALATOR_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "ESCALATOR_KAFKA_SECURITY_PROTOCOL": protocol,
         "ESCALATOR_KAFKA_SASL_MECHANISM": "PLAIN",
         "ESCALATOR_KAFKA_SASL_USERNAME": "alice",
-        **secret,
+        **more,
     }
 
 
-def test_sasl_plain_login_round_trips_a_record(sasl_broker: tuple[str, Path]) -> None:
-    bootstrap, password = sasl_broker
-    env = sasl_env(bootstrap, ESCALATOR_KAFKA_SASL_PASSWORD_FILE=str(password))
-    conf = load_settings(env).kafka.confluent()
-    topic = f"sasl-{secrets.token_hex(4)}"  # the broker creates it on first use
+def round_trip(conf: dict[str, object]) -> None:
+    """A record produced with these confluent-kafka settings is consumed back with them."""
+    topic = f"secure-{secrets.token_hex(4)}"  # the broker creates it on first use
     producer = Producer(conf)
     producer.produce(topic, b"escalated", b"T-1")
     assert producer.flush(60) == 0
@@ -289,20 +311,66 @@ def test_sasl_plain_login_round_trips_a_record(sasl_broker: tuple[str, Path]) ->
     assert msg is not None and (msg.key(), msg.value()) == (b"T-1", b"escalated")
 
 
+def undelivered_errors(conf: dict[str, object]) -> list[KafkaError]:
+    """Produces a record with these confluent-kafka settings, which must not be delivered; the
+    errors the client reported meanwhile (error_cb)."""
+    errors: list[KafkaError] = []
+    producer = Producer({**conf, "log_level": 0, "error_cb": errors.append})
+    producer.produce(f"secure-{secrets.token_hex(4)}", b"never")
+    deadline = time.monotonic() + 30
+    while not errors and time.monotonic() < deadline:
+        producer.poll(0.5)
+    assert producer.flush(0) == 1  # not delivered
+    return errors
+
+
+def worker_escalates(root: Path, env: dict[str, str]) -> None:
+    """`escalator worker` (wall clock) with a deployment's ESCALATOR_* env: a ticket whose first
+    response is overdue comes back as a breach, read_committed with the same settings."""
+    line = Pipeline(env["ESCALATOR_KAFKA_BOOTSTRAP"], root, partitions=2, extra_env=env)
+    policy = root / "policy.yaml"
+    root.mkdir(parents=True, exist_ok=True)
+    policy.write_text(LIVE_POLICY)  # first response due one minute after creation
+    try:
+        line.create_topics()
+        worker = line.start_worker("w1", event_time=False, policy=policy)
+        worker.wait_ready()
+        created_at = int(time.time() * 1000) - 120_000
+        ticket = TicketEvent("secure-1", "T-secure", EventType.CREATED, created_at, channel="chat")
+        producer = Producer(producer_config(line.settings))
+        value = codec_for("TicketEvent", line.settings).encode(ticket_event_to_avro(ticket))
+        producer.produce(line.topics.ticket_events, key=b"T-secure", value=value)
+        assert producer.flush(30) == 0
+        records = line.read("escalations", "Escalation", expect=1, timeout=60, idle=2)
+        assert worker.proc.poll() is None, worker.log_text()[-4000:]
+    finally:
+        line.close()
+    breaches = [r for r in records if r["reason"] == "FIRST_RESPONSE_BREACH"]
+    assert len(breaches) == 1, records
+    assert breaches[0]["ticket_id"] == "T-secure" and breaches[0]["due_at"] == created_at + 60_000
+    assert breaches[0]["target"] == "team-lead"
+
+
+def test_sasl_plain_login_round_trips_a_record(sasl_broker: tuple[str, Path]) -> None:
+    bootstrap, password = sasl_broker
+    env = sasl_env(bootstrap, ESCALATOR_KAFKA_SASL_PASSWORD_FILE=str(password))
+    round_trip(load_settings(env).kafka.confluent())
+
+
+def test_worker_logs_in_with_sasl_plain(sasl_broker: tuple[str, Path], tmp_path: Path) -> None:
+    bootstrap, password = sasl_broker
+    worker_escalates(
+        tmp_path, sasl_env(bootstrap, ESCALATOR_KAFKA_SASL_PASSWORD_FILE=str(password))
+    )
+
+
 def test_wrong_sasl_password_is_rejected_and_reported_in_one_line(
     sasl_broker: tuple[str, Path],
 ) -> None:
     bootstrap, _ = sasl_broker
     env = sasl_env(bootstrap, ESCALATOR_KAFKA_SASL_PASSWORD="not-the-password")
-    errors: list[KafkaError] = []
-    conf = load_settings(env).kafka.confluent()
-    producer = Producer({**conf, "log_level": 0, "error_cb": errors.append})
-    producer.produce(f"sasl-{secrets.token_hex(4)}", b"never")
-    deadline = time.monotonic() + 30
-    while not errors and time.monotonic() < deadline:
-        producer.poll(0.5)
+    errors = undelivered_errors(load_settings(env).kafka.confluent())
     assert errors and errors[0].code() == KafkaError._AUTHENTICATION, errors
-    assert producer.flush(0) == 1  # not delivered
     # Redis refuses connections here: the start-up check leaves that to the sink's retries.
     env["ESCALATOR_REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
     assert_one_line_error(

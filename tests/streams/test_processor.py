@@ -7,12 +7,14 @@ from typing import Any
 
 import pytest
 
+from connectors.generator import generate_history
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
 from streams.processor import (
     CLOSED_RETENTION_MS,
     TICK_HEADER,
     Out,
+    StateCache,
     TicketProcessor,
     decode_state,
     decode_tick,
@@ -57,6 +59,23 @@ class DictStore:
 
     def items(self) -> Iterable[tuple[bytes, bytes]]:
         return list(self.data.items())
+
+
+class CountingStore(DictStore):
+    """A DictStore that records reads and writes (each write is a changelog record)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets: list[bytes] = []
+        self.puts: list[bytes] = []
+
+    def get(self, key: bytes) -> bytes | None:
+        self.gets.append(key)
+        return super().get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.puts.append(key)
+        super().put(key, value)
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +197,76 @@ def test_duplicate_event_gives_no_outputs(make: Any, codecs: dict[str, Any]) -> 
     assert [o for o in outs if o.topic != TOPICS.queue_stats] == []
     assert proc.counters.duplicates == 1 and proc.counters.events == 2
     assert store.data == before
+
+
+def test_duplicate_event_writes_no_changelog_record(make: Any, codecs: dict[str, Any]) -> None:
+    proc, store = make(), CountingStore()
+    e = event("T1", "e1", T0)
+    send(proc, store, codecs, e)
+    assert store.puts == [b"T1"]
+    send(proc, store, codecs, e, offset=1)
+    assert store.puts == [b"T1"]
+
+
+# --------------------------------------------------------------------------- state cache
+
+
+def test_a_state_changed_in_the_store_is_read_from_the_store(
+    make: Any, codecs: dict[str, Any]
+) -> None:
+    # As after a restore from the changelog: the cached state no longer matches the bytes.
+    proc, store = make(), DictStore()
+    send(proc, store, codecs, event("T1", "e1", T0))
+    partition, state = state_of(store, "T1")
+    state.seen.add("e-from-elsewhere")
+    store.put(b"T1", encode_state(partition, state))
+
+    send(proc, store, codecs, event("T1", "e-from-elsewhere", T0 + MINUTE), offset=1)
+
+    assert proc.counters.duplicates == 1
+
+
+def test_cache_keeps_the_most_recently_saved_states() -> None:
+    cache, store = StateCache(limit=2), DictStore()
+    states = {k: TicketState(ticket_id=k.decode(), first_seen_at=T0, clock_at=T0) for k in
+              (b"a", b"b", b"c")}  # fmt: skip
+    for key, state in states.items():
+        cache.save(store, key, 0, state)
+    assert list(cache.entries) == [b"b", b"c"]
+    assert cache.take(b"c", store.data[b"c"]) is states[b"c"]
+    assert cache.take(b"a", store.data[b"a"]) == states[b"a"]  # decoded, not cached
+    assert cache.take(b"a", store.data[b"a"]) is not states[b"a"]
+
+
+def test_cache_and_due_index_change_nothing_but_speed(make: Any, codecs: dict[str, Any]) -> None:
+    # A day of generated history through a processor that caches and one that never does:
+    # the same outputs, the same stored bytes.
+    history = generate_history(agents=6, days=1, seed=5)
+    now = max(e.occurred_at for e in history) + HOUR
+    runs = []
+    for limit in (20_000, 0):
+        proc, store = make(event_time=True), DictStore()
+        proc.wall_clock = lambda: now
+        proc.cache = StateCache(limit)
+        outs = [o for i, e in enumerate(history) for o in send(proc, store, codecs, e, 0, i)]
+        outs += proc.on_tick(store, 0, now)
+        runs.append((outs, store.data))
+    assert runs[0] == runs[1]
+    assert len(runs[0][0]) > 50 and escalated(codecs, runs[0][0])
+
+
+def test_superseded_due_entries_do_not_touch_the_store(make: Any, codecs: dict[str, Any]) -> None:
+    proc, store = make(), CountingStore()
+    send(proc, store, codecs, event("T1", "c0", T0))
+    for i, status in enumerate((Status.PENDING, Status.OPEN, Status.PENDING, Status.OPEN)):
+        at = T0 + (i + 1) * MINUTE
+        send(proc, store, codecs, event("T1", f"s{i}", at, "STATUS_CHANGED", status=status), 0, i)
+    assert len(proc.due[0]) > 1  # older entries of T1 are still in the heap
+    store.gets.clear()
+
+    proc.on_tick(store, 0, T0 + 30 * 86_400_000)
+
+    assert store.gets == [b"T1"]
 
 
 # --------------------------------------------------------------------------- DLQ

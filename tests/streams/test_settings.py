@@ -41,6 +41,7 @@ def test_values_are_read() -> None:
             "ESCALATOR_DATA_DIR": "/data/worker",
             "ESCALATOR_STORE": "memory://",
             "ESCALATOR_TICK_MS": "50",
+            "ESCALATOR_PRODUCER_LINGER_MS": "0",
             "ESCALATOR_MAX_EVENT_BYTES": "2048",
             "ESCALATOR_SCHEMA_REGISTRY_URL": "http://registry:8081",
         }
@@ -51,6 +52,7 @@ def test_values_are_read() -> None:
     assert settings.kafka.bootstrap == "k1:9092,k2:9092"
     assert settings.data_dir == Path("/data/worker") and settings.store == "memory://"
     assert (settings.tick_ms, settings.max_event_bytes) == (50, 2048)
+    assert settings.producer_linger_ms == 0
     assert settings.schema_registry_url == "http://registry:8081"
 
 
@@ -64,6 +66,7 @@ def test_values_are_read() -> None:
         ({"ESCALATOR_REPLICATION": "17"}, "ESCALATOR_REPLICATION", "between 1 and 16"),
         ({"ESCALATOR_WEB_PORT": "70000"}, "ESCALATOR_WEB_PORT", "between 1 and 65535"),
         ({"ESCALATOR_TICK_MS": "10"}, "ESCALATOR_TICK_MS", "between 50 and 5000"),
+        ({"ESCALATOR_PRODUCER_LINGER_MS": "-1"}, "ESCALATOR_PRODUCER_LINGER_MS", "between 0"),
         ({"ESCALATOR_MAX_EVENT_BYTES": "1k"}, "ESCALATOR_MAX_EVENT_BYTES", "whole number"),
         (
             {"ESCALATOR_PROCESSING_GUARANTEE": "exactly-once"},

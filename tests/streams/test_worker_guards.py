@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,12 +11,14 @@ from typing import Any
 import pytest
 from faust.types import TP
 
+from streams.processor import Out
 from streams.settings import Settings
 from streams.worker import (
     RESTART_EXIT_CODE,
     OffsetGuard,
     TableStore,
     prepare_state_dir,
+    send_raw,
 )
 
 TOPIC = "ticket-events"
@@ -189,20 +192,46 @@ def test_nothing_to_wipe(tmp_path: Path, content: str) -> None:
 
 
 class FakeChangelog:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
+    def get_topic_name(self) -> str:
+        return "app-tickets-changelog"
 
-    async def send(self, **kwargs: Any) -> None:
-        self.sent.append(kwargs)
+
+class FakeProducer:
+    """Faust's driver producer as send_raw uses it: send returns a delivery future."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, ...]] = []
+        self.futures: list[asyncio.Future[Any]] = []
+        self.started = 0
+
+    async def maybe_start(self) -> None:
+        self.started += 1
+
+    async def send(self, *args: Any, transactional_id: str | None) -> asyncio.Future[Any]:
+        self.sent.append((*args, transactional_id))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.futures.append(future)
+        return future
+
+
+def fake_app(exactly_once: bool) -> Any:
+    groups = {"ticket-events": 1, "escalator-clock": 1}
+    return SimpleNamespace(
+        producer=FakeProducer(),
+        in_transaction=exactly_once,
+        conf=SimpleNamespace(id="escalator"),
+        assignor=SimpleNamespace(group_for_topic=groups.__getitem__),
+    )
 
 
 class FakeTable:
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}
         self.changelog_topic = FakeChangelog()
+        self.delivered: list[Any] = []
 
-    def _on_changelog_sent(self, *args: Any) -> None:  # only its identity matters here
-        raise AssertionError("not called by the fake changelog")
+    def _on_changelog_sent(self, future: Any) -> None:
+        self.delivered.append(future.result())
 
 
 def test_table_store_reads_and_writes_the_local_table() -> None:
@@ -217,7 +246,7 @@ def test_table_store_reads_and_writes_the_local_table() -> None:
     assert store.get(b"b") == b"2"
     assert list(store.items()) == [(b"b", b"2")]
     assert store.pending == [(b"a", b"1"), (b"b", b"2"), (b"a", None), (b"never-there", None)]
-    assert table.changelog_topic.sent == []  # nothing sent before flush
+    assert table.delivered == []  # nothing sent before flush
 
 
 def test_items_is_a_snapshot() -> None:
@@ -229,28 +258,47 @@ def test_items_is_a_snapshot() -> None:
     assert list(store.items()) == []
 
 
-async def test_flush_sends_pending_records_to_the_partition_then_clears_them() -> None:
+def test_flush_hands_out_pending_records_once() -> None:
     table = FakeTable()
     store = TableStore(table)
     store.put(b"a", b"1")
     store.put(b"b", b"2")
     store.delete(b"a")
 
-    await store.flush(4)
+    topic, sent = "app-tickets-changelog", table._on_changelog_sent
+    assert store.flush() == [
+        Out(topic, b"a", b"1", sent), Out(topic, b"b", b"2", sent), Out(topic, b"a", None, sent)
+    ]  # fmt: skip
+    assert store.pending == [] and store.flush() == []
 
-    assert table.changelog_topic.sent == [
-        {"key": b"a", "value": b"1", "partition": 4, "callback": table._on_changelog_sent},
-        {"key": b"b", "value": b"2", "partition": 4, "callback": table._on_changelog_sent},
-        {"key": b"a", "value": None, "partition": 4, "callback": table._on_changelog_sent},
+
+async def test_outputs_and_changelog_go_in_the_transaction_of_their_input() -> None:
+    # Faust's own send finds no transaction for a topic the app does not consume and sends
+    # outside every transaction; send_raw names the input partition's transaction itself.
+    app = fake_app(exactly_once=True)
+    table = FakeTable()
+    store = TableStore(table)
+    store.put(b"T1", b"state")
+    outs = [Out("escalations", b"T1", b"esc"), *store.flush()]
+
+    await send_raw(app, "ticket-events", 4, outs)
+
+    assert app.producer.sent == [
+        ("escalations", b"T1", b"esc", 4, None, None, "escalator-1-4"),
+        ("app-tickets-changelog", b"T1", b"state", 4, None, None, "escalator-1-4"),
     ]
-    assert store.pending == []
-    await store.flush(4)
-    assert len(table.changelog_topic.sent) == 3
+    assert app.producer.started == 0  # Faust starts the transactional producers itself
+    for offset, future in enumerate(app.producer.futures):
+        future.set_result(("delivered", offset))
+    await asyncio.sleep(0)
+    assert table.delivered == [("delivered", 1)]  # only the changelog record reports back
 
-    store.put(b"c", b"3")
-    await store.flush(1)
-    assert table.changelog_topic.sent[-1]["partition"] == 1
-    assert len(table.changelog_topic.sent) == 4
+
+async def test_without_exactly_once_send_raw_uses_the_plain_producer() -> None:
+    app = fake_app(exactly_once=False)
+    await send_raw(app, "escalator-clock", 2, [Out("queue-stats", b"", b"hb")])
+    assert app.producer.sent == [("queue-stats", b"", b"hb", 2, None, None, None)]
+    assert app.producer.started == 1
 
 
 def test_app_uses_the_configured_session_and_commit_timing(tmp_path: Path) -> None:
