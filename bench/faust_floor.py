@@ -1,6 +1,6 @@
 """Faust's own floor under the worker's settings, run by bench/pipeline.py.
 
-    .venv/bin/python bench/faust_floor.py TOPIC TOTAL [--sends N] [--sink TOPIC]
+    .venv/bin/python bench/faust_floor.py TOPIC TOTAL DATA_DIR [--sends N] [--sink TOPIC]
 
 An agent on the worker's Faust app (streams.worker.faust_app: same guarantee, commit
 interval, linger, event loop) that reads TOPIC and does nothing else, or sends N raw
@@ -19,7 +19,6 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from tempfile import mkdtemp
 from typing import Any
 
 import mode.loop
@@ -38,13 +37,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("topic")
     parser.add_argument("total", type=int)
+    parser.add_argument("data_dir", type=Path, help="Faust's data dir (the caller removes it)")
     parser.add_argument("--sends", type=int, default=0)
     parser.add_argument("--sink")
     args = parser.parse_args()
     settings = replace(
         load_settings(),
         app_id=f"floor-{uuid.uuid4().hex[:8]}",
-        data_dir=Path(mkdtemp(prefix="faust-floor-")),
+        data_dir=args.data_dir,
         store="memory://",
         web_port=free_port(),
     )

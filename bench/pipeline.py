@@ -93,9 +93,11 @@ def ceiling(settings: Settings, topic: str, partitions: int, total: int) -> floa
                          "enable.auto.commit": False, "fetch.min.bytes": 1})  # fmt: skip
     consumer.assign([TopicPartition(topic, p, -2) for p in range(partitions)])
     count = 0
-    started = time.perf_counter()
+    started = 0.0  # from the first message, as the Faust floor counts: not the connection
     while count < total:
         for msg in consumer.consume(1000, 1.0):
+            if not started:
+                started = time.perf_counter()
             if not msg.error():
                 if not msg.headers():  # the end ticks carry a header and no Avro
                     codec.decode(msg.value())
@@ -105,9 +107,10 @@ def ceiling(settings: Settings, topic: str, partitions: int, total: int) -> floa
     return count / seconds
 
 
-def faust_floor(settings: Settings, topic: str, total: int, sends: int, sink: str) -> float:
+def faust_floor(root: Path, topic: str, total: int, sends: int, sink: str) -> float:
     """events/s of bench/faust_floor.py on `topic` (see the module doc)."""
-    cmd = [sys.executable, str(REPO / "bench" / "faust_floor.py"), topic, str(total),
+    data = root / f"floor-{sends}"
+    cmd = [sys.executable, str(REPO / "bench" / "faust_floor.py"), topic, str(total), str(data),
            "--sends", str(sends), "--sink", sink]  # fmt: skip
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     for line in (run.stdout + run.stderr).splitlines():
@@ -326,8 +329,8 @@ def main() -> int:
         sends = max(1, round(written / total))
         sink = topics.name("floor-sink")
         ensure_topics(settings, topics, [sink])
-        floor0 = faust_floor(settings, topics.ticket_events, total, 0, sink)
-        floor = faust_floor(settings, topics.ticket_events, total, sends, sink)
+        floor0 = faust_floor(root, topics.ticket_events, total, 0, sink)
+        floor = faust_floor(root, topics.ticket_events, total, sends, sink)
         print(f"faust    : empty agent on the worker's Faust app: {floor0:>10,.0f} events/s"
               f"  (ratio to ceiling {floor0 / ceil:.3f})")  # fmt: skip
         print(
