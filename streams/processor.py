@@ -44,6 +44,7 @@ from streams.worker_metrics import NEW_TICKET, WorkerStats, category
 TICK_HEADER = "escalator-tick"  # marks an event-time clock tick inside ticket-events
 CLOSED_RETENTION_MS = 7 * 86_400_000  # closed tickets are kept this long for late duplicates
 HEARTBEAT_MS = 1000  # at most one queue-stats heartbeat per partition per second of its clock
+COMPACT_SLACK = 1024  # superseded due entries tolerated beyond the live ones before compacting
 CACHED_STATES = 20_000  # decoded states kept per worker (about 3.5 KB each)
 BREACHES = frozenset(BREACH_REASON.values())
 EVENT_STATS = {EventType.CREATED: StatKind.CREATED, EventType.RESOLVED: StatKind.RESOLVED}
@@ -219,7 +220,18 @@ class TicketProcessor:
             scheduled.pop(key, None)
         elif scheduled.get(key) != at:
             scheduled[key] = at
-            heapq.heappush(self.due.setdefault(partition, []), (at, key))
+            heap = self.due.setdefault(partition, [])
+            heapq.heappush(heap, (at, key))
+            if len(heap) > 2 * len(scheduled) + COMPACT_SLACK:
+                self._compact(partition)
+
+    def _compact(self, partition: int) -> None:
+        """Drop superseded heap entries. They leave the heap only when their instant passes,
+        weeks ahead for some (an escalation open for 30 days), so a long-running worker's
+        heap would otherwise grow with every due-time change."""
+        heap = self.due[partition]  # in place: _fire may be iterating over it
+        heap[:] = [(at, key) for key, at in self.scheduled[partition].items()]
+        heapq.heapify(heap)
 
     # ------------------------------------------------------------------ input
 

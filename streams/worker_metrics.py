@@ -314,7 +314,8 @@ class WorkerCollector(Collector):
         )  # fmt: skip
         yield GaugeMetricFamily(
             "escalator_due_index_entries",
-            "Entries in the in-memory due-time index (heaps, incl. superseded ones)",
+            "Entries in the in-memory due-time index (heaps, incl. superseded ones, which are "
+            "dropped once they outnumber the live ones)",
             value=sum(len(heap) for heap in processor.due.values()),
         )
         yield _family(

@@ -269,6 +269,21 @@ def test_superseded_due_entries_do_not_touch_the_store(make: Any, codecs: dict[s
     assert store.gets == [b"T1"]
 
 
+def test_superseded_due_entries_do_not_pile_up(make: Any, codecs: dict[str, Any]) -> None:
+    # Each pause and resume moves T1's due time; what is superseded is dropped once it
+    # outnumbers the live entries, not kept until its instant passes.
+    proc, store = make(), DictStore()
+    send(proc, store, codecs, event("T1", "c0", T0))
+    for i in range(3000):
+        status = Status.PENDING if i % 2 == 0 else Status.OPEN
+        at = T0 + (i + 1) * 1000
+        send(proc, store, codecs, event("T1", f"s{i}", at, "STATUS_CHANGED", status=status), 0, i)
+    assert len(proc.scheduled[0]) == 1
+    assert 1 <= len(proc.due[0]) <= 2 + 1024
+    _, state = state_of(store, "T1")
+    assert (state.next_due, b"T1") in proc.due[0]
+
+
 # --------------------------------------------------------------------------- DLQ
 
 
