@@ -76,9 +76,17 @@ _REPLIED_ENDS: _Ends = (("first_response", True), ("next_response", True))
 _SOLVED_ENDS: _Ends = (("resolution", True), ("first_response", False), ("next_response", False))
 
 
-def _add_of(calendar: BusinessCalendar) -> _Add | None:
-    """The calendar's add, or None for a 24x7 one: callers then add inline, without a call."""
-    return None if calendar.is_always_open else calendar.add
+def _add_of(calendar: BusinessCalendar, duration: int | None = None) -> _Add | None:
+    """The calendar's add for positive durations, or None where it is plain addition (a 24x7
+    calendar, or a `duration` of 0): callers then add inline, without a call."""
+    unchecked = calendar.unchecked
+    return None if unchecked is None or duration == 0 else unchecked[0]
+
+
+def _between_of(calendar: BusinessCalendar) -> Callable[[int, int], int]:
+    """Business time in [start, end) for end > start, which every caller checks first."""
+    unchecked = calendar.unchecked
+    return calendar.between if unchecked is None else unchecked[1]
 
 
 class _Sla:
@@ -96,7 +104,7 @@ class _Sla:
         }
         self.pause = frozenset(spec.pause_statuses)
         self.add = _add_of(calendar)
-        self.between: Callable[[int, int], int] = calendar.between
+        self.between = _between_of(calendar)
 
 
 class _Timed:
@@ -114,7 +122,7 @@ class _Timed:
             self.wait = when.status_for.at_least
         else:
             self.wait = when.escalation_open_for or 0
-        self.add = _add_of(policy.calendar(trigger.calendar))
+        self.add = _add_of(policy.calendar(trigger.calendar), self.wait)
         self.key = f"trigger:{trigger.name}"  # + "#<status_seq>" for status_for
 
     def fired_key(self, state: TicketState) -> str:
@@ -138,7 +146,7 @@ class Engine:
         for n in range(matrix.top):
             climb = policy.climb(n)
             if climb is not None:
-                self._climbs[n] = (climb[0], _add_of(climb[1]))
+                self._climbs[n] = (climb[0], _add_of(climb[1], climb[0]))
         self._timed = tuple(
             _Timed(t, _TIMED + i, policy) for i, t in enumerate(policy.timed_triggers)
         )
@@ -251,10 +259,12 @@ class Engine:
         rank = 0
         for clock in state.clocks.values():
             at = clock.next_at
-            if at is not None and (
-                best is None or at < best or (at == best and _RANK[clock.metric] < rank)
-            ):
+            if at is None:
+                continue
+            if best is None or at < best:
                 best = at
+                rank = _RANK[clock.metric]
+            elif at == best and _RANK[clock.metric] < rank:
                 rank = _RANK[clock.metric]
         since = state.awaiting_since
         if since is not None and state.status not in _DONE:  # a solved ticket stops climbing

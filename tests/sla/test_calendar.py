@@ -364,3 +364,21 @@ def test_prop_always_open_identity(start: int, d: int, delta: int) -> None:
     cal = BusinessCalendar.always_open()
     assert cal.add(start, d) == start + d
     assert cal.between(start, start + delta) == max(0, delta)
+
+
+@PROPS
+@given(calendars(), instants(), DURATIONS)
+def test_prop_unchecked_equals_checked_where_the_engine_uses_it(
+    cal: BusinessCalendar, start: int, d: int
+) -> None:
+    unchecked = cal.unchecked
+    assume(unchecked is not None)  # a generated week open around the clock may be 24x7
+    assert unchecked is not None
+    add, between = unchecked
+    if d > 0:
+        assert add(start, d) == cal.add(start, d)
+        assert between(start, start + d) == cal.between(start, start + d)
+
+
+def test_unchecked_is_none_for_24x7() -> None:
+    assert BusinessCalendar.always_open().unchecked is None
