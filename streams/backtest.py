@@ -259,11 +259,6 @@ def _backtest_events(
     ]
     events = 0
     bad = 0
-    # One policy and no board is the common run (and the benchmark's): the driver and the
-    # report are then called directly, a call less per event.
-    only = runs[0] if len(runs) == 1 and runs[0].board is None else None
-    feed = None if only is None else only.driver.feed
-    record = runs[0].record
     for item in items:
         if isinstance(item, LineError):
             bad += 1
@@ -271,13 +266,8 @@ def _backtest_events(
                 errors.write(f"skipped bad line: {item}\n")
             continue
         events += 1
-        if feed is not None:
-            actions = feed(item)
-            if actions:
-                record(actions)
-        else:
-            for run in runs:
-                run.feed(item)
+        for run in runs:
+            run.feed(item)
         if progress is not None and events % PROGRESS_EVERY == 0:
             progress.update(PROGRESS_EVERY)
     if progress is not None:
