@@ -176,10 +176,10 @@ CHILD_ENV = "ESCALATOR_WORKER_CHILD"
 
 
 def _supervise_worker() -> int:
-    """Run the Faust worker as a child process and restart it when it asks to.
+    """Run the worker as a child process and restart it when it asks to.
 
     The worker exits with RESTART_EXIT_CODE when it must resume from committed
-    offsets (see streams.worker.OffsetGuard); any other exit ends `escalator
+    offsets (see streams.worker.Restart); any other exit ends `escalator
     worker` with the child's code. Signals are passed on, and the child is
     killed with its parent (PR_SET_PDEATHSIG), so a SIGKILL of this process
     kills the whole worker as it would a container.
@@ -220,30 +220,28 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if not os.environ.get(CHILD_ENV):
         return _supervise_worker()
     _die_with_parent()
-    import mode.loop
-
-    mode.loop.use("uvloop")  # before Faust makes its loop: the worker is loop-bound (bench/)
-    from faust import Worker
-
-    from streams.worker import build_app, prepare_state_dir
+    import streams.topics
+    from streams.worker import changelog_topic, run_worker
 
     settings = _settings()
     policy = _policy_arg(args.policy or settings.policy_file)
     topics = _pipeline_topics(settings, args.topic_prefix)
     if args.topic_prefix:  # an isolated pipeline: its own group, changelog and state
         settings = replace(settings, app_id=f"{args.topic_prefix}{settings.app_id}")
-    app = build_app(settings, policy, topics, event_time=args.event_time)
+    try:
+        streams.topics.ensure_topics(settings, topics, [changelog_topic(settings)], compact=True)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    logging.basicConfig(
+        level=args.loglevel.upper(), stream=sys.stderr,
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+    )  # fmt: skip
     sys.stderr.write(
         f"escalator worker: policy {policy.source}, {settings.partitions} partitions, "
-        f"{settings.processing_guarantee}, clock={'event' if args.event_time else 'wall'}\n"
+        f"{settings.processing_guarantee}, clock={'event' if args.event_time else 'wall'}, "
+        f"state {settings.store} (restored from the changelog on assignment)\n"
     )
-    if prepare_state_dir(settings):
-        sys.stderr.write(
-            f"escalator worker: local state in {settings.data_dir} dropped, "
-            "restoring committed state from the changelog\n"
-        )
-    Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
-    return 0
+    return run_worker(settings, policy, topics, event_time=args.event_time)
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -456,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
 
-    worker = sub.add_parser("worker", help="run the stream worker (Faust)")
+    worker = sub.add_parser("worker", help="run the stream worker (exactly-once)")
     worker.add_argument("--policy", help="policy YAML (default: ESCALATOR_POLICY_FILE or built-in)")
     worker.add_argument(
         "--event-time",

@@ -37,10 +37,14 @@ def generate_latest(registry: CollectorRegistry = REGISTRY) -> bytes:
     return _generate_latest(registry)
 
 
+Page = Callable[[], tuple[int, bytes]]  # (status, JSON body)
+
+
 class MetricsServer:
     """/metrics and /healthz on a background thread, for processes without a web server.
 
     `healthy` decides /healthz: 200 {"status":"ok"} when it returns True, else 503.
+    `render` replaces the registry's exposition; `pages` adds JSON pages (the worker's /readyz).
     """
 
     def __init__(
@@ -49,14 +53,21 @@ class MetricsServer:
         port: int,
         healthy: Callable[[], bool] = lambda: True,
         registry: CollectorRegistry = REGISTRY,
+        render: Callable[[], bytes] | None = None,
+        pages: dict[str, Page] | None = None,
     ) -> None:
         server = self
+        exposition = render or (lambda: generate_latest(registry))
+        extra = pages or {}
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(server.registry))
+                    self._send(200, CONTENT_TYPE_LATEST, exposition())
+                elif path in extra:
+                    status, body = extra[path]()
+                    self._send(status, "application/json", body)
                 elif path == "/healthz":
                     ok = server.healthy()
                     body = b'{"status":"ok"}' if ok else b'{"status":"unhealthy"}'

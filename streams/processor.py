@@ -1,9 +1,9 @@
-"""The worker's adapter logic between Kafka messages and the SLA engine, free of Faust.
+"""The worker's adapter logic between Kafka messages and the SLA engine, free of clients.
 
-The Faust agent hands each message here and sends back what comes out; this
+The worker's loop hands each message here and sends back what comes out; this
 module decodes and validates input (rejects go to the DLQ), keeps a due-time
 index per partition so clock ticks find due tickets without scanning the table,
-and encodes outputs. Kept apart from Faust so it can be unit-tested directly.
+and encodes outputs. Kept apart from Kafka so it can be unit-tested directly.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import heapq
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 
@@ -50,16 +50,20 @@ BREACHES = frozenset(BREACH_REASON.values())
 EVENT_STATS = {EventType.CREATED: StatKind.CREATED, EventType.RESOLVED: StatKind.RESOLVED}
 
 
-class StateStore(Protocol):
-    """A partition-aware key-value store (the Faust table in the worker, a dict in tests)."""
+class Snapshot(Protocol):
+    """What a due index is rebuilt from: every stored (ticket key, state) pair."""
+
+    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
+
+
+class StateStore(Snapshot, Protocol):
+    """A key-value store of ticket states (one partition's store in the worker, a dict in tests)."""
 
     def get(self, key: bytes) -> bytes | None: ...
 
     def put(self, key: bytes, value: bytes) -> None: ...
 
     def delete(self, key: bytes) -> None: ...
-
-    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +73,6 @@ class Out:
     topic: str
     key: bytes
     value: bytes | None  # None: a tombstone (a deleted ticket's changelog record)
-    on_sent: Callable[[Any], None] | None = None  # called with the delivery future
 
 
 @dataclass
@@ -180,8 +183,8 @@ class TicketProcessor:
 
     # ------------------------------------------------------------------ index
 
-    def rebuild(self, store: StateStore, partitions: Iterable[int]) -> int:
-        """Rebuild the due index of these partitions from the table after a rebalance."""
+    def rebuild(self, store: Snapshot, partitions: Iterable[int]) -> int:
+        """Rebuild the due index of these partitions from their states after a rebalance."""
         wanted = set(partitions)
         self.cache.clear()
         for p in wanted:

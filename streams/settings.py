@@ -125,13 +125,15 @@ class Settings:
     schema_registry_url: str | None = None
     tick_ms: int = 100
     commit_interval_ms: int = 200
-    # The worker's sends wait this long to share a produce request (6 transactional producers,
-    # one per partition, each sending one small request per message otherwise). Under
-    # exactly-once it costs no latency: a commit sends what waits at once.
+    # The worker's records wait this long to share a produce request; under exactly-once it
+    # costs no latency, since a commit sends what waits at once.
     producer_linger_ms: int = 20
     session_timeout_ms: int = 10_000
     max_event_bytes: int = 1_000_000
     metrics_enabled: bool = True
+    # Names this worker's transactional producer; the StatefulSet pod name in Kubernetes.
+    # Empty: host name and data dir (streams.worker.transactional_id).
+    instance_id: str = ""
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -283,4 +285,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "ESCALATOR_MAX_EVENT_BYTES", Settings.max_event_bytes, 1024, 16_000_000
         ),
         metrics_enabled=metrics == "on",
+        instance_id=env.get("ESCALATOR_INSTANCE_ID") or "",
     )

@@ -27,10 +27,6 @@ class Topics:
         return self.name("ticket-events")
 
     @property
-    def clock(self) -> str:
-        return self.name("escalator-clock")
-
-    @property
     def escalations(self) -> str:
         return self.name("escalations")
 
@@ -64,7 +60,6 @@ class Topics:
         """Topics that must share the partition count of ticket-events."""
         return [
             self.ticket_events,
-            self.clock,
             self.escalations,
             self.priority_bumps,
             self.reminders,
@@ -81,8 +76,10 @@ def ensure_topics(
     topics: Topics,
     names: Iterable[str] | None = None,
     timeout: float = 30.0,
+    compact: bool = False,
 ) -> list[str]:
     """Create missing topics with the configured partitions; returns the names created.
+    `compact`: keep the last record per key (a changelog), not the last week.
 
     An existing topic with a different partition count is a configuration error:
     co-partitioning is what keeps a ticket's events, state and outputs together.
@@ -101,6 +98,8 @@ def ensure_topics(
     if not missing:
         return []
     config = {"max.message.bytes": str(max(2 * settings.max_event_bytes, 1_048_588))}
+    if compact:
+        config["cleanup.policy"] = "compact"
     futures = admin.create_topics(
         [
             NewTopic(name, settings.partitions, settings.replication, config=config)

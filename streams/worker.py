@@ -1,329 +1,590 @@
-"""The Faust worker: ticket events and clock ticks in, escalations out, state in a table.
+"""The stream worker: ticket events in, escalations out, exactly once, SLA state per ticket.
 
-One agent consumes `ticket-events` and `escalator-clock` together, so a clock
-tick for partition p is processed in-stream on partition p: every table write
-is changelogged in the same transaction as the outputs and the input offsets
-(Faust only lets tables change inside stream iteration). Ticks come from a
-timer through a plain producer, outside the transactions, so they are visible
-at once; in event-time mode (replays, the demo) there is no timer and event
-time itself advances the clock.
+A consume-transform-produce loop on confluent-kafka (KIP-447): one consumer in the
+group reads `ticket-events` (read_committed), one transactional producer writes the
+outputs, every state change as a record of the compacted changelog topic, and the
+consumed offsets, all in one transaction committed every `commit_interval_ms`. Every
+record goes to the partition of the input that caused it, so a partition's state and
+outputs move together. Faust did the same job at about a tenth of the rate
+(bench/pipeline.py, issue #4); its codec is still what schemas.codec offers Faust apps.
+
+Time: in wall-clock mode the loop itself ticks every `tick_ms`, between batches, so a
+deadline fires with no new events and its state change is in the same transaction as
+its escalation. In event-time mode (replays, the demo) event time advances the clock
+and ticks come in-stream as ticket-events messages with the tick header.
+
+State lives in a store per partition (dicts, or RocksDB under the data dir), filled
+from the changelog whenever the partition is assigned: the store receives writes before
+their transaction commits, so only the changelog (read_committed) holds committed
+state. A partition that comes back to this worker in a rebalance keeps its store when
+the transaction committed on revocation; anything else is restored.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
-import ssl
+import signal
+import socket
+import sys
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator, MutableMapping
+from types import FrameType
+from typing import Any, TextIO
 
-import faust
-from confluent_kafka import Producer
-from faust.types import TP
-from prometheus_client import CONTENT_TYPE_LATEST
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from schemas.codec import codec_for
-from streams import transactions
-from streams.processor import Out, TicketProcessor, decode_tick, encode_tick, is_tick
+from streams.metrics import MetricsServer
+from streams.processor import Out, TicketProcessor, decode_tick, is_tick
 from streams.settings import Settings
 from streams.sla.engine import Engine
 from streams.sla.policy import Policy
 from streams.topics import Topics
-from streams.worker_metrics import WorkerStats, consumer_lag, metrics_exposition
+from streams.worker_metrics import WorkerStats, metrics_exposition
 
 log = logging.getLogger("escalator.worker")
 
 CODECS = ("TicketEvent", "Escalation", "PriorityBump", "Reminder", "DeadLetter")
+READY = "Worker ready"  # said after each assignment's restore (tests and the demo wait for it)
+RESTART_EXIT_CODE = 75  # the supervisor in `escalator worker` restarts the child on this
+RESTARTS_ENV = "ESCALATOR_WORKER_RESTARTS"  # consecutive restarts, set by the supervisor
+BATCH = 500  # messages per consume() call
+TIMEOUT_S = 30.0  # for transactional and offset calls that talk to the coordinator
+STATUS_EVERY_S = 30.0
 
 
-class TableStore:
-    """The Faust table seen through the processor's StateStore protocol.
+def changelog_topic(settings: Settings) -> str:
+    """The compacted topic of per-ticket state (Faust's name for it, so it carries over)."""
+    return f"{settings.app_id}-tickets-changelog"
 
-    Writes go to the table's local store at once, and their changelog records are
-    collected so the agent can send them itself with the message's outputs. Faust's
-    own path (`table[key] = value`) queues changelog records in a buffer that its
-    exactly-once commit does not flush first, so a record could land in the next
-    transaction while the input offset is committed in this one: a crash in between
-    lost state (seen in the crash test). Sent by the agent, the record is part of the
-    same transaction as the outputs and the offset.
-    """
 
-    def __init__(self, table: Any) -> None:
-        self.table = table
+def transactional_id(settings: Settings) -> str:
+    """Stable per instance, so a restarted instance aborts its own open transaction at once
+    (init_transactions) instead of readers waiting out transaction.timeout.ms. Zombies are
+    fenced by the group generation (KIP-447), not by this id."""
+    instance = settings.instance_id
+    if not instance:
+        where = hashlib.sha1(str(settings.data_dir.resolve()).encode()).hexdigest()[:8]
+        instance = f"{socket.gethostname()}-{where}"
+    return f"{settings.app_id}-worker-{instance}"
+
+
+class Restart(Exception):
+    """The worker must resume from committed offsets and state in a fresh process."""
+
+
+# ---------------------------------------------------------------------- state
+
+
+class PartitionStore:
+    """One partition's ticket states (the processor's StateStore); writes are queued so the
+    loop sends them to the changelog in the transaction of the message that caused them."""
+
+    __slots__ = ("data", "pending")
+
+    def __init__(self, data: MutableMapping[bytes, bytes]) -> None:
+        self.data = data
         self.pending: list[tuple[bytes, bytes | None]] = []
 
     def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self.table.data.get(key)
-        return value
+        return self.data.get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
-        self.table.data[key] = value
+        self.data[key] = value
         self.pending.append((key, value))
 
     def delete(self, key: bytes) -> None:
-        self.table.data.pop(key, None)
+        if key in self.data:
+            del self.data[key]
         self.pending.append((key, None))
 
     def items(self) -> Iterable[tuple[bytes, bytes]]:
-        return list(self.table.data.items())
+        return list(self.data.items())
 
-    def flush(self) -> list[Out]:
-        """The changelog records of the writes so far, for the agent to send with its
-        outputs (each reports its delivery to the table, as Faust's own sends do)."""
-        topic, sent = self.changelog, self.table._on_changelog_sent
-        pending, self.pending = self.pending, []
-        return [Out(topic, key, value, sent) for key, value in pending]
-
-    @property
-    def changelog(self) -> str:
-        name: str = self.table.changelog_topic.get_topic_name()
-        return name
+    def load(self, key: bytes, value: bytes | None) -> None:
+        """Apply a changelog record (a restore: nothing to send)."""
+        if value is not None:
+            self.data[key] = value
+        elif key in self.data:
+            del self.data[key]
 
 
-async def send_raw(app: faust.App, source_topic: str, partition: int, outs: Iterable[Out]) -> None:
-    """Send records caused by a message of `source_topic[partition]` in that message's
-    transaction (see streams.transactions.transactional_id), through Faust's producer but
-    without its per-message layers: raw bytes need no serializer, future message or sensor,
-    which cost more than the send."""
-    producer = app.producer
-    if not app.in_transaction:
-        await producer.maybe_start()
-    tid = transactions.transactional_id(app, source_topic, partition)
-    for out in outs:
-        sent: Any = await producer.send(
-            out.topic, out.key, out.value, partition, None, None, transactional_id=tid
+class LocalState:
+    """The stores of the owned partitions: dicts (memory://) or one RocksDB per partition
+    under the data dir (rocksdb://, state on disk rather than in memory). A store always
+    starts empty and is filled from the changelog, never reused from an earlier run."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.rocksdb = settings.store.startswith("rocksdb://")
+        self.root = settings.data_dir / "tickets"
+        self.stores: dict[int, PartitionStore] = {}
+        self.dbs: dict[int, Any] = {}
+        if self.rocksdb and self.root.exists():
+            shutil.rmtree(self.root)
+
+    def open(self, partition: int) -> PartitionStore:
+        self.close(partition)
+        data: MutableMapping[bytes, bytes]
+        if self.rocksdb:
+            from rocksdict import Options, Rdict, WriteOptions
+
+            path = self.root / str(partition)
+            shutil.rmtree(path, ignore_errors=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = Rdict(str(path), Options(raw_mode=True))
+            writes = WriteOptions()
+            writes.disable_wal = True  # never reopened: the changelog is the durable copy
+            db.set_write_options(writes)
+            self.dbs[partition] = db
+            data = db
+        else:
+            data = {}
+        store = self.stores[partition] = PartitionStore(data)
+        return store
+
+    def close(self, partition: int) -> None:
+        self.stores.pop(partition, None)
+        db = self.dbs.pop(partition, None)
+        if db is not None:
+            db.close()
+            shutil.rmtree(self.root / str(partition), ignore_errors=True)
+
+    def close_all(self) -> None:
+        for partition in list(self.stores):
+            self.close(partition)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every owned ticket (the processor rebuilds its due index from it)."""
+        for store in list(self.stores.values()):
+            yield from store.items()
+
+
+# ---------------------------------------------------------------------- clients
+
+
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    exactly_once = settings.processing_guarantee == "exactly_once"
+    return {
+        **settings.kafka.confluent(),
+        "group.id": settings.app_id,
+        # read_committed also makes the committed-offset fetch wait for a previous
+        # owner's pending transaction (KIP-447 require_stable) before we restore.
+        "isolation.level": "read_committed" if exactly_once else "read_uncommitted",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": min(3000, settings.session_timeout_ms // 3),
+        "partition.assignment.strategy": "range",  # eager: revoke all, then assign
+    }
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    config = {
+        **settings.kafka.confluent(),
+        "enable.idempotence": True,
+        "acks": "all",
+        # Records wait this long to share a produce request; a commit sends what waits.
+        "linger.ms": settings.producer_linger_ms,
+        "queue.buffering.max.messages": 1_000_000,
+        "message.max.bytes": max(2 * settings.max_event_bytes, 1_048_588),  # DLQ letters
+        "delivery.report.only.error": True,
+    }
+    if settings.processing_guarantee == "exactly_once":
+        config["transactional.id"] = transactional_id(settings)
+        # A crashed worker's open transaction holds back read_committed readers of its
+        # partitions until it times out, unless the same instance restarts first.
+        config["transaction.timeout.ms"] = max(settings.session_timeout_ms, 10_000)
+    return config
+
+
+# ---------------------------------------------------------------------- loop
+
+
+class Worker:
+    """The loop; `run()` until `stop()` (SIGTERM), or Restart on a transaction failure."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        policy: Policy,
+        topics: Topics,
+        event_time: bool = False,
+        out: TextIO = sys.stderr,
+    ) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.source = topics.ticket_events
+        self.changelog = changelog_topic(settings)
+        self.event_time = event_time
+        self.exactly_once = settings.processing_guarantee == "exactly_once"
+        self.out = out
+        codecs = {name: codec_for(name, settings) for name in CODECS}
+        metrics = None
+        if settings.metrics_enabled:
+            metrics = WorkerStats((s.name for s in policy.sla_policies), live=not event_time)
+        self.processor = TicketProcessor(
+            Engine(policy), topics, codecs, settings.max_event_bytes, event_time, metrics=metrics
         )
-        if out.on_sent is not None:
-            sent.add_done_callback(out.on_sent)
+        self.state = LocalState(settings)
+        self.owned: list[int] = []
+        self.offsets: dict[int, int] = {}  # next offset per partition, not yet committed
+        self.committed: dict[int, int] = {}  # next offset per partition, committed
+        self.open = False  # a transaction is open (exactly-once)
+        self.dirty = False  # records or offsets wait for the next commit
+        self.clean_revoke = False  # the last revocation committed: kept stores are current
+        self.assignments = 0
+        self.rebalancing = True
+        self.running = True
+        self.failed: str | None = None  # a delivery failure, seen by the next commit
+        self.fatal: str | None = None  # a fatal client error, seen by the loop
+        self.abandoned = False  # restarting: commit nothing more
+        self.events = 0
+        self.consumer = Consumer({**consumer_config(settings), "error_cb": self._client_error})
+        self.producer = Producer(
+            {**producer_config(settings), "error_cb": self._client_error,
+             "on_delivery": self._delivery_failed}
+        )  # fmt: skip
 
+    def say(self, text: str) -> None:
+        self.out.write(f"escalator worker: {text}\n")
+        self.out.flush()
 
-RESTART_EXIT_CODE = 75  # the supervisor in `escalator worker` restarts the child on this
-RESTARTS_ENV = "ESCALATOR_WORKER_RESTARTS"  # consecutive restarts, set by the supervisor
-MAX_GAP_RESTARTS = 3
+    def stop(self) -> None:
+        self.running = False
 
+    # ------------------------------------------------------------------ run
 
-class OffsetGuard:
-    """Makes sure no ticket-events offset is committed without being processed.
-
-    Seen in the crash test: after a restart, Faust's fetcher sometimes delivers
-    the first messages a few offsets past the committed position and records the
-    jump as a "gap" that its commit then treats as done, so those events were
-    never applied (lost escalations). ticket-events has no transaction markers or
-    compaction (its producers are idempotent, not transactional), so every offset
-    is a record and a jump is always a skip. Seeking back inside Faust did not
-    re-deliver them, so the guard stops the process at once, before the message
-    after the gap is acknowledged and any commit can cover the gap; the
-    supervisor starts a fresh process, which resumes from the committed offset.
-    """
-
-    def __init__(self, app: Any, topic: str) -> None:
-        self.app = app
-        self.topic = topic
-        self.expected: dict[int, int] = {}
-
-    def reset(self, partitions: Iterable[int]) -> None:
-        """After an assignment: expect each partition's committed offset first."""
-        self.expected.clear()
-        committed = getattr(self.app.consumer, "_committed_offset", {})
-        for partition in partitions:
-            offset = committed.get(TP(self.topic, partition))
-            if offset is not None and offset >= 0:
-                self.expected[partition] = offset
-
-    def check(self, partition: int, offset: int) -> None:
-        want = self.expected.get(partition)
-        if want is not None and offset > want:
-            restarts = int(os.environ.get(RESTARTS_ENV) or 0)
-            if restarts < MAX_GAP_RESTARTS:
-                log.error(
-                    "%s[%d]: offsets %d..%d were skipped by the consumer; restarting the "
-                    "worker so they are processed (nothing was committed past them)",
-                    self.topic, partition, want, offset - 1,
-                )  # fmt: skip
-                logging.shutdown()
-                os._exit(RESTART_EXIT_CODE)
-            # A stalled pipeline is an outage too: after a few tries, go on, loudly.
-            log.critical(
-                "%s[%d]: offsets %d..%d skipped again after %d restarts; continuing without "
-                "them: their events are NOT applied",
-                self.topic, partition, want, offset - 1, restarts,
-            )  # fmt: skip
-        self.expected[partition] = max(offset + 1, want or 0)
-
-
-def prepare_state_dir(settings: Settings) -> bool:
-    """Drop local table state under exactly-once; True if there was any.
-
-    RocksDB receives table writes before their transaction commits, so after a
-    crash it can hold changes whose outputs were aborted; re-processing would see
-    those events as duplicates and never emit their escalations. A clean stop is
-    no proof either: Faust's final commit can fail on shutdown ("Not in the middle
-    of a transaction", seen in worker logs) and leave the last writes uncommitted.
-    So under exactly-once every start restores from the changelog, which holds
-    committed data only. Restart time grows with the changelog (compacted: one
-    record per live ticket), the price of not losing escalations.
-    """
-    data = settings.data_dir
-    had_state = data.exists() and any(data.iterdir())
-    wiped = settings.processing_guarantee == "exactly_once" and had_state
-    if wiped:
-        shutil.rmtree(data)
-    data.mkdir(parents=True, exist_ok=True)
-    return wiped
-
-
-def _credentials(settings: Settings) -> Any:
-    kafka = settings.kafka
-    if kafka.security_protocol == "PLAINTEXT":
-        return None
-    context = None
-    if kafka.security_protocol.endswith("SSL"):
-        context = ssl.create_default_context(cafile=kafka.ssl_ca_file)
-        if kafka.ssl_cert_file:
-            context.load_cert_chain(kafka.ssl_cert_file, kafka.ssl_key_file)
-    if kafka.security_protocol.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=kafka.sasl_username,
-            password=kafka.sasl_password,
-            ssl_context=context,
-            mechanism=kafka.sasl_mechanism or "PLAIN",
+    def run(self) -> None:
+        if self.exactly_once:
+            self.producer.init_transactions(TIMEOUT_S)  # aborts this instance's open one
+        self.consumer.subscribe(
+            [self.source], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )
-    return faust.SSLCredentials(context)
+        tick_s = self.settings.tick_ms / 1000
+        commit_s = self.settings.commit_interval_ms / 1000
+        next_tick = last_commit = last_status = time.monotonic()
+        consume, handle = self.consumer.consume, self._handle
+        try:
+            while self.running:
+                now = time.monotonic()
+                wait = 0.05 if self.event_time else min(max(next_tick - now, 0.0), 0.05)
+                for msg in consume(BATCH, wait):
+                    handle(msg)
+                if self.fatal:
+                    raise Restart(self.fatal)
+                now = time.monotonic()
+                if not self.event_time and now >= next_tick:
+                    next_tick = now + tick_s
+                    self._tick()
+                self.producer.poll(0)
+                if self.dirty and now - last_commit >= commit_s:
+                    self._commit()
+                    last_commit = time.monotonic()
+                if now - last_status >= STATUS_EVERY_S:
+                    last_status = now
+                    self._status()
+            if self.dirty:
+                self._commit()
+        except Restart:
+            self.abandoned = True
+            raise
+        finally:
+            self._close()
 
+    def _close(self) -> None:
+        try:
+            self.consumer.close()  # leaves the group (revocation commits what is left)
+        except KafkaException as exc:
+            log.warning("closing the consumer: %s", exc)
+        if self.open:
+            try:
+                self.producer.abort_transaction(TIMEOUT_S)
+            except KafkaException as exc:
+                log.warning("aborting the open transaction: %s", exc)
+        self.producer.flush(TIMEOUT_S)
+        self.state.close_all()
 
-def faust_app(settings: Settings) -> faust.App:
-    """The worker's Faust app with its Kafka, table and commit settings and no agents yet
-    (bench/pipeline.py measures Faust's own floor with it)."""
-    transactions.install()
-    return faust.App(
-        settings.app_id,
-        broker="kafka://" + settings.kafka.bootstrap.replace(",", ";"),
-        broker_credentials=_credentials(settings),
-        store=settings.store,
-        datadir=str(settings.data_dir),
-        processing_guarantee=settings.processing_guarantee,
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication,
-        # Under exactly-once, outputs become readable when their transaction commits:
-        # this interval bounds detection latency and costs throughput when short.
-        broker_commit_interval=settings.commit_interval_ms / 1000.0,
-        # A crashed worker holds its partitions until its session expires (Faust's default is
-        # 60 s): a shorter session moves them to the restarted or surviving worker sooner.
-        broker_session_timeout=settings.session_timeout_ms / 1000.0,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 3000.0),
-        consumer_auto_offset_reset="earliest",
-        table_standby_replicas=0,
-        web_host=settings.web_host,
-        web_port=settings.web_port,
-        web_in_thread=False,
-        producer_acks=-1,
-        producer_linger=settings.producer_linger_ms / 1000.0,
-    )
+    # ------------------------------------------------------------------ messages
 
+    def _handle(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            self._consume_error(err)
+            return
+        p = msg.partition()
+        store = self.state.stores.get(p)
+        if store is None or self.rebalancing:
+            return  # fetched before its partition was revoked: the next owner reads it
+        assert p is not None
+        headers = msg.headers()
+        if headers and is_tick(headers):
+            outs = self.processor.on_tick(store, p, decode_tick(msg.value()))
+        else:
+            kind, ts = msg.timestamp()
+            timestamp = None if kind == TIMESTAMP_NOT_AVAILABLE else ts
+            outs = self.processor.on_event(
+                store, msg.value(), msg.key(), p, msg.offset() or 0, timestamp
+            )
+        self._send(p, outs, store)
+        self.offsets[p] = (msg.offset() or 0) + 1
+        self.events += 1
+        self.dirty = True
 
-def build_app(
-    settings: Settings,
-    policy: Policy,
-    topics: Topics | None = None,
-    event_time: bool = False,
-) -> faust.App:
-    """A Faust app wired to the SLA engine; start it with faust.Worker or app.main()."""
-    topics = topics or Topics()
-    app = faust_app(settings)
-    codecs = {name: codec_for(name, settings) for name in CODECS}
-    metrics = None
-    if settings.metrics_enabled:
-        metrics = WorkerStats((sla.name for sla in policy.sla_policies), live=not event_time)
-    processor = TicketProcessor(
-        Engine(policy), topics, codecs, settings.max_event_bytes, event_time, metrics=metrics
-    )
-    app.escalator_processor = processor  # type: ignore[attr-defined]
-    source = app.topic(
-        topics.ticket_events, topics.clock, key_serializer="raw", value_serializer="raw"
-    )
-    table = app.Table(
-        "tickets",
-        partitions=settings.partitions,
-        key_type=bytes,
-        value_type=bytes,
-        options={"driver": "rocksdict"},
-        help="SLA state per ticket",
-    )
-    store = TableStore(table)
-    assigned: set[int] = set()
-    stale = {"rebuild": True}
+    def _tick(self) -> None:
+        """Wall-clock tick for every owned partition: fire what is due by now."""
+        now = int(time.time() * 1000)
+        for p in self.owned:
+            store = self.state.stores[p]
+            outs = self.processor.on_tick(store, p, now)
+            if outs or store.pending:
+                self._send(p, outs, store)
+                self.dirty = True
 
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
-        stale["rebuild"] = True
+    def _send(self, partition: int, outs: list[Out], store: PartitionStore) -> None:
+        if self.exactly_once and not self.open:
+            self.producer.begin_transaction()
+            self.open = True
+        produce = self._produce
+        for out in outs:
+            produce(out.topic, out.key, out.value, partition)
+        if store.pending:
+            changelog = self.changelog
+            for key, value in store.pending:
+                produce(changelog, key, value, partition)
+            store.pending.clear()
 
-    def owned() -> set[int]:
-        return {
-            tp.partition for tp in app.consumer.assignment() if tp.topic == topics.ticket_events
-        }
+    def _produce(self, topic: str, key: bytes, value: bytes | None, partition: int) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key, partition)
+                return
+            except BufferError:
+                self.producer.poll(0.01)
 
-    guard = OffsetGuard(app, topics.ticket_events)
-    barrier = transactions.commit_barrier(app)
+    # ------------------------------------------------------------------ commits
 
-    @app.agent(source, name="tickets")
-    async def tickets(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message = event.message
-            if stale["rebuild"]:
-                stale["rebuild"] = False
-                now_owned = owned()
-                processor.forget(assigned - now_owned)
-                count = processor.rebuild(store, now_owned)
-                assigned.clear()
-                assigned.update(now_owned)
-                guard.reset(now_owned)
-                log.info("due index rebuilt: %d tickets on partitions %s", count, sorted(now_owned))
-            if message.topic == topics.ticket_events:
-                guard.check(message.partition, message.offset)
-            if message.topic == topics.clock or is_tick(message.headers):
-                outs = processor.on_tick(store, message.partition, decode_tick(event.value))
+    def _commit(self) -> None:
+        """Outputs, changelog records and offsets become visible together (or, at least once:
+        the records are delivered before the offsets are committed)."""
+        offsets = [TopicPartition(self.source, p, o) for p, o in sorted(self.offsets.items())]
+        try:
+            if self.exactly_once:
+                if self.open:
+                    if offsets:
+                        self.producer.send_offsets_to_transaction(
+                            offsets, self.consumer.consumer_group_metadata(), TIMEOUT_S
+                        )
+                    self._retrying(self.producer.commit_transaction)
+                    self.open = False
             else:
-                timestamp = int(message.timestamp * 1000) if message.timestamp else None
-                outs = processor.on_event(
-                    store, event.value, message.key, message.partition, message.offset, timestamp
+                if self.producer.flush(TIMEOUT_S) > 0:
+                    raise Restart("records still undelivered after 30 s")
+                if self.failed:
+                    raise Restart(self.failed)
+                if offsets:
+                    self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            raise Restart(f"commit failed: {exc.args[0]}") from None
+        self.committed.update(self.offsets)
+        self.offsets.clear()
+        self.dirty = False
+
+    def _retrying(self, call: Any) -> None:
+        for attempt in range(3):
+            try:
+                call(TIMEOUT_S)
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not error.retriable() or attempt == 2:
+                    raise
+
+    def _delivery_failed(self, error: KafkaError | None, msg: Message) -> None:
+        if error is not None:
+            self.failed = f"delivery to {msg.topic()}[{msg.partition()}] failed: {error.str()}"
+            log.error("%s", self.failed)
+
+    # ------------------------------------------------------------------ rebalances
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Commit what was processed while the generation is still ours (eager protocol); the
+        stores stay, for the partitions that come back in the assignment."""
+        self.rebalancing = True
+        self.owned = []
+        if self.abandoned:
+            return
+        if self.dirty:
+            self._commit()
+        self.clean_revoke = True
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions taken away without a revocation (session expired): nothing of the open
+        transaction may be committed, and no kept state may be trusted."""
+        log.warning("partitions lost: %s", sorted(tp.partition for tp in partitions))
+        self.rebalancing = True
+        self.owned = []
+        self.clean_revoke = False
+        self._abort()
+
+    def _abort(self) -> None:
+        self.offsets.clear()
+        self.dirty = False
+        self.state.close_all()
+        if self.exactly_once and self.open:
+            self.open = False
+            try:
+                self.producer.abort_transaction(TIMEOUT_S)
+            except KafkaException as exc:
+                raise Restart(f"aborting a transaction failed: {exc.args[0]}") from None
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        started = time.monotonic()
+        wanted = sorted(tp.partition for tp in partitions if tp.topic == self.source)
+        # Committed offsets first: under read_committed this waits until no transaction of
+        # a previous owner is pending on them, so the changelog read next is final.
+        committed = (
+            consumer.committed([TopicPartition(self.source, p) for p in wanted], timeout=TIMEOUT_S)
+            if wanted
+            else []
+        )
+        kept = set(self.state.stores) & set(wanted) if self.clean_revoke else set()
+        for p in set(self.state.stores) - kept:
+            self.state.close(p)
+        restored = self._restore([p for p in wanted if p not in kept])
+        previous = set(self.processor.due)
+        self.processor.forget(previous - set(wanted))
+        tickets = self.processor.rebuild(self.state, wanted)
+        self.committed = {tp.partition: max(tp.offset, 0) for tp in committed}
+        self.owned = wanted
+        self.rebalancing = False
+        self.assignments += 1
+        self.say(
+            f"due index rebuilt: {tickets} tickets on partitions {wanted} "
+            f"({restored} changelog records restored, {len(kept)} partitions kept, "
+            f"{time.monotonic() - started:.1f}s)"
+        )
+        self.say(f"{READY} (assignment {self.assignments}: partitions {wanted})")
+
+    def _restore(self, partitions: list[int]) -> int:
+        """Fill fresh stores for `partitions` from the changelog, up to its last stable offset."""
+        stores = {p: self.state.open(p) for p in partitions}
+        if not partitions:
+            return 0
+        reader = Consumer(
+            {
+                **self.settings.kafka.confluent(),
+                "group.id": f"{self.settings.app_id}-restore",  # never commits
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "error_cb": self._client_error,
+            }
+        )
+        try:
+            todo: set[int] = set()
+            for p in partitions:
+                low, high = reader.get_watermark_offsets(
+                    TopicPartition(self.changelog, p), timeout=TIMEOUT_S
                 )
-            async with barrier:  # one transaction for this message's records
-                outs += store.flush()
-                await send_raw(app, message.topic, message.partition, outs)
+                if high > low:
+                    todo.add(p)
+            reader.assign([TopicPartition(self.changelog, p, OFFSET_BEGINNING) for p in todo])
+            count = 0
+            while todo:
+                for msg in reader.consume(10_000, 0.5):
+                    err = msg.error()
+                    if err is None:
+                        stores[msg.partition() or 0].load(msg.key() or b"", msg.value())
+                        count += 1
+                    elif err.code() == KafkaError._PARTITION_EOF:
+                        todo.discard(msg.partition() or 0)
+                    else:
+                        self._consume_error(err)
+            return count
+        finally:
+            reader.close()
 
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        """Liveness: the event loop answers."""
-        return web.json({"status": "ok"})
+    # ------------------------------------------------------------------ errors, status
 
-    @app.page("/readyz")
-    async def readyz(web: Any, request: Any) -> Any:
-        """Readiness: tables recovered and ticket-events partitions assigned."""
-        recovered = app.tables.recovery.completed.is_set()
-        partitions = sorted(owned()) if recovered else []
-        ready = recovered and not app.rebalancing and bool(partitions)
-        body = {"ready": ready, "recovered": recovered, "partitions": partitions}
-        return web.json(body, status=200 if ready else 503)
+    def _consume_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            raise Restart(f"consumer: {err.str()}")
+        log.warning("consumer: %s", err.str())
 
-    render_metrics = metrics_exposition(
-        processor, lambda: consumer_lag(app, (topics.ticket_events, topics.clock))
-    )
+    def _client_error(self, err: KafkaError) -> None:
+        """librdkafka's own reports (a broker down, an authentication failure): it retries;
+        a fatal error restarts the worker at its next commit or consume."""
+        if err.fatal():
+            self.fatal = f"fatal client error: {err.str()}"
+        log.warning("kafka: %s", err.str())
 
-    @app.page("/metrics")
-    async def metrics_page(web: Any, request: Any) -> Any:
-        """Prometheus metrics (only build_info and process metrics with ESCALATOR_METRICS=off)."""
-        return web.bytes(render_metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    def lag(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, high watermark - committed offset) per owned partition; safe to
+        call from the metrics thread (librdkafka's cached watermarks, no request)."""
+        out = []
+        for p in list(self.owned):
+            low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(self.source, p), cached=True
+            )
+            done = self.committed.get(p)
+            if done is not None and high >= 0:
+                out.append((self.source, p, max(high - done, 0)))
+        return out
 
-    if not event_time:
-        ticker = Producer({**settings.kafka.confluent(), "linger.ms": 0, "acks": 1})
+    def readiness(self) -> tuple[int, bytes]:
+        """/readyz: 200 once the state of every assigned partition is restored."""
+        partitions = [] if self.rebalancing else list(self.owned)
+        ready = not self.rebalancing and bool(partitions)
+        body = {"ready": ready, "recovered": not self.rebalancing, "partitions": partitions}
+        return (200 if ready else 503), json.dumps(body).encode()
 
-        @app.timer(interval=settings.tick_ms / 1000.0)
-        async def clock() -> None:
-            now = encode_tick(int(time.time() * 1000))
-            for partition in owned():
-                ticker.produce(topics.clock, value=now, partition=partition)
-            ticker.poll(0)
+    def _status(self) -> None:
+        lag = sum(n for _, _, n in self.lag())
+        counters = self.processor.counters
+        log.info(
+            "%d events (%d duplicates, %d rejected), %d escalations; partitions %s, lag %d",
+            self.events, counters.duplicates, sum(counters.rejected.values()),
+            counters.escalations, self.owned, lag,
+        )  # fmt: skip
 
-    return app
+
+def serve(worker: Worker, settings: Settings) -> MetricsServer:
+    """/healthz, /readyz and /metrics on the web port, on a background thread."""
+    render = metrics_exposition(worker.processor, worker.lag)
+    return MetricsServer(
+        settings.web_host, settings.web_port, render=render, pages={"/readyz": worker.readiness}
+    ).start()
+
+
+def run_worker(settings: Settings, policy: Policy, topics: Topics, event_time: bool) -> int:
+    """The `escalator worker` child's body: stops cleanly on SIGTERM/SIGINT."""
+    worker = Worker(settings, policy, topics, event_time)
+    server = serve(worker, settings)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        worker.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        worker.run()
+    except Restart as exc:
+        restarts = int(os.environ.get(RESTARTS_ENV) or 0)
+        worker.say(f"{exc}; restarting from the committed offsets (restart {restarts + 1})")
+        return RESTART_EXIT_CODE
+    finally:
+        server.stop()
+    return 0

@@ -339,30 +339,6 @@ def _family(
     return family
 
 
-def consumer_lag(app: Any, topics: Iterable[str]) -> list[tuple[str, int, int]]:
-    """Lag per assigned partition of `topics`: highwater minus the committed offset.
-
-    Faust's consumer keeps both: `highwater(tp)` (the last stable offset under exactly-once)
-    and the offsets it committed (`_committed_offset`, next offset to read, as OffsetGuard
-    uses). A partition not fetched or committed yet is left out rather than guessed.
-    """
-    wanted = set(topics)
-    out: list[tuple[str, int, int]] = []
-    try:
-        consumer = app.consumer
-        committed = consumer._committed_offset
-        for tp in sorted(consumer.assignment()):
-            if tp.topic not in wanted:
-                continue
-            high = consumer.highwater(tp)
-            done = committed.get(tp)
-            if high is not None and done is not None and high >= 0:
-                out.append((tp.topic, tp.partition, max(high - done, 0)))
-    except Exception as exc:  # noqa: BLE001 - a scrape must answer while the consumer starts
-        log.debug("consumer lag unavailable: %r", exc)
-    return out
-
-
 def metrics_exposition(processor: TicketProcessor, lag: LagSource) -> Callable[[], bytes]:
     """What the worker's /metrics answers: build_info (and the client's process metrics),
     plus the worker's metrics unless they are off (ESCALATOR_METRICS=off: no WorkerStats)."""

@@ -174,12 +174,12 @@ def test_partition_mismatch_is_a_one_line_error(
     def mismatch(*args: Any, **kwargs: Any) -> list[str]:
         raise ValueError(message)  # what ensure_topics raises for an existing topic
 
-    def build_app(*args: Any, **kwargs: Any) -> None:
+    def run_worker(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the worker started despite the mismatch")
 
     monkeypatch.setattr(cli, "_kafka_reachable", lambda settings: None)
     monkeypatch.setattr("streams.topics.ensure_topics", mismatch)
-    monkeypatch.setattr("streams.worker.build_app", build_app)
+    monkeypatch.setattr("streams.worker.run_worker", run_worker)
     monkeypatch.setenv(CHILD_ENV, "1")
     events = tmp_path / "events.jsonl"
     events.write_text("")

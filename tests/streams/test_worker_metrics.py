@@ -17,7 +17,6 @@ from streams.topics import Topics
 from streams.worker_metrics import (
     Buckets,
     WorkerStats,
-    consumer_lag,
     metrics_exposition,
 )
 from tests.streams.test_processor import DictStore
@@ -218,39 +217,6 @@ def test_metrics_off_exposes_only_build_info(codecs: dict[str, Any]) -> None:
     assert not off_names & {"escalator_escalations_total", "escalator_tickets_open",
                             "escalator_sla_clocks_total", "escalator_table_keys"}  # fmt: skip
     assert proc.counters.events == 1
-
-
-def test_consumer_lag_reads_highwater_minus_committed() -> None:
-    class TP:
-        def __init__(self, topic: str, partition: int) -> None:
-            self.topic, self.partition = topic, partition
-
-        def __lt__(self, other: TP) -> bool:
-            return (self.topic, self.partition) < (other.topic, other.partition)
-
-    tps = [TP("ev", 0), TP("ev", 1), TP("ev", 2), TP("clock", 0), TP("out", 0)]
-
-    class Consumer:
-        _committed_offset = {tps[0]: 90, tps[1]: 5, tps[3]: 7, tps[4]: 0}
-
-        def assignment(self) -> set[TP]:
-            return set(tps)
-
-        def highwater(self, tp: TP) -> int | None:
-            return {"ev": 100, "clock": 7, "out": 50}[tp.topic] if tp is not tps[1] else None
-
-    class App:
-        consumer = Consumer()
-
-    # ev[1]: no highwater yet, ev[2]: never committed, out: not a source topic.
-    assert consumer_lag(App(), ["ev", "clock"]) == [("clock", 0, 0), ("ev", 0, 10)]
-
-    class Broken:
-        @property
-        def consumer(self) -> Any:
-            raise RuntimeError("consumer not started")
-
-    assert consumer_lag(Broken(), ["ev"]) == []
 
 
 def test_buckets_count_a_value_on_a_bound_in_that_bucket() -> None:

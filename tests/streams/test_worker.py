@@ -1,0 +1,114 @@
+"""streams.worker pieces that need no broker: state stores, client settings, readiness.
+The loop itself is proven against the real broker in tests/integration/test_pipeline.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from streams.settings import load_settings
+from streams.worker import (
+    LocalState,
+    PartitionStore,
+    consumer_config,
+    producer_config,
+    transactional_id,
+)
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_a_partition_store_queues_every_write_for_the_changelog(tmp_path: Path, store: str) -> None:
+    state = LocalState(
+        load_settings({"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": store})
+    )
+    part = state.open(3)
+    assert part.get(b"a") is None
+    part.put(b"a", b"1")
+    part.put(b"b", b"2")
+    part.delete(b"a")
+    part.delete(b"never-there")
+    assert part.get(b"a") is None and part.get(b"b") == b"2"
+    assert list(part.items()) == [(b"b", b"2")]
+    assert part.pending == [(b"a", b"1"), (b"b", b"2"), (b"a", None), (b"never-there", None)]
+    assert list(state.items()) == [(b"b", b"2")]
+    state.close_all()
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_a_reopened_partition_starts_empty_and_restores_without_queueing(
+    tmp_path: Path, store: str
+) -> None:
+    settings = load_settings({"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": store})
+    state = LocalState(settings)
+    state.open(0).put(b"stale", b"x")
+    part = state.open(0)  # a new assignment: only the changelog counts
+    assert part.get(b"stale") is None
+    part.load(b"t1", b"s1")
+    part.load(b"t2", b"s2")
+    part.load(b"t1", None)  # a tombstone
+    assert list(part.items()) == [(b"t2", b"s2")] and part.pending == []
+    state.close_all()
+    assert not state.stores
+    if store == "rocksdb://":
+        assert not any((tmp_path / "tickets").iterdir())  # closed stores leave no files
+
+
+def test_items_is_a_snapshot(tmp_path: Path) -> None:
+    part = PartitionStore({})
+    part.put(b"a", b"1")
+    part.put(b"b", b"2")
+    for key, _ in part.items():
+        part.delete(key)  # no "dict changed size during iteration"
+    assert list(part.items()) == []
+
+
+def test_exactly_once_clients(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_SESSION_TIMEOUT_MS": "9000",
+         "ESCALATOR_APP_ID": "esc", "ESCALATOR_INSTANCE_ID": "escalator-worker-2"}
+    )  # fmt: skip
+    consumer = consumer_config(settings)
+    assert consumer["group.id"] == "esc"
+    assert consumer["isolation.level"] == "read_committed"
+    assert consumer["enable.auto.commit"] is False
+    assert consumer["session.timeout.ms"] == 9000 and consumer["heartbeat.interval.ms"] == 3000
+    producer = producer_config(settings)
+    assert producer["transactional.id"] == "esc-worker-escalator-worker-2"
+    assert producer["transaction.timeout.ms"] == 10_000
+    assert producer["acks"] == "all" and producer["enable.idempotence"] is True
+
+
+def test_at_least_once_has_no_transactions(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_PROCESSING_GUARANTEE": "at_least_once"}
+    )
+    assert "transactional.id" not in producer_config(settings)
+    assert consumer_config(settings)["isolation.level"] == "read_uncommitted"
+
+
+def test_without_an_instance_id_the_data_dir_tells_instances_apart(tmp_path: Path) -> None:
+    one = load_settings({"ESCALATOR_DATA_DIR": str(tmp_path / "w1")})
+    two = load_settings({"ESCALATOR_DATA_DIR": str(tmp_path / "w2")})
+    assert transactional_id(one) != transactional_id(two)
+    assert transactional_id(one) == transactional_id(one)
+
+
+def test_readiness_waits_for_an_assignment(tmp_path: Path) -> None:
+    from streams.sla.policy import load_policy
+    from streams.topics import Topics
+    from streams.worker import Worker
+
+    settings = load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
+         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    )  # fmt: skip
+    worker = Worker(settings, load_policy(), Topics("t-"), event_time=True)
+    status, body = worker.readiness()
+    assert status == 503 and json.loads(body) == {"ready": False, "recovered": False,
+                                                  "partitions": []}  # fmt: skip
+    worker.rebalancing, worker.owned = False, [0, 2]
+    status, body = worker.readiness()
+    assert status == 200 and json.loads(body)["partitions"] == [0, 2]
+    assert worker.changelog == "escalator-tickets-changelog"
