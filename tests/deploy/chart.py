@@ -135,14 +135,21 @@ def process_env(
     """The environment the chart gives `container`, with its volumes made real under `root`.
 
     ConfigMap volumes get the rendered data, Secret volumes a made-up value per key (at least
-    32 characters), emptyDir and volume claims an empty directory; every variable that points
+    32 characters), emptyDir and volume claims an empty directory, the pod name the first
+    StatefulSet pod's; every variable that points
     into a mount points to the same file under `root`.
     """
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         env.update(one(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
     for item in container.get("env", []):
-        assert "valueFrom" not in item, f"{container['name']}: {item['name']} uses valueFrom"
+        source = item.get("valueFrom")
+        if source is not None:  # only the pod's own name (the downward API) is allowed
+            assert source == {"fieldRef": {"fieldPath": "metadata.name"}}, (
+                f"{container['name']}: {item['name']} uses valueFrom {source}"
+            )
+            env[item["name"]] = f"{workload['metadata']['name']}-0"
+            continue
         env[item["name"]] = item["value"]
     pod = workload["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
