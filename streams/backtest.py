@@ -114,21 +114,23 @@ class EventTimeDriver:
             if t >= queue.due_from:
                 fired = []
                 self._fire(t, fired, queue.pop(t))
-        ticket_id = event.ticket_id
-        states = self.states
-        state = states.get(ticket_id)
+        state = self.states.get(event.ticket_id)
         if state is None:
             before = None
+            state, out = self.engine.apply(None, event)
+            self.states[state.ticket_id] = state
         elif event.event_id in state.seen:
             self.duplicates += 1
             return fired or []
         else:
             before = state.next_due
-        state, out = self.engine.apply(state, event)
-        states[ticket_id] = state
+            updated, out = self.engine.apply(state, event)
+            if updated is not state:  # apply updates in place; a new object replaces it
+                self.states[state.ticket_id] = state = updated
         due = state.next_due
         if due is not None and due != before:
-            self._due.push(due, ticket_id)
+            # the state's own id, the dict's key: lookups then match it by identity
+            self._due.push(due, state.ticket_id)
         if fired:
             fired.extend(out)
             return fired

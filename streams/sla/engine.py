@@ -138,6 +138,8 @@ class Engine:
         # Matching is a pure function of five attributes, and costs microseconds: memoized.
         self._match_tags = any(sla.match.tags is not None for sla in policy.sla_policies)
         self._matched: dict[tuple[object, ...], _Sla] = {}
+        # Tag sets are shared between tickets (a few dozen distinct ones in practice).
+        self._tag_sets: dict[frozenset[str], frozenset[str]] = {}
         matrix = policy.matrix
         self._top = matrix.top
         self._contacts = tuple(matrix.level(n).contact for n in range(matrix.top + 2))
@@ -590,10 +592,13 @@ class Engine:
             state.category = intern(value)
             changed = True
         if event.tags_added or event.tags_removed:
-            before = frozenset(state.tags)
-            state.tags.update(event.tags_added)
-            state.tags.difference_update(event.tags_removed)
-            changed = changed or before != state.tags
+            tags = state.tags.union(event.tags_added).difference(event.tags_removed)
+            if tags != state.tags:
+                shared = self._tag_sets
+                if len(shared) >= _MATCH_CACHE:
+                    shared.clear()
+                state.tags = shared.setdefault(tags, tags)
+                changed = True
         if event.customer_id is not None:
             state.customer_id = event.customer_id
         value = event.group
@@ -607,7 +612,7 @@ class Engine:
         return changed
 
     def _match(self, state: TicketState) -> _Sla:
-        tags = frozenset(state.tags) if self._match_tags else None
+        tags = state.tags if self._match_tags else None
         key = (state.tier, state.priority, state.channel, state.category, tags)
         sla = self._matched.get(key)
         if sla is None:

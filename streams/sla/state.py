@@ -71,7 +71,7 @@ class TicketState:
     group: str | None = None
     assignee_id: str | None = None
     support_level: int = 1
-    tags: set[str] = field(default_factory=set)
+    tags: frozenset[str] = frozenset()  # shared: most tickets carry one of a few tag sets
     transfers: int = 0
     reopens: int = 0
     cycle: int = 0
@@ -124,7 +124,7 @@ class TicketState:
         values = dict(data)
         values["status"] = Status(values["status"])
         values["priority"] = Priority(values["priority"])
-        values["tags"] = set(values["tags"])
+        values["tags"] = frozenset(values["tags"])
         values["fired"] = set(values["fired"])
         values["seen"] = set(values["seen"])
         values["clocks"] = {

@@ -622,6 +622,21 @@ def test_trigger_tag_on_created_fires(d: Any) -> None:
     assert rules(out) == ["trigger:legal-threat"]
 
 
+def test_tickets_with_the_same_tags_share_one_immutable_set(
+    default_engine: Engine, ticket: Any
+) -> None:
+    a, b = ticket(default_engine, "T1"), ticket(default_engine, "T2")
+    standard(a, utc(MON, 15), tags_added=("returning_customer", "vip_contact"))
+    standard(b, utc(MON, 15), tags_added=("vip_contact",))
+    b.send(EventType.TAGS_CHANGED, utc(MON, 15, 5), tags_added=("returning_customer",))
+    assert a.state.tags == {"returning_customer", "vip_contact"}
+    assert b.state.tags is a.state.tags and isinstance(a.state.tags, frozenset)
+    a.send(EventType.TAGS_CHANGED, utc(MON, 15, 6), tags_removed=("vip_contact",))
+    assert a.state.tags == {"returning_customer"}
+    assert b.state.tags == {"returning_customer", "vip_contact"}  # b's set is untouched
+    assert TicketState.from_dict(json.loads(json.dumps(b.state.to_dict()))) == b.state
+
+
 def test_same_trigger_tag_twice_fires_once(d: Any) -> None:
     trigger_escalation(d, ("churn_risk",))
     out = d.send(EventType.TAGS_CHANGED, utc(MON, 15, 40), tags_added=("at_risk",))
