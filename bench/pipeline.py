@@ -5,12 +5,16 @@
 
 1. Ceiling: a bare confluent-kafka consumer with fastavro decoding reads ticket-events.
 2. Throughput: one `escalator worker` (exactly-once, RocksDB state, changelog) drains the
-   same backlog; events/s = events / time until its committed offsets reach the end, and
-   the records it wrote per event (outputs and changelog, counted on the topics).
-3. Detection latency: a wall-clock worker; tickets whose first-response deadline falls in
+   same backlog (the default history's 14,838 tickets fit in the store's in-memory front of
+   recent writes, 2 x streams.worker.FRONT_KEYS per partition; --agents 2000 spills to
+   disk); events/s = events / time until its committed offsets reach the end, and the
+   records it wrote per event (outputs and changelog, counted on the topics).
+3. Restore: a worker with empty local state joins the drained group and restores every
+   partition from the changelog (what failover costs); records/s and seconds until ready.
+4. Detection latency: a wall-clock worker; tickets whose first-response deadline falls in
    the next seconds, no further events; latency = deadline -> escalation readable by a
    read_committed consumer. Prints p50/p95/p99.
-4. --metrics-cost: only the throughput run, with worker metrics on and off (ESCALATOR_METRICS):
+5. --metrics-cost: only the throughput run, with worker metrics on and off (ESCALATOR_METRICS):
    each round drains two copies of the same backlog at the same time, one worker with metrics
    and one without, so drift on a shared machine hits both alike; prints both rates and the
    overhead of metrics, in wall time and per CPU second of the worker processes.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -171,6 +176,33 @@ def measure_latency(settings: Settings, root: Path, partitions: int, n: int) -> 
     stop(live)
 
 
+REBUILT = re.compile(
+    r"due index rebuilt: (\d+) tickets on partitions \[[^]]*\] "
+    r"\((\d+) changelog records restored, \d+ partitions kept, ([\d.]+)s\)"
+)
+
+
+def measure_restore(
+    settings: Settings, root: Path, prefix: str, changelog: str, partitions: int, ceil: float
+) -> None:
+    """Failover: a worker with empty local state joins the drained group, so it restores every
+    partition from the changelog before it is ready. Prints its own figures from its log."""
+    on_topic = records(settings, [changelog], partitions)
+    worker = start_worker(prefix, root / "w-restore", True, None)
+    log = root / "w-restore.log"
+    wait_log(log, "Worker ready")
+    stop(worker)
+    found = REBUILT.search(log.read_text(errors="replace"))
+    if found is None:
+        raise SystemExit(f"no 'due index rebuilt' line in {log}")
+    tickets, restored, seconds = int(found[1]), int(found[2]), float(found[3])
+    rate = restored / max(seconds, 1e-9)
+    print(f"restore  : fresh worker, all {partitions} partitions from the changelog: "
+          f"{restored:,} records (of {on_topic:,} offsets on the topic, markers included), "
+          f"{tickets:,} tickets; assignment to ready {seconds:.1f}s = {rate:,.0f} records/s "
+          f"(ratio to ceiling {rate / ceil:.2f})")  # fmt: skip
+
+
 def stop(worker: subprocess.Popen[bytes]) -> None:
     worker.send_signal(signal.SIGTERM)
     try:
@@ -315,6 +347,7 @@ def main() -> int:
               f"  ({per_cpu:,.0f} per CPU-s; {written / total:.2f} records written per event;"
               f" ratio to ceiling {rate / ceil:.3f}, to the goal {rate / 10_000:.2f})")  # fmt: skip
 
+        measure_restore(settings, root, prefix, changelog, partitions, ceil)
         measure_latency(settings, root, partitions, args.latency_tickets)
     return 0
 

@@ -89,37 +89,81 @@ class Restart(Exception):
 # ---------------------------------------------------------------------- state
 
 
+_ABSENT = object()
+FRONT_KEYS = 4096  # per generation and partition: the latest writes a disk store keeps in memory
+
+
 class PartitionStore:
     """One partition's ticket states (the processor's StateStore); writes are queued so the
-    loop sends them to the changelog in the transaction of the message that caused them."""
+    loop sends them to the changelog in the transaction of the message that caused them.
 
-    __slots__ = ("data", "pending")
+    With `front` (a disk store), the latest writes stay in memory, in two generations of up
+    to `front` keys, and reach the disk only when they age out: a busy ticket's next event
+    reads and writes a dict, while RocksDB holds the tickets that went quiet. Nothing is lost
+    by keeping them in memory: the store is never reopened, the changelog is the durable copy.
+    """
 
-    def __init__(self, data: MutableMapping[bytes, bytes]) -> None:
+    __slots__ = ("data", "pending", "front", "young", "old")
+
+    def __init__(self, data: MutableMapping[bytes, bytes], front: int = 0) -> None:
         self.data = data
         self.pending: list[tuple[bytes, bytes | None]] = []
+        self.front = front
+        self.young: dict[bytes, bytes | None] = {}  # None: deleted
+        self.old: dict[bytes, bytes | None] = {}
 
     def get(self, key: bytes) -> bytes | None:
+        if self.front:
+            value = self.young.get(key, _ABSENT)
+            if value is _ABSENT:
+                value = self.old.get(key, _ABSENT)
+                if value is _ABSENT:
+                    return self.data.get(key)
+            return value  # type: ignore[return-value]
         return self.data.get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
-        self.data[key] = value
         self.pending.append((key, value))
+        self._write(key, value)
 
     def delete(self, key: bytes) -> None:
-        if key in self.data:
-            del self.data[key]
         self.pending.append((key, None))
+        self._write(key, None)
+
+    def _write(self, key: bytes, value: bytes | None) -> None:
+        if not self.front:
+            self._store(key, value)
+            return
+        young = self.young
+        young[key] = value
+        if len(young) >= self.front:
+            # The old generation goes to disk, except what the young one overrides.
+            for old_key, old_value in self.old.items():
+                if old_key not in young:
+                    self._store(old_key, old_value)
+            self.old = young
+            self.young = {}
+
+    def _store(self, key: bytes, value: bytes | None) -> None:
+        data = self.data
+        if value is not None:
+            data[key] = value
+        elif key in data:
+            del data[key]
 
     def items(self) -> Iterable[tuple[bytes, bytes]]:
-        return list(self.data.items())
+        if not self.front:
+            return list(self.data.items())
+        merged: dict[bytes, bytes | None] = dict(self.data.items())
+        merged.update(self.old)
+        merged.update(self.young)
+        return sorted((k, v) for k, v in merged.items() if v is not None)
 
     def load(self, key: bytes, value: bytes | None) -> None:
         """Apply a changelog record (a restore: nothing to send)."""
-        if value is not None:
-            self.data[key] = value
-        elif key in self.data:
-            del self.data[key]
+        self.young.pop(key, None)
+        self.old.pop(key, None)
+        self._store(key, value)
 
 
 class LocalState:
@@ -152,7 +196,7 @@ class LocalState:
             data = db
         else:
             data = {}
-        store = self.stores[partition] = PartitionStore(data)
+        store = self.stores[partition] = PartitionStore(data, FRONT_KEYS if self.rocksdb else 0)
         return store
 
     def close(self, partition: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +63,44 @@ def test_items_is_a_snapshot(tmp_path: Path) -> None:
     for key, _ in part.items():
         part.delete(key)  # no "dict changed size during iteration"
     assert list(part.items()) == []
+
+
+@pytest.mark.parametrize("disk", [False, True])
+def test_a_front_keeps_the_latest_writes_in_memory_until_they_age_out(
+    tmp_path: Path, disk: bool
+) -> None:
+    data: Any = {}
+    if disk:
+        from rocksdict import Options, Rdict
+
+        data = Rdict(str(tmp_path / "db"), Options(raw_mode=True))
+    data[b"z"] = b"on disk"
+    part = PartitionStore(data, front=2)
+    part.delete(b"z")
+    assert part.get(b"z") is None and data[b"z"] == b"on disk"  # the deletion hides it
+    assert list(part.items()) == []
+    part.put(b"a", b"1")  # the young generation is full: it becomes the old one
+    assert part.get(b"a") == b"1" and b"a" not in data  # still in memory
+    part.put(b"z", b"back")
+    part.put(b"b", b"2")  # full again: of the old ones, only a=1 is not overridden
+    assert data[b"a"] == b"1" and data[b"z"] == b"on disk" and b"b" not in data
+    assert part.get(b"a") == b"1" and part.get(b"z") == b"back"
+    part.put(b"a", b"1'")
+    part.delete(b"b")  # full again: z=back reaches the disk
+    assert data[b"z"] == b"back" and data[b"a"] == b"1"
+    assert part.get(b"a") == b"1'" and part.get(b"b") is None
+    part.put(b"c", b"3")
+    part.put(b"d", b"4")  # full again: a=1' and the deletion of b reach the disk
+    assert data[b"a"] == b"1'" and b"b" not in data
+    part.put(b"e", b"5")
+    assert [k for k, _ in part.items()] == [b"a", b"c", b"d", b"e", b"z"]
+    part.load(b"e", None)  # a restore overrides what memory holds
+    part.load(b"f", b"6")
+    assert part.get(b"e") is None and part.get(b"f") == b"6"
+    assert [k for k, _ in part.items()] == [b"a", b"c", b"d", b"f", b"z"]
+    assert [k for k, _ in part.pending] == [b"z", b"a", b"z", b"b", b"a", b"b", b"c", b"d", b"e"]
+    if disk:
+        data.close()
 
 
 def test_exactly_once_clients(tmp_path: Path) -> None:
