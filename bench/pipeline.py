@@ -223,6 +223,17 @@ def cpu_seconds(pid: int) -> float:
     return own + sum(cpu_seconds(int(child)) for child in children)
 
 
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory (VmHWM) of a process and its descendants, in MB; 0 once gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0)
+    return kb / 1024 + sum(peak_rss_mb(int(child)) for child in children)
+
+
 @dataclass
 class Drain:
     """One event-time worker draining the backlog of its own topic prefix."""
@@ -235,6 +246,7 @@ class Drain:
     done: int = 0
     first: tuple[float, int, float] | None = None  # wall time, committed, CPU at first commit
     last: tuple[float, float] = (0.0, 0.0)  # wall time, CPU when last seen
+    peak_mb: float = 0.0  # peak RSS of the worker's processes, read before it stops
 
     def rates(self) -> tuple[float, float]:
         """(events/s of wall time, events per CPU second of the worker's processes)."""
@@ -272,6 +284,7 @@ def drain(settings: Settings, root: Path, runs: list[Drain]) -> None:
     progress.close()
     for run in runs:
         assert run.worker is not None
+        run.peak_mb = peak_rss_mb(run.worker.pid)
         stop(run.worker)
 
 
@@ -345,7 +358,8 @@ def main() -> int:
         written = records(settings, outputs, partitions)
         print(f"worker   : 1 worker, exactly-once, RocksDB + changelog: {rate:>10,.0f} events/s"
               f"  ({per_cpu:,.0f} per CPU-s; {written / total:.2f} records written per event;"
-              f" ratio to ceiling {rate / ceil:.3f}, to the goal {rate / 10_000:.2f})")  # fmt: skip
+              f" ratio to ceiling {rate / ceil:.3f}, to the goal {rate / 10_000:.2f};"
+              f" peak RSS {run.peak_mb:,.0f} MB)")  # fmt: skip
 
         measure_restore(settings, root, prefix, changelog, partitions, ceil)
         measure_latency(settings, root, partitions, args.latency_tickets)

@@ -90,6 +90,7 @@ class Restart(Exception):
 
 
 _ABSENT = object()
+MEMTABLE_BYTES = 8 << 20
 FRONT_KEYS = 4096  # per generation and partition: the latest writes a disk store keeps in memory
 
 
@@ -188,7 +189,12 @@ class LocalState:
             path = self.root / str(partition)
             shutil.rmtree(path, ignore_errors=True)
             path.parent.mkdir(parents=True, exist_ok=True)
-            db = Rdict(str(path), Options(raw_mode=True))
+            options = Options(raw_mode=True)
+            # Recent writes live in the store's front: small memtables keep memory per
+            # partition bounded (RocksDB's default is up to 2 x 64 MB each).
+            options.set_write_buffer_size(MEMTABLE_BYTES)
+            options.set_max_write_buffer_number(2)
+            db = Rdict(str(path), options)
             writes = WriteOptions()
             writes.disable_wal = True  # never reopened: the changelog is the durable copy
             db.set_write_options(writes)
@@ -227,6 +233,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         # read_committed also makes the committed-offset fetch wait for a previous
         # owner's pending transaction (KIP-447 require_stable) before we restore.
         "isolation.level": "read_committed" if exactly_once else "read_uncommitted",
+        "queued.max.messages.kbytes": 8192,  # prefetch ~2 s of events, not librdkafka's 64 MB
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "session.timeout.ms": settings.session_timeout_ms,

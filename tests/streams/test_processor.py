@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Iterable
 from typing import Any
 
@@ -224,6 +225,20 @@ def test_a_state_changed_in_the_store_is_read_from_the_store(
     send(proc, store, codecs, event("T1", "e-from-elsewhere", T0 + MINUTE), offset=1)
 
     assert proc.counters.duplicates == 1
+
+
+def test_encoded_states_take_no_more_memory_than_their_bytes() -> None:
+    """The store's front and the cache hold thousands of these for as long as a ticket lives."""
+    state = TicketState(ticket_id="T1", first_seen_at=T0, clock_at=T0, seen={"e1", "e2"})
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [encode_state(0, state) for _ in range(200)]
+        per_state = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert decode_state(kept[0]) == (0, state)
+    assert per_state < len(kept[0]) + 100  # the bytes plus the object header, no spare buffer
 
 
 def test_cache_keeps_the_most_recently_saved_states() -> None:
