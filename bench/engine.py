@@ -19,11 +19,10 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import orjson
-
 from connectors.generator import generate_to_file
 from connectors.history import LineError, read_history
 from streams.backtest import EventTimeDriver, backtest_events
+from streams.processor import encode_state
 from streams.progress import Progress
 from streams.sla.engine import Engine
 from streams.sla.policy import load_policy
@@ -49,7 +48,7 @@ def backtest(path: Path) -> tuple[int, float, int, int]:
 
 def state_bytes(path: Path, limit: int = 20000) -> tuple[float, float]:
     """Bytes of live engine state per ticket over the first `limit` tickets of the history:
-    (Python objects while the driver holds them, serialized JSON as stored in the table)."""
+    (Python objects while the driver holds them, the worker's changelog and store value)."""
     events = []
     tickets: set[str] = set()
     for item in read_history(path):
@@ -69,7 +68,7 @@ def state_bytes(path: Path, limit: int = 20000) -> tuple[float, float]:
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     open_states = [s for s in driver.states.values() if not s.closed]
-    stored = sum(len(orjson.dumps(s.to_dict())) for s in open_states) / max(len(open_states), 1)
+    stored = sum(len(encode_state(0, s)) for s in open_states) / max(len(open_states), 1)
     return (after - before) / max(len(driver.states), 1), stored
 
 
@@ -124,7 +123,8 @@ def main() -> int:
     )
     print(
         f"engine state: ~{per_ticket:,.0f} bytes per ticket in memory (tracemalloc, first 20k "
-        f"tickets, engine included); ~{stored:,.0f} bytes per open ticket as stored (JSON)"
+        f"tickets, engine included); ~{stored:,.0f} bytes per open ticket as stored "
+        "(the worker's changelog record)"
     )
     return 0
 

@@ -51,6 +51,18 @@ class Clock:
     def from_dict(cls, data: dict[str, Any]) -> Clock:
         return cls(**data)
 
+    def to_row(self) -> list[Any]:
+        """The fields in declaration order: to_dict without the keys (see TicketState.to_row)."""
+        return [
+            self.metric, self.round, self.started_at, self.elapsed, self.running_since,
+            self.target, self.last_fraction, self.next_at, self.breached_at, self.ended_at,
+            self.met,
+        ]  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> Clock:
+        return cls(*row)
+
 
 @dataclass(slots=True)
 class TicketState:
@@ -119,6 +131,34 @@ class TicketState:
             "closed": self.closed,
         }
 
+    def to_row(self) -> list[Any]:
+        """The fields in declaration order, as JSON-ready values: half the bytes of to_dict,
+        for the changelog record written on every event. Clocks are rows too."""
+        return [
+            self.ticket_id, self.first_seen_at, self.clock_at, self.status.value,
+            self.status_since, self.status_seq, self.priority.value, self.priority_at,
+            self.channel, self.category, self.customer_id, self.tier, self.group,
+            self.assignee_id, self.support_level, sorted(self.tags), self.transfers,
+            self.reopens, self.cycle, self.created_at, self.policy,
+            [clock.to_row() for clock in self.clocks.values()], self.level,
+            self.awaiting_since, self.escalated_at, sorted(self.fired), sorted(self.seen),
+            self.next_due, self.closed,
+        ]  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> TicketState:
+        if len(row) != _ROW_FIELDS:
+            raise ValueError(f"a ticket state row has {_ROW_FIELDS} fields, got {len(row)}")
+        values = list(row)
+        values[3] = Status(values[3])
+        values[6] = Priority(values[6])
+        values[15] = frozenset(values[15])
+        clocks = (Clock.from_row(clock) for clock in values[21])
+        values[21] = {clock.metric: clock for clock in clocks}
+        values[25] = set(values[25])
+        values[26] = set(values[26])
+        return cls(*values)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TicketState:
         values = dict(data)
@@ -131,3 +171,6 @@ class TicketState:
             name: Clock.from_dict(clock) for name, clock in values["clocks"].items()
         }
         return cls(**values)
+
+
+_ROW_FIELDS = len(TicketState.__slots__)

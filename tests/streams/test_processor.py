@@ -6,6 +6,7 @@ import tracemalloc
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 import pytest
 
 from connectors.generator import generate_history
@@ -493,6 +494,24 @@ def test_open_ticket_is_never_deleted(make: Any, codecs: dict[str, Any]) -> None
 def test_state_round_trip() -> None:
     state = TicketState(ticket_id="T1", first_seen_at=T0, clock_at=T0, seen={"e1"}, next_due=5)
     assert decode_state(encode_state(7, state)) == (7, state)
+
+
+def test_states_of_the_first_format_still_read_and_are_twice_the_size() -> None:
+    """Changelogs written before the row format (a rolling upgrade restores from them)."""
+    engine = Engine(load_policy())
+    state, _ = engine.apply(None, event("T1", "e1", T0, tags_added=("vip_contact",)))
+    state, _ = engine.apply(state, event("T1", "e2", T0 + 60_000, "AGENT_REPLIED"))
+    old = orjson.dumps({"p": 4, "s": state.to_dict()})
+    assert decode_state(old) == (4, state)
+    new = encode_state(4, state)
+    assert decode_state(new) == (4, state) and len(new) < 0.6 * len(old)
+
+
+def test_a_state_of_an_unknown_format_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="ticket state format 9, this version reads 1 and 2"):
+        decode_state(b"[9, 0, []]")
+    with pytest.raises(ValueError, match="has 29 fields, got 2"):
+        decode_state(b'[2, 0, ["T1", 1]]')
 
 
 def test_tick_round_trip() -> None:

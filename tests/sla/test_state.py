@@ -1,0 +1,52 @@
+"""streams.sla.state: the two serialized forms of a ticket's state."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from streams.sla.events import Priority, Status
+from streams.sla.state import Clock, TicketState
+
+
+def busy_state() -> TicketState:
+    """Every field away from its default, so a field the row forgets shows up."""
+    return TicketState(
+        ticket_id="T1", first_seen_at=1, clock_at=2, status=Status.PENDING, status_since=3,
+        status_seq=4, priority=Priority.HIGH, priority_at=5, channel="chat", category="billing",
+        customer_id="C1", tier="vip", group="g1", assignee_id="a1", support_level=2,
+        tags=frozenset({"vip_contact", "legal"}), transfers=6, reopens=7, cycle=8,
+        created_at=9, policy="vip",
+        clocks={
+            "resolution": Clock("resolution", 1, 10, 11, None, 12, 0.5, 13, None, None, False),
+            "first_response": Clock("first_response", 0, 14, 15, 16, 17, 1.0, None, 18, 19, True),
+        },
+        level=3, awaiting_since=20, escalated_at=21, fired={"sla:x|2", "trigger:y|1"},
+        seen={"e1", "e2"}, next_due=22, closed=True,
+    )  # fmt: skip
+
+
+def test_the_row_holds_every_field_in_order_with_the_dict_forms_values() -> None:
+    state = busy_state()
+    row, as_dict = state.to_row(), state.to_dict()
+    assert len(row) == len(dataclasses.fields(TicketState)) == len(as_dict)
+    clocks = row[list(as_dict).index("clocks")]
+    assert clocks == [list(clock.values()) for clock in as_dict["clocks"].values()]
+    others = [v for k, v in as_dict.items() if k != "clocks"]
+    assert [v for v in row if v is not clocks] == others
+
+
+def test_row_and_dict_round_trip_through_json_to_the_same_state() -> None:
+    state = busy_state()
+    from_row = TicketState.from_row(json.loads(json.dumps(state.to_row())))
+    from_dict = TicketState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert from_row == from_dict == state
+    assert list(from_row.clocks) == ["resolution", "first_response"]  # order kept
+    assert isinstance(from_row.tags, frozenset)
+
+
+def test_a_row_of_the_wrong_length_is_refused() -> None:
+    with pytest.raises(ValueError, match="a ticket state row has 29 fields, got 28"):
+        TicketState.from_row(busy_state().to_row()[:-1])
