@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -159,14 +159,17 @@ def _redis_accepts(settings: Settings) -> None:
         client.close()
 
 
-def _pipeline_topics(settings: Settings, prefix: str) -> Topics:
-    """Check Kafka answers and the pipeline topics exist with the configured partitions."""
+def _pipeline_topics(settings: Settings, prefix: str, compacted: Iterable[str] = ()) -> Topics:
+    """Check Kafka answers and the pipeline topics exist with the configured partitions;
+    `compacted`: more topics to ensure, keeping the last record per key (a changelog)."""
     import streams.topics
 
     _kafka_reachable(settings)
     topics = streams.topics.Topics(prefix)
     try:
         streams.topics.ensure_topics(settings, topics)
+        if compacted:
+            streams.topics.ensure_topics(settings, topics, compacted, compact=True)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     return topics
@@ -220,18 +223,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if not os.environ.get(CHILD_ENV):
         return _supervise_worker()
     _die_with_parent()
-    import streams.topics
     from streams.worker import changelog_topic, run_worker
 
     settings = _settings()
     policy = _policy_arg(args.policy or settings.policy_file)
-    topics = _pipeline_topics(settings, args.topic_prefix)
     if args.topic_prefix:  # an isolated pipeline: its own group, changelog and state
         settings = replace(settings, app_id=f"{args.topic_prefix}{settings.app_id}")
-    try:
-        streams.topics.ensure_topics(settings, topics, [changelog_topic(settings)], compact=True)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    topics = _pipeline_topics(settings, args.topic_prefix, [changelog_topic(settings)])
     logging.basicConfig(
         level=args.loglevel.upper(), stream=sys.stderr,
         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
