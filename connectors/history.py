@@ -92,7 +92,6 @@ def read_history(path: str | Path) -> Iterator[TicketEvent | LineError]:
     """
     name = str(path)
     loads = _loads
-    from_dict = event_from_dict
     with open_history(path) as f:
         for lineno, raw in enumerate(f, 1):
             try:
@@ -108,7 +107,7 @@ def read_history(path: str | Path) -> Iterator[TicketEvent | LineError]:
                 )
                 continue
             try:
-                yield from_dict(data)
+                yield event_from_dict(data)  # global, not a local alias: compiled, a direct call
             except EventError as exc:
                 yield LineError(name, lineno, exc.field, exc.reason)
 

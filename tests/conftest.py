@@ -12,9 +12,11 @@ Unit tests that use none of these fixtures start nothing.
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -222,6 +224,36 @@ def _describe(info: ServiceInfo) -> str:
     else:
         what = f"Redis {info.version}" if info.version else "Redis (version unknown)"
     return f"{what} at {info.address} ({info.startup})"
+
+
+def _compiled_modules() -> list[str]:
+    with open(REPO_DIR / "pyproject.toml", "rb") as f:
+        paths = tomllib.load(f)["tool"]["escalator"]["compiled-modules"]
+    return [path.removesuffix(".py").replace("/", ".") for path in paths]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """ESCALATOR_EXPECT_COMPILED=1 (scripts/test, in the copy scripts/compile-engine builds):
+    stop at once unless every module of pyproject's compiled-modules is the compiled one, so
+    that run can never quietly test the plain Python again."""
+    if not os.environ.get("ESCALATOR_EXPECT_COMPILED"):
+        return
+    plain = [
+        name
+        for name in _compiled_modules()
+        if str(importlib.import_module(name).__file__).endswith(".py")
+    ]
+    if plain:
+        raise pytest.UsageError(
+            f"ESCALATOR_EXPECT_COMPILED is set but {', '.join(plain)} imported as plain Python"
+            f" (from {REPO_DIR}); build with scripts/compile-engine and run pytest there"
+        )
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if os.environ.get("ESCALATOR_EXPECT_COMPILED"):
+        return f"engine: compiled with mypyc: {', '.join(_compiled_modules())}"
+    return None
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -131,16 +131,23 @@ class SlaOutcome:
 Action = Escalation | PriorityBump | Reminder | SlaOutcome
 
 
-def fast_constructor(cls: Callable[_P, _T]) -> Callable[_P, _T]:
+def fast_constructor(
+    cls: Callable[_P, _T], compiled: Callable[_P, _T] | None = None
+) -> Callable[_P, _T]:
     """Build instances of a frozen slotted dataclass at the cost of a mutable one.
 
     A frozen dataclass's generated __init__ sets every field through object.__setattr__,
     which makes it about four times slower than a plain one: the engine creates an
     action for about every other event. The returned function fills a mutable twin with
     the same slot layout and then makes it an instance of `cls` (immutable from then on).
-    Falls back to `cls` itself where the layouts cannot be swapped.
+
+    Where this module is compiled (mypyc, see `compiled_modules` in pyproject.toml) `cls` is
+    a native class, whose layout cannot be swapped: `compiled` is returned instead, else
+    `cls` itself (as on another interpreter's object layout).
     """
     frozen = cast(type, cls)
+    if hasattr(frozen, "__mypyc_attrs__"):
+        return cls if compiled is None else compiled
     twin = dataclasses.make_dataclass(
         f"_{frozen.__name__}Builder",
         [(f.name, f.type) for f in dataclasses.fields(frozen)],
@@ -161,7 +168,54 @@ def fast_constructor(cls: Callable[_P, _T]) -> Callable[_P, _T]:
     return build
 
 
-new_escalation = fast_constructor(Escalation)
+# Compiled only (fast_constructor picks them for native classes): compiled code stores
+# into a native instance's fields directly, past the frozen __setattr__, which interpreted
+# code cannot. For the two records the engine makes most; the others use their __init__.
+
+
+def _compiled_escalation(
+    escalation_id: str, ticket_id: str, kind: Kind, level: int, from_level: int, target: str,
+    reason: Reason, policy: str, rule: str, sla_metric: str | None, due_at: int, fired_at: int,
+    event_id: str | None, cycle: int,
+) -> Escalation:  # fmt: skip
+    obj = Escalation.__new__(Escalation)
+    obj.escalation_id = escalation_id  # type: ignore[misc]
+    obj.ticket_id = ticket_id  # type: ignore[misc]
+    obj.kind = kind  # type: ignore[misc]
+    obj.level = level  # type: ignore[misc]
+    obj.from_level = from_level  # type: ignore[misc]
+    obj.target = target  # type: ignore[misc]
+    obj.reason = reason  # type: ignore[misc]
+    obj.policy = policy  # type: ignore[misc]
+    obj.rule = rule  # type: ignore[misc]
+    obj.sla_metric = sla_metric  # type: ignore[misc]
+    obj.due_at = due_at  # type: ignore[misc]
+    obj.fired_at = fired_at  # type: ignore[misc]
+    obj.event_id = event_id  # type: ignore[misc]
+    obj.cycle = cycle  # type: ignore[misc]
+    return obj
+
+
+def _compiled_outcome(
+    ticket_id: str, policy: str, metric: str, cycle: int, round: int, started_at: int,
+    ended_at: int, met: bool, breached: bool, business_elapsed: int, target: int | None,
+) -> SlaOutcome:  # fmt: skip
+    obj = SlaOutcome.__new__(SlaOutcome)
+    obj.ticket_id = ticket_id  # type: ignore[misc]
+    obj.policy = policy  # type: ignore[misc]
+    obj.metric = metric  # type: ignore[misc]
+    obj.cycle = cycle  # type: ignore[misc]
+    obj.round = round  # type: ignore[misc]
+    obj.started_at = started_at  # type: ignore[misc]
+    obj.ended_at = ended_at  # type: ignore[misc]
+    obj.met = met  # type: ignore[misc]
+    obj.breached = breached  # type: ignore[misc]
+    obj.business_elapsed = business_elapsed  # type: ignore[misc]
+    obj.target = target  # type: ignore[misc]
+    return obj
+
+
+new_escalation = fast_constructor(Escalation, _compiled_escalation)
 new_priority_bump = fast_constructor(PriorityBump)
 new_reminder = fast_constructor(Reminder)
-new_outcome = fast_constructor(SlaOutcome)
+new_outcome = fast_constructor(SlaOutcome, _compiled_outcome)

@@ -11,7 +11,7 @@ month of history: ``event_from_dict`` has to stay in the low microseconds.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
@@ -109,7 +109,6 @@ class EventError(ValueError):
 # Timestamps
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS: Final = timedelta(milliseconds=1)
 MIN_TIMESTAMP_MS: Final = 946_684_800_000  # 2000-01-01T00:00:00Z
 _MAX_TIMESTAMP_MS: Final = 253_402_300_800_000  # 10000-01-01T00:00:00Z (exclusive)
 
@@ -117,6 +116,14 @@ _MAX_TIMESTAMP_MS: Final = 253_402_300_800_000  # 10000-01-01T00:00:00Z (exclusi
 _DAY_MS: Final = 86_400_000
 _UNIX_EPOCH_ORDINAL: Final = 719_163  # date(1970, 1, 1).toordinal()
 _day_prefix_cache: dict[int, str] = {}
+
+
+def _epoch_ms(since_epoch: timedelta) -> int:
+    """Whole milliseconds of a timedelta, floored like ``// timedelta(milliseconds=1)``,
+    which costs several times this sum (it goes through one big integer of microseconds)."""
+    return (
+        since_epoch.days * _DAY_MS + since_epoch.seconds * 1000 + since_epoch.microseconds // 1000
+    )
 
 
 def format_ts(ms: int) -> str:
@@ -149,13 +156,13 @@ def parse_ts(value: object, field: str = "occurred_at") -> int:
             raise EventError(field, f"{value!r} is not an ISO-8601 timestamp") from None
         if dt.tzinfo is None:
             raise EventError(field, f"{value!r} needs a UTC offset (e.g. 'Z' or '+00:00')")
-        ms = (dt - _EPOCH) // _ONE_MS
+        ms = _epoch_ms(dt - _EPOCH)
     elif isinstance(value, int) and not isinstance(value, bool):  # int subclass
         ms = int(value)
     elif isinstance(value, datetime):  # e.g. an Avro timestamp-millis decoded by fastavro
         if value.tzinfo is None:
             raise EventError(field, f"{value.isoformat()!r} needs a UTC offset")
-        ms = (value - _EPOCH) // _ONE_MS
+        ms = _epoch_ms(value - _EPOCH)
     else:
         raise EventError(
             field,
@@ -275,15 +282,46 @@ def _attributes(value: object) -> dict[str, str]:
     return dict(value)
 
 
-class _EventBuilder:
-    """Same slot layout as :class:`TicketEvent` but mutable: filling it with plain attribute
-    stores and then switching ``__class__`` is about twice as fast as the frozen dataclass
-    ``__init__`` (17 ``object.__setattr__`` calls), which dominates decoding time."""
+# Same slot layout as TicketEvent but mutable: filling it with plain attribute stores and then
+# switching ``__class__`` is about twice as fast as the frozen dataclass ``__init__`` (17
+# ``object.__setattr__`` calls), which dominates decoding time. (A class statement with
+# ``__slots__ = TicketEvent.__slots__`` would not compile with mypyc.)
+_EventBuilder = type("_EventBuilder", (), {"__slots__": tuple(f.name for f in fields(TicketEvent))})
 
-    __slots__ = TicketEvent.__slots__
+
+def _compiled_event(
+    event_id: str, ticket_id: str, etype: EventType, occurred_at: int, status: Status | None,
+    priority: Priority | None, channel: str | None, category: str | None,
+    customer_id: str | None, customer_tier: str | None, group: str | None,
+    assignee_id: str | None, support_level: int | None, tags_added: tuple[str, ...],
+    tags_removed: tuple[str, ...], csat: int | None, attributes: dict[str, str],
+) -> TicketEvent:  # fmt: skip
+    """Compiled only (mypyc, where TicketEvent is a native class with no ``__class__`` to
+    switch): compiled code stores into the fields directly, past the frozen __setattr__."""
+    event = TicketEvent.__new__(TicketEvent)
+    event.event_id = event_id  # type: ignore[misc]
+    event.ticket_id = ticket_id  # type: ignore[misc]
+    event.type = etype  # type: ignore[misc]
+    event.occurred_at = occurred_at  # type: ignore[misc]
+    event.status = status  # type: ignore[misc]
+    event.priority = priority  # type: ignore[misc]
+    event.channel = channel  # type: ignore[misc]
+    event.category = category  # type: ignore[misc]
+    event.customer_id = customer_id  # type: ignore[misc]
+    event.customer_tier = customer_tier  # type: ignore[misc]
+    event.group = group  # type: ignore[misc]
+    event.assignee_id = assignee_id  # type: ignore[misc]
+    event.support_level = support_level  # type: ignore[misc]
+    event.tags_added = tags_added  # type: ignore[misc]
+    event.tags_removed = tags_removed  # type: ignore[misc]
+    event.csat = csat  # type: ignore[misc]
+    event.attributes = attributes  # type: ignore[misc]
+    return event
 
 
 def _make_event_builder() -> Any:
+    if hasattr(TicketEvent, "__mypyc_attrs__"):  # compiled: see _compiled_event
+        return None
     try:
         probe: Any = _EventBuilder()
         probe.__class__ = TicketEvent
@@ -293,6 +331,7 @@ def _make_event_builder() -> Any:
 
 
 _BUILDER: Final = _make_event_builder()
+_new_event: Final = _compiled_event if hasattr(TicketEvent, "__mypyc_attrs__") else TicketEvent
 
 
 def event_from_dict(data: Mapping[str, Any]) -> TicketEvent:
@@ -301,28 +340,32 @@ def event_from_dict(data: Mapping[str, Any]) -> TicketEvent:
     Optional fields may be absent or ``null``; an empty string in an optional string field is
     read as absent (the canonical form never writes one). Unknown top-level fields are errors.
     """
-    if type(data) is not dict and not isinstance(data, Mapping):  # an ABC check costs ~0.2 us
+    record: dict[str, Any]
+    if type(data) is dict:  # a dict typed as one: compiled, its get() is a direct C call
+        record = data
+    elif isinstance(data, Mapping):  # an ABC check costs ~0.2 us
+        record = dict(data)
+    else:
         raise EventError("event", f"expected a JSON object, got {json_type(data)}")
-    if not _KNOWN_FIELDS.issuperset(data):
-        unknown = sorted(str(k) for k in data if k not in _KNOWN_FIELDS)
+    if not _KNOWN_FIELDS.issuperset(record):
+        unknown = sorted(str(k) for k in record if k not in _KNOWN_FIELDS)
         raise EventError(unknown[0], "unknown field")
-    get = data.get
 
-    event_id = get("event_id")
+    event_id = record.get("event_id")
     if type(event_id) is not str or not event_id:
         event_id = _required_id("event_id", event_id)
-    ticket_id = get("ticket_id")
+    ticket_id = record.get("ticket_id")
     if type(ticket_id) is not str or not ticket_id:
         ticket_id = _required_id("ticket_id", ticket_id)
 
-    value = get("type")
+    value = record.get("type")
     etype = _EVENT_TYPES.get(value) if type(value) is str else None
     if etype is None:
         if value is None:
             raise EventError("type", "is required")
         raise _enum_error("type", value, _EVENT_TYPES)
 
-    value = get("occurred_at")
+    value = record.get("occurred_at")
     if value is None:
         raise EventError("occurred_at", "is required")
     occurred_at = parse_ts(value)
@@ -332,53 +375,53 @@ def event_from_dict(data: Mapping[str, Any]) -> TicketEvent:
     tags_added: tuple[str, ...] = ()
     tags_removed: tuple[str, ...] = ()
     attributes: dict[str, str] = {}
-    if len(data) > 4:  # only the four required fields is the common case (replies)
-        value = get("status")
+    if len(record) > 4:  # only the four required fields is the common case (replies)
+        value = record.get("status")
         if value is not None:
             status = _STATUSES.get(value) if type(value) is str else None
             if status is None:
                 raise _enum_error("status", value, _STATUSES)
-        value = get("priority")
+        value = record.get("priority")
         if value is not None:
             priority = _PRIORITIES.get(value) if type(value) is str else None
             if priority is None:
                 raise _enum_error("priority", value, _PRIORITIES)
-        channel = get("channel")
+        channel = record.get("channel")
         if channel is not None and (type(channel) is not str or not channel):
             channel = _optional_str("channel", channel)
-        category = get("category")
+        category = record.get("category")
         if category is not None and (type(category) is not str or not category):
             category = _optional_str("category", category)
-        customer_id = get("customer_id")
+        customer_id = record.get("customer_id")
         if customer_id is not None and (type(customer_id) is not str or not customer_id):
             customer_id = _optional_str("customer_id", customer_id)
-        customer_tier = get("customer_tier")
+        customer_tier = record.get("customer_tier")
         if customer_tier is not None and (type(customer_tier) is not str or not customer_tier):
             customer_tier = _optional_str("customer_tier", customer_tier)
-        group = get("group")
+        group = record.get("group")
         if group is not None and (type(group) is not str or not group):
             group = _optional_str("group", group)
-        assignee_id = get("assignee_id")
+        assignee_id = record.get("assignee_id")
         if assignee_id is not None and (type(assignee_id) is not str or not assignee_id):
             assignee_id = _optional_str("assignee_id", assignee_id)
-        value = get("support_level")
+        value = record.get("support_level")
         if value is not None:
             support_level = _small_int("support_level", value, 0, 4)
-        value = get("csat")
+        value = record.get("csat")
         if value is not None:
             csat = _small_int("csat", value, 1, 5)
-        value = get("tags_added")
+        value = record.get("tags_added")
         if value is not None:
             tags_added = _tags("tags_added", value)
-        value = get("tags_removed")
+        value = record.get("tags_removed")
         if value is not None:
             tags_removed = _tags("tags_removed", value)
-        value = get("attributes")
+        value = record.get("attributes")
         if value is not None:
             attributes = _attributes(value)
 
-    if _BUILDER is None:  # pragma: no cover
-        return TicketEvent(
+    if _BUILDER is None:  # compiled, or another interpreter's layout
+        return _new_event(
             event_id,
             ticket_id,
             etype,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from streams.sla.events import Priority, Status
 
+# Both records write their own __init__ (init=False), with the signature dataclasses would
+# generate: compiled with mypyc (pyproject's compiled-modules) it is native code, where the
+# generated one stays interpreted and costs several times the whole compiled constructor.
+# tests/sla/test_state.py checks that the two signatures agree.
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Clock:
     """One SLA metric's clock in one round (next_response has a round per customer reply).
 
@@ -27,6 +32,24 @@ class Clock:
     breached_at: int | None = None
     ended_at: int | None = None
     met: bool = False
+
+    def __init__(
+        self, metric: str, round: int, started_at: int, elapsed: int = 0,
+        running_since: int | None = None, target: int | None = None,
+        last_fraction: float = 0.0, next_at: int | None = None,
+        breached_at: int | None = None, ended_at: int | None = None, met: bool = False,
+    ) -> None:  # fmt: skip
+        self.metric = metric
+        self.round = round
+        self.started_at = started_at
+        self.elapsed = elapsed
+        self.running_since = running_since
+        self.target = target
+        self.last_fraction = last_fraction
+        self.next_at = next_at
+        self.breached_at = breached_at
+        self.ended_at = ended_at
+        self.met = met
 
     @property
     def active(self) -> bool:
@@ -64,7 +87,7 @@ class Clock:
         return cls(*row)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class TicketState:
     """Everything the engine remembers about one ticket."""
 
@@ -97,6 +120,49 @@ class TicketState:
     seen: set[str] = field(default_factory=set)
     next_due: int | None = None
     closed: bool = False
+
+    def __init__(
+        self, ticket_id: str, first_seen_at: int, clock_at: int, status: Status = Status.NEW,
+        status_since: int = 0, status_seq: int = 0, priority: Priority = Priority.NORMAL,
+        priority_at: int = 0, channel: str | None = None, category: str | None = None,
+        customer_id: str | None = None, tier: str | None = None, group: str | None = None,
+        assignee_id: str | None = None, support_level: int = 1,
+        tags: frozenset[str] = frozenset(), transfers: int = 0, reopens: int = 0,
+        cycle: int = 0, created_at: int | None = None, policy: str = "",
+        clocks: dict[str, Clock] | None = None, level: int = 1,
+        awaiting_since: int | None = None, escalated_at: int | None = None,
+        fired: set[str] | None = None, seen: set[str] | None = None,
+        next_due: int | None = None, closed: bool = False,
+    ) -> None:  # fmt: skip
+        self.ticket_id = ticket_id
+        self.first_seen_at = first_seen_at
+        self.clock_at = clock_at
+        self.status = status
+        self.status_since = status_since
+        self.status_seq = status_seq
+        self.priority = priority
+        self.priority_at = priority_at
+        self.channel = channel
+        self.category = category
+        self.customer_id = customer_id
+        self.tier = tier
+        self.group = group
+        self.assignee_id = assignee_id
+        self.support_level = support_level
+        self.tags = tags
+        self.transfers = transfers
+        self.reopens = reopens
+        self.cycle = cycle
+        self.created_at = created_at
+        self.policy = policy
+        self.clocks = {} if clocks is None else clocks
+        self.level = level
+        self.awaiting_since = awaiting_since
+        self.escalated_at = escalated_at
+        self.fired = set() if fired is None else fired
+        self.seen = set() if seen is None else seen
+        self.next_due = next_due
+        self.closed = closed
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -173,4 +239,4 @@ class TicketState:
         return cls(**values)
 
 
-_ROW_FIELDS = len(TicketState.__slots__)
+_ROW_FIELDS = len(fields(TicketState))

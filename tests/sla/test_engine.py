@@ -412,11 +412,11 @@ def test_status_back_to_work_reopens_like_reopened(d: Any) -> None:
     standard(d, utc(MON, 15))
     d.send(EventType.AGENT_REPLIED, utc(MON, 15, 10))
     d.send(EventType.RESOLVED, utc(MON, 16))
-    d.send(EventType.STATUS_CHANGED, utc(MON, 17), status="OPEN")
+    d.send(EventType.STATUS_CHANGED, utc(MON, 17), status=Status.OPEN)
     assert (d.state.cycle, d.state.reopens, d.state.status) == (1, 1, Status.OPEN)
     assert d.state.clocks["resolution"].started_at == utc(MON, 17)
     d.send(EventType.RESOLVED, utc(MON, 18))
-    out = d.send(EventType.CUSTOMER_REPLIED, utc(MON, 19), status="OPEN")
+    out = d.send(EventType.CUSTOMER_REPLIED, utc(MON, 19), status=Status.OPEN)
     assert [e.rule for e in escalations(out)] == ["trigger:reopened-twice"]
     assert (d.state.cycle, d.state.reopens) == (2, 2)
 

@@ -50,3 +50,28 @@ def test_row_and_dict_round_trip_through_json_to_the_same_state() -> None:
 def test_a_row_of_the_wrong_length_is_refused() -> None:
     with pytest.raises(ValueError, match="a ticket state row has 29 fields, got 28"):
         TicketState.from_row(busy_state().to_row()[:-1])
+
+
+@pytest.mark.parametrize(
+    ("cls", "required"), [(Clock, ("resolution", 0, 1)), (TicketState, ("T1", 1, 2))]
+)
+def test_the_written_init_takes_the_fields_in_order_with_their_defaults(
+    cls: type, required: tuple[object, ...]
+) -> None:
+    """Clock and TicketState write their own __init__ (for mypyc): it must stay what
+    dataclasses would generate, with a fresh container where a field has a default factory."""
+    fields = dataclasses.fields(cls)
+    made, other = cls(*required), cls(*required)
+    for f in fields[len(required) :]:
+        value = getattr(made, f.name)
+        if f.default_factory is not dataclasses.MISSING:
+            assert value == f.default_factory() and value is not getattr(other, f.name), f.name
+        else:
+            assert value == f.default and type(value) is type(f.default), f.name
+    assert [getattr(made, f.name) for f in fields[: len(required)]] == list(required)
+    busy = busy_state() if cls is TicketState else busy_state().clocks["resolution"]
+    values = [getattr(busy, f.name) for f in fields]
+    assert cls(*values) == busy  # every field, positionally in declaration order
+    assert cls(**{f.name: getattr(busy, f.name) for f in fields}) == busy
+    with pytest.raises(TypeError):
+        cls(*values, None)  # and nothing more
