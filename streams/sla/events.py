@@ -272,7 +272,7 @@ def _tags(name: str, value: object) -> tuple[str, ...]:
 
 
 def _attributes(value: object) -> dict[str, str]:
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):  # the ABC check is slow
         raise EventError("attributes", f"expected object of strings, got {json_type(value)}")
     for key, item in value.items():
         if not isinstance(key, str):
