@@ -257,13 +257,14 @@ class Engine:
 
     def _due(self, state: TicketState) -> tuple[int, int] | None:
         """The earliest due work as (instant, rank); the rank breaks ties (see _RANK)."""
-        best: int | None = None
+        best = -1  # none yet (instants are never negative): an int, unlike an Optional, is
+        # never boxed where compiled
         rank = 0
         for clock in state.clocks.values():
             at = clock.next_at
             if at is None:
                 continue
-            if best is None or at < best:
+            if best < 0 or at < best:
                 best = at
                 rank = _RANK[clock.metric]
             elif at == best and _RANK[clock.metric] < rank:
@@ -274,7 +275,7 @@ class Engine:
             if climb is not None:
                 allowed, add = climb
                 at = since + allowed if add is None else add(since, allowed)
-                if best is None or at < best:
+                if best < 0 or at < best:
                     best = at
                     rank = _CLIMB
         status = state.status
@@ -285,7 +286,7 @@ class Engine:
                     if timed.key not in state.fired:
                         add = timed.add
                         at = since + timed.wait if add is None else add(since, timed.wait)
-                        if best is None or at < best or (at == best and timed.rank < rank):
+                        if best < 0 or at < best or (at == best and timed.rank < rank):
                             best = at
                             rank = timed.rank
             for timed in self._in_status[status]:
@@ -293,10 +294,10 @@ class Engine:
                     add = timed.add
                     since = state.status_since
                     at = since + timed.wait if add is None else add(since, timed.wait)
-                    if best is None or at < best or (at == best and timed.rank < rank):
+                    if best < 0 or at < best or (at == best and timed.rank < rank):
                         best = at
                         rank = timed.rank
-        return None if best is None else (best, rank)
+        return None if best < 0 else (best, rank)
 
     # ------------------------------------------------------------------ clocks
 
