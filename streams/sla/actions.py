@@ -131,33 +131,39 @@ class SlaOutcome:
 Action = Escalation | PriorityBump | Reminder | SlaOutcome
 
 
-def fast_constructor(
-    cls: Callable[_P, _T], compiled: Callable[_P, _T] | None = None
-) -> Callable[_P, _T]:
+def _twin(cls: type) -> Any:
+    """A mutable dataclass with the slot layout of the frozen dataclass `cls`, whose instances
+    can become `cls` instances by __class__ assignment; None where this module is compiled
+    (mypyc, pyproject's compiled-modules), as `cls` is then a native class."""
+    if hasattr(cls, "__mypyc_attrs__"):
+        return None
+    fields = dataclasses.fields(cls)
+    twin = dataclasses.make_dataclass(
+        f"_{cls.__name__}Builder", [(f.name, f.type) for f in fields], slots=True
+    )
+    try:
+        probe = twin(*(None for _ in fields))
+        probe.__class__ = cls
+    except TypeError:  # pragma: no cover - another interpreter's object layout
+        raise ImportError(
+            f"{cls.__name__}: this interpreter cannot switch a record's class"
+        ) from None
+    return twin
+
+
+def fast_constructor(cls: Callable[_P, _T]) -> Callable[_P, _T]:
     """Build instances of a frozen slotted dataclass at the cost of a mutable one.
 
     A frozen dataclass's generated __init__ sets every field through object.__setattr__,
     which makes it about four times slower than a plain one: the engine creates an
     action for about every other event. The returned function fills a mutable twin with
     the same slot layout and then makes it an instance of `cls` (immutable from then on).
-
-    Where this module is compiled (mypyc, see `compiled_modules` in pyproject.toml) `cls` is
-    a native class, whose layout cannot be swapped: `compiled` is returned instead, else
-    `cls` itself (as on another interpreter's object layout).
+    Compiled, `cls` itself (a native class, with no __class__ to switch).
     """
-    frozen = cast(type, cls)
-    if hasattr(frozen, "__mypyc_attrs__"):
-        return cls if compiled is None else compiled
-    twin = dataclasses.make_dataclass(
-        f"_{frozen.__name__}Builder",
-        [(f.name, f.type) for f in dataclasses.fields(frozen)],
-        slots=True,
-    )
-    try:
-        probe = twin(*(None for _ in dataclasses.fields(frozen)))
-        probe.__class__ = frozen
-    except TypeError:  # pragma: no cover - another interpreter's object layout
+    twin = _twin(cast(type, cls))
+    if twin is None:
         return cls
+    frozen = cast(type, cls)
 
     def build(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         obj: Any = twin(*args, **kwargs)
@@ -168,16 +174,27 @@ def fast_constructor(
     return build
 
 
-# Compiled only (fast_constructor picks them for native classes): compiled code stores
-# into a native instance's fields directly, past the frozen __setattr__, which interpreted
-# code cannot. For the two records the engine makes most; the others use their __init__.
+# The two records the engine makes most, as plain functions rather than fast_constructor's
+# wrapper: compiled, a call to them is direct, with its ints unboxed, and they store into
+# the native instance's fields directly, past the frozen __setattr__ (which interpreted
+# code cannot: there they fill the twin and switch its class).
+_ESCALATION_TWIN: Any = _twin(Escalation)
+_OUTCOME_TWIN: Any = _twin(SlaOutcome)
 
 
-def _compiled_escalation(
+def new_escalation(
     escalation_id: str, ticket_id: str, kind: Kind, level: int, from_level: int, target: str,
     reason: Reason, policy: str, rule: str, sla_metric: str | None, due_at: int, fired_at: int,
     event_id: str | None, cycle: int,
 ) -> Escalation:  # fmt: skip
+    if _ESCALATION_TWIN is not None:
+        built: Any = _ESCALATION_TWIN(
+            escalation_id, ticket_id, kind, level, from_level, target, reason, policy, rule,
+            sla_metric, due_at, fired_at, event_id, cycle,
+        )  # fmt: skip
+        built.__class__ = Escalation
+        result: Escalation = built
+        return result
     obj = Escalation.__new__(Escalation)
     obj.escalation_id = escalation_id  # type: ignore[misc]
     obj.ticket_id = ticket_id  # type: ignore[misc]
@@ -196,10 +213,18 @@ def _compiled_escalation(
     return obj
 
 
-def _compiled_outcome(
+def new_outcome(
     ticket_id: str, policy: str, metric: str, cycle: int, round: int, started_at: int,
     ended_at: int, met: bool, breached: bool, business_elapsed: int, target: int | None,
 ) -> SlaOutcome:  # fmt: skip
+    if _OUTCOME_TWIN is not None:
+        built: Any = _OUTCOME_TWIN(
+            ticket_id, policy, metric, cycle, round, started_at, ended_at, met, breached,
+            business_elapsed, target,
+        )  # fmt: skip
+        built.__class__ = SlaOutcome
+        result: SlaOutcome = built
+        return result
     obj = SlaOutcome.__new__(SlaOutcome)
     obj.ticket_id = ticket_id  # type: ignore[misc]
     obj.policy = policy  # type: ignore[misc]
@@ -215,7 +240,5 @@ def _compiled_outcome(
     return obj
 
 
-new_escalation = fast_constructor(Escalation, _compiled_escalation)
 new_priority_bump = fast_constructor(PriorityBump)
 new_reminder = fast_constructor(Reminder)
-new_outcome = fast_constructor(SlaOutcome, _compiled_outcome)

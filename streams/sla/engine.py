@@ -92,7 +92,7 @@ def _between_of(calendar: BusinessCalendar) -> Callable[[int, int], int]:
 class _Sla:
     """An SLA policy compiled for the hot path."""
 
-    __slots__ = ("spec", "name", "thresholds", "targets", "pause", "add", "between")
+    __slots__ = ("spec", "name", "thresholds", "targets", "steps", "pause", "add", "between")
 
     def __init__(self, spec: SlaPolicy, policy: Policy) -> None:
         calendar = policy.calendar(spec.calendar)
@@ -102,9 +102,20 @@ class _Sla:
         self.targets = {
             metric: {p: spec.targets.target(metric, p) for p in Priority} for metric in METRICS
         }
+        # target -> each threshold with the elapsed time that reaches it, for the targets the
+        # policy sets (a clock restored under an older policy may carry another one)
+        self.steps = {
+            target: self.thresholds_of(target)
+            for by_priority in self.targets.values()
+            for target in by_priority.values()
+            if target is not None
+        }
         self.pause = frozenset(spec.pause_statuses)
         self.add = _add_of(calendar)
         self.between = _between_of(calendar)
+
+    def thresholds_of(self, target: int) -> tuple[tuple[float, int], ...]:
+        return tuple((fraction, round(target * fraction)) for fraction in self.thresholds)
 
 
 class _Timed:
@@ -312,10 +323,10 @@ class Engine:
         last = clock.last_fraction
         crossed: float | None = None  # the furthest threshold already behind us
         before: float | None = None  # the one before it
-        for fraction in sla.thresholds:
+        steps = sla.steps.get(target)
+        for fraction, need in sla.thresholds_of(target) if steps is None else steps:
             if fraction <= last:
                 continue
-            need = round(target * fraction)
             if need <= elapsed:
                 before, crossed = crossed, fraction
             elif crossed is None:

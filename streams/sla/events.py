@@ -289,49 +289,20 @@ def _attributes(value: object) -> dict[str, str]:
 _EventBuilder = type("_EventBuilder", (), {"__slots__": tuple(f.name for f in fields(TicketEvent))})
 
 
-def _compiled_event(
-    event_id: str, ticket_id: str, etype: EventType, occurred_at: int, status: Status | None,
-    priority: Priority | None, channel: str | None, category: str | None,
-    customer_id: str | None, customer_tier: str | None, group: str | None,
-    assignee_id: str | None, support_level: int | None, tags_added: tuple[str, ...],
-    tags_removed: tuple[str, ...], csat: int | None, attributes: dict[str, str],
-) -> TicketEvent:  # fmt: skip
-    """Compiled only (mypyc, where TicketEvent is a native class with no ``__class__`` to
-    switch): compiled code stores into the fields directly, past the frozen __setattr__."""
-    event = TicketEvent.__new__(TicketEvent)
-    event.event_id = event_id  # type: ignore[misc]
-    event.ticket_id = ticket_id  # type: ignore[misc]
-    event.type = etype  # type: ignore[misc]
-    event.occurred_at = occurred_at  # type: ignore[misc]
-    event.status = status  # type: ignore[misc]
-    event.priority = priority  # type: ignore[misc]
-    event.channel = channel  # type: ignore[misc]
-    event.category = category  # type: ignore[misc]
-    event.customer_id = customer_id  # type: ignore[misc]
-    event.customer_tier = customer_tier  # type: ignore[misc]
-    event.group = group  # type: ignore[misc]
-    event.assignee_id = assignee_id  # type: ignore[misc]
-    event.support_level = support_level  # type: ignore[misc]
-    event.tags_added = tags_added  # type: ignore[misc]
-    event.tags_removed = tags_removed  # type: ignore[misc]
-    event.csat = csat  # type: ignore[misc]
-    event.attributes = attributes  # type: ignore[misc]
-    return event
-
-
 def _make_event_builder() -> Any:
-    if hasattr(TicketEvent, "__mypyc_attrs__"):  # compiled: see _compiled_event
+    """_EventBuilder; None where this module is compiled (mypyc, pyproject's compiled-modules),
+    as TicketEvent is then a native class, with no ``__class__`` to switch."""
+    if hasattr(TicketEvent, "__mypyc_attrs__"):
         return None
     try:
         probe: Any = _EventBuilder()
         probe.__class__ = TicketEvent
-    except TypeError:  # pragma: no cover - layout differs on some other interpreter
-        return None
+    except TypeError:  # pragma: no cover - another interpreter's object layout
+        raise ImportError("TicketEvent: this interpreter cannot switch a record's class") from None
     return _EventBuilder
 
 
 _BUILDER: Final = _make_event_builder()
-_new_event: Final = _compiled_event if hasattr(TicketEvent, "__mypyc_attrs__") else TicketEvent
 
 
 def event_from_dict(data: Mapping[str, Any]) -> TicketEvent:
@@ -420,47 +391,49 @@ def event_from_dict(data: Mapping[str, Any]) -> TicketEvent:
         if value is not None:
             attributes = _attributes(value)
 
-    if _BUILDER is None:  # compiled, or another interpreter's layout
-        return _new_event(
-            event_id,
-            ticket_id,
-            etype,
-            occurred_at,
-            status,
-            priority,
-            channel,
-            category,
-            customer_id,
-            customer_tier,
-            group,
-            assignee_id,
-            support_level,
-            tags_added,
-            tags_removed,
-            csat,
-            attributes,
-        )
-    event = _BUILDER()
-    event.event_id = event_id
-    event.ticket_id = ticket_id
-    event.type = etype
-    event.occurred_at = occurred_at
-    event.status = status
-    event.priority = priority
-    event.channel = channel
-    event.category = category
-    event.customer_id = customer_id
-    event.customer_tier = customer_tier
-    event.group = group
-    event.assignee_id = assignee_id
-    event.support_level = support_level
-    event.tags_added = tags_added
-    event.tags_removed = tags_removed
-    event.csat = csat
-    event.attributes = attributes
-    event.__class__ = TicketEvent
-    result: TicketEvent = event
-    return result
+    if _BUILDER is not None:
+        event = _BUILDER()
+        event.event_id = event_id
+        event.ticket_id = ticket_id
+        event.type = etype
+        event.occurred_at = occurred_at
+        event.status = status
+        event.priority = priority
+        event.channel = channel
+        event.category = category
+        event.customer_id = customer_id
+        event.customer_tier = customer_tier
+        event.group = group
+        event.assignee_id = assignee_id
+        event.support_level = support_level
+        event.tags_added = tags_added
+        event.tags_removed = tags_removed
+        event.csat = csat
+        event.attributes = attributes
+        event.__class__ = TicketEvent
+        result: TicketEvent = event
+        return result
+    # Compiled: these store into the native instance's fields directly, past the frozen
+    # __setattr__ (which interpreted code cannot; there, the builder above does it).
+    built = TicketEvent.__new__(TicketEvent)
+    built.event_id = event_id  # type: ignore[misc]
+    built.ticket_id = ticket_id  # type: ignore[misc]
+    built.type = etype  # type: ignore[misc]
+    built.occurred_at = occurred_at  # type: ignore[misc]
+    built.status = status  # type: ignore[misc]
+    built.priority = priority  # type: ignore[misc]
+    built.channel = channel  # type: ignore[misc]
+    built.category = category  # type: ignore[misc]
+    built.customer_id = customer_id  # type: ignore[misc]
+    built.customer_tier = customer_tier  # type: ignore[misc]
+    built.group = group  # type: ignore[misc]
+    built.assignee_id = assignee_id  # type: ignore[misc]
+    built.support_level = support_level  # type: ignore[misc]
+    built.tags_added = tags_added  # type: ignore[misc]
+    built.tags_removed = tags_removed  # type: ignore[misc]
+    built.csat = csat  # type: ignore[misc]
+    built.attributes = attributes  # type: ignore[misc]
+    return built
 
 
 # --------------------------------------------------------------------------------------------
