@@ -20,14 +20,14 @@ lookups and a bisection however many days they span.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-__all__ = ["BusinessCalendar"]
+__all__ = ["BusinessCalendar", "Timeline"]
 
 _DAY_S = 86_400
 _DAY_MS = 86_400_000
@@ -77,7 +77,7 @@ class _Block:
             self.cum.append(self.cum[-1] + sum(e - s for s, e in day))
 
 
-class _Timeline:
+class Timeline:
     """Open intervals in UTC per local day number (days since 1970-01-01, local)."""
 
     __slots__ = ("_tz", "_hours", "_holidays", "_blocks", "_guess_ms")
@@ -312,7 +312,7 @@ class BusinessCalendar:
     timezone: str
     hours: Mapping[int, tuple[tuple[int, int], ...]]
     holidays: frozenset[date] = frozenset()
-    _timeline: _Timeline | None = field(init=False, repr=False, compare=False, default=None)
+    _timeline: Timeline | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         tz = _load_zone(self.name, self.timezone)
@@ -329,7 +329,7 @@ class BusinessCalendar:
         object.__setattr__(self, "holidays", holidays)
         # None marks the 24x7 fast path: with every local day fully open and no holidays
         # the whole timeline is open whatever the zone, so no zoneinfo work is needed.
-        object.__setattr__(self, "_timeline", None if always else _Timeline(tz, hours, holidays))
+        object.__setattr__(self, "_timeline", None if always else Timeline(tz, hours, holidays))
 
     def __hash__(self) -> int:
         return hash((self.name, self.timezone, tuple(self.hours.items()), self.holidays))
@@ -350,12 +350,13 @@ class BusinessCalendar:
         return True if tl is None else tl.is_open(at)
 
     @property
-    def unchecked(self) -> tuple[Callable[[int, int], int], Callable[[int, int], int]] | None:
-        """(add, between) without the argument checks, for a caller that only ever adds a
-        positive duration and measures ``end > start`` (the engine's hot path: a call less
-        per use); None for a 24x7 calendar, where both are plain arithmetic."""
-        tl = self._timeline
-        return None if tl is None else (tl.add, tl.between)
+    def unchecked(self) -> Timeline | None:
+        """The timeline behind :meth:`add` and :meth:`between`, whose own ``add`` and
+        ``between`` skip the argument checks, for a caller that only ever adds a positive
+        duration and measures ``end > start`` (the engine's hot path: a call less per use,
+        and compiled, a direct one); None for a 24x7 calendar, where both are plain
+        arithmetic."""
+        return self._timeline
 
     def add(self, start: int, duration: int) -> int:
         """The instant at which ``duration`` business ms have elapsed after ``start``.

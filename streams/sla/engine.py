@@ -26,7 +26,7 @@ lookups it can avoid.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from sys import intern
 
 from streams.sla.actions import (
@@ -41,7 +41,7 @@ from streams.sla.actions import (
     new_priority_bump,
     new_reminder,
 )
-from streams.sla.calendar import BusinessCalendar
+from streams.sla.calendar import BusinessCalendar, Timeline
 from streams.sla.events import PRIORITY_RANK, EventType, Priority, Status, TicketEvent
 from streams.sla.policy import METRICS, Escalate, Policy, SlaPolicy, Trigger, When
 from streams.sla.state import Clock, TicketState
@@ -69,30 +69,23 @@ _RANK = {metric: rank for rank, metric in enumerate(METRICS)}
 _CLIMB = len(METRICS)
 _TIMED = _CLIMB + 1
 
-_Add = Callable[[int, int], int]
 _MATCH_CACHE = 4096  # distinct (tier, priority, channel, category, tags) remembered
 _Ends = tuple[tuple[str, bool], ...]  # clocks to end, in order, and whether that meets them
 _REPLIED_ENDS: _Ends = (("first_response", True), ("next_response", True))
 _SOLVED_ENDS: _Ends = (("resolution", True), ("first_response", False), ("next_response", False))
 
 
-def _add_of(calendar: BusinessCalendar, duration: int | None = None) -> _Add | None:
-    """The calendar's add for positive durations, or None where it is plain addition (a 24x7
-    calendar, or a `duration` of 0): callers then add inline, without a call."""
-    unchecked = calendar.unchecked
-    return None if unchecked is None or duration == 0 else unchecked[0]
-
-
-def _between_of(calendar: BusinessCalendar) -> Callable[[int, int], int]:
-    """Business time in [start, end) for end > start, which every caller checks first."""
-    unchecked = calendar.unchecked
-    return calendar.between if unchecked is None else unchecked[1]
+def _timeline(calendar: BusinessCalendar, duration: int | None = None) -> Timeline | None:
+    """The calendar's timeline, for adding positive durations and measuring end > start
+    (which every caller checks first), or None where both are plain arithmetic (a 24x7
+    calendar, or a `duration` of 0): callers then compute inline, without a call."""
+    return None if duration == 0 else calendar.unchecked
 
 
 class _Sla:
     """An SLA policy compiled for the hot path."""
 
-    __slots__ = ("spec", "name", "thresholds", "targets", "steps", "pause", "add", "between")
+    __slots__ = ("spec", "name", "thresholds", "targets", "steps", "pause", "timeline")
 
     def __init__(self, spec: SlaPolicy, policy: Policy) -> None:
         calendar = policy.calendar(spec.calendar)
@@ -111,8 +104,7 @@ class _Sla:
             if target is not None
         }
         self.pause = frozenset(spec.pause_statuses)
-        self.add = _add_of(calendar)
-        self.between = _between_of(calendar)
+        self.timeline = _timeline(calendar)
 
     def thresholds_of(self, target: int) -> tuple[tuple[float, int], ...]:
         return tuple((fraction, round(target * fraction)) for fraction in self.thresholds)
@@ -122,7 +114,7 @@ class _Timed:
     """A timed trigger compiled: due `wait` after the ticket entered `status` (status_for),
     or after its first escalation (escalation_open_for)."""
 
-    __slots__ = ("trigger", "rank", "status", "wait", "add", "key")
+    __slots__ = ("trigger", "rank", "status", "wait", "timeline", "key")
 
     def __init__(self, trigger: Trigger, rank: int, policy: Policy) -> None:
         when = trigger.when
@@ -133,7 +125,7 @@ class _Timed:
             self.wait = when.status_for.at_least
         else:
             self.wait = when.escalation_open_for or 0
-        self.add = _add_of(policy.calendar(trigger.calendar), self.wait)
+        self.timeline = _timeline(policy.calendar(trigger.calendar), self.wait)
         self.key = f"trigger:{trigger.name}"  # + "#<status_seq>" for status_for
 
     def fired_key(self, state: TicketState) -> str:
@@ -154,12 +146,12 @@ class Engine:
         matrix = policy.matrix
         self._top = matrix.top
         self._contacts = tuple(matrix.level(n).contact for n in range(matrix.top + 2))
-        # level -> (allowed, calendar add) for the levels an unanswered escalation climbs from
-        self._climbs: dict[int, tuple[int, _Add | None]] = {}
+        # level -> (allowed, calendar) for the levels an unanswered escalation climbs from
+        self._climbs: dict[int, tuple[int, Timeline | None]] = {}
         for n in range(matrix.top):
             climb = policy.climb(n)
             if climb is not None:
-                self._climbs[n] = (climb[0], _add_of(climb[1], climb[0]))
+                self._climbs[n] = (climb[0], _timeline(climb[1], climb[0]))
         self._timed = tuple(
             _Timed(t, _TIMED + i, policy) for i, t in enumerate(policy.timed_triggers)
         )
@@ -284,8 +276,8 @@ class Engine:
         if since is not None and state.status not in _DONE:  # a solved ticket stops climbing
             climb = self._climbs.get(state.level)
             if climb is not None:
-                allowed, add = climb
-                at = since + allowed if add is None else add(since, allowed)
+                allowed, tl = climb
+                at = since + allowed if tl is None else tl.add(since, allowed)
                 if best < 0 or at < best:
                     best = at
                     rank = _CLIMB
@@ -295,16 +287,16 @@ class Engine:
             if since is not None:
                 for timed in self._after_escalation:
                     if timed.key not in state.fired:
-                        add = timed.add
-                        at = since + timed.wait if add is None else add(since, timed.wait)
+                        tl = timed.timeline
+                        at = since + timed.wait if tl is None else tl.add(since, timed.wait)
                         if best < 0 or at < best or (at == best and timed.rank < rank):
                             best = at
                             rank = timed.rank
             for timed in self._in_status[status]:
                 if timed.fired_key(state) not in state.fired:
-                    add = timed.add
+                    tl = timed.timeline
                     since = state.status_since
-                    at = since + timed.wait if add is None else add(since, timed.wait)
+                    at = since + timed.wait if tl is None else tl.add(since, timed.wait)
                     if best < 0 or at < best or (at == best and timed.rank < rank):
                         best = at
                         rank = timed.rank
@@ -330,9 +322,9 @@ class Engine:
             if need <= elapsed:
                 before, crossed = crossed, fraction
             elif crossed is None:
-                add = sla.add
+                tl = sla.timeline
                 clock.next_at = (
-                    since + need - elapsed if add is None else add(since, need - elapsed)
+                    since + need - elapsed if tl is None else tl.add(since, need - elapsed)
                 )
                 return
             else:
@@ -363,7 +355,8 @@ class Engine:
     ) -> None:
         since = clock.running_since
         if since is not None and at > since:
-            clock.elapsed += self._slas[state.policy].between(since, at)
+            tl = self._slas[state.policy].timeline
+            clock.elapsed += at - since if tl is None else tl.between(since, at)
         clock.running_since = None
         ended = clock.ended_at = at if at > clock.started_at else clock.started_at
         clock.met = met
@@ -376,12 +369,12 @@ class Engine:
         actions.append(outcome)
 
     def _pause_all(self, state: TicketState, at: int) -> None:
-        between = self._slas[state.policy].between
+        tl = self._slas[state.policy].timeline
         for clock in state.clocks.values():
             since = clock.running_since
             if clock.ended_at is None and since is not None:
                 if at > since:
-                    clock.elapsed += between(since, at)
+                    clock.elapsed += at - since if tl is None else tl.between(since, at)
                 clock.running_since = None
                 clock.next_at = None
 
@@ -643,7 +636,8 @@ class Engine:
         for clock in state.clocks.values():
             since = clock.running_since
             if clock.ended_at is None and since is not None and at > since:
-                clock.elapsed += old.between(since, at)
+                tl = old.timeline
+                clock.elapsed += at - since if tl is None else tl.between(since, at)
                 clock.running_since = at
         state.policy = new.name
         paused = state.status in new.pause
@@ -734,7 +728,8 @@ class Engine:
                 continue
             if t >= clock.started_at:
                 continue
-            clock.elapsed += sla.between(t, clock.started_at)
+            tl = sla.timeline
+            clock.elapsed += clock.started_at - t if tl is None else tl.between(t, clock.started_at)
             clock.started_at = t
             self._schedule(sla, clock)
 
