@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from streams.sla.events import (
     EventError,
@@ -24,7 +24,7 @@ from streams.sla.events import (
 
 __all__ = ["LineError", "count_lines", "is_gzip", "open_history", "read_history", "write_history"]
 
-_GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_MAGIC: Final = b"\x1f\x8b"
 
 _loads: Callable[[bytes], Any]
 _dumps: Callable[[Any], bytes]

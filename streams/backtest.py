@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TextIO
+from typing import IO, Final, TextIO
 
 from connectors.history import LineError, count_lines, is_gzip, read_history
 from streams.progress import Progress
@@ -29,12 +29,12 @@ from streams.sla.policy import Policy
 from streams.sla.report import BacktestReport, compare
 from streams.sla.state import TicketState
 
-MAX_ERRORS_SHOWN = 20
-PROGRESS_EVERY = 512  # events between progress updates: a call per event is measurable
+MAX_ERRORS_SHOWN: Final = 20
+PROGRESS_EVERY: Final = 512  # events between progress updates: a call per event is measurable
 
 
-_MINUTE = 60_000
-_NEVER = 2**63
+_MINUTE: Final = 60_000
+_NEVER: Final = 2**63
 
 
 class DueQueue:

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, Final, ParamSpec, TypeVar, cast
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -46,7 +46,7 @@ class Reason(StrEnum):
     PRIORITY_RULE = "PRIORITY_RULE"
 
 
-BREACH_REASON = {
+BREACH_REASON: Final = {
     "first_response": Reason.FIRST_RESPONSE_BREACH,
     "next_response": Reason.NEXT_RESPONSE_BREACH,
     "resolution": Reason.RESOLUTION_BREACH,
@@ -178,8 +178,8 @@ def fast_constructor(cls: Callable[_P, _T]) -> Callable[_P, _T]:
 # wrapper: compiled, a call to them is direct, with its ints unboxed, and they store into
 # the native instance's fields directly, past the frozen __setattr__ (which interpreted
 # code cannot: there they fill the twin and switch its class).
-_ESCALATION_TWIN: Any = _twin(Escalation)
-_OUTCOME_TWIN: Any = _twin(SlaOutcome)
+_ESCALATION_TWIN: Final[Any] = _twin(Escalation)
+_OUTCOME_TWIN: Final[Any] = _twin(SlaOutcome)
 
 
 def new_escalation(

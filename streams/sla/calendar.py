@@ -24,26 +24,26 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 __all__ = ["BusinessCalendar", "Timeline"]
 
-_DAY_S = 86_400
-_DAY_MS = 86_400_000
-_MINUTES_PER_DAY = 1440
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-_EPOCH_WEEKDAY = date(1970, 1, 1).weekday()  # Thursday: weekday of local day number 0
-_EPOCH_NAIVE = datetime(1970, 1, 1)
-_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY_S: Final = 86_400
+_DAY_MS: Final = 86_400_000
+_MINUTES_PER_DAY: Final = 1440
+_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
+_EPOCH_WEEKDAY: Final = date(1970, 1, 1).weekday()  # Thursday: weekday of local day number 0
+_EPOCH_NAIVE: Final = datetime(1970, 1, 1)
+_EPOCH_UTC: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # Give up after this many consecutive days without open time: holidays can close a
 # calendar for a long stretch, and an unbounded search would hang the engine.
-_MAX_CLOSED_DAYS = 5 * 366
+_MAX_CLOSED_DAYS: Final = 5 * 366
 # Bound the per-calendar day cache so a long-lived worker cannot grow it without limit.
-_CACHE_MAX_DAYS = 100_000
+_CACHE_MAX_DAYS: Final = 100_000
 
 _Span = tuple[int, int]
-_BLOCK = 32  # local days per block of prefix sums
+_BLOCK: Final = 32  # local days per block of prefix sums
 
 
 def _offset_s(moment: datetime) -> int:

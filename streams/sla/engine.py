@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from sys import intern
+from typing import Final
 
 from streams.sla.actions import (
     BREACH_REASON,
@@ -46,33 +47,37 @@ from streams.sla.events import PRIORITY_RANK, EventType, Priority, Status, Ticke
 from streams.sla.policy import METRICS, Escalate, Policy, SlaPolicy, Trigger, When
 from streams.sla.state import Clock, TicketState
 
-_PRIORITIES = sorted(PRIORITY_RANK, key=PRIORITY_RANK.__getitem__)
+_PRIORITIES: Final = sorted(PRIORITY_RANK, key=PRIORITY_RANK.__getitem__)
 # Enum members as module constants: an attribute lookup on an enum class costs ~6x a global.
-_CREATED = EventType.CREATED
-_TRANSFERRED = EventType.TRANSFERRED
-_CLOSED = EventType.CLOSED
-_AGENT_REPLIED = EventType.AGENT_REPLIED
-_CUSTOMER_REPLIED = EventType.CUSTOMER_REPLIED
-_CSAT_RECEIVED = EventType.CSAT_RECEIVED
-_OPEN = Status.OPEN
-_DONE = (Status.SOLVED, Status.CLOSED)
-_SLA_WARNING = Reason.SLA_WARNING
-_RAISING = (Kind.HIERARCHICAL, Kind.AUTOMATIC)  # the kinds that raise the ticket's level
-_IMPLIED = {
+_CREATED: Final = EventType.CREATED
+_TRANSFERRED: Final = EventType.TRANSFERRED
+_CLOSED: Final = EventType.CLOSED
+_AGENT_REPLIED: Final = EventType.AGENT_REPLIED
+_CUSTOMER_REPLIED: Final = EventType.CUSTOMER_REPLIED
+_CSAT_RECEIVED: Final = EventType.CSAT_RECEIVED
+_OPEN: Final = Status.OPEN
+_DONE: Final = (Status.SOLVED, Status.CLOSED)
+_SLA_WARNING: Final = Reason.SLA_WARNING
+_RAISING: Final = (Kind.HIERARCHICAL, Kind.AUTOMATIC)  # the kinds that raise the ticket's level
+_IMPLIED: Final = {
     EventType.RESOLVED: Status.SOLVED,
     EventType.CLOSED: Status.CLOSED,
     EventType.REOPENED: Status.OPEN,
 }
 # Due work at the same instant runs in this order: clocks (by metric), the matrix climb,
 # then timed triggers in file order. _due() returns the rank with the instant.
-_RANK = {metric: rank for rank, metric in enumerate(METRICS)}
-_CLIMB = len(METRICS)
-_TIMED = _CLIMB + 1
+_RANK: Final = {metric: rank for rank, metric in enumerate(METRICS)}
+_CLIMB: Final = len(METRICS)
+_TIMED: Final = _CLIMB + 1
 
-_MATCH_CACHE = 4096  # distinct (tier, priority, channel, category, tags) remembered
+_MATCH_CACHE: Final = 4096  # distinct (tier, priority, channel, category, tags) remembered
 _Ends = tuple[tuple[str, bool], ...]  # clocks to end, in order, and whether that meets them
-_REPLIED_ENDS: _Ends = (("first_response", True), ("next_response", True))
-_SOLVED_ENDS: _Ends = (("resolution", True), ("first_response", False), ("next_response", False))
+_REPLIED_ENDS: Final[_Ends] = (("first_response", True), ("next_response", True))
+_SOLVED_ENDS: Final[_Ends] = (
+    ("resolution", True),
+    ("first_response", False),
+    ("next_response", False),
+)
 
 
 def _timeline(calendar: BusinessCalendar, duration: int | None = None) -> Timeline | None:

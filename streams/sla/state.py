@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Final
 
 from streams.sla.events import Priority, Status
 
@@ -239,4 +239,4 @@ class TicketState:
         return cls(**values)
 
 
-_ROW_FIELDS = len(fields(TicketState))
+_ROW_FIELDS: Final = len(fields(TicketState))
