@@ -160,10 +160,10 @@ def fast_constructor(cls: Callable[_P, _T]) -> Callable[_P, _T]:
     the same slot layout and then makes it an instance of `cls` (immutable from then on).
     Compiled, `cls` itself (a native class, with no __class__ to switch).
     """
-    twin = _twin(cast(type, cls))
+    frozen = cast(type, cls)
+    twin = _twin(frozen)
     if twin is None:
         return cls
-    frozen = cast(type, cls)
 
     def build(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         obj: Any = twin(*args, **kwargs)
