@@ -87,6 +87,12 @@ def _timeline(calendar: BusinessCalendar, duration: int | None = None) -> Timeli
     return None if duration == 0 else calendar.unchecked
 
 
+def _between(tl: Timeline | None, start: int, end: int) -> int:
+    """Business time in [start, end) for end > start, which every caller checks first; plain
+    subtraction without a timeline (a 24x7 calendar)."""
+    return end - start if tl is None else tl.between(start, end)
+
+
 class _Sla:
     """An SLA policy compiled for the hot path."""
 
@@ -360,8 +366,7 @@ class Engine:
     ) -> None:
         since = clock.running_since
         if since is not None and at > since:
-            tl = self._slas[state.policy].timeline
-            clock.elapsed += at - since if tl is None else tl.between(since, at)
+            clock.elapsed += _between(self._slas[state.policy].timeline, since, at)
         clock.running_since = None
         ended = clock.ended_at = at if at > clock.started_at else clock.started_at
         clock.met = met
@@ -379,7 +384,7 @@ class Engine:
             since = clock.running_since
             if clock.ended_at is None and since is not None:
                 if at > since:
-                    clock.elapsed += at - since if tl is None else tl.between(since, at)
+                    clock.elapsed += _between(tl, since, at)
                 clock.running_since = None
                 clock.next_at = None
 
@@ -641,8 +646,7 @@ class Engine:
         for clock in state.clocks.values():
             since = clock.running_since
             if clock.ended_at is None and since is not None and at > since:
-                tl = old.timeline
-                clock.elapsed += at - since if tl is None else tl.between(since, at)
+                clock.elapsed += _between(old.timeline, since, at)
                 clock.running_since = at
         state.policy = new.name
         paused = state.status in new.pause
@@ -733,8 +737,7 @@ class Engine:
                 continue
             if t >= clock.started_at:
                 continue
-            tl = sla.timeline
-            clock.elapsed += clock.started_at - t if tl is None else tl.between(t, clock.started_at)
+            clock.elapsed += _between(sla.timeline, t, clock.started_at)
             clock.started_at = t
             self._schedule(sla, clock)
 
