@@ -6,15 +6,12 @@ wall-clock `emitted_at`, the backtest writes them as JSON Lines.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Any, Final, ParamSpec, TypeVar, cast
+from typing import Any, Final
 
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
+from streams.sla.frozen import fast_constructor, mutable_twin
 
 
 class Kind(StrEnum):
@@ -131,55 +128,12 @@ class SlaOutcome:
 Action = Escalation | PriorityBump | Reminder | SlaOutcome
 
 
-def _twin(cls: type) -> Any:
-    """A mutable dataclass with the slot layout of the frozen dataclass `cls`, whose instances
-    can become `cls` instances by __class__ assignment; None where this module is compiled
-    (mypyc, pyproject's compiled-modules), as `cls` is then a native class."""
-    if hasattr(cls, "__mypyc_attrs__"):
-        return None
-    fields = dataclasses.fields(cls)
-    twin = dataclasses.make_dataclass(
-        f"_{cls.__name__}Builder", [(f.name, f.type) for f in fields], slots=True
-    )
-    try:
-        probe = twin(*(None for _ in fields))
-        probe.__class__ = cls
-    except TypeError:  # pragma: no cover - another interpreter's object layout
-        raise ImportError(
-            f"{cls.__name__}: this interpreter cannot switch a record's class"
-        ) from None
-    return twin
-
-
-def fast_constructor(cls: Callable[_P, _T]) -> Callable[_P, _T]:
-    """Build instances of a frozen slotted dataclass at the cost of a mutable one.
-
-    A frozen dataclass's generated __init__ sets every field through object.__setattr__,
-    which makes it about four times slower than a plain one: the engine creates an
-    action for about every other event. The returned function fills a mutable twin with
-    the same slot layout and then makes it an instance of `cls` (immutable from then on).
-    Compiled, `cls` itself (a native class, with no __class__ to switch).
-    """
-    frozen = cast(type, cls)
-    twin = _twin(frozen)
-    if twin is None:
-        return cls
-
-    def build(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-        obj: Any = twin(*args, **kwargs)
-        obj.__class__ = frozen
-        result: _T = obj  # not cast(): a function call per action
-        return result
-
-    return build
-
-
 # The two records the engine makes most, as plain functions rather than fast_constructor's
 # wrapper: compiled, a call to them is direct, with its ints unboxed, and they store into
-# the native instance's fields directly, past the frozen __setattr__ (which interpreted
-# code cannot: there they fill the twin and switch its class).
-_ESCALATION_TWIN: Final[Any] = _twin(Escalation)
-_OUTCOME_TWIN: Final[Any] = _twin(SlaOutcome)
+# the native instance's fields directly, past the frozen __setattr__. Interpreted, the same
+# stores fill a mutable shell whose class is then switched (see streams.sla.frozen).
+_ESCALATION_SHELL: Final[Any] = mutable_twin(Escalation, init=False)
+_OUTCOME_SHELL: Final[Any] = mutable_twin(SlaOutcome, init=False)
 
 
 def new_escalation(
@@ -187,15 +141,8 @@ def new_escalation(
     reason: Reason, policy: str, rule: str, sla_metric: str | None, due_at: int, fired_at: int,
     event_id: str | None, cycle: int,
 ) -> Escalation:  # fmt: skip
-    if _ESCALATION_TWIN is not None:
-        built: Any = _ESCALATION_TWIN(
-            escalation_id, ticket_id, kind, level, from_level, target, reason, policy, rule,
-            sla_metric, due_at, fired_at, event_id, cycle,
-        )  # fmt: skip
-        built.__class__ = Escalation
-        result: Escalation = built
-        return result
-    obj = Escalation.__new__(Escalation)
+    shell = _ESCALATION_SHELL
+    obj: Escalation = Escalation.__new__(Escalation) if shell is None else shell()
     obj.escalation_id = escalation_id  # type: ignore[misc]
     obj.ticket_id = ticket_id  # type: ignore[misc]
     obj.kind = kind  # type: ignore[misc]
@@ -210,6 +157,8 @@ def new_escalation(
     obj.fired_at = fired_at  # type: ignore[misc]
     obj.event_id = event_id  # type: ignore[misc]
     obj.cycle = cycle  # type: ignore[misc]
+    if shell is not None:
+        obj.__class__ = Escalation
     return obj
 
 
@@ -217,15 +166,8 @@ def new_outcome(
     ticket_id: str, policy: str, metric: str, cycle: int, round: int, started_at: int,
     ended_at: int, met: bool, breached: bool, business_elapsed: int, target: int | None,
 ) -> SlaOutcome:  # fmt: skip
-    if _OUTCOME_TWIN is not None:
-        built: Any = _OUTCOME_TWIN(
-            ticket_id, policy, metric, cycle, round, started_at, ended_at, met, breached,
-            business_elapsed, target,
-        )  # fmt: skip
-        built.__class__ = SlaOutcome
-        result: SlaOutcome = built
-        return result
-    obj = SlaOutcome.__new__(SlaOutcome)
+    shell = _OUTCOME_SHELL
+    obj: SlaOutcome = SlaOutcome.__new__(SlaOutcome) if shell is None else shell()
     obj.ticket_id = ticket_id  # type: ignore[misc]
     obj.policy = policy  # type: ignore[misc]
     obj.metric = metric  # type: ignore[misc]
@@ -237,6 +179,8 @@ def new_outcome(
     obj.breached = breached  # type: ignore[misc]
     obj.business_elapsed = business_elapsed  # type: ignore[misc]
     obj.target = target  # type: ignore[misc]
+    if shell is not None:
+        obj.__class__ = SlaOutcome
     return obj
 
 

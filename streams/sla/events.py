@@ -11,10 +11,12 @@ month of history: ``event_from_dict`` has to stay in the low microseconds.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
+
+from streams.sla.frozen import mutable_twin
 
 __all__ = [
     "MIN_TIMESTAMP_MS",
@@ -282,27 +284,7 @@ def _attributes(value: object) -> dict[str, str]:
     return dict(value)
 
 
-# Same slot layout as TicketEvent but mutable: filling it with plain attribute stores and then
-# switching ``__class__`` is about twice as fast as the frozen dataclass ``__init__`` (17
-# ``object.__setattr__`` calls), which dominates decoding time. (A class statement with
-# ``__slots__ = TicketEvent.__slots__`` would not compile with mypyc.)
-_EventBuilder = type("_EventBuilder", (), {"__slots__": tuple(f.name for f in fields(TicketEvent))})
-
-
-def _make_event_builder() -> Any:
-    """_EventBuilder; None where this module is compiled (mypyc, pyproject's compiled-modules),
-    as TicketEvent is then a native class, with no ``__class__`` to switch."""
-    if hasattr(TicketEvent, "__mypyc_attrs__"):
-        return None
-    try:
-        probe: Any = _EventBuilder()
-        probe.__class__ = TicketEvent
-    except TypeError:  # pragma: no cover - another interpreter's object layout
-        raise ImportError("TicketEvent: this interpreter cannot switch a record's class") from None
-    return _EventBuilder
-
-
-_BUILDER: Final = _make_event_builder()
+_SHELL: Final[Any] = mutable_twin(TicketEvent, init=False)  # see streams.sla.frozen
 
 
 def event_from_dict(data: Mapping[str, Any]) -> TicketEvent:
@@ -391,49 +373,30 @@ def event_from_dict(data: Mapping[str, Any]) -> TicketEvent:
         if value is not None:
             attributes = _attributes(value)
 
-    if _BUILDER is not None:
-        event = _BUILDER()
-        event.event_id = event_id
-        event.ticket_id = ticket_id
-        event.type = etype
-        event.occurred_at = occurred_at
-        event.status = status
-        event.priority = priority
-        event.channel = channel
-        event.category = category
-        event.customer_id = customer_id
-        event.customer_tier = customer_tier
-        event.group = group
-        event.assignee_id = assignee_id
-        event.support_level = support_level
-        event.tags_added = tags_added
-        event.tags_removed = tags_removed
-        event.csat = csat
-        event.attributes = attributes
+    # Compiled, these store into the native instance's fields directly, past the frozen
+    # __setattr__; interpreted, they fill a mutable shell whose class is then switched.
+    shell = _SHELL
+    event: TicketEvent = TicketEvent.__new__(TicketEvent) if shell is None else shell()
+    event.event_id = event_id  # type: ignore[misc]
+    event.ticket_id = ticket_id  # type: ignore[misc]
+    event.type = etype  # type: ignore[misc]
+    event.occurred_at = occurred_at  # type: ignore[misc]
+    event.status = status  # type: ignore[misc]
+    event.priority = priority  # type: ignore[misc]
+    event.channel = channel  # type: ignore[misc]
+    event.category = category  # type: ignore[misc]
+    event.customer_id = customer_id  # type: ignore[misc]
+    event.customer_tier = customer_tier  # type: ignore[misc]
+    event.group = group  # type: ignore[misc]
+    event.assignee_id = assignee_id  # type: ignore[misc]
+    event.support_level = support_level  # type: ignore[misc]
+    event.tags_added = tags_added  # type: ignore[misc]
+    event.tags_removed = tags_removed  # type: ignore[misc]
+    event.csat = csat  # type: ignore[misc]
+    event.attributes = attributes  # type: ignore[misc]
+    if shell is not None:
         event.__class__ = TicketEvent
-        result: TicketEvent = event
-        return result
-    # Compiled: these store into the native instance's fields directly, past the frozen
-    # __setattr__ (which interpreted code cannot; there, the builder above does it).
-    built = TicketEvent.__new__(TicketEvent)
-    built.event_id = event_id  # type: ignore[misc]
-    built.ticket_id = ticket_id  # type: ignore[misc]
-    built.type = etype  # type: ignore[misc]
-    built.occurred_at = occurred_at  # type: ignore[misc]
-    built.status = status  # type: ignore[misc]
-    built.priority = priority  # type: ignore[misc]
-    built.channel = channel  # type: ignore[misc]
-    built.category = category  # type: ignore[misc]
-    built.customer_id = customer_id  # type: ignore[misc]
-    built.customer_tier = customer_tier  # type: ignore[misc]
-    built.group = group  # type: ignore[misc]
-    built.assignee_id = assignee_id  # type: ignore[misc]
-    built.support_level = support_level  # type: ignore[misc]
-    built.tags_added = tags_added  # type: ignore[misc]
-    built.tags_removed = tags_removed  # type: ignore[misc]
-    built.csat = csat  # type: ignore[misc]
-    built.attributes = attributes  # type: ignore[misc]
-    return built
+    return event
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,10 +11,10 @@ from streams.sla.actions import (
     Kind,
     Reason,
     SlaOutcome,
-    fast_constructor,
     new_escalation,
     new_outcome,
 )
+from streams.sla.frozen import fast_constructor
 
 
 def test_fast_constructor_builds_an_equal_frozen_record() -> None:
