@@ -84,12 +84,19 @@ def _json_error(exc: ValueError) -> str:
     return f"invalid JSON: {exc}"
 
 
-def read_history(path: str | Path) -> Iterator[TicketEvent | LineError]:
-    """Events of a JSON Lines history (gzip detected by magic bytes), in file order.
+def read_history(path: str | Path, numbered: bool = False) -> Iterator[Any]:
+    """Events of a JSON Lines history (gzip detected by magic bytes), in file order:
+    TicketEvent or LineError items, or with `numbered` (line, item) pairs.
 
     Blank lines are skipped; each bad line yields a :class:`LineError` instead of an event.
     The file is opened on the first ``next()``, so a missing file raises there.
     """
+    if numbered:
+        return _read_history(path)
+    return (item for _, item in _read_history(path))
+
+
+def _read_history(path: str | Path) -> Iterator[tuple[int, TicketEvent | LineError]]:
     name = str(path)
     loads = _loads
     with open_history(path) as f:
@@ -99,17 +106,18 @@ def read_history(path: str | Path) -> Iterator[TicketEvent | LineError]:
             except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
                 if not raw.strip():
                     continue
-                yield LineError(name, lineno, None, _json_error(exc))
+                yield lineno, LineError(name, lineno, None, _json_error(exc))
                 continue
             if type(data) is not dict:
-                yield LineError(
-                    name, lineno, None, f"expected a JSON object, got {json_type(data)}"
+                yield (
+                    lineno,
+                    LineError(name, lineno, None, f"expected a JSON object, got {json_type(data)}"),
                 )
                 continue
             try:
-                yield event_from_dict(data)  # global, not a local alias: compiled, a direct call
+                yield lineno, event_from_dict(data)  # global, not a local alias: compiled
             except EventError as exc:
-                yield LineError(name, lineno, exc.field, exc.reason)
+                yield lineno, LineError(name, lineno, exc.field, exc.reason)
 
 
 def write_history(path: str | Path, events: Iterable[TicketEvent]) -> int:

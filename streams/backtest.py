@@ -13,7 +13,7 @@ import heapq
 import json
 import sys
 from bisect import insort
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,15 +21,17 @@ from typing import IO, Final, TextIO
 
 from connectors.history import LineError, count_lines, is_gzip, read_history
 from streams.progress import Progress
-from streams.sla.actions import Action, Escalation, PriorityBump, Reminder, SlaOutcome
+from streams.sla.actions import Action, Escalation, PriorityBump, Reminder, Silenced, SlaOutcome
 from streams.sla.board import BoardBuilder
 from streams.sla.engine import Engine
-from streams.sla.events import TicketEvent
+from streams.sla.events import TicketEvent, format_ts
 from streams.sla.policy import Policy
 from streams.sla.report import BacktestReport, compare
 from streams.sla.state import TicketState
 
 MAX_ERRORS_SHOWN: Final = 20
+MAX_LINES_KEPT: Final = 1000  # line numbers of duplicates and rejects kept for the report
+DEFAULT_MAX_AHEAD: Final = 30 * 86_400_000  # an event further ahead of the history is refused
 PROGRESS_EVERY: Final = 512  # events between progress updates: a call per event is measurable
 
 
@@ -96,41 +98,62 @@ class DueQueue:
 
 @dataclass(slots=True)
 class EventTimeDriver:
-    """Feeds events to the engine and fires due work as event time advances."""
+    """Feeds events to the engine and fires due work as event time advances, each at its
+    due instant (`fired_at == due_at`), as a perfect wall-clock worker would have.
+
+    The clock is the latest event time seen. Fed a history in time order (the backtest's
+    default), no event is ever late. With `arrival_order` the events come as a worker received
+    them: a late event updates its ticket as of the clock, and what it makes due before the
+    clock less the policy's backfill horizon is recorded (`Silenced`), not sent.
+    """
 
     engine: Engine
     states: dict[str, TicketState] = field(default_factory=dict)
     watermark: int | None = None
     duplicates: int = 0
+    duplicate_lines: list[int] = field(default_factory=list)  # the first MAX_LINES_KEPT
+    arrival_order: bool = False
     _due: DueQueue = field(default_factory=DueQueue)
 
-    def feed(self, event: TicketEvent) -> list[Action]:
+    def feed(self, event: TicketEvent, line: int = 0) -> list[Action]:
         t = event.occurred_at
         fired: list[Action] | None = None
         watermark = self.watermark
+        quiet = -1
         if watermark is None or t > watermark:
             self.watermark = t
             queue = self._due
             if t >= queue.due_from:
                 fired = []
-                self._fire(t, fired, queue.pop(t))
+                # what falls due up to t was due after the previous clock: never silenced
+                self._fire(t, fired, queue.pop(t), -1)
+        elif self.arrival_order:
+            quiet = watermark - self.engine.backfill_horizon
         state = self.states.get(event.ticket_id)
         if state is None:
             before = None
-            state, out = self.engine.apply(None, event)
+            state, out = self.engine.apply(None, event, -1, quiet)
             self.states[state.ticket_id] = state
         elif event.event_id in state.seen:
             self.duplicates += 1
+            if len(self.duplicate_lines) < MAX_LINES_KEPT:
+                self.duplicate_lines.append(line)
             return fired or []
         else:
             before = state.next_due
-            updated, out = self.engine.apply(state, event)
+            updated, out = self.engine.apply(state, event, -1, quiet)
             if updated is not state:  # apply updates in place; a new object replaces it
                 self.states[state.ticket_id] = state = updated
         due = state.next_due
         if due is not None and due != before:
             # the state's own id, the dict's key: lookups then match it by identity
             self._due.push(due, state.ticket_id)
+            if watermark is not None and due <= watermark and t <= watermark:
+                # a late event made work due behind the clock: it fires now
+                fired = fired or []
+                fired.extend(out)
+                self._fire(watermark, fired, self._due.pop(watermark), quiet)
+                return fired
         if fired:
             fired.extend(out)
             return fired
@@ -143,17 +166,20 @@ class EventTimeDriver:
             self.watermark = now
         entry = self._due.pop(now)
         if entry is not None:
-            self._fire(now, actions, entry)
+            self._fire(now, actions, entry, -1)
         return actions
 
-    def _fire(self, now: int, actions: list[Action], entry: tuple[int, str] | None) -> None:
+    def _fire(
+        self, now: int, actions: list[Action], entry: tuple[int, str] | None, quiet: int
+    ) -> None:
         """Advance the ticket of `entry`, taken out of the due queue, and of every entry
-        due after it up to `now`."""
+        due after it up to `now`, each at its own instant."""
+        advance = self.engine.advance
         while entry is not None:
             at, ticket_id = entry
             state = self.states[ticket_id]
             if state.next_due == at:  # otherwise superseded by a later push
-                state, out = self.engine.advance(state, now)
+                state, out = advance(state, at, quiet, True)
                 actions.extend(out)
                 if state.next_due is not None:
                     self._due.push(state.next_due, ticket_id)
@@ -167,6 +193,7 @@ def action_record(action: Action) -> dict[str, object]:
         PriorityBump: "priority_bump",
         Reminder: "reminder",
         SlaOutcome: "sla_outcome",
+        Silenced: "silenced",
     }[type(action)]
     return {"action": kind, **action.to_dict()}
 
@@ -178,15 +205,25 @@ class BacktestRun:
     report: BacktestReport
     out: IO[str] | None = None
     board: BoardBuilder | None = None  # the escalation board at the end, as the sink keeps it
+    # --out lines of the instant being written, put in ticket order when it ends, so that
+    # the file does not depend on how the history interleaves tickets
+    _instant: int = -1
+    _lines: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
-    def start(cls, policy: Policy, out: IO[str] | None = None, board: bool = False) -> BacktestRun:
-        driver = EventTimeDriver(Engine(policy))
+    def start(
+        cls,
+        policy: Policy,
+        out: IO[str] | None = None,
+        board: bool = False,
+        arrival_order: bool = False,
+    ) -> BacktestRun:
+        driver = EventTimeDriver(Engine(policy), arrival_order=arrival_order)
         builder = BoardBuilder() if board else None
         return cls(policy, driver, BacktestReport(policy.source), out, builder)
 
-    def feed(self, event: TicketEvent) -> None:
-        actions = self.driver.feed(event)
+    def feed(self, event: TicketEvent, line: int = 0) -> None:
+        actions = self.driver.feed(event, line)
         if actions:
             self.record(actions)
         if self.board is not None:
@@ -199,18 +236,65 @@ class BacktestRun:
                 self.board.action(action)
         if self.out is not None:
             for action in actions:
-                if not isinstance(action, SlaOutcome):
-                    self.out.write(json.dumps(action_record(action)) + "\n")
+                if isinstance(action, Escalation | PriorityBump | Reminder):
+                    if action.fired_at != self._instant:
+                        self._flush()
+                        self._instant = action.fired_at
+                    self._lines.append((action.ticket_id, json.dumps(action_record(action))))
+
+    def _flush(self) -> None:
+        if self.out is not None and self._lines:
+            self._lines.sort(key=lambda line: line[0])  # stable: a ticket's own order stays
+            self.out.write("".join(text + "\n" for _, text in self._lines))
+        self._lines.clear()
 
     def finish(self, until: int | None) -> None:
         if until is None:
             until = self.driver.watermark
         if until is not None:
             self.record(self.driver.advance(until))
+        self._flush()
         self.report.duplicates = self.driver.duplicates
+        self.report.duplicate_lines = list(self.driver.duplicate_lines)
         self.report.finish(self.driver.states.values())
         if self.board is not None:
             self.report.board = self.board.entries(self.policy)
+
+
+class _OutOfOrder(Exception):
+    """A history that is not in time order: the backtest sorts it instead of streaming."""
+
+
+Item = TicketEvent | LineError
+Source = Iterable[Item] | Iterable[tuple[int, Item]] | Callable[[], Iterable[Item]]
+
+
+def _numbered(items: Iterable[Item] | Iterable[tuple[int, Item]]) -> Iterator[tuple[int, Item]]:
+    """(line, item) pairs: as given by read_history(numbered=True), or counted from 1."""
+    for index, item in enumerate(items, 1):
+        if type(item) is tuple:
+            yield item
+        else:
+            yield (item.line if isinstance(item, LineError) else index), item  # type: ignore[union-attr,misc]
+
+
+def _in_time_order(items: Iterator[tuple[int, Item]]) -> Iterator[tuple[int, Item]]:
+    latest = -1
+    for line, item in items:
+        if isinstance(item, TicketEvent):
+            t = item.occurred_at
+            if t < latest:
+                raise _OutOfOrder(line)
+            latest = t
+        yield line, item
+
+
+def _time_sorted(items: Iterable[tuple[int, Item]]) -> list[tuple[int, Item]]:
+    """Bad lines first (they are only reported), then events by time; ties keep file order."""
+    bad = [(line, item) for line, item in items if isinstance(item, LineError)]
+    events = [(line, item) for line, item in items if isinstance(item, TicketEvent)]
+    events.sort(key=lambda pair: pair[1].occurred_at)  # type: ignore[union-attr]
+    return bad + events
 
 
 @contextmanager
@@ -231,45 +315,95 @@ def collector_paused() -> Iterator[None]:
 
 def backtest_events(
     policies: list[Policy],
-    items: Iterable[TicketEvent | LineError],
+    items: Source,
     outs: list[IO[str] | None] | None = None,
     until: int | None = None,
     progress: Progress | None = None,
     errors: TextIO | None = None,
     board: bool = False,
+    arrival_order: bool = False,
+    max_ahead: int = DEFAULT_MAX_AHEAD,
 ) -> list[BacktestReport]:
     """Run each policy over the same events in one pass; bad lines are reported, not fatal.
 
-    With `board`, each report's `board` holds the open escalations at the end of history.
+    By default each ticket's events apply in event-time order (ties keep file order), so any
+    interleaving of the tickets gives the same output. `items` may be a callable that reads
+    the history afresh: a history in time order is then streamed, and one that is not is
+    read again and sorted in memory. With `arrival_order` the file's order is kept, late
+    events included, as a live worker would have received it. An event more than
+    `max_ahead` past the history's clock so far is refused by line. With `board`, each
+    report's `board` holds the open escalations at the end of history.
     """
     with collector_paused():
-        return _backtest_events(policies, items, outs, until, progress, errors, board)
+        if arrival_order:
+            source = items() if callable(items) else items
+            return _backtest_events(
+                policies, _numbered(source), outs, until, progress, errors, board, True, max_ahead
+            )
+        if callable(items):
+            try:
+                return _backtest_events(
+                    policies, _in_time_order(_numbered(items())), outs, until, progress, errors,
+                    board, False, max_ahead,
+                )  # fmt: skip
+            except _OutOfOrder as exc:
+                if errors is not None:
+                    errors.write(
+                        f"line {exc.args[0]} is earlier than the line before it: the history is"
+                        " not in time order, so it is read again and sorted in memory\n"
+                    )
+                for out in outs or ():
+                    if out is not None:
+                        out.seek(0)
+                        out.truncate()
+                items = items()
+        return _backtest_events(
+            policies, _time_sorted(list(_numbered(items))), outs, until, progress, errors,
+            board, False, max_ahead,
+        )  # fmt: skip
 
 
 def _backtest_events(
     policies: list[Policy],
-    items: Iterable[TicketEvent | LineError],
+    items: Iterable[tuple[int, Item]],
     outs: list[IO[str] | None] | None,
     until: int | None,
     progress: Progress | None,
     errors: TextIO | None,
     board: bool,
+    arrival_order: bool,
+    max_ahead: int,
 ) -> list[BacktestReport]:
     runs = [
-        BacktestRun.start(policy, None if outs is None else outs[i], board)
+        BacktestRun.start(policy, None if outs is None else outs[i], board, arrival_order)
         for i, policy in enumerate(policies)
     ]
     events = 0
     bad = 0
-    for item in items:
+    rejected: list[int] = []
+    clock = -1  # the latest event time accepted
+    for line, item in items:
         if isinstance(item, LineError):
             bad += 1
             if errors is not None and bad <= MAX_ERRORS_SHOWN:
                 errors.write(f"skipped bad line: {item}\n")
             continue
+        t = item.occurred_at
+        if t > clock:
+            if clock >= 0 and t - clock > max_ahead:
+                if len(rejected) < MAX_LINES_KEPT:
+                    rejected.append(line)
+                if errors is not None and len(rejected) <= MAX_ERRORS_SHOWN:
+                    errors.write(
+                        f"skipped line {line}: occurred_at {format_ts(t)} is"
+                        f" {(t - clock) / 86_400_000:,.1f} days past the history's clock"
+                        f" ({format_ts(clock)}; limit {max_ahead / 86_400_000:g} days)\n"
+                    )
+                continue
+            clock = t
         events += 1
         for run in runs:
-            run.feed(item)
+            run.feed(item, line)
         if progress is not None and events % PROGRESS_EVERY == 0:
             progress.update(PROGRESS_EVERY)
     if progress is not None:
@@ -279,7 +413,20 @@ def _backtest_events(
     for run in runs:
         run.finish(until)
         run.report.events = events
-        run.report.bad_lines = bad
+        run.report.bad_lines = bad + len(rejected)
+        run.report.rejected_lines = list(rejected)
+        if errors is not None and run.report.duplicate_lines and run is runs[0]:
+            lines = run.report.duplicate_lines
+            shown = ", ".join(str(n) for n in lines[:MAX_ERRORS_SHOWN])
+            more = (
+                f" and {run.report.duplicates - MAX_ERRORS_SHOWN:,} more"
+                if (run.report.duplicates > MAX_ERRORS_SHOWN)
+                else ""
+            )
+            errors.write(
+                f"ignored {run.report.duplicates:,} events whose event_id a ticket already"
+                f" had: lines {shown}{more}\n"
+            )
     return [run.report for run in runs]
 
 
@@ -291,6 +438,8 @@ def run_backtest(
     until: int | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    arrival_order: bool = False,
+    max_ahead: int = DEFAULT_MAX_AHEAD,
 ) -> list[BacktestReport]:
     """The `escalator backtest` command: prints the summary, and the what-if with --compare."""
     stdout = stdout or sys.stdout
@@ -300,10 +449,11 @@ def run_backtest(
     policies = [policy] if other is None else [policy, other]
     out = open(out_path, "w", encoding="utf-8") if out_path else None  # noqa: SIM115
     try:
-        items: Iterator[TicketEvent | LineError] = read_history(events_path)
         reports = backtest_events(
-            policies, items, [out, None], until, progress=progress, errors=stderr, board=True
-        )
+            policies, lambda: read_history(events_path, numbered=True), [out, None], until,
+            progress=progress, errors=stderr, board=True, arrival_order=arrival_order,
+            max_ahead=max_ahead,
+        )  # fmt: skip
     finally:
         if out is not None:
             out.close()

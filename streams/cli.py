@@ -76,8 +76,21 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             until = parse_ts(args.until, "--until")
         except ValueError as exc:
             raise UserError(str(exc)) from None
-    run_backtest(policy, path, Path(args.out) if args.out else None, other, until)
+    max_ahead = _duration_arg(args.max_ahead, "--max-ahead")
+    run_backtest(
+        policy, path, Path(args.out) if args.out else None, other, until,
+        arrival_order=args.arrival_order, max_ahead=max_ahead,
+    )  # fmt: skip
     return 0
+
+
+def _duration_arg(text: str, flag: str) -> int:
+    from streams.sla.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UserError(f"{flag}: {exc}") from None
 
 
 def _settings() -> Settings:
@@ -441,6 +454,17 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--out", help="write escalations, bumps and reminders as JSON Lines")
     back.add_argument("--compare", metavar="OTHER_POLICY", help="what-if against another policy")
     back.add_argument("--until", help="advance the clock to this ISO-8601 instant at the end")
+    back.add_argument(
+        "--arrival-order",
+        action="store_true",
+        help="apply events in the file's order, late ones included, as a worker received them"
+        " (default: each ticket's events in event-time order)",
+    )
+    back.add_argument(
+        "--max-ahead",
+        default="30d",
+        help="refuse (by line) an event this far past the history's clock so far (default 30d)",
+    )
     back.set_defaults(func=cmd_backtest)
 
     demo = sub.add_parser("demo", help="replay a contact-center day through the real pipeline")

@@ -125,7 +125,26 @@ class SlaOutcome:
         return asdict(self)
 
 
-Action = Escalation | PriorityBump | Reminder | SlaOutcome
+@dataclass(frozen=True, slots=True)
+class Silenced:
+    """An escalation, bump or reminder that fell before the backfill horizon: recorded and
+    counted as missed, never sent (event time alone must not page anybody)."""
+
+    ticket_id: str
+    action: str  # "escalation" or "reminder"
+    rule: str
+    reason: Reason
+    level: int
+    policy: str
+    sla_metric: str | None
+    due_at: int
+    fired_at: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Action = Escalation | PriorityBump | Reminder | SlaOutcome | Silenced
 
 
 # The two records the engine makes most, as plain functions rather than fast_constructor's

@@ -24,9 +24,11 @@ From those inputs (`TicketInputs.entry`):
   number of open escalations and the highest priority a bump of an open escalation set;
 - `climbs_at` is when the open escalation climbs to the next matrix level if nobody answers:
   the latest open escalation that raised the level (HIERARCHICAL or AUTOMATIC, level above
-  from_level) plus its level's allowed time on the level's calendar, unless an agent replied
-  at or after it or the level is the top. That is the engine's own climb deadline, so it is
-  the next escalation the board can predict, and what "closest to breach" is ordered by.
+  from_level), from when it fired, plus its level's allowed time on the level's calendar,
+  unless an agent replied at or after it or the level is the top. That is the engine's own
+  climb deadline (but for time the ticket then spent in a pause status, which the board
+  cannot see: the engine's climb stands still then), so it is the next escalation the board
+  can predict, and what "closest to breach" is ordered by.
 
 So the board converges to the same content whatever order the records are read in, and
 reading a record twice changes nothing.
@@ -204,7 +206,7 @@ class TicketInputs:
         if raised:
             last = max(raised, key=Fired.order)
             if life.answered_at is None or life.answered_at < last.due_at:
-                climbs_at = climb_due(policy, last.level, last.due_at)
+                climbs_at = climb_due(policy, last.level, last.fired_at)
         bumped = [self.bumps[e.escalation_id] for e in open_ if e.escalation_id in self.bumps]
         priority = max(bumped, key=lambda p: PRIORITY_RANK[Priority(p)]) if bumped else None
         return BoardEntry(

@@ -15,8 +15,16 @@ Semantics in brief:
 - A breach escalates one level up the matrix; an escalation nobody answers
   (no agent reply) within its level's allowed time climbs to the next level.
 - Everything fires at most once per (ticket, rule, level, cycle); a reopen starts a new cycle.
-- Due work is handled at its due instant (not at `now`), so catching up after
-  downtime yields the same escalations as running on time.
+- Due work is handled at its due instant: `due_at` is that instant, and `fired_at` is the
+  engine's clock when it fired. Driven in event time (no `now`), an event first steps the
+  ticket through each instant due before it, so `fired_at == due_at`; driven by a wall
+  clock, `fired_at` is that clock, never beyond it.
+- The level rises at most once per instant through deadlines (breaches and climbs), and a
+  level's climb timer starts when its escalation actually fired, so a late discovery never
+  pages several levels at once. Climbs pause with the policy's pause statuses.
+- Work due before `quiet_before` (the driver's clock less the policy's backfill horizon),
+  and everything an event older than it triggers, updates state and outcomes but pages
+  nobody: it comes out as a `Silenced` record instead of an escalation, bump or reminder.
 
 The backtest runs every event of a month through here, so the policy is compiled once
 at construction (per-SLA thresholds, targets and calendars, the matrix's climb times,
@@ -36,6 +44,7 @@ from streams.sla.actions import (
     Escalation,
     Kind,
     Reason,
+    Silenced,
     action_id,
     new_escalation,
     new_outcome,
@@ -45,13 +54,14 @@ from streams.sla.actions import (
 from streams.sla.calendar import BusinessCalendar, Timeline
 from streams.sla.events import PRIORITY_RANK, EventType, Priority, Status, TicketEvent
 from streams.sla.policy import METRICS, Escalate, Policy, SlaPolicy, Trigger, When
-from streams.sla.state import Clock, TicketState
+from streams.sla.state import MAX_TICKET_TAGS, Clock, TicketState
 
 _PRIORITIES: Final = sorted(PRIORITY_RANK, key=PRIORITY_RANK.__getitem__)
 # Enum members as module constants: an attribute lookup on an enum class costs ~6x a global.
 _CREATED: Final = EventType.CREATED
 _TRANSFERRED: Final = EventType.TRANSFERRED
 _CLOSED: Final = EventType.CLOSED
+_PRIORITY_CHANGED: Final = EventType.PRIORITY_CHANGED
 _AGENT_REPLIED: Final = EventType.AGENT_REPLIED
 _CUSTOMER_REPLIED: Final = EventType.CUSTOMER_REPLIED
 _CSAT_RECEIVED: Final = EventType.CSAT_RECEIVED
@@ -68,7 +78,9 @@ _IMPLIED: Final = {
 # then timed triggers in file order. _due() returns the rank with the instant.
 _RANK: Final = {metric: rank for rank, metric in enumerate(METRICS)}
 _CLIMB: Final = len(METRICS)
-_TIMED: Final = _CLIMB + 1
+_FUNCTIONAL_CLIMB: Final = _CLIMB + 1
+_TIMED: Final = _CLIMB + 2
+_REMOVED: Final = ("deleted", "spam")  # attributes["removed"] of a CLOSED event: drop the ticket
 
 _MATCH_CACHE: Final = 4096  # distinct (tier, priority, channel, category, tags) remembered
 _Ends = tuple[tuple[str, bool], ...]  # clocks to end, in order, and whether that meets them
@@ -148,7 +160,11 @@ class Engine:
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
+        self.backfill_horizon = policy.tracking.backfill_horizon
         self._slas = {sla.name: _Sla(sla, policy) for sla in policy.sla_policies}
+        # Set for the duration of one apply/advance call (see the module docstring).
+        self._quiet_before = -1
+        self._quiet_event = False
         # Matching is a pure function of five attributes, and costs microseconds: memoized.
         self._match_tags = any(sla.match.tags is not None for sla in policy.sla_policies)
         self._matched: dict[tuple[object, ...], _Sla] = {}
@@ -163,6 +179,15 @@ class Engine:
             climb = policy.climb(n)
             if climb is not None:
                 self._climbs[n] = (climb[0], _timeline(climb[1], climb[0]))
+        # category -> its functional chain: (contact, allowed, calendar) per step
+        functional_calendar = policy.calendar(matrix.calendar)
+        self._chains: dict[str, tuple[tuple[str, int | None, Timeline | None], ...]] = {
+            category: tuple(
+                (step.contact, step.allowed, _timeline(functional_calendar, step.allowed))
+                for step in chain
+            )
+            for category, chain in matrix.functional.items()
+        }
         self._timed = tuple(
             _Timed(t, _TIMED + i, policy) for i, t in enumerate(policy.timed_triggers)
         )
@@ -197,43 +222,60 @@ class Engine:
     # ------------------------------------------------------------------ public
 
     def apply(
-        self, state: TicketState | None, event: TicketEvent
+        self,
+        state: TicketState | None,
+        event: TicketEvent,
+        now: int = -1,
+        quiet_before: int = -1,
     ) -> tuple[TicketState, list[Action]]:
-        """Apply one event; due work up to its occurred_at fires first."""
+        """Apply one event; due work up to its occurred_at fires first.
+
+        `now` is the driver's wall clock, or -1 in event time: then the event's own time is
+        the clock, and due work before it fires at each due instant. Nothing fires beyond a
+        given `now`. See the module docstring for `quiet_before`."""
         actions: list[Action] = []
         t = event.occurred_at
+        limit = t if now < 0 or t < now else now
+        self._quiet_before = quiet_before
+        self._quiet_event = t < quiet_before
         if state is None:
             state = TicketState(
                 ticket_id=event.ticket_id, first_seen_at=t, clock_at=t, status_since=t
             )
             self._start_tracking(state, event)
-            state.seen.add(event.event_id)
+            state.remember(event.event_id)
             self._handle(state, event, actions, absorbed=True)
         elif event.event_id in state.seen:
+            self._quiet_event = False
             return state, actions
         else:
             due = state.next_due
-            if due is not None and due <= t:
-                self._advance(state, t, actions)
-            state.seen.add(event.event_id)
+            if due is not None and due <= limit:
+                self._advance(state, limit, state.clock_at if now < 0 else now, actions)
+            state.remember(event.event_id)
             self._handle(state, event, actions, absorbed=False)
         if t > state.clock_at:
             state.clock_at = t
         earliest = self._due(state)
         if earliest is None:
             state.next_due = None
-        elif earliest[0] > t:
+        elif earliest[0] > limit:
             state.next_due = earliest[0]
         else:  # the event itself made something due (a tighter target, a late CREATED)
-            state.next_due = self._advance(state, t, actions)
+            state.next_due = self._advance(state, limit, t if now < 0 else now, actions)
+        self._quiet_event = False
         return state, actions
 
-    def advance(self, state: TicketState, now: int) -> tuple[TicketState, list[Action]]:
-        """Fire everything due at or before `now`."""
+    def advance(
+        self, state: TicketState, now: int, quiet_before: int = -1, event_time: bool = False
+    ) -> tuple[TicketState, list[Action]]:
+        """Fire everything due at or before `now`: as of `now` (a wall clock that has reached
+        it), or with `event_time` at each due instant in turn, as a perfect clock would."""
         actions: list[Action] = []
+        self._quiet_before = quiet_before
         due = state.next_due
         if due is not None and due <= now:
-            due = self._advance(state, now, actions)
+            due = self._advance(state, now, state.clock_at if event_time else now, actions)
         else:
             due = self._next_due(state)
         if now > state.clock_at:
@@ -249,19 +291,25 @@ class Engine:
 
     # ------------------------------------------------------------------ time
 
-    def _advance(self, state: TicketState, now: int, actions: list[Action]) -> int | None:
-        """Fire due work in order up to `now`; returns the next due instant after it."""
+    def _advance(
+        self, state: TicketState, until: int, floor: int, actions: list[Action]
+    ) -> int | None:
+        """Fire due work in order up to `until`, each at its due instant or at `floor` if
+        that is later (the instant the engine learnt of it); returns the next due instant."""
         while True:
             due = self._due(state)
             if due is None:
                 return None
             at, rank = due
-            if at > now:
+            if at > until:
                 return at
+            now = at if at > floor else floor
             if rank < _CLIMB:
                 self._fire_threshold(state, state.clocks[METRICS[rank]], at, now, actions)
             elif rank == _CLIMB:
                 self._climb(state, at, now, actions)
+            elif rank == _FUNCTIONAL_CLIMB:
+                self._functional_climb(state, at, now, actions)
             else:
                 self._fire_timed(state, self._timed[rank - _TIMED], at, now, actions)
 
@@ -283,8 +331,11 @@ class Engine:
                 rank = _RANK[clock.metric]
             elif at == best and _RANK[clock.metric] < rank:
                 rank = _RANK[clock.metric]
+        status = state.status
+        # a solved or paused ticket does not climb
+        climbing = status not in _DONE and status not in self._slas[state.policy].pause
         since = state.awaiting_since
-        if since is not None and state.status not in _DONE:  # a solved ticket stops climbing
+        if since is not None and climbing:
             climb = self._climbs.get(state.level)
             if climb is not None:
                 allowed, tl = climb
@@ -292,7 +343,16 @@ class Engine:
                 if best < 0 or at < best:
                     best = at
                     rank = _CLIMB
-        status = state.status
+        since = state.f_since
+        if since is not None and climbing:
+            chain = self._chains.get(state.f_chain or "")
+            if chain is not None and state.f_step + 1 < len(chain):
+                _, wait, tl = chain[state.f_step]
+                if wait is not None:
+                    at = since + wait if tl is None else tl.add(since, wait)
+                    if best < 0 or at < best:
+                        best = at
+                        rank = _FUNCTIONAL_CLIMB
         if status not in _DONE:
             since = state.escalated_at
             if since is not None:
@@ -371,7 +431,9 @@ class Engine:
         ended = clock.ended_at = at if at > clock.started_at else clock.started_at
         clock.met = met
         clock.next_at = None
-        breached = clock.breached_at is not None and clock.breached_at <= ended
+        # A breach that fired stands, even if a late event dates the clock's end before it:
+        # outcomes and escalations agree.
+        breached = clock.breached_at is not None
         outcome = new_outcome(
             state.ticket_id, state.policy, clock.metric, state.cycle, clock.round,
             clock.started_at, ended, met, breached, clock.elapsed, clock.target,
@@ -411,22 +473,52 @@ class Engine:
             )  # fmt: skip
         else:
             clock.breached_at = at
-            level = min(state.level + 1, self._top)
-            self._escalate(
-                state, f"sla:{metric}{suffix}:breach", Kind.HIERARCHICAL, BREACH_REASON[metric],
-                level, self._contacts[level], metric, at, now, None, actions, raise_level=True,
-            )  # fmt: skip
+            rule = f"sla:{metric}{suffix}:breach"
+            chain = self._chains.get(state.category or "")
+            if sla.spec.breach_route == "category" and chain is not None:
+                self._escalate(
+                    state, rule, Kind.FUNCTIONAL, BREACH_REASON[metric], state.level,
+                    chain[0][0], metric, at, now, None, actions, raise_level=False,
+                )  # fmt: skip
+            else:
+                level = self._deadline_level(state, now)
+                self._escalate(
+                    state, rule, Kind.HIERARCHICAL, BREACH_REASON[metric], level,
+                    self._contacts[level], metric, at, now, None, actions, raise_level=True,
+                )  # fmt: skip
         self._schedule(sla, clock)
 
+    def _deadline_level(self, state: TicketState, now: int) -> int:
+        """The level a deadline raises the ticket to: one up, unless a deadline already
+        raised it at this instant (a late discovery pages one level at a time)."""
+        if state.awaiting_since == now and state.level > 1:
+            return state.level
+        return min(state.level + 1, self._top)
+
     def _climb(self, state: TicketState, at: int, now: int, actions: list[Action]) -> None:
-        level = state.level + 1
+        level = self._deadline_level(state, now)
         fired = self._escalate(
             state, "matrix:unanswered", Kind.HIERARCHICAL, Reason.ESCALATION_OVERDUE, level,
             self._contacts[level], None, at, now, None, actions, raise_level=True,
         )  # fmt: skip
-        if fired is None:
-            # Already fired at this level in this cycle: stop climbing rather than spin.
+        if fired is None or state.awaiting_since != now:
+            # Already fired at this level in this cycle, or silenced: stop climbing rather
+            # than spin.
             state.awaiting_since = None
+
+    def _functional_climb(
+        self, state: TicketState, at: int, now: int, actions: list[Action]
+    ) -> None:
+        """The functional chain's next step: its timer starts when it fired."""
+        category = state.f_chain or ""
+        step = state.f_step + 1
+        contact = self._chains[category][step][0]
+        fired = self._escalate(
+            state, f"functional:{category}#{step}", Kind.FUNCTIONAL, Reason.ESCALATION_OVERDUE,
+            state.level, contact, None, at, now, None, actions, raise_level=False,
+        )  # fmt: skip
+        state.f_step = step
+        state.f_since = None if fired is None else now
 
     # ------------------------------------------------------------------ escalations
 
@@ -450,16 +542,29 @@ class Engine:
             return None
         state.fired.add(key)
         ticket_id = state.ticket_id
+        if self._quiet_event or at < self._quiet_before:
+            actions.append(
+                Silenced(
+                    ticket_id, "escalation", rule, reason, level, state.policy, metric, at, now
+                )
+            )
+            return None
         escalation = new_escalation(
             action_id(ticket_id, rule, level, state.cycle), ticket_id, kind, level, state.level,
             target, reason, state.policy, rule, metric, at, now, event_id, state.cycle,
         )  # fmt: skip
         actions.append(escalation)
         if reason is not _SLA_WARNING and state.escalated_at is None:
-            state.escalated_at = at
+            state.escalated_at = now
         if raise_level and level > state.level:
             state.level = level
-            state.awaiting_since = at
+            state.awaiting_since = now  # the next level's timer starts when this one fired
+        if kind is Kind.FUNCTIONAL and rule[:11] != "functional:":
+            chain = self._chains.get(state.category or "")
+            if chain is not None and target == chain[0][0] and state.f_since is None:
+                state.f_chain = state.category
+                state.f_step = 0
+                state.f_since = now
         return escalation
 
     def _run_trigger(
@@ -518,12 +623,28 @@ class Engine:
                     )  # fmt: skip
                 )
                 state.priority = new
+                state.priority_at = at
                 self._rematch(state, at)
             elif action.remind is not None:
                 key = f"{rule}|remind"
                 if key in state.fired:
                     continue
                 state.fired.add(key)
+                if self._quiet_event or at < self._quiet_before:
+                    actions.append(
+                        Silenced(
+                            state.ticket_id,
+                            "reminder",
+                            rule,
+                            action.remind.reason,
+                            0,
+                            state.policy,
+                            None,
+                            at,
+                            now,
+                        )  # fmt: skip
+                    )
+                    continue
                 target = action.remind.target
                 if target == "assignee":
                     target = state.assignee_id or state.group or "unassigned"
@@ -549,8 +670,8 @@ class Engine:
         if spec.team is not None:
             return level, spec.team
         if spec.route_by_category:
-            team = matrix.functional.get(state.category or "")
-            return level, team or matrix.level(level).contact
+            chain = self._chains.get(state.category or "")
+            return level, matrix.level(level).contact if chain is None else chain[0][0]
         if spec.support_level_up:
             return level, matrix.support_levels.get(
                 min(state.support_level + 1, 4), f"L{min(state.support_level + 1, 4)}"
@@ -570,7 +691,7 @@ class Engine:
     def _start_tracking(self, state: TicketState, event: TicketEvent) -> None:
         """An unknown ticket: track it from what its first event carries."""
         t = event.occurred_at
-        self._absorb(state, event)
+        self._absorb(state, event, first=True)
         state.policy = self._match(state).name
         status = _IMPLIED.get(event.type) or event.status
         if status is not None:
@@ -581,14 +702,20 @@ class Engine:
             self._start_clock(state, "first_response", 0, t)
             self._start_clock(state, "resolution", 0, t)
 
-    def _absorb(self, state: TicketState, event: TicketEvent) -> bool:
+    def _absorb(self, state: TicketState, event: TicketEvent, first: bool = False) -> bool:
         """Copy what the event carries into the state; True if SLA matching inputs changed.
 
-        Attributes with few distinct values are interned: every ticket then shares one
-        string instead of keeping its own copy from its event."""
+        Only a deliberate change sets the priority (PRIORITY_CHANGED, CREATED or the first
+        event seen): help-desk webhooks carry the current priority on every event, which
+        would otherwise undo a trigger's bump. Attributes with few distinct values are
+        interned: every ticket then shares one string instead of keeping its own copy."""
         changed = False
         priority = event.priority
-        if priority is not None and priority != state.priority:
+        if (
+            priority is not None
+            and priority != state.priority
+            and (first or event.type is _PRIORITY_CHANGED or event.type is _CREATED)
+        ):
             t = event.occurred_at
             if t >= state.priority_at:
                 state.priority = priority
@@ -608,6 +735,8 @@ class Engine:
             changed = True
         if event.tags_added or event.tags_removed:
             tags = state.tags.union(event.tags_added).difference(event.tags_removed)
+            if len(tags) > MAX_TICKET_TAGS:  # bounded state: the first tags by name stay
+                tags = frozenset(sorted(tags)[:MAX_TICKET_TAGS])
             if tags != state.tags:
                 shared = self._tag_sets
                 if len(shared) >= _MATCH_CACHE:
@@ -673,6 +802,10 @@ class Engine:
         elif kind is _CREATED:
             self._created(state, t)
 
+        if kind is _CLOSED and event.attributes.get("removed") in _REMOVED:
+            state.closed = True
+            self._remove(state, at)
+            return
         status = _IMPLIED.get(kind) or event.status
         if kind is _TRANSFERRED:
             state.transfers += 1
@@ -690,6 +823,7 @@ class Engine:
         if kind is _AGENT_REPLIED:
             self._end_clocks(state, _REPLIED_ENDS, t, actions)
             state.awaiting_since = None
+            state.f_since = None
         elif kind is _CUSTOMER_REPLIED and state.status not in _DONE:
             clocks = state.clocks
             first = clocks.get("first_response")
@@ -721,6 +855,19 @@ class Engine:
         unique = {id(t): t for t in (*triggers, *tagged)}.values()
         return sorted(unique, key=lambda t: self._order[id(t)])  # file order decides
 
+    def _remove(self, state: TicketState, at: int) -> None:
+        """A deleted or spam ticket: every clock stops, with no outcome (it was never work),
+        and nothing more is due; the drivers drop its state after the closed retention."""
+        for clock in state.clocks.values():
+            if clock.ended_at is None:
+                clock.ended_at = at if at > clock.started_at else clock.started_at
+                clock.running_since = None
+                clock.next_at = None
+        state.status = Status.CLOSED
+        state.awaiting_since = None
+        state.escalated_at = None
+        state.f_since = None
+
     def _created(self, state: TicketState, t: int) -> None:
         if state.created_at is None:
             self._late_created(state, t)
@@ -746,6 +893,7 @@ class Engine:
     ) -> None:
         pause = self._slas[state.policy].pause
         was_paused = state.status in pause
+        paused_since = state.status_since
         state.status = status
         state.status_since = t
         state.status_seq += 1
@@ -753,12 +901,19 @@ class Engine:
             self._end_clocks(state, _SOLVED_ENDS, at, actions)
             state.awaiting_since = None
             state.escalated_at = None
+            state.f_since = None
             return
         paused = status in pause
         if paused and not was_paused:
             self._pause_all(state, at)
         elif was_paused and not paused:
             self._resume_all(state, at)
+            # climb timers stood still during the pause: they resume where they stopped
+            if at > paused_since:
+                if state.awaiting_since is not None:
+                    state.awaiting_since += at - paused_since
+                if state.f_since is not None:
+                    state.f_since += at - paused_since
 
     def _reopen(self, state: TicketState, at: int) -> None:
         state.reopens += 1
@@ -767,6 +922,9 @@ class Engine:
         state.level = 1
         state.awaiting_since = None
         state.escalated_at = None
+        state.f_chain = None
+        state.f_step = 0
+        state.f_since = None
         state.closed = False
         state.status = _OPEN
         state.status_since = at

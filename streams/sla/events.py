@@ -19,6 +19,7 @@ from typing import Any, Final
 from streams.sla.frozen import mutable_twin
 
 __all__ = [
+    "MAX_TIMESTAMP_MS",
     "MIN_TIMESTAMP_MS",
     "PRIORITY_RANK",
     "EventError",
@@ -112,7 +113,9 @@ class EventError(ValueError):
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 MIN_TIMESTAMP_MS: Final = 946_684_800_000  # 2000-01-01T00:00:00Z
-_MAX_TIMESTAMP_MS: Final = 253_402_300_800_000  # 10000-01-01T00:00:00Z (exclusive)
+# 2200-01-01T00:00:00Z (exclusive): business-time arithmetic months past any event stays well
+# inside what datetime can hold; a later instant is a typo or an overflow, not a ticket
+MAX_TIMESTAMP_MS: Final = 7_258_118_400_000
 
 
 _DAY_MS: Final = 86_400_000
@@ -172,8 +175,8 @@ def parse_ts(value: object, field: str = "occurred_at") -> int:
         )
     if ms < MIN_TIMESTAMP_MS:
         raise EventError(field, f"{value!r} is before 2000-01-01 (seconds instead of ms?)")
-    if ms >= _MAX_TIMESTAMP_MS:
-        raise EventError(field, f"{value!r} is after 9999-12-31")
+    if ms >= MAX_TIMESTAMP_MS:
+        raise EventError(field, f"{value!r} is after 2199-12-31")
     return ms
 
 
@@ -197,6 +200,10 @@ def json_type(value: object) -> str:
         return "object"
     return type(value).__name__
 
+
+# Bounds that keep one ticket's state small whatever its events carry (beyond: the DLQ)
+MAX_EVENT_TAGS: Final = 64
+MAX_TAG_LENGTH: Final = 100
 
 _EVENT_TYPES: Final[dict[str, EventType]] = {m.value: m for m in EventType}
 _STATUSES: Final[dict[str, Status]] = {m.value: m for m in Status}
@@ -265,11 +272,15 @@ def _small_int(name: str, value: object, low: int, high: int) -> int:
 def _tags(name: str, value: object) -> tuple[str, ...]:
     if not isinstance(value, list | tuple):
         raise EventError(name, f"expected array of strings, got {json_type(value)}")
+    if len(value) > MAX_EVENT_TAGS:
+        raise EventError(name, f"{len(value)} tags, at most {MAX_EVENT_TAGS} per event")
     for i, tag in enumerate(value):
         if not isinstance(tag, str):
             raise EventError(f"{name}[{i}]", f"expected string, got {json_type(tag)}")
         if not tag:
             raise EventError(f"{name}[{i}]", "must not be empty")
+        if len(tag) > MAX_TAG_LENGTH:
+            raise EventError(f"{name}[{i}]", f"{len(tag)} characters, at most {MAX_TAG_LENGTH}")
     return tuple(value)
 
 

@@ -180,6 +180,9 @@ class SlaPolicy(_Model):
     targets: Targets
     warn_at: list[float] = Field(default_factory=lambda: [0.75])
     pause_statuses: list[Status] = Field(default_factory=lambda: [Status.PENDING, Status.ON_HOLD])
+    # "matrix": a breach climbs the escalation matrix; "category": it goes to the ticket's
+    # functional chain (escalation_matrix.functional) when its category has one.
+    breach_route: Literal["matrix", "category"] = "matrix"
 
     @field_validator("warn_at")
     @classmethod
@@ -204,12 +207,27 @@ class Executive(_Model):
     contact: str
 
 
+class FunctionalStep(_Model):
+    """One contact of a category's functional chain; `allowed` unanswered before the next."""
+
+    contact: str
+    allowed: Duration | None = None
+
+
+def _functional_chain(value: Any) -> Any:
+    """A bare team name is a chain of one step (it never climbs)."""
+    return [{"contact": value}] if isinstance(value, str) else value
+
+
+FunctionalChain = Annotated[list[FunctionalStep], BeforeValidator(_functional_chain)]
+
+
 class Matrix(_Model):
     """Ordered levels; each may stay unanswered for `allowed` before the next is called."""
 
     calendar: str = ALWAYS_OPEN
     levels: list[Level] = Field(min_length=1)
-    functional: dict[str, str] = Field(default_factory=dict)
+    functional: dict[str, FunctionalChain] = Field(default_factory=dict)
     executive: Executive
     support_levels: dict[int, str] = Field(
         default_factory=lambda: {
@@ -344,6 +362,16 @@ class OpsAlerts(_Model):
         return value
 
 
+class Tracking(_Model):
+    """How long tickets are tracked, and how far back event time may still page anybody."""
+
+    # Deadlines and triggers older than this behind the driver's clock (the worker's wall
+    # clock, or the event-time watermark) update state and outcomes but page nobody.
+    backfill_horizon: Duration = 24 * 3_600_000
+    closed_retention: Duration = 7 * 86_400_000  # a CLOSED ticket's state, for late duplicates
+    solved_retention: Duration = 30 * 86_400_000  # a SOLVED ticket that never gets CLOSED
+
+
 class PolicyFile(_Model):
     version: Literal[1] = 1
     calendars: dict[str, CalendarSpec] = Field(default_factory=dict)
@@ -351,6 +379,7 @@ class PolicyFile(_Model):
     escalation_matrix: Matrix
     triggers: list[Trigger] = Field(default_factory=list)
     ops_alerts: OpsAlerts = Field(default_factory=OpsAlerts)
+    tracking: Tracking = Field(default_factory=Tracking)
 
 
 # --------------------------------------------------------------------------- errors
@@ -450,6 +479,10 @@ class Policy:
     def ops_alerts(self) -> OpsAlerts:
         return self.spec.ops_alerts
 
+    @property
+    def tracking(self) -> Tracking:
+        return self.spec.tracking
+
     def calendar(self, name: str | None) -> BusinessCalendar:
         return self.calendars[name or ALWAYS_OPEN]
 
@@ -524,7 +557,15 @@ def _semantic_problems(spec: PolicyFile) -> list[Problem]:
                 Problem((*path, "level"), f"levels are numbered 1, 2, 3...; expected {i + 1}")
             )
         need_calendar(level.calendar, (*path, "calendar"))
-        if level.allowed is None and i != len(matrix.levels) - 1:
+        if i == 0 and level.allowed is not None and len(matrix.levels) > 1:
+            problems.append(
+                Problem(
+                    (*path, "allowed"),
+                    "level 1 is where every ticket starts and nothing climbs from it (a climb"
+                    " follows an escalation that raised the ticket); remove its 'allowed'",
+                )
+            )
+        elif level.allowed is None and 0 < i != len(matrix.levels) - 1:
             problems.append(
                 Problem((*path, "allowed"), "only the last level may stay until resolved")
             )

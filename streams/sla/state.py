@@ -7,6 +7,9 @@ from typing import Any, Final
 
 from streams.sla.events import Priority, Status
 
+SEEN_WINDOW: Final = 256  # recent event ids a ticket remembers, to drop redeliveries
+MAX_TICKET_TAGS: Final = 256  # tags a ticket keeps; more would grow its state without bound
+
 # Both records write their own __init__ (init=False), with the signature dataclasses would
 # generate: compiled with mypyc (pyproject's compiled-modules) it is native code, where the
 # generated one stays interpreted and costs several times the whole compiled constructor.
@@ -117,9 +120,12 @@ class TicketState:
     awaiting_since: int | None = None
     escalated_at: int | None = None
     fired: set[str] = field(default_factory=set)
-    seen: set[str] = field(default_factory=set)
+    seen: dict[str, None] = field(default_factory=dict)  # insertion-ordered: a bounded window
     next_due: int | None = None
     closed: bool = False
+    f_chain: str | None = None  # the category whose functional chain the ticket climbs
+    f_step: int = 0  # that chain's step reached
+    f_since: int | None = None  # when that step was paged (its climb timer), None: not climbing
 
     def __init__(
         self, ticket_id: str, first_seen_at: int, clock_at: int, status: Status = Status.NEW,
@@ -131,8 +137,9 @@ class TicketState:
         cycle: int = 0, created_at: int | None = None, policy: str = "",
         clocks: dict[str, Clock] | None = None, level: int = 1,
         awaiting_since: int | None = None, escalated_at: int | None = None,
-        fired: set[str] | None = None, seen: set[str] | None = None,
-        next_due: int | None = None, closed: bool = False,
+        fired: set[str] | None = None, seen: dict[str, None] | None = None,
+        next_due: int | None = None, closed: bool = False, f_chain: str | None = None,
+        f_step: int = 0, f_since: int | None = None,
     ) -> None:  # fmt: skip
         self.ticket_id = ticket_id
         self.first_seen_at = first_seen_at
@@ -160,9 +167,19 @@ class TicketState:
         self.awaiting_since = awaiting_since
         self.escalated_at = escalated_at
         self.fired = set() if fired is None else fired
-        self.seen = set() if seen is None else seen
+        self.seen = {} if seen is None else seen if type(seen) is dict else dict.fromkeys(seen)
         self.next_due = next_due
         self.closed = closed
+        self.f_chain = f_chain
+        self.f_step = f_step
+        self.f_since = f_since
+
+    def remember(self, event_id: str) -> None:
+        """Add an event id to the window of recent ones, forgetting the oldest beyond it."""
+        seen = self.seen
+        seen[event_id] = None
+        if len(seen) > SEEN_WINDOW:
+            del seen[next(iter(seen))]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -192,9 +209,12 @@ class TicketState:
             "awaiting_since": self.awaiting_since,
             "escalated_at": self.escalated_at,
             "fired": sorted(self.fired),
-            "seen": sorted(self.seen),
+            "seen": list(self.seen),
             "next_due": self.next_due,
             "closed": self.closed,
+            "f_chain": self.f_chain,
+            "f_step": self.f_step,
+            "f_since": self.f_since,
         }
 
     def to_row(self) -> list[Any]:
@@ -207,22 +227,22 @@ class TicketState:
             self.assignee_id, self.support_level, sorted(self.tags), self.transfers,
             self.reopens, self.cycle, self.created_at, self.policy,
             [clock.to_row() for clock in self.clocks.values()], self.level,
-            self.awaiting_since, self.escalated_at, sorted(self.fired), sorted(self.seen),
-            self.next_due, self.closed,
+            self.awaiting_since, self.escalated_at, sorted(self.fired), list(self.seen),
+            self.next_due, self.closed, self.f_chain, self.f_step, self.f_since,
         ]  # fmt: skip
 
     @classmethod
     def from_row(cls, row: list[Any]) -> TicketState:
-        if len(row) != _ROW_FIELDS:
+        if len(row) not in (_ROW_FIELDS, _ROW_FIELDS_V1):
             raise ValueError(f"a ticket state row has {_ROW_FIELDS} fields, got {len(row)}")
-        values = list(row)
+        values = list(row)  # a row written before the functional chain fields lacks them
         values[3] = Status(values[3])
         values[6] = Priority(values[6])
         values[15] = frozenset(values[15])
         clocks = (Clock.from_row(clock) for clock in values[21])
         values[21] = {clock.metric: clock for clock in clocks}
         values[25] = set(values[25])
-        values[26] = set(values[26])
+        values[26] = dict.fromkeys(values[26])
         return cls(*values)
 
     @classmethod
@@ -232,7 +252,7 @@ class TicketState:
         values["priority"] = Priority(values["priority"])
         values["tags"] = frozenset(values["tags"])
         values["fired"] = set(values["fired"])
-        values["seen"] = set(values["seen"])
+        values["seen"] = dict.fromkeys(values["seen"])
         values["clocks"] = {
             name: Clock.from_dict(clock) for name, clock in values["clocks"].items()
         }
@@ -240,3 +260,4 @@ class TicketState:
 
 
 _ROW_FIELDS: Final = len(fields(TicketState))
+_ROW_FIELDS_V1: Final = _ROW_FIELDS - 3  # before f_chain, f_step, f_since

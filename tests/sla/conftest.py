@@ -49,9 +49,11 @@ class Ticket:
         self.actions.extend(out)
         return out
 
-    def advance(self, now: int) -> list[Action]:
+    def advance(self, now: int, event_time: bool = True) -> list[Action]:
+        """Advance to `now`: as a perfect clock would (each due instant in turn), or as a
+        wall clock that only now reached `now` (event_time=False)."""
         assert self.state is not None
-        self.state, out = self.engine.advance(self.state, now)
+        self.state, out = self.engine.advance(self.state, now, event_time=event_time)
         self.actions.extend(out)
         return out
 

@@ -37,7 +37,7 @@ sla_policies:
       first_response: 4h
 escalation_matrix:
   levels:
-    - {level: 1, name: rep, contact: rep, allowed: 30m}
+    - {level: 1, name: rep, contact: rep}
     - {level: 2, name: boss, contact: boss}
   executive: {contact: exec}
 triggers:
@@ -123,9 +123,15 @@ def test_default_policy_loads() -> None:
         "stakeholders",
         "senior-management",
     ]
+    assert matrix.levels[0].allowed is None  # every ticket starts there: nothing climbs from it
     assert matrix.levels[-1].allowed is None
-    assert all(lv.allowed for lv in matrix.levels[:-1])
-    assert matrix.functional["billing"] == "billing-team"
+    assert all(lv.allowed for lv in matrix.levels[1:-1])
+    assert [step.contact for step in matrix.functional["billing"]] == [
+        "billing-team",
+        "billing-lead",
+        "head-of-billing",
+    ]
+    assert [step.contact for step in matrix.functional["payment"]] == ["billing-team"]
     assert matrix.executive.contact == "executive-office"
     assert matrix.support_levels == {
         0: "self-service",
@@ -357,11 +363,11 @@ def test_normalized_reparses_to_an_equal_spec(text: str | None) -> None:
             "levels are numbered 1, 2, 3...; expected 2",
         ),
         (
-            "{level: 1, name: rep, contact: rep, allowed: 30m}",
             "{level: 1, name: rep, contact: rep}",
+            "{level: 1, name: rep, contact: rep, allowed: 30m}",
             "escalation_matrix.levels[0].allowed",
             "level: 1, name: rep",
-            "only the last level may stay until resolved",
+            "level 1 is where every ticket starts",
         ),
         (
             "when: {tags_added: [legal]}",

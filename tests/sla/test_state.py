@@ -8,7 +8,7 @@ import json
 import pytest
 
 from streams.sla.events import Priority, Status
-from streams.sla.state import Clock, TicketState
+from streams.sla.state import SEEN_WINDOW, Clock, TicketState
 
 
 def busy_state() -> TicketState:
@@ -48,8 +48,25 @@ def test_row_and_dict_round_trip_through_json_to_the_same_state() -> None:
 
 
 def test_a_row_of_the_wrong_length_is_refused() -> None:
-    with pytest.raises(ValueError, match="a ticket state row has 29 fields, got 28"):
+    with pytest.raises(ValueError, match="a ticket state row has 32 fields, got 31"):
         TicketState.from_row(busy_state().to_row()[:-1])
+
+
+def test_a_row_from_before_the_functional_chain_reads() -> None:
+    state = busy_state()
+    old = TicketState.from_row(state.to_row()[:-3])  # written by the previous release
+    assert (old.f_chain, old.f_step, old.f_since) == (None, 0, None)
+    assert old.seen == state.seen and old.fired == state.fired
+
+
+def test_the_seen_window_is_bounded_and_keeps_the_latest() -> None:
+    state = busy_state()
+    for i in range(SEEN_WINDOW + 10):
+        state.remember(f"x{i}")
+    assert len(state.seen) == SEEN_WINDOW
+    assert f"x{SEEN_WINDOW + 9}" in state.seen and "x0" not in state.seen
+    again = TicketState.from_row(state.to_row())
+    assert list(again.seen) == list(state.seen)  # the order survives the changelog
 
 
 @pytest.mark.parametrize(

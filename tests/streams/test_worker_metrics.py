@@ -38,7 +38,7 @@ sla_policies:
     warn_at: [0.5]
 escalation_matrix:
   levels:
-    - {level: 1, name: rep, contact: rep, allowed: 10h}
+    - {level: 1, name: rep, contact: rep}
     - {level: 2, name: lead, contact: team-lead}
   executive: {contact: exec}
 triggers:
