@@ -16,8 +16,9 @@ from typing import Protocol
 
 import orjson
 
-from schemas.codec import AvroCodec
+from schemas.codec import AvroCodec, ErrorKind
 from schemas.records import (
+    DAY_MS,
     Rejected,
     dead_letter,
     decode_ticket_event,
@@ -32,17 +33,20 @@ from streams.sla.actions import (
     Escalation,
     PriorityBump,
     Reminder,
+    Silenced,
     SlaOutcome,
 )
 from streams.sla.engine import Engine
-from streams.sla.events import EventType
+from streams.sla.events import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, EventType, Status
 from streams.sla.queues import QueueStat, StatKind, queue_name, stat_id
 from streams.sla.state import TicketState
 from streams.topics import Topics
 from streams.worker_metrics import NEW_TICKET, WorkerStats, category
 
 TICK_HEADER = "escalator-tick"  # marks an event-time clock tick inside ticket-events
-CLOSED_RETENTION_MS = 7 * 86_400_000  # closed tickets are kept this long for late duplicates
+MAX_CLOCK_SKEW_MS = 5 * 60_000  # a wall-clock worker refuses events stamped further ahead
+MAX_RECORD_BYTES = 1_000_000  # a state or output record larger than this goes to the DLQ
+CLOCK_SLEW_MS = 1000  # how much faster than real time the tick clock may catch up a jump
 HEARTBEAT_MS = 1000  # at most one queue-stats heartbeat per partition per second of its clock
 COMPACT_SLACK = 1024  # superseded due entries tolerated beyond the live ones before compacting
 CACHED_STATES = 20_000  # decoded states kept per worker (about 3.5 KB each)
@@ -87,6 +91,46 @@ class Counters:
     reminders: int = 0
     breaches: int = 0
     queue_stats: int = 0
+    silenced: dict[str, int] = field(default_factory=dict)  # by reason: before the horizon
+    clock_jumps: int = 0
+
+
+class SteadyClock:
+    """The wall-clock worker's clock: the system clock, but never backwards and never more
+    than `slew_ms` a reading ahead of the real time elapsed (the monotonic clock), so a jump
+    of the system clock is counted and caught up gradually instead of firing a day of
+    deadlines at once."""
+
+    def __init__(
+        self,
+        wall: Callable[[], int],
+        monotonic: Callable[[], float] = time.monotonic,
+        slew_ms: int = CLOCK_SLEW_MS,
+    ) -> None:
+        self.wall = wall
+        self.monotonic = monotonic
+        self.slew_ms = slew_ms
+        self.last = -1
+        self.last_mono = 0.0
+        self.jumps = 0
+        self._off = False  # the system clock is away from the steady one (one jump counted)
+
+    def __call__(self) -> int:
+        wall = self.wall()
+        mono = self.monotonic()
+        if self.last < 0:
+            self.last, self.last_mono = wall, mono
+            return wall
+        expected = self.last + int((mono - self.last_mono) * 1000)
+        now = min(wall, expected + self.slew_ms)
+        off = abs(wall - expected) > self.slew_ms
+        if off and not self._off:
+            self.jumps += 1
+        self._off = off and wall != now
+        if now < self.last:
+            now = self.last
+        self.last, self.last_mono = now, mono
+        return now
 
 
 STATE_FORMAT = 2  # [2, partition, row]; format 1, {"p": partition, "s": dict}, still reads
@@ -175,13 +219,24 @@ class TicketProcessor:
         event_time: bool = False,
         wall_clock: Callable[[], int] = lambda: int(time.time() * 1000),
         metrics: WorkerStats | None = None,
+        max_skew_ms: int = MAX_CLOCK_SKEW_MS,
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         self.engine = engine
         self.topics = topics
         self.codecs = codecs
         self.max_event_bytes = max_event_bytes
+        self.max_record_bytes = max_record_bytes
         self.event_time = event_time
+        # Event time pages nobody by itself: a wall-clock worker refuses events stamped more
+        # than the skew ahead of its clock (an event-time one, a day, as replays may run ahead)
+        self.max_future_ms = DAY_MS if event_time else max_skew_ms
+        self.clock = SteadyClock(wall_clock)
         self.wall_clock = wall_clock
+        tracking = engine.policy.tracking
+        self.horizon = tracking.backfill_horizon
+        self.closed_retention = tracking.closed_retention
+        self.solved_retention = tracking.solved_retention
         self.due: dict[int, list[tuple[int, bytes]]] = {}
         # The one live entry per ticket: the heap keeps superseded ones, skipped when popped.
         self.scheduled: dict[int, dict[bytes, int]] = {}
@@ -227,8 +282,8 @@ class TicketProcessor:
     def _schedule(self, partition: int, key: bytes, state: TicketState) -> None:
         """Index the ticket's next due instant, or its removal once closed long enough."""
         at = state.next_due
-        if at is None and state.closed:
-            at = state.clock_at + CLOSED_RETENTION_MS
+        if at is None:
+            at = self._leaves_at(state)
         scheduled = self.scheduled.setdefault(partition, {})
         if at is None:
             scheduled.pop(key, None)
@@ -238,6 +293,15 @@ class TicketProcessor:
             heapq.heappush(heap, (at, key))
             if len(heap) > 2 * len(scheduled) + COMPACT_SLACK:
                 self._compact(partition)
+
+    def _leaves_at(self, state: TicketState) -> int | None:
+        """When a ticket with nothing due leaves the store: closed (or deleted) tickets after
+        the closed retention, solved ones that never get closed after the solved one."""
+        if state.closed:
+            return state.clock_at + self.closed_retention
+        if state.status is Status.SOLVED:
+            return state.status_since + self.solved_retention
+        return None
 
     def _compact(self, partition: int) -> None:
         """Drop superseded heap entries. They leave the heap only when their instant passes,
@@ -258,25 +322,27 @@ class TicketProcessor:
         offset: int,
         timestamp: int | None,
     ) -> list[Out]:
-        now = self.wall_clock()
+        now = self.clock()
         try:
-            event = decode_ticket_event(raw, now, self.codecs["TicketEvent"], self.max_event_bytes)
+            event = decode_ticket_event(
+                raw, now, self.codecs["TicketEvent"], self.max_event_bytes, self.max_future_ms
+            )
         except Rejected as exc:
-            kind = exc.kind.value
-            self.counters.rejected[kind] = self.counters.rejected.get(kind, 0) + 1
-            letter = dead_letter(
-                raw, key, self.topics.ticket_events, partition, offset, timestamp,
-                exc.kind, exc.reason, exc.field, now,
-            )  # fmt: skip
-            return [Out(self.topics.dlq, key or b"", self.codecs["DeadLetter"].encode(letter))]
+            return [self._reject(raw, key, partition, offset, timestamp, exc, now)]
         self.counters.events += 1
         ticket_key = event.ticket_id.encode()
         out: list[Out] = []
         stats: list[QueueStat] = []
         clock = self._clock(partition, now)
-        if self.event_time and event.occurred_at > self.watermark.get(partition, 0):
-            self.watermark[partition] = event.occurred_at
-            out.extend(self._fire(store, partition, event.occurred_at, now, stats))
+        t = event.occurred_at
+        if self.event_time:
+            mark = self.watermark.get(partition, 0)
+            if t > mark:
+                self.watermark[partition] = mark = t
+                out.extend(self._fire(store, partition, t, now, stats))
+            engine_now, quiet = -1, mark - self.horizon
+        else:
+            engine_now, quiet = now, now - self.horizon
         old = store.get(ticket_key)
         state = None if old is None else self.cache.take(ticket_key, old)
         if state is not None and event.event_id in state.seen:
@@ -285,24 +351,85 @@ class TicketProcessor:
             return out + self._stats(stats, clock)
         metrics = self.metrics
         view = NEW_TICKET if metrics is None else metrics.view(state)
-        state, actions = self.engine.apply(state, event)
-        self.cache.save(store, ticket_key, partition, state)
-        if metrics is not None:
-            lag = now - event.occurred_at
-            metrics.applied(partition, view, state, old is None, event.type, lag)
-        self._schedule(partition, ticket_key, state)
+        state, actions = self.engine.apply(state, event, engine_now, quiet)
         queue = queue_name(state.channel, state.category)
+        records = self._records(actions, now)
+        value = encode_state(partition, state)
+        largest = max([len(value), *(len(o.value or b"") for o in records)])
+        if largest > self.max_record_bytes:
+            # the event's effects are dropped with it (the store keeps the state before it),
+            # and the event waits on the DLQ: one ticket never stops the partition
+            reason = (
+                f"ticket {event.ticket_id!r}: a record of {largest:,} bytes would exceed the"
+                f" {self.max_record_bytes:,}-byte record limit"
+            )
+            exc = Rejected(ErrorKind.OVERSIZED, reason)
+            return out + [self._reject(raw, key, partition, offset, timestamp, exc, now)]
+        store.put(ticket_key, value)
+        self.cache.keep(ticket_key, value, state)
+        if metrics is not None:
+            metrics.applied(partition, view, state, old is None, event.type, now - t)
+        self._schedule(partition, ticket_key, state)
         kind = EVENT_STATS.get(event.type)
         if kind is not None:
-            stats.append(QueueStat(queue, kind, event.occurred_at, stat_id(kind, event.event_id)))
-        out.extend(self._encode(actions, now, queue, stats))
+            stats.append(QueueStat(queue, kind, t, stat_id(kind, event.event_id)))
+        self._count(actions, now, queue, stats)
+        out.extend(records)
+        if self.event_time and state.next_due is not None and state.next_due <= mark:
+            out.extend(self._fire(store, partition, mark, now, stats, quiet))  # a late event
         return out + self._stats(stats, clock)
+
+    def _reject(
+        self,
+        raw: bytes | None,
+        key: bytes | None,
+        partition: int,
+        offset: int,
+        timestamp: int | None,
+        exc: Rejected,
+        now: int,
+    ) -> Out:
+        kind = exc.kind.value
+        self.counters.rejected[kind] = self.counters.rejected.get(kind, 0) + 1
+        letter = dead_letter(
+            raw, key, self.topics.ticket_events, partition, offset, timestamp,
+            exc.kind, exc.reason, exc.field, now,
+        )  # fmt: skip
+        return Out(self.topics.dlq, key or b"", self.codecs["DeadLetter"].encode(letter))
+
+    def tick_clock(self) -> int:
+        """The wall-clock tick's instant (see SteadyClock)."""
+        return self.clock()
+
+    def on_tick_message(
+        self,
+        store: StateStore,
+        raw: bytes | None,
+        key: bytes | None,
+        partition: int,
+        offset: int,
+        timestamp: int | None,
+    ) -> list[Out]:
+        """A tick message on ticket-events: honoured by an event-time worker, within the
+        valid time range; anything else goes to the DLQ."""
+        tick = decode_tick(raw)
+        reason = None
+        if not self.event_time:
+            reason = "a tick message, but this worker runs on the wall clock (ticks: --event-time)"
+        elif tick is None:
+            reason = "a tick message whose value is not epoch milliseconds"
+        elif not MIN_TIMESTAMP_MS <= tick < MAX_TIMESTAMP_MS:
+            reason = f"a tick at {tick}, outside 2000-01-01..2199-12-31"
+        if reason is not None:
+            exc = Rejected(ErrorKind.TIMESTAMP_OUT_OF_RANGE, reason, "tick")
+            return [self._reject(raw, key, partition, offset, timestamp, exc, self.clock())]
+        return self.on_tick(store, partition, tick)
 
     def on_tick(self, store: StateStore, partition: int, tick: int | None) -> list[Out]:
         """A clock tick for one partition: fire what is due up to the tick's instant."""
         if tick is None:
             return []
-        now = self.wall_clock()
+        now = self.clock()
         before = self._clock(partition, now)
         if self.event_time:
             tick = max(tick, self.watermark.get(partition, 0))
@@ -319,8 +446,20 @@ class TicketProcessor:
         return out
 
     def _fire(
-        self, store: StateStore, partition: int, upto: int, now: int, stats: list[QueueStat]
+        self,
+        store: StateStore,
+        partition: int,
+        upto: int,
+        now: int,
+        stats: list[QueueStat],
+        quiet: int = -1,
     ) -> list[Out]:
+        """Advance every ticket due up to `upto`: in event time each at its due instant
+        (nothing before the previous clock is due but behind a late event, then `quiet`),
+        on the wall clock as of `upto` with the backfill horizon behind it."""
+        event_time = self.event_time
+        if not event_time:
+            quiet = upto - self.horizon
         heap = self.due.get(partition)
         scheduled = self.scheduled.get(partition, {})
         out: list[Out] = []
@@ -334,8 +473,8 @@ class TicketProcessor:
             if value is None:
                 continue
             state = self.cache.take(key, value)
-            closed = state.next_due is None and state.closed
-            if closed and state.clock_at + CLOSED_RETENTION_MS <= upto:
+            leaves = None if state.next_due is not None else self._leaves_at(state)
+            if leaves is not None and leaves <= upto:
                 store.delete(key)
                 if metrics is not None:
                     metrics.removed(partition, state)
@@ -345,7 +484,10 @@ class TicketProcessor:
                 self._schedule(partition, key, state)
                 continue
             old = None if metrics is None else category(state)
-            state, actions = self.engine.advance(state, upto)
+            if event_time:
+                state, actions = self.engine.advance(state, due, quiet, True)
+            else:
+                state, actions = self.engine.advance(state, upto, quiet)
             self.cache.save(store, key, partition, state)
             if metrics is not None:
                 metrics.moved(partition, old, category(state))
@@ -373,29 +515,46 @@ class TicketProcessor:
     def _encode(
         self, actions: list[Action], now: int, queue: str, stats: list[QueueStat]
     ) -> list[Out]:
-        """Encode a ticket's actions; its SLA breach escalations are also counted in `stats`."""
-        if self.metrics is not None and actions:
-            self.metrics.actions(actions, now)
+        """Encode and count a ticket's actions (see _records and _count)."""
+        out = self._records(actions, now)
+        self._count(actions, now, queue, stats)
+        return out
+
+    def _records(self, actions: list[Action], now: int) -> list[Out]:
+        """The output messages of a ticket's actions."""
         out: list[Out] = []
         for action in actions:
             if isinstance(action, Escalation):
-                self.counters.escalations += 1
-                if action.reason in BREACHES:
-                    breach = stat_id(StatKind.BREACHED, action.escalation_id)
-                    stats.append(QueueStat(queue, StatKind.BREACHED, action.due_at, breach))
                 record = escalation_to_avro(action, now)
                 out.append(Out(self.topics.escalations, action.ticket_id.encode(),
                                self.codecs["Escalation"].encode(record)))  # fmt: skip
             elif isinstance(action, PriorityBump):
-                self.counters.bumps += 1
                 record = priority_bump_to_avro(action, now)
                 out.append(Out(self.topics.priority_bumps, action.ticket_id.encode(),
                                self.codecs["PriorityBump"].encode(record)))  # fmt: skip
             elif isinstance(action, Reminder):
-                self.counters.reminders += 1
                 record = reminder_to_avro(action, now)
                 out.append(Out(self.topics.reminders, action.ticket_id.encode(),
                                self.codecs["Reminder"].encode(record)))  # fmt: skip
-            elif isinstance(action, SlaOutcome) and action.breached:
-                self.counters.breaches += 1
         return out
+
+    def _count(self, actions: list[Action], now: int, queue: str, stats: list[QueueStat]) -> None:
+        """Count a ticket's actions; its SLA breach escalations also go into `stats`."""
+        if self.metrics is not None and actions:
+            self.metrics.actions(actions, now)
+        counters = self.counters
+        for action in actions:
+            if isinstance(action, Escalation):
+                counters.escalations += 1
+                if action.reason in BREACHES:
+                    breach = stat_id(StatKind.BREACHED, action.escalation_id)
+                    stats.append(QueueStat(queue, StatKind.BREACHED, action.due_at, breach))
+            elif isinstance(action, PriorityBump):
+                counters.bumps += 1
+            elif isinstance(action, Reminder):
+                counters.reminders += 1
+            elif isinstance(action, SlaOutcome) and action.breached:
+                counters.breaches += 1
+            elif isinstance(action, Silenced):
+                silenced = counters.silenced
+                silenced[action.reason.value] = silenced.get(action.reason.value, 0) + 1

@@ -130,6 +130,11 @@ class Settings:
     producer_linger_ms: int = 20
     session_timeout_ms: int = 10_000
     max_event_bytes: int = 1_000_000
+    # A wall-clock worker (and ingest) refuses events stamped further ahead of its clock.
+    max_clock_skew_ms: int = 300_000
+    # A ticket's state or output record larger than this goes to the DLQ, not to Kafka
+    # (stay under the topics' max.message.bytes, 1 MiB by default).
+    max_record_bytes: int = 1_000_000
     metrics_enabled: bool = True
     # Names this worker's transactional producer; the StatefulSet pod name in Kubernetes.
     # Empty: host name and data dir (streams.worker.transactional_id).
@@ -283,6 +288,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         max_event_bytes=_int(
             env, "ESCALATOR_MAX_EVENT_BYTES", Settings.max_event_bytes, 1024, 16_000_000
+        ),
+        max_clock_skew_ms=_int(
+            env, "ESCALATOR_MAX_CLOCK_SKEW_MS", Settings.max_clock_skew_ms, 1000, 86_400_000
+        ),
+        max_record_bytes=_int(
+            env, "ESCALATOR_MAX_RECORD_BYTES", Settings.max_record_bytes, 65_536, 16_000_000
         ),
         metrics_enabled=metrics == "on",
         instance_id=env.get("ESCALATOR_INSTANCE_ID") or "",

@@ -48,7 +48,7 @@ from confluent_kafka import (
 
 from schemas.codec import codec_for
 from streams.metrics import MetricsServer
-from streams.processor import Out, TicketProcessor, decode_tick, is_tick
+from streams.processor import Out, TicketProcessor, is_tick
 from streams.settings import Settings
 from streams.sla.engine import Engine
 from streams.sla.policy import Policy
@@ -287,8 +287,9 @@ class Worker:
         if settings.metrics_enabled:
             metrics = WorkerStats((s.name for s in policy.sla_policies), live=not event_time)
         self.processor = TicketProcessor(
-            Engine(policy), topics, codecs, settings.max_event_bytes, event_time, metrics=metrics
-        )
+            Engine(policy), topics, codecs, settings.max_event_bytes, event_time, metrics=metrics,
+            max_skew_ms=settings.max_clock_skew_ms, max_record_bytes=settings.max_record_bytes,
+        )  # fmt: skip
         self.state = LocalState(settings)
         self.owned: list[int] = []
         self.offsets: dict[int, int] = {}  # next offset per partition, not yet committed
@@ -381,14 +382,12 @@ class Worker:
             return  # fetched before its partition was revoked: the next owner reads it
         assert p is not None
         headers = msg.headers()
+        kind, ts = msg.timestamp()
+        timestamp = None if kind == TIMESTAMP_NOT_AVAILABLE else ts
+        handle = self.processor.on_event
         if headers and is_tick(headers):
-            outs = self.processor.on_tick(store, p, decode_tick(msg.value()))
-        else:
-            kind, ts = msg.timestamp()
-            timestamp = None if kind == TIMESTAMP_NOT_AVAILABLE else ts
-            outs = self.processor.on_event(
-                store, msg.value(), msg.key(), p, msg.offset() or 0, timestamp
-            )
+            handle = self.processor.on_tick_message
+        outs = handle(store, msg.value(), msg.key(), p, msg.offset() or 0, timestamp)
         self._send(p, outs, store)
         self.offsets[p] = (msg.offset() or 0) + 1
         self.events += 1
@@ -396,7 +395,7 @@ class Worker:
 
     def _tick(self) -> None:
         """Wall-clock tick for every owned partition: fire what is due by now."""
-        now = int(time.time() * 1000)
+        now = self.processor.tick_clock()
         for p in self.owned:
             store = self.state.stores[p]
             outs = self.processor.on_tick(store, p, now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 from collections.abc import Iterable
 from typing import Any
@@ -13,7 +14,6 @@ from connectors.generator import generate_history
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
 from streams.processor import (
-    CLOSED_RETENTION_MS,
     TICK_HEADER,
     Out,
     StateCache,
@@ -26,12 +26,14 @@ from streams.processor import (
 )
 from streams.sla.engine import Engine
 from streams.sla.events import EventType, Status, TicketEvent, parse_ts
-from streams.sla.policy import Policy, load_policy
+from streams.sla.policy import Policy, Tracking, load_policy
 from streams.sla.state import TicketState
 from streams.topics import Topics
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+CLOSED_RETENTION_MS = Tracking().closed_retention
 T0 = parse_ts("2026-03-02T15:00:00Z")  # a Monday; vip tickets run on the 24x7 calendar
 NOW = T0 + 10 * 86_400_000  # the processor's wall clock (emitted_at, DLQ future check)
 TOPICS = Topics()
@@ -95,12 +97,20 @@ def _no_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ESCALATOR_SCHEMA_REGISTRY_URL", raising=False)
 
 
+def with_horizon(policy: Policy, horizon: int) -> Policy:
+    tracking = Tracking(backfill_horizon=f"{horizon // 1000}s")
+    return dataclasses.replace(policy, spec=policy.spec.model_copy(update={"tracking": tracking}))
+
+
 @pytest.fixture
 def make(policy: Policy, codecs: dict[str, Any]) -> Any:
-    def build(event_time: bool = False, max_event_bytes: int = 100_000) -> TicketProcessor:
+    # The wall clock (NOW) is days past the events: a horizon beyond it lets them page.
+    def build(
+        event_time: bool = False, max_event_bytes: int = 100_000, horizon: int = 365 * DAY
+    ) -> TicketProcessor:
         return TicketProcessor(
-            Engine(policy), TOPICS, codecs, max_event_bytes, event_time=event_time,
-            wall_clock=lambda: NOW,
+            Engine(with_horizon(policy, horizon)), TOPICS, codecs, max_event_bytes,
+            event_time=event_time, wall_clock=lambda: NOW,
         )  # fmt: skip
 
     return build
@@ -262,7 +272,7 @@ def test_cache_and_due_index_change_nothing_but_speed(make: Any, codecs: dict[st
     runs = []
     for limit in (20_000, 0):
         proc, store = make(event_time=True), DictStore()
-        proc.wall_clock = lambda: now
+        proc.clock.wall = lambda: now
         proc.cache = StateCache(limit)
         outs = [o for i, e in enumerate(history) for o in send(proc, store, codecs, e, 0, i)]
         outs += proc.on_tick(store, 0, now)

@@ -9,10 +9,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
-from streams.processor import CLOSED_RETENTION_MS, TicketProcessor
+from streams.processor import TicketProcessor
 from streams.sla.engine import Engine
 from streams.sla.events import EventType, Status, TicketEvent, parse_ts
-from streams.sla.policy import parse_policy
+from streams.sla.policy import Tracking, parse_policy
 from streams.topics import Topics
 from streams.worker_metrics import (
     Buckets,
@@ -49,6 +49,7 @@ triggers:
 """
 )
 CODECS = ("TicketEvent", "Escalation", "PriorityBump", "Reminder", "DeadLetter")
+CLOSED_RETENTION_MS = Tracking().closed_retention
 
 
 @pytest.fixture(autouse=True)
