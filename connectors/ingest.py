@@ -49,7 +49,7 @@ from connectors.freshdesk import parse_freshdesk
 from connectors.helpdesk import HelpdeskUpdate, Ignored, to_event
 from connectors.zendesk import parse_zendesk
 from schemas.codec import AvroCodec, RegistryError, codec_for
-from schemas.records import DAY_MS, ticket_event_to_avro
+from schemas.records import ticket_event_to_avro
 from streams.metrics import generate_latest, mark_component
 from streams.replay import producer_config
 from streams.settings import Settings
@@ -324,6 +324,7 @@ class Ingest:
     max_bytes: int = 1_000_000
     batch_max_bytes: int = 16_000_000
     max_event_bytes: int = 1_000_000
+    max_skew_ms: int = Settings.max_clock_skew_ms  # the worker's bound on events ahead of it
     clock: Callable[[], float] = time.time
 
     def app(self) -> web.Application:
@@ -478,10 +479,14 @@ class Ingest:
         return event
 
     def _check_time(self, event: TicketEvent) -> None:
-        """What the worker would dead-letter as TIMESTAMP_OUT_OF_RANGE is refused here."""
+        """What a wall-clock worker would dead-letter as a future timestamp is refused here."""
         ahead = event.occurred_at - int(self.clock() * 1000)
-        if ahead > DAY_MS:
-            raise EventError("occurred_at", f"is {ahead / 3_600_000:.1f} h in the future")
+        if ahead > self.max_skew_ms:
+            raise EventError(
+                "occurred_at",
+                f"future_timestamp: {ahead / 60_000:,.1f} min ahead of this server's clock"
+                f" (limit {self.max_skew_ms / 60_000:g} min)",
+            )
 
     async def _deliver(self, events: list[TicketEvent], source: str) -> web.Response:
         if self.enricher is not None:
@@ -543,6 +548,7 @@ def build_ingest(settings: Settings, topics: Topics, token: str | None) -> Inges
         max_bytes=conn.ingest_max_bytes,
         batch_max_bytes=conn.ingest_batch_max_bytes,
         max_event_bytes=settings.max_event_bytes,
+        max_skew_ms=settings.max_clock_skew_ms,
     )
 
 

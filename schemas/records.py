@@ -120,8 +120,11 @@ def decode_ticket_event(
         if occurred_at < MIN_TIMESTAMP_MS:
             reason = f"{occurred_at} is before 2000-01-01 (seconds instead of ms?)"
         else:
-            ahead = (occurred_at - now_ms) / 3_600_000
-            reason = f"{occurred_at} is {ahead:.1f} h in the future (limit {max_future_ms} ms)"
+            ahead = (occurred_at - now_ms) / 60_000
+            reason = (
+                f"future_timestamp: {occurred_at} is {ahead:,.1f} min ahead of the worker's clock"
+                f" (limit {max_future_ms / 60_000:g} min)"
+            )
         raise Rejected(ErrorKind.TIMESTAMP_OUT_OF_RANGE, reason, "occurred_at")
     try:
         return event_from_dict(record)

@@ -27,6 +27,7 @@ from schemas.records import (
     reminder_to_avro,
 )
 from streams.queue_stats import encode_heartbeat, encode_stat
+from streams.settings import Settings
 from streams.sla.actions import (
     BREACH_REASON,
     Action,
@@ -44,8 +45,6 @@ from streams.topics import Topics
 from streams.worker_metrics import NEW_TICKET, WorkerStats, category
 
 TICK_HEADER = "escalator-tick"  # marks an event-time clock tick inside ticket-events
-MAX_CLOCK_SKEW_MS = 5 * 60_000  # a wall-clock worker refuses events stamped further ahead
-MAX_RECORD_BYTES = 1_000_000  # a state or output record larger than this goes to the DLQ
 CLOCK_SLEW_MS = 1000  # how much faster than real time the tick clock may catch up a jump
 HEARTBEAT_MS = 1000  # at most one queue-stats heartbeat per partition per second of its clock
 COMPACT_SLACK = 1024  # superseded due entries tolerated beyond the live ones before compacting
@@ -113,7 +112,7 @@ class SteadyClock:
         self.last = -1
         self.last_mono = 0.0
         self.jumps = 0
-        self._off = False  # the system clock is away from the steady one (one jump counted)
+        self._off = 0  # the system clock is ahead (1) or behind (-1): one jump counted each
 
     def __call__(self) -> int:
         wall = self.wall()
@@ -123,10 +122,10 @@ class SteadyClock:
             return wall
         expected = self.last + int((mono - self.last_mono) * 1000)
         now = min(wall, expected + self.slew_ms)
-        off = abs(wall - expected) > self.slew_ms
-        if off and not self._off:
+        off = 0 if abs(wall - expected) <= self.slew_ms else 1 if wall > expected else -1
+        if off and off != self._off:
             self.jumps += 1
-        self._off = off and wall != now
+        self._off = off
         if now < self.last:
             now = self.last
         self.last, self.last_mono = now, mono
@@ -219,8 +218,8 @@ class TicketProcessor:
         event_time: bool = False,
         wall_clock: Callable[[], int] = lambda: int(time.time() * 1000),
         metrics: WorkerStats | None = None,
-        max_skew_ms: int = MAX_CLOCK_SKEW_MS,
-        max_record_bytes: int = MAX_RECORD_BYTES,
+        max_skew_ms: int = Settings.max_clock_skew_ms,
+        max_record_bytes: int = Settings.max_record_bytes,
     ) -> None:
         self.engine = engine
         self.topics = topics
@@ -360,7 +359,7 @@ class TicketProcessor:
             # the event's effects are dropped with it (the store keeps the state before it),
             # and the event waits on the DLQ: one ticket never stops the partition
             reason = (
-                f"ticket {event.ticket_id!r}: a record of {largest:,} bytes would exceed the"
+                f"ticket {event.ticket_id[:64]!r}: a record of {largest:,} bytes would exceed the"
                 f" {self.max_record_bytes:,}-byte record limit"
             )
             exc = Rejected(ErrorKind.OVERSIZED, reason)

@@ -252,6 +252,16 @@ class WorkerCollector(Collector):
             value=counters.duplicates,
         )
         yield _family(
+            CounterMetricFamily, "escalator_silenced_total",
+            "Escalations and reminders due before the backfill horizon: recorded as missed,"
+            " never sent, by reason", ["reason"], counters.silenced.items(),
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "escalator_clock_jumps_total",
+            "Jumps of the system clock the wall-clock tick caught up gradually",
+            value=processor.clock.jumps,
+        )
+        yield _family(
             CounterMetricFamily, "escalator_dlq_events_total",
             "Input messages sent to the dead-letter topic, by reason (DeadLetter.error_kind)",
             ["reason"], ((k.value, counters.rejected.get(k.value, 0)) for k in ErrorKind),

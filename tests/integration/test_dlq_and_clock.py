@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import struct
 import time
 from pathlib import Path
@@ -13,10 +14,14 @@ import fastavro
 import pytest
 from confluent_kafka import Producer
 
+from connectors.generator import generate_history
+from connectors.history import read_history, write_history
 from schemas.codec import codec_for, load_schema
 from schemas.records import ticket_event_to_avro
-from streams.replay import producer_config
+from streams.backtest import backtest_events
+from streams.replay import producer_config, replay
 from streams.sla.events import EventType, TicketEvent
+from streams.sla.policy import load_policy
 from tests.integration.conftest import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -148,3 +153,61 @@ def test_live_clock_fires_a_breach_within_a_second_of_its_deadline(
     # Emitted (engine's wall clock) and readable by a read_committed consumer within a second.
     assert 0 <= breach["emitted_at"] - deadline < 1000, breach["emitted_at"] - deadline
     assert breach["_received_at"] - deadline < 1000, breach["_received_at"] - deadline
+
+
+def test_poison_tickets_go_to_the_dlq_and_every_other_ticket_escalates(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A ticket with thousands of events, tag bombs and a ticket whose state would exceed the
+    record limit: the worker stays up, the poison is on the DLQ, the rest escalates as the
+    backtest says, at the same instants."""
+    line = Pipeline(kafka_bootstrap, tmp_path, extra_env={"ESCALATOR_MAX_RECORD_BYTES": "65536"})
+    line.create_topics()
+    try:
+        normal = generate_history(agents=4, days=1, seed=3)
+        start = normal[0].occurred_at
+        replies = (EventType.CUSTOMER_REPLIED, EventType.AGENT_REPLIED)
+        long_lived = [
+            TicketEvent(f"long-{i:05d}", "T-long", replies[i % 2], start + 60_000 + i * 10)
+            for i in range(6000)
+        ]
+        huge_id = "H" * 70_000  # fits an event, but not a 64 KiB state or escalation record
+        huge = TicketEvent(
+            "huge-1", huge_id, EventType.CREATED, start + 5000, tags_added=("legal",)
+        )
+        path = tmp_path / "history.jsonl"
+        write_history(path, sorted([*normal, *long_lived, huge], key=lambda e: e.occurred_at))
+        out = io.StringIO()
+        backtest_events([load_policy()], lambda: read_history(path, numbered=True), [out])
+        expected = {
+            r["escalation_id"]: r["fired_at"]
+            for r in map(json.loads, out.getvalue().splitlines())
+            if r["action"] == "escalation" and r["ticket_id"] != huge_id
+        }
+        assert len(expected) > 20
+
+        worker = line.start_worker("w1", event_time=True)
+        worker.wait_ready()
+        codec = codec_for("TicketEvent", line.settings)
+        producer = Producer(producer_config(line.settings))
+        for i in range(3):  # each event adds a thousand distinct tags
+            tags = tuple(f"tag-{i}-{j:04d}" for j in range(1000))
+            bomb = TicketEvent(
+                f"bomb-{i}", "T-tags", EventType.TAGS_CHANGED, start + 10 + i, tags_added=tags
+            )
+            producer.produce(line.topics.ticket_events, codec.encode(ticket_event_to_avro(bomb)),
+                             b"T-tags")  # fmt: skip
+        assert producer.flush(30) == 0
+        sent, bad = replay(line.settings, path, line.topics, end_tick=True)
+        assert bad == 0 and sent == len(normal) + len(long_lived) + 1
+
+        letters = line.read("ticket-events-dlq", "DeadLetter", expect=4, timeout=120)
+        kinds = sorted((letter["error_kind"], letter["field"]) for letter in letters)
+        assert kinds == [("INVALID_FIELD", "tags_added")] * 3 + [("OVERSIZED", None)]
+        [oversized] = [letter for letter in letters if letter["error_kind"] == "OVERSIZED"]
+        assert "record limit" in oversized["error"] and "HHHH" in oversized["error"]
+        records = line.read("escalations", "Escalation", expect=len(expected), timeout=180)
+        assert {r["escalation_id"]: r["fired_at"] for r in records} == expected
+        assert worker.proc.poll() is None, "the worker must keep running"
+    finally:
+        line.close()

@@ -25,10 +25,16 @@ pytestmark = pytest.mark.integration
 
 def history(tmp_path: Path, agents: int, days: int, seed: int) -> tuple[Path, set[str]]:
     """A generated history and the escalation ids the backtest computes for it."""
+    path, fired = history_fired(tmp_path, agents, days, seed)
+    return path, set(fired)
+
+
+def history_fired(tmp_path: Path, agents: int, days: int, seed: int) -> tuple[Path, dict[str, int]]:
+    """A generated history and each escalation's fired_at by id, as the backtest has them."""
     path = tmp_path / "history.jsonl"
     generate_to_file(path, agents=agents, days=days, seed=seed)
     policy = load_policy()
-    ids: set[str] = set()
+    ids: dict[str, int] = {}
     from streams.backtest import EventTimeDriver
 
     driver = EventTimeDriver(Engine(policy))
@@ -36,11 +42,11 @@ def history(tmp_path: Path, agents: int, days: int, seed: int) -> tuple[Path, se
         assert not hasattr(event, "reason"), event
         for action in driver.feed(event):  # type: ignore[arg-type]
             if isinstance(action, Escalation):
-                ids.add(action.escalation_id)
+                ids[action.escalation_id] = action.fired_at
     assert driver.watermark is not None
     for action in driver.advance(driver.watermark):
         if isinstance(action, Escalation):
-            ids.add(action.escalation_id)
+            ids[action.escalation_id] = action.fired_at
     (report,) = backtest_events([policy], read_history(path))
     assert sum(report.by_reason.values()) == len(ids)
     return path, ids
@@ -55,15 +61,20 @@ def escalation_ids(line: Pipeline, expect: int, timeout: float = 120.0) -> Count
 def test_live_equals_backtest(pipeline: Pipeline, tmp_path: Path, guarantee: str) -> None:
     # at_least_once sends through Faust's plain producer instead of the transactional ones
     pipeline.extra_env["ESCALATOR_PROCESSING_GUARANTEE"] = guarantee
-    path, expected = history(tmp_path, agents=8, days=3, seed=11)
-    assert len(expected) > 100
+    path, fired = history_fired(tmp_path, agents=8, days=3, seed=11)
+    assert len(fired) > 100
     worker = pipeline.start_worker("w1")
     worker.wait_ready()
     sent, bad = replay(pipeline.settings, path, pipeline.topics, end_tick=True)
     assert bad == 0 and sent > 1000
-    seen = escalation_ids(pipeline, expect=len(expected))
-    assert set(seen) == expected
+    records = pipeline.read("escalations", "Escalation", expect=len(fired), timeout=120)
+    seen = Counter(r["escalation_id"] for r in records)
+    assert set(seen) == set(fired)
     assert max(seen.values()) == 1, [k for k, v in seen.items() if v > 1][:5]
+    # the same instants too: an event-time worker fires each deadline at its due instant
+    live = {r["escalation_id"]: r["fired_at"] for r in records}
+    assert live == fired
+    assert all(r["fired_at"] == r["due_at"] for r in records if r["event_id"] is None)
     # The probes the Helm chart points at answer on the worker's web port.
     base = f"http://127.0.0.1:{worker.web_port}"
     with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:

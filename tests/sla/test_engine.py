@@ -973,3 +973,156 @@ def test_low_csat_escalation_on_a_solved_ticket_does_not_climb(d: Any) -> None:
     out = escalations(d.send(EventType.CSAT_RECEIVED, utc(MON, 16), csat=1))
     assert [(e.reason, e.level) for e in out] == [(Reason.LOW_CSAT, 3)]
     assert escalations(d.advance(utc(MON, 16) + 60 * 86_400_000)) == []
+
+
+# ----------------------------------------------------------------------------- time semantics
+
+CHAIN_POLICY = POLICY.replace(
+    "  executive: {contact: exec}\n",
+    """  functional:
+    billing:
+      - {contact: billing-team, allowed: 30m}
+      - {contact: billing-lead, allowed: 1h}
+      - {contact: head-of-billing}
+    it: it-desk
+  executive: {contact: exec}
+triggers:
+  - name: billing-specialist
+    when: {tags_added: [billing_dispute]}
+    actions:
+      - escalate: {kind: FUNCTIONAL, reason: SPECIALIST_REQUIRED, route_by_category: true}
+""",
+).replace(
+    "    pause_statuses: [PENDING]\n",
+    "    pause_statuses: [PENDING]\n    breach_route: category\n",
+)
+
+
+def test_a_deadline_between_two_sparse_events_fires_at_its_instant(t: Any) -> None:
+    created(t, utc(MON, 10))
+    # the next event comes days later: everything due in between fires at its due instant
+    out = t.send(EventType.CUSTOMER_REPLIED, utc(MON + 3, 9))
+    timed = [e for e in escalations(out) if e.event_id is None]
+    assert {e.rule for e in timed} >= {"sla:first_response:breach", "matrix:unanswered"}
+    assert all(e.fired_at == e.due_at for e in timed)
+    assert t.one("sla:first_response:breach").fired_at == utc(MON, 14)
+
+
+def test_a_wall_clock_never_fires_beyond_its_own_clock(engine: Engine) -> None:
+    state, _ = engine.apply(None, _event("e1", EventType.CREATED, utc(MON, 10)), now=utc(MON, 10))
+    # an event stamped ahead of the worker's clock (within the skew) fires nothing beyond it
+    state, out = engine.apply(
+        state, _event("e2", EventType.TAGS_CHANGED, utc(MON, 15)), now=utc(MON, 13)
+    )
+    assert "sla:first_response:breach" not in rules(out)
+    assert state.next_due == utc(MON, 14)
+    state, out = engine.advance(state, utc(MON, 14, 0) + 250)
+    [breach] = [e for e in escalations(out) if e.rule == "sla:first_response:breach"]
+    assert (breach.due_at, breach.fired_at) == (utc(MON, 14), utc(MON, 14) + 250)
+
+
+def _event(eid: str, type_: EventType, at: int, **fields: Any) -> Any:
+    from streams.sla.events import TicketEvent
+
+    return TicketEvent(eid, "T1", type_, at, **fields)
+
+
+def test_a_level_rises_once_per_instant_through_deadlines(t: Any) -> None:
+    # a worker back after a day down finds first response and resolution both breached
+    created(t, utc(MON, 10))
+    out = t.advance(utc(MON + 1, 12), event_time=False)
+    breaches = [e for e in escalations(out) if e.rule.endswith(":breach")]
+    assert len(breaches) == 2 and {e.fired_at for e in breaches} == {utc(MON + 1, 12)}
+    assert [e.level for e in breaches] == [2, 2], "the second deadline pages the same level"
+    assert "matrix:unanswered" not in rules(out)
+    assert t.state.level == 2 and t.state.awaiting_since == utc(MON + 1, 12)
+    assert t.state.next_due == utc(MON + 1, 13)  # level 2's hour counts from when it fired
+
+
+def test_a_paused_ticket_does_not_climb_and_resumes_where_it_stopped(t: Any) -> None:
+    created(t, utc(MON, 10))
+    t.advance(utc(MON, 14))  # first response breach: level 2, climbs after 1h (24x7)
+    assert t.state.level == 2 and t.state.awaiting_since == utc(MON, 14)
+    t.send(EventType.STATUS_CHANGED, utc(MON, 14, 30), status=Status.PENDING)
+    assert t.advance(utc(MON, 20)) == [] or "matrix:unanswered" not in rules(t.actions)
+    assert t.state.level == 2
+    t.send(EventType.STATUS_CHANGED, utc(MON, 20), status=Status.OPEN)
+    out = t.advance(utc(MON, 21))
+    climb = t.one("matrix:unanswered")
+    assert climb.due_at == utc(MON, 20, 30), "30 min were left when the pause began"
+    assert climb in escalations(out)
+
+
+def test_a_trigger_bump_is_not_undone_by_the_next_webhook(d: Any) -> None:
+    standard(d, ny(MON, 10), priority=Priority.NORMAL)
+    d.send(EventType.TAGS_CHANGED, ny(MON, 10, 5), tags_added=("churn_risk",))
+    assert d.state.priority is Priority.URGENT
+    # Zendesk and Freshdesk send the ticket's current (stale) priority on every webhook
+    d.send(EventType.CUSTOMER_REPLIED, ny(MON, 10, 10), priority=Priority.NORMAL)
+    d.send(EventType.STATUS_CHANGED, ny(MON, 10, 20), status=Status.OPEN, priority=Priority.NORMAL)
+    assert d.state.priority is Priority.URGENT
+    d.send(EventType.PRIORITY_CHANGED, ny(MON, 11), priority=Priority.HIGH)  # deliberate
+    assert d.state.priority is Priority.HIGH
+
+
+def test_a_functional_escalation_climbs_its_own_chain(make_engine: Any, ticket: Any) -> None:
+    tk = ticket(make_engine(CHAIN_POLICY))
+    created(tk, utc(MON, 10), category="billing")
+    tk.send(EventType.TAGS_CHANGED, utc(MON, 10, 5), tags_added=("billing_dispute",))
+    [first] = [e for e in tk.escalations if e.kind is Kind.FUNCTIONAL]
+    assert first.target == "billing-team"
+    tk.advance(utc(MON, 12))
+    steps = [(e.target, e.due_at) for e in tk.escalations if e.rule.startswith("functional:")]
+    assert steps == [("billing-lead", utc(MON, 10, 35)), ("head-of-billing", utc(MON, 11, 35))]
+    assert all(e.kind is Kind.FUNCTIONAL for e in tk.escalations if e.rule.startswith("func"))
+
+
+def test_an_agent_reply_stops_the_functional_climb(make_engine: Any, ticket: Any) -> None:
+    tk = ticket(make_engine(CHAIN_POLICY))
+    created(tk, utc(MON, 10), category="billing")
+    tk.send(EventType.TAGS_CHANGED, utc(MON, 10, 5), tags_added=("billing_dispute",))
+    tk.send(EventType.AGENT_REPLIED, utc(MON, 10, 20))
+    tk.advance(utc(MON, 13))
+    assert not [e for e in tk.escalations if e.rule.startswith("functional:")]
+
+
+def test_a_policy_routes_breaches_by_category(make_engine: Any, ticket: Any) -> None:
+    engine = make_engine(CHAIN_POLICY)
+    billing, other = ticket(engine, "T1"), ticket(engine, "T2")
+    created(billing, utc(MON, 10), category="billing")
+    created(other, utc(MON, 10), category="shipping")
+    billing.advance(utc(MON, 14))
+    other.advance(utc(MON, 14))
+    routed = billing.one("sla:first_response:breach")
+    assert (routed.kind, routed.target, routed.level) == (Kind.FUNCTIONAL, "billing-team", 1)
+    assert billing.state.f_chain == "billing" and billing.state.level == 1
+    plain = other.one("sla:first_response:breach")  # no chain for the category: the matrix
+    assert (plain.kind, plain.target, plain.level) == (Kind.HIERARCHICAL, "lead", 2)
+
+
+def test_deleted_and_spam_tickets_close_with_no_clock_running(t: Any) -> None:
+    created(t, utc(MON, 10))
+    out = t.send(EventType.CLOSED, utc(MON, 11), attributes={"removed": "spam"})
+    assert [a for a in out if isinstance(a, SlaOutcome)] == []  # never work: no outcome
+    assert t.state.closed and t.state.next_due is None
+    assert all(not clock.active for clock in t.state.clocks.values())
+    assert t.advance(utc(MON + 20)) == []
+
+
+def test_deadlines_before_the_backfill_horizon_page_nobody(engine: Engine) -> None:
+    from streams.sla.actions import Silenced
+
+    now = utc(MON + 20)
+    horizon = now - engine.backfill_horizon
+    state, out = engine.apply(
+        None, _event("e1", EventType.CREATED, utc(MON, 10), priority=Priority.NORMAL),
+        now=now, quiet_before=horizon,
+    )  # fmt: skip
+    assert escalations(out) == []
+    state, out = engine.advance(state, now, quiet_before=horizon)  # the worker's next tick
+    assert escalations(out) == []
+    silenced = [a for a in out if isinstance(a, Silenced)]
+    assert {a.rule for a in silenced} >= {"sla:first_response:breach"}
+    assert all(a.due_at < horizon for a in silenced)
+    assert state.level == 1 and state.awaiting_since is None  # nobody was paged
+    assert state.clocks["first_response"].breached_at == utc(MON, 14)  # but it is a miss

@@ -513,3 +513,72 @@ def test_serializing_state_mid_life_changes_nothing(
     state, out = engine.advance(state, end, event_time=True)
     actions.extend(out)
     assert actions == baseline.actions
+
+
+# ----------------------------------------------------------------------------- time (issue 17)
+
+
+def _deadline_raises(actions: Sequence[Action]) -> dict[tuple[str, int], list[int]]:
+    """Levels reached by deadlines (breaches and climbs), per ticket and firing instant."""
+    raised: dict[tuple[str, int], list[int]] = {}
+    for e in escalations(actions):
+        if e.level > e.from_level and e.rule.startswith(("sla:", "matrix:")):
+            raised.setdefault((e.ticket_id, e.fired_at), []).append(e.level)
+    return raised
+
+
+def _time_based(actions: Sequence[Action]) -> list[Escalation | Reminder]:
+    return [
+        a
+        for a in actions
+        if isinstance(a, Escalation | Reminder) and getattr(a, "event_id", None) is None
+    ]
+
+
+@FAST
+@given(st.sampled_from(["default", "office"]), histories(ALL_TIERS), st.data())
+def test_in_a_backtest_every_deadline_fires_at_its_due_instant(
+    which: str, tickets: list[list[TicketEvent]], data: st.DataObject
+) -> None:
+    from streams.backtest import EventTimeDriver
+
+    engine = DEFAULT if which == "default" else OFFICE
+    events = sorted((e for events in tickets for e in events), key=lambda e: e.occurred_at)
+    driver = EventTimeDriver(engine)
+    actions = [a for event in events for a in driver.feed(event)]
+    actions += driver.advance(end_of(tickets))
+    timed = _time_based(actions)
+    assert all(a.fired_at == a.due_at for a in timed)
+    fired = [a.fired_at for a in actions if isinstance(a, Escalation | Reminder)]
+    assert fired == sorted(fired), "in the order a perfect clock would have fired them"
+
+
+@FAST
+@given(st.sampled_from(["default", "office"]), histories(ALL_TIERS, max_tickets=2), st.data())
+def test_one_late_event_never_fires_two_levels_of_a_ticket_at_one_instant(
+    which: str, tickets: list[list[TicketEvent]], data: st.DataObject
+) -> None:
+    from streams.backtest import EventTimeDriver
+
+    engine = DEFAULT if which == "default" else OFFICE
+    events = sorted((e for events in tickets for e in events), key=lambda e: e.occurred_at)
+    late = data.draw(st.integers(0, len(events) - 1), label="late event")
+    arrival = events[:late] + events[late + 1 :] + [events[late]]
+    driver = EventTimeDriver(engine, arrival_order=True)
+    actions = [a for event in arrival for a in driver.feed(event)]
+    actions += driver.advance(end_of(tickets))
+    for (ticket, at), levels in _deadline_raises(actions).items():
+        assert len(levels) == 1, f"{ticket} raised to {levels} at {at}"
+    # a wall-clock worker back after downtime: ticks at arbitrary instants
+    for events_of_one in tickets:
+        state: TicketState | None = None
+        out: list[Action] = []
+        for event in events_of_one:
+            state, more = engine.apply(state, event, now=event.occurred_at)
+            out += more
+        assert state is not None
+        for now in sorted(data.draw(st.lists(st.integers(0, 40 * D), max_size=3))):
+            state, more = engine.advance(state, events_of_one[-1].occurred_at + now)
+            out += more
+        for (ticket, at), levels in _deadline_raises(out).items():
+            assert len(levels) == 1, f"{ticket} raised to {levels} at {at} by a wall clock"

@@ -17,6 +17,7 @@ from streams.processor import (
     TICK_HEADER,
     Out,
     StateCache,
+    SteadyClock,
     TicketProcessor,
     decode_state,
     decode_tick,
@@ -547,3 +548,112 @@ def test_tick_round_trip() -> None:
 )
 def test_is_tick(headers: object, expected: bool) -> None:
     assert is_tick(headers) is expected
+
+
+# --------------------------------------------------------------------------- time (issue 17)
+
+
+def dead_letters(codecs: dict[str, Any], outs: list[Out]) -> list[dict[str, Any]]:
+    return [codecs["DeadLetter"].decode(o.value) for o in outs if o.topic == TOPICS.dlq]
+
+
+def test_a_wall_clock_worker_refuses_events_beyond_its_clock_skew(
+    make: Any, codecs: dict[str, Any]
+) -> None:
+    proc, store = make(), DictStore()
+    assert send(proc, store, codecs, event("T1", "e1", NOW + 4 * MINUTE)) != []  # within 5 min
+    [letter] = dead_letters(codecs, send(proc, store, codecs, event("T2", "e2", NOW + 6 * MINUTE)))
+    assert letter["error_kind"] == "TIMESTAMP_OUT_OF_RANGE" and letter["field"] == "occurred_at"
+    assert letter["error"].startswith("future_timestamp:")
+    assert store.get(b"T2") is None
+
+
+def test_an_event_from_2001_updates_state_but_pages_nobody(
+    make: Any, codecs: dict[str, Any]
+) -> None:
+    proc, store = make(horizon=DAY), DictStore()
+    old = parse_ts("2001-05-04T10:00:00Z")
+    outs = send(proc, store, codecs, event("T1", "e1", old, tags_added=("legal",)))
+    outs += proc.on_tick(store, 0, NOW)
+    assert decoded(codecs, outs, TOPICS.escalations) == []
+    assert decoded(codecs, outs, TOPICS.priority_bumps) == []
+    assert {"LEGAL_THREAT", "FIRST_RESPONSE_BREACH"} <= set(proc.counters.silenced)
+    _, state = state_of(store, "T1")
+    assert state.clocks["first_response"].breached_at is not None  # a miss, on the record
+    assert state.level == 1
+
+
+def test_tick_messages_are_honoured_only_in_event_time_and_in_range(
+    make: Any, codecs: dict[str, Any]
+) -> None:
+    wall, store = make(), DictStore()
+    send(wall, store, codecs, event("T1", "e1", NOW - HOUR))
+    [letter] = dead_letters(codecs, wall.on_tick_message(store, b"%d" % (NOW + 30 * DAY), None,
+                                                         0, 7, None))  # fmt: skip
+    assert "wall clock" in letter["error"] and letter["offset"] == 7
+    timed, store = make(event_time=True), DictStore()
+    send(timed, store, codecs, event("T1", "e1", T0))
+    for bad in (b"%d" % 2**70, b"-5", b"soon"):
+        [letter] = dead_letters(codecs, timed.on_tick_message(store, bad, None, 0, 1, None))
+        assert letter["error_kind"] == "TIMESTAMP_OUT_OF_RANGE", bad
+    assert escalated(codecs, timed.on_tick_message(store, b"%d" % (T0 + DAY), None, 0, 2, None))
+
+
+def test_a_state_over_the_record_limit_goes_to_the_dlq_and_the_ticket_stays_as_it_was(
+    policy: Policy, codecs: dict[str, Any]
+) -> None:
+    proc = TicketProcessor(Engine(policy), TOPICS, codecs, 1_000_000, event_time=True,
+                           wall_clock=lambda: NOW, max_record_bytes=65_536)  # fmt: skip
+    store = DictStore()
+    send(proc, store, codecs, event("T1", "e1", T0))
+    before = store.get(b"T1")
+    long_ids = [event("T1", "x" * 2000 + str(i), T0 + i, "CUSTOMER_REPLIED") for i in range(40)]
+    letters = [d for e in long_ids for d in dead_letters(codecs, send(proc, store, codecs, e))]
+    assert letters and all(d["error_kind"] == "OVERSIZED" for d in letters)
+    assert "'T1'" in letters[0]["error"] and "record limit" in letters[0]["error"]
+    value = store.get(b"T1")
+    assert value is not None and len(value) <= 65_536 and value != before
+    assert proc.counters.rejected == {"OVERSIZED": len(letters)}
+
+
+def test_the_steady_clock_counts_a_jump_and_catches_up_gradually() -> None:
+    wall = [T0]
+    mono = [100.0]
+    clock = SteadyClock(lambda: wall[0], lambda: mono[0], slew_ms=1000)
+    assert clock() == T0
+    mono[0] += 0.125
+    wall[0] += 125 + DAY  # the system clock jumps a day ahead
+    first = clock()
+    assert first == T0 + 125 + 1000 and clock.jumps == 1
+    for _ in range(10):
+        mono[0] += 0.125
+        wall[0] += 125
+        clock()
+    assert clock.jumps == 1 and clock.last < wall[0]
+    wall[0] -= 2 * DAY  # and back: the clock holds rather than run backwards
+    assert clock() == clock.last >= first and clock.jumps == 2
+
+
+def test_solved_tickets_that_never_close_leave_after_the_retention(
+    make: Any, codecs: dict[str, Any]
+) -> None:
+    proc, store = make(event_time=True), DictStore()
+    send(proc, store, codecs, event("T1", "e1", T0))
+    send(proc, store, codecs, event("T1", "e2", T0 + HOUR, "RESOLVED"))
+    retention = Tracking().solved_retention
+    proc.on_tick(store, 0, T0 + HOUR + retention - 1)
+    assert store.get(b"T1") is not None
+    proc.on_tick(store, 0, T0 + HOUR + retention)
+    assert store.get(b"T1") is None
+
+
+def test_a_spam_ticket_stops_its_clocks_and_leaves_after_the_closed_retention(
+    make: Any, codecs: dict[str, Any]
+) -> None:
+    proc, store = make(event_time=True), DictStore()
+    send(proc, store, codecs, event("T1", "e1", T0))
+    outs = send(proc, store, codecs,
+                event("T1", "e2", T0 + MINUTE, "CLOSED", attributes={"removed": "spam"}))  # fmt: skip
+    outs += proc.on_tick(store, 0, T0 + MINUTE + CLOSED_RETENTION_MS)
+    assert escalated(codecs, outs) == []
+    assert store.get(b"T1") is None
