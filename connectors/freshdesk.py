@@ -22,9 +22,9 @@ The shape ``escalator ingest`` reads on ``POST /v1/webhooks/freshdesk``::
 
 ``triggered_event`` is the ``{key:value}`` / ``{key:{from:X,to:Y}}`` text Freshdesk observer
 rules send (or the same as a JSON object). Keys: ``ticket_action`` (created; updated = infer;
-deleted and spam are ignored), ``status`` (RESOLVED, CLOSED, REOPENED or STATUS_CHANGED from
-from/to), ``priority``, ``group_id``/``group`` (TRANSFERRED), ``responder_id``/``agent``
-(ASSIGNED), ``reply_sent`` (AGENT_REPLIED), ``customer_reply`` (CUSTOMER_REPLIED),
+deleted and spam: CLOSED with attributes.removed, the ticket leaves tracking), ``status``
+(RESOLVED, CLOSED, REOPENED or STATUS_CHANGED from from/to), ``priority``,
+``group_id``/``group`` (TRANSFERRED), ``responder_id``/``agent`` (ASSIGNED), ``reply_sent`` (AGENT_REPLIED), ``customer_reply`` (CUSTOMER_REPLIED),
 ``customer_feedback`` (CSAT_RECEIVED, the rating as value or in ticket_satisfaction_rating),
 ``tags`` (TAGS_CHANGED), ``note_type`` (a note: ignored). Without it the type comes from
 created_at == updated_at (CREATED), else the tag diff.
@@ -118,8 +118,8 @@ TRIGGERS: Final[Mapping[str | int, EventType | str]] = {
 ACTIONS: Final[Mapping[str | int, EventType | str]] = {
     "created": EventType.CREATED,
     "updated": "infer",
-    "deleted": "ignore",
-    "spam": "ignore",
+    "deleted": "removed",  # the ticket leaves tracking: CLOSED with attributes.removed
+    "spam": "removed",
 }
 
 
@@ -171,12 +171,16 @@ def parse_freshdesk(payload: Mapping[str, Any]) -> HelpdeskUpdate | Ignored:
 
     kind: EventType | str | None = None
     csat = None
+    removed = None
     trigger = fw.get("triggered_event")
     if trigger is not None and trigger != "":
         key, value = parse_trigger(trigger, at + "triggered_event")
         kind = choice(key, at + "triggered_event", TRIGGERS)
         if kind == "action":
             kind = choice(value, at + "triggered_event", ACTIONS)
+            if kind == "removed":
+                kind, status = EventType.CLOSED, Status.CLOSED
+                removed = str(value).strip().lower()
         if kind == "status":
             if status is None:
                 raise EventError(at + "ticket_status", "is required for a status change")
@@ -211,4 +215,5 @@ def parse_freshdesk(payload: Mapping[str, Any]) -> HelpdeskUpdate | Ignored:
         or text(fw.get("ticket_agent_email"), at + "ticket_agent_email"),
         csat=csat,
         tags=tag_list(fw.get("ticket_tags"), at + "ticket_tags", ","),
+        attributes={} if removed is None else {"removed": removed},
     )

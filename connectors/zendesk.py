@@ -27,9 +27,11 @@ Zendesk sends what the admin writes into the webhook's JSON body with placeholde
 ``event`` may carry Zendesk's prefixes (``zen:event-type:ticket.``, ``ticket.``) and is one of
 created, status_changed, priority_changed, tags_changed, agent_assignment_changed (assigned),
 group_assignment_changed (transferred), comment_added, agent_replied, customer_replied, solved,
-closed, reopened, satisfaction_rated, updated. Without it (or with ``updated``) the type comes
-from what changed: created_at == updated_at is CREATED, then ``previous`` status, priority,
-group, assignee, then a comment, then the tag diff. A status change into solved/closed is
+closed, reopened, satisfaction_rated, updated; and deleted, soft_deleted, permanently_deleted,
+marked_as_spam (spam): the ticket leaves tracking (CLOSED with ``attributes.removed``).
+Without it (or with ``updated``) the type comes from what changed: created_at == updated_at
+is CREATED, then ``previous`` status, priority, group, assignee, then a comment, then the tag
+diff. A status change into solved/closed is
 RESOLVED/CLOSED, out of them REOPENED. A private comment (internal note) is ignored.
 
 The requester is the customer (``customer_id`` = requester id, else e-mail); unknown top-level
@@ -97,6 +99,12 @@ EVENTS: Final[Mapping[str | int, EventType | str]] = {
     "reopened": EventType.REOPENED,
     "satisfaction_rated": "csat",
     "updated": "infer",
+    # the ticket leaves tracking: CLOSED with attributes.removed (deleted or spam)
+    "deleted": "deleted",
+    "soft_deleted": "deleted",
+    "permanently_deleted": "deleted",
+    "marked_as_spam": "spam",
+    "spam": "spam",
 }
 _SCORES: Final[Mapping[str | int, int]] = {"good": 5, "bad": 1, 1: 1, 2: 2, 3: 3, 4: 4, 5: 5}
 
@@ -166,6 +174,9 @@ def parse_zendesk(payload: Mapping[str, Any]) -> HelpdeskUpdate | Ignored:
         if csat is None:
             raise EventError("ticket.satisfaction_rating.score", "is required")
         kind = EventType.CSAT_RECEIVED
+    removed = None
+    if kind in ("deleted", "spam"):
+        removed, kind, status = str(kind), EventType.CLOSED, Status.CLOSED
     assert kind is None or isinstance(kind, EventType)
 
     via = obj(ticket.get("via"), "ticket.via", required=False)
@@ -185,6 +196,7 @@ def parse_zendesk(payload: Mapping[str, Any]) -> HelpdeskUpdate | Ignored:
         csat=csat,
         tags=tag_list(ticket.get("tags"), "ticket.tags", None),
         previous_tags=tag_list(previous.get("tags"), "previous.tags", None),
+        attributes={} if removed is None else {"removed": removed},
     )
 
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from connectors.freshdesk import parse_trigger
-from connectors.helpdesk import HelpdeskUpdate
-from streams.sla.events import EventError, EventType
+from connectors.helpdesk import HelpdeskUpdate, to_event
+from streams.sla.events import EventError, EventType, Status
 from tests.connectors.helpdesk_cases import update as parsed
 
 
@@ -73,3 +73,13 @@ def test_sources(source: object, channel: str) -> None:
 def test_created_at_alone_is_a_new_ticket() -> None:
     payload = {"freshdesk_webhook": {"ticket_id": 1, "ticket_created_at": "2026-11-02T10:00Z"}}
     assert update(payload).type is EventType.CREATED
+
+
+@pytest.mark.parametrize("action", ["deleted", "spam"])
+def test_deleted_and_spam_tickets_close_and_leave_tracking(action: str) -> None:
+    payload = {"freshdesk_webhook": {"ticket_id": 1, "ticket_status": "Open",
+                                     "triggered_event": f"{{ticket_action:{action}}}",
+                                     "ticket_updated_at": "2026-11-02T10:00:00Z"}}  # fmt: skip
+    event = to_event(update(payload), [])
+    assert (event.type, event.status) == (EventType.CLOSED, Status.CLOSED)
+    assert event.attributes["removed"] == action

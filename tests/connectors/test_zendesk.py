@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from connectors.helpdesk import HelpdeskUpdate, to_event
-from streams.sla.events import EventType
+from streams.sla.events import EventType, Status
 from tests.connectors.helpdesk_cases import cases
 from tests.connectors.helpdesk_cases import update as parsed
 
@@ -60,3 +60,18 @@ def test_requester_email_is_the_customer_without_an_id() -> None:
         }
     }
     assert update(payload).customer_id == "x@example.com"
+
+
+@pytest.mark.parametrize(
+    ("name", "removed"),
+    [("zen:event-type:ticket.soft_deleted", "deleted"), ("ticket.permanently_deleted", "deleted"),
+     ("ticket.marked_as_spam", "spam")],
+)  # fmt: skip
+def test_deleted_and_spam_tickets_close_and_leave_tracking(name: str, removed: str) -> None:
+    payload = {
+        "event": name,
+        "ticket": {"id": 7, "status": "open", "updated_at": "2026-11-02T09:15Z"},
+    }
+    event = to_event(update(payload), [])
+    assert (event.type, event.status) == (EventType.CLOSED, Status.CLOSED)
+    assert event.attributes["removed"] == removed

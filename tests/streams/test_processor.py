@@ -652,8 +652,8 @@ def test_a_spam_ticket_stops_its_clocks_and_leaves_after_the_closed_retention(
 ) -> None:
     proc, store = make(event_time=True), DictStore()
     send(proc, store, codecs, event("T1", "e1", T0))
-    outs = send(proc, store, codecs,
-                event("T1", "e2", T0 + MINUTE, "CLOSED", attributes={"removed": "spam"}))  # fmt: skip
+    spam = event("T1", "e2", T0 + MINUTE, "CLOSED", attributes={"removed": "spam"})
+    outs = send(proc, store, codecs, spam)
     outs += proc.on_tick(store, 0, T0 + MINUTE + CLOSED_RETENTION_MS)
     assert escalated(codecs, outs) == []
     assert store.get(b"T1") is None
