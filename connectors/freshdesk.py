@@ -24,7 +24,8 @@ The shape ``escalator ingest`` reads on ``POST /v1/webhooks/freshdesk``::
 rules send (or the same as a JSON object). Keys: ``ticket_action`` (created; updated = infer;
 deleted and spam: CLOSED with attributes.removed, the ticket leaves tracking), ``status``
 (RESOLVED, CLOSED, REOPENED or STATUS_CHANGED from from/to), ``priority``,
-``group_id``/``group`` (TRANSFERRED), ``responder_id``/``agent`` (ASSIGNED), ``reply_sent`` (AGENT_REPLIED), ``customer_reply`` (CUSTOMER_REPLIED),
+``group_id``/``group`` (TRANSFERRED), ``responder_id``/``agent`` (ASSIGNED), ``reply_sent``
+(AGENT_REPLIED), ``customer_reply`` (CUSTOMER_REPLIED),
 ``customer_feedback`` (CSAT_RECEIVED, the rating as value or in ticket_satisfaction_rating),
 ``tags`` (TAGS_CHANGED), ``note_type`` (a note: ignored). Without it the type comes from
 created_at == updated_at (CREATED), else the tag diff.
