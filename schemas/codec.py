@@ -34,6 +34,7 @@ published .avsc files keep the logical type for other consumers.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -222,6 +223,9 @@ class RegistryClient:
     def __init__(self, conf: str | Mapping[str, Any]) -> None:
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
+        # httpx logs every request at INFO: noise in a worker's log, one line per schema
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         settings = {"url": conf} if isinstance(conf, str) else dict(conf)
         self.url = str(settings["url"])
         for part in self.url.split(","):
@@ -237,6 +241,11 @@ class RegistryClient:
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 raise SchemaNotFound(f"{what}: {exc.error_message}") from None
+            if exc.http_status_code == 409:
+                raise RegistryError(
+                    f"{what}: the schema registry refuses the schema as incompatible with the "
+                    f"versions under that subject (HTTP 409): {exc.error_message}"
+                ) from None
             raise RegistryError(
                 f"{what}: schema registry answered HTTP {exc.http_status_code}: {exc.error_message}"
             ) from None
