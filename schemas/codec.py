@@ -233,7 +233,7 @@ class RegistryClient:
                 raise ValueError(f"schema registry URL {part.strip()!r}: expected http(s)://host")
         self.client = SchemaRegistryClient(settings)
 
-    def _call(self, what: str, call: Any, *args: Any) -> Any:
+    def call(self, what: str, call: Any, *args: Any) -> Any:
         from confluent_kafka.schema_registry.error import SchemaRegistryError
 
         try:
@@ -258,7 +258,7 @@ class RegistryClient:
         from confluent_kafka.schema_registry import Schema
 
         return int(
-            self._call(
+            self.call(
                 f"register {subject}", self.client.register_schema, subject, Schema(schema, "AVRO")
             )
         )
@@ -266,13 +266,13 @@ class RegistryClient:
     def lookup(self, subject: str, schema: str) -> int:
         from confluent_kafka.schema_registry import Schema
 
-        found = self._call(
+        found = self.call(
             f"look up {subject}", self.client.lookup_schema, subject, Schema(schema, "AVRO")
         )
         return int(found.schema_id)
 
     def get_schema(self, schema_id: int) -> str:
-        found = self._call(f"schema id {schema_id}", self.client.get_schema, int(schema_id))
+        found = self.call(f"schema id {schema_id}", self.client.get_schema, int(schema_id))
         if (found.schema_type or "AVRO") != "AVRO":
             raise SchemaNotFound(f"schema id {schema_id} is {found.schema_type}, not AVRO")
         return str(found.schema_str)
@@ -282,7 +282,7 @@ class RegistryClient:
         from confluent_kafka.schema_registry import Schema
 
         return bool(
-            self._call(
+            self.call(
                 f"compatibility of {subject}",
                 self.client.test_compatibility,
                 subject,
