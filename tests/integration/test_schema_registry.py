@@ -9,6 +9,7 @@ import contextlib
 import json
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -27,7 +28,8 @@ from fastavro import parse_schema, schemaless_writer
 from connectors.history import read_history
 from schemas.codec import load_history
 from schemas.records import ticket_event_to_avro
-from tests.integration.conftest import Pipeline, WorkerProcess
+from streams.demo import free_port
+from tests.integration.conftest import REPO, Pipeline, WorkerProcess
 from tests.integration.test_ingest import cases, start_ingest
 from tests.integration.test_pipeline import history
 
@@ -67,7 +69,7 @@ def wait_exit(worker: WorkerProcess, timeout: float = 90.0) -> int:
 
 
 def error_lines(worker: WorkerProcess) -> list[str]:
-    """What the worker printed besides its start-up banner (policy, partitions...) and
+    """What a process printed besides the worker's start-up banner (policy, partitions...) and
     librdkafka's own log lines (``%<level>|...``) from the broker check before it."""
     return [
         line
@@ -184,16 +186,37 @@ def test_incompatible_schema_is_refused_and_the_worker_stops_with_one_line(
     assert "Traceback" not in worker.log_text()
 
 
-def test_registry_down_at_start_up_stops_the_worker_with_one_line(pipeline: Pipeline) -> None:
+@pytest.mark.parametrize("component", ["worker", "ingest", "sink redis", "alerts"])
+def test_registry_down_at_start_up_stops_the_process_with_one_line(
+    pipeline: Pipeline, redis_url: str, component: str
+) -> None:
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     pipeline.extra_env["ESCALATOR_SCHEMA_REGISTRY_URL"] = f"http://127.0.0.1:{port}"
-    worker = pipeline.start_worker("w1")
-    assert wait_exit(worker) == 2
-    lines = error_lines(worker)
-    assert len(lines) == 1 and "unreachable" in lines[0], lines
-    assert "Traceback" not in worker.log_text()
+    pipeline.extra_env["ESCALATOR_REDIS_URL"] = redis_url
+    if component == "worker":
+        process = pipeline.start_worker("w1")
+    elif component == "sink redis":
+        process = pipeline.start_sink("sink", "redis")
+    elif component == "alerts":
+        process = pipeline.start_alerts()
+    else:
+        log = pipeline.root / "ingest.log"
+        argv = [sys.executable, "-m", "streams.cli", "ingest", "--host", "127.0.0.1",
+                "--port", str(free_port()), "--insecure-no-auth", "--topic-prefix",
+                pipeline.prefix]  # fmt: skip
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                argv, cwd=REPO, env=pipeline.env(), stdout=out, stderr=subprocess.STDOUT
+            )
+        process = WorkerProcess("ingest", proc, log, 0)
+        pipeline.workers.append(process)
+    assert wait_exit(process) == 2
+    lines = error_lines(process)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"escalator {component.split()[0]}: "), lines
+    assert f"127.0.0.1:{port}" in lines[0] and "unreachable" in lines[0], lines
 
 
 class Gate:
