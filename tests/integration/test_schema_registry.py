@@ -148,6 +148,26 @@ def test_worker_and_sinks_use_the_registry_and_confluent_deserializer_reads_thei
         board.delete(key)
 
 
+@pytest.mark.parametrize("strategy", ["RecordNameStrategy", "TopicRecordNameStrategy"])
+def test_worker_registers_under_the_strategy_set(
+    pipeline: Pipeline, schema_registry: str, strategy: str
+) -> None:
+    pipeline.extra_env["ESCALATOR_SCHEMA_REGISTRY_URL"] = schema_registry
+    pipeline.extra_env["ESCALATOR_SCHEMA_REGISTRY_SUBJECT_STRATEGY"] = strategy
+    worker = pipeline.start_worker("w1")
+    worker.wait_ready()
+    subjects = set(SchemaRegistryClient({"url": schema_registry}).get_subjects())
+    escalation = "io.escalator.v1.Escalation"
+    if strategy == "RecordNameStrategy":  # one subject per type, whatever the topic
+        assert {escalation, "io.escalator.v1.TicketEvent", "io.escalator.v1.DeadLetter"} <= subjects
+    else:
+        topic = pipeline.topics.escalations
+        assert {f"{topic}-{escalation}", f"{pipeline.topics.dlq}-io.escalator.v1.DeadLetter"} <= (
+            subjects
+        )
+    assert not [s for s in subjects if s.startswith(pipeline.prefix) and s.endswith("-value")]
+
+
 def test_ingest_registers_ticket_events_that_confluent_deserializer_reads(
     tmp_path: Path, kafka_bootstrap: str, redis_url: str, schema_registry: str
 ) -> None:
