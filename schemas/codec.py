@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -228,6 +229,7 @@ class RegistryClient:
         logging.getLogger("httpx").setLevel(logging.WARNING)
         settings = {"url": conf} if isinstance(conf, str) else dict(conf)
         self.url = str(settings["url"])
+        self.where = re.sub(r"//[^/@]*@", "//", self.url)  # for messages: no user:password@
         for part in self.url.split(","):
             if not part.strip().startswith(("http://", "https://")):
                 raise ValueError(f"schema registry URL {part.strip()!r}: expected http(s)://host")
@@ -251,7 +253,7 @@ class RegistryClient:
             ) from None
         except Exception as exc:  # httpx transport errors, timeouts, bad JSON
             raise RegistryError(
-                f"{what}: schema registry {self.url} unreachable: {type(exc).__name__}: {exc}"
+                f"{what}: schema registry {self.where} unreachable: {type(exc).__name__}: {exc}"
             ) from None
 
     def register(self, subject: str, schema: str) -> int:
