@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/pipeline.py [--agents 400] [--days 3] [--latency-tickets 300]
     .venv/bin/python bench/pipeline.py --metrics-cost [--rounds 2] [--agents 100 --days 2]
+    .venv/bin/python bench/pipeline.py --registry-cost URL [--rounds 1] [--agents 100 --days 2]
 
 1. Ceiling: a bare confluent-kafka consumer with fastavro decoding reads ticket-events.
 2. Throughput: one `escalator worker` (exactly-once, RocksDB state, changelog) drains the
@@ -18,8 +19,12 @@
    each round drains two copies of the same backlog at the same time, one worker with metrics
    and one without, so drift on a shared machine hits both alike; prints both rates and the
    overhead of metrics, in wall time and per CPU second of the worker processes.
+6. --registry-cost URL: the same side by side, one worker (and its backlog) with the schema
+   registry at URL (ESCALATOR_SCHEMA_REGISTRY_URL; the ids the registry gives, subjects by
+   TopicNameStrategy), one with the committed ids.json; prints both rates and their ratio.
 
-Needs Kafka (deploy/local/services up kafka, or ESCALATOR_KAFKA_BOOTSTRAP).
+Needs Kafka (deploy/local/services up kafka, or ESCALATOR_KAFKA_BOOTSTRAP); --registry-cost
+a registry (deploy/local/services up registry: http://127.0.0.1:18081/apis/ccompat/v7).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -66,10 +71,16 @@ escalation_matrix:
 
 
 def start_worker(
-    prefix: str, data: Path, event_time: bool, policy: Path | None, metrics: bool = True
+    prefix: str,
+    data: Path,
+    event_time: bool,
+    policy: Path | None,
+    metrics: bool = True,
+    registry: str | None = None,
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "ESCALATOR_DATA_DIR": str(data), "ESCALATOR_WEB_PORT": str(free_port()),
-           "ESCALATOR_METRICS": "on" if metrics else "off"}  # fmt: skip
+           "ESCALATOR_METRICS": "on" if metrics else "off",
+           "ESCALATOR_SCHEMA_REGISTRY_URL": registry or ""}  # fmt: skip
     cmd = [sys.executable, "-m", "streams.cli", "worker", "--topic-prefix", prefix,
            "--loglevel", "info"]  # fmt: skip
     if event_time:
@@ -242,6 +253,7 @@ class Drain:
     name: str
     total: int
     metrics: bool = True
+    registry: str | None = None  # the schema registry's URL; None: ids.json
     worker: subprocess.Popen[bytes] | None = None
     done: int = 0
     first: tuple[float, int, float] | None = None  # wall time, committed, CPU at first commit
@@ -262,7 +274,9 @@ def drain(settings: Settings, root: Path, runs: list[Drain]) -> None:
     Runs measured side by side see the same load on a shared machine, so their ratio holds
     even while the machine's speed drifts."""
     for run in runs:
-        run.worker = start_worker(run.prefix, root / run.name, True, None, run.metrics)
+        run.worker = start_worker(
+            run.prefix, root / run.name, True, None, run.metrics, run.registry
+        )
     for run in runs:
         wait_log(root / f"{run.name}.log", "Worker ready")
     progress = Progress("workers", total=sum(r.total for r in runs), stream=sys.stderr)
@@ -288,30 +302,38 @@ def drain(settings: Settings, root: Path, runs: list[Drain]) -> None:
         stop(run.worker)
 
 
-def metrics_cost(settings: Settings, root: Path, history: Path, rounds: int) -> None:
-    """Worker throughput with metrics on and off: each round drains two copies of the same
-    backlog at the same time, one worker with metrics, one without (see module doc)."""
+def side_by_side(
+    settings: Settings, root: Path, history: Path, rounds: int, knob: str, registry: str | None
+) -> None:
+    """Worker throughput with ``knob`` (metrics, or the schema registry at ``registry``) on and
+    off: each round drains two copies of the same backlog at the same time, one worker each
+    way (see module doc); prints both rates, their medians and ratio."""
     results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
     for i in range(rounds):
         runs = []
-        for metrics in (True, False) if i % 2 == 0 else (False, True):
-            prefix = f"benchm{uuid.uuid4().hex[:8]}-"
+        for on in (True, False) if i % 2 == 0 else (False, True):
+            prefix = f"bench{knob[0]}{uuid.uuid4().hex[:8]}-"
+            url = registry if on and knob == "registry" else None
             ensure_topics(settings, Topics(prefix))
-            sent, _ = replay(settings, history, Topics(prefix), end_tick=True)
-            name = f"w{i}-{'on' if metrics else 'off'}"
-            runs.append(Drain(prefix, name, sent + settings.partitions, metrics))
+            writer = replace(settings, schema_registry_url=url)
+            sent, _ = replay(writer, history, Topics(prefix), end_tick=True)
+            name = f"w{i}-{'on' if on else 'off'}"
+            metrics = on or knob != "metrics"
+            runs.append(Drain(prefix, name, sent + settings.partitions, metrics, url))
         drain(settings, root, runs)
         for run in runs:
             rate, per_cpu = run.rates()
-            results[run.metrics].append((rate, per_cpu))
-            print(f"round {i + 1}/{rounds}: metrics {'on ' if run.metrics else 'off'} "
+            on = run.metrics if knob == "metrics" else run.registry is not None
+            results[on].append((rate, per_cpu))
+            print(f"round {i + 1}/{rounds}: {knob} {'on ' if on else 'off'} "
                   f"{rate:>9,.0f} events/s {per_cpu:>9,.0f} events/CPU-s")  # fmt: skip
+    goal = " (goal < 5%)" if knob == "metrics" else ""
     for label, k in (("events/s (wall)", 0), ("events/CPU-s", 1)):
         on = statistics.median(r[k] for r in results[True])
         off = statistics.median(r[k] for r in results[False])
         overhead = (off - on) / off
-        print(f"metrics  : {label:<16} on {on:>9,.0f}  off {off:>9,.0f}  (medians of {rounds});"
-              f" ratio on/off {on / off:.3f}, overhead {overhead:+.1%} (goal < 5%)")  # fmt: skip
+        print(f"{knob:<9}: {label:<16} on {on:>9,.0f}  off {off:>9,.0f}  (medians of {rounds});"
+              f" ratio on/off {on / off:.3f}, overhead {overhead:+.1%}{goal}")  # fmt: skip
 
 
 def main() -> int:
@@ -322,7 +344,9 @@ def main() -> int:
     parser.add_argument("--latency-only", action="store_true", help="skip ceiling and throughput")
     parser.add_argument("--metrics-cost", action="store_true",
                         help="only throughput, with worker metrics on and off")  # fmt: skip
-    parser.add_argument("--rounds", type=int, default=2, help="on/off pairs for --metrics-cost")
+    parser.add_argument("--registry-cost", metavar="URL",
+                        help="only throughput, with the registry at URL and without")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=2, help="on/off pairs (the two -cost modes)")
     args = parser.parse_args()
     settings = load_settings()
     partitions = settings.partitions
@@ -338,8 +362,9 @@ def main() -> int:
         summary = generate_to_file(history, agents=args.agents, days=args.days, seed=99)
         print(f"history: {summary.tickets:,} tickets, {summary.events:,} events; "
               f"{partitions} partitions, {settings.processing_guarantee}")  # fmt: skip
-        if args.metrics_cost:
-            metrics_cost(settings, root, history, args.rounds)
+        if args.metrics_cost or args.registry_cost:
+            knob = "metrics" if args.metrics_cost else "registry"
+            side_by_side(settings, root, history, args.rounds, knob, args.registry_cost)
             return 0
         sent, _ = replay(settings, history, topics, end_tick=True)
         total = sent + partitions  # plus one end tick per partition
@@ -349,7 +374,7 @@ def main() -> int:
             f"ceiling  : bare confluent-kafka consumer + fastavro decode: {ceil:>10,.0f} events/s"
         )
 
-        run = Drain(prefix, "w-throughput", total)
+        run = Drain(prefix, "w-throughput", total, registry=settings.schema_registry_url)
         drain(settings, root, [run])
         rate, per_cpu = run.rates()
         changelog = f"{prefix}{settings.app_id}-tickets-changelog"

@@ -541,7 +541,7 @@ def build_ingest(settings: Settings, topics: Topics, token: str | None) -> Inges
     breaker = Breaker(conn.enrich_timeout_ms / 1000, conn.enrich_retry_seconds)
     return Ingest(
         sink=KafkaSink(settings, topics.ticket_events, conn.ingest_delivery_timeout_ms),
-        codec=codec_for("TicketEvent", settings),
+        codec=codec_for("TicketEvent", settings, topics),
         token=token,
         enricher=Enricher(redis, conn.enrich_key_pattern, breaker, conn.enrich_cache_seconds),
         tags=TagMemory(redis, conn.ingest_tags_prefix, conn.ingest_tags_ttl_seconds, breaker),

@@ -129,9 +129,9 @@ class RedisSink:
             self.client, self.keys, policy, settings.connectors.board_stream_maxlen, **extra
         )
         self.sources = {topics.name(base): base for base in SOURCES}
-        self.escalation_codec = codec_for("Escalation", settings)
-        self.bump_codec = codec_for("PriorityBump", settings)
-        self.event_codec = codec_for("TicketEvent", settings)
+        self.escalation_codec = codec_for("Escalation", settings, topics)
+        self.bump_codec = codec_for("PriorityBump", settings, topics)
+        self.event_codec = codec_for("TicketEvent", settings, topics)
         self.consumer = Consumer(
             {
                 **settings.kafka.confluent(),

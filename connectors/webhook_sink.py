@@ -278,9 +278,9 @@ class WebhookSink:
         wanted = {base for t in targets for base in t.topics}
         self.sources = {topics.name(base): base for base in SCHEMAS if base in wanted}
         self.codecs: dict[str, AvroCodec] = {
-            base: codec_for(SCHEMAS[base], settings) for base in self.sources.values()
+            base: codec_for(SCHEMAS[base], settings, topics) for base in self.sources.values()
         }
-        self.dlq_codec = codec_for("WebhookDeadLetter", settings)
+        self.dlq_codec = codec_for("WebhookDeadLetter", settings, topics)
         self.consumer = Consumer(
             {
                 **settings.kafka.confluent(),

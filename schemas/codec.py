@@ -15,12 +15,15 @@ Schema ids come from one of two places:
 - **a schema registry** (``registry=`` URL, e.g. ``settings.schema_registry_url`` /
   ``ESCALATOR_SCHEMA_REGISTRY_URL``): the current schema is registered (or only looked up with
   ``auto_register=False``) under the subject on first encode, and unknown ids met on decode are
-  fetched with ``GET /schemas/ids/{id}``, both lazily and cached. The client is a small stdlib
-  implementation of those REST endpoints (:class:`RegistryClient`): confluent-kafka's
-  ``schema_registry`` module needs the ``confluent-kafka[schemaregistry]`` extra (httpx2,
-  authlib, cachetools, certifi), which the project does not depend on. A registry that cannot be
-  reached raises :class:`RegistryError`, never :class:`DecodeError`: an outage must stop the
-  worker (and retry), not dead-letter good messages.
+  fetched by id, both lazily and cached. Registry calls go through confluent-kafka's
+  ``SchemaRegistryClient`` (basic auth, TLS, retries, its own caches), wrapped by
+  :class:`RegistryClient` only to map its errors. A registry that cannot be reached raises
+  :class:`RegistryError`, never :class:`DecodeError`: an outage must stop the worker (and
+  retry), not dead-letter good messages. The hot path keeps one compiled fastavro schema per id.
+
+Subjects in a registry follow Confluent's naming strategies (:func:`subject_name`):
+TopicNameStrategy ``<topic>-value`` (the default), RecordNameStrategy ``<namespace>.<name>`` and
+TopicRecordNameStrategy ``<topic>-<namespace>.<name>``.
 
 Timestamps: the ``timestamp-millis`` logical type is stripped from the schemas the codec compiles
 (the binary encoding is a plain ``long`` either way), so timestamps are read and written as ``int``
@@ -30,14 +33,12 @@ published .avsc files keep the logical type for other consumers.
 
 from __future__ import annotations
 
-import base64
 import json
+import logging
+import re
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from functools import cache
 from io import BytesIO
@@ -61,11 +62,14 @@ __all__ = [
     "RegistryClient",
     "RegistryError",
     "SchemaNotFound",
+    "SubjectStrategy",
     "codec_for",
+    "codecs_for",
     "faust_codec",
     "load_history",
     "load_ids",
     "load_schema",
+    "subject_name",
 ]
 
 SCHEMA_DIR: Final = Path(__file__).resolve().parent
@@ -117,6 +121,28 @@ class RegistryError(RuntimeError):
 
 class SchemaNotFound(LookupError):
     """The registry does not know the schema id (or the schema, for a lookup)."""
+
+
+class SubjectStrategy(StrEnum):
+    """Confluent's subject naming strategies (``ESCALATOR_SCHEMA_REGISTRY_SUBJECT_STRATEGY``)."""
+
+    TOPIC = "TopicNameStrategy"
+    RECORD = "RecordNameStrategy"
+    TOPIC_RECORD = "TopicRecordNameStrategy"
+
+
+def subject_name(strategy: str, topic: str, schema: Mapping[str, Any]) -> str:
+    """The registry subject of ``schema`` written to ``topic`` (message values) under
+    ``strategy``, as Confluent's serializers name it."""
+    name = str(schema["name"])
+    namespace = schema.get("namespace")
+    full = name if "." in name or not namespace else f"{namespace}.{name}"
+    kind = SubjectStrategy(strategy)
+    if kind is SubjectStrategy.TOPIC:
+        return f"{topic}-value"
+    if kind is SubjectStrategy.RECORD:
+        return full
+    return f"{topic}-{full}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,74 +212,85 @@ class Registry(Protocol):
 
 
 class RegistryClient:
-    """Minimal Confluent Schema Registry REST client (stdlib only).
+    """:class:`Registry` over confluent-kafka's ``SchemaRegistryClient``.
 
-    Uses ``POST /subjects/{subject}/versions`` (register), ``POST /subjects/{subject}`` (lookup)
-    and ``GET /schemas/ids/{id}`` (fetch). ``url`` may hold several comma-separated base URLs
-    (tried in order on connection errors) and ``user:password@`` for HTTP basic auth.
+    ``conf`` is a URL (several comma-separated, ``user:password@`` for basic auth) or the
+    client's settings (``streams.settings.RegistrySettings.client_conf``). Its errors become
+    :class:`SchemaNotFound` (HTTP 404), :class:`RegistryError` (any other answer, with the
+    registry's message, e.g. an incompatible schema's 409) or, when it cannot be reached,
+    :class:`RegistryError` saying so.
     """
 
-    _CONTENT_TYPE: Final = "application/vnd.schemaregistry.v1+json"
+    def __init__(self, conf: str | Mapping[str, Any]) -> None:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
-        self.timeout = timeout
-        self._bases: list[tuple[str, str | None]] = []
-        for part in url.split(","):
-            parsed = urllib.parse.urlsplit(part.strip())
-            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        # httpx logs every request at INFO: noise in a worker's log, one line per schema
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        settings = {"url": conf} if isinstance(conf, str) else dict(conf)
+        self.url = str(settings["url"])
+        self.where = re.sub(r"//[^/@]*@", "//", self.url)  # for messages: no user:password@
+        for part in self.url.split(","):
+            if not part.strip().startswith(("http://", "https://")):
                 raise ValueError(f"schema registry URL {part.strip()!r}: expected http(s)://host")
-            auth = None
-            if parsed.username is not None:
-                userinfo = f"{urllib.parse.unquote(parsed.username)}:"
-                userinfo += urllib.parse.unquote(parsed.password or "")
-                auth = "Basic " + base64.b64encode(userinfo.encode()).decode()
-            netloc = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
-            if ":" in parsed.hostname:  # IPv6 literal
-                netloc = f"[{parsed.hostname}]" + (f":{parsed.port}" if parsed.port else "")
-            base = urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path.rstrip("/"), "", ""))
-            self._bases.append((base, auth))
+        self.client = SchemaRegistryClient(settings)
 
-    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        last: Exception | None = None
-        for base, auth in self._bases:
-            request = urllib.request.Request(base + path, data=data, method=method)
-            request.add_header("Accept", self._CONTENT_TYPE)
-            if data is not None:
-                request.add_header("Content-Type", self._CONTENT_TYPE)
-            if auth:
-                request.add_header("Authorization", auth)
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.loads(response.read() or b"null")
-            except urllib.error.HTTPError as exc:
-                text = exc.read().decode("utf-8", "replace")[:500]
-                if exc.code == 404:
-                    raise SchemaNotFound(f"{method} {path}: {text}") from None
-                raise RegistryError(f"{method} {base}{path}: HTTP {exc.code}: {text}") from None
-            except (OSError, ValueError) as exc:  # URLError, timeouts, bad JSON
-                last = exc
-        raise RegistryError(f"{method} {path}: schema registry unreachable: {last}")
+    def call(self, what: str, call: Any, *args: Any) -> Any:
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-    @staticmethod
-    def _subject_path(subject: str) -> str:
-        return "/subjects/" + urllib.parse.quote(subject, safe="")
+        try:
+            return call(*args)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise SchemaNotFound(f"{what}: {exc.error_message}") from None
+            if exc.http_status_code == 409:
+                raise RegistryError(
+                    f"{what}: the schema registry refuses the schema as incompatible with the "
+                    f"versions under that subject (HTTP 409): {exc.error_message}"
+                ) from None
+            raise RegistryError(
+                f"{what}: schema registry answered HTTP {exc.http_status_code}: {exc.error_message}"
+            ) from None
+        except Exception as exc:  # httpx transport errors, timeouts, bad JSON
+            raise RegistryError(
+                f"{what}: schema registry {self.where} unreachable: {type(exc).__name__}: {exc}"
+            ) from None
 
     def register(self, subject: str, schema: str) -> int:
-        answer = self._request(
-            "POST", self._subject_path(subject) + "/versions", {"schema": schema}
+        from confluent_kafka.schema_registry import Schema
+
+        return int(
+            self.call(
+                f"register {subject}", self.client.register_schema, subject, Schema(schema, "AVRO")
+            )
         )
-        return int(answer["id"])
 
     def lookup(self, subject: str, schema: str) -> int:
-        answer = self._request("POST", self._subject_path(subject), {"schema": schema})
-        return int(answer["id"])
+        from confluent_kafka.schema_registry import Schema
+
+        found = self.call(
+            f"look up {subject}", self.client.lookup_schema, subject, Schema(schema, "AVRO")
+        )
+        return int(found.schema_id)
 
     def get_schema(self, schema_id: int) -> str:
-        answer = self._request("GET", f"/schemas/ids/{int(schema_id)}")
-        if answer.get("schemaType", "AVRO") != "AVRO":
-            raise SchemaNotFound(f"schema id {schema_id} is {answer['schemaType']}, not AVRO")
-        return str(answer["schema"])
+        found = self.call(f"schema id {schema_id}", self.client.get_schema, int(schema_id))
+        if (found.schema_type or "AVRO") != "AVRO":
+            raise SchemaNotFound(f"schema id {schema_id} is {found.schema_type}, not AVRO")
+        return str(found.schema_str)
+
+    def compatible(self, subject: str, schema: str) -> bool:
+        """Whether the registry's compatibility rule for ``subject`` accepts ``schema``."""
+        from confluent_kafka.schema_registry import Schema
+
+        return bool(
+            self.call(
+                f"compatibility of {subject}",
+                self.client.test_compatibility,
+                subject,
+                Schema(schema, "AVRO"),
+            )
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,8 +303,10 @@ class AvroCodec:
     """Encode/decode one record type in the schema-registry wire format.
 
     ``registry``: ``None`` for ids from ``ids.json``, a registry URL, or a :class:`Registry`.
-    ``subject`` defaults to ``name``. Schemas are parsed and compiled once per codec; the codec is
-    safe to share between threads.
+    ``subject``: with ids.json, the record name; with a registry, the subject of ``topic`` (the
+    topic the records are written to; the record name when not given) under ``strategy``
+    (:func:`subject_name`). Schemas are parsed and compiled once per codec; the codec is safe to
+    share between threads.
     """
 
     def __init__(
@@ -278,10 +317,14 @@ class AvroCodec:
         subject: str | None = None,
         auto_register: bool = True,
         schema_dir: Path = SCHEMA_DIR,
+        topic: str | None = None,
+        strategy: str = SubjectStrategy.TOPIC,
     ) -> None:
         self.name = name
-        self.subject = subject or name
         self.schema: dict[str, Any] = load_schema(name, schema_dir)
+        if subject is None and registry is not None:
+            subject = subject_name(strategy, topic or name, self.schema)
+        self.subject = subject or name
         self._schema_str = json.dumps(self.schema, separators=(",", ":"))
         self._canonical = canonical(self.schema)
         self._parsed = _compile(self.schema)
@@ -455,16 +498,50 @@ class AvroCodec:
         return f"AvroCodec({self.name!r}, subject={self.subject!r}, ids from {source})"
 
 
-def codec_for(name: str, settings: Any = None) -> AvroCodec:
-    """Codec for ``name`` using ``settings.schema_registry_url`` (a ``streams.settings.Settings``)
-    or, without settings, ``ESCALATOR_SCHEMA_REGISTRY_URL``; ids.json when neither is set."""
-    if settings is not None:
-        url = settings.schema_registry_url
-    else:
-        import os
+def codec_for(name: str, settings: Any = None, topics: Any = None) -> AvroCodec:
+    """Codec for ``name`` with the registry of ``settings`` (a ``streams.settings.Settings``;
+    without settings, ``load_settings()``), ids.json when it names none. ``topics``
+    (``streams.topics.Topics``, unprefixed when not given) names the topic ``name`` is written
+    to, which its subject is named after."""
+    from streams.settings import load_settings
+    from streams.topics import Topics
 
-        url = os.environ.get("ESCALATOR_SCHEMA_REGISTRY_URL") or None
-    return AvroCodec(name, url)
+    if settings is None:
+        settings = load_settings()
+    url = settings.schema_registry_url
+    if not url:
+        return AvroCodec(name)
+    conf = settings.schema_registry
+    topic = (topics or Topics()).for_record(name)
+    return AvroCodec(
+        name,
+        _client(url, conf),
+        topic=topic,
+        strategy=conf.subject_strategy,
+        auto_register=conf.auto_register,
+    )
+
+
+_CLIENTS: dict[tuple[str, Any], RegistryClient] = {}
+
+
+def _client(url: str, conf: Any) -> RegistryClient:
+    """One registry client (and its caches) per URL and settings in a process."""
+    key = (url, conf)
+    client = _CLIENTS.get(key)
+    if client is None:
+        client = _CLIENTS[key] = RegistryClient(conf.client_conf(url))
+    return client
+
+
+def codecs_for(names: Iterable[str], settings: Any, topics: Any = None) -> dict[str, AvroCodec]:
+    """:func:`codec_for` of each name; with a registry, each current schema is registered (or
+    looked up) at once, so an unreachable registry or a schema it refuses as incompatible stops
+    start-up (:class:`RegistryError`) rather than the first record."""
+    codecs = {name: codec_for(name, settings, topics) for name in names}
+    for codec in codecs.values():
+        codec.schema_id  # noqa: B018 - registers now
+    return codecs
 
 
 # --------------------------------------------------------------------------------------------

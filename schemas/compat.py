@@ -15,11 +15,21 @@ current one included, so an in-place edit of a released schema is caught):
 
 Samples are generated from the writer schema: one record per union branch / enum symbol index, so
 nulls and present values, every enum symbol, empty and non-empty arrays and maps are all covered.
+
+With ``--registry URL`` (``python -m schemas.compat --registry http://.../apis/ccompat/v7``) a
+schema registry gives its own verdict too (:func:`check_registry`): every history version is
+registered in order under a scratch subject set to FULL_TRANSITIVE, and the current schema is
+tested with the registry's compatibility endpoint; the scratch subjects are deleted afterwards.
+Where the registry already has the subject the pipeline writes to (TopicNameStrategy, unprefixed
+topics), the current schema is tested against it under that subject's own rule.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
+import uuid
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
@@ -27,9 +37,19 @@ from typing import Any, Final
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from schemas.codec import SCHEMA_DIR, canonical, load_history, load_ids, load_schema
+from schemas.codec import (
+    SCHEMA_DIR,
+    RegistryClient,
+    RegistryError,
+    SchemaNotFound,
+    canonical,
+    load_history,
+    load_ids,
+    load_schema,
+    subject_name,
+)
 
-__all__ = ["check_compatibility", "main", "sample_records"]
+__all__ = ["check_compatibility", "check_registry", "main", "sample_records"]
 
 _PRIMITIVES: Final = frozenset(
     ("null", "boolean", "int", "long", "float", "double", "bytes", "string")
@@ -263,10 +283,74 @@ def _check_one(name: str, schema_dir: Path, ids: dict[str, dict[int, int]]) -> l
     return problems
 
 
+# --------------------------------------------------------------------------------------------
+# The registry's verdict
+
+
+def check_registry(
+    registry: RegistryClient, schema_dir: Path = SCHEMA_DIR, deployed: dict[str, str] | None = None
+) -> list[str]:
+    """Problems the registry's own compatibility checks find in ``schema_dir``: the history
+    registered in order under FULL_TRANSITIVE scratch subjects, then the current schema tested.
+    ``deployed``: record name -> subject already in use, tested under its own rule."""
+    from confluent_kafka.schema_registry import ConfigCompatibilityLevel
+    from confluent_kafka.schema_registry.common.schema_registry_client import ServerConfig
+
+    full = ServerConfig(compatibility=ConfigCompatibilityLevel.FULL_TRANSITIVE)
+    run = uuid.uuid4().hex[:8]
+    problems: list[str] = []
+    for name in sorted(p.stem for p in schema_dir.glob("*.avsc")):
+        current = json.dumps(load_schema(name, schema_dir))
+        subject = f"escalator-compat-{run}-{name}"
+        try:
+            # the rule goes on the first version's subject; it holds for every later one
+            history = sorted(load_history(name, schema_dir).items())
+            for index, (version, schema) in enumerate(history):
+                try:
+                    registry.register(subject, json.dumps(schema))
+                except RegistryError as exc:
+                    problems.append(f"{name}: the registry refuses history v{version}: {exc}")
+                    break
+                if index == 0:
+                    registry.call("set compatibility", registry.client.set_config, subject, full)
+            else:  # the whole history went in: now the current schema
+                if not registry.compatible(subject, current):
+                    problems.append(
+                        f"{name}: the registry finds the current schema not FULL_TRANSITIVE "
+                        f"compatible with its history (subject {subject})"
+                    )
+        finally:
+            for permanent in (False, True):
+                with contextlib.suppress(RegistryError, SchemaNotFound):
+                    registry.call("delete", registry.client.delete_subject, subject, permanent)
+        live = (deployed or {}).get(name)
+        if live is None:
+            continue
+        try:
+            if not registry.compatible(live, current):
+                problems.append(
+                    f"{name}: the registry refuses the current schema under subject {live} "
+                    "(not compatible with what is registered there, by its rule)"
+                )
+        except SchemaNotFound:
+            pass  # nothing registered under it yet
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = sys.argv[1:] if argv is None else list(argv)
+    registry_url = None
+    if "--registry" in args:
+        at = args.index("--registry")
+        if at + 1 >= len(args):
+            print("--registry needs a URL", file=sys.stderr)
+            return 2
+        registry_url = args[at + 1]
+        del args[at : at + 2]
     schema_dir = Path(args[0]) if args else SCHEMA_DIR
     problems = check_compatibility(schema_dir)
+    if registry_url and not problems:
+        problems = _registry_problems(registry_url, schema_dir)
     if problems:
         for problem in problems:
             print(problem)
@@ -275,7 +359,32 @@ def main(argv: list[str] | None = None) -> int:
     count = len(list(schema_dir.glob("*.avsc")))
     history = len(list((schema_dir / "history").glob("*.avsc")))
     print(f"OK: {count} schemas, {history} versions, ids unique, compatible (full transitive)")
+    if registry_url:
+        print(f"OK: the schema registry at {registry_url} agrees")
     return 0
+
+
+def _registry_problems(url: str, schema_dir: Path) -> list[str]:
+    from streams.settings import ConfigError, load_settings
+    from streams.topics import Topics
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        return [str(exc)]
+    conf = settings.schema_registry
+    registry = RegistryClient(conf.client_conf(url))
+    deployed = {}
+    for name in sorted(p.stem for p in schema_dir.glob("*.avsc")):
+        try:
+            topic = Topics().for_record(name)
+        except KeyError:
+            continue
+        deployed[name] = subject_name(conf.subject_strategy, topic, load_schema(name, schema_dir))
+    try:
+        return check_registry(registry, schema_dir, deployed)
+    except RegistryError as exc:
+        return [str(exc)]
 
 
 if __name__ == "__main__":

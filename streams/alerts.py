@@ -96,7 +96,7 @@ class AlertsProcess:
         self.status_every = status_every
         self.windows = QueueWindows(self.config)
         self.clock: PartitionClock | None = None
-        self.codec = codec_for("OpsAlert", settings)
+        self.codec = codec_for("OpsAlert", settings, topics)
         self.stats = Stats()
         self.running = True
         self.consumer = Consumer(

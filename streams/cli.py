@@ -172,12 +172,29 @@ def _redis_accepts(settings: Settings) -> None:
         client.close()
 
 
+def _registry_answers(settings: Settings) -> None:
+    """Stop start-up when a schema registry is configured but does not answer (or refuses the
+    credentials): every component that reads or writes Avro needs it for unknown ids."""
+    url = settings.schema_registry_url
+    if not url:
+        return
+    from schemas.codec import RegistryClient, RegistryError
+
+    registry = RegistryClient(settings.schema_registry.client_conf(url))
+    try:
+        registry.call("list subjects", registry.client.get_subjects)
+    except RegistryError as exc:
+        raise UserError(f"{exc}; check ESCALATOR_SCHEMA_REGISTRY_URL") from None
+
+
 def _pipeline_topics(settings: Settings, prefix: str, compacted: Iterable[str] = ()) -> Topics:
-    """Check Kafka answers and the pipeline topics exist with the configured partitions;
-    `compacted`: more topics to ensure, keeping the last record per key (a changelog)."""
+    """Check Kafka and the schema registry answer and the pipeline topics exist with the
+    configured partitions; `compacted`: more topics to ensure, keeping the last record per key
+    (a changelog)."""
     import streams.topics
 
     _kafka_reachable(settings)
+    _registry_answers(settings)
     topics = streams.topics.Topics(prefix)
     try:
         streams.topics.ensure_topics(settings, topics)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
@@ -61,6 +61,24 @@ def _services_up() -> None:
     result = subprocess.run(["bash", str(script), "up"], cwd=REPO, check=False)
     if result.returncode != 0:
         raise SystemExit("demo: local services did not start (see the line above)")
+
+
+def _local_registry() -> str | None:
+    """ESCALATOR_SCHEMA_REGISTRY_URL, or the local schema registry's URL when
+    `deploy/local/services up registry` runs it; None: the committed ids.json."""
+    if os.environ.get("ESCALATOR_SCHEMA_REGISTRY_URL"):
+        return os.environ["ESCALATOR_SCHEMA_REGISTRY_URL"]
+    script = REPO / "deploy" / "local" / "services"
+    status = subprocess.run(
+        ["bash", str(script), "status", "registry"], cwd=REPO, capture_output=True, check=False
+    )
+    if status.returncode != 0:
+        return None
+    state = Path(os.environ.get("ESCALATOR_LOCAL_DIR") or REPO / "var" / "local")
+    for line in (state / "registry" / "info.env").read_text().splitlines():
+        if line.startswith("REGISTRY_URL="):
+            return line.split("=", 1)[1].strip()
+    return None
 
 
 class Children:
@@ -110,6 +128,10 @@ def run_demo(options: DemoOptions, out: object = sys.stdout) -> int:
     write = out.write  # type: ignore[attr-defined]
     _services_up()
     settings = load_settings()
+    registry = _local_registry()
+    if registry:
+        settings = replace(settings, schema_registry_url=registry)
+        write(f"demo: schema registry at {registry} (subjects <topic>-value)\n")
     run = time.strftime("%Y%m%d%H%M%S")
     topics = Topics(f"demo{run}-")
     ensure_topics(settings, topics)
@@ -130,6 +152,7 @@ def run_demo(options: DemoOptions, out: object = sys.stdout) -> int:
         **os.environ,
         "ESCALATOR_KAFKA_BOOTSTRAP": settings.kafka.bootstrap,
         "ESCALATOR_REDIS_URL": settings.redis.url,
+        "ESCALATOR_SCHEMA_REGISTRY_URL": settings.schema_registry_url or "",
     }
     prefix = ["--topic-prefix", topics.prefix]
     board_keys = BoardKeys.from_settings(settings, topics.prefix)
@@ -219,7 +242,7 @@ def _settled_board(
 
 
 def _print_escalations(settings, topics, seen, stop, write) -> None:  # type: ignore[no-untyped-def]
-    codec = codec_for("Escalation", settings)
+    codec = codec_for("Escalation", settings, topics)
     consumer = Consumer(
         {
             **settings.kafka.confluent(),

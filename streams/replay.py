@@ -55,7 +55,7 @@ def replay(
     """
     topics = topics or Topics()
     stderr = stderr or sys.stderr
-    codec = codec_for("TicketEvent", settings)
+    codec = codec_for("TicketEvent", settings, topics)
     producer = Producer(producer_config(settings))
     failures: list[str] = []
 

@@ -16,10 +16,17 @@ from typing import Any
 GUARANTEES = ("exactly_once", "at_least_once")
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SUBJECT_STRATEGIES = ("TopicNameStrategy", "RecordNameStrategy", "TopicRecordNameStrategy")
 
 
 class ConfigError(ValueError):
     """A configuration mistake, reported as one line naming the variable."""
+
+
+def _tls_conf(ca: str | None, cert: str | None, key: str | None) -> dict[str, str]:
+    """The TLS files in the setting names librdkafka and SchemaRegistryClient share."""
+    names = ("ssl.ca.location", "ssl.certificate.location", "ssl.key.location")
+    return {name: path for name, path in zip(names, (ca, cert, key), strict=True) if path}
 
 
 @dataclass(frozen=True)
@@ -43,12 +50,7 @@ class KafkaSettings:
             conf["sasl.mechanism"] = self.sasl_mechanism
             conf["sasl.username"] = self.sasl_username
             conf["sasl.password"] = self.sasl_password
-        if self.ssl_ca_file:
-            conf["ssl.ca.location"] = self.ssl_ca_file
-        if self.ssl_cert_file:
-            conf["ssl.certificate.location"] = self.ssl_cert_file
-        if self.ssl_key_file:
-            conf["ssl.key.location"] = self.ssl_key_file
+        conf.update(_tls_conf(self.ssl_ca_file, self.ssl_cert_file, self.ssl_key_file))
         return conf
 
 
@@ -82,6 +84,29 @@ class RedisSettings:
             kwargs["ssl_ca_certs"] = self.ssl_ca_file
         kwargs.update(overrides)
         return kwargs
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """How the schema registry (at ``Settings.schema_registry_url``) is reached and named:
+    confluent-kafka's SchemaRegistryClient settings and the subject naming strategy."""
+
+    subject_strategy: str = "TopicNameStrategy"
+    auto_register: bool = True
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ssl_ca_file: str | None = None
+    ssl_cert_file: str | None = None
+    ssl_key_file: str | None = None
+    timeout_s: int = 10
+
+    def client_conf(self, url: str) -> dict[str, Any]:
+        """``SchemaRegistryClient`` settings for ``url``."""
+        conf: dict[str, Any] = {"url": url, "timeout": self.timeout_s}
+        if self.username:
+            conf["basic.auth.user.info"] = f"{self.username}:{self.password or ''}"
+        conf.update(_tls_conf(self.ssl_ca_file, self.ssl_cert_file, self.ssl_key_file))
+        return conf
 
 
 @dataclass(frozen=True)
@@ -123,6 +148,7 @@ class Settings:
     web_host: str = "0.0.0.0"
     web_port: int = 6066
     schema_registry_url: str | None = None
+    schema_registry: RegistrySettings = field(default_factory=RegistrySettings)
     tick_ms: int = 100
     commit_interval_ms: int = 200
     # The worker's records wait this long to share a produce request; under exactly-once it
@@ -257,6 +283,38 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     store = env.get("ESCALATOR_STORE") or Settings.store
     if not store.startswith(("rocksdb://", "memory://")):
         raise ConfigError(f"ESCALATOR_STORE={store!r}: must be rocksdb:// or memory://")
+    registry_url = env.get("ESCALATOR_SCHEMA_REGISTRY_URL") or None
+    if registry_url and not all(
+        part.strip().startswith(("http://", "https://")) for part in registry_url.split(",")
+    ):
+        raise ConfigError(
+            f"ESCALATOR_SCHEMA_REGISTRY_URL={registry_url!r}: must start with http:// or https://"
+        )
+    auto_register = (env.get("ESCALATOR_SCHEMA_REGISTRY_AUTO_REGISTER") or "on").lower()
+    if auto_register not in ("on", "off"):
+        raise ConfigError(
+            f"ESCALATOR_SCHEMA_REGISTRY_AUTO_REGISTER={auto_register!r}: must be on or off"
+        )
+    registry = RegistrySettings(
+        subject_strategy=_choice(
+            env,
+            "ESCALATOR_SCHEMA_REGISTRY_SUBJECT_STRATEGY",
+            RegistrySettings.subject_strategy,
+            SUBJECT_STRATEGIES,
+        ),
+        auto_register=auto_register == "on",
+        username=env.get("ESCALATOR_SCHEMA_REGISTRY_USERNAME") or None,
+        password=_secret(env, "ESCALATOR_SCHEMA_REGISTRY_PASSWORD"),
+        ssl_ca_file=_file(env, "ESCALATOR_SCHEMA_REGISTRY_SSL_CA_FILE"),
+        ssl_cert_file=_file(env, "ESCALATOR_SCHEMA_REGISTRY_SSL_CERT_FILE"),
+        ssl_key_file=_file(env, "ESCALATOR_SCHEMA_REGISTRY_SSL_KEY_FILE"),
+        timeout_s=_int(env, "ESCALATOR_SCHEMA_REGISTRY_TIMEOUT_SECONDS", 10, 1, 300),
+    )
+    if registry.password and not registry.username:
+        raise ConfigError(
+            "ESCALATOR_SCHEMA_REGISTRY_PASSWORD is set but ESCALATOR_SCHEMA_REGISTRY_USERNAME "
+            "is not"
+        )
     policy = env.get("ESCALATOR_POLICY_FILE") or None
     if policy and not Path(policy).is_file():
         raise ConfigError(f"ESCALATOR_POLICY_FILE={policy}: no such file")
@@ -275,7 +333,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         policy_file=policy,
         web_host=env.get("ESCALATOR_WEB_HOST") or Settings.web_host,
         web_port=_int(env, "ESCALATOR_WEB_PORT", Settings.web_port, 1, 65535),
-        schema_registry_url=env.get("ESCALATOR_SCHEMA_REGISTRY_URL") or None,
+        schema_registry_url=registry_url,
+        schema_registry=registry,
         tick_ms=_int(env, "ESCALATOR_TICK_MS", Settings.tick_ms, 50, 5000),
         commit_interval_ms=_int(
             env, "ESCALATOR_COMMIT_INTERVAL_MS", Settings.commit_interval_ms, 50, 60_000

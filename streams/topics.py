@@ -14,6 +14,17 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.settings import Settings
 
+# Avro record type -> the Topics property naming the one topic it is written to.
+RECORD_TOPICS = {
+    "TicketEvent": "ticket_events",
+    "Escalation": "escalations",
+    "PriorityBump": "priority_bumps",
+    "Reminder": "reminders",
+    "OpsAlert": "ops_alerts",
+    "DeadLetter": "dlq",
+    "WebhookDeadLetter": "webhook_dlq",
+}
+
 
 @dataclass(frozen=True)
 class Topics:
@@ -55,6 +66,11 @@ class Topics:
     def webhook_dlq(self) -> str:
         """What the webhook sink could not deliver (connectors.webhook_sink)."""
         return self.name("webhook-dlq")
+
+    def for_record(self, name: str) -> str:
+        """The topic records of Avro type ``name`` are written to (one each): what the
+        schema registry's TopicNameStrategy names their subject after."""
+        return str(getattr(self, RECORD_TOPICS[name]))
 
     def pipeline(self) -> list[str]:
         """Topics that must share the partition count of ticket-events."""

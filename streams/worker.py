@@ -46,7 +46,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from schemas.codec import codec_for
+from schemas.codec import RegistryError, codecs_for
 from streams.metrics import MetricsServer
 from streams.processor import Out, TicketProcessor, is_tick
 from streams.settings import Settings
@@ -282,7 +282,7 @@ class Worker:
         self.event_time = event_time
         self.exactly_once = settings.processing_guarantee == "exactly_once"
         self.out = out
-        codecs = {name: codec_for(name, settings) for name in CODECS}
+        codecs = codecs_for(CODECS, settings, topics)
         metrics = None
         if settings.metrics_enabled:
             metrics = WorkerStats((s.name for s in policy.sla_policies), live=not event_time)
@@ -350,7 +350,7 @@ class Worker:
                     self._status()
             if self.dirty:
                 self._commit()
-        except Restart:
+        except (Restart, RegistryError):
             self.abandoned = True
             raise
         finally:
@@ -621,7 +621,11 @@ def serve(worker: Worker, settings: Settings) -> MetricsServer:
 
 def run_worker(settings: Settings, policy: Policy, topics: Topics, event_time: bool) -> int:
     """The `escalator worker` child's body: stops cleanly on SIGTERM/SIGINT."""
-    worker = Worker(settings, policy, topics, event_time)
+    try:
+        worker = Worker(settings, policy, topics, event_time)
+    except RegistryError as exc:  # unreachable, or it refuses a schema (incompatible)
+        sys.stderr.write(f"escalator worker: {exc}\n")
+        return 2
     server = serve(worker, settings)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -631,7 +635,7 @@ def run_worker(settings: Settings, policy: Policy, topics: Topics, event_time: b
         signal.signal(sig, on_signal)
     try:
         worker.run()
-    except Restart as exc:
+    except (Restart, RegistryError) as exc:  # a registry outage: nothing dead-lettered
         restarts = int(os.environ.get(RESTARTS_ENV) or 0)
         worker.say(f"{exc}; restarting from the committed offsets (restart {restarts + 1})")
         return RESTART_EXIT_CODE

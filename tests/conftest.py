@@ -1,9 +1,12 @@
-"""Shared fixtures: real Kafka and Redis on loopback, brought up lazily by deploy/local/services.
+"""Shared fixtures: real Kafka, Redis and a schema registry on loopback, brought up lazily by
+deploy/local/services.
 
-- ``kafka_bootstrap`` / ``redis_url`` (session): start the service once via
-  ``deploy/local/services up <svc>`` unless ESCALATOR_KAFKA_BOOTSTRAP / ESCALATOR_REDIS_URL are set
-  (then those are reused). A service this session started is stopped at the end; one that was
-  already running is left alone. If a service cannot be started the test errors (never skips).
+- ``kafka_bootstrap`` / ``redis_url`` / ``schema_registry`` (session): start the service once via
+  ``deploy/local/services up <svc>`` unless ESCALATOR_KAFKA_BOOTSTRAP / ESCALATOR_REDIS_URL /
+  ESCALATOR_SCHEMA_REGISTRY_URL are set (then those are reused). ``schema_registry`` is the
+  base URL of the registry's Confluent-compatible API (Apicurio Registry, in memory). A service
+  this session started is stopped at the end; one that was already running is left alone. If a
+  service cannot be started the test errors (never skips).
 - ``topic_name`` (function): factory of unique topic names.
 - ``create_topics`` / :func:`create_topic`: create topics with N partitions via AdminClient.
 
@@ -162,6 +165,17 @@ def redis_service() -> Iterator[ServiceInfo]:
 
 
 @pytest.fixture(scope="session")
+def registry_service() -> Iterator[ServiceInfo]:
+    yield from _service_fixture("registry", "ESCALATOR_SCHEMA_REGISTRY_URL")
+
+
+@pytest.fixture(scope="session")
+def schema_registry(registry_service: ServiceInfo) -> str:
+    """Base URL of the registry's Confluent-compatible API, for ESCALATOR_SCHEMA_REGISTRY_URL."""
+    return registry_service.address
+
+
+@pytest.fixture(scope="session")
 def kafka_bootstrap(kafka_service: ServiceInfo) -> str:
     return kafka_service.address
 
@@ -221,6 +235,8 @@ def create_topics(kafka_bootstrap: str) -> Callable[..., str]:
 def _describe(info: ServiceInfo) -> str:
     if info.name == "kafka":
         what = f"Apache Kafka {info.version}" if info.version else "Kafka (version unknown)"
+    elif info.name == "registry":
+        what = f"Apicurio Registry {info.version}" if info.version else "schema registry"
     else:
         what = f"Redis {info.version}" if info.version else "Redis (version unknown)"
     return f"{what} at {info.address} ({info.startup})"
@@ -263,7 +279,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not services and not _REGISTRY.failures:
         terminalreporter.write_line("services: none used (no integration test ran)")
         return
-    for name in ("kafka", "redis"):
+    for name in ("kafka", "redis", "registry"):
         if name in services:
             terminalreporter.write_line(f"services: {_describe(services[name])}")
             for line in services[name].output.splitlines():

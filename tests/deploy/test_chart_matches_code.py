@@ -6,7 +6,8 @@ variable it gets is one the code reads; the configuration it gets loads (secrets
 the *_FILE variables point, the policy and the webhook targets parse); it declares the port the
 process listens on. The webhook targets the chart accepts are the ones the sink's parser
 accepts. An integration test starts every process with the environment the chart gives it,
-against the real Kafka and Redis, and asks each probe path and each scraped /metrics.
+against the real Kafka, Redis and schema registry, and asks each probe path and each scraped
+/metrics.
 """
 
 from __future__ import annotations
@@ -177,6 +178,9 @@ def names_the_code_reads() -> set[str]:
             "ESCALATOR_KAFKA_SASL_USERNAME": "u",
             "ESCALATOR_KAFKA_SASL_PASSWORD": "p",
             "ESCALATOR_REDIS_URL": "rediss://r:6379/0",
+            "ESCALATOR_SCHEMA_REGISTRY_URL": "https://registry:8081",
+            "ESCALATOR_SCHEMA_REGISTRY_USERNAME": "u",
+            "ESCALATOR_SCHEMA_REGISTRY_PASSWORD": "p",
         },
     ):
         env = RecordingEnv(values)
@@ -238,6 +242,40 @@ def test_every_process_gets_a_configuration_that_loads(
             assert settings.connectors.webhook_signing_key, f"{name}: unsigned"
         if "ingest_token" in source and not getattr(args, "insecure_no_auth", False):
             assert settings.connectors.ingest_token, f"{name}: no bearer token"
+
+
+def test_schema_registry_settings_reach_the_processes_that_use_avro(
+    rendered: dict[str, Any], tmp_path: Path
+) -> None:
+    """schemaRegistry in the production values: URL, strategy, user in the ConfigMap; the
+    password and CA mounted (Secret references) where the *_FILE variables point, into the
+    processes that read or write Avro only; the defaults set nothing (ids.json)."""
+    docs = rendered["production"]
+    values = yaml.safe_load((CHART.parent / "values-production.yaml").read_text("utf-8"))
+    wanted = values["schemaRegistry"]
+    assert wanted["url"] and wanted["passwordSecret"]["name"] and wanted["tls"]["caSecret"]["name"]
+    for work, container in each_container(docs):
+        name = work["metadata"]["name"]
+        env = process_env(docs, work, container, tmp_path / name)
+        settings = load_settings(env)
+        registry = settings.schema_registry
+        if container["args"][0] == "board":  # reads Redis only
+            assert registry.password is None and registry.ssl_ca_file is None, name
+            continue
+        assert settings.schema_registry_url == wanted["url"], name
+        assert registry.subject_strategy == wanted["subjectStrategy"], name
+        assert registry.auto_register == wanted["autoRegister"], name
+        assert registry.username == wanted["username"] and registry.password, name
+        assert registry.ssl_ca_file and Path(registry.ssl_ca_file).is_file(), name
+        conf = registry.client_conf(wanted["url"])
+        assert conf["basic.auth.user.info"] == f"{wanted['username']}:{registry.password}"
+    for work, container in each_container(rendered["default"]):
+        given = set(env_of(container))
+        for source in container.get("envFrom", []):
+            given |= set(
+                one(rendered["default"], "ConfigMap", source["configMapRef"]["name"])["data"]
+            )
+        assert not [n for n in given if n.startswith("ESCALATOR_SCHEMA_REGISTRY")], work["metadata"]
 
 
 # ---- (c, d) ports and probes -------------------------------------------------------------------
@@ -450,13 +488,15 @@ def _wait_for(started: WorkerProcess, url: str, deadline: float, ok: Any = None)
 
 @pytest.mark.integration
 def test_processes_serve_their_probes_and_metrics(
-    kafka_bootstrap: str, redis_url: str, render: Any, tmp_path: Path
+    kafka_bootstrap: str, redis_url: str, schema_registry: str, render: Any, tmp_path: Path
 ) -> None:
     worker_port, ingest_port, redis_port, webhook_port, board_port, nobody = _free_ports(6)
     docs = render(
         {
             "kafka": {"bootstrap": kafka_bootstrap, "partitions": 2},
             "redis": {"url": redis_url},
+            # every Avro schema registered and resolved through the real registry
+            "schemaRegistry": {"url": schema_registry},
             "worker": {"webPort": worker_port},
             "ingest": {"port": ingest_port},
             "sinks": {

@@ -114,6 +114,24 @@ def test_more_replicas_than_partitions_fails(render: Any, render_error: Any) -> 
     assert "worker.replicas (7) must not exceed kafka.partitions (6)" in err
 
 
+@pytest.mark.parametrize(
+    ("registry", "message"),
+    [
+        ({"passwordSecret": {"name": "sr", "key": "password"}, "url": "https://sr:8081"},
+         "schemaRegistry.passwordSecret needs schemaRegistry.username"),
+        ({"username": "u"}, "schemaRegistry credentials are set but schemaRegistry.url is empty"),
+        ({"url": "https://sr:8081", "tls": {"certSecret": {"name": "c", "key": "tls.crt"}}},
+         "schemaRegistry.tls.certSecret and schemaRegistry.tls.keySecret go together"),
+        ({"url": "https://u:pw@sr:8081"}, "at '/schemaRegistry/url'"),
+        ({"subjectStrategy": "topic"}, "at '/schemaRegistry/subjectStrategy'"),
+    ],
+)  # fmt: skip
+def test_schema_registry_mistakes_fail(
+    render_error: Any, registry: dict[str, Any], message: str
+) -> None:
+    assert message in render_error({"schemaRegistry": registry})
+
+
 def test_replicas_must_be_an_integer(render_error: Any) -> None:
     err = render_error({"worker": {"replicas": "three"}})
     assert "values don't meet the specifications of the schema" in err
@@ -205,6 +223,12 @@ def test_production_values(render: Any) -> None:
         "ESCALATOR_KAFKA_SSL_CA_FILE": "kafka-cluster-ca",
     }
     redis = {"ESCALATOR_REDIS_PASSWORD_FILE": "escalator-redis"}
+    # every process that reads or writes Avro gets the schema registry's credentials
+    kafka = {
+        **kafka,
+        "ESCALATOR_SCHEMA_REGISTRY_PASSWORD_FILE": "escalator-schema-registry",
+        "ESCALATOR_SCHEMA_REGISTRY_SSL_CA_FILE": "escalator-schema-registry-tls",
+    }
     expected = {
         "escalator-worker": kafka,
         "escalator-ingest": {

@@ -17,6 +17,7 @@ from streams.backtest import backtest_events
 from streams.demo import DemoOptions
 from streams.sla.board import clockless
 from streams.sla.policy import load_policy
+from tests.conftest import ServiceInfo
 
 pytestmark = pytest.mark.integration
 
@@ -53,3 +54,15 @@ def test_demo_fires_the_backtests_escalations_live(kafka_bootstrap: str, redis_u
         if stale:
             client.delete(*stale)
         client.close()
+
+
+def test_demo_uses_the_local_registry_when_it_is_up(
+    registry_service: ServiceInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streams.demo import _local_registry
+
+    monkeypatch.delenv("ESCALATOR_SCHEMA_REGISTRY_URL", raising=False)
+    if not registry_service.external:  # started by deploy/local/services: found through it
+        assert _local_registry() == registry_service.address
+    monkeypatch.setenv("ESCALATOR_SCHEMA_REGISTRY_URL", "http://elsewhere:8081")
+    assert _local_registry() == "http://elsewhere:8081"

@@ -25,6 +25,7 @@ from schemas.codec import (
     load_history,
     load_ids,
     load_schema,
+    subject_name,
 )
 from schemas.compat import sample_records
 
@@ -169,7 +170,7 @@ def registry() -> Iterator[tuple[str, FakeRegistry]]:
             self.wfile.write(data)
 
         def do_GET(self) -> None:
-            fake.requests.append(("GET", self.path))
+            fake.requests.append(("GET", self.path.split("?")[0]))
             if self.path.startswith("/schemas/ids/"):
                 sid = int(self.path.rsplit("/", 1)[1].split("?")[0])
                 if sid in fake.schemas:
@@ -178,7 +179,7 @@ def registry() -> Iterator[tuple[str, FakeRegistry]]:
             self._reply(404, {"error_code": 404, "message": "no route"})
 
         def do_POST(self) -> None:
-            fake.requests.append(("POST", self.path))
+            fake.requests.append(("POST", self.path.split("?")[0]))
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             parts = self.path.split("?")[0].strip("/").split("/")
             if parts[0] == "subjects" and len(parts) == 3 and parts[2] == "versions":
@@ -188,7 +189,9 @@ def registry() -> Iterator[tuple[str, FakeRegistry]]:
                 sid = fake.subjects.get(parts[1], {}).get(key)
                 if sid is None:
                     return self._reply(404, {"error_code": 40403, "message": "Schema not found"})
-                return self._reply(200, {"subject": parts[1], "id": sid, "version": 1})
+                return self._reply(
+                    200, {"subject": parts[1], "id": sid, "version": 1, "schema": body["schema"]}
+                )
             self._reply(404, {"error_code": 404, "message": "no route"})
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -206,7 +209,8 @@ def test_registry_registers_lazily_and_uses_its_id(registry: tuple[str, FakeRegi
     codec = AvroCodec("TicketEvent", url)
     assert fake.requests == []  # lazy: nothing until the first encode
     data = codec.encode(_ticket())
-    assert fake.requests == [("POST", "/subjects/TicketEvent/versions")]
+    # TopicNameStrategy without a topic: the record name stands for it
+    assert fake.requests == [("POST", "/subjects/TicketEvent-value/versions")]
     assert int.from_bytes(data[1:5], "big") == 100 == codec.schema_id
     assert codec.decode(data)["event_id"] == "e1"
     codec.encode(_ticket())
@@ -241,14 +245,17 @@ def test_registry_unknown_id_and_lookup_only(registry: tuple[str, FakeRegistry])
     assert fake.requests.count(("GET", "/schemas/ids/7")) == 1
     with pytest.raises(RegistryError, match="not registered"):
         codec.encode(_ticket())
-    sid = fake.register("TicketEvent", json.dumps(load_schema("TicketEvent")))
-    assert codec.schema_id == sid  # lookup (POST /subjects/TicketEvent) now finds it
+    sid = fake.register("TicketEvent-value", json.dumps(load_schema("TicketEvent")))
+    assert codec.schema_id == sid  # lookup (POST /subjects/TicketEvent-value) now finds it
 
 
 def test_registry_unreachable_is_not_a_decode_error() -> None:
-    codec = AvroCodec("TicketEvent", "http://127.0.0.1:9")  # discard port: nothing listens
-    with pytest.raises(RegistryError):
+    # discard port: nothing listens; the password never shows in the message
+    codec = AvroCodec("TicketEvent", "http://user:s3cret@127.0.0.1:9")
+    with pytest.raises(RegistryError) as info:
         codec.decode(b"\x00\x00\x00\x00\x07\x04e1")
+    assert "unreachable" in str(info.value) and "s3cret" not in str(info.value)
+    assert "http://127.0.0.1:9" in str(info.value)
     with pytest.raises(RegistryError):
         codec.encode(_ticket())
 
@@ -259,5 +266,30 @@ def test_codec_for_uses_settings_url(registry: tuple[str, FakeRegistry]) -> None
     url, fake = registry
     codec = codec_for("Reminder", load_settings({"ESCALATOR_SCHEMA_REGISTRY_URL": url}))
     assert codec.schema_id == 100
-    assert fake.requests == [("POST", "/subjects/Reminder/versions")]
+    assert fake.requests == [("POST", "/subjects/reminders-value/versions")]
     assert codec_for("Reminder", load_settings({})).schema_id == load_ids()["Reminder"][1]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "subject"),
+    [
+        ("TopicNameStrategy", "p-escalations-value"),
+        ("RecordNameStrategy", "io.escalator.v1.Escalation"),
+        ("TopicRecordNameStrategy", "p-escalations-io.escalator.v1.Escalation"),
+    ],
+)
+def test_subject_naming_strategies(
+    registry: tuple[str, FakeRegistry], strategy: str, subject: str
+) -> None:
+    from streams.settings import load_settings
+    from streams.topics import Topics
+
+    url, fake = registry
+    env = {"ESCALATOR_SCHEMA_REGISTRY_URL": url}
+    if strategy != "TopicNameStrategy":  # the default
+        env["ESCALATOR_SCHEMA_REGISTRY_SUBJECT_STRATEGY"] = strategy
+    codec = codec_for("Escalation", load_settings(env), Topics("p-"))
+    assert codec.subject == subject
+    codec.schema_id  # noqa: B018
+    assert fake.requests == [("POST", f"/subjects/{subject}/versions")]
+    assert subject_name(strategy, "p-escalations", load_schema("Escalation")) == subject

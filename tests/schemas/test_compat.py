@@ -108,3 +108,55 @@ def test_samples_cover_nulls_values_and_every_symbol() -> None:
     assert {s["type"] for s in samples} == set(schema["fields"][2]["type"]["symbols"])
     assert any(s["status"] is None for s in samples) and any(s["status"] for s in samples)
     assert any(s["tags_added"] == [] for s in samples) and any(s["tags_added"] for s in samples)
+
+
+# --------------------------------------------------------------------------------------------
+# The registry's own verdict (a real Apicurio Registry from deploy/local/services)
+
+
+@pytest.mark.integration
+def test_registry_agrees_on_the_repo_schemas_and_leaves_no_subject(schema_registry: str) -> None:
+    from schemas.codec import RegistryClient
+
+    result = subprocess.run(
+        [sys.executable, "-m", "schemas.compat", "--registry", schema_registry],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"OK: the schema registry at {schema_registry} agrees" in result.stdout
+    subjects = RegistryClient(schema_registry).client.get_subjects()
+    assert not [s for s in subjects if s.startswith("escalator-compat-")]
+
+
+@pytest.mark.integration
+def test_registry_refuses_a_new_required_field(copy: Path, schema_registry: str) -> None:
+    from schemas.codec import RegistryClient
+    from schemas.compat import check_registry
+
+    def add(schema: dict[str, Any]) -> None:
+        schema["fields"].append({"name": "region", "type": "string", "doc": "Region."})
+
+    _release(copy, "TicketEvent", add)
+    problems = check_registry(RegistryClient(schema_registry), copy)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("TicketEvent: the registry refuses history v3")
+    assert "incompatible" in problems[0]
+
+
+@pytest.mark.integration
+def test_registry_refuses_the_schema_under_a_subject_in_use(schema_registry: str) -> None:
+    import uuid
+
+    from schemas.codec import RegistryClient
+    from schemas.compat import check_registry
+
+    registry = RegistryClient(schema_registry)
+    subject = f"compat-{uuid.uuid4().hex[:8]}-escalations-value"
+    other = {"type": "record", "name": "Escalation", "namespace": "io.escalator.v1",
+             "fields": [{"name": "case_number", "type": "long"}]}  # fmt: skip
+    registry.register(subject, json.dumps(other))
+    problems = check_registry(registry, SCHEMA_DIR, {"Escalation": subject, "Reminder": "absent"})
+    assert problems == [
+        f"Escalation: the registry refuses the current schema under subject {subject} "
+        "(not compatible with what is registered there, by its rule)"
+    ]

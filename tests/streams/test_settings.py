@@ -232,3 +232,46 @@ def test_session_timeout_is_short_by_default_and_bounded() -> None:
     assert load_settings({"ESCALATOR_SESSION_TIMEOUT_MS": "45000"}).session_timeout_ms == 45_000
     with pytest.raises(ConfigError, match="ESCALATOR_SESSION_TIMEOUT_MS=1000: must be between"):
         load_settings({"ESCALATOR_SESSION_TIMEOUT_MS": "1000"})
+
+
+def test_schema_registry_client_settings(tmp_path: Path) -> None:
+    secret = tmp_path / "registry-password"
+    secret.write_text("r3g1stry\n")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-")
+    settings = load_settings(
+        {
+            "ESCALATOR_SCHEMA_REGISTRY_URL": "https://registry:8081",
+            "ESCALATOR_SCHEMA_REGISTRY_USERNAME": "escalator",
+            "ESCALATOR_SCHEMA_REGISTRY_PASSWORD_FILE": str(secret),
+            "ESCALATOR_SCHEMA_REGISTRY_SSL_CA_FILE": str(ca),
+            "ESCALATOR_SCHEMA_REGISTRY_SUBJECT_STRATEGY": "RecordNameStrategy",
+            "ESCALATOR_SCHEMA_REGISTRY_AUTO_REGISTER": "off",
+        }
+    )
+    registry = settings.schema_registry
+    assert registry.subject_strategy == "RecordNameStrategy" and not registry.auto_register
+    assert registry.client_conf("https://registry:8081") == {
+        "url": "https://registry:8081",
+        "timeout": 10,
+        "basic.auth.user.info": "escalator:r3g1stry",
+        "ssl.ca.location": str(ca),
+    }
+    assert "r3g1stry" not in repr(settings)
+    assert load_settings({}).schema_registry.subject_strategy == "TopicNameStrategy"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"ESCALATOR_SCHEMA_REGISTRY_SUBJECT_STRATEGY": "topic"}, "SUBJECT_STRATEGY"),
+        ({"ESCALATOR_SCHEMA_REGISTRY_URL": "registry:8081"}, "URL"),
+        ({"ESCALATOR_SCHEMA_REGISTRY_AUTO_REGISTER": "yes"}, "AUTO_REGISTER"),
+        ({"ESCALATOR_SCHEMA_REGISTRY_PASSWORD": "pw"}, "PASSWORD"),
+        ({"ESCALATOR_SCHEMA_REGISTRY_SSL_CA_FILE": "/absent/ca.pem"}, "SSL_CA_FILE"),
+    ],
+)
+def test_schema_registry_mistakes_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    assert str(info.value).startswith(f"ESCALATOR_SCHEMA_REGISTRY_{variable}")

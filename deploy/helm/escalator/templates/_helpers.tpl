@@ -113,6 +113,17 @@ Checks of combinations the schema cannot express; a mistake stops rendering with
 {{- fail (printf "sinks.webhook.targets[%d] (%s): backoff_cap_s must not be below backoff_base_s" $i $t.name) }}
 {{- end }}
 {{- end }}
+{{- with $v.schemaRegistry }}
+{{- if and .passwordSecret.name (not .username) }}
+{{- fail "schemaRegistry.passwordSecret needs schemaRegistry.username (HTTP basic auth)" }}
+{{- end }}
+{{- if ne (empty .tls.certSecret.name) (empty .tls.keySecret.name) }}
+{{- fail "schemaRegistry.tls.certSecret and schemaRegistry.tls.keySecret go together (client certificate and its key)" }}
+{{- end }}
+{{- if and (or .username .passwordSecret.name .tls.caSecret.name .tls.certSecret.name) (not .url) }}
+{{- fail "schemaRegistry credentials are set but schemaRegistry.url is empty" }}
+{{- end }}
+{{- end }}
 {{- if and $v.board.enabled (not $v.sinks.redis.enabled) }}
 {{- fail "board.enabled needs sinks.redis.enabled: the board shows what the Redis sink writes" }}
 {{- end }}
@@ -145,6 +156,20 @@ dir/file (read-only) and sets env to that path.
 {{- end }}{{ end }}
 {{- with $v.kafka.tls.keySecret }}{{ if .name }}
 {{- $out = append $out (dict "volume" "kafka-tls-key" "secret" .name "key" .key "file" "tls.key" "env" "ESCALATOR_KAFKA_SSL_KEY_FILE") }}
+{{- end }}{{ end }}
+{{- end }}
+{{- if and $kafka $v.schemaRegistry.url }}
+{{- with $v.schemaRegistry.passwordSecret }}{{ if .name }}
+{{- $out = append $out (dict "volume" "registry-password" "secret" .name "key" .key "file" "password" "env" "ESCALATOR_SCHEMA_REGISTRY_PASSWORD_FILE") }}
+{{- end }}{{ end }}
+{{- with $v.schemaRegistry.tls.caSecret }}{{ if .name }}
+{{- $out = append $out (dict "volume" "registry-tls-ca" "secret" .name "key" .key "file" "ca.crt" "env" "ESCALATOR_SCHEMA_REGISTRY_SSL_CA_FILE") }}
+{{- end }}{{ end }}
+{{- with $v.schemaRegistry.tls.certSecret }}{{ if .name }}
+{{- $out = append $out (dict "volume" "registry-tls-cert" "secret" .name "key" .key "file" "tls.crt" "env" "ESCALATOR_SCHEMA_REGISTRY_SSL_CERT_FILE") }}
+{{- end }}{{ end }}
+{{- with $v.schemaRegistry.tls.keySecret }}{{ if .name }}
+{{- $out = append $out (dict "volume" "registry-tls-key" "secret" .name "key" .key "file" "tls.key" "env" "ESCALATOR_SCHEMA_REGISTRY_SSL_KEY_FILE") }}
 {{- end }}{{ end }}
 {{- end }}
 {{- if has $c (list "ingest" "sink-redis" "board") }}
