@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Final, TextIO
+from typing import IO, Any, Final, TextIO
 
 from connectors.history import LineError, count_lines, is_gzip, read_history
 from streams.progress import Progress
@@ -266,16 +266,18 @@ class _OutOfOrder(Exception):
 
 
 Item = TicketEvent | LineError
-Source = Iterable[Item] | Iterable[tuple[int, Item]] | Callable[[], Iterable[Item]]
+Source = Iterable[Any] | Callable[[], Iterable[Any]]
 
 
-def _numbered(items: Iterable[Item] | Iterable[tuple[int, Item]]) -> Iterator[tuple[int, Item]]:
+def _numbered(items: Iterable[Any]) -> Iterator[tuple[int, Item]]:
     """(line, item) pairs: as given by read_history(numbered=True), or counted from 1."""
     for index, item in enumerate(items, 1):
         if type(item) is tuple:
             yield item
+        elif isinstance(item, LineError):
+            yield item.line, item
         else:
-            yield (item.line if isinstance(item, LineError) else index), item  # type: ignore[union-attr,misc]
+            yield index, item
 
 
 def _in_time_order(items: Iterator[tuple[int, Item]]) -> Iterator[tuple[int, Item]]:
@@ -289,12 +291,16 @@ def _in_time_order(items: Iterator[tuple[int, Item]]) -> Iterator[tuple[int, Ite
         yield line, item
 
 
+def _by_time(pair: tuple[int, Item]) -> int:
+    item = pair[1]
+    return item.occurred_at if isinstance(item, TicketEvent) else -1
+
+
 def _time_sorted(items: Iterable[tuple[int, Item]]) -> list[tuple[int, Item]]:
     """Bad lines first (they are only reported), then events by time; ties keep file order."""
-    bad = [(line, item) for line, item in items if isinstance(item, LineError)]
-    events = [(line, item) for line, item in items if isinstance(item, TicketEvent)]
-    events.sort(key=lambda pair: pair[1].occurred_at)  # type: ignore[union-attr]
-    return bad + events
+    pairs = list(items)
+    pairs.sort(key=_by_time)  # stable: bad lines (-1) first, in file order
+    return pairs
 
 
 @contextmanager

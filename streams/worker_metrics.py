@@ -256,11 +256,6 @@ class WorkerCollector(Collector):
             "Escalations and reminders due before the backfill horizon: recorded as missed,"
             " never sent, by reason", ["reason"], counters.silenced.items(),
         )  # fmt: skip
-        yield CounterMetricFamily(
-            "escalator_clock_jumps_total",
-            "Jumps of the system clock the wall-clock tick caught up gradually",
-            value=processor.clock.jumps,
-        )
         yield _family(
             CounterMetricFamily, "escalator_dlq_events_total",
             "Input messages sent to the dead-letter topic, by reason (DeadLetter.error_kind)",
@@ -293,6 +288,11 @@ class WorkerCollector(Collector):
             "escalator_event_lag_seconds", "Processing wall time minus the event's occurred_at"
         )
         if stats.live:
+            yield CounterMetricFamily(
+                "escalator_clock_jumps_total",
+                "Jumps of the system clock the wall-clock tick caught up gradually",
+                value=processor.clock.jumps,
+            )
             yield stats.detection.family(
                 "escalator_detection_latency_seconds",
                 "emitted_at - due_at of escalations fired by time (wall-clock workers only)",
