@@ -48,7 +48,10 @@ def backtest(path: Path) -> tuple[int, float, int, int]:
     policy = load_policy()
     progress = Progress("backtest", stream=sys.stderr)
     start = time.perf_counter()
-    (report,) = backtest_events([policy], read_history(path), progress=progress)
+    # as `escalator backtest` reads it: streamed while in time order
+    (report,) = backtest_events(
+        [policy], lambda: read_history(path, numbered=True), progress=progress
+    )
     seconds = time.perf_counter() - start
     progress.close()
     return report.events, seconds, sum(report.by_reason.values()), report.tickets
