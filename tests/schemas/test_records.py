@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from fastavro import parse_schema, schemaless_writer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.codec import AvroCodec, ErrorKind, load_ids, load_schema
 from schemas.records import (
@@ -236,3 +238,20 @@ def _enum_symbols(name: str, field: str) -> list[str]:
 )
 def test_schema_enums_match_python_enums(schema: str, field: str, enum: Any) -> None:
     assert _enum_symbols(schema, field) == [m.value for m in enum]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=200) | st.binary(max_size=200).map(lambda b: _encode_raw()[:5] + b),
+    st.integers(-(2**63), 2**63 - 1),
+)
+def test_arbitrary_bytes_and_extreme_timestamps_never_raise_out_of_decode(
+    raw: bytes, occurred_at: int
+) -> None:
+    for value in (raw, _encode_raw(occurred_at=occurred_at)):
+        try:
+            event = decode_ticket_event(value, NOW, CODEC, max_bytes=1_024)
+        except Rejected as exc:
+            assert exc.kind in ErrorKind and exc.reason
+        else:
+            assert 946_684_800_000 <= event.occurred_at <= NOW + DAY_MS
