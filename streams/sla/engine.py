@@ -339,7 +339,11 @@ class Engine:
             climb = self._climbs.get(state.level)
             if climb is not None:
                 allowed, tl = climb
-                at = since + allowed if tl is None else tl.add(since, allowed)
+                left = allowed - state.climb_used
+                if left <= 0:
+                    at = since
+                else:
+                    at = since + left if tl is None else tl.add(since, left)
                 if best < 0 or at < best:
                     best = at
                     rank = _CLIMB
@@ -349,7 +353,11 @@ class Engine:
             if chain is not None and state.f_step + 1 < len(chain):
                 _, wait, tl = chain[state.f_step]
                 if wait is not None:
-                    at = since + wait if tl is None else tl.add(since, wait)
+                    left = wait - state.f_used
+                    if left <= 0:
+                        at = since
+                    else:
+                        at = since + left if tl is None else tl.add(since, left)
                     if best < 0 or at < best:
                         best = at
                         rank = _FUNCTIONAL_CLIMB
@@ -519,6 +527,7 @@ class Engine:
         )  # fmt: skip
         state.f_step = step
         state.f_since = None if fired is None else now
+        state.f_used = 0
 
     # ------------------------------------------------------------------ escalations
 
@@ -559,12 +568,14 @@ class Engine:
         if raise_level and level > state.level:
             state.level = level
             state.awaiting_since = now  # the next level's timer starts when this one fired
+            state.climb_used = 0
         if kind is Kind.FUNCTIONAL and rule[:11] != "functional:":
             chain = self._chains.get(state.category or "")
             if chain is not None and target == chain[0][0] and state.f_since is None:
                 state.f_chain = state.category
                 state.f_step = 0
                 state.f_since = now
+                state.f_used = 0
         return escalation
 
     def _run_trigger(
@@ -906,14 +917,27 @@ class Engine:
         paused = status in pause
         if paused and not was_paused:
             self._pause_all(state, at)
+            self._pause_climbs(state, at)
         elif was_paused and not paused:
             self._resume_all(state, at)
-            # climb timers stood still during the pause: they resume where they stopped
-            if at > paused_since:
-                if state.awaiting_since is not None:
-                    state.awaiting_since += at - paused_since
-                if state.f_since is not None:
-                    state.f_since += at - paused_since
+            # climb timers stood still during the pause: they go on with what was left
+            if state.awaiting_since is not None:
+                state.awaiting_since = at
+            if state.f_since is not None:
+                state.f_since = at
+
+    def _pause_climbs(self, state: TicketState, at: int) -> None:
+        """Bank the business time the running climb timers used up to the pause."""
+        since = state.awaiting_since
+        climb = self._climbs.get(state.level)
+        if since is not None and climb is not None and at > since:
+            state.climb_used += _between(climb[1], since, at)
+        since = state.f_since
+        chain = self._chains.get(state.f_chain or "")
+        if since is not None and chain is not None and at > since:
+            step = chain[min(state.f_step, len(chain) - 1)]
+            if step[1] is not None:
+                state.f_used += _between(step[2], since, at)
 
     def _reopen(self, state: TicketState, at: int) -> None:
         state.reopens += 1

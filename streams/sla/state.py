@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from collections.abc import Iterable
 from typing import Any, Final
 
 from streams.sla.events import Priority, Status
@@ -126,6 +127,8 @@ class TicketState:
     f_chain: str | None = None  # the category whose functional chain the ticket climbs
     f_step: int = 0  # that chain's step reached
     f_since: int | None = None  # when that step was paged (its climb timer), None: not climbing
+    climb_used: int = 0  # business time of the level's `allowed` spent before a pause
+    f_used: int = 0  # the same for the functional chain's step
 
     def __init__(
         self, ticket_id: str, first_seen_at: int, clock_at: int, status: Status = Status.NEW,
@@ -137,9 +140,9 @@ class TicketState:
         cycle: int = 0, created_at: int | None = None, policy: str = "",
         clocks: dict[str, Clock] | None = None, level: int = 1,
         awaiting_since: int | None = None, escalated_at: int | None = None,
-        fired: set[str] | None = None, seen: dict[str, None] | None = None,
+        fired: set[str] | None = None, seen: Iterable[str] | None = None,
         next_due: int | None = None, closed: bool = False, f_chain: str | None = None,
-        f_step: int = 0, f_since: int | None = None,
+        f_step: int = 0, f_since: int | None = None, climb_used: int = 0, f_used: int = 0,
     ) -> None:  # fmt: skip
         self.ticket_id = ticket_id
         self.first_seen_at = first_seen_at
@@ -167,12 +170,19 @@ class TicketState:
         self.awaiting_since = awaiting_since
         self.escalated_at = escalated_at
         self.fired = set() if fired is None else fired
-        self.seen = {} if seen is None else seen if type(seen) is dict else dict.fromkeys(seen)
+        if seen is None:
+            self.seen = {}
+        elif isinstance(seen, dict):
+            self.seen = seen
+        else:
+            self.seen = dict.fromkeys(seen)
         self.next_due = next_due
         self.closed = closed
         self.f_chain = f_chain
         self.f_step = f_step
         self.f_since = f_since
+        self.climb_used = climb_used
+        self.f_used = f_used
 
     def remember(self, event_id: str) -> None:
         """Add an event id to the window of recent ones, forgetting the oldest beyond it."""
@@ -215,6 +225,8 @@ class TicketState:
             "f_chain": self.f_chain,
             "f_step": self.f_step,
             "f_since": self.f_since,
+            "climb_used": self.climb_used,
+            "f_used": self.f_used,
         }
 
     def to_row(self) -> list[Any]:
@@ -229,6 +241,7 @@ class TicketState:
             [clock.to_row() for clock in self.clocks.values()], self.level,
             self.awaiting_since, self.escalated_at, sorted(self.fired), list(self.seen),
             self.next_due, self.closed, self.f_chain, self.f_step, self.f_since,
+            self.climb_used, self.f_used,
         ]  # fmt: skip
 
     @classmethod
@@ -260,4 +273,4 @@ class TicketState:
 
 
 _ROW_FIELDS: Final = len(fields(TicketState))
-_ROW_FIELDS_V1: Final = _ROW_FIELDS - 3  # before f_chain, f_step, f_since
+_ROW_FIELDS_V1: Final = _ROW_FIELDS - 5  # before f_chain, f_step, f_since, climb_used, f_used
