@@ -52,7 +52,7 @@ from schemas.codec import AvroCodec, RegistryError, codec_for
 from schemas.records import DAY_MS, ticket_event_to_avro
 from streams.metrics import generate_latest, mark_component
 from streams.replay import producer_config
-from streams.settings import Settings
+from streams.settings import Settings, redact_url
 from streams.sla.events import EventError, TicketEvent, event_from_dict, json_type
 from streams.topics import Topics
 
@@ -128,7 +128,7 @@ class KafkaSink:
         self, settings: Settings, topic: str, timeout_ms: int, probe_timeout_s: float = 1.0
     ) -> None:
         self.topic = topic
-        self.bootstrap = settings.kafka.bootstrap
+        self.bootstrap = redact_url(settings.kafka.bootstrap)
         self.timeout_s = timeout_ms / 1000
         self.probe_timeout_s = probe_timeout_s
         self._config = {
@@ -573,9 +573,9 @@ def run_ingest(settings: Settings, topics: Topics, host: str, port: int, token: 
 
     def announce(text: str) -> None:
         auth = "bearer token" if token else "NONE (--insecure-no-auth)"
+        kafka = redact_url(settings.kafka.bootstrap)
         sys.stderr.write(
-            f"escalator ingest: {text} -> {topics.ticket_events} at {settings.kafka.bootstrap}, "
-            f"auth {auth}\n"
+            f"escalator ingest: {text} -> {topics.ticket_events} at {kafka}, auth {auth}\n"
         )
         sys.stderr.flush()
 

@@ -22,6 +22,19 @@ class ConfigError(ValueError):
     """A configuration mistake, reported as one line naming the variable."""
 
 
+def redact_url(url: str) -> str:
+    """`url` with the password of its user-info replaced by `***`, for log lines and errors:
+    redis://:pw@h:6379/0 -> redis://:***@h:6379/0. Also takes host:port lists (Kafka)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    userinfo, at, host = rest.rpartition("@")  # a password may hold '@' or '/'
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{sep}{user}{':***' if colon else ''}@{host}"
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     bootstrap: str = "127.0.0.1:19092"
@@ -207,7 +220,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ssl_ca_file=_file(env, "ESCALATOR_REDIS_SSL_CA_FILE"),
     )
     if not redis.url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"ESCALATOR_REDIS_URL={redis.url!r}: must start with redis://, rediss://")
+        raise ConfigError(
+            f"ESCALATOR_REDIS_URL={redact_url(redis.url)!r}: must start with redis://, rediss://"
+        )
     pattern = env.get("ESCALATOR_ENRICH_KEY_PATTERN") or ConnectorSettings.enrich_key_pattern
     if "{customer_id}" not in pattern:
         raise ConfigError(f"ESCALATOR_ENRICH_KEY_PATTERN={pattern!r}: must contain {{customer_id}}")

@@ -56,6 +56,11 @@ class Topics:
         """What the webhook sink could not deliver (connectors.webhook_sink)."""
         return self.name("webhook-dlq")
 
+    @property
+    def redis_sink_dlq(self) -> str:
+        """What the Redis sink could not decode or apply (connectors.redis_sink)."""
+        return self.name("redis-sink-dlq")
+
     def pipeline(self) -> list[str]:
         """Topics that must share the partition count of ticket-events."""
         return [
@@ -68,7 +73,7 @@ class Topics:
         ]
 
     def all(self) -> list[str]:
-        return [*self.pipeline(), self.ops_alerts, self.webhook_dlq]
+        return [*self.pipeline(), self.ops_alerts, self.webhook_dlq, self.redis_sink_dlq]
 
 
 def ensure_topics(

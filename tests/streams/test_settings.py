@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import ConfigError, KafkaSettings, Settings, load_settings
+from streams.settings import ConfigError, KafkaSettings, Settings, load_settings, redact_url
 
 
 def test_defaults() -> None:
@@ -232,3 +232,25 @@ def test_session_timeout_is_short_by_default_and_bounded() -> None:
     assert load_settings({"ESCALATOR_SESSION_TIMEOUT_MS": "45000"}).session_timeout_ms == 45_000
     with pytest.raises(ConfigError, match="ESCALATOR_SESSION_TIMEOUT_MS=1000: must be between"):
         load_settings({"ESCALATOR_SESSION_TIMEOUT_MS": "1000"})
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
+        ("rediss://user:p@s/s@h/1", "rediss://user:***@h/1"),
+        ("redis://user@h/0", "redis://user@h/0"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+        ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+        ("user:pw@k1:9092,k2:9092", "user:***@k1:9092,k2:9092"),
+    ],
+)
+def test_urls_in_log_lines_carry_no_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_a_wrong_redis_url_is_named_without_its_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"ESCALATOR_REDIS_URL": "http://board:t0p-s3cret@h/0"})
+    assert "t0p-s3cret" not in str(caught.value)
+    assert "http://board:***@h/0" in str(caught.value)
