@@ -405,9 +405,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     settings = _settings()
     token = settings.connectors.ingest_token
-    if token is None and not args.insecure_no_auth:
+    sources = None
+    if settings.connectors.ingest_tokens_file:
+        from connectors.ingest_access import load_tokens
+
+        sources = load_tokens(settings.connectors.ingest_tokens_file)
+    if token is None and sources is None and not args.insecure_no_auth:
         raise UserError(
-            "no bearer token: set ESCALATOR_INGEST_TOKEN or ESCALATOR_INGEST_TOKEN_FILE, "
+            "no bearer token: set ESCALATOR_INGEST_TOKENS_FILE (a token per source), "
+            "ESCALATOR_INGEST_TOKEN or ESCALATOR_INGEST_TOKEN_FILE, "
             "or pass --insecure-no-auth to accept unauthenticated requests"
         )
     _redis_accepts(settings)
@@ -416,7 +422,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
     host = args.host or settings.connectors.ingest_host
     port = args.port or settings.connectors.ingest_port
-    return run_ingest(settings, topics, host, port, token)
+    return run_ingest(settings, topics, host, port, token, sources)
 
 
 def cmd_board(args: argparse.Namespace) -> int:

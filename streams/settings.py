@@ -104,6 +104,12 @@ class ConnectorSettings:
     ingest_host: str = "0.0.0.0"
     ingest_port: int = 8080
     ingest_token: str | None = field(default=None, repr=False)
+    ingest_tokens_file: str | None = None  # per-source tokens (connectors.ingest_access)
+    ingest_rate_limit: int = 50  # requests a second per client; 0: no limit
+    ingest_rate_burst: int = 200
+    ingest_batch_max_items: int = 10_000
+    zendesk_webhook_secret: str | None = field(default=None, repr=False)
+    zendesk_signature_window_s: int = 300
     ingest_max_bytes: int = 1_000_000
     ingest_batch_max_bytes: int = 16_000_000
     ingest_delivery_timeout_ms: int = 5000
@@ -230,6 +236,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ingest_host=env.get("ESCALATOR_INGEST_HOST") or ConnectorSettings.ingest_host,
         ingest_port=_int(env, "ESCALATOR_INGEST_PORT", ConnectorSettings.ingest_port, 1, 65535),
         ingest_token=_secret(env, "ESCALATOR_INGEST_TOKEN"),
+        ingest_tokens_file=_file(env, "ESCALATOR_INGEST_TOKENS_FILE"),
+        ingest_rate_limit=_int(env, "ESCALATOR_INGEST_RATE_LIMIT", 50, 0, 1_000_000),
+        ingest_rate_burst=_int(env, "ESCALATOR_INGEST_RATE_BURST", 200, 1, 10_000_000),
+        ingest_batch_max_items=_int(env, "ESCALATOR_INGEST_BATCH_MAX_ITEMS", 10_000, 1, 1_000_000),
+        zendesk_webhook_secret=_secret(env, "ESCALATOR_ZENDESK_WEBHOOK_SECRET"),
+        zendesk_signature_window_s=_int(
+            env, "ESCALATOR_ZENDESK_SIGNATURE_WINDOW_S", 300, 1, 86_400
+        ),
         ingest_max_bytes=_int(
             env, "ESCALATOR_INGEST_MAX_BYTES", ConnectorSettings.ingest_max_bytes, 1024, 64_000_000
         ),
