@@ -141,6 +141,8 @@ class Settings:
     policy_file: str | None = None
     web_host: str = "0.0.0.0"
     web_port: int = 6066
+    liveness_stall_s: int = 60  # /healthz fails when the worker's loop is still this long
+    liveness_restore_s: int = 3600  # ... or this long while it restores state
     schema_registry_url: str | None = None
     tick_ms: int = 100
     commit_interval_ms: int = 200
@@ -299,6 +301,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         policy_file=policy,
         web_host=env.get("ESCALATOR_WEB_HOST") or Settings.web_host,
         web_port=_int(env, "ESCALATOR_WEB_PORT", Settings.web_port, 1, 65535),
+        liveness_stall_s=_int(env, "ESCALATOR_LIVENESS_STALL_S", 60, 5, 86_400),
+        liveness_restore_s=_int(env, "ESCALATOR_LIVENESS_RESTORE_S", 3600, 5, 7 * 86_400),
         schema_registry_url=env.get("ESCALATOR_SCHEMA_REGISTRY_URL") or None,
         tick_ms=_int(env, "ESCALATOR_TICK_MS", Settings.tick_ms, 50, 5000),
         commit_interval_ms=_int(
