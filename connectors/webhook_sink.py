@@ -464,10 +464,16 @@ class WebhookSink:
             await self._park(msg, escalation_id, None, Outcome(False, 0, None, error))
             return
         event = EVENTS[base]
-        outcomes = await asyncio.gather(
-            *(self.deliverer.deliver(t, event, escalation_id, body) for t in targets)
+        results = await asyncio.gather(
+            *(self.deliverer.deliver(t, event, escalation_id, body) for t in targets),
+            return_exceptions=True,
         )
-        for target, outcome in zip(targets, outcomes, strict=True):
+        for target, outcome in zip(targets, results, strict=True):
+            if isinstance(outcome, asyncio.CancelledError):
+                raise outcome
+            if isinstance(outcome, BaseException):  # a failure of ours: park, go on
+                error = f"cannot deliver: {type(outcome).__name__}: {outcome}"
+                outcome = Outcome(False, 0, None, error)
             if outcome.delivered:
                 self.delivered += 1
             else:

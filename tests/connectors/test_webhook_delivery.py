@@ -425,3 +425,36 @@ def test_only_unfinished_messages_fill_the_window() -> None:
     assert (tracker.unfinished(), tracker.in_flight()) == (1, 5)
     tracker.forget([tp])
     assert (tracker.unfinished(), tracker.in_flight()) == (0, 0)
+
+
+async def test_a_delivery_that_raises_parks_the_record_for_that_target_only() -> None:
+    import asyncio
+
+    from connectors.webhook_sink import WebhookSink
+    from schemas.codec import codec_for
+    from streams.settings import load_settings
+    from streams.topics import Topics
+    from tests.integration.test_webhook_sink import escalation
+
+    settings = load_settings({"ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    ok, bad = target("http://127.0.0.1:1/ok", "ok"), target("http://127.0.0.1:1/bad", "bad")
+    sink = WebhookSink(settings, [ok, bad], Topics(), "g", KEY)
+    parked: list[tuple[str | None, Outcome]] = []
+
+    class Raising:
+        async def deliver(self, t: Target, *_: Any) -> Outcome:
+            if t.name == "bad":
+                raise KeyError("a bug of ours")
+            return Outcome(True, 1, 200)
+
+    async def park(msg: Any, escalation_id: Any, name: str | None, outcome: Outcome) -> None:
+        parked.append((name, outcome))
+
+    sink.deliverer = Raising()  # type: ignore[assignment]
+    sink._park = park  # type: ignore[method-assign]
+    value = codec_for("Escalation").encode(escalation("T1", "billing"))
+    msg = type("Msg", (), {"value": lambda self: value})()
+    await asyncio.wait_for(sink._handle(msg, "escalations"), 5)  # type: ignore[arg-type]
+    assert sink.delivered == 1
+    assert parked == [("bad", Outcome(False, 0, None, "cannot deliver: KeyError: 'a bug of ours'"))]
+    sink.consumer.close()
