@@ -98,6 +98,14 @@ BATCH_SECONDS = Histogram(
 
 
 Item = Fired | BumpRecord | tuple[str, Lifecycle]
+NOT_WRITABLE = (
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.NoPermissionError,
+    redis.exceptions.ExecAbortError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+)
 
 
 @dataclass
@@ -295,15 +303,16 @@ class RedisSink:
 
     def _apply(self, batch: Batch) -> bool:
         """Apply a batch, retrying with backoff while Redis fails; False if stopped first.
-        Redis refusing a command (ResponseError) is the record's fault, not an outage."""
+        Redis refusing a command (ResponseError) is the record's fault, unless it refuses
+        every write (read-only replica, out of memory, cluster down): that is an outage."""
         delay = 0.1
         while self.running:
             started = time.monotonic()
             try:
                 applied = self.writer.apply(batch)
-            except redis.ResponseError:
-                raise
             except redis.RedisError as exc:
+                if isinstance(exc, redis.ResponseError) and not isinstance(exc, NOT_WRITABLE):
+                    raise
                 WRITE_ERRORS.inc()
                 self.redis_down.failed()
                 log.warning("redis: %s; retrying in %.1fs (nothing committed)", exc, delay)
