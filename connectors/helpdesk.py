@@ -237,12 +237,26 @@ def choice(value: object, field: str, table: Mapping[str | int, Any]) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise EventError(field, f"expected string or number, got {json_type(value)}")
     key: str | int = value.strip().lower() if isinstance(value, str) else value
-    if isinstance(key, str) and key.lstrip("-").isdigit():
-        key = int(key)
+    if isinstance(key, str) and _is_number(key.removeprefix("-")):
+        key = _number(key, field)
     if key not in table:
         names = ", ".join(str(k) for k in table if isinstance(k, str)) or ", ".join(map(str, table))
         raise EventError(field, f"{value!r} is not one of {names}")
     return table[key]
+
+
+MAX_DIGITS: Final = 18  # codes and enum numbers are small; int() of 5000 digits raises
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _number(text: str, field: str) -> int:
+    """A numeric code given as a string; a number no field can hold is the sender's error."""
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise EventError(field, f"{text[:24]}... is not a number this field can hold")
+    return int(text)
 
 
 def tag_list(value: object, field: str, sep: str | None) -> tuple[str, ...] | None:
@@ -267,8 +281,8 @@ def tag_list(value: object, field: str, sep: str | None) -> tuple[str, ...] | No
 
 def channel(value: object, field: str, numbers: Mapping[int, str] | None = None) -> str | None:
     """A channel through :data:`CHANNELS` (``numbers`` for numeric source codes)."""
-    if numbers is not None and isinstance(value, int | str) and str(value).strip().isdigit():
-        code = int(str(value).strip())
+    if numbers is not None and isinstance(value, int | str) and _is_number(str(value).strip()):
+        code = _number(str(value).strip(), field)
         if code not in numbers:
             raise EventError(field, f"{value!r} is not a known source code")
         return numbers[code]

@@ -1,6 +1,7 @@
 """`escalator ingest`: the HTTP webhook receiver in front of `ticket-events`.
 
-Endpoints (JSON in, JSON out; POSTs need ``Authorization: Bearer <ESCALATOR_INGEST_TOKEN>``):
+Endpoints (JSON in, JSON out; POSTs need ``Authorization: Bearer <token>``, a token of a source
+allowed on the endpoint: :mod:`connectors.ingest_access`):
 
 - ``POST /v1/events``: one native TicketEvent (the JSON Lines form of a history file).
 - ``POST /v1/events/batch``: a JSON array of them, or JSON Lines, for backfill. Validation is
@@ -12,10 +13,18 @@ Endpoints (JSON in, JSON out; POSTs need ``Authorization: Bearer <ESCALATOR_INGE
   ``GET /metrics``.
 
 Answers: 202 ``{"accepted": n, "event_ids": [...]}`` only after the broker acknowledged every
-event (idempotent producer, acks=all); 400 ``{"error", "field", "index"|"line"}``; 401 on a
-missing or wrong token (constant-time comparison); 413 over ``ESCALATOR_INGEST_MAX_BYTES``
-(``ESCALATOR_INGEST_BATCH_MAX_BYTES`` for batches), checked on Content-Length and while reading;
-503 with Retry-After while Kafka does not acknowledge, so the sender retries and nothing is lost.
+event (idempotent producer, acks=all); 400 ``{"error", "field", "index"|"line"}`` (also for
+numbers no field can hold and JSON nested deeper than :data:`MAX_DEPTH`); 401 on a missing or
+wrong token (constant-time comparison) or Zendesk signature; 403 when the token's source may not
+post there; 413 over ``ESCALATOR_INGEST_MAX_BYTES`` (``ESCALATOR_INGEST_BATCH_MAX_BYTES`` for
+batches), checked on Content-Length and while reading, or a batch over
+``ESCALATOR_INGEST_BATCH_MAX_ITEMS`` events; 429 with Retry-After over a client's rate (per
+source, or per address without authentication); 503 with Retry-After while Kafka does not
+acknowledge, so the sender retries and nothing is lost.
+
+A batch is parsed in a worker thread, item by item up to the item cap, and collects at most
+:data:`MAX_LISTED_ERRORS` errors: a large or hostile batch neither blocks the event loop nor
+builds more than the cap's worth of objects.
 A retried request can put an event on the topic twice (when the first answer was lost after the
 ack); both copies have the same event id and the worker applies it once.
 
@@ -29,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hmac
+import json
 import logging
 import signal
 import sys
@@ -47,12 +56,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram
 from connectors.enrichment import Breaker, Enricher, RedisUnavailable
 from connectors.freshdesk import parse_freshdesk
 from connectors.helpdesk import HelpdeskUpdate, Ignored, to_event
+from connectors.ingest_access import (
+    ENDPOINTS,
+    Access,
+    Denied,
+    RateLimiter,
+    Source,
+    check_zendesk,
+)
 from connectors.zendesk import parse_zendesk
 from schemas.codec import AvroCodec, RegistryError, codec_for
 from schemas.records import ticket_event_to_avro
 from streams.metrics import generate_latest, mark_component
 from streams.replay import producer_config
-from streams.settings import Settings
+from streams.settings import Settings, redact_url
 from streams.sla.events import EventError, TicketEvent, event_from_dict, json_type
 from streams.topics import Topics
 
@@ -82,6 +99,7 @@ TAG_MEMORY_UNAVAILABLE: Final = Counter(
 )
 RETRY_AFTER_S: Final = 2
 MAX_LISTED_ERRORS: Final = 100
+MAX_DEPTH: Final = 32  # objects and arrays inside one another; events need 3
 _DOWN_CODES: Final = frozenset(
     (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._MSG_TIMED_OUT)
 )
@@ -128,7 +146,7 @@ class KafkaSink:
         self, settings: Settings, topic: str, timeout_ms: int, probe_timeout_s: float = 1.0
     ) -> None:
         self.topic = topic
-        self.bootstrap = settings.kafka.bootstrap
+        self.bootstrap = redact_url(settings.kafka.bootstrap)
         self.timeout_s = timeout_ms / 1000
         self.probe_timeout_s = probe_timeout_s
         self._config = {
@@ -318,7 +336,7 @@ class Ingest:
 
     sink: Sink
     codec: AvroCodec
-    token: str | None
+    token: str | None  # ESCALATOR_INGEST_TOKEN: the source "default", allowed everywhere
     enricher: Enricher | None = None
     tags: TagMemory | None = None
     max_bytes: int = 1_000_000
@@ -326,6 +344,20 @@ class Ingest:
     max_event_bytes: int = 1_000_000
     max_skew_ms: int = Settings.max_clock_skew_ms  # the worker's bound on events ahead of it
     clock: Callable[[], float] = time.time
+    sources: Mapping[str, Source] | None = None  # ESCALATOR_INGEST_TOKENS_FILE
+    zendesk_secret: bytes | None = None  # set: Zendesk posts are checked by their signature
+    zendesk_window_s: float = 300.0
+    rate_limit: float = 0.0  # requests a second per client; 0: no limit
+    rate_burst: int = 200
+    batch_max_items: int = 10_000
+
+    def __post_init__(self) -> None:
+        self.access = Access.build(self.token, self.sources)
+        self.limiter = (
+            RateLimiter(self.rate_limit, self.rate_burst, time.monotonic)
+            if self.rate_limit > 0
+            else None
+        )
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
@@ -346,12 +378,14 @@ class Ingest:
         route = request.match_info.route.name or "unmatched"
         try:
             if request.method == "POST":
-                self._authorize(request)
+                self._admit(request, route)
             response = await handler(request)
         except RequestError as exc:
             response = web.json_response(exc.body, status=exc.status)
             if exc.status == 401:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="escalator"'
+            if "retry_after" in exc.body:
+                response.headers["Retry-After"] = str(exc.body["retry_after"])
         except Unavailable as exc:
             log.warning("503: %s", exc)
             response = web.json_response(
@@ -368,15 +402,23 @@ class Ingest:
         DURATION.labels(route).observe(time.perf_counter() - started)
         return response
 
-    def _authorize(self, request: web.Request) -> None:
-        if self.token is None:
-            return
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            raise RequestError(401, "missing bearer token (Authorization: Bearer <token>)")
-        if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
-            raise RequestError(401, "wrong bearer token")
+    def _admit(self, request: web.Request, route: str) -> None:
+        """Authenticate (bearer token, or Zendesk's signature once the body is read) and
+        rate-limit a POST, per source or, without authentication, per address."""
+        if route == "zendesk" and self.zendesk_secret is not None:
+            client: str | None = "zendesk"
+        else:
+            endpoint = next((e for e in ENDPOINTS if e == route), None)
+            try:
+                client = self.access.authorize(request.headers.get("Authorization", ""), endpoint)
+            except Denied as exc:
+                raise RequestError(exc.status, exc.reason) from None
+        if self.limiter is not None:
+            wait = self.limiter.wait(client or f"address {request.remote}")
+            if wait:
+                raise RequestError(
+                    429, f"over {self.rate_limit:g} requests a second; retry", retry_after=wait
+                )
 
     async def _body(self, request: web.Request, limit: int) -> bytes:
         length = request.content_length
@@ -391,12 +433,22 @@ class Ingest:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _json(self, request: web.Request) -> Any:
+    async def _json(self, request: web.Request, zendesk: bool = False) -> Any:
         body = await self._body(request, self.max_bytes)
+        if zendesk and self.zendesk_secret is not None:
+            try:
+                check_zendesk(self.zendesk_secret, request.headers, body, self.clock(),
+                              self.zendesk_window_s)  # fmt: skip
+            except Denied as exc:
+                raise RequestError(exc.status, exc.reason) from None
         try:
-            return orjson.loads(body)
+            data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise RequestError(400, f"invalid JSON: {exc}") from None
+        problem = too_deep(data)
+        if problem:
+            raise RequestError(400, problem)
+        return data
 
     # -- endpoints
 
@@ -410,38 +462,54 @@ class Ingest:
 
     async def batch(self, request: web.Request) -> web.Response:
         body = await self._body(request, self.batch_max_bytes)
-        events: list[TicketEvent] = []
-        errors: list[dict[str, Any]] = []
-        for where, item in _batch_items(body):
-            try:
-                if isinstance(item, ValueError):
-                    raise EventError("event", f"invalid JSON: {item}")
-                events.append(self._event(item))
-            except EventError as exc:
-                errors.append({**where, "field": exc.field, "error": exc.reason})
+        loop = asyncio.get_running_loop()
+        events, errors, stopped = await loop.run_in_executor(None, self.parse_batch, body)
         if errors:
             first = errors[0]
+            count = f"{len(errors)} or more" if stopped else str(len(errors))
             raise RequestError(
                 400,
-                f"{len(errors)} invalid event(s), none accepted; first: {first['error']}",
+                f"{count} invalid event(s), none accepted; first: {first['error']}",
                 first["field"],
                 **{k: v for k, v in first.items() if k in ("index", "line")},
-                errors=errors[:MAX_LISTED_ERRORS],
+                errors=errors,
             )
         if not events:
             raise RequestError(400, "no events in the batch")
         return await self._deliver(events, "native")
 
+    def parse_batch(self, body: bytes) -> tuple[list[TicketEvent], list[dict[str, Any]], bool]:
+        """(events, errors, stopped early): runs in a worker thread. Stops reading at the
+        item cap (413) and after MAX_LISTED_ERRORS errors (stopped early)."""
+        events: list[TicketEvent] = []
+        errors: list[dict[str, Any]] = []
+        for where, item in _batch_items(body, self.batch_max_items):
+            try:
+                if isinstance(item, ValueError):
+                    raise EventError("event", f"invalid JSON: {item}")
+                problem = too_deep(item)
+                if problem:
+                    raise EventError("event", problem)
+                events.append(self._event(item))
+            except EventError as exc:
+                errors.append({**where, "field": exc.field, "error": exc.reason})
+                if len(errors) >= MAX_LISTED_ERRORS:
+                    return events, errors, True
+        return events, errors, False
+
     async def zendesk(self, request: web.Request) -> web.Response:
-        return await self._webhook(request, parse_zendesk)
+        return await self._webhook(request, parse_zendesk, zendesk=True)
 
     async def freshdesk(self, request: web.Request) -> web.Response:
         return await self._webhook(request, parse_freshdesk)
 
     async def _webhook(
-        self, request: web.Request, parse: Callable[[Any], HelpdeskUpdate | Ignored]
+        self,
+        request: web.Request,
+        parse: Callable[[Any], HelpdeskUpdate | Ignored],
+        zendesk: bool = False,
     ) -> web.Response:
-        data = await self._json(request)
+        data = await self._json(request, zendesk)
         try:
             update = parse(data)
             if isinstance(update, Ignored):
@@ -511,17 +579,45 @@ class Ingest:
         )
 
 
-def _batch_items(body: bytes) -> Iterable[tuple[dict[str, int], Any]]:
-    """(where, decoded item or the ValueError) per event: a JSON array, else JSON Lines."""
+def too_deep(data: Any, limit: int = MAX_DEPTH) -> str | None:
+    """Why `data` (decoded JSON) is nested too deeply, if it is; without recursion."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Iterable[Any] = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return f"JSON nested deeper than {limit} levels"
+        stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+_DECODER: Final = json.JSONDecoder(parse_constant=_no_constant)
+_SPACE: Final = " \t\n\r"
+
+
+def _too_many(limit: int) -> RequestError:
+    return RequestError(413, f"more than {limit} events in the batch; split it")
+
+
+def _batch_items(body: bytes, limit: int) -> Iterable[tuple[dict[str, int], Any]]:
+    """(where, decoded item or the ValueError) per event: a JSON array, else JSON Lines. An
+    array is decoded one item at a time, so a huge one costs no more than `limit` items."""
     if body.lstrip().startswith(b"["):
-        try:
-            items = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise RequestError(400, f"invalid JSON: {exc}") from None
-        for index, item in enumerate(items):
-            yield {"index": index}, item
+        yield from _array_items(body, limit)
         return
-    for number, line in enumerate(body.splitlines(), 1):
+    lines = body.splitlines()
+    if sum(1 for line in lines if line.strip()) > limit:
+        raise _too_many(limit)
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -530,13 +626,53 @@ def _batch_items(body: bytes) -> Iterable[tuple[dict[str, int], Any]]:
             yield {"line": number}, exc
 
 
+def _array_items(body: bytes, limit: int) -> Iterable[tuple[dict[str, int], Any]]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(400, f"invalid JSON: not UTF-8 ({exc.reason})") from None
+    at = text.index("[") + 1
+    index = 0
+    while True:
+        while at < len(text) and text[at] in _SPACE:
+            at += 1
+        if text.startswith("]", at) and index == 0:
+            at += 1
+            break
+        if index >= limit:
+            raise _too_many(limit)
+        try:
+            item, at = _DECODER.raw_decode(text, at)
+        except (ValueError, RecursionError) as exc:
+            raise RequestError(400, f"invalid JSON at item {index}: {exc}") from None
+        yield {"index": index}, item
+        index += 1
+        while at < len(text) and text[at] in _SPACE:
+            at += 1
+        if text.startswith(",", at):
+            at += 1
+        elif text.startswith("]", at):
+            at += 1
+            break
+        else:
+            raise RequestError(400, f"invalid JSON: expected ',' or ']' after item {index - 1}")
+    if text[at:].strip(_SPACE):
+        raise RequestError(400, "invalid JSON: data after the array")
+
+
 # --------------------------------------------------------------------------------------------
 # Process
 
 
-def build_ingest(settings: Settings, topics: Topics, token: str | None) -> Ingest:
+def build_ingest(
+    settings: Settings,
+    topics: Topics,
+    token: str | None,
+    sources: Mapping[str, Source] | None = None,
+) -> Ingest:
     """The production wiring: Kafka sink, Redis enrichment and tag memory."""
     conn = settings.connectors
+    secret = conn.zendesk_webhook_secret
     redis = settings.redis.async_client()
     breaker = Breaker(conn.enrich_timeout_ms / 1000, conn.enrich_retry_seconds)
     return Ingest(
@@ -549,6 +685,12 @@ def build_ingest(settings: Settings, topics: Topics, token: str | None) -> Inges
         batch_max_bytes=conn.ingest_batch_max_bytes,
         max_event_bytes=settings.max_event_bytes,
         max_skew_ms=settings.max_clock_skew_ms,
+        sources=sources,
+        zendesk_secret=secret.encode() if secret else None,
+        zendesk_window_s=conn.zendesk_signature_window_s,
+        rate_limit=conn.ingest_rate_limit,
+        rate_burst=conn.ingest_rate_burst,
+        batch_max_items=conn.ingest_batch_max_items,
     )
 
 
@@ -574,14 +716,24 @@ async def serve(ingest: Ingest, host: str, port: int, announce: Callable[[str], 
                 await ingest.enricher.client.aclose()
 
 
-def run_ingest(settings: Settings, topics: Topics, host: str, port: int, token: str | None) -> int:
-    ingest = build_ingest(settings, topics, token)
+def run_ingest(
+    settings: Settings,
+    topics: Topics,
+    host: str,
+    port: int,
+    token: str | None,
+    sources: Mapping[str, Source] | None = None,
+) -> int:
+    ingest = build_ingest(settings, topics, token, sources)
 
     def announce(text: str) -> None:
-        auth = "bearer token" if token else "NONE (--insecure-no-auth)"
+        names = sorted(ingest.access.sources)
+        auth = f"bearer tokens of {', '.join(names)}" if names else "NONE (--insecure-no-auth)"
+        if ingest.zendesk_secret is not None:
+            auth += ", Zendesk signatures"
+        kafka = redact_url(settings.kafka.bootstrap)
         sys.stderr.write(
-            f"escalator ingest: {text} -> {topics.ticket_events} at {settings.kafka.bootstrap}, "
-            f"auth {auth}\n"
+            f"escalator ingest: {text} -> {topics.ticket_events} at {kafka}, auth {auth}\n"
         )
         sys.stderr.flush()
 

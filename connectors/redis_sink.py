@@ -12,6 +12,12 @@ tickets leave the board. streams.sla.board defines what the board shows from the
 so that it does not depend on the order the topics are read in (they are not ordered relative
 to each other, and a replay reads them in yet another order). Ticks and events the worker
 rejects (they are on its DLQ) are skipped, with a metric.
+
+No record stops the sink: an escalation or bump it cannot decode, and any record whose
+handling raises (in decoding, or in applying it to the board, found by applying the batch
+record by record when the whole batch fails other than by a Redis error), is parked on
+`redis-sink-dlq` (a DeadLetter: original bytes, coordinates, error) before the batch's
+offsets are committed, and the sink goes on.
 """
 
 from __future__ import annotations
@@ -20,18 +26,27 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 import redis
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from prometheus_client import Counter, Gauge, Histogram
 
 from connectors.board import Applied, Batch, BoardKeys, BoardWriter, BumpRecord
-from schemas.codec import DecodeError, codec_for
-from schemas.records import Rejected, decode_ticket_event
+from schemas.codec import DecodeError, ErrorKind, codec_for
+from schemas.records import Rejected, dead_letter, decode_ticket_event
 from streams.processor import is_tick
-from streams.settings import Settings
+from streams.replay import producer_config
+from streams.settings import Settings, redact_url
 from streams.sla.board import Fired, Lifecycle
 from streams.sla.policy import Policy
 from streams.topics import Topics
@@ -68,6 +83,11 @@ COMMIT_ERRORS = Counter(
     "escalator_redis_sink_commit_errors_total",
     "Offset commits that failed (the records are read again and change nothing)",
 )
+DEAD_LETTERS = Counter(
+    "escalator_redis_sink_dead_letters_total",
+    "Records parked on redis-sink-dlq: undecodable, or their handling raised",
+    ["topic"],
+)
 OPEN = Gauge("escalator_board_open_escalations", "Tickets with an open escalation on the board")
 LAG = Gauge("escalator_redis_sink_lag_records", "Records not read yet, by topic", ["topic"])
 BATCH_SECONDS = Histogram(
@@ -75,6 +95,26 @@ BATCH_SECONDS = Histogram(
     "Time to apply one batch to Redis",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+
+
+Item = Fired | BumpRecord | tuple[str, Lifecycle]
+NOT_WRITABLE = (
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.NoPermissionError,
+    redis.exceptions.ExecAbortError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+)
+
+
+@dataclass
+class Parked:
+    """A record the sink could not handle, on its way to redis-sink-dlq."""
+
+    msg: Message
+    kind: ErrorKind
+    error: str
 
 
 @dataclass
@@ -132,6 +172,9 @@ class RedisSink:
         self.escalation_codec = codec_for("Escalation", settings, topics)
         self.bump_codec = codec_for("PriorityBump", settings, topics)
         self.event_codec = codec_for("TicketEvent", settings, topics)
+        self.dlq_codec = codec_for("DeadLetter", settings, topics)
+        self.dlq_topic = topics.redis_sink_dlq
+        self.producer = Producer({**producer_config(settings), "linger.ms": 0})
         self.consumer = Consumer(
             {
                 **settings.kafka.confluent(),
@@ -148,7 +191,7 @@ class RedisSink:
         self.kafka_down = Outage()
         self.running = True
         self.started_at = int(time.time() * 1000)
-        self.counts = {"consumed": 0, "applied": 0, "duplicates": 0, "batches": 0}
+        self.counts = {"consumed": 0, "applied": 0, "duplicates": 0, "batches": 0, "parked": 0}
         self._next_beat = 0.0
 
     def say(self, text: str) -> None:
@@ -173,21 +216,27 @@ class RedisSink:
         self.consumer.subscribe(list(self.sources))
         self.say(
             f"{READY}: reading {', '.join(self.sources)} as group {self.options.group}, "
-            f"board {self.keys.prefix}* on {self.settings.redis.url}"
+            f"board {self.keys.prefix}* on {redact_url(self.settings.redis.url)}, "
+            f"parking on {self.dlq_topic}"
         )
         while self.running:
             messages = self.consumer.consume(self.options.batch_size, self.options.poll_s)
-            batch, offsets = self._collect(messages)
+            items: list[tuple[Message, Item]] = []
+            parked: list[Parked] = []
+            offsets = self._collect(messages, items, parked)
             if messages:
                 self.kafka_down.ok()
-            if offsets and self._write(batch):
+            if offsets and self._write(items, parked):
+                self._park(parked)
                 self._commit(offsets)
             self._beat()
         return 0
 
-    def _collect(self, messages: list[Message]) -> tuple[Batch, dict[tuple[str, int], int]]:
-        """Decode a poll's messages into a batch, and the offsets to commit after it."""
-        batch = Batch()
+    def _collect(
+        self, messages: list[Message], items: list[tuple[Message, Item]], parked: list[Parked]
+    ) -> dict[tuple[str, int], int]:
+        """Decode a poll's messages into items (or parked records), and the offsets to commit
+        after them."""
         offsets: dict[tuple[str, int], int] = {}
         now = int(time.time() * 1000)
         for msg in messages:
@@ -203,13 +252,23 @@ class RedisSink:
             base = self.sources[topic]
             CONSUMED.labels(base).inc()
             self.counts["consumed"] += 1
-            skipped = self._take(base, msg, batch, now)
-            if skipped:
-                SKIPPED.labels(base, skipped).inc()
-        return batch, offsets
+            try:
+                item = self._take(base, msg, now)
+            except DecodeError as exc:
+                SKIPPED.labels(base, "undecodable").inc()
+                parked.append(Parked(msg, exc.kind, str(exc)))
+                continue
+            except Exception as exc:  # anything else: park it, never stop on one record
+                parked.append(Parked(msg, ErrorKind.INVALID_FIELD, _failure("read", exc)))
+                continue
+            if isinstance(item, str):
+                SKIPPED.labels(base, item).inc()
+            elif item is not None:
+                items.append((msg, item))
+        return offsets
 
-    def _take(self, base: str, msg: Message, batch: Batch, now: int) -> str | None:
-        """Add one record to the batch; returns why it was skipped, if it was."""
+    def _take(self, base: str, msg: Message, now: int) -> Item | str | None:
+        """One record's item for the board, or why it was skipped (raises DecodeError)."""
         value = msg.value()
         if base == "ticket-events":
             if is_tick(msg.headers()):
@@ -220,28 +279,40 @@ class RedisSink:
             except Rejected:
                 return "invalid"
             seen = Lifecycle()
-            if seen.observe(event):
-                batch.lifecycles.setdefault(event.ticket_id, Lifecycle()).merge(seen)
-            return None
+            return (event.ticket_id, seen) if seen.observe(event) else None
         codec = self.escalation_codec if base == "escalations" else self.bump_codec
-        try:
-            record = codec.decode(value)  # type: ignore[arg-type]  # None: undecodable
-        except DecodeError:
-            return "undecodable"
+        record = codec.decode(value)  # type: ignore[arg-type]  # None: undecodable
         if base == "escalations":
-            batch.escalations.append(Fired.from_record(record))
-        else:
-            batch.bumps.append(BumpRecord.from_record(record))
-        return None
+            return Fired.from_record(record)
+        return BumpRecord.from_record(record)
 
-    def _write(self, batch: Batch) -> bool:
-        """Apply a batch, retrying with backoff while Redis fails; False if stopped first."""
+    def _write(self, items: list[tuple[Message, Item]], parked: list[Parked]) -> bool:
+        """Apply the items in one transaction; when that raises other than by a Redis error,
+        apply them one by one and park those that raise. False if stopped first."""
+        try:
+            return self._apply(_batch(item for _, item in items))
+        except Exception as whole:
+            log.warning("a batch failed (%s); applying it record by record", whole)
+        for msg, item in items:
+            try:
+                if not self._apply(_batch([item])):
+                    return False
+            except Exception as exc:
+                parked.append(Parked(msg, ErrorKind.INVALID_FIELD, _failure("apply", exc)))
+        return True
+
+    def _apply(self, batch: Batch) -> bool:
+        """Apply a batch, retrying with backoff while Redis fails; False if stopped first.
+        Redis refusing a command (ResponseError) is the record's fault, unless it refuses
+        every write (read-only replica, out of memory, cluster down): that is an outage."""
         delay = 0.1
         while self.running:
             started = time.monotonic()
             try:
                 applied = self.writer.apply(batch)
             except redis.RedisError as exc:
+                if isinstance(exc, redis.ResponseError) and not isinstance(exc, NOT_WRITABLE):
+                    raise
                 WRITE_ERRORS.inc()
                 self.redis_down.failed()
                 log.warning("redis: %s; retrying in %.1fs (nothing committed)", exc, delay)
@@ -263,6 +334,37 @@ class RedisSink:
         self.counts["applied"] += applied.escalations + applied.bumps + applied.lifecycles
         self.counts["duplicates"] += applied.escalation_duplicates + applied.bump_duplicates
         self.counts["batches"] += 1
+
+    def _park(self, parked: list[Parked]) -> None:
+        """Produce the parked records and wait for the broker's acks; the offsets are
+        committed after, so a failure here re-reads them (raises KafkaException)."""
+        if not parked:
+            return
+        errors: list[KafkaError] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                errors.append(err)
+
+        at = int(time.time() * 1000)
+        for item in parked:
+            msg = item.msg
+            kind, stamp = msg.timestamp()
+            record = dead_letter(
+                msg.value(), msg.key(), msg.topic() or "", msg.partition() or 0,
+                msg.offset() or 0, stamp if kind != 0 else None, item.kind, item.error, None, at,
+            )  # fmt: skip
+            self.producer.produce(self.dlq_topic, self.dlq_codec.encode(record), msg.key(),
+                                  on_delivery=on_delivery)  # fmt: skip
+        left = self.producer.flush(30)
+        if errors or left:
+            raise KafkaException(errors[0] if errors else KafkaError(KafkaError._MSG_TIMED_OUT))
+        for item in parked:
+            base = self.sources[item.msg.topic() or ""]
+            DEAD_LETTERS.labels(base).inc()
+            log.warning("parked %s[%d]@%d on %s: %s", item.msg.topic(), item.msg.partition(),
+                        item.msg.offset(), self.dlq_topic, item.error)  # fmt: skip
+        self.counts["parked"] += len(parked)
 
     def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
         positions = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
@@ -319,7 +421,27 @@ class RedisSink:
         return lag
 
     def close(self) -> None:
-        self.consumer.close()
+        try:
+            self.consumer.close()
+        finally:
+            self.producer.flush(10)
+
+
+def _batch(items: Iterable[Item]) -> Batch:
+    batch = Batch()
+    for item in items:
+        if isinstance(item, Fired):
+            batch.escalations.append(item)
+        elif isinstance(item, BumpRecord):
+            batch.bumps.append(item)
+        else:
+            ticket_id, seen = item
+            batch.lifecycles.setdefault(ticket_id, Lifecycle()).merge(seen)
+    return batch
+
+
+def _failure(step: str, exc: Exception) -> str:
+    return f"cannot {step} the record: {type(exc).__name__}: {exc}"
 
 
 def run_redis_sink(settings: Settings, topics: Topics, policy: Policy, options: SinkOptions) -> int:
@@ -338,7 +460,7 @@ def run_redis_sink(settings: Settings, topics: Topics, policy: Policy, options: 
         code = sink.run()
         sink.say(
             f"stopped: {sink.counts['consumed']:,} records read, {sink.counts['applied']:,} "
-            f"applied, {sink.counts['duplicates']:,} duplicates"
+            f"applied, {sink.counts['duplicates']:,} duplicates, {sink.counts['parked']:,} parked"
         )
         return code
     finally:

@@ -11,8 +11,15 @@ X-Escalator-Escalation-Id).
 
 One asyncio loop runs the HTTP requests (aiohttp, a semaphore per target bounds its
 concurrency) and polls the confluent-kafka consumer without blocking. When too many
-messages are in flight the assigned partitions are paused, so a dead receiver slows
+messages are unfinished the assigned partitions are paused, so a dead receiver slows
 reading without the consumer leaving its group.
+
+Targets are isolated from each other: a target's circuit opens after `circuit_failures`
+consecutive failed requests and then parks its deliveries at once for `circuit_open_s`
+instead of retrying them, and a target with `max_pending` deliveries waiting or retrying
+parks the next ones at once. So a dead, hung or slow target cannot fill the window that
+every other target's messages go through. A record the sink cannot handle at all (say a
+timestamp no date can hold) is parked with the error too: no record stops the sink.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from connectors.webhook_targets import (
     SCHEMAS,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    Circuit,
     Target,
     backoff,
     message,
@@ -99,6 +107,10 @@ class Outcome:
     error: str = ""
 
 
+class _CircuitOpen(Exception):
+    """The target's circuit is open: the delivery parks without a request."""
+
+
 class Deliverer:
     """Posts a body to a target until it is accepted, rejected or out of attempts."""
 
@@ -117,6 +129,8 @@ class Deliverer:
         self.sleep = sleep
         self.rand = rand
         self.slots = {t.name: asyncio.Semaphore(t.concurrency) for t in targets}
+        self.circuits = {t.name: Circuit.of(t, clock) for t in targets}
+        self.pending = dict.fromkeys(self.slots, 0)
 
     def headers(self, event: str, escalation_id: str, body: bytes, attempt: int) -> dict[str, str]:
         """Signed per attempt, so a retry carries a fresh timestamp for the replay window."""
@@ -133,11 +147,36 @@ class Deliverer:
         return headers
 
     async def deliver(self, target: Target, event: str, escalation_id: str, body: bytes) -> Outcome:
+        """Never waits behind more than `max_pending` deliveries to the same target: past that
+        the delivery parks at once, and so does every one while the target's circuit is open."""
+        pending = self.pending[target.name]
+        if pending >= target.max_pending:
+            return Outcome(False, 0, None, f"backlog full: {pending} deliveries pending")
+        self.pending[target.name] = pending + 1
+        try:
+            return await self._deliver(target, event, escalation_id, body)
+        finally:
+            self.pending[target.name] -= 1
+
+    async def _deliver(
+        self, target: Target, event: str, escalation_id: str, body: bytes
+    ) -> Outcome:
+        circuit = self.circuits[target.name]
         attempt = 0
+        status: int | None = None
+        error = ""
         while True:
             attempt += 1
-            status, error, hint = await self._post(target, event, escalation_id, body, attempt)
+            try:
+                status, error, hint = await self._post(target, event, escalation_id, body, attempt)
+            except _CircuitOpen:
+                why = circuit.why() + (f"; last: {error}" if error else "")
+                return Outcome(False, attempt - 1, status, why)
             result = "retry" if status is None else verdict(status)
+            if result == "retry":
+                circuit.failed()
+            else:  # a 4xx is the target's answer: it is up
+                circuit.succeeded()
             if result == "delivered":
                 return Outcome(True, attempt, status)
             if result == "reject" or attempt >= target.max_attempts:
@@ -161,6 +200,8 @@ class Deliverer:
         hint = None
         timed_out = False
         async with self.slots[target.name]:
+            if not self.circuits[target.name].allow():
+                raise _CircuitOpen
             started = time.monotonic()
             try:
                 async with self.session.post(
@@ -195,14 +236,19 @@ class OffsetTracker:
 
     def __init__(self) -> None:
         self._pending: dict[TP, dict[int, bool]] = {}
+        self._unfinished = 0
 
     def add(self, tp: TP, offset: int) -> None:
-        self._pending.setdefault(tp, {})[offset] = False
+        pending = self._pending.setdefault(tp, {})
+        if pending.get(offset) is not False:
+            self._unfinished += 1
+        pending[offset] = False
 
     def done(self, tp: TP, offset: int) -> None:
         pending = self._pending.get(tp)
-        if pending is not None and offset in pending:  # else: revoked meanwhile
+        if pending is not None and pending.get(offset) is False:  # else: revoked meanwhile
             pending[offset] = True
+            self._unfinished -= 1
 
     def advance(self, only: Iterable[TP] | None = None) -> dict[TP, int]:
         """New commit positions (next offset to read) of partitions that moved."""
@@ -219,10 +265,15 @@ class OffsetTracker:
 
     def forget(self, tps: Iterable[TP]) -> None:
         for tp in tps:
-            self._pending.pop(tp, None)
+            gone = self._pending.pop(tp, None) or {}
+            self._unfinished -= sum(1 for finished in gone.values() if not finished)
 
     def in_flight(self) -> int:
+        """Offsets not committed yet: unfinished ones and the finished ones behind them."""
         return sum(len(p) for p in self._pending.values())
+
+    def unfinished(self) -> int:
+        return self._unfinished
 
 
 def webhook_dead_letter(
@@ -262,6 +313,7 @@ class WebhookSink:
         key: bytes | None,
         start: str = "earliest",
         max_in_flight: int = 1000,
+        max_uncommitted: int | None = None,
         grace_s: float = 10.0,
         status_every: float = 60.0,
         out: TextIO = sys.stderr,
@@ -272,6 +324,8 @@ class WebhookSink:
         self.group = group
         self.key = key
         self.max_in_flight = max_in_flight
+        # Finished messages behind a slow one wait for the commit; this bounds their memory.
+        self.max_uncommitted = max_uncommitted or 100 * max_in_flight
         self.grace_s = grace_s
         self.status_every = status_every
         self.out = out
@@ -351,11 +405,20 @@ class WebhookSink:
         return 0
 
     def _flow_control(self) -> None:
-        in_flight = self.tracker.in_flight()
-        if not self.paused and in_flight >= self.max_in_flight:
+        """Pause on unfinished messages, not on uncommitted ones: a message still retrying
+        for a slow target holds the commit position, never the other targets' deliveries."""
+        unfinished = self.tracker.unfinished()
+        uncommitted = self.tracker.in_flight()
+        if not self.paused and (
+            unfinished >= self.max_in_flight or uncommitted >= self.max_uncommitted
+        ):
             self.consumer.pause(self.consumer.assignment())
             self.paused = True
-        elif self.paused and in_flight < self.max_in_flight // 2:
+        elif (
+            self.paused
+            and unfinished < self.max_in_flight // 2
+            and uncommitted < self.max_uncommitted // 2
+        ):
             self.consumer.resume(self.consumer.assignment())
             self.paused = False
 
@@ -385,20 +448,32 @@ class WebhookSink:
 
     async def _handle(self, msg: Message, topic: str) -> None:
         base = self.sources[topic]
+        escalation_id = None
         try:
             record = self.codecs[base].decode(msg.value())  # type: ignore[arg-type]  # None: DLQ
+            escalation_id = record["escalation_id"]
+            targets = [t for t in self.targets if t.accepts(base, record)]
+            if not targets:
+                return
+            body = json.dumps(message(base, record), ensure_ascii=False).encode()
         except DecodeError as exc:
             await self._park(msg, None, None, Outcome(False, 0, None, str(exc)))
             return
-        targets = [t for t in self.targets if t.accepts(base, record)]
-        if not targets:
+        except Exception as exc:  # e.g. a due_at past year 9999: park it, never stop on it
+            error = f"cannot handle the record: {type(exc).__name__}: {exc}"
+            await self._park(msg, escalation_id, None, Outcome(False, 0, None, error))
             return
-        body = json.dumps(message(base, record), ensure_ascii=False).encode()
-        event, escalation_id = EVENTS[base], record["escalation_id"]
-        outcomes = await asyncio.gather(
-            *(self.deliverer.deliver(t, event, escalation_id, body) for t in targets)
+        event = EVENTS[base]
+        results = await asyncio.gather(
+            *(self.deliverer.deliver(t, event, escalation_id, body) for t in targets),
+            return_exceptions=True,
         )
-        for target, outcome in zip(targets, outcomes, strict=True):
+        for target, outcome in zip(targets, results, strict=True):
+            if isinstance(outcome, asyncio.CancelledError):
+                raise outcome
+            if isinstance(outcome, BaseException):  # a failure of ours: park, go on
+                error = f"cannot deliver: {type(outcome).__name__}: {outcome}"
+                outcome = Outcome(False, 0, None, error)
             if outcome.delivered:
                 self.delivered += 1
             else:
@@ -431,7 +506,7 @@ class WebhookSink:
         self.parked += 1
         log.warning(
             "parked %s[%d]@%d for %s after %d attempts: %s", msg.topic(), msg.partition(),
-            msg.offset(), target or "(undecodable)", outcome.attempts, outcome.error,
+            msg.offset(), target or "(no target)", outcome.attempts, outcome.error,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ offsets

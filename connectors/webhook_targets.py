@@ -62,6 +62,18 @@ class Target(BaseModel):
     backoff_base_s: float = Field(default=0.5, gt=0, le=3600)
     backoff_cap_s: float = Field(default=60.0, gt=0, le=3600)
     concurrency: int = Field(default=4, ge=1, le=256)
+    max_pending: int = Field(
+        default=200, ge=1, le=100_000,
+        description="deliveries waiting or retrying for this target; more park at once",
+    )  # fmt: skip
+    circuit_failures: int = Field(
+        default=20, ge=1, le=10_000,
+        description="consecutive failed requests that open the circuit",
+    )  # fmt: skip
+    circuit_open_s: float = Field(
+        default=30.0, gt=0, le=86_400,
+        description="how long an open circuit parks deliveries before one request probes",
+    )  # fmt: skip
 
     @field_validator("name")
     @classmethod
@@ -255,3 +267,42 @@ def retry_after(value: str | None, now: float) -> float | None:
     if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - now)
+
+
+class Circuit:
+    """One target's circuit breaker, so a dead or hung target stops holding messages (and the
+    commit window) hostage: after `failures` consecutive failed requests it opens, and for
+    `open_s` every delivery to the target parks at once. Then one request probes (half-open):
+    a success closes the circuit, a failure opens it again."""
+
+    def __init__(self, failures: int, open_s: float, clock: Callable[[], float]) -> None:
+        self.threshold = failures
+        self.open_s = open_s
+        self.clock = clock
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.probing = False
+
+    @classmethod
+    def of(cls, target: Target, clock: Callable[[], float]) -> Circuit:
+        return cls(target.circuit_failures, target.circuit_open_s, clock)
+
+    def allow(self) -> bool:
+        """May a request go out now? While half-open, only the one probe may."""
+        if self.opened_at is None:
+            return True
+        if self.probing or self.clock() - self.opened_at < self.open_s:
+            return False
+        self.probing = True
+        return True
+
+    def succeeded(self) -> None:
+        self.failures, self.opened_at, self.probing = 0, None, False
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.probing or self.failures >= self.threshold:
+            self.opened_at, self.probing = self.clock(), False
+
+    def why(self) -> str:
+        return f"circuit open after {self.failures} consecutive failed requests"

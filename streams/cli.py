@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streams.settings import ConfigError, Settings, load_settings
+from streams.settings import ConfigError, Settings, load_settings, redact_url
 from streams.sla.events import parse_ts
 from streams.sla.policy import Policy, PolicyError, load_policy
 
@@ -122,7 +122,7 @@ def _kafka_reachable(settings: Settings) -> None:
     rejected = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
     if rejected:
         raise UserError(
-            f"Kafka at {settings.kafka.bootstrap} rejected the login "
+            f"Kafka at {redact_url(settings.kafka.bootstrap)} rejected the login "
             f"({rejected[0].str().rpartition(': ')[2]}); check "
             "ESCALATOR_KAFKA_SASL_USERNAME and ESCALATOR_KAFKA_SASL_PASSWORD(_FILE)"
         ) from None
@@ -133,11 +133,11 @@ def _kafka_reachable(settings: Settings) -> None:
         reason = tls[0].str().partition("SSL handshake failed: ")[2] or tls[0].str()
         reason = reason.rpartition("SSL routines::")[2].split(", ")[0].split(" (after ")[0]
         raise UserError(
-            f"Kafka at {settings.kafka.bootstrap}: TLS failed ({reason}); check "
+            f"Kafka at {redact_url(settings.kafka.bootstrap)}: TLS failed ({reason}); check "
             "ESCALATOR_KAFKA_SSL_CA_FILE and ESCALATOR_KAFKA_SECURITY_PROTOCOL"
         ) from None
     raise UserError(
-        f"cannot reach Kafka at {settings.kafka.bootstrap} ({exc}); start it with "
+        f"cannot reach Kafka at {redact_url(settings.kafka.bootstrap)} ({exc}); start it with "
         "'deploy/local/services up' or set ESCALATOR_KAFKA_BOOTSTRAP"
     ) from None
 
@@ -206,6 +206,36 @@ def _pipeline_topics(settings: Settings, prefix: str, compacted: Iterable[str] =
 
 
 CHILD_ENV = "ESCALATOR_WORKER_CHILD"
+RESTART_BACKOFF_BASE_S = 1.0
+RESTART_BACKOFF_CAP_S = 60.0
+STABLE_RUN_S = 600  # a worker that ran this long starts a new series of restarts
+
+
+def restart_delay(restarts: int) -> float:
+    """Seconds before the n-th consecutive restart: the first at once, then 1, 2, 4 ... 60 s,
+    so a worker failing at start-up (Kafka down, a fenced producer) does not spin."""
+    if restarts <= 1:
+        return 0.0
+    return min(RESTART_BACKOFF_CAP_S, RESTART_BACKOFF_BASE_S * 2.0 ** min(restarts - 2, 30))
+
+
+def _pause(seconds: float) -> bool:
+    """Sleep, unless SIGTERM/SIGINT arrives first: then False (the supervisor stops)."""
+    import signal
+
+    stopped: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: stopped.append(signum))
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        deadline = time.monotonic() + seconds
+        while not stopped and time.monotonic() < deadline:
+            time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return not stopped
 
 
 def _supervise_worker() -> int:
@@ -213,7 +243,8 @@ def _supervise_worker() -> int:
 
     The worker exits with RESTART_EXIT_CODE when it must resume from committed
     offsets (see streams.worker.Restart); any other exit ends `escalator
-    worker` with the child's code. Signals are passed on, and the child is
+    worker` with the child's code. Consecutive restarts back off exponentially
+    (restart_delay). Signals are passed on, and the child is
     killed with its parent (PR_SET_PDEATHSIG), so a SIGKILL of this process
     kills the whole worker as it would a container.
     """
@@ -237,8 +268,14 @@ def _supervise_worker() -> int:
             signal.signal(sig, handler)
         if code != RESTART_EXIT_CODE:
             return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
-        restarts = restarts + 1 if time.monotonic() - started < 600 else 1
-        sys.stderr.write(f"escalator worker: restarting the worker process ({restarts})\n")
+        restarts = restarts + 1 if time.monotonic() - started < STABLE_RUN_S else 1
+        delay = restart_delay(restarts)
+        sys.stderr.write(
+            f"escalator worker: restarting the worker process ({restarts})"
+            + (f" in {delay:g}s\n" if delay else "\n")
+        )
+        if delay and not _pause(delay):
+            return 0
 
 
 def _die_with_parent() -> None:
@@ -398,9 +435,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     settings = _settings()
     token = settings.connectors.ingest_token
-    if token is None and not args.insecure_no_auth:
+    sources = None
+    if settings.connectors.ingest_tokens_file:
+        from connectors.ingest_access import load_tokens
+
+        sources = load_tokens(settings.connectors.ingest_tokens_file)
+    if token is None and sources is None and not args.insecure_no_auth:
         raise UserError(
-            "no bearer token: set ESCALATOR_INGEST_TOKEN or ESCALATOR_INGEST_TOKEN_FILE, "
+            "no bearer token: set ESCALATOR_INGEST_TOKENS_FILE (a token per source), "
+            "ESCALATOR_INGEST_TOKEN or ESCALATOR_INGEST_TOKEN_FILE, "
             "or pass --insecure-no-auth to accept unauthenticated requests"
         )
     _redis_accepts(settings)
@@ -409,7 +452,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
     host = args.host or settings.connectors.ingest_host
     port = args.port or settings.connectors.ingest_port
-    return run_ingest(settings, topics, host, port, token)
+    return run_ingest(settings, topics, host, port, token, sources)
 
 
 def cmd_board(args: argparse.Namespace) -> int:
@@ -526,7 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     tail = sub.add_parser("tail", help="print an output topic as readable lines")
     tail.add_argument(
         "topic",
-        help="escalations, priority-bumps, reminders, ops-alerts, ticket-events-dlq, webhook-dlq",
+        help="escalations, priority-bumps, reminders, ops-alerts, ticket-events-dlq, webhook-dlq, "
+        "redis-sink-dlq",
     )
     tail.add_argument("--from-beginning", action="store_true")
     tail.add_argument("--limit", type=int)

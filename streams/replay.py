@@ -129,6 +129,7 @@ READABLE = {
     "ticket-events-dlq": "DeadLetter",
     "ops-alerts": "OpsAlert",
     "webhook-dlq": "WebhookDeadLetter",
+    "redis-sink-dlq": "DeadLetter",
 }
 
 

@@ -29,6 +29,19 @@ def _tls_conf(ca: str | None, cert: str | None, key: str | None) -> dict[str, st
     return {name: path for name, path in zip(names, (ca, cert, key), strict=True) if path}
 
 
+def redact_url(url: str) -> str:
+    """`url` with the password of its user-info replaced by `***`, for log lines and errors:
+    redis://:pw@h:6379/0 -> redis://:***@h:6379/0. Also takes host:port lists (Kafka)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    userinfo, at, host = rest.rpartition("@")  # a password may hold '@' or '/'
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{sep}{user}{':***' if colon else ''}@{host}"
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     bootstrap: str = "127.0.0.1:19092"
@@ -116,6 +129,12 @@ class ConnectorSettings:
     ingest_host: str = "0.0.0.0"
     ingest_port: int = 8080
     ingest_token: str | None = field(default=None, repr=False)
+    ingest_tokens_file: str | None = None  # per-source tokens (connectors.ingest_access)
+    ingest_rate_limit: int = 50  # requests a second per client; 0: no limit
+    ingest_rate_burst: int = 200
+    ingest_batch_max_items: int = 10_000
+    zendesk_webhook_secret: str | None = field(default=None, repr=False)
+    zendesk_signature_window_s: int = 300
     ingest_max_bytes: int = 1_000_000
     ingest_batch_max_bytes: int = 16_000_000
     ingest_delivery_timeout_ms: int = 5000
@@ -147,6 +166,8 @@ class Settings:
     policy_file: str | None = None
     web_host: str = "0.0.0.0"
     web_port: int = 6066
+    liveness_stall_s: int = 60  # /healthz fails when the worker's loop is still this long
+    liveness_restore_s: int = 3600  # ... or this long while it restores state
     schema_registry_url: str | None = None
     schema_registry: RegistrySettings = field(default_factory=RegistrySettings)
     tick_ms: int = 100
@@ -238,7 +259,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ssl_ca_file=_file(env, "ESCALATOR_REDIS_SSL_CA_FILE"),
     )
     if not redis.url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"ESCALATOR_REDIS_URL={redis.url!r}: must start with redis://, rediss://")
+        raise ConfigError(
+            f"ESCALATOR_REDIS_URL={redact_url(redis.url)!r}: must start with redis://, rediss://"
+        )
     pattern = env.get("ESCALATOR_ENRICH_KEY_PATTERN") or ConnectorSettings.enrich_key_pattern
     if "{customer_id}" not in pattern:
         raise ConfigError(f"ESCALATOR_ENRICH_KEY_PATTERN={pattern!r}: must contain {{customer_id}}")
@@ -246,6 +269,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ingest_host=env.get("ESCALATOR_INGEST_HOST") or ConnectorSettings.ingest_host,
         ingest_port=_int(env, "ESCALATOR_INGEST_PORT", ConnectorSettings.ingest_port, 1, 65535),
         ingest_token=_secret(env, "ESCALATOR_INGEST_TOKEN"),
+        ingest_tokens_file=_file(env, "ESCALATOR_INGEST_TOKENS_FILE"),
+        ingest_rate_limit=_int(env, "ESCALATOR_INGEST_RATE_LIMIT", 50, 0, 1_000_000),
+        ingest_rate_burst=_int(env, "ESCALATOR_INGEST_RATE_BURST", 200, 1, 10_000_000),
+        ingest_batch_max_items=_int(env, "ESCALATOR_INGEST_BATCH_MAX_ITEMS", 10_000, 1, 1_000_000),
+        zendesk_webhook_secret=_secret(env, "ESCALATOR_ZENDESK_WEBHOOK_SECRET"),
+        zendesk_signature_window_s=_int(
+            env, "ESCALATOR_ZENDESK_SIGNATURE_WINDOW_S", 300, 1, 86_400
+        ),
         ingest_max_bytes=_int(
             env, "ESCALATOR_INGEST_MAX_BYTES", ConnectorSettings.ingest_max_bytes, 1024, 64_000_000
         ),
@@ -333,6 +364,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         policy_file=policy,
         web_host=env.get("ESCALATOR_WEB_HOST") or Settings.web_host,
         web_port=_int(env, "ESCALATOR_WEB_PORT", Settings.web_port, 1, 65535),
+        liveness_stall_s=_int(env, "ESCALATOR_LIVENESS_STALL_S", 60, 5, 86_400),
+        liveness_restore_s=_int(env, "ESCALATOR_LIVENESS_RESTORE_S", 3600, 5, 7 * 86_400),
         schema_registry_url=registry_url,
         schema_registry=registry,
         tick_ms=_int(env, "ESCALATOR_TICK_MS", Settings.tick_ms, 50, 5000),

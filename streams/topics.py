@@ -72,6 +72,11 @@ class Topics:
         schema registry's TopicNameStrategy names their subject after."""
         return str(getattr(self, RECORD_TOPICS[name]))
 
+    @property
+    def redis_sink_dlq(self) -> str:
+        """What the Redis sink could not decode or apply (connectors.redis_sink)."""
+        return self.name("redis-sink-dlq")
+
     def pipeline(self) -> list[str]:
         """Topics that must share the partition count of ticket-events."""
         return [
@@ -84,7 +89,7 @@ class Topics:
         ]
 
     def all(self) -> list[str]:
-        return [*self.pipeline(), self.ops_alerts, self.webhook_dlq]
+        return [*self.pipeline(), self.ops_alerts, self.webhook_dlq, self.redis_sink_dlq]
 
 
 def ensure_topics(

@@ -47,6 +47,7 @@ from confluent_kafka import (
 )
 
 from schemas.codec import RegistryError, codecs_for
+from streams.liveness import LOOP, probes
 from streams.metrics import MetricsServer
 from streams.processor import Out, TicketProcessor, is_tick
 from streams.settings import Settings
@@ -331,6 +332,7 @@ class Worker:
         consume, handle = self.consumer.consume, self._handle
         try:
             while self.running:
+                LOOP.beat()  # issue #18: /healthz is the loop's progress (streams.liveness)
                 now = time.monotonic()
                 wait = 0.05 if self.event_time else min(max(next_tick - now, 0.0), 0.05)
                 for msg in consume(BATCH, wait):
@@ -612,11 +614,13 @@ class Worker:
 
 
 def serve(worker: Worker, settings: Settings) -> MetricsServer:
-    """/healthz, /readyz and /metrics on the web port, on a background thread."""
+    """/healthz, /startupz, /readyz and /metrics on the web port, on a background thread."""
     render = metrics_exposition(worker.processor, worker.lag)
+    healthy, pages = probes(worker, settings)  # issue #18: /healthz and /startupz
     return MetricsServer(
-        settings.web_host, settings.web_port, render=render, pages={"/readyz": worker.readiness}
-    ).start()
+        settings.web_host, settings.web_port, healthy, render=render,
+        pages={"/readyz": worker.readiness, **pages},
+    ).start()  # fmt: skip
 
 
 def run_worker(settings: Settings, policy: Policy, topics: Topics, event_time: bool) -> int:

@@ -904,7 +904,6 @@ class Engine:
     ) -> None:
         pause = self._slas[state.policy].pause
         was_paused = state.status in pause
-        paused_since = state.status_since
         state.status = status
         state.status_since = t
         state.status_seq += 1

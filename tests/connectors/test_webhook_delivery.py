@@ -346,3 +346,115 @@ def test_reading_pauses_when_too_much_is_in_flight_and_resumes_at_half() -> None
     sink.tracker.advance()
     sink._flow_control()  # 1 in flight, below half
     assert calls == ["pause", "resume"]
+
+
+async def test_an_open_circuit_parks_at_once_then_one_request_probes(serve: Any) -> None:
+    receiver = await serve(500, 500, 500, 200)
+    now = [1000.0]
+    down = target(receiver.url, "tripping", max_attempts=2, circuit_failures=2, circuit_open_s=30)
+    sleeps = Sleeps()
+    async with aiohttp.ClientSession() as session:
+        deliverer = Deliverer(session, [down], KEY, clock=lambda: now[0], sleep=sleeps,
+                              rand=lambda: 0.5)  # fmt: skip
+        first = await deliverer.deliver(down, "escalation", "e1", BODY)
+        assert (first.attempts, first.status) == (2, 500)  # two failures: the circuit opens
+        parked = await deliverer.deliver(down, "escalation", "e2", BODY)
+        assert parked == Outcome(False, 0, None, "circuit open after 2 consecutive failed requests")
+        assert len(receiver.requests) == 2  # parked without a request
+        now[0] += 31  # half-open: one probe; it fails, so the circuit opens again
+        probe = await deliverer.deliver(down, "escalation", "e3", BODY)
+        assert probe == Outcome(False, 1, 500, "circuit open after 3 consecutive failed "
+                                "requests; last: HTTP 500: reply 500")  # fmt: skip
+        assert len(receiver.requests) == 3
+        now[0] += 31  # the next probe succeeds and closes the circuit
+        assert (await deliverer.deliver(down, "escalation", "e4", BODY)).delivered
+        assert deliverer.circuits["tripping"].opened_at is None
+
+
+async def test_a_retrying_delivery_parks_when_the_circuit_opens_meanwhile(serve: Any) -> None:
+    receiver = await serve(500)
+    down = target(receiver.url, "dead", max_attempts=8, circuit_failures=3)
+    outcome, sleeps = await deliver(down)
+    assert outcome == Outcome(False, 3, 500, "circuit open after 3 consecutive failed requests; "
+                              "last: HTTP 500: reply 500")  # fmt: skip
+    assert len(receiver.requests) == 3 and len(sleeps) == 3  # not 8 attempts
+
+
+async def test_a_full_backlog_parks_at_once_and_spares_other_targets(serve: Any) -> None:
+    import asyncio
+
+    release = asyncio.Event()
+    app = web.Application()
+
+    async def hang(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response()
+
+    app.router.add_post("/hook", hang)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    fast = await serve(200)
+    try:
+        slow = target(f"http://127.0.0.1:{runner.addresses[0][1]}/hook", "slow",
+                      concurrency=1, max_pending=2)  # fmt: skip
+        quick = target(fast.url, "quick")
+        async with aiohttp.ClientSession() as session:
+            deliverer = Deliverer(session, [slow, quick], KEY)
+            held = [asyncio.create_task(deliverer.deliver(slow, "escalation", f"e{i}", BODY))
+                    for i in range(2)]  # fmt: skip
+            await asyncio.sleep(0.1)
+            over = await deliverer.deliver(slow, "escalation", "e9", BODY)
+            assert over == Outcome(False, 0, None, "backlog full: 2 deliveries pending")
+            assert (await deliverer.deliver(quick, "escalation", "e9", BODY)).delivered
+            release.set()
+            assert all(o.delivered for o in await asyncio.gather(*held))
+            assert deliverer.pending == {"slow": 0, "quick": 0}
+    finally:
+        await runner.cleanup()
+
+
+def test_only_unfinished_messages_fill_the_window() -> None:
+    tracker = OffsetTracker()
+    tp = ("escalations", 0)
+    for offset in range(5):
+        tracker.add(tp, offset)
+    for offset in range(1, 5):
+        tracker.done(tp, offset)  # offset 0 is still retrying for a slow target
+    assert tracker.advance() == {}
+    assert (tracker.unfinished(), tracker.in_flight()) == (1, 5)
+    tracker.forget([tp])
+    assert (tracker.unfinished(), tracker.in_flight()) == (0, 0)
+
+
+async def test_a_delivery_that_raises_parks_the_record_for_that_target_only() -> None:
+    import asyncio
+
+    from connectors.webhook_sink import WebhookSink
+    from schemas.codec import codec_for
+    from streams.settings import load_settings
+    from streams.topics import Topics
+    from tests.integration.test_webhook_sink import escalation
+
+    settings = load_settings({"ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    ok, bad = target("http://127.0.0.1:1/ok", "ok"), target("http://127.0.0.1:1/bad", "bad")
+    sink = WebhookSink(settings, [ok, bad], Topics(), "g", KEY)
+    parked: list[tuple[str | None, Outcome]] = []
+
+    class Raising:
+        async def deliver(self, t: Target, *_: Any) -> Outcome:
+            if t.name == "bad":
+                raise KeyError("a bug of ours")
+            return Outcome(True, 1, 200)
+
+    async def park(msg: Any, escalation_id: Any, name: str | None, outcome: Outcome) -> None:
+        parked.append((name, outcome))
+
+    sink.deliverer = Raising()  # type: ignore[assignment]
+    sink._park = park  # type: ignore[method-assign]
+    value = codec_for("Escalation").encode(escalation("T1", "billing"))
+    msg = type("Msg", (), {"value": lambda self: value})()
+    await asyncio.wait_for(sink._handle(msg, "escalations"), 5)  # type: ignore[arg-type]
+    assert sink.delivered == 1
+    assert parked == [("bad", Outcome(False, 0, None, "cannot deliver: KeyError: 'a bug of ours'"))]
+    sink.consumer.close()

@@ -67,7 +67,7 @@ def test_statefulset_shape(render: Any) -> None:
     volume = next(v for v in spec["template"]["spec"]["volumes"] if v["name"] == "policy")
     policy_cm = one(docs, "ConfigMap", volume["configMap"]["name"])
     assert "policy.yaml" in policy_cm["data"]
-    pdb = one(docs, "PodDisruptionBudget")
+    pdb = one(docs, "PodDisruptionBudget", "escalator-worker")
     assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
 
 
@@ -264,7 +264,7 @@ def test_production_values(render: Any) -> None:
     rule = one(docs, "PrometheusRule")
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
     assert {"EscalatorDetectionLatencyHigh", "EscalatorWorkerAbsent"} <= alerts
-    assert one(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert one(docs, "PodDisruptionBudget", "escalator-worker")["spec"]["maxUnavailable"] == 1
     resources = sts["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert resources["requests"]["memory"] and resources["limits"]["memory"]
 
@@ -452,3 +452,91 @@ def test_notes_name_the_board_and_its_secrets(tmp_path: Path) -> None:
     assert redis_line.endswith("[ingest, sink-redis, board]")
     (kafka_line,) = [line for line in notes.splitlines() if "ESCALATOR_KAFKA_SASL" in line]
     assert kafka_line.endswith("[worker, ingest, sink-redis, sink-webhook]")
+
+
+# ---- issue #18: network policies, probes from progress, ingest disruption budget and tokens --
+
+PROMETHEUS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+PROXY = {"podSelector": {"matchLabels": {"app": "auth-proxy"}}}
+
+
+def _pod_labels(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
+    return dict(workload(docs, name)["spec"]["template"]["metadata"]["labels"])
+
+
+def test_board_and_metrics_ports_admit_only_what_the_values_allow(render: Any) -> None:
+    docs = render({**ALL_ON, "networkPolicy": {"metricsFrom": [PROMETHEUS], "boardFrom": [PROXY]}})
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    selecting = ("app.kubernetes.io/name", "app.kubernetes.io/instance",
+                 "app.kubernetes.io/component")  # fmt: skip
+    labels = _pod_labels(docs, "escalator-board")
+    board_pods = {"podSelector": {"matchLabels": {k: labels[k] for k in selecting}}}
+    expected = {
+        "escalator-worker": ("web", [PROMETHEUS, board_pods]),
+        "escalator-sink-redis": ("metrics", [PROMETHEUS, board_pods]),
+        "escalator-sink-webhook": ("metrics", [PROMETHEUS]),
+        "escalator-board": ("http", [PROXY]),
+    }
+    assert set(policies) == set(expected)  # the ingest API port stays open to senders
+    for name, (port, peers) in expected.items():
+        spec = policies[name]
+        assert spec["policyTypes"] == ["Ingress"]
+        assert spec["podSelector"]["matchLabels"].items() <= _pod_labels(docs, name).items()
+        (rule,) = spec["ingress"]
+        assert rule["from"] == peers, name
+        assert rule["ports"] == [{"port": port, "protocol": "TCP"}], name
+    # The board's selector picks the board's pods and nothing else.
+    selector = board_pods["podSelector"]["matchLabels"].items()
+    for work in workloads(docs):
+        labels = work["spec"]["template"]["metadata"]["labels"].items()
+        assert (selector <= labels) == (work["metadata"]["name"] == "escalator-board")
+    # Nothing listed and no board: nobody may connect.
+    defaults = {d["metadata"]["name"]: d["spec"] for d in render() if d["kind"] == "NetworkPolicy"}
+    assert defaults["escalator-worker"]["ingress"] == []
+    assert not [d for d in render({"networkPolicy": {"enabled": False}})
+                if d["kind"] == "NetworkPolicy"]  # fmt: skip
+
+
+def test_a_service_monitor_needs_someone_allowed_to_scrape(render_error: Any) -> None:
+    err = render_error({"metrics": {"serviceMonitor": {"enabled": True}}})
+    assert "needs networkPolicy.metricsFrom" in err
+
+
+def test_worker_startup_waits_for_the_restore_and_liveness_is_progress(render: Any) -> None:
+    docs = render({"worker": {"liveness": {"stallSeconds": 90, "restoreSeconds": 1200}}})
+    (container,) = workload(docs, "escalator-worker")["spec"]["template"]["spec"]["containers"]
+    assert container["startupProbe"]["httpGet"] == {"path": "/startupz", "port": "web"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "web"}
+    env = env_of(container)
+    assert (env["ESCALATOR_LIVENESS_STALL_S"], env["ESCALATOR_LIVENESS_RESTORE_S"]) == (
+        "90", "1200")  # fmt: skip
+
+
+def test_ingest_gets_a_disruption_budget(render: Any) -> None:
+    docs = render()
+    pdb = one(docs, "PodDisruptionBudget", "escalator-ingest")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= _pod_labels(
+        docs, "escalator-ingest").items()  # fmt: skip
+    off = render({"ingest": {"podDisruptionBudget": {"enabled": False, "maxUnavailable": 1}}})
+    assert [d["metadata"]["name"] for d in off if d["kind"] == "PodDisruptionBudget"] == [
+        "escalator-worker"]  # fmt: skip
+
+
+def test_ingest_takes_per_source_tokens_and_a_zendesk_secret(
+    render: Any, render_error: Any
+) -> None:
+    docs = render({"ingest": {
+        "tokenSecret": {"name": "", "key": "token"},
+        "tokensFileSecret": {"name": "ingest-tokens", "key": "tokens.yaml"},
+        "zendeskSecret": {"name": "zendesk", "key": "secret"},
+        "rateLimit": {"perSecond": 5, "burst": 10},
+    }})  # fmt: skip
+    (container,) = workload(docs, "escalator-ingest")["spec"]["template"]["spec"]["containers"]
+    env = env_of(container)
+    assert "ESCALATOR_INGEST_TOKEN_FILE" not in env
+    assert env["ESCALATOR_INGEST_TOKENS_FILE"].endswith("/tokens.yaml")
+    assert env["ESCALATOR_ZENDESK_WEBHOOK_SECRET_FILE"].endswith("/secret")
+    assert (env["ESCALATOR_INGEST_RATE_LIMIT"], env["ESCALATOR_INGEST_RATE_BURST"]) == ("5", "10")
+    err = render_error({"ingest": {"tokenSecret": {"name": "", "key": "token"}}})
+    assert "ingest needs ingest.tokenSecret.name or ingest.tokensFileSecret.name" in err

@@ -211,3 +211,83 @@ def test_redis_outage_commits_nothing_and_loses_nothing(
         runner.join(30)
         sink.close()
         client.close()
+
+
+def test_a_record_the_sink_cannot_handle_is_parked_and_the_rest_applied(
+    pipeline: Pipeline, board: tuple[redis.Redis, BoardKeys]
+) -> None:
+    from connectors.board import Applied, Batch, BoardWriter
+
+    client, keys = board
+    settings, topics = pipeline.settings, pipeline.topics
+
+    class Faulty(BoardWriter):
+        """The real writer, failing on one ticket as a record past what the code handles."""
+
+        def apply(self, batch: Batch) -> Applied:
+            if any(f.ticket_id == "T-bad" for f in batch.escalations):
+                raise OverflowError("date value out of range")
+            return super().apply(batch)
+
+    group = f"{pipeline.prefix}poison"
+    sink = RedisSink(settings, topics, load_policy(), SinkOptions(group, heartbeat_s=0.2))
+    sink.writer = Faulty(client, keys, load_policy())
+    codec = codec_for("Escalation", settings)
+    producer = Producer(producer_config(settings))
+    values = {}
+    for n, ticket in enumerate(("T-good1", "T-bad", "T-good2")):
+        escalation = Escalation(
+            f"p{n}", ticket, Kind.HIERARCHICAL, 2, 1, "support-manager",
+            Reason.FIRST_RESPONSE_BREACH, "standard", "sla:first_response:breach",
+            "first_response", 1_000 * n, 1_000 * n, None, 0,
+        )  # fmt: skip
+        values[ticket] = codec.encode(escalation_to_avro(escalation, 0))
+        producer.produce(topics.escalations, value=values[ticket], key=ticket.encode(), partition=0)
+    producer.produce(topics.escalations, value=b"not avro", key=b"T-junk", partition=0)
+    assert producer.flush(30) == 0
+    runner = threading.Thread(target=sink.run)
+    runner.start()
+    try:
+        dead = pipeline.read("redis-sink-dlq", "DeadLetter", expect=2, idle=1.0)
+        by_key = {d["original_key"]: d for d in dead}
+        assert set(by_key) == {b"T-bad", b"T-junk"}
+        bad, junk = by_key[b"T-bad"], by_key[b"T-junk"]
+        assert bad["original"] == values["T-bad"]
+        assert (bad["source_topic"], bad["partition"], bad["offset"]) == (topics.escalations, 0, 1)
+        assert bad["error"] == "cannot apply the record: OverflowError: date value out of range"
+        assert (junk["original"], junk["error_kind"]) == (b"not avro", "UNDECODABLE")
+        wait_for(lambda: client.zcard(keys.open) == 2, "the two good escalations on the board")
+        assert set(client.zrange(keys.open, 0, -1)) == {"T-good1", "T-good2"}
+        assert runner.is_alive()
+
+        def committed() -> int:
+            reader = Consumer({**settings.kafka.confluent(), "group.id": group})
+            try:
+                (tp,) = reader.committed([TopicPartition(topics.escalations, 0)], timeout=10)
+                return int(tp.offset)
+            finally:
+                reader.close()
+
+        wait_for(lambda: committed() == 4, "every offset committed")
+    finally:
+        sink.stop()
+        runner.join(30)
+        sink.close()
+
+
+def test_the_ready_line_shows_no_redis_password() -> None:
+    import io
+
+    from streams.settings import load_settings
+    from streams.topics import Topics
+
+    url = "redis://board:t0p-s3cret@127.0.0.1:1/0"
+    env = {"ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1", "ESCALATOR_REDIS_URL": url}
+    settings = load_settings(env)
+    out = io.StringIO()
+    sink = RedisSink(settings, Topics(), load_policy(), SinkOptions("g"), out=out)
+    sink.running = False
+    sink.run()
+    sink.consumer.close()
+    assert "redis://board:***@127.0.0.1:1/0" in out.getvalue()
+    assert "t0p-s3cret" not in out.getvalue()

@@ -262,3 +262,133 @@ def committed_to_end(line: Pipeline, group: str) -> bool:
         )
     finally:
         consumer.close()
+
+
+class InProcessSink:
+    """A WebhookSink running in a thread of the test, so its window can be made small."""
+
+    def __init__(self, line: Pipeline, targets_yaml: str, tmp_path: Path, **options: Any) -> None:
+        import asyncio
+
+        from connectors.webhook_sink import WebhookSink
+        from connectors.webhook_targets import parse_targets
+
+        self.sink = WebhookSink(line.settings, parse_targets(targets_yaml), line.topics,
+                                f"{line.prefix}inproc", KEY.encode(), **options)  # fmt: skip
+        self.loop = asyncio.new_event_loop()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.loop.run_until_complete(self.sink.run())
+        except BaseException as exc:  # reported by check()
+            self.error = exc
+
+    def check(self) -> None:
+        if self.error is not None or not self.thread.is_alive():
+            raise AssertionError(f"the sink stopped: {self.error!r}")
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.sink.stop)
+        self.thread.join(30)
+        self.sink.close()
+
+
+def wait_running(what: str, check: Any, sink: InProcessSink, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sink.check()
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_hung_target_does_not_delay_another_and_parks_once_its_circuit_opens(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    import socket
+
+    line = Pipeline(kafka_bootstrap, tmp_path)
+    line.create_topics()
+    live = Receiver(failures=0)
+    hung = socket.socket()  # listens, never accepts: connections open, requests never answered
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(1024)
+    targets = f"""targets:
+  - name: hung
+    url: http://127.0.0.1:{hung.getsockname()[1]}/hook
+    timeout_s: 1
+  - name: live
+    url: {live.url}
+"""
+    codec = codec_for("Escalation", line.settings)
+    producer = Producer(producer_config(line.settings))
+    records = [escalation(f"T-h{i}", "billing") for i in range(40)]
+
+    def produce(batch: list[dict[str, Any]]) -> set[str]:
+        for record in batch:
+            producer.produce(line.topics.escalations, value=codec.encode(record),
+                             key=record["ticket_id"].encode())  # fmt: skip
+        assert producer.flush(30) == 0
+        return {r["escalation_id"] for r in batch}
+
+    first = produce(records[:10])
+    sink = InProcessSink(line, targets, tmp_path, max_in_flight=4)
+    try:
+        # Ten messages in flight, four allowed: reading pauses while the hung target holds them.
+        wait_running("the first ten at the live target", lambda: first <= delivered(live), sink)
+        ids = first | produce(records[10:])
+        # Before: the paused sink read the next thirty only after the hung target's retries of
+        # the first ten (8 attempts each, minutes); now its circuit opens and they park.
+        wait_running("every delivery to the live target", lambda: ids <= delivered(live), sink)
+        dead = line.read("webhook-dlq", "WebhookDeadLetter", expect=40, idle=1.0)
+        assert {d["escalation_id"] for d in dead} == ids
+        assert {d["target"] for d in dead} == {"hung"}
+        opened = [d for d in dead if d["error"].startswith("circuit open after ")]
+        assert len(opened) >= 30, [d["error"] for d in dead]
+        sink.check()
+    finally:
+        sink.close()
+        hung.close()
+        live.close()
+
+
+def test_a_record_the_sink_cannot_handle_is_parked_and_the_sink_goes_on(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    line = Pipeline(kafka_bootstrap, tmp_path)
+    line.create_topics()
+    live = Receiver(failures=0)
+    codec = codec_for("Escalation", line.settings)
+    producer = Producer(producer_config(line.settings))
+    poison = {**escalation("T-poison", "billing"), "due_at": 2**62}  # past year 9999
+    after = escalation("T-after", "billing")
+    for record in (poison, after):  # one partition: the second comes after the first
+        producer.produce(line.topics.escalations, value=codec.encode(record), key=b"T",
+                         partition=0)  # fmt: skip
+    assert producer.flush(30) == 0
+    sink = InProcessSink(line, f"targets:\n  - name: live\n    url: {live.url}\n", tmp_path)
+    try:
+        wait_running("the next record", lambda: after["escalation_id"] in delivered(live), sink)
+        (dead,) = line.read("webhook-dlq", "WebhookDeadLetter", expect=1, idle=1.0)
+        assert codec.decode(dead["original"]) == poison
+        assert (dead["escalation_id"], dead["target"]) == (poison["escalation_id"], None)
+        assert dead["error"].startswith("cannot handle the record: OverflowError")
+
+        def committed() -> bool:
+            consumer = Consumer({**line.settings.kafka.confluent(),
+                                 "group.id": f"{line.prefix}inproc"})  # fmt: skip
+            try:
+                tp = TopicPartition(line.topics.escalations, 0)
+                return consumer.committed([tp], timeout=10)[0].offset == 2
+            finally:
+                consumer.close()
+
+        wait_running("both offsets committed", committed, sink)
+    finally:
+        sink.close()
+        live.close()

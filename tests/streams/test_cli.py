@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -280,7 +281,33 @@ def test_supervisor_treats_a_terminated_worker_as_a_clean_stop(child: Any) -> No
     assert len(started) == 2
 
 
-def test_worker_command_runs_the_supervisor_outside_the_child(child: Any) -> None:
+def test_supervisor_backs_off_exponentially_between_restarts(
+    child: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pauses: list[float] = []
+    monkeypatch.setattr(cli, "_pause", lambda seconds: pauses.append(seconds) or True)
+    started = child("75,75,75,75,75,75,75,75,75,0")
+    assert cli._supervise_worker() == 0
+    assert len(started) == 10
+    assert pauses == [1, 2, 4, 8, 16, 32, 60, 60]  # the first restart is immediate
+    assert "restarting the worker process (9) in 60s" in capsys.readouterr().err
+    assert [cli.restart_delay(n) for n in (0, 1, 2, 3, 100)] == [0, 0, 1, 2, 60]
+
+
+def test_a_signal_during_the_backoff_stops_the_supervisor(
+    child: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "restart_delay", lambda restarts: 30.0)
+    threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    started = child("75")
+    assert cli._supervise_worker() == 0  # within the 30 s pause, not after it
+    assert len(started) == 1
+
+
+def test_worker_command_runs_the_supervisor_outside_the_child(
+    child: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "_pause", lambda seconds: True)
     started = child("75,75,4")
     assert main(["worker", "--event-time"]) == 4
     assert len(started) == 3

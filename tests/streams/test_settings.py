@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import ConfigError, KafkaSettings, Settings, load_settings
+from streams.settings import ConfigError, KafkaSettings, Settings, load_settings, redact_url
 
 
 def test_defaults() -> None:
@@ -275,3 +275,25 @@ def test_schema_registry_mistakes_name_the_variable(env: dict[str, str], variabl
     with pytest.raises(ConfigError) as info:
         load_settings(env)
     assert str(info.value).startswith(f"ESCALATOR_SCHEMA_REGISTRY_{variable}")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
+        ("rediss://user:p@s/s@h/1", "rediss://user:***@h/1"),
+        ("redis://user@h/0", "redis://user@h/0"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+        ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+        ("user:pw@k1:9092,k2:9092", "user:***@k1:9092,k2:9092"),
+    ],
+)
+def test_urls_in_log_lines_carry_no_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_a_wrong_redis_url_is_named_without_its_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"ESCALATOR_REDIS_URL": "http://board:t0p-s3cret@h/0"})
+    assert "t0p-s3cret" not in str(caught.value)
+    assert "http://board:***@h/0" in str(caught.value)

@@ -99,6 +99,12 @@ Checks of combinations the schema cannot express; a mistake stops rendering with
 {{- if and (not (include "escalator.kafkaUsesTls" .)) (or $v.kafka.tls.caSecret.name $v.kafka.tls.certSecret.name) }}
 {{- fail (printf "kafka.tls.* is set but kafka.securityProtocol=%s does not use TLS (SSL or SASL_SSL)" $v.kafka.securityProtocol) }}
 {{- end }}
+{{- if and $v.ingest.enabled (not $v.ingest.tokenSecret.name) (not $v.ingest.tokensFileSecret.name) }}
+{{- fail "ingest needs ingest.tokenSecret.name or ingest.tokensFileSecret.name (per-source tokens): it refuses unauthenticated requests" }}
+{{- end }}
+{{- if and $v.networkPolicy.enabled $v.metrics.serviceMonitor.enabled (empty $v.networkPolicy.metricsFrom) }}
+{{- fail "metrics.serviceMonitor.enabled with networkPolicy.enabled needs networkPolicy.metricsFrom (the Prometheus pods or namespace), or nothing can scrape" }}
+{{- end }}
 {{- if and $v.sinks.webhook.enabled (empty $v.sinks.webhook.targets) }}
 {{- fail "sinks.webhook.enabled needs at least one target in sinks.webhook.targets (or set sinks.webhook.enabled=false)" }}
 {{- end }}
@@ -181,7 +187,15 @@ dir/file (read-only) and sets env to that path.
 {{- end }}{{ end }}
 {{- end }}
 {{- if eq $c "ingest" }}
-{{- $out = append $out (dict "volume" "ingest-token" "secret" $v.ingest.tokenSecret.name "key" $v.ingest.tokenSecret.key "file" "token" "env" "ESCALATOR_INGEST_TOKEN_FILE") }}
+{{- with $v.ingest.tokenSecret }}{{ if .name }}
+{{- $out = append $out (dict "volume" "ingest-token" "secret" .name "key" .key "file" "token" "env" "ESCALATOR_INGEST_TOKEN_FILE") }}
+{{- end }}{{ end }}
+{{- with $v.ingest.tokensFileSecret }}{{ if .name }}
+{{- $out = append $out (dict "volume" "ingest-tokens" "secret" .name "key" .key "file" "tokens.yaml" "env" "ESCALATOR_INGEST_TOKENS_FILE") }}
+{{- end }}{{ end }}
+{{- with $v.ingest.zendeskSecret }}{{ if .name }}
+{{- $out = append $out (dict "volume" "zendesk-webhook-secret" "secret" .name "key" .key "file" "secret" "env" "ESCALATOR_ZENDESK_WEBHOOK_SECRET_FILE") }}
+{{- end }}{{ end }}
 {{- end }}
 {{- if eq $c "sink-webhook" }}
 {{- $out = append $out (dict "volume" "webhook-signing-key" "secret" $v.sinks.webhook.signingKeySecret.name "key" $v.sinks.webhook.signingKeySecret.key "file" "signing-key" "env" "ESCALATOR_WEBHOOK_SIGNING_KEY_FILE") }}
