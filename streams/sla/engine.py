@@ -340,10 +340,7 @@ class Engine:
             if climb is not None:
                 allowed, tl = climb
                 left = allowed - state.climb_used
-                if left <= 0:
-                    at = since
-                else:
-                    at = since + left if tl is None else tl.add(since, left)
+                at = since if left <= 0 else since + left if tl is None else tl.add(since, left)
                 if best < 0 or at < best:
                     best = at
                     rank = _CLIMB
@@ -354,10 +351,7 @@ class Engine:
                 _, wait, tl = chain[state.f_step]
                 if wait is not None:
                     left = wait - state.f_used
-                    if left <= 0:
-                        at = since
-                    else:
-                        at = since + left if tl is None else tl.add(since, left)
+                    at = since if left <= 0 else since + left if tl is None else tl.add(since, left)
                     if best < 0 or at < best:
                         best = at
                         rank = _FUNCTIONAL_CLIMB
