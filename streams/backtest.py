@@ -362,6 +362,8 @@ def backtest_events(
                     if out is not None:
                         out.seek(0)
                         out.truncate()
+                if progress is not None:
+                    progress.count = 0  # the second pass counts from the start
                 items = items()
         return _backtest_events(
             policies, _time_sorted(list(_numbered(items))), outs, until, progress, errors,
