@@ -280,15 +280,20 @@ def _numbered(items: Iterable[Any]) -> Iterator[tuple[int, Item]]:
             yield index, item
 
 
-def _in_time_order(items: Iterator[tuple[int, Item]]) -> Iterator[tuple[int, Item]]:
+def _in_time_order(items: Iterable[Any]) -> Iterator[tuple[int, Item]]:
+    """_numbered, stopping at the first event earlier than the one before it (one layer of
+    generator per event rather than two: the streamed backtest reads every event here)."""
     latest = -1
-    for line, item in items:
+    for index, pair in enumerate(items, 1):
+        if type(pair) is not tuple:
+            pair = (pair.line if isinstance(pair, LineError) else index), pair
+        item = pair[1]
         if isinstance(item, TicketEvent):
             t = item.occurred_at
             if t < latest:
-                raise _OutOfOrder(line)
+                raise _OutOfOrder(pair[0])
             latest = t
-        yield line, item
+        yield pair
 
 
 def _by_time(pair: tuple[int, Item]) -> int:
@@ -349,7 +354,7 @@ def backtest_events(
         if callable(items):
             try:
                 return _backtest_events(
-                    policies, _in_time_order(_numbered(items())), outs, until, progress, errors,
+                    policies, _in_time_order(items()), outs, until, progress, errors,
                     board, False, max_ahead,
                 )  # fmt: skip
             except _OutOfOrder as exc:

@@ -54,7 +54,7 @@ from streams.sla.actions import (
 from streams.sla.calendar import BusinessCalendar, Timeline
 from streams.sla.events import PRIORITY_RANK, EventType, Priority, Status, TicketEvent
 from streams.sla.policy import METRICS, Escalate, Policy, SlaPolicy, Trigger, When
-from streams.sla.state import MAX_TICKET_TAGS, Clock, TicketState
+from streams.sla.state import MAX_TICKET_TAGS, SEEN_WINDOW, Clock, TicketState
 
 _PRIORITIES: Final = sorted(PRIORITY_RANK, key=PRIORITY_RANK.__getitem__)
 # Enum members as module constants: an attribute lookup on an enum class costs ~6x a global.
@@ -243,7 +243,7 @@ class Engine:
                 ticket_id=event.ticket_id, first_seen_at=t, clock_at=t, status_since=t
             )
             self._start_tracking(state, event)
-            state.remember(event.event_id)
+            state.seen[event.event_id] = None
             self._handle(state, event, actions, absorbed=True)
         elif event.event_id in state.seen:
             self._quiet_event = False
@@ -252,7 +252,10 @@ class Engine:
             due = state.next_due
             if due is not None and due <= limit:
                 self._advance(state, limit, state.clock_at if now < 0 else now, actions)
-            state.remember(event.event_id)
+            seen = state.seen  # state.remember, inline: the hottest path
+            seen[event.event_id] = None
+            if len(seen) > SEEN_WINDOW:
+                del seen[next(iter(seen))]
             self._handle(state, event, actions, absorbed=False)
         if t > state.clock_at:
             state.clock_at = t
@@ -332,9 +335,11 @@ class Engine:
             elif at == best and _RANK[clock.metric] < rank:
                 rank = _RANK[clock.metric]
         status = state.status
-        # a solved or paused ticket does not climb
-        climbing = status not in _DONE and status not in self._slas[state.policy].pause
         since = state.awaiting_since
+        # a solved or paused ticket does not climb (looked up only for a ticket with a timer)
+        climbing = (since is not None or state.f_since is not None) and (
+            status not in _DONE and status not in self._slas[state.policy].pause
+        )
         if since is not None and climbing:
             climb = self._climbs.get(state.level)
             if climb is not None:
