@@ -82,6 +82,20 @@ def transactional_id(settings: Settings) -> str:
     return f"{settings.app_id}-worker-{instance}"
 
 
+def build_processor(
+    settings: Settings, policy: Policy, topics: Topics, event_time: bool
+) -> TicketProcessor:
+    """The processor every runtime drives (this loop, streams.faust_app), from the settings."""
+    codecs = codecs_for(CODECS, settings, topics)
+    metrics = None
+    if settings.metrics_enabled:
+        metrics = WorkerStats((s.name for s in policy.sla_policies), live=not event_time)
+    return TicketProcessor(
+        Engine(policy), topics, codecs, settings.max_event_bytes, event_time, metrics=metrics,
+        max_skew_ms=settings.max_clock_skew_ms, max_record_bytes=settings.max_record_bytes,
+    )  # fmt: skip
+
+
 class Restart(Exception):
     """The worker must resume from committed offsets and state in a fresh process."""
 
@@ -282,14 +296,7 @@ class Worker:
         self.event_time = event_time
         self.exactly_once = settings.processing_guarantee == "exactly_once"
         self.out = out
-        codecs = codecs_for(CODECS, settings, topics)
-        metrics = None
-        if settings.metrics_enabled:
-            metrics = WorkerStats((s.name for s in policy.sla_policies), live=not event_time)
-        self.processor = TicketProcessor(
-            Engine(policy), topics, codecs, settings.max_event_bytes, event_time, metrics=metrics,
-            max_skew_ms=settings.max_clock_skew_ms, max_record_bytes=settings.max_record_bytes,
-        )  # fmt: skip
+        self.processor = build_processor(settings, policy, topics, event_time)
         self.state = LocalState(settings)
         self.owned: list[int] = []
         self.offsets: dict[int, int] = {}  # next offset per partition, not yet committed

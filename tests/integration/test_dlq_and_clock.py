@@ -131,8 +131,9 @@ escalation_matrix:
 
 
 def test_live_clock_fires_a_breach_within_a_second_of_its_deadline(
-    pipeline: Pipeline, tmp_path: Path
+    any_pipeline: Pipeline, tmp_path: Path
 ) -> None:
+    pipeline = any_pipeline
     policy = tmp_path / "policy.yaml"
     policy.write_text(LIVE_POLICY)
     worker = pipeline.start_worker("w1", event_time=False, policy=policy)
