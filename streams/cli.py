@@ -255,15 +255,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _die_with_parent()
     from streams.worker import changelog_topic, run_worker
 
-    if args.runtime == "faust":
+    settings = _settings()
+    if args.runtime == "faust":  # at-least-once unless asked otherwise, which it refuses
         from streams.faust_app import guarantee
 
         try:
-            processing = guarantee(os.environ)
+            settings = replace(settings, processing_guarantee=guarantee(os.environ))
         except ConfigError as exc:
             raise UserError(str(exc)) from None
-        os.environ["ESCALATOR_PROCESSING_GUARANTEE"] = processing
-    settings = _settings()
     policy = _policy_arg(args.policy or settings.policy_file)
     if args.topic_prefix:  # an isolated pipeline: its own group, changelog and state
         settings = replace(settings, app_id=f"{args.topic_prefix}{settings.app_id}")
