@@ -14,8 +14,8 @@ Design around the pitfalls in FAUST-KAFKA-NOTES.md:
   changelog record goes to that partition (never `use_partitioner`). One agent reads both
   topics, so ticks and events never interleave inside the processor.
 - Event-time ticks are ticket-events messages with the tick header, as for the loop.
-- The table is built with raw key and value serializers (set after building it: `app.Table`
-  takes none) so the processor's state bytes, and the changelog, are the loop's.
+- The table's key and value types are bytes, so its store and changelog use the raw codec:
+  the processor's state bytes, and the changelog, are the loop's (another type means json).
 - Faust's `exactly_once` sends outputs to topics its consumer does not read outside the
   transaction, so this runtime refuses it (`guarantee`).
 
@@ -170,8 +170,12 @@ class FaustRuntime:
             web_bind=settings.web_host,
             web_port=settings.web_port,
         )
-        table = app.Table(TABLE, default=None, partitions=settings.partitions)
-        table.key_serializer = table.value_serializer = "raw"  # FAUST-KAFKA-NOTES.md
+        # bytes key and value types make Faust pick the "raw" codec for the store and, as the
+        # table builds its changelog topic from them, for recovery (with any other type it
+        # picks "json"; FAUST-KAFKA-NOTES.md): the changelog holds the loop's state bytes.
+        table = app.Table(
+            TABLE, default=None, key_type=bytes, value_type=bytes, partitions=settings.partitions
+        )
         table.on_recover(self._recovered)
         self.table = table
         self.store = TableStore(table)
