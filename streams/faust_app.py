@@ -324,11 +324,16 @@ def from_environment(env: Mapping[str, str] | None = None) -> FaustRuntime:
 _runtime: FaustRuntime | None = None
 
 
+def current() -> FaustRuntime:
+    """The process's runtime from the environment, built once (extensions add to its app)."""
+    global _runtime
+    if _runtime is None:
+        _runtime = from_environment()
+    return _runtime
+
+
 def __getattr__(name: str) -> Any:
     """`app` is built on first use, so importing this module connects to nothing."""
-    global _runtime
     if name == "app":
-        if _runtime is None:
-            _runtime = from_environment()
-        return _runtime.app
+        return current().app
     raise AttributeError(name)

@@ -3,8 +3,11 @@ broker; the runtime-parametrized pipeline tests are in test_pipeline.py."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -51,3 +54,27 @@ def test_faust_cli_worker_equals_backtest(pipeline: Pipeline, tmp_path: Path) ->
     seen = Counter(r["escalation_id"] for r in records)
     assert set(seen) == expected
     assert worker.partitions() == [0, 1, 2]
+
+
+def test_extension_agent_counts_escalations_per_team(pipeline: Pipeline, tmp_path: Path) -> None:
+    """streams.faust_team_load: one's own agent and windowed table in Escalator's app."""
+    path, expected = history(tmp_path, agents=6, days=2, seed=37)
+    worker = start_faust_cli(pipeline, "team-load", app="streams.faust_team_load")
+    worker.wait_ready()
+    replay(pipeline.settings, path, pipeline.topics, end_tick=True)
+    records = pipeline.read("escalations", "Escalation", expect=len(expected), timeout=120)
+    unique = {r["escalation_id"]: r for r in records}
+    assert set(unique) == expected
+    # at-least-once: each copy on the topic is counted, as a consumer of the topic sees it
+    wanted = dict(Counter(r["target"] for r in records))
+    assert len(wanted) > 1
+    url = f"http://127.0.0.1:{worker.web_port}/team-load/"
+    deadline = time.monotonic() + 60
+    load: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            load = json.load(response)
+        if load == wanted:
+            break
+        time.sleep(1)
+    assert load == wanted
