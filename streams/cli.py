@@ -295,6 +295,8 @@ def _faust_worker(
         runtime = FaustRuntime(settings, policy, topics, args.event_time)
     except RegistryError as exc:
         raise UserError(str(exc)) from None
+    except OSError as exc:  # the data dir
+        raise UserError(f"ESCALATOR_DATA_DIR={settings.data_dir}: {exc.strerror}") from None
     return run_faust_worker(runtime, args.loglevel)
 
 

@@ -147,12 +147,14 @@ class FaustRuntime:
         self.recovered = False
         self.assignments = 0
         self.events = 0
+        datadir = settings.data_dir / "faust"
+        datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
         self.app = app = faust.App(
             settings.app_id,
             broker=[f"kafka://{host}" for host in settings.kafka.bootstrap.split(",")],
             broker_credentials=broker_credentials(settings),
             store=settings.store,
-            datadir=str(settings.data_dir / "faust"),
+            datadir=str(datadir),
             processing_guarantee="at_least_once",
             key_serializer="raw",
             value_serializer="raw",
