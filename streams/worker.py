@@ -6,7 +6,7 @@ outputs, every state change as a record of the compacted changelog topic, and th
 consumed offsets, all in one transaction committed every `commit_interval_ms`. Every
 record goes to the partition of the input that caused it, so a partition's state and
 outputs move together. Faust did the same job at about a tenth of the rate
-(bench/pipeline.py, issue #4); its codec is still what schemas.codec offers Faust apps.
+(bench/pipeline.py, issue #4); streams.faust_app runs the same processor as a Faust app.
 
 Time: in wall-clock mode the loop itself ticks every `tick_ms`, between batches, so a
 deadline fires with no new events and its state change is in the same transaction as
