@@ -287,10 +287,9 @@ def _faust_worker(
 ) -> int:
     """The same processor as a Faust app (streams.faust_app); its clock topic exists first."""
     from schemas.codec import RegistryError
-    from streams.faust_app import FaustRuntime, clock_topic, run_faust_worker
-    from streams.topics import ensure_topics
+    from streams.faust_app import FaustRuntime, ensure_clock_topic, run_faust_worker
 
-    ensure_topics(settings, topics, [clock_topic(settings)])
+    ensure_clock_topic(settings, topics)
     try:
         runtime = FaustRuntime(settings, policy, topics, args.event_time)
     except RegistryError as exc:

@@ -56,9 +56,18 @@ PREFIX_ENV = "ESCALATOR_TOPIC_PREFIX"  # an isolated pipeline (for `faust -A ...
 BUFFER = 16_384  # stream_buffer_maxsize: measured to help (FAUST-KAFKA-NOTES.md)
 
 
+# Ticks are triggers, worth nothing once read: kept an hour, in 10-minute segments (retention
+# drops whole segments), not the week of a default topic (10 ticks/s for each partition).
+CLOCK_TOPIC_CONFIG = {"retention.ms": str(3_600_000), "segment.ms": str(600_000)}
+
+
 def clock_topic(settings: Settings) -> str:
     """The co-partitioned topic the wall-clock timer ticks each partition through."""
     return f"{settings.app_id}-clock"
+
+
+def ensure_clock_topic(settings: Settings, topics: Topics) -> None:
+    ensure_topics(settings, topics, [clock_topic(settings)], config=CLOCK_TOPIC_CONFIG)
 
 
 def guarantee(env: Mapping[str, str]) -> str:
@@ -316,7 +325,7 @@ def from_environment(env: Mapping[str, str] | None = None) -> FaustRuntime:
             settings = replace(settings, app_id=f"{prefix}{settings.app_id}")
         policy = _policy_arg(settings.policy_file)
         topics = _pipeline_topics(settings, prefix, [changelog_topic(settings)])
-        ensure_topics(settings, topics, [clock_topic(settings)])
+        ensure_clock_topic(settings, topics)
     except (UserError, ConfigError) as exc:
         sys.stderr.write(f"escalator worker: {exc}\n")
         raise SystemExit(2) from None

@@ -12,8 +12,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 from streams.demo import free_port
+from streams.faust_app import clock_topic, ensure_clock_topic
 from streams.replay import replay
 from tests.integration.conftest import REPO, Pipeline, WorkerProcess
 from tests.integration.test_pipeline import history
@@ -78,3 +80,20 @@ def test_extension_agent_counts_escalations_per_team(pipeline: Pipeline, tmp_pat
             break
         time.sleep(1)
     assert load == wanted
+
+
+def test_clock_topic_keeps_ticks_an_hour(pipeline: Pipeline) -> None:
+    """Ten ticks a second per partition would fill a week-long topic; ticks are kept an hour."""
+    ensure_clock_topic(pipeline.settings, pipeline.topics)
+    name = clock_topic(pipeline.settings)
+    admin = AdminClient(pipeline.settings.kafka.confluent())
+    deadline = time.monotonic() + 15
+    while True:  # a topic just created may take a moment to show in the metadata
+        meta = admin.list_topics(name, timeout=30).topics[name]
+        if (meta.error is None and len(meta.partitions) == 3) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert meta.error is None and len(meta.partitions) == 3, meta
+    (future,) = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, name)]).values()
+    config = {k: v.value for k, v in future.result(30).items()}
+    assert config["retention.ms"] == "3600000" and config["segment.ms"] == "600000"

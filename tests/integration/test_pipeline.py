@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.generator import generate_to_file
 from connectors.history import read_history
@@ -88,6 +89,14 @@ def test_live_equals_backtest(any_pipeline: Pipeline, tmp_path: Path, guarantee:
         body = json.loads(response.read())
         assert response.status == 200 and body["ready"] is True
         assert body["partitions"] == [0, 1, 2]
+    # The loop's metrics, whichever runtime: every escalation counted once, lag per partition.
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+        families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+    counted = sum(s.value for s in families["escalator_escalations"].samples
+                  if s.name == "escalator_escalations_total")  # fmt: skip
+    assert counted == len(fired)
+    lag = families["escalator_consumer_lag"].samples
+    assert sorted(int(s.labels["partition"]) for s in lag) == [0, 1, 2]
 
 
 def test_crash_mid_stream_loses_and_duplicates_nothing(
