@@ -301,6 +301,7 @@ class Worker:
         self.owned: list[int] = []
         self.offsets: dict[int, int] = {}  # next offset per partition, not yet committed
         self.committed: dict[int, int] = {}  # next offset per partition, committed
+        self.highs: dict[int, int] = {}  # high watermark per owned partition, read by the loop
         self.open = False  # a transaction is open (exactly-once)
         self.dirty = False  # records or offsets wait for the next commit
         self.clean_revoke = False  # the last revocation committed: kept stores are current
@@ -334,7 +335,7 @@ class Worker:
         )
         tick_s = self.settings.tick_ms / 1000
         commit_s = self.settings.commit_interval_ms / 1000
-        next_tick = last_commit = last_status = time.monotonic()
+        next_tick = last_commit = last_status = last_highs = time.monotonic()
         consume, handle = self.consumer.consume, self._handle
         try:
             while self.running:
@@ -349,6 +350,9 @@ class Worker:
                     next_tick = now + tick_s
                     self._tick()
                 self.producer.poll(0)
+                if now - last_highs >= 1.0:
+                    last_highs = now
+                    self._read_highs()
                 if self.dirty and now - last_commit >= commit_s:
                     self._commit()
                     last_commit = time.monotonic()
@@ -588,14 +592,22 @@ class Worker:
             self.fatal = f"fatal client error: {err.str()}"
         log.warning("kafka: %s", err.str())
 
+    def _read_highs(self) -> None:
+        """librdkafka's cached high watermarks (no request), read on the loop's thread: from
+        the metrics thread the call waits while consume() runs, and the loop hardly pauses."""
+        consumer, source = self.consumer, self.source
+        self.highs = {
+            p: consumer.get_watermark_offsets(TopicPartition(source, p), cached=True)[1]
+            for p in self.owned
+        }
+
     def lag(self) -> list[tuple[str, int, int]]:
-        """(topic, partition, high watermark - committed offset) per owned partition; safe to
-        call from the metrics thread (librdkafka's cached watermarks, no request)."""
+        """(topic, partition, high watermark - committed offset) per owned partition, as of
+        the last second; safe to call from the metrics thread."""
         out = []
+        highs = self.highs
         for p in list(self.owned):
-            low, high = self.consumer.get_watermark_offsets(
-                TopicPartition(self.source, p), cached=True
-            )
+            high = highs.get(p, -1)
             done = self.committed.get(p)
             if done is not None and high >= 0:
                 out.append((self.source, p, max(high - done, 0)))
