@@ -524,17 +524,25 @@ def _wait_for(started: WorkerProcess, url: str, deadline: float, ok: Any = None)
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("runtime", ["loop", "faust"])
 def test_processes_serve_their_probes_and_metrics(
-    kafka_bootstrap: str, redis_url: str, schema_registry: str, render: Any, tmp_path: Path
+    kafka_bootstrap: str,
+    redis_url: str,
+    schema_registry: str,
+    render: Any,
+    tmp_path: Path,
+    runtime: str,
 ) -> None:
     worker_port, ingest_port, redis_port, webhook_port, board_port, nobody = _free_ports(6)
+    processing = "exactly_once" if runtime == "loop" else "at_least_once"
     docs = render(
         {
+            "processingGuarantee": processing,
             "kafka": {"bootstrap": kafka_bootstrap, "partitions": 2},
             "redis": {"url": redis_url},
             # every Avro schema registered and resolved through the real registry
             "schemaRegistry": {"url": schema_registry},
-            "worker": {"webPort": worker_port},
+            "worker": {"webPort": worker_port, "runtime": runtime},
             "ingest": {"port": ingest_port},
             "sinks": {
                 "redis": {"metricsPort": redis_port},
