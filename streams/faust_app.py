@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import ssl
 import sys
@@ -46,8 +45,6 @@ from streams.sla.policy import Policy
 from streams.topics import Topics, ensure_topics
 from streams.worker import READY, build_processor, changelog_topic
 from streams.worker_metrics import metrics_exposition
-
-log = logging.getLogger("escalator.faust")
 
 TABLE = "tickets"  # Faust names its changelog <app id>-tickets-changelog: the loop's topic
 GUARANTEE_ENV = "ESCALATOR_PROCESSING_GUARANTEE"
@@ -245,7 +242,7 @@ class FaustRuntime:
         of the assignment is processed: Faust resumes the streams after this)."""
         actives = self.app.assignor.assigned_actives()
         wanted = sorted(tp.partition for tp in actives if tp.topic == self.source)
-        self.processor.forget(set(self.processor.due) - set(wanted))
+        self.processor.forget(set(self.owned) - set(wanted))  # the previous assignment's
         tickets = self.processor.rebuild(self.store, wanted)
         self.owned = wanted
         self.recovered = True
