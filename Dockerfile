@@ -27,7 +27,7 @@ RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="escalator" \
-      org.opencontainers.image.description="SLA escalation pipeline for contact centers (Faust on Kafka)"
+      org.opencontainers.image.description="SLA escalation pipeline for contact centers (stream processing on Kafka)"
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -3,6 +3,7 @@
     .venv/bin/python bench/pipeline.py [--agents 400] [--days 3] [--latency-tickets 300]
     .venv/bin/python bench/pipeline.py --metrics-cost [--rounds 2] [--agents 100 --days 2]
     .venv/bin/python bench/pipeline.py --registry-cost URL [--rounds 1] [--agents 100 --days 2]
+    .venv/bin/python bench/pipeline.py --runtimes [--agents 100 --days 2]
 
 1. Ceiling: a bare confluent-kafka consumer with fastavro decoding reads ticket-events.
 2. Throughput: one `escalator worker` (exactly-once, RocksDB state, changelog) drains the
@@ -22,6 +23,9 @@
 6. --registry-cost URL: the same side by side, one worker (and its backlog) with the schema
    registry at URL (ESCALATOR_SCHEMA_REGISTRY_URL; the ids the registry gives, subjects by
    TopicNameStrategy), one with the committed ids.json; prints both rates and their ratio.
+7. Runtimes: after the loop's throughput run (2.), the Faust runtime (`--runtime faust`,
+   at-least-once) drains a copy of the same backlog; events/s, per CPU-s and peak RSS next to
+   the ceiling and the loop's, with ratios. --runtimes: only the ceiling and these two runs.
 
 Needs Kafka (deploy/local/services up kafka, or ESCALATOR_KAFKA_BOOTSTRAP); --registry-cost
 a registry (deploy/local/services up registry: http://127.0.0.1:18081/apis/ccompat/v7).
@@ -56,6 +60,7 @@ from streams.sla.report import percentile
 from streams.topics import Topics, ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
+STALL_S = 120.0  # a drain whose committed offsets stand still this long has failed
 BENCH_POLICY = """
 version: 1
 sla_policies:
@@ -77,12 +82,15 @@ def start_worker(
     policy: Path | None,
     metrics: bool = True,
     registry: str | None = None,
+    runtime: str = "loop",
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "ESCALATOR_DATA_DIR": str(data), "ESCALATOR_WEB_PORT": str(free_port()),
            "ESCALATOR_METRICS": "on" if metrics else "off",
            "ESCALATOR_SCHEMA_REGISTRY_URL": registry or ""}  # fmt: skip
+    if runtime == "faust":  # at-least-once only (streams.faust_app.guarantee)
+        env["ESCALATOR_PROCESSING_GUARANTEE"] = "at_least_once"
     cmd = [sys.executable, "-m", "streams.cli", "worker", "--topic-prefix", prefix,
-           "--loglevel", "info"]  # fmt: skip
+           "--loglevel", "info", "--runtime", runtime]  # fmt: skip
     if event_time:
         cmd.append("--event-time")
     if policy:
@@ -254,11 +262,13 @@ class Drain:
     total: int
     metrics: bool = True
     registry: str | None = None  # the schema registry's URL; None: ids.json
+    runtime: str = "loop"  # escalator worker --runtime
     worker: subprocess.Popen[bytes] | None = None
     done: int = 0
     first: tuple[float, int, float] | None = None  # wall time, committed, CPU at first commit
     last: tuple[float, float] = (0.0, 0.0)  # wall time, CPU when last seen
     peak_mb: float = 0.0  # peak RSS of the worker's processes, read before it stops
+    last_progress: float = 0.0  # wall time its committed offsets last moved
 
     def rates(self) -> tuple[float, float]:
         """(events/s of wall time, events per CPU second of the worker's processes)."""
@@ -275,7 +285,7 @@ def drain(settings: Settings, root: Path, runs: list[Drain]) -> None:
     even while the machine's speed drifts."""
     for run in runs:
         run.worker = start_worker(
-            run.prefix, root / run.name, True, None, run.metrics, run.registry
+            run.prefix, root / run.name, True, None, run.metrics, run.registry, run.runtime
         )
     for run in runs:
         wait_log(root / f"{run.name}.log", "Worker ready")
@@ -291,10 +301,14 @@ def drain(settings: Settings, root: Path, runs: list[Drain]) -> None:
             if now_done and run.first is None:
                 run.first = (time.perf_counter(), now_done, cpu)
             progress.update(now_done - run.done)
+            if now_done > run.done or run.last_progress == 0.0:
+                run.last_progress = time.perf_counter()
             run.done = now_done
             run.last = (time.perf_counter(), cpu)
             if run.worker.poll() is not None:
                 raise SystemExit(f"worker {run.name} exited during the throughput run")
+            if time.perf_counter() - run.last_progress > STALL_S:
+                raise SystemExit(f"worker {run.name} committed nothing for {STALL_S:.0f}s")
     progress.close()
     for run in runs:
         assert run.worker is not None
@@ -336,6 +350,32 @@ def side_by_side(
               f" ratio on/off {on / off:.3f}, overhead {overhead:+.1%}{goal}")  # fmt: skip
 
 
+def output_topics(topics: Topics) -> list[str]:
+    return [topics.escalations, topics.priority_bumps, topics.reminders, topics.dlq,
+            topics.queue_stats]  # fmt: skip
+
+
+def faust_runtime(settings: Settings, root: Path, history: Path, ceil: float, loop: Drain) -> None:
+    """The Faust runtime drains a copy of the backlog the loop drained (`loop`); figures next
+    to the ceiling's and the loop's."""
+    prefix = f"benchf{uuid.uuid4().hex[:8]}-"
+    topics = Topics(prefix)
+    ensure_topics(settings, topics)
+    sent, _ = replay(settings, history, topics, end_tick=True)
+    run = Drain(prefix, "w-faust", sent + settings.partitions, runtime="faust")
+    drain(settings, root, [run])
+    rate, per_cpu = run.rates()
+    loop_rate, loop_cpu = loop.rates()
+    changelog = f"{prefix}{settings.app_id}-tickets-changelog"
+    written = records(settings, [*output_topics(topics), changelog], settings.partitions)
+    print(f"faust    : 1 worker, at-least-once, Faust table (RocksDB) + changelog: "
+          f"{rate:>10,.0f} events/s  ({per_cpu:,.0f} per CPU-s; {written / run.total:.2f} "
+          f"records written per event; peak RSS {run.peak_mb:,.0f} MB)")  # fmt: skip
+    print(f"runtimes : ratio to ceiling loop {loop_rate / ceil:.3f}, faust {rate / ceil:.3f}; "
+          f"loop/faust {loop_rate / rate:.2f}x events/s, {loop_cpu / per_cpu:.2f}x events per "
+          f"CPU-s, peak RSS {loop.peak_mb:,.0f} vs {run.peak_mb:,.0f} MB")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--agents", type=int, default=400)
@@ -347,6 +387,9 @@ def main() -> int:
     parser.add_argument("--registry-cost", metavar="URL",
                         help="only throughput, with the registry at URL and without")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=2, help="on/off pairs (the two -cost modes)")
+    parser.add_argument(
+        "--runtimes", action="store_true", help="only the ceiling, the loop's and Faust's drains"
+    )
     args = parser.parse_args()
     settings = load_settings()
     partitions = settings.partitions
@@ -378,13 +421,14 @@ def main() -> int:
         drain(settings, root, [run])
         rate, per_cpu = run.rates()
         changelog = f"{prefix}{settings.app_id}-tickets-changelog"
-        outputs = [topics.escalations, topics.priority_bumps, topics.reminders, topics.dlq,
-                   topics.queue_stats, changelog]  # fmt: skip
-        written = records(settings, outputs, partitions)
+        written = records(settings, [*output_topics(topics), changelog], partitions)
         print(f"worker   : 1 worker, exactly-once, RocksDB + changelog: {rate:>10,.0f} events/s"
               f"  ({per_cpu:,.0f} per CPU-s; {written / total:.2f} records written per event;"
               f" ratio to ceiling {rate / ceil:.3f}, to the goal {rate / 10_000:.2f};"
               f" peak RSS {run.peak_mb:,.0f} MB)")  # fmt: skip
+        faust_runtime(settings, root, history, ceil, run)
+        if args.runtimes:
+            return 0
 
         measure_restore(settings, root, prefix, changelog, partitions, ceil)
         measure_latency(settings, root, partitions, args.latency_tickets)

@@ -40,7 +40,6 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from functools import cache
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -65,7 +64,6 @@ __all__ = [
     "SubjectStrategy",
     "codec_for",
     "codecs_for",
-    "faust_codec",
     "load_history",
     "load_ids",
     "load_schema",
@@ -542,39 +540,3 @@ def codecs_for(names: Iterable[str], settings: Any, topics: Any = None) -> dict[
     for codec in codecs.values():
         codec.schema_id  # noqa: B018 - registers now
     return codecs
-
-
-# --------------------------------------------------------------------------------------------
-# Faust
-
-
-@cache
-def _faust_codec_class() -> type:
-    import faust
-
-    class AvroFaustCodec(faust.Codec):
-        """Faust codec: dict <-> wire-format Avro. Use as ``value_serializer`` of a topic."""
-
-        def __init__(self, children: Any = None, **kwargs: Any) -> None:
-            super().__init__(children=children, **kwargs)
-            codec = kwargs.get("codec")
-            if codec is None:
-                codec = AvroCodec(kwargs["name"], kwargs.get("registry"))
-            self.avro: AvroCodec = codec
-
-        def _dumps(self, obj: Any) -> bytes:
-            return self.avro.encode(obj)
-
-        def _loads(self, s: bytes) -> Any:
-            return self.avro.decode(s)
-
-    return AvroFaustCodec
-
-
-def faust_codec(
-    name: str, registry: str | Registry | None = None, *, codec: AvroCodec | None = None
-) -> Any:
-    """A ``faust.Codec`` instance for record ``name`` (pass an existing ``codec`` to share it)."""
-    if codec is not None:
-        return _faust_codec_class()(name=name, codec=codec)
-    return _faust_codec_class()(name=name, registry=registry)

@@ -293,6 +293,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from streams.worker import changelog_topic, run_worker
 
     settings = _settings()
+    if args.runtime == "faust":  # at-least-once unless asked otherwise, which it refuses
+        from streams.faust_app import guarantee
+
+        try:
+            settings = replace(settings, processing_guarantee=guarantee(os.environ))
+        except ConfigError as exc:
+            raise UserError(str(exc)) from None
     policy = _policy_arg(args.policy or settings.policy_file)
     if args.topic_prefix:  # an isolated pipeline: its own group, changelog and state
         settings = replace(settings, app_id=f"{args.topic_prefix}{settings.app_id}")
@@ -304,9 +311,29 @@ def cmd_worker(args: argparse.Namespace) -> int:
     sys.stderr.write(
         f"escalator worker: policy {policy.source}, {settings.partitions} partitions, "
         f"{settings.processing_guarantee}, clock={'event' if args.event_time else 'wall'}, "
-        f"state {settings.store} (restored from the changelog on assignment)\n"
+        f"state {settings.store} (restored from the changelog on assignment), "
+        f"runtime {args.runtime}\n"
     )
+    if args.runtime == "faust":
+        return _faust_worker(settings, policy, topics, args)
     return run_worker(settings, policy, topics, event_time=args.event_time)
+
+
+def _faust_worker(
+    settings: Settings, policy: Policy, topics: Topics, args: argparse.Namespace
+) -> int:
+    """The same processor as a Faust app (streams.faust_app); its clock topic exists first."""
+    from schemas.codec import RegistryError
+    from streams.faust_app import FaustRuntime, ensure_clock_topic, run_faust_worker
+
+    ensure_clock_topic(settings, topics)
+    try:
+        runtime = FaustRuntime(settings, policy, topics, args.event_time)
+    except RegistryError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:  # the data dir
+        raise UserError(f"ESCALATOR_DATA_DIR={settings.data_dir}: {exc.strerror}") from None
+    return run_faust_worker(runtime, args.loglevel)
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -542,6 +569,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--event-time",
         action="store_true",
         help="advance the clock by event time (replays, demo) instead of wall time",
+    )
+    worker.add_argument(
+        "--runtime",
+        choices=("loop", "faust"),
+        default="loop",
+        help="loop: the exactly-once transactional loop (default); faust: Faust agents and a "
+        "table over the same processor, at-least-once",
     )
     worker.add_argument("--topic-prefix", default="", help=argparse.SUPPRESS)
     worker.add_argument("--loglevel", default="warning")

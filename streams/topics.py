@@ -7,7 +7,7 @@ transaction of its source partition under exactly-once processing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -98,9 +98,11 @@ def ensure_topics(
     names: Iterable[str] | None = None,
     timeout: float = 30.0,
     compact: bool = False,
+    config: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Create missing topics with the configured partitions; returns the names created.
-    `compact`: keep the last record per key (a changelog), not the last week.
+    `compact`: keep the last record per key (a changelog), not the last week; `config`: more
+    topic settings for the created topics.
 
     An existing topic with a different partition count is a configuration error:
     co-partitioning is what keeps a ticket's events, state and outputs together.
@@ -118,12 +120,13 @@ def ensure_topics(
     missing = [name for name in wanted if name not in existing]
     if not missing:
         return []
-    config = {"max.message.bytes": str(max(2 * settings.max_event_bytes, 1_048_588))}
+    settings_of = {"max.message.bytes": str(max(2 * settings.max_event_bytes, 1_048_588))}
     if compact:
-        config["cleanup.policy"] = "compact"
+        settings_of["cleanup.policy"] = "compact"
+    settings_of.update(config or {})
     futures = admin.create_topics(
         [
-            NewTopic(name, settings.partitions, settings.replication, config=config)
+            NewTopic(name, settings.partitions, settings.replication, config=settings_of)
             for name in missing
         ],
         operation_timeout=timeout,

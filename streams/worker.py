@@ -6,7 +6,7 @@ outputs, every state change as a record of the compacted changelog topic, and th
 consumed offsets, all in one transaction committed every `commit_interval_ms`. Every
 record goes to the partition of the input that caused it, so a partition's state and
 outputs move together. Faust did the same job at about a tenth of the rate
-(bench/pipeline.py, issue #4); its codec is still what schemas.codec offers Faust apps.
+(bench/pipeline.py, issue #4); streams.faust_app runs the same processor as a Faust app.
 
 Time: in wall-clock mode the loop itself ticks every `tick_ms`, between batches, so a
 deadline fires with no new events and its state change is in the same transaction as
@@ -81,6 +81,20 @@ def transactional_id(settings: Settings) -> str:
         where = hashlib.sha1(str(settings.data_dir.resolve()).encode()).hexdigest()[:8]
         instance = f"{socket.gethostname()}-{where}"
     return f"{settings.app_id}-worker-{instance}"
+
+
+def build_processor(
+    settings: Settings, policy: Policy, topics: Topics, event_time: bool
+) -> TicketProcessor:
+    """The processor every runtime drives (this loop, streams.faust_app), from the settings."""
+    codecs = codecs_for(CODECS, settings, topics)
+    metrics = None
+    if settings.metrics_enabled:
+        metrics = WorkerStats((s.name for s in policy.sla_policies), live=not event_time)
+    return TicketProcessor(
+        Engine(policy), topics, codecs, settings.max_event_bytes, event_time, metrics=metrics,
+        max_skew_ms=settings.max_clock_skew_ms, max_record_bytes=settings.max_record_bytes,
+    )  # fmt: skip
 
 
 class Restart(Exception):
@@ -283,18 +297,12 @@ class Worker:
         self.event_time = event_time
         self.exactly_once = settings.processing_guarantee == "exactly_once"
         self.out = out
-        codecs = codecs_for(CODECS, settings, topics)
-        metrics = None
-        if settings.metrics_enabled:
-            metrics = WorkerStats((s.name for s in policy.sla_policies), live=not event_time)
-        self.processor = TicketProcessor(
-            Engine(policy), topics, codecs, settings.max_event_bytes, event_time, metrics=metrics,
-            max_skew_ms=settings.max_clock_skew_ms, max_record_bytes=settings.max_record_bytes,
-        )  # fmt: skip
+        self.processor = build_processor(settings, policy, topics, event_time)
         self.state = LocalState(settings)
         self.owned: list[int] = []
         self.offsets: dict[int, int] = {}  # next offset per partition, not yet committed
         self.committed: dict[int, int] = {}  # next offset per partition, committed
+        self.highs: dict[int, int] = {}  # high watermark per owned partition, read by the loop
         self.open = False  # a transaction is open (exactly-once)
         self.dirty = False  # records or offsets wait for the next commit
         self.clean_revoke = False  # the last revocation committed: kept stores are current
@@ -328,7 +336,7 @@ class Worker:
         )
         tick_s = self.settings.tick_ms / 1000
         commit_s = self.settings.commit_interval_ms / 1000
-        next_tick = last_commit = last_status = time.monotonic()
+        next_tick = last_commit = last_status = last_highs = time.monotonic()
         consume, handle = self.consumer.consume, self._handle
         try:
             while self.running:
@@ -344,6 +352,9 @@ class Worker:
                     next_tick = now + tick_s
                     self._tick()
                 self.producer.poll(0)
+                if now - last_highs >= 1.0:
+                    last_highs = now
+                    self._read_highs()
                 if self.dirty and now - last_commit >= commit_s:
                     self._commit()
                     last_commit = time.monotonic()
@@ -583,14 +594,22 @@ class Worker:
             self.fatal = f"fatal client error: {err.str()}"
         log.warning("kafka: %s", err.str())
 
+    def _read_highs(self) -> None:
+        """librdkafka's cached high watermarks (no request), read on the loop's thread: from
+        the metrics thread the call waits while consume() runs, and the loop hardly pauses."""
+        consumer, source = self.consumer, self.source
+        self.highs = {
+            p: consumer.get_watermark_offsets(TopicPartition(source, p), cached=True)[1]
+            for p in self.owned
+        }
+
     def lag(self) -> list[tuple[str, int, int]]:
-        """(topic, partition, high watermark - committed offset) per owned partition; safe to
-        call from the metrics thread (librdkafka's cached watermarks, no request)."""
+        """(topic, partition, high watermark - committed offset) per owned partition, as of
+        the last second; safe to call from the metrics thread."""
         out = []
+        highs = self.highs
         for p in list(self.owned):
-            low, high = self.consumer.get_watermark_offsets(
-                TopicPartition(self.source, p), cached=True
-            )
+            high = highs.get(p, -1)
             done = self.committed.get(p)
             if done is not None and high >= 0:
                 out.append((self.source, p, max(high - done, 0)))

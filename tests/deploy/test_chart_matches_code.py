@@ -37,7 +37,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from connectors.webhook_targets import Target, TopicName, parse_targets
 from streams.cli import SINKS, build_parser
 from streams.demo import free_port
-from streams.settings import Settings, load_settings
+from streams.faust_app import guarantee
+from streams.settings import ConfigError, Settings, load_settings
 from streams.sla.actions import Kind, Reason
 from streams.sla.policy import PolicyError, load_policy
 from streams.topics import Topics, ensure_topics
@@ -62,6 +63,7 @@ RENDERS: dict[str, tuple[dict[str, Any] | None, bool]] = {
     "default": (None, False),
     "all-on": (ALL_ON, False),
     "production": (None, True),
+    "faust": ({"processingGuarantee": "at_least_once", "worker": {"runtime": "faust"}}, False),
 }
 PACKAGES = ("streams", "connectors", "schemas")
 METRICS_LABEL = "escalator.io/metrics"
@@ -128,6 +130,41 @@ def test_args_are_an_escalator_command(rendered: dict[str, Any], values: str) ->
         assert command_function(args).__module__ == "streams.cli", where
         seen.add(" ".join(container["args"][:2] if args.command == "sink" else [args.command]))
     assert {"worker", "ingest", "sink redis"} <= seen
+
+
+@pytest.mark.parametrize("values", RENDERS)
+def test_worker_runs_the_runtime_of_the_values(
+    rendered: dict[str, Any], values: str, tmp_path: Path
+) -> None:
+    """worker.runtime reaches `escalator worker --runtime`; the Faust runtime accepts the
+    guarantee the chart gives it (it refuses exactly_once at start-up)."""
+    docs = rendered[values]
+    wanted = (RENDERS[values][0] or {}).get("worker", {}).get("runtime", "loop")
+    work = one(docs, "StatefulSet", "escalator-worker")
+    (container,) = (c for c in containers(work) if c["args"][0] == "worker")
+    assert parse_args(container["args"]).runtime == wanted
+    if wanted == "faust":
+        env = process_env(docs, work, container, tmp_path)
+        assert guarantee(env) == "at_least_once"
+
+
+def test_chart_refuses_faust_with_exactly_once(render_error: Any) -> None:
+    with pytest.raises(ConfigError):  # what the worker would refuse at start-up
+        guarantee({"ESCALATOR_PROCESSING_GUARANTEE": "exactly_once"})
+    error = render_error({"worker": {"runtime": "faust"}})
+    assert "worker.runtime=faust is at-least-once only" in error
+
+
+def test_schema_lists_the_runtimes_of_the_parser() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text("utf-8"))
+    runtime = schema["properties"]["worker"]["properties"]["runtime"]
+    (action,) = (a for a in worker_parser()._actions if a.dest == "runtime")
+    assert runtime["enum"] == list(action.choices)
+
+
+def worker_parser() -> Any:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return sub.choices["worker"]
 
 
 # ---- (b) environment variables -----------------------------------------------------------------
@@ -487,17 +524,25 @@ def _wait_for(started: WorkerProcess, url: str, deadline: float, ok: Any = None)
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("runtime", ["loop", "faust"])
 def test_processes_serve_their_probes_and_metrics(
-    kafka_bootstrap: str, redis_url: str, schema_registry: str, render: Any, tmp_path: Path
+    kafka_bootstrap: str,
+    redis_url: str,
+    schema_registry: str,
+    render: Any,
+    tmp_path: Path,
+    runtime: str,
 ) -> None:
     worker_port, ingest_port, redis_port, webhook_port, board_port, nobody = _free_ports(6)
+    processing = "exactly_once" if runtime == "loop" else "at_least_once"
     docs = render(
         {
+            "processingGuarantee": processing,
             "kafka": {"bootstrap": kafka_bootstrap, "partitions": 2},
             "redis": {"url": redis_url},
             # every Avro schema registered and resolved through the real registry
             "schemaRegistry": {"url": schema_registry},
-            "worker": {"webPort": worker_port},
+            "worker": {"webPort": worker_port, "runtime": runtime},
             "ingest": {"port": ingest_port},
             "sinks": {
                 "redis": {"metricsPort": redis_port},

@@ -59,7 +59,7 @@ def test_statefulset_shape(render: Any) -> None:
     headless = one(docs, "Service", spec["serviceName"])
     assert headless["spec"]["clusterIP"] == "None"
     (worker,) = spec["template"]["spec"]["containers"]
-    assert worker["args"] == ["worker"]
+    assert worker["args"] == ["worker", "--runtime", "loop"]
     env = env_of(worker)
     assert env["ESCALATOR_POLICY_FILE"] == "/etc/escalator/policy.yaml"
     policy_mount = next(m for m in worker["volumeMounts"] if m["name"] == "policy")

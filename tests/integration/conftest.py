@@ -88,6 +88,7 @@ class Pipeline:
     prefix: str = field(default_factory=lambda: f"it{uuid.uuid4().hex[:10]}-")
     extra_env: dict[str, str] = field(default_factory=dict)
     workers: list[WorkerProcess] = field(default_factory=list)
+    runtime: str = "loop"  # the worker's --runtime: loop (exactly-once) or faust (at-least-once)
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
@@ -95,7 +96,9 @@ class Pipeline:
             {
                 "ESCALATOR_KAFKA_BOOTSTRAP": self.bootstrap,
                 "ESCALATOR_PARTITIONS": str(self.partitions),
-                "ESCALATOR_PROCESSING_GUARANTEE": "exactly_once",
+                "ESCALATOR_PROCESSING_GUARANTEE": (
+                    "exactly_once" if self.runtime == "loop" else "at_least_once"
+                ),
                 **self.extra_env,
             }
         )
@@ -120,7 +123,7 @@ class Pipeline:
         port = free_port()
         env = {**self.env(), "ESCALATOR_DATA_DIR": str(data), "ESCALATOR_WEB_PORT": str(port)}
         cmd = [sys.executable, "-m", "streams.cli", "worker", "--topic-prefix", self.prefix,
-               "--loglevel", "info"]  # fmt: skip
+               "--loglevel", "info", "--runtime", self.runtime]  # fmt: skip
         if event_time:
             cmd.append("--event-time")
         if policy is not None:
@@ -210,6 +213,22 @@ class Pipeline:
 @pytest.fixture
 def pipeline(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Pipeline]:
     line = Pipeline(kafka_bootstrap, tmp_path)
+    line.create_topics()
+    try:
+        yield line
+    finally:
+        line.close()
+
+
+RUNTIMES = ("loop", "faust")
+
+
+@pytest.fixture(params=RUNTIMES)
+def any_pipeline(
+    kafka_bootstrap: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Pipeline]:
+    """A pipeline whose workers run on each runtime in turn (the loop, then Faust)."""
+    line = Pipeline(kafka_bootstrap, tmp_path, runtime=request.param)
     line.create_topics()
     try:
         yield line

@@ -22,7 +22,7 @@ from streams.backtest import backtest_events
 from streams.replay import producer_config, replay
 from streams.sla.events import EventType, TicketEvent
 from streams.sla.policy import load_policy
-from tests.integration.conftest import Pipeline
+from tests.integration.conftest import RUNTIMES, Pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -38,10 +38,12 @@ def event(ticket: str, eid: str, at: int, **fields: Any) -> TicketEvent:
                        **fields)  # fmt: skip
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_every_bad_input_lands_in_the_dlq_with_its_reason(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, runtime: str
 ) -> None:
-    line = Pipeline(kafka_bootstrap, tmp_path, extra_env={"ESCALATOR_MAX_EVENT_BYTES": "4096"})
+    line = Pipeline(kafka_bootstrap, tmp_path, extra_env={"ESCALATOR_MAX_EVENT_BYTES": "4096"},
+                    runtime=runtime)  # fmt: skip
     line.create_topics()
     try:
         worker = line.start_worker("w1", event_time=True)
@@ -131,8 +133,9 @@ escalation_matrix:
 
 
 def test_live_clock_fires_a_breach_within_a_second_of_its_deadline(
-    pipeline: Pipeline, tmp_path: Path
+    any_pipeline: Pipeline, tmp_path: Path
 ) -> None:
+    pipeline = any_pipeline
     policy = tmp_path / "policy.yaml"
     policy.write_text(LIVE_POLICY)
     worker = pipeline.start_worker("w1", event_time=False, policy=policy)
@@ -155,13 +158,15 @@ def test_live_clock_fires_a_breach_within_a_second_of_its_deadline(
     assert breach["_received_at"] - deadline < 1000, breach["_received_at"] - deadline
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_poison_tickets_go_to_the_dlq_and_every_other_ticket_escalates(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, runtime: str
 ) -> None:
     """A ticket with thousands of events, tag bombs and a ticket whose state would exceed the
     record limit: the worker stays up, the poison is on the DLQ, the rest escalates as the
     backtest says, at the same instants."""
-    line = Pipeline(kafka_bootstrap, tmp_path, extra_env={"ESCALATOR_MAX_RECORD_BYTES": "65536"})
+    line = Pipeline(kafka_bootstrap, tmp_path, extra_env={"ESCALATOR_MAX_RECORD_BYTES": "65536"},
+                    runtime=runtime)  # fmt: skip
     line.create_topics()
     try:
         normal = generate_history(agents=4, days=1, seed=3)

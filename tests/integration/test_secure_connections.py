@@ -34,7 +34,7 @@ from streams.settings import Settings, load_settings
 from streams.sla.board import Fired
 from streams.sla.events import EventType, TicketEvent
 from streams.sla.policy import load_policy
-from tests.integration.conftest import Pipeline
+from tests.integration.conftest import RUNTIMES, Pipeline
 from tests.integration.test_dlq_and_clock import LIVE_POLICY
 from tests.integration.test_ingest import SERVICES, OwnBroker
 
@@ -324,10 +324,12 @@ def undelivered_errors(conf: dict[str, object]) -> list[KafkaError]:
     return errors
 
 
-def worker_escalates(root: Path, env: dict[str, str]) -> None:
+def worker_escalates(root: Path, env: dict[str, str], runtime: str = "loop") -> None:
     """`escalator worker` (wall clock) with a deployment's ESCALATOR_* env: a ticket whose first
     response is overdue comes back as a breach, read_committed with the same settings."""
-    line = Pipeline(env["ESCALATOR_KAFKA_BOOTSTRAP"], root, partitions=2, extra_env=env)
+    line = Pipeline(
+        env["ESCALATOR_KAFKA_BOOTSTRAP"], root, partitions=2, extra_env=env, runtime=runtime
+    )
     policy = root / "policy.yaml"
     root.mkdir(parents=True, exist_ok=True)
     policy.write_text(LIVE_POLICY)  # first response due one minute after creation
@@ -357,10 +359,13 @@ def test_sasl_plain_login_round_trips_a_record(sasl_broker: tuple[str, Path]) ->
     round_trip(load_settings(env).kafka.confluent())
 
 
-def test_worker_logs_in_with_sasl_plain(sasl_broker: tuple[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_worker_logs_in_with_sasl_plain(
+    sasl_broker: tuple[str, Path], tmp_path: Path, runtime: str
+) -> None:
     bootstrap, password = sasl_broker
     worker_escalates(
-        tmp_path, sasl_env(bootstrap, ESCALATOR_KAFKA_SASL_PASSWORD_FILE=str(password))
+        tmp_path, sasl_env(bootstrap, ESCALATOR_KAFKA_SASL_PASSWORD_FILE=str(password)), runtime
     )
 
 

@@ -21,7 +21,6 @@ from schemas.codec import (
     RegistryError,
     canonical,
     codec_for,
-    faust_codec,
     load_history,
     load_ids,
     load_schema,
@@ -114,19 +113,6 @@ def test_trailing_bytes_are_a_mismatch() -> None:
         codec.decode(codec.encode(_ticket()) + b"\x00")
     assert info.value.kind is ErrorKind.SCHEMA_MISMATCH
     assert "trailing" in info.value.reason
-
-
-def test_faust_codec_round_trip() -> None:
-    import faust
-
-    codec = faust_codec("Escalation")
-    assert isinstance(codec, faust.Codec)
-    record = sample_records(load_schema("Escalation"))[1]
-    data = codec.dumps(record)
-    assert data[:5] == b"\x00" + AvroCodec("Escalation").schema_id.to_bytes(4, "big")
-    assert codec.loads(data) == record
-    shared = AvroCodec("Reminder")
-    assert faust_codec("Reminder", codec=shared).avro is shared
 
 
 # --------------------------------------------------------------------------------------------

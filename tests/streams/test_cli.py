@@ -103,6 +103,15 @@ def test_worker_with_bad_partitions_fails_before_kafka(
     one_line_error(capsys, "escalator worker:", "ESCALATOR_PARTITIONS='six'")
 
 
+def test_faust_worker_refuses_exactly_once_before_kafka(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], no_kafka: list[str]
+) -> None:
+    monkeypatch.setenv(CHILD_ENV, "1")
+    monkeypatch.setenv("ESCALATOR_PROCESSING_GUARANTEE", "exactly_once")
+    assert main(["worker", "--runtime", "faust"]) == 2
+    one_line_error(capsys, "escalator worker:", "the Faust runtime is at-least-once only")
+
+
 def test_worker_with_a_bad_policy_fails_before_kafka(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
