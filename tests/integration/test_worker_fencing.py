@@ -225,24 +225,28 @@ def test_a_kept_store_is_restored_when_the_partition_was_committed_by_another(
 
 
 def test_a_restore_longer_than_max_poll_interval_keeps_the_worker_in_its_group(
-    pipeline: Pipeline, tmp_path: Path, short_poll: None, running: list[Running],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    """A restore of 20 s (a slow disk, here) with max.poll.interval.ms at 6 s, while a second
-    worker joins: the restoring worker must take part in the rebalance, not be evicted (the
-    newcomer would then take every partition, and the evicted one rejoin later)."""
+    pipeline: Pipeline, short_poll: None, running: list[Running], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore of 30 s (a slow disk, here) with max.poll.interval.ms at 6 s, and a second
+    worker joins meanwhile: the restoring worker must take part in that rebalance. Evicted,
+    it would leave every partition to the newcomer and rejoin later, churning the group."""
     settings = worker_settings(pipeline, "w1")
     changelog = changelog_topic(settings)
     producer = Producer(producer_config(pipeline.settings))
-    records = 3000
+    records = 12_000
     for i in range(records):
         producer.produce(changelog, key=b"T-%d" % i, value=ticket_state(f"T-{i}", now_ms()),
                          partition=i % pipeline.partitions)  # fmt: skip
+        producer.poll(0)
     assert producer.flush(30) == 0
     load = PartitionStore.load
+    restoring = threading.Event()
+    slow: list[threading.Thread] = []
 
     def slow_load(self: PartitionStore, key: bytes, value: bytes | None) -> None:
-        time.sleep(20 / records)
+        if threading.current_thread() in slow:
+            restoring.set()
+            time.sleep(30 / records)
         load(self, key, value)
 
     monkeypatch.setattr(PartitionStore, "load", slow_load)
@@ -257,21 +261,23 @@ def test_a_restore_longer_than_max_poll_interval_keeps_the_worker_in_its_group(
 
     worker._lost = counting_lost  # type: ignore[method-assign]
     first = Running(worker, out)
+    slow.append(first.thread)
     running.append(first)
-    time.sleep(3)  # the worker is restoring its first assignment
-    assert READY not in out.getvalue()
-    second = pipeline.start_worker("w2")
+    assert restoring.wait(60), out.getvalue()
+    # The newcomer in this process too: its rebalance timeout is also 6 s.
+    out2 = io.StringIO()
+    newcomer = Worker(worker_settings(pipeline, "w2"), load_policy(), pipeline.topics, out=out2)
+    second = Running(newcomer, out2)
+    running.append(second)
     second.wait_ready()
+    theirs = list(newcomer.owned)
+    assert theirs and len(theirs) < pipeline.partitions, (
+        f"the restoring worker was evicted: the newcomer took partitions {theirs}"
+    )
     first.wait_ready(timeout=120)
-    assert len(second.partitions()) < pipeline.partitions, "the restoring worker was evicted"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        mine, theirs = list(worker.owned), second.partitions()
-        if mine and theirs and sorted(mine + theirs) == list(range(pipeline.partitions)):
-            break
-        time.sleep(0.5)
-    assert mine and theirs and sorted(mine + theirs) == [0, 1, 2], (mine, theirs)
-    assert not lost, f"the restoring worker was evicted from its group: lost {lost}"
+    mine, theirs = list(worker.owned), list(newcomer.owned)
+    assert sorted(mine + theirs) == [0, 1, 2], (mine, theirs)
+    assert not lost, f"the restoring worker lost partitions {lost}"
     assert first.error is None and first.thread.is_alive()
 
 
