@@ -295,6 +295,8 @@ class Restore:
     todo: set[int] = field(default_factory=set)  # being read, not yet at their end
     backlog: list[Message] = field(default_factory=list)  # read, not yet loaded
     records: int = 0
+    rebuild: Iterator[int] | None = None  # the due index, rebuilt once the stores are full
+    tickets: int = 0
 
 
 class Worker:
@@ -599,8 +601,6 @@ class Worker:
             self.state.open(p)
         if restore.restoring:
             self._start_reader(restore)
-        if not restore.todo:
-            self._restored()
 
     def _start_reader(self, restore: Restore) -> None:
         """Read the changelog partitions to restore that hold records, from their start."""
@@ -624,12 +624,14 @@ class Worker:
 
     def _restore_slice(self) -> None:
         """Load changelog records for up to RESTORE_SLICE_S, up to each partition's last
-        stable offset (where read_committed reports its end)."""
+        stable offset (where read_committed reports its end), then rebuild the due index
+        from the full stores, also a slice at a time."""
         restore = self.restoring
-        assert restore is not None and restore.reader is not None
+        assert restore is not None
         stores, todo, clock = self.state.stores, restore.todo, time.monotonic
         deadline = clock() + RESTORE_SLICE_S
         while todo and clock() < deadline:
+            assert restore.reader is not None
             batch = restore.backlog or restore.reader.consume(RESTORE_BATCH, 0.1)
             restore.backlog = []
             for i, msg in enumerate(batch):
@@ -644,23 +646,30 @@ class Worker:
                     todo.discard(msg.partition() or 0)
                 else:
                     self._consume_error(err)
-        if not todo:
-            self._restored()
+        if todo:
+            return
+        if restore.rebuild is None:
+            if restore.reader is not None:
+                restore.reader.close()
+                restore.reader = None
+            restore.rebuild = self.processor.rebuilding(self.state, restore.wanted)
+        for tickets in restore.rebuild:
+            restore.tickets = tickets
+            if clock() > deadline:
+                return
+        self._restored()
 
     def _restored(self) -> None:
-        """Every store of the assignment is complete: index it and start reading."""
+        """Every store of the assignment is complete and indexed: start reading."""
         restore = self.restoring
         assert restore is not None
         self.restoring = None
-        if restore.reader is not None:
-            restore.reader.close()
-        tickets = self.processor.rebuild(self.state, restore.wanted)
         self.consumer.resume(restore.partitions)
         self.owned = restore.wanted
         self.rebalancing = False
         self.assignments += 1
         self.say(
-            f"due index rebuilt: {tickets} tickets on partitions {restore.wanted} "
+            f"due index rebuilt: {restore.tickets} tickets on partitions {restore.wanted} "
             f"({restore.records} changelog records restored, {restore.kept} partitions kept, "
             f"{time.monotonic() - restore.started:.1f}s)"
         )
@@ -671,6 +680,8 @@ class Worker:
         restore, self.restoring = self.restoring, None
         if restore is None:
             return
+        if restore.rebuild is not None:
+            restore.rebuild.close()  # before any store it iterates is closed
         for p in restore.restoring:
             self.state.close(p)
         if restore.reader is not None:

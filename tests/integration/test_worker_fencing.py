@@ -22,6 +22,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+import streams.processor
 import streams.worker
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
@@ -224,12 +225,15 @@ def test_a_kept_store_is_restored_when_the_partition_was_committed_by_another(
         worker._close()
 
 
+@pytest.mark.parametrize("slow", ["changelog", "due index"])
 def test_a_restore_longer_than_max_poll_interval_keeps_the_worker_in_its_group(
-    pipeline: Pipeline, short_poll: None, running: list[Running], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A restore of 30 s (a slow disk, here) with max.poll.interval.ms at 6 s, and a second
-    worker joins meanwhile: the restoring worker must take part in that rebalance. Evicted,
-    it would leave every partition to the newcomer and rejoin later, churning the group."""
+    pipeline: Pipeline, short_poll: None, running: list[Running], monkeypatch: pytest.MonkeyPatch,
+    slow: str,
+) -> None:  # fmt: skip
+    """A restore of 30 s (a slow disk reading the changelog, or slow decoding while the due
+    index is rebuilt) with max.poll.interval.ms at 6 s, and a second worker joins meanwhile:
+    the restoring worker must take part in that rebalance. Evicted, it would leave every
+    partition to the newcomer and rejoin later, churning the group."""
     settings = worker_settings(pipeline, "w1")
     changelog = changelog_topic(settings)
     producer = Producer(producer_config(pipeline.settings))
@@ -239,17 +243,23 @@ def test_a_restore_longer_than_max_poll_interval_keeps_the_worker_in_its_group(
                          partition=i % pipeline.partitions)  # fmt: skip
         producer.poll(0)
     assert producer.flush(30) == 0
-    load = PartitionStore.load
     restoring = threading.Event()
-    slow: list[threading.Thread] = []
+    slowed: list[threading.Thread] = []
 
-    def slow_load(self: PartitionStore, key: bytes, value: bytes | None) -> None:
-        if threading.current_thread() in slow:
-            restoring.set()
-            time.sleep(30 / records)
-        load(self, key, value)
+    def slowly(call: Any) -> Any:
+        def slow_call(*args: Any) -> Any:
+            if threading.current_thread() in slowed:
+                restoring.set()
+                time.sleep(30 / records)
+            return call(*args)
 
-    monkeypatch.setattr(PartitionStore, "load", slow_load)
+        return slow_call
+
+    if slow == "changelog":
+        monkeypatch.setattr(PartitionStore, "load", slowly(PartitionStore.load))
+    else:
+        decode = streams.processor.decode_state
+        monkeypatch.setattr(streams.processor, "decode_state", slowly(decode))
     out = io.StringIO()
     worker = Worker(settings, load_policy(), pipeline.topics, out=out)
     lost: list[list[int]] = []
@@ -261,7 +271,7 @@ def test_a_restore_longer_than_max_poll_interval_keeps_the_worker_in_its_group(
 
     worker._lost = counting_lost  # type: ignore[method-assign]
     first = Running(worker, out)
-    slow.append(first.thread)
+    slowed.append(first.thread)
     running.append(first)
     assert restoring.wait(60), out.getvalue()
     # The newcomer in this process too: its rebalance timeout is also 6 s.
