@@ -44,7 +44,7 @@ from streams.worker_metrics import NEW_TICKET, WorkerStats, category
 TICK_HEADER = "escalator-tick"  # marks an event-time clock tick inside ticket-events
 CLOSED_RETENTION_MS = 7 * 86_400_000  # closed tickets are kept this long for late duplicates
 HEARTBEAT_MS = 1000  # at most one queue-stats heartbeat per partition per second of its clock
-REBUILD_STEP = 500  # tickets indexed between two yields of TicketProcessor.rebuilding (~5 ms)
+REBUILD_STEP = 100  # states read between two yields of TicketProcessor.rebuilding (~1 ms)
 COMPACT_SLACK = 1024  # superseded due entries tolerated beyond the live ones before compacting
 CACHED_STATES = 20_000  # decoded states kept per worker (about 3.5 KB each)
 BREACHES = frozenset(BREACH_REASON.values())
@@ -202,8 +202,8 @@ class TicketProcessor:
     def rebuilding(
         self, store: Snapshot, partitions: Iterable[int], step: int = REBUILD_STEP
     ) -> Iterator[int]:
-        """rebuild() a step at a time: yields the tickets indexed so far every `step` tickets,
-        and at the end, so the worker can poll its group between steps (a million tickets
+        """rebuild() a step at a time: yields the tickets indexed so far every `step` states
+        read, and at the end, so the worker can poll its group between steps (a million tickets
         take about 10 s). The index is complete only once the iterator is exhausted."""
         wanted = set(partitions)
         self.cache.clear()
@@ -213,15 +213,15 @@ class TicketProcessor:
         if self.metrics is not None:
             self.metrics.reset(wanted)
         count = 0
-        for key, value in store.items():
+        for read, (key, value) in enumerate(store.items(), 1):
             p, state = decode_state(value)
             if p in wanted:
                 self._schedule(p, key, state)
                 if self.metrics is not None:
                     self.metrics.add(p, state)
                 count += 1
-                if count % step == 0:
-                    yield count
+            if read % step == 0:
+                yield count
         for p in wanted:
             heapq.heapify(self.due[p])
         yield count

@@ -179,9 +179,9 @@ def engine() -> Engine:
     return Engine(load_policy())
 
 
-def ticket_state(ticket: str, at: int) -> bytes:
+def ticket_state(ticket: str, at: int, partition: int = 0) -> bytes:
     state, _ = engine().apply(None, event(ticket, f"{ticket}-1", at))
-    return encode_state(0, state)
+    return encode_state(partition, state)
 
 
 def test_a_kept_store_is_restored_when_the_partition_was_committed_by_another(
@@ -239,8 +239,9 @@ def test_a_restore_longer_than_max_poll_interval_keeps_the_worker_in_its_group(
     producer = Producer(producer_config(pipeline.settings))
     records = 12_000
     for i in range(records):
-        producer.produce(changelog, key=b"T-%d" % i, value=ticket_state(f"T-{i}", now_ms()),
-                         partition=i % pipeline.partitions)  # fmt: skip
+        p = i % pipeline.partitions
+        producer.produce(changelog, key=b"T-%d" % i, value=ticket_state(f"T-{i}", now_ms(), p),
+                         partition=p)  # fmt: skip
         producer.poll(0)
     assert producer.flush(30) == 0
     restoring = threading.Event()
