@@ -400,6 +400,11 @@ class Worker:
     def _close(self) -> None:
         self._cancel_restore()
         try:
+            if self.abandoned:
+                # A loss queued since the last poll (max.poll.interval.ms exceeded) is served
+                # here rather than inside close(): there, the client's unassign after the
+                # callback could wait forever holding the GIL (librdkafka 2.16).
+                self.consumer.consume(BATCH, 0)
             self.consumer.close()  # leaves the group (revocation commits what is left)
         except KafkaException as exc:
             log.warning("closing the consumer: %s", exc)
