@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,6 +47,7 @@ from streams.worker_metrics import NEW_TICKET, WorkerStats, category
 TICK_HEADER = "escalator-tick"  # marks an event-time clock tick inside ticket-events
 CLOCK_SLEW_MS = 1000  # how much faster than real time the tick clock may catch up a jump
 HEARTBEAT_MS = 1000  # at most one queue-stats heartbeat per partition per second of its clock
+REBUILD_STEP = 100  # states read between two yields of TicketProcessor.rebuilding (~1 ms)
 COMPACT_SLACK = 1024  # superseded due entries tolerated beyond the live ones before compacting
 CACHED_STATES = 20_000  # decoded states kept per worker (about 3.5 KB each)
 BREACHES = frozenset(BREACH_REASON.values())
@@ -250,6 +251,14 @@ class TicketProcessor:
 
     def rebuild(self, store: Snapshot, partitions: Iterable[int]) -> int:
         """Rebuild the due index of these partitions from their states after a rebalance."""
+        return max(self.rebuilding(store, partitions))  # its counts grow; the last is the total
+
+    def rebuilding(
+        self, store: Snapshot, partitions: Iterable[int], step: int = REBUILD_STEP
+    ) -> Iterator[int]:
+        """rebuild() a step at a time: yields the tickets indexed so far every `step` states
+        read, and at the end, so the worker can poll its group between steps (a million tickets
+        take about 10 s). The index is complete only once the iterator is exhausted."""
         wanted = set(partitions)
         self.cache.clear()
         for p in wanted:
@@ -258,16 +267,18 @@ class TicketProcessor:
         if self.metrics is not None:
             self.metrics.reset(wanted)
         count = 0
-        for key, value in store.items():
+        for read, (key, value) in enumerate(store.items(), 1):
             p, state = decode_state(value)
             if p in wanted:
                 self._schedule(p, key, state)
                 if self.metrics is not None:
                     self.metrics.add(p, state)
                 count += 1
+            if read % step == 0:
+                yield count
         for p in wanted:
             heapq.heapify(self.due[p])
-        return count
+        yield count
 
     def forget(self, partitions: Iterable[int]) -> None:
         for p in partitions:

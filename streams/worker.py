@@ -17,7 +17,8 @@ State lives in a store per partition (dicts, or RocksDB under the data dir), fil
 from the changelog whenever the partition is assigned: the store receives writes before
 their transaction commits, so only the changelog (read_committed) holds committed
 state. A partition that comes back to this worker in a rebalance keeps its store when
-the transaction committed on revocation; anything else is restored.
+the transaction committed on revocation and nobody committed the partition since;
+anything else is restored, paused, a slice at a time between polls of the group.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, TextIO
 
@@ -167,13 +169,25 @@ class PartitionStore:
         elif key in data:
             del data[key]
 
-    def items(self) -> Iterable[tuple[bytes, bytes]]:
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every stored (key, value), streamed: a partition may hold more tickets than memory.
+        Writes during the iteration do not disturb it (a dict's keys are listed first, a
+        RocksDB iterator reads a snapshot, the front is copied: at most 2 x `front` keys)."""
+        data = self.data
         if not self.front:
-            return list(self.data.items())
-        merged: dict[bytes, bytes | None] = dict(self.data.items())
-        merged.update(self.old)
-        merged.update(self.young)
-        return sorted((k, v) for k, v in merged.items() if v is not None)
+            for key in list(data):
+                value = data.get(key)
+                if value is not None:
+                    yield key, value
+            return
+        front = dict(self.old)
+        front.update(self.young)
+        for key, value in data.items():
+            if key not in front:
+                yield key, value
+        for key, latest in front.items():
+            if latest is not None:
+                yield key, latest
 
     def load(self, key: bytes, value: bytes | None) -> None:
         """Apply a changelog record (a restore: nothing to send)."""
@@ -279,6 +293,27 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 # ---------------------------------------------------------------------- loop
 
 
+RESTORE_SLICE_S = 0.5  # changelog reading between two polls of the group consumer
+RESTORE_BATCH = 2000
+
+
+@dataclass
+class Restore:
+    """An assignment whose stores are being filled from the changelog."""
+
+    partitions: list[TopicPartition]  # as assigned (paused until restored)
+    wanted: list[int]
+    kept: int  # partitions whose store was kept
+    started: float
+    restoring: list[int]  # partitions whose store starts empty
+    reader: Consumer | None = None  # of the non-empty changelog partitions among them
+    todo: set[int] = field(default_factory=set)  # being read, not yet at their end
+    backlog: list[Message] = field(default_factory=list)  # read, not yet loaded
+    records: int = 0
+    rebuild: Iterator[int] | None = None  # the due index, rebuilt once the stores are full
+    tickets: int = 0
+
+
 class Worker:
     """The loop; `run()` until `stop()` (SIGTERM), or Restart on a transaction failure."""
 
@@ -306,6 +341,8 @@ class Worker:
         self.open = False  # a transaction is open (exactly-once)
         self.dirty = False  # records or offsets wait for the next commit
         self.clean_revoke = False  # the last revocation committed: kept stores are current
+        self.group: Any = None  # the group generation of the assignment (KIP-447 fencing)
+        self.restoring: Restore | None = None  # the assignment's stores being filled
         self.assignments = 0
         self.rebalancing = True
         self.running = True
@@ -343,10 +380,15 @@ class Worker:
                 LOOP.beat()  # issue #18: /healthz is the loop's progress (streams.liveness)
                 now = time.monotonic()
                 wait = 0.05 if self.event_time else min(max(next_tick - now, 0.0), 0.05)
+                if self.restoring is not None:
+                    wait = 0.0
                 for msg in consume(BATCH, wait):
                     handle(msg)
                 if self.fatal:
                     raise Restart(self.fatal)
+                if self.restoring is not None:
+                    self._restore_slice()
+                    continue
                 now = time.monotonic()
                 if not self.event_time and now >= next_tick:
                     next_tick = now + tick_s
@@ -370,7 +412,13 @@ class Worker:
             self._close()
 
     def _close(self) -> None:
+        self._cancel_restore()
         try:
+            if self.abandoned:
+                # A loss queued since the last poll (max.poll.interval.ms exceeded) is served
+                # here rather than inside close(): there, the client's unassign after the
+                # callback could wait forever holding the GIL (librdkafka 2.16).
+                self.consumer.consume(BATCH, 0)
             self.consumer.close()  # leaves the group (revocation commits what is left)
         except KafkaException as exc:
             log.warning("closing the consumer: %s", exc)
@@ -446,10 +494,20 @@ class Worker:
         try:
             if self.exactly_once:
                 if self.open:
-                    if offsets:
-                        self.producer.send_offsets_to_transaction(
-                            offsets, self.consumer.consumer_group_metadata(), TIMEOUT_S
-                        )
+                    # Every owned partition's offset, new or not, under the generation of the
+                    # assignment: the group coordinator rejects them once this worker's
+                    # partitions went to another (KIP-447), which fails the commit of a
+                    # zombie's transaction, ticks' escalations included. The generation is the
+                    # assignment's, not the consumer's current one: a consumer that noticed its
+                    # eviction sends none, and the broker accepts a transactional commit without
+                    # one.
+                    fenced = {p: self.committed[p] for p in self.owned if p in self.committed}
+                    fenced.update(self.offsets)
+                    self.producer.send_offsets_to_transaction(
+                        [TopicPartition(self.source, p, o) for p, o in sorted(fenced.items())],
+                        self.group,
+                        TIMEOUT_S,
+                    )
                     self._retrying(self.producer.commit_transaction)
                     self.open = False
             else:
@@ -486,11 +544,13 @@ class Worker:
         """Commit what was processed while the generation is still ours (eager protocol); the
         stores stay, for the partitions that come back in the assignment."""
         self.rebalancing = True
-        self.owned = []
+        self._cancel_restore()
         if self.abandoned:
+            self.owned = []
             return
         if self.dirty:
             self._commit()
+        self.owned = []
         self.clean_revoke = True
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -498,8 +558,14 @@ class Worker:
         transaction may be committed, and no kept state may be trusted."""
         log.warning("partitions lost: %s", sorted(tp.partition for tp in partitions))
         self.rebalancing = True
+        self._cancel_restore()
         self.owned = []
         self.clean_revoke = False
+        if self.abandoned:
+            # From consumer.close() on the way to a restart, which aborts the transaction
+            # after it. Aborting here hung close() in the client's unassign that follows
+            # this callback (seen in about 2 runs of 5 of the zombie test, librdkafka 2.16).
+            return
         self._abort()
 
     def _abort(self) -> None:
@@ -514,39 +580,48 @@ class Worker:
                 raise Restart(f"aborting a transaction failed: {exc.args[0]}") from None
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Take the assignment paused, and start restoring what is not kept: the loop fills
+        the stores a slice at a time between its polls, so however long a restore takes, the
+        worker serves rebalances and stays in its group (max.poll.interval.ms)."""
         started = time.monotonic()
         wanted = sorted(tp.partition for tp in partitions if tp.topic == self.source)
+        self.group = consumer.consumer_group_metadata()
         # Committed offsets first: under read_committed this waits until no transaction of
         # a previous owner is pending on them, so the changelog read next is final.
-        committed = (
-            consumer.committed([TopicPartition(self.source, p) for p in wanted], timeout=TIMEOUT_S)
-            if wanted
-            else []
-        )
-        kept = set(self.state.stores) & set(wanted) if self.clean_revoke else set()
+        committed = {
+            tp.partition: max(tp.offset, 0)
+            for tp in (
+                consumer.committed(
+                    [TopicPartition(self.source, p) for p in wanted], timeout=TIMEOUT_S
+                )
+                if wanted
+                else []
+            )
+        }
+        # A kept store is current only if nobody committed the partition since this worker.
+        kept = {
+            p
+            for p in set(self.state.stores) & set(wanted)
+            if self.clean_revoke and self.committed.get(p) == committed[p]
+        }
         for p in set(self.state.stores) - kept:
             self.state.close(p)
-        restored = self._restore([p for p in wanted if p not in kept])
-        previous = set(self.processor.due)
-        self.processor.forget(previous - set(wanted))
-        tickets = self.processor.rebuild(self.state, wanted)
-        self.committed = {tp.partition: max(tp.offset, 0) for tp in committed}
-        self.owned = wanted
-        self.rebalancing = False
-        self.assignments += 1
-        self.say(
-            f"due index rebuilt: {tickets} tickets on partitions {wanted} "
-            f"({restored} changelog records restored, {len(kept)} partitions kept, "
-            f"{time.monotonic() - started:.1f}s)"
+        self.processor.forget(set(self.processor.due) - set(wanted))
+        self.committed = committed
+        consumer.assign(partitions)
+        consumer.pause(partitions)  # nothing is read before its partition's state is complete
+        restore = Restore(
+            partitions, wanted, len(kept), started, [p for p in wanted if p not in kept]
         )
-        self.say(f"{READY} (assignment {self.assignments}: partitions {wanted})")
+        self.restoring = restore
+        for p in restore.restoring:
+            self.state.open(p)
+        if restore.restoring:
+            self._start_reader(restore)
 
-    def _restore(self, partitions: list[int]) -> int:
-        """Fill fresh stores for `partitions` from the changelog, up to its last stable offset."""
-        stores = {p: self.state.open(p) for p in partitions}
-        if not partitions:
-            return 0
-        reader = Consumer(
+    def _start_reader(self, restore: Restore) -> None:
+        """Read the changelog partitions to restore that hold records, from their start."""
+        reader = restore.reader = Consumer(
             {
                 **self.settings.kafka.confluent(),
                 "group.id": f"{self.settings.app_id}-restore",  # never commits
@@ -556,29 +631,78 @@ class Worker:
                 "error_cb": self._client_error,
             }
         )
-        try:
-            todo: set[int] = set()
-            for p in partitions:
-                low, high = reader.get_watermark_offsets(
-                    TopicPartition(self.changelog, p), timeout=TIMEOUT_S
-                )
-                if high > low:
-                    todo.add(p)
-            reader.assign([TopicPartition(self.changelog, p, OFFSET_BEGINNING) for p in todo])
-            count = 0
-            while todo:
-                for msg in reader.consume(10_000, 0.5):
-                    err = msg.error()
-                    if err is None:
-                        stores[msg.partition() or 0].load(msg.key() or b"", msg.value())
-                        count += 1
-                    elif err.code() == KafkaError._PARTITION_EOF:
-                        todo.discard(msg.partition() or 0)
-                    else:
-                        self._consume_error(err)
-            return count
-        finally:
-            reader.close()
+        for p in restore.restoring:
+            low, high = reader.get_watermark_offsets(
+                TopicPartition(self.changelog, p), timeout=TIMEOUT_S
+            )
+            if high > low:
+                restore.todo.add(p)
+        reader.assign([TopicPartition(self.changelog, p, OFFSET_BEGINNING) for p in restore.todo])
+
+    def _restore_slice(self) -> None:
+        """Load changelog records for up to RESTORE_SLICE_S, up to each partition's last
+        stable offset (where read_committed reports its end), then rebuild the due index
+        from the full stores, also a slice at a time."""
+        restore = self.restoring
+        assert restore is not None
+        stores, todo, clock = self.state.stores, restore.todo, time.monotonic
+        deadline = clock() + RESTORE_SLICE_S
+        while todo and clock() < deadline:
+            assert restore.reader is not None
+            batch = restore.backlog or restore.reader.consume(RESTORE_BATCH, 0.1)
+            restore.backlog = []
+            for i, msg in enumerate(batch):
+                if i % 100 == 99 and clock() > deadline:  # a slow disk: the rest comes next
+                    restore.backlog = batch[i:]
+                    break
+                err = msg.error()
+                if err is None:
+                    stores[msg.partition() or 0].load(msg.key() or b"", msg.value())
+                    restore.records += 1
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    todo.discard(msg.partition() or 0)
+                else:
+                    self._consume_error(err)
+        if todo:
+            return
+        if restore.rebuild is None:
+            if restore.reader is not None:
+                restore.reader.close()
+                restore.reader = None
+            restore.rebuild = self.processor.rebuilding(self.state, restore.wanted)
+        for tickets in restore.rebuild:
+            restore.tickets = tickets
+            if clock() > deadline:
+                return
+        self._restored()
+
+    def _restored(self) -> None:
+        """Every store of the assignment is complete and indexed: start reading."""
+        restore = self.restoring
+        assert restore is not None
+        self.restoring = None
+        self.consumer.resume(restore.partitions)
+        self.owned = restore.wanted
+        self.rebalancing = False
+        self.assignments += 1
+        self.say(
+            f"due index rebuilt: {restore.tickets} tickets on partitions {restore.wanted} "
+            f"({restore.records} changelog records restored, {restore.kept} partitions kept, "
+            f"{time.monotonic() - restore.started:.1f}s)"
+        )
+        self.say(f"{READY} (assignment {self.assignments}: partitions {restore.wanted})")
+
+    def _cancel_restore(self) -> None:
+        """A rebalance or shutdown before the restore finished: its stores are incomplete."""
+        restore, self.restoring = self.restoring, None
+        if restore is None:
+            return
+        if restore.rebuild is not None:
+            restore.rebuild.close()  # before any store it iterates is closed
+        for p in restore.restoring:
+            self.state.close(p)
+        if restore.reader is not None:
+            restore.reader.close()
 
     # ------------------------------------------------------------------ errors, status
 

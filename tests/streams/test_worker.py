@@ -93,11 +93,11 @@ def test_a_front_keeps_the_latest_writes_in_memory_until_they_age_out(
     part.put(b"d", b"4")  # full again: a=1' and the deletion of b reach the disk
     assert data[b"a"] == b"1'" and b"b" not in data
     part.put(b"e", b"5")
-    assert [k for k, _ in part.items()] == [b"a", b"c", b"d", b"e", b"z"]
+    assert sorted(k for k, _ in part.items()) == [b"a", b"c", b"d", b"e", b"z"]
     part.load(b"e", None)  # a restore overrides what memory holds
     part.load(b"f", b"6")
     assert part.get(b"e") is None and part.get(b"f") == b"6"
-    assert [k for k, _ in part.items()] == [b"a", b"c", b"d", b"f", b"z"]
+    assert sorted(k for k, _ in part.items()) == [b"a", b"c", b"d", b"f", b"z"]
     assert [k for k, _ in part.pending] == [b"z", b"a", b"z", b"b", b"a", b"b", b"c", b"d", b"e"]
     if disk:
         data.close()
@@ -151,3 +151,90 @@ def test_readiness_waits_for_an_assignment(tmp_path: Path) -> None:
     status, body = worker.readiness()
     assert status == 200 and json.loads(body)["partitions"] == [0, 2]
     assert worker.changelog == "escalator-tickets-changelog"
+
+
+class FakeProducer:
+    """Records the transactional calls the worker makes (no broker)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def begin_transaction(self) -> None:
+        self.calls.append(("begin", None))
+
+    def produce(self, topic: str, value: bytes | None, key: bytes, partition: int) -> None:
+        self.calls.append(("produce", (topic, partition)))
+
+    def send_offsets_to_transaction(self, offsets: Any, group: Any, timeout: float) -> None:
+        self.calls.append(("offsets", ([(tp.topic, tp.partition, tp.offset) for tp in offsets],
+                                       group)))  # fmt: skip
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.calls.append(("commit", None))
+
+
+def test_a_tick_only_transaction_sends_the_offsets_of_every_owned_partition(
+    tmp_path: Path,
+) -> None:
+    """KIP-447 fences a zombie through the offsets its transaction sends: a transaction with
+    only a tick's escalations must send them too, under the assignment's generation."""
+    from streams.processor import Out
+    from streams.sla.policy import load_policy
+    from streams.topics import Topics
+    from streams.worker import Worker
+
+    settings = load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
+         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    )  # fmt: skip
+    worker = Worker(settings, load_policy(), Topics("t-"))
+    producer = FakeProducer()
+    worker.producer = producer  # type: ignore[assignment]
+    worker.group = "generation 7 of the assignment"
+    worker.owned, worker.committed = [0, 2], {0: 5, 1: 9, 2: 7}  # 1: no longer owned
+    store = worker.state.open(2)
+    worker._send(2, [Out("t-escalations", b"k", b"v")], store)  # a tick fired on partition 2
+    worker._commit()
+    offsets = [call for call in producer.calls if call[0] == "offsets"]
+    source = "t-ticket-events"
+    assert offsets == [("offsets", ([(source, 0, 5), (source, 2, 7)], worker.group))]
+    assert [name for name, _ in producer.calls] == ["begin", "produce", "offsets", "commit"]
+    # With consumed messages, their offsets count and the others are still sent.
+    worker.offsets = {2: 8}
+    worker._send(2, [], store)
+    worker._commit()
+    assert producer.calls[-2] == ("offsets", ([(source, 0, 5), (source, 2, 8)], worker.group))
+    assert worker.committed == {0: 5, 1: 9, 2: 8}
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_a_store_streams_its_items_without_copying_the_partition(
+    tmp_path: Path, store: str
+) -> None:
+    """The due index is rebuilt from items(): a partition's states must never be materialised
+    (tens of thousands of 700-byte states against the chart's 1 GiB limit)."""
+    import tracemalloc
+
+    state = LocalState(
+        load_settings({"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": store})
+    )
+    part = state.open(0)
+    count, size = 40_000, 500
+    for i in range(count):
+        part.load(b"ticket-%06d" % i, bytes(size))  # 20 MB of states
+    for i in range(10):
+        part.put(b"ticket-%06d" % i, b"recent")  # the front's latest writes count too
+    part.delete(b"ticket-000010")
+    tracemalloc.start()
+    try:
+        seen = recent = 0
+        for _, value in state.items():
+            seen += 1
+            recent += value == b"recent"
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seen == count - 1 and recent == 10
+    # A list of the partition's items would take count x size = 20 MB; keys alone ~2 MB.
+    assert peak < 4 << 20, f"iterating the store peaked at {peak / 1e6:.1f} MB"
+    state.close_all()
