@@ -65,6 +65,8 @@ _PRIORITY_CHANGED: Final = EventType.PRIORITY_CHANGED
 _AGENT_REPLIED: Final = EventType.AGENT_REPLIED
 _CUSTOMER_REPLIED: Final = EventType.CUSTOMER_REPLIED
 _CSAT_RECEIVED: Final = EventType.CSAT_RECEIVED
+_ACKNOWLEDGED: Final = EventType.ESCALATION_ACKNOWLEDGED
+_MATRIX_CLIMB: Final = "matrix:unanswered"
 _OPEN: Final = Status.OPEN
 _DONE: Final = (Status.SOLVED, Status.CLOSED)
 _SLA_WARNING: Final = Reason.SLA_WARNING
@@ -175,19 +177,25 @@ class Engine:
         self._contacts = tuple(matrix.level(n).contact for n in range(matrix.top + 2))
         # level -> (allowed, calendar) for the levels an unanswered escalation climbs from
         self._climbs: dict[int, tuple[int, Timeline | None]] = {}
-        for n in range(matrix.top):
+        for n in range(matrix.top + 1):  # the top climbs too when the matrix repeats
             climb = policy.climb(n)
             if climb is not None:
                 self._climbs[n] = (climb[0], _timeline(climb[1], climb[0]))
-        # category -> its functional chain: (contact, allowed, calendar) per step
-        functional_calendar = policy.calendar(matrix.calendar)
+        self._repeat = matrix.repeat
+        self._stop_on_reply = "agent_reply" in matrix.stop_climb_on
+        self._stop_on_ack = "acknowledged" in matrix.stop_climb_on
+        calendar = policy.calendar(matrix.calendar)
+        chains = {**matrix.functional, **{f"@{name}": c for name, c in matrix.chains.items()}}
+        # category (or "@<name>" for a named chain: no category starts with "@") -> its
+        # steps: (contact, allowed, calendar)
         self._chains: dict[str, tuple[tuple[str, int | None, Timeline | None], ...]] = {
-            category: tuple(
-                (step.contact, step.allowed, _timeline(functional_calendar, step.allowed))
-                for step in chain
+            key: tuple(
+                (step.contact, step.allowed, _timeline(calendar, step.allowed)) for step in chain
             )
-            for category, chain in matrix.functional.items()
+            for key, chain in chains.items()
         }
+        self._metric_chain = {metric: f"@{name}" for metric, name in matrix.by_metric.items()}
+        self._kind_chain = {Kind(kind): f"@{name}" for kind, name in matrix.by_kind.items()}
         self._timed = tuple(
             _Timed(t, _TIMED + i, policy) for i, t in enumerate(policy.timed_triggers)
         )
@@ -480,6 +488,11 @@ class Engine:
                     state, rule, Kind.FUNCTIONAL, BREACH_REASON[metric], state.level,
                     chain[0][0], metric, at, now, None, actions, raise_level=False,
                 )  # fmt: skip
+            elif metric in self._metric_chain:
+                self._start_chain(
+                    state, self._metric_chain[metric], rule, Kind.HIERARCHICAL,
+                    BREACH_REASON[metric], metric, at, now, None, actions,
+                )  # fmt: skip
             else:
                 level = self._deadline_level(state, now)
                 self._escalate(
@@ -496,9 +509,27 @@ class Engine:
         return min(state.level + 1, self._top)
 
     def _climb(self, state: TicketState, at: int, now: int, actions: list[Action]) -> None:
+        if state.level >= self._top:  # due only when the matrix repeats: start again at 2
+            if state.repeat >= self._repeat:
+                state.awaiting_since = None
+                return
+            state.repeat += 1
+            fired = self._escalate(
+                state, f"matrix:repeat{state.repeat}", Kind.HIERARCHICAL,
+                Reason.ESCALATION_OVERDUE, 2, self._contacts[2], None, at, now, None, actions,
+                raise_level=False,
+            )  # fmt: skip
+            if fired is None:
+                state.awaiting_since = None
+            else:
+                state.level = 2
+                state.awaiting_since = now
+                state.climb_id = fired.escalation_id
+            return
+        rule = _MATRIX_CLIMB if state.repeat == 0 else f"matrix:repeat{state.repeat}"
         level = self._deadline_level(state, now)
         fired = self._escalate(
-            state, "matrix:unanswered", Kind.HIERARCHICAL, Reason.ESCALATION_OVERDUE, level,
+            state, rule, Kind.HIERARCHICAL, Reason.ESCALATION_OVERDUE, level,
             self._contacts[level], None, at, now, None, actions, raise_level=True,
         )  # fmt: skip
         if fired is None or state.awaiting_since != now:
@@ -513,14 +544,39 @@ class Engine:
         category = state.f_chain or ""
         step = state.f_step + 1
         contact = self._chains[category][step][0]
+        if category[:1] == "@":  # a named chain (escalation_matrix.chains)
+            rule, kind = f"chain:{category[1:]}#{step}", Kind.HIERARCHICAL
+        else:
+            rule, kind = f"functional:{category}#{step}", Kind.FUNCTIONAL
         fired = self._escalate(
-            state, f"functional:{category}#{step}", Kind.FUNCTIONAL, Reason.ESCALATION_OVERDUE,
-            state.level, contact, None, at, now, None, actions, raise_level=False,
+            state, rule, kind, Reason.ESCALATION_OVERDUE, state.level, contact, None, at, now,
+            None, actions, raise_level=False,
         )  # fmt: skip
         state.f_step = step
-        state.f_since = None if fired is None else now
+        if fired is None:
+            state.f_since = None
+        else:
+            state.f_since = now
+            state.f_id = fired.escalation_id
 
     # ------------------------------------------------------------------ escalations
+
+    def _start_chain(
+        self, state: TicketState, key: str, rule: str, kind: Kind, reason: Reason,
+        metric: str | None, at: int, now: int, event_id: str | None, actions: list[Action],
+    ) -> Escalation | None:  # fmt: skip
+        """Page a named chain's first step and climb it: it takes over from any chain the
+        ticket was climbing (one side chain at a time; the latest is the one unanswered)."""
+        fired = self._escalate(
+            state, rule, kind, reason, state.level, self._chains[key][0][0], metric, at, now,
+            event_id, actions, raise_level=False,
+        )  # fmt: skip
+        if fired is not None:
+            state.f_chain = key
+            state.f_step = 0
+            state.f_since = now
+            state.f_id = fired.escalation_id
+        return fired
 
     def _escalate(
         self,
@@ -559,12 +615,14 @@ class Engine:
         if raise_level and level > state.level:
             state.level = level
             state.awaiting_since = now  # the next level's timer starts when this one fired
+            state.climb_id = escalation.escalation_id
         if kind is Kind.FUNCTIONAL and rule[:11] != "functional:":
             chain = self._chains.get(state.category or "")
             if chain is not None and target == chain[0][0] and state.f_since is None:
                 state.f_chain = state.category
                 state.f_step = 0
                 state.f_since = now
+                state.f_id = escalation.escalation_id
         return escalation
 
     def _run_trigger(
@@ -583,12 +641,21 @@ class Engine:
             if action.escalate is not None:
                 spec = action.escalate
                 reason = spec.reason
-                level, target = self._target(state, spec)
-                fired = self._escalate(
-                    state, rule, spec.kind, spec.reason, level, target, None, at, now,
-                    event_id, actions,
-                    raise_level=spec.kind in _RAISING,
-                )  # fmt: skip
+                chain = self._kind_chain.get(spec.kind) if self._kind_chain else None
+                if chain is not None and not (
+                    spec.team or spec.route_by_category or spec.support_level_up
+                ):
+                    fired = self._start_chain(
+                        state, chain, rule, spec.kind, spec.reason, None, at, now, event_id,
+                        actions,
+                    )  # fmt: skip
+                else:
+                    level, target = self._target(state, spec)
+                    fired = self._escalate(
+                        state, rule, spec.kind, spec.reason, level, target, None, at, now,
+                        event_id, actions,
+                        raise_level=spec.kind in _RAISING,
+                    )  # fmt: skip
                 if fired is not None:
                     last = fired
                     if spec.support_level_up:
@@ -822,8 +889,12 @@ class Engine:
 
         if kind is _AGENT_REPLIED:
             self._end_clocks(state, _REPLIED_ENDS, t, actions)
-            state.awaiting_since = None
-            state.f_since = None
+            if self._stop_on_reply:
+                state.awaiting_since = None
+                state.f_since = None
+        elif kind is _ACKNOWLEDGED:
+            if self._stop_on_ack:
+                self._acknowledge(state, event.attributes.get("escalation_id"))
         elif kind is _CUSTOMER_REPLIED and state.status not in _DONE:
             clocks = state.clocks
             first = clocks.get("first_response")
@@ -847,6 +918,16 @@ class Engine:
                 self._run_trigger(
                     state, trigger, f"trigger:{trigger.name}", at, at, event.event_id, actions
                 )
+
+    @staticmethod
+    def _acknowledge(state: TicketState, escalation_id: str | None) -> None:
+        """Stop the climb the acknowledged escalation started (the matrix's or the functional
+        chain's); an acknowledgement naming no escalation stops both. One naming an escalation
+        a later one superseded changes nothing: the later one is the one still unanswered."""
+        if escalation_id is None or escalation_id == state.climb_id:
+            state.awaiting_since = None
+        if escalation_id is None or escalation_id == state.f_id:
+            state.f_since = None
 
     def _with_tag_triggers(self, triggers: list[Trigger], tags: Sequence[str]) -> list[Trigger]:
         tagged = [t for tag in tags for t in self._tag_triggers.get(tag, ())]
@@ -906,9 +987,11 @@ class Engine:
         paused = status in pause
         if paused and not was_paused:
             self._pause_all(state, at)
-        elif was_paused and not paused:
-            self._resume_all(state, at)
-            # climb timers stood still during the pause: they resume where they stopped
+        elif was_paused:
+            if not paused:
+                self._resume_all(state, at)
+            # Climb timers stand still during a pause: they move on by each pause status's
+            # stay (PENDING then ON_HOLD is one pause, made of two stays).
             if at > paused_since:
                 if state.awaiting_since is not None:
                     state.awaiting_since += at - paused_since
@@ -925,6 +1008,9 @@ class Engine:
         state.f_chain = None
         state.f_step = 0
         state.f_since = None
+        state.climb_id = None
+        state.f_id = None
+        state.repeat = 0
         state.closed = False
         state.status = _OPEN
         state.status_since = at

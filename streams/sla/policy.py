@@ -222,12 +222,32 @@ def _functional_chain(value: Any) -> Any:
 FunctionalChain = Annotated[list[FunctionalStep], BeforeValidator(_functional_chain)]
 
 
+StopClimbOn = Literal["acknowledged", "agent_reply", "solved"]
+_STOP_CLIMB_ON: tuple[StopClimbOn, ...] = ("acknowledged", "agent_reply", "solved")
+
+
 class Matrix(_Model):
-    """Ordered levels; each may stay unanswered for `allowed` before the next is called."""
+    """Ordered levels; each may stay unanswered for `allowed` before the next is called.
+
+    `stop_climb_on` says what answers an escalation (stops its climb); `repeat` pages the
+    levels again from level 2, up to that many times, after the top level's `allowed`
+    (PagerDuty's "repeat this policy")."""
 
     calendar: str = ALWAYS_OPEN
     levels: list[Level] = Field(min_length=1)
+    stop_climb_on: list[StopClimbOn] = Field(default_factory=lambda: list(_STOP_CLIMB_ON))
+    repeat: int = Field(default=0, ge=0, le=9)
     functional: dict[str, FunctionalChain] = Field(default_factory=dict)
+    # Named chains, and which SLA metric's breaches and which kind of trigger escalation go
+    # to one instead of the levels: a first-response breach and a resolution breach can
+    # follow different chains. They climb like functional chains (a step's `allowed`).
+    chains: dict[str, FunctionalChain] = Field(default_factory=dict)
+    by_metric: dict[Literal["first_response", "next_response", "resolution"], str] = Field(
+        default_factory=dict
+    )
+    by_kind: dict[Literal["HIERARCHICAL", "FUNCTIONAL", "AUTOMATIC"], str] = Field(
+        default_factory=dict
+    )
     executive: Executive
     support_levels: dict[int, str] = Field(
         default_factory=lambda: {
@@ -488,9 +508,10 @@ class Policy:
 
     def climb(self, level: int) -> tuple[int, BusinessCalendar] | None:
         """How long an unanswered escalation may stay at `level` before it climbs, and on
-        which calendar; None at the top of the matrix or for a level with no limit."""
+        which calendar; None for a level with no limit, and at the top of the matrix unless
+        the matrix repeats."""
         matrix = self.matrix
-        if level >= matrix.top:
+        if level > matrix.top or (level == matrix.top and not matrix.repeat):
             return None
         spec = matrix.level(level)
         if spec.allowed is None:
@@ -569,6 +590,51 @@ def _semantic_problems(spec: PolicyFile) -> list[Problem]:
             problems.append(
                 Problem((*path, "allowed"), "only the last level may stay until resolved")
             )
+    if matrix.repeat:
+        if len(matrix.levels) < 2:
+            problems.append(
+                Problem(
+                    ("escalation_matrix", "repeat"),
+                    "a repeat pages levels 2 and up again; the matrix has only level 1",
+                )
+            )
+        elif matrix.levels[-1].allowed is None:
+            problems.append(
+                Problem(
+                    ("escalation_matrix", "levels", len(matrix.levels) - 1, "allowed"),
+                    f"with repeat: {matrix.repeat} the last level needs 'allowed': how long it"
+                    " may stay unanswered before the chain starts again at level 2",
+                )
+            )
+    for group in ("by_metric", "by_kind"):
+        for key, chain in getattr(matrix, group).items():
+            if chain not in matrix.chains:
+                chains = ", ".join(sorted(matrix.chains)) or "none (add escalation_matrix.chains)"
+                problems.append(
+                    Problem(
+                        ("escalation_matrix", group, key),
+                        f"unknown chain '{chain}'; known: {chains}",
+                    )
+                )
+    for name, chain in matrix.chains.items():
+        if not chain:
+            problems.append(
+                Problem(("escalation_matrix", "chains", name), "a chain needs at least one step")
+            )
+    stops = matrix.stop_climb_on
+    for i, stop in enumerate(stops):
+        if stop in stops[:i]:
+            problems.append(
+                Problem(("escalation_matrix", "stop_climb_on", i), f"'{stop}' is listed twice")
+            )
+    if "solved" not in stops:
+        problems.append(
+            Problem(
+                ("escalation_matrix", "stop_climb_on"),
+                "a solved ticket never climbs: list 'solved' (and any of 'acknowledged',"
+                " 'agent_reply')",
+            )
+        )
     names = set()
     for i, trigger in enumerate(spec.triggers):
         path = ("triggers", i)

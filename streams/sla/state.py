@@ -126,6 +126,9 @@ class TicketState:
     f_chain: str | None = None  # the category whose functional chain the ticket climbs
     f_step: int = 0  # that chain's step reached
     f_since: int | None = None  # when that step was paged (its climb timer), None: not climbing
+    climb_id: str | None = None  # the escalation whose acknowledgement stops the matrix climb
+    f_id: str | None = None  # the escalation whose acknowledgement stops the functional climb
+    repeat: int = 0  # the matrix repetition being climbed (escalation_matrix.repeat)
 
     def __init__(
         self, ticket_id: str, first_seen_at: int, clock_at: int, status: Status = Status.NEW,
@@ -139,7 +142,8 @@ class TicketState:
         awaiting_since: int | None = None, escalated_at: int | None = None,
         fired: set[str] | None = None, seen: dict[str, None] | None = None,
         next_due: int | None = None, closed: bool = False, f_chain: str | None = None,
-        f_step: int = 0, f_since: int | None = None,
+        f_step: int = 0, f_since: int | None = None, climb_id: str | None = None,
+        f_id: str | None = None, repeat: int = 0,
     ) -> None:  # fmt: skip
         self.ticket_id = ticket_id
         self.first_seen_at = first_seen_at
@@ -173,6 +177,9 @@ class TicketState:
         self.f_chain = f_chain
         self.f_step = f_step
         self.f_since = f_since
+        self.climb_id = climb_id
+        self.f_id = f_id
+        self.repeat = repeat
 
     def remember(self, event_id: str) -> None:
         """Add an event id to the window of recent ones, forgetting the oldest beyond it."""
@@ -215,6 +222,9 @@ class TicketState:
             "f_chain": self.f_chain,
             "f_step": self.f_step,
             "f_since": self.f_since,
+            "climb_id": self.climb_id,
+            "f_id": self.f_id,
+            "repeat": self.repeat,
         }
 
     def to_row(self) -> list[Any]:
@@ -229,13 +239,14 @@ class TicketState:
             [clock.to_row() for clock in self.clocks.values()], self.level,
             self.awaiting_since, self.escalated_at, sorted(self.fired), list(self.seen),
             self.next_due, self.closed, self.f_chain, self.f_step, self.f_since,
+            self.climb_id, self.f_id, self.repeat,
         ]  # fmt: skip
 
     @classmethod
     def from_row(cls, row: list[Any]) -> TicketState:
-        if len(row) not in (_ROW_FIELDS, _ROW_FIELDS_V1):
+        if len(row) not in (_ROW_FIELDS, _ROW_FIELDS_V2, _ROW_FIELDS_V1):
             raise ValueError(f"a ticket state row has {_ROW_FIELDS} fields, got {len(row)}")
-        values = list(row)  # a row written before the functional chain fields lacks them
+        values = list(row)  # an older row lacks the fields added since: they take defaults
         values[3] = Status(values[3])
         values[6] = Priority(values[6])
         values[15] = frozenset(values[15])
@@ -260,4 +271,5 @@ class TicketState:
 
 
 _ROW_FIELDS: Final = len(fields(TicketState))
-_ROW_FIELDS_V1: Final = _ROW_FIELDS - 3  # before f_chain, f_step, f_since
+_ROW_FIELDS_V2: Final = _ROW_FIELDS - 3  # before climb_id, f_id, repeat
+_ROW_FIELDS_V1: Final = _ROW_FIELDS_V2 - 3  # before f_chain, f_step, f_since
