@@ -110,7 +110,9 @@ def _between(tl: Timeline | None, start: int, end: int) -> int:
 class _Sla:
     """An SLA policy compiled for the hot path."""
 
-    __slots__ = ("spec", "name", "thresholds", "targets", "steps", "pause", "timeline")
+    __slots__ = (
+        "spec", "name", "thresholds", "targets", "steps", "pause", "timeline", "conditions"
+    )  # fmt: skip
 
     def __init__(self, spec: SlaPolicy, policy: Policy) -> None:
         calendar = policy.calendar(spec.calendar)
@@ -130,6 +132,11 @@ class _Sla:
         }
         self.pause = frozenset(spec.pause_statuses)
         self.timeline = _timeline(calendar)
+        self.conditions = tuple(
+            (metric, spec.clocks[metric].cancel, spec.clocks[metric].reset)
+            for metric in METRICS
+            if metric in spec.clocks
+        )
 
     def thresholds_of(self, target: int) -> tuple[tuple[float, int], ...]:
         return tuple((fraction, round(target * fraction)) for fraction in self.thresholds)
@@ -182,6 +189,7 @@ class Engine:
             if climb is not None:
                 self._climbs[n] = (climb[0], _timeline(climb[1], climb[0]))
         self._repeat = matrix.repeat
+        self._conditional = any(sla.conditions for sla in self._slas.values())
         self._stop_on_reply = "agent_reply" in matrix.stop_climb_on
         self._stop_on_ack = "acknowledged" in matrix.stop_climb_on
         calendar = policy.calendar(matrix.calendar)
@@ -473,6 +481,8 @@ class Engine:
         clock.last_fraction = fraction
         metric = clock.metric
         suffix = f"#{clock.round}" if metric == "next_response" else ""
+        if clock.resets:
+            suffix += f"~{clock.resets}"
         if fraction < 1.0:
             rule = f"sla:{metric}{suffix}:warn{round(fraction * 100)}"
             self._escalate(
@@ -905,6 +915,8 @@ class Engine:
                 self._start_clock(
                     state, "next_response", 0 if waiting is None else waiting.round + 1, at
                 )
+        if self._conditional:
+            self._clock_conditions(state, event, at, reopened)
         if state.status not in _DONE:
             triggers = (self._reopening_triggers if reopened else self._type_triggers)[kind]
         elif kind is _CSAT_RECEIVED:
@@ -918,6 +930,30 @@ class Engine:
                 self._run_trigger(
                     state, trigger, f"trigger:{trigger.name}", at, at, event.event_id, actions
                 )
+
+    def _clock_conditions(
+        self, state: TicketState, event: TicketEvent, at: int, reopened: bool
+    ) -> None:
+        """The SLA policy's per-metric `cancel` and `reset` conditions, on this event."""
+        sla = self._slas[state.policy]
+        for metric, cancel, reset in sla.conditions:
+            clock = state.clocks.get(metric)
+            if clock is None or clock.ended_at is not None:
+                continue
+            if cancel is not None and self._event_conditions_hold(state, event, cancel, reopened):
+                # out of scope: stopped with no outcome, neither met nor missed
+                since = clock.running_since
+                if since is not None and at > since:
+                    clock.elapsed += _between(sla.timeline, since, at)
+                clock.running_since = None
+                clock.ended_at = at if at > clock.started_at else clock.started_at
+                clock.next_at = None
+            elif reset is not None and self._event_conditions_hold(state, event, reset, reopened):
+                running = None if state.status in sla.pause else at
+                fresh = Clock(metric, clock.round, at, 0, running, clock.target)
+                fresh.resets = clock.resets + 1
+                state.clocks[metric] = fresh
+                self._schedule(sla, fresh)
 
     @staticmethod
     def _acknowledge(state: TicketState, escalation_id: str | None) -> None:

@@ -183,6 +183,12 @@ class SlaPolicy(_Model):
     # "matrix": a breach climbs the escalation matrix; "category": it goes to the ticket's
     # functional chain (escalation_matrix.functional) when its category has one.
     breach_route: Literal["matrix", "category"] = "matrix"
+    # Per metric, events that cancel its running clock (the ticket left scope: neither met nor
+    # missed, no outcome) or reset it (it starts again from zero, its thresholds with new ids),
+    # in the triggers' conditions model.
+    clocks: dict[Literal["first_response", "next_response", "resolution"], ClockConditions] = Field(
+        default_factory=dict
+    )
 
     @field_validator("warn_at")
     @classmethod
@@ -294,6 +300,13 @@ class When(_TicketConditions):
         return self
 
 
+class ClockConditions(_Model):
+    """When an SLA metric's clock is cancelled or reset: trigger conditions on an event."""
+
+    cancel: When | None = None
+    reset: When | None = None
+
+
 class Escalate(_Model):
     kind: Kind
     reason: Reason
@@ -390,6 +403,9 @@ class Tracking(_Model):
     backfill_horizon: Duration = 24 * 3_600_000
     closed_retention: Duration = 7 * 86_400_000  # a CLOSED ticket's state, for late duplicates
     solved_retention: Duration = 30 * 86_400_000  # a SOLVED ticket that never gets CLOSED
+
+
+SlaPolicy.model_rebuild()
 
 
 class PolicyFile(_Model):
@@ -557,6 +573,17 @@ def _semantic_problems(spec: PolicyFile) -> list[Problem]:
     names: set[str] = set()
     for i, sla in enumerate(spec.sla_policies):
         need_calendar(sla.calendar, ("sla_policies", i, "calendar"))
+        for metric, conditions in sla.clocks.items():
+            for what in ("cancel", "reset"):
+                when = getattr(conditions, what)
+                if when is not None and when.timed:
+                    problems.append(
+                        Problem(
+                            ("sla_policies", i, "clocks", metric, what),
+                            "a clock is cancelled or reset by an event: status_for and "
+                            "escalation_open_for belong to triggers",
+                        )
+                    )
         if sla.name in names:
             problems.append(Problem(("sla_policies", i, "name"), f"duplicate name '{sla.name}'"))
         names.add(sla.name)

@@ -35,12 +35,14 @@ class Clock:
     breached_at: int | None = None
     ended_at: int | None = None
     met: bool = False
+    resets: int = 0  # times the policy's `reset` condition restarted it (new rule ids)
 
     def __init__(
         self, metric: str, round: int, started_at: int, elapsed: int = 0,
         running_since: int | None = None, target: int | None = None,
         last_fraction: float = 0.0, next_at: int | None = None,
         breached_at: int | None = None, ended_at: int | None = None, met: bool = False,
+        resets: int = 0,
     ) -> None:  # fmt: skip
         self.metric = metric
         self.round = round
@@ -53,6 +55,7 @@ class Clock:
         self.breached_at = breached_at
         self.ended_at = ended_at
         self.met = met
+        self.resets = resets
 
     @property
     def active(self) -> bool:
@@ -71,6 +74,7 @@ class Clock:
             "breached_at": self.breached_at,
             "ended_at": self.ended_at,
             "met": self.met,
+            "resets": self.resets,
         }
 
     @classmethod
@@ -82,12 +86,12 @@ class Clock:
         return [
             self.metric, self.round, self.started_at, self.elapsed, self.running_since,
             self.target, self.last_fraction, self.next_at, self.breached_at, self.ended_at,
-            self.met,
+            self.met, self.resets,
         ]  # fmt: skip
 
     @classmethod
     def from_row(cls, row: list[Any]) -> Clock:
-        return cls(*row)
+        return cls(*row)  # a row from before `resets` lacks it: the default
 
 
 @dataclass(slots=True, init=False)

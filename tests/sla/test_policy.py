@@ -484,6 +484,29 @@ def test_normalized_reparses_to_an_equal_spec(text: str | None) -> None:
             "a chain needs at least one step",
         ),
         (
+            "    warn_at: [0.5, 0.75]",
+            "    warn_at: [0.5, 0.75]\n"
+            "    clocks: {resolution: {reset: {status_for: {status: PENDING, at_least: 1h}}}}",
+            "sla_policies[0].clocks.resolution.reset",
+            "clocks: {resolution",
+            "a clock is cancelled or reset by an event: status_for and escalation_open_for",
+        ),
+        (
+            "    warn_at: [0.5, 0.75]",
+            "    warn_at: [0.5, 0.75]\n    clocks: {resolve: {reset: {event: [TRANSFERRED]}}}",
+            "sla_policies[0].clocks.resolve",
+            "clocks: {resolve",
+            "Input should be 'first_response', 'next_response' or 'resolution'",
+        ),
+        (
+            "    warn_at: [0.5, 0.75]",
+            "    warn_at: [0.5, 0.75]\n    clocks:\n      resolution:\n"
+            "        cancel: {event: [MOVED]}",
+            "sla_policies[0].clocks.resolution.cancel.event[0]",
+            "cancel: {event: [MOVED]}",
+            "Input should be 'CREATED'",
+        ),
+        (
             "- remind: {reason: PENDING_TOO_LONG}",
             "- {remind: {reason: PENDING_TOO_LONG}, bump_priority: {by: 1}}",
             "triggers[1].actions[0]",
