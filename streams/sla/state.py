@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
@@ -144,7 +145,7 @@ class TicketState:
         cycle: int = 0, created_at: int | None = None, policy: str = "",
         clocks: dict[str, Clock] | None = None, level: int = 1,
         awaiting_since: int | None = None, escalated_at: int | None = None,
-        fired: set[str] | None = None, seen: dict[str, None] | None = None,
+        fired: set[str] | None = None, seen: dict[str, None] | Iterable[str] | None = None,
         next_due: int | None = None, closed: bool = False, f_chain: str | None = None,
         f_step: int = 0, f_since: int | None = None, climb_id: str | None = None,
         f_id: str | None = None, repeat: int = 0,
