@@ -111,7 +111,8 @@ class _Sla:
     """An SLA policy compiled for the hot path."""
 
     __slots__ = (
-        "spec", "name", "thresholds", "targets", "steps", "pause", "timeline", "conditions"
+        "spec", "name", "thresholds", "targets", "steps", "pause", "timeline", "conditions",
+        "deferred",
     )  # fmt: skip
 
     def __init__(self, spec: SlaPolicy, policy: Policy) -> None:
@@ -133,10 +134,11 @@ class _Sla:
         self.pause = frozenset(spec.pause_statuses)
         self.timeline = _timeline(calendar)
         self.conditions = tuple(
-            (metric, spec.clocks[metric].cancel, spec.clocks[metric].reset)
-            for metric in METRICS
-            if metric in spec.clocks
+            (metric, c.start, c.stop, c.cancel, c.reset)
+            for metric, c in ((m, spec.clocks[m]) for m in METRICS if m in spec.clocks)
         )
+        # metrics whose clock waits for its `start` condition instead of starting at creation
+        self.deferred = frozenset(m for m, start, _, _, _ in self.conditions if start is not None)
 
     def thresholds_of(self, target: int) -> tuple[tuple[float, int], ...]:
         return tuple((fraction, round(target * fraction)) for fraction in self.thresholds)
@@ -776,8 +778,11 @@ class Engine:
         if event.type is _CREATED:
             state.created_at = t
         if state.status not in _DONE:
-            self._start_clock(state, "first_response", 0, t)
-            self._start_clock(state, "resolution", 0, t)
+            deferred = self._slas[state.policy].deferred
+            if "first_response" not in deferred:
+                self._start_clock(state, "first_response", 0, t)
+            if "resolution" not in deferred:
+                self._start_clock(state, "resolution", 0, t)
 
     def _absorb(self, state: TicketState, event: TicketEvent, first: bool = False) -> bool:
         """Copy what the event carries into the state; True if SLA matching inputs changed.
@@ -916,7 +921,7 @@ class Engine:
                     state, "next_response", 0 if waiting is None else waiting.round + 1, at
                 )
         if self._conditional:
-            self._clock_conditions(state, event, at, reopened)
+            self._clock_conditions(state, event, at, reopened, actions)
         if state.status not in _DONE:
             triggers = (self._reopening_triggers if reopened else self._type_triggers)[kind]
         elif kind is _CSAT_RECEIVED:
@@ -932,15 +937,31 @@ class Engine:
                 )
 
     def _clock_conditions(
-        self, state: TicketState, event: TicketEvent, at: int, reopened: bool
+        self,
+        state: TicketState,
+        event: TicketEvent,
+        at: int,
+        reopened: bool,
+        actions: list[Action],
     ) -> None:
-        """The SLA policy's per-metric `cancel` and `reset` conditions, on this event."""
+        """The SLA policy's per-metric `start`, `stop`, `cancel` and `reset` conditions, on
+        this event."""
         sla = self._slas[state.policy]
-        for metric, cancel, reset in sla.conditions:
+        for metric, start, stop, cancel, reset in sla.conditions:
             clock = state.clocks.get(metric)
-            if clock is None or clock.ended_at is not None:
+            if clock is None:
+                if (
+                    start is not None
+                    and state.status not in _DONE
+                    and self._event_conditions_hold(state, event, start, reopened)
+                ):
+                    self._start_clock(state, metric, 0, at)
                 continue
-            if cancel is not None and self._event_conditions_hold(state, event, cancel, reopened):
+            if clock.ended_at is not None:
+                continue
+            if stop is not None and self._event_conditions_hold(state, event, stop, reopened):
+                self._end_clock(state, clock, at, True, actions)  # done: met, unless breached
+            elif cancel is not None and self._event_conditions_hold(state, event, cancel, reopened):
                 # out of scope: stopped with no outcome, neither met nor missed
                 since = clock.running_since
                 if since is not None and at > since:

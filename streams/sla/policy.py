@@ -301,8 +301,11 @@ class When(_TicketConditions):
 
 
 class ClockConditions(_Model):
-    """When an SLA metric's clock is cancelled or reset: trigger conditions on an event."""
+    """When an SLA metric's clock starts (instead of at creation), stops (done: met unless it
+    breached), is cancelled (no outcome) or reset (from zero): trigger conditions on an event."""
 
+    start: When | None = None
+    stop: When | None = None
     cancel: When | None = None
     reset: When | None = None
 
@@ -574,13 +577,21 @@ def _semantic_problems(spec: PolicyFile) -> list[Problem]:
     for i, sla in enumerate(spec.sla_policies):
         need_calendar(sla.calendar, ("sla_policies", i, "calendar"))
         for metric, conditions in sla.clocks.items():
-            for what in ("cancel", "reset"):
+            if metric == "next_response" and conditions.start is not None:
+                problems.append(
+                    Problem(
+                        ("sla_policies", i, "clocks", metric, "start"),
+                        "next_response starts at each customer reply; 'start' is for "
+                        "first_response and resolution",
+                    )
+                )
+            for what in ("start", "stop", "cancel", "reset"):
                 when = getattr(conditions, what)
                 if when is not None and when.timed:
                     problems.append(
                         Problem(
                             ("sla_policies", i, "clocks", metric, what),
-                            "a clock is cancelled or reset by an event: status_for and "
+                            "a clock's conditions are checked on each event: status_for and "
                             "escalation_open_for belong to triggers",
                         )
                     )

@@ -20,6 +20,16 @@ calendars:
     timezone: America/New_York
     hours: {mon-fri: "09:00-17:00"}
 sla_policies:
+  - name: field
+    match: {tier: [field]}
+    calendar: business
+    targets: {first_response: 4h, resolution: 16h}
+    warn_at: [0.5]
+    clocks:
+      first_response:
+        stop: {tags_added: [callback_scheduled]}
+      resolution:
+        start: {event: [ASSIGNED]}
   - name: all
     calendar: business
     targets: {first_response: 4h, resolution: 16h}
@@ -51,8 +61,8 @@ def engine(make_engine: Any) -> Engine:
     return make_engine(POLICY)
 
 
-def created(tk: Any, at: int) -> None:
-    tk.send(EventType.CREATED, at, priority=Priority.NORMAL, status=Status.NEW)
+def created(tk: Any, at: int, **fields: Any) -> None:
+    tk.send(EventType.CREATED, at, priority=Priority.NORMAL, status=Status.NEW, **fields)
 
 
 def test_a_transfer_resets_the_resolution_clock_on_business_time_across_dst(
@@ -102,6 +112,39 @@ def test_a_category_out_of_scope_cancels_the_first_response_clock(
     tk.send(EventType.AGENT_REPLIED, ny(3, 5, 17, 30))
     assert [o.metric for o in tk.outcomes] == []  # neither met nor missed
     assert tk.state.clocks["resolution"].ended_at is None  # other metrics go on
+
+
+def test_start_and_stop_conditions_on_business_time_across_dst(engine: Engine, ticket: Any) -> None:
+    """Hand-computed. Created Fri 2026-03-06 16:00 EST (tier field). Resolution starts at the
+    assignment, Mon 03-09 10:00 EDT (after Sunday's switch): 16 business hours (New York
+    09-17) are 7 h Monday, 8 h Tuesday, 1 h Wednesday: Wed 10:00 EDT = 14:00 UTC (from
+    creation it would have been Tuesday 16:00). First response is done when a callback is
+    scheduled, Mon 11:00 EDT: 1 h Friday + 2 h Monday = 3 h of its 4, met."""
+    tk = ticket(engine)
+    created(tk, ny(3, 6, 16), customer_tier="field")
+    assert "resolution" not in tk.state.clocks
+    tk.send(EventType.ASSIGNED, ny(3, 9, 10), assignee_id="a1")
+    tk.send(EventType.TAGS_CHANGED, ny(3, 9, 11), tags_added=("callback_scheduled",))
+    [first] = tk.outcomes
+    assert (first.metric, first.met, first.breached, first.business_elapsed) == (
+        "first_response", True, False, 3 * 3_600_000,
+    )  # fmt: skip
+    tk.advance(ny(3, 13, 12))
+    assert tk.one("sla:resolution:breach").due_at == utc(3, 11, 14)
+    assert "sla:first_response:breach" not in tk.rules()
+    tk.send(EventType.ASSIGNED, ny(3, 13, 13), assignee_id="a2")  # started once
+    assert tk.state.clocks["resolution"].started_at == ny(3, 9, 10)
+
+
+def test_a_ticket_solved_before_its_start_condition_never_starts_the_clock(
+    engine: Engine, ticket: Any
+) -> None:
+    tk = ticket(engine)
+    created(tk, ny(3, 4, 10), customer_tier="field")
+    tk.send(EventType.RESOLVED, ny(3, 4, 11))
+    tk.send(EventType.ASSIGNED, ny(3, 4, 12), status=Status.SOLVED)
+    assert "resolution" not in tk.state.clocks
+    assert [o.metric for o in tk.outcomes] == ["first_response"]
 
 
 def test_without_conditions_nothing_changes(engine: Engine, ticket: Any) -> None:

@@ -489,7 +489,14 @@ def test_normalized_reparses_to_an_equal_spec(text: str | None) -> None:
             "    clocks: {resolution: {reset: {status_for: {status: PENDING, at_least: 1h}}}}",
             "sla_policies[0].clocks.resolution.reset",
             "clocks: {resolution",
-            "a clock is cancelled or reset by an event: status_for and escalation_open_for",
+            "a clock's conditions are checked on each event: status_for and escalation_open_for",
+        ),
+        (
+            "    warn_at: [0.5, 0.75]",
+            "    warn_at: [0.5, 0.75]\n    clocks: {next_response: {start: {event: [ASSIGNED]}}}",
+            "sla_policies[0].clocks.next_response.start",
+            "clocks: {next_response",
+            "next_response starts at each customer reply",
         ),
         (
             "    warn_at: [0.5, 0.75]",
