@@ -184,6 +184,14 @@ class Engine:
         matrix = policy.matrix
         self._top = matrix.top
         self._contacts = tuple(matrix.level(n).contact for n in range(matrix.top + 2))
+        # tier -> its contacts per level, where the matrix names other ones for it
+        self._tier_contacts = {
+            tier: tuple(
+                overrides.get(min(max(n, 1), matrix.top), contact)
+                for n, contact in enumerate(self._contacts)
+            )
+            for tier, overrides in matrix.tier_contacts.items()
+        }
         # level -> (allowed, calendar) for the levels an unanswered escalation climbs from
         self._climbs: dict[int, tuple[int, Timeline | None]] = {}
         for n in range(matrix.top + 1):  # the top climbs too when the matrix repeats
@@ -206,6 +214,7 @@ class Engine:
         }
         self._metric_chain = {metric: f"@{name}" for metric, name in matrix.by_metric.items()}
         self._kind_chain = {Kind(kind): f"@{name}" for kind, name in matrix.by_kind.items()}
+        self._tier_chain = {tier: f"@{name}" for tier, name in matrix.by_tier.items()}
         self._timed = tuple(
             _Timed(t, _TIMED + i, policy) for i, t in enumerate(policy.timed_triggers)
         )
@@ -489,7 +498,8 @@ class Engine:
             rule = f"sla:{metric}{suffix}:warn{round(fraction * 100)}"
             self._escalate(
                 state, rule, Kind.AUTOMATIC, Reason.SLA_WARNING, state.level,
-                self._contacts[state.level], metric, at, now, None, actions, raise_level=False,
+                self._contacts_of(state)[state.level], metric, at, now, None, actions,
+                raise_level=False,
             )  # fmt: skip
         else:
             clock.breached_at = at
@@ -500,6 +510,11 @@ class Engine:
                     state, rule, Kind.FUNCTIONAL, BREACH_REASON[metric], state.level,
                     chain[0][0], metric, at, now, None, actions, raise_level=False,
                 )  # fmt: skip
+            elif self._tier_chain and (state.tier or "") in self._tier_chain:
+                self._start_chain(
+                    state, self._tier_chain[state.tier or ""], rule, Kind.HIERARCHICAL,
+                    BREACH_REASON[metric], metric, at, now, None, actions,
+                )  # fmt: skip
             elif metric in self._metric_chain:
                 self._start_chain(
                     state, self._metric_chain[metric], rule, Kind.HIERARCHICAL,
@@ -509,7 +524,8 @@ class Engine:
                 level = self._deadline_level(state, now)
                 self._escalate(
                     state, rule, Kind.HIERARCHICAL, BREACH_REASON[metric], level,
-                    self._contacts[level], metric, at, now, None, actions, raise_level=True,
+                    self._contacts_of(state)[level], metric, at, now, None, actions,
+                    raise_level=True,
                 )  # fmt: skip
         self._schedule(sla, clock)
 
@@ -528,8 +544,8 @@ class Engine:
             state.repeat += 1
             fired = self._escalate(
                 state, f"matrix:repeat{state.repeat}", Kind.HIERARCHICAL,
-                Reason.ESCALATION_OVERDUE, 2, self._contacts[2], None, at, now, None, actions,
-                raise_level=False,
+                Reason.ESCALATION_OVERDUE, 2, self._contacts_of(state)[2], None, at, now, None,
+                actions, raise_level=False,
             )  # fmt: skip
             if fired is None:
                 state.awaiting_since = None
@@ -542,7 +558,7 @@ class Engine:
         level = self._deadline_level(state, now)
         fired = self._escalate(
             state, rule, Kind.HIERARCHICAL, Reason.ESCALATION_OVERDUE, level,
-            self._contacts[level], None, at, now, None, actions, raise_level=True,
+            self._contacts_of(state)[level], None, at, now, None, actions, raise_level=True,
         )  # fmt: skip
         if fired is None or state.awaiting_since != now:
             # Already fired at this level in this cycle, or silenced: stop climbing rather
@@ -683,7 +699,7 @@ class Engine:
                 if last is None:
                     last = self._escalate(
                         state, f"{rule}:priority", Kind.PRIORITY, reason, state.level,
-                        self._contacts[state.level], None, at, now, event_id, actions,
+                        self._contacts_of(state)[state.level], None, at, now, event_id, actions,
                         raise_level=False,
                     )  # fmt: skip
                     if last is None:
@@ -750,12 +766,18 @@ class Engine:
             return level, spec.team
         if spec.route_by_category:
             chain = self._chains.get(state.category or "")
-            return level, matrix.level(level).contact if chain is None else chain[0][0]
+            return level, self._contacts_of(state)[level] if chain is None else chain[0][0]
         if spec.support_level_up:
             return level, matrix.support_levels.get(
                 min(state.support_level + 1, 4), f"L{min(state.support_level + 1, 4)}"
             )
-        return level, matrix.level(level).contact
+        return level, self._contacts_of(state)[level]
+
+    def _contacts_of(self, state: TicketState) -> tuple[str, ...]:
+        """The matrix's contact per level for this ticket's customer tier."""
+        if self._tier_contacts:
+            return self._tier_contacts.get(state.tier or "", self._contacts)
+        return self._contacts
 
     def _fire_timed(
         self, state: TicketState, timed: _Timed, at: int, now: int, actions: list[Action]

@@ -254,6 +254,10 @@ class Matrix(_Model):
     by_kind: dict[Literal["HIERARCHICAL", "FUNCTIONAL", "AUTOMATIC"], str] = Field(
         default_factory=dict
     )
+    # Customer tier: its breaches follow a named chain (before by_metric), and/or its
+    # tickets' levels page other contacts (e.g. vip: {3: vip-account-team}).
+    by_tier: dict[str, str] = Field(default_factory=dict)
+    tier_contacts: dict[str, dict[int, str]] = Field(default_factory=dict)
     executive: Executive
     support_levels: dict[int, str] = Field(
         default_factory=lambda: {
@@ -644,7 +648,16 @@ def _semantic_problems(spec: PolicyFile) -> list[Problem]:
                     " may stay unanswered before the chain starts again at level 2",
                 )
             )
-    for group in ("by_metric", "by_kind"):
+    for tier, contacts in matrix.tier_contacts.items():
+        for number in contacts:
+            if not 1 <= number <= matrix.top:
+                problems.append(
+                    Problem(
+                        ("escalation_matrix", "tier_contacts", tier, number),
+                        f"the matrix has levels 1..{matrix.top}",
+                    )
+                )
+    for group in ("by_metric", "by_kind", "by_tier"):
         for key, chain in getattr(matrix, group).items():
             if chain not in matrix.chains:
                 chains = ", ".join(sorted(matrix.chains)) or "none (add escalation_matrix.chains)"

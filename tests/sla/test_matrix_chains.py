@@ -38,6 +38,8 @@ escalation_matrix:
       - {contact: care-lead}
   by_metric: {resolution: delivery}
   by_kind: {AUTOMATIC: care}
+  by_tier: {enterprise: delivery}
+  tier_contacts: {vip: {2: vip-account-team, 3: vip-director}}
   executive: {contact: exec}
 triggers:
   - name: churn
@@ -65,8 +67,8 @@ def engine(make_engine: Any) -> Engine:
     return make_engine(POLICY)
 
 
-def created(tk: Any, at: int) -> None:
-    tk.send(EventType.CREATED, at, priority=Priority.NORMAL, status=Status.NEW)
+def created(tk: Any, at: int, **fields: Any) -> None:
+    tk.send(EventType.CREATED, at, priority=Priority.NORMAL, status=Status.NEW, **fields)
 
 
 def test_a_resolution_breach_follows_its_own_chain_on_business_time_across_dst(
@@ -140,3 +142,31 @@ def test_a_trigger_naming_a_team_keeps_it(engine: Engine, ticket: Any) -> None:
     tk.send(EventType.TAGS_CHANGED, ny(3, 4, 10, 5), tags_added=("refund",))
     assert tk.one("trigger:refund").target == "billing-team"
     assert tk.state.f_chain is None
+
+
+def test_a_vip_ticket_pages_its_tier_contacts(engine: Engine, ticket: Any) -> None:
+    """First response breaches Wed 11:00 (1 h, 24x7): level 2 is the VIP account team; its
+    hour on the business calendar ends 12:00: level 3 is the VIP director."""
+    tk = ticket(engine)
+    created(tk, ny(3, 4, 10), customer_tier="vip")
+    tk.advance(ny(3, 4, 13))
+    assert [(e.rule, e.level, e.target, e.due_at) for e in tk.escalations if e.level > 1] == [
+        ("sla:first_response:breach", 2, "vip-account-team", ny(3, 4, 11)),
+        ("matrix:unanswered", 3, "vip-director", ny(3, 4, 12)),
+    ]
+
+
+def test_other_tiers_keep_the_matrix_contacts(engine: Engine, ticket: Any) -> None:
+    tk = ticket(engine)
+    created(tk, ny(3, 4, 10), customer_tier="standard")
+    tk.advance(ny(3, 4, 13))
+    assert [e.target for e in tk.escalations if e.level > 1] == ["lead", "manager"]
+
+
+def test_an_enterprise_ticket_breach_follows_its_tier_chain(engine: Engine, ticket: Any) -> None:
+    tk = ticket(engine)
+    created(tk, ny(3, 4, 10), customer_tier="enterprise")
+    tk.advance(ny(3, 4, 14))
+    breach = tk.one("sla:first_response:breach")
+    assert (breach.target, breach.level, tk.state.level) == ("service-desk-lead", 1, 1)
+    assert tk.one("chain:delivery#1").due_at == ny(3, 4, 13)  # 2 business hours

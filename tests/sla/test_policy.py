@@ -514,6 +514,20 @@ def test_normalized_reparses_to_an_equal_spec(text: str | None) -> None:
             "Input should be 'CREATED'",
         ),
         (
+            "  executive: {contact: exec}",
+            "  tier_contacts: {vip: {3: vip-team}}\n  executive: {contact: exec}",
+            "escalation_matrix.tier_contacts.vip[3]",
+            "tier_contacts:",
+            "the matrix has levels 1..2",
+        ),
+        (
+            "  executive: {contact: exec}",
+            "  by_tier: {vip: account-team}\n  executive: {contact: exec}",
+            "escalation_matrix.by_tier.vip",
+            "by_tier:",
+            "unknown chain 'account-team'",
+        ),
+        (
             "- remind: {reason: PENDING_TOO_LONG}",
             "- {remind: {reason: PENDING_TOO_LONG}, bump_priority: {by: 1}}",
             "triggers[1].actions[0]",
