@@ -91,7 +91,15 @@ _SOLVED_ENDS: Final[_Ends] = (
     ("resolution", True),
     ("first_response", False),
     ("next_response", False),
+    ("requester_wait", True),
+    ("agent_work", True),
+    ("periodic_update", False),
+    ("pausable_update", False),
 )
+_ROUNDED: Final = frozenset(("next_response", "periodic_update", "pausable_update"))
+_UPDATES: Final = ("periodic_update", "pausable_update")  # a round per agent reply
+_PER_CYCLE: Final = ("requester_wait", "agent_work")  # from creation (or reopen) to solved
+_NOT_WORKING: Final = frozenset((Status.PENDING, Status.ON_HOLD))  # agent_work stands still
 
 
 def _timeline(calendar: BusinessCalendar, duration: int | None = None) -> Timeline | None:
@@ -112,7 +120,7 @@ class _Sla:
 
     __slots__ = (
         "spec", "name", "thresholds", "targets", "steps", "pause", "timeline", "conditions",
-        "deferred",
+        "deferred", "pause_of", "updates", "per_cycle", "extra",
     )  # fmt: skip
 
     def __init__(self, spec: SlaPolicy, policy: Policy) -> None:
@@ -133,6 +141,15 @@ class _Sla:
         }
         self.pause = frozenset(spec.pause_statuses)
         self.timeline = _timeline(calendar)
+        # the statuses each metric stands still in
+        self.pause_of = {metric: self.pause for metric in METRICS}
+        self.pause_of["periodic_update"] = frozenset()
+        self.pause_of["agent_work"] = _NOT_WORKING
+        # the metrics beyond the first three that this policy sets a target for
+        tracked = {m for m in METRICS if any(t is not None for t in self.targets[m].values())}
+        self.updates = tuple(m for m in _UPDATES if m in tracked)
+        self.per_cycle = tuple(m for m in _PER_CYCLE if m in tracked)
+        self.extra = bool(self.updates or self.per_cycle)
         self.conditions = tuple(
             (metric, c.start, c.stop, c.cancel, c.reset)
             for metric, c in ((m, spec.clocks[m]) for m in METRICS if m in spec.clocks)
@@ -436,7 +453,7 @@ class Engine:
 
     def _start_clock(self, state: TicketState, metric: str, round_: int, at: int) -> None:
         sla = self._slas[state.policy]
-        running = None if state.status in sla.pause else at
+        running = None if state.status in sla.pause_of[metric] else at
         clock = Clock(metric, round_, at, 0, running, sla.targets[metric][state.priority])
         state.clocks[metric] = clock
         self._schedule(sla, clock)
@@ -477,6 +494,35 @@ class Engine:
                 clock.running_since = None
                 clock.next_at = None
 
+    def _repause(self, state: TicketState, sla: _Sla, at: int) -> None:
+        """Each running clock stands still or runs as its metric does in the new status."""
+        status = state.status
+        for clock in state.clocks.values():
+            if clock.ended_at is not None:
+                continue
+            since = clock.running_since
+            if status in sla.pause_of[clock.metric]:
+                if since is not None:
+                    if at > since:
+                        clock.elapsed += _between(sla.timeline, since, at)
+                    clock.running_since = None
+                    clock.next_at = None
+            elif since is None:
+                clock.running_since = at
+                self._schedule(sla, clock)
+
+    def _agent_update(self, state: TicketState, t: int, at: int, actions: list[Action]) -> None:
+        """An agent reply ends the update clocks' round (met unless breached) and starts the
+        next: the first reply starts round 0."""
+        for metric in self._slas[state.policy].updates:
+            clock = state.clocks.get(metric)
+            round_ = 0
+            if clock is not None:
+                round_ = clock.round + 1
+                if clock.ended_at is None:
+                    self._end_clock(state, clock, t, True, actions)
+            self._start_clock(state, metric, round_, at)
+
     def _resume_all(self, state: TicketState, at: int) -> None:
         sla = self._slas[state.policy]
         for clock in state.clocks.values():
@@ -491,7 +537,7 @@ class Engine:
         fraction = next(f for f in sla.thresholds if f > clock.last_fraction)
         clock.last_fraction = fraction
         metric = clock.metric
-        suffix = f"#{clock.round}" if metric == "next_response" else ""
+        suffix = f"#{clock.round}" if metric in _ROUNDED else ""
         if clock.resets:
             suffix += f"~{clock.resets}"
         if fraction < 1.0:
@@ -805,6 +851,9 @@ class Engine:
                 self._start_clock(state, "first_response", 0, t)
             if "resolution" not in deferred:
                 self._start_clock(state, "resolution", 0, t)
+            for metric in self._slas[state.policy].per_cycle:
+                if metric not in deferred:
+                    self._start_clock(state, metric, 0, t)
 
     def _absorb(self, state: TicketState, event: TicketEvent, first: bool = False) -> bool:
         """Copy what the event carries into the state; True if SLA matching inputs changed.
@@ -882,12 +931,11 @@ class Engine:
                 clock.elapsed += _between(old.timeline, since, at)
                 clock.running_since = at
         state.policy = new.name
-        paused = state.status in new.pause
         for clock in state.clocks.values():
             if clock.ended_at is not None:
                 continue
             clock.target = new.targets[clock.metric][state.priority]
-            if paused:
+            if state.status in new.pause_of[clock.metric]:
                 clock.running_since = None
             elif clock.running_since is None and old is not new:
                 clock.running_since = at
@@ -926,6 +974,8 @@ class Engine:
 
         if kind is _AGENT_REPLIED:
             self._end_clocks(state, _REPLIED_ENDS, t, actions)
+            if state.status not in _DONE and self._slas[state.policy].updates:
+                self._agent_update(state, t, at, actions)
             if self._stop_on_reply:
                 state.awaiting_since = None
                 state.f_since = None
@@ -992,7 +1042,7 @@ class Engine:
                 clock.ended_at = at if at > clock.started_at else clock.started_at
                 clock.next_at = None
             elif reset is not None and self._event_conditions_hold(state, event, reset, reopened):
-                running = None if state.status in sla.pause else at
+                running = None if state.status in sla.pause_of[metric] else at
                 fresh = Clock(metric, clock.round, at, 0, running, clock.target)
                 fresh.resets = clock.resets + 1
                 state.clocks[metric] = fresh
@@ -1038,7 +1088,7 @@ class Engine:
         """CREATED arrived after other events: clocks count from creation, not first sight."""
         state.created_at = t
         sla = self._slas[state.policy]
-        for metric in ("first_response", "resolution"):
+        for metric in ("first_response", "resolution", *sla.per_cycle):
             clock = state.clocks.get(metric)
             if clock is None or clock.ended_at is not None or clock.round != 0:
                 continue
@@ -1051,7 +1101,8 @@ class Engine:
     def _set_status(
         self, state: TicketState, status: Status, at: int, t: int, actions: list[Action]
     ) -> None:
-        pause = self._slas[state.policy].pause
+        sla = self._slas[state.policy]
+        pause = sla.pause
         was_paused = state.status in pause
         paused_since = state.status_since
         state.status = status
@@ -1064,18 +1115,19 @@ class Engine:
             state.f_since = None
             return
         paused = status in pause
-        if paused and not was_paused:
+        if sla.extra:  # metrics that pause in other statuses than the policy's
+            self._repause(state, sla, at)
+        elif paused and not was_paused:
             self._pause_all(state, at)
-        elif was_paused:
-            if not paused:
-                self._resume_all(state, at)
-            # Climb timers stand still during a pause: they move on by each pause status's
-            # stay (PENDING then ON_HOLD is one pause, made of two stays).
-            if at > paused_since:
-                if state.awaiting_since is not None:
-                    state.awaiting_since += at - paused_since
-                if state.f_since is not None:
-                    state.f_since += at - paused_since
+        elif was_paused and not paused:
+            self._resume_all(state, at)
+        # Climb timers stand still during a pause: they move on by each pause status's stay
+        # (PENDING then ON_HOLD is one pause, made of two stays).
+        if was_paused and at > paused_since:
+            if state.awaiting_since is not None:
+                state.awaiting_since += at - paused_since
+            if state.f_since is not None:
+                state.f_since += at - paused_since
 
     def _reopen(self, state: TicketState, at: int) -> None:
         state.reopens += 1
@@ -1095,6 +1147,8 @@ class Engine:
         state.status_since = at
         state.status_seq += 1
         self._start_clock(state, "resolution", state.cycle, at)
+        for metric in self._slas[state.policy].per_cycle:
+            self._start_clock(state, metric, state.cycle, at)
         previous = state.clocks.get("next_response")
         self._start_clock(state, "next_response", 0 if previous is None else previous.round + 1, at)
 

@@ -34,7 +34,27 @@ from streams.sla.durations import format_duration, parse_duration
 from streams.sla.events import EventType, Priority, Status
 
 ALWAYS_OPEN = "24x7"
-METRICS = ("first_response", "next_response", "resolution")
+METRICS = (
+    "first_response",
+    "next_response",
+    "resolution",
+    # the longest stretch without an agent reply once the first one came (Zendesk's periodic
+    # update; pausable_update stands still in pause statuses), time outside pause statuses
+    # until solved (requester wait) and time in NEW/OPEN until solved (agent work)
+    "periodic_update",
+    "pausable_update",
+    "requester_wait",
+    "agent_work",
+)
+MetricName = Literal[
+    "first_response",
+    "next_response",
+    "resolution",
+    "periodic_update",
+    "pausable_update",
+    "requester_wait",
+    "agent_work",
+]
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_POLICY = "default_policy.yaml"
 
@@ -154,8 +174,12 @@ class Targets(_Model):
     first_response: Target | None = None
     next_response: Target | None = None
     resolution: Target | None = None
+    periodic_update: Target | None = None
+    pausable_update: Target | None = None
+    requester_wait: Target | None = None
+    agent_work: Target | None = None
 
-    @field_validator("first_response", "next_response", "resolution")
+    @field_validator(*METRICS)
     @classmethod
     def _covers_all_priorities(cls, value: Target | None) -> Target | None:
         if isinstance(value, dict) and "default" not in value:
@@ -186,9 +210,7 @@ class SlaPolicy(_Model):
     # Per metric, events that cancel its running clock (the ticket left scope: neither met nor
     # missed, no outcome) or reset it (it starts again from zero, its thresholds with new ids),
     # in the triggers' conditions model.
-    clocks: dict[Literal["first_response", "next_response", "resolution"], ClockConditions] = Field(
-        default_factory=dict
-    )
+    clocks: dict[MetricName, ClockConditions] = Field(default_factory=dict)
 
     @field_validator("warn_at")
     @classmethod
@@ -248,9 +270,7 @@ class Matrix(_Model):
     # to one instead of the levels: a first-response breach and a resolution breach can
     # follow different chains. They climb like functional chains (a step's `allowed`).
     chains: dict[str, FunctionalChain] = Field(default_factory=dict)
-    by_metric: dict[Literal["first_response", "next_response", "resolution"], str] = Field(
-        default_factory=dict
-    )
+    by_metric: dict[MetricName, str] = Field(default_factory=dict)
     by_kind: dict[Literal["HIERARCHICAL", "FUNCTIONAL", "AUTOMATIC"], str] = Field(
         default_factory=dict
     )
@@ -567,6 +587,9 @@ class Policy:
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
+_ROUNDS = ("next_response", "periodic_update", "pausable_update")  # a round per reply
+
+
 def _semantic_problems(spec: PolicyFile) -> list[Problem]:
     problems: list[Problem] = []
     known = {ALWAYS_OPEN, *spec.calendars}
@@ -581,12 +604,12 @@ def _semantic_problems(spec: PolicyFile) -> list[Problem]:
     for i, sla in enumerate(spec.sla_policies):
         need_calendar(sla.calendar, ("sla_policies", i, "calendar"))
         for metric, conditions in sla.clocks.items():
-            if metric == "next_response" and conditions.start is not None:
+            if metric in _ROUNDS and conditions.start is not None:
                 problems.append(
                     Problem(
                         ("sla_policies", i, "clocks", metric, "start"),
-                        "next_response starts at each customer reply; 'start' is for "
-                        "first_response and resolution",
+                        f"{metric} starts at each reply; 'start' is for first_response, "
+                        "resolution, requester_wait and agent_work",
                     )
                 )
             for what in ("start", "stop", "cancel", "reset"):

@@ -474,7 +474,7 @@ def test_normalized_reparses_to_an_equal_spec(text: str | None) -> None:
             "  executive: {contact: exec}",
             "escalation_matrix.by_metric.resolve",
             "by_metric:",
-            "Input should be 'first_response', 'next_response' or 'resolution'",
+            "Input should be 'first_response', 'next_response', 'resolution', 'periodic_update'",
         ),
         (
             "  executive: {contact: exec}",
@@ -496,14 +496,14 @@ def test_normalized_reparses_to_an_equal_spec(text: str | None) -> None:
             "    warn_at: [0.5, 0.75]\n    clocks: {next_response: {start: {event: [ASSIGNED]}}}",
             "sla_policies[0].clocks.next_response.start",
             "clocks: {next_response",
-            "next_response starts at each customer reply",
+            "next_response starts at each reply",
         ),
         (
             "    warn_at: [0.5, 0.75]",
             "    warn_at: [0.5, 0.75]\n    clocks: {resolve: {reset: {event: [TRANSFERRED]}}}",
             "sla_policies[0].clocks.resolve",
             "clocks: {resolve",
-            "Input should be 'first_response', 'next_response' or 'resolution'",
+            "Input should be 'first_response', 'next_response', 'resolution', 'periodic_update'",
         ),
         (
             "    warn_at: [0.5, 0.75]",
