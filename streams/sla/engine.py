@@ -383,6 +383,7 @@ class Engine:
             climb = self._climbs.get(state.level)
             if climb is not None:
                 allowed, tl = climb
+                allowed += state.climb_paused
                 at = since + allowed if tl is None else tl.add(since, allowed)
                 if best < 0 or at < best:
                     best = at
@@ -393,6 +394,7 @@ class Engine:
             if chain is not None and state.f_step + 1 < len(chain):
                 _, wait, tl = chain[state.f_step]
                 if wait is not None:
+                    wait += state.f_paused
                     at = since + wait if tl is None else tl.add(since, wait)
                     if best < 0 or at < best:
                         best = at
@@ -598,6 +600,7 @@ class Engine:
             else:
                 state.level = 2
                 state.awaiting_since = now
+                state.climb_paused = 0
                 state.climb_id = fired.escalation_id
             return
         rule = _MATRIX_CLIMB if state.repeat == 0 else f"matrix:repeat{state.repeat}"
@@ -631,6 +634,7 @@ class Engine:
             state.f_since = None
         else:
             state.f_since = now
+            state.f_paused = 0
             state.f_id = fired.escalation_id
 
     # ------------------------------------------------------------------ escalations
@@ -649,6 +653,7 @@ class Engine:
             state.f_chain = key
             state.f_step = 0
             state.f_since = now
+            state.f_paused = 0
             state.f_id = fired.escalation_id
         return fired
 
@@ -689,6 +694,7 @@ class Engine:
         if raise_level and level > state.level:
             state.level = level
             state.awaiting_since = now  # the next level's timer starts when this one fired
+            state.climb_paused = 0
             state.climb_id = escalation.escalation_id
         if kind is Kind.FUNCTIONAL and rule[:11] != "functional:":
             chain = self._chains.get(state.category or "")
@@ -696,6 +702,7 @@ class Engine:
                 state.f_chain = state.category
                 state.f_step = 0
                 state.f_since = now
+                state.f_paused = 0
                 state.f_id = escalation.escalation_id
         return escalation
 
@@ -1121,13 +1128,26 @@ class Engine:
             self._pause_all(state, at)
         elif was_paused and not paused:
             self._resume_all(state, at)
-        # Climb timers stand still during a pause: they move on by each pause status's stay
-        # (PENDING then ON_HOLD is one pause, made of two stays).
-        if was_paused and at > paused_since:
-            if state.awaiting_since is not None:
-                state.awaiting_since += at - paused_since
-            if state.f_since is not None:
-                state.f_since += at - paused_since
+        if was_paused:
+            self._count_climb_pause(state, paused_since, at)
+
+    def _count_climb_pause(self, state: TicketState, paused_since: int, at: int) -> None:
+        """Climb timers stand still during a pause: each pause status's stay (PENDING then
+        ON_HOLD is one pause, made of two) adds the business time it covered, on the climb's
+        own calendar, to what the climb may take; counted from the escalation if it came
+        during the pause."""
+        since = state.awaiting_since
+        climb = self._climbs.get(state.level)
+        if since is not None and climb is not None:
+            start = since if since > paused_since else paused_since
+            if at > start:
+                state.climb_paused += _between(climb[1], start, at)
+        since = state.f_since
+        chain = self._chains.get(state.f_chain or "")
+        if since is not None and chain is not None and state.f_step < len(chain):
+            start = since if since > paused_since else paused_since
+            if at > start:
+                state.f_paused += _between(chain[state.f_step][2], start, at)
 
     def _reopen(self, state: TicketState, at: int) -> None:
         state.reopens += 1

@@ -134,6 +134,8 @@ class TicketState:
     climb_id: str | None = None  # the escalation whose acknowledgement stops the matrix climb
     f_id: str | None = None  # the escalation whose acknowledgement stops the functional climb
     repeat: int = 0  # the matrix repetition being climbed (escalation_matrix.repeat)
+    climb_paused: int = 0  # business ms the matrix climb stood still in pause statuses
+    f_paused: int = 0  # the same for the side chain's climb
 
     def __init__(
         self, ticket_id: str, first_seen_at: int, clock_at: int, status: Status = Status.NEW,
@@ -148,7 +150,7 @@ class TicketState:
         fired: set[str] | None = None, seen: dict[str, None] | Iterable[str] | None = None,
         next_due: int | None = None, closed: bool = False, f_chain: str | None = None,
         f_step: int = 0, f_since: int | None = None, climb_id: str | None = None,
-        f_id: str | None = None, repeat: int = 0,
+        f_id: str | None = None, repeat: int = 0, climb_paused: int = 0, f_paused: int = 0,
     ) -> None:  # fmt: skip
         self.ticket_id = ticket_id
         self.first_seen_at = first_seen_at
@@ -185,6 +187,8 @@ class TicketState:
         self.climb_id = climb_id
         self.f_id = f_id
         self.repeat = repeat
+        self.climb_paused = climb_paused
+        self.f_paused = f_paused
 
     def remember(self, event_id: str) -> None:
         """Add an event id to the window of recent ones, forgetting the oldest beyond it."""
@@ -230,6 +234,8 @@ class TicketState:
             "climb_id": self.climb_id,
             "f_id": self.f_id,
             "repeat": self.repeat,
+            "climb_paused": self.climb_paused,
+            "f_paused": self.f_paused,
         }
 
     def to_row(self) -> list[Any]:
@@ -244,7 +250,7 @@ class TicketState:
             [clock.to_row() for clock in self.clocks.values()], self.level,
             self.awaiting_since, self.escalated_at, sorted(self.fired), list(self.seen),
             self.next_due, self.closed, self.f_chain, self.f_step, self.f_since,
-            self.climb_id, self.f_id, self.repeat,
+            self.climb_id, self.f_id, self.repeat, self.climb_paused, self.f_paused,
         ]  # fmt: skip
 
     @classmethod
@@ -276,5 +282,5 @@ class TicketState:
 
 
 _ROW_FIELDS: Final = len(fields(TicketState))
-_ROW_FIELDS_V2: Final = _ROW_FIELDS - 3  # before climb_id, f_id, repeat
+_ROW_FIELDS_V2: Final = _ROW_FIELDS - 5  # before climb_id, f_id, repeat, climb/f_paused
 _ROW_FIELDS_V1: Final = _ROW_FIELDS_V2 - 3  # before f_chain, f_step, f_since

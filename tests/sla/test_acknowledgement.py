@@ -282,3 +282,22 @@ def test_a_pause_through_two_pause_statuses_holds_the_climb_for_all_of_it(
     assert "matrix:unanswered" not in tk.rules()
     tk.advance(ny(3, 4, 13))
     assert tk.one("matrix:unanswered").due_at == ny(3, 4, 12, 20)
+
+
+def test_a_pause_holds_a_business_hours_climb_by_the_business_time_it_covered(
+    engine: Engine, ticket: Any
+) -> None:
+    """Manager paged Wed 17:00 (after hours; 4 business hours allowed). PENDING 20:00 (none
+    used yet), OPEN Thu 11:00: all 4 hours are left, so the climb is due Thu 15:00. Shifting
+    the start by the pause's wall time (15 h, to Thu 08:00) would lose Thursday's 09-11
+    paused hours and page at 13:00."""
+    tk = ticket(engine)
+    created(tk, ny(3, 4, 15, 30))
+    tk.advance(ny(3, 4, 17, 30))
+    assert tk.one("matrix:unanswered").due_at == ny(3, 4, 17)
+    tk.send(EventType.STATUS_CHANGED, ny(3, 4, 20), status=Status.PENDING)
+    tk.send(EventType.STATUS_CHANGED, ny(3, 5, 11), status=Status.OPEN)
+    tk.advance(ny(3, 5, 14, 59))
+    assert "matrix:repeat1" not in tk.rules()
+    tk.advance(ny(3, 5, 16))
+    assert tk.by_rule("matrix:repeat1")[0].due_at == ny(3, 5, 15)
