@@ -237,6 +237,12 @@ def implied_status(event: TicketEvent) -> Status | None:
     }.get(event.type, event.status)
 
 
+# The metrics the oracle re-derives. The update metrics the default policy sets for VIP and
+# enterprise (periodic_update: never paused, a round per agent reply) have hand-computed
+# cases in test_update_metrics.py instead.
+ORACLE_METRICS = frozenset(("first_response", "next_response", "resolution"))
+
+
 class Oracle:
     """SLA clocks re-derived from the events, per the engine's documented semantics."""
 
@@ -374,7 +380,7 @@ def test_breaches_fire_exactly_at_the_independent_deadline(
         fired = {
             (e.rule, e.cycle, e.due_at)
             for e in escalations(result.actions)
-            if e.rule.endswith(":breach")
+            if e.rule.endswith(":breach") and e.sla_metric in ORACLE_METRICS
         }
         assert fired == oracle.breaches
         for e in escalations(result.actions):
@@ -390,7 +396,7 @@ def test_paused_time_never_counts(tickets: list[list[TicketEvent]]) -> None:
         oracle = oracle_for(DEFAULT, events, result, end)
         assert oracle.calendar.is_always_open
         for outcome in result.actions:
-            if isinstance(outcome, SlaOutcome):
+            if isinstance(outcome, SlaOutcome) and outcome.metric in ORACLE_METRICS:
                 expected = oracle.running_time(outcome.started_at, outcome.ended_at)
                 assert outcome.business_elapsed == expected, outcome
 
