@@ -195,6 +195,7 @@ class Engine:
         self._quiet_event = False
         # Matching is a pure function of five attributes, and costs microseconds: memoized.
         self._match_tags = any(sla.match.tags is not None for sla in policy.sla_policies)
+        self._match_group = any(sla.match.group is not None for sla in policy.sla_policies)
         self._matched: dict[tuple[object, ...], _Sla] = {}
         # Tag sets are shared between tickets (a few dozen distinct ones in practice).
         self._tag_sets: dict[frozenset[str], frozenset[str]] = {}
@@ -908,6 +909,7 @@ class Engine:
         value = event.group
         if value is not None and value != state.group:
             state.group = intern(value)
+            changed = changed or self._match_group  # a key of SLA matching only if used
         value = event.assignee_id
         if value is not None and value != state.assignee_id:
             state.assignee_id = intern(value)
@@ -917,13 +919,14 @@ class Engine:
 
     def _match(self, state: TicketState) -> _Sla:
         tags = state.tags if self._match_tags else None
-        key = (state.tier, state.priority, state.channel, state.category, tags)
+        group = state.group if self._match_group else None
+        key = (state.tier, state.priority, state.channel, state.category, tags, group)
         sla = self._matched.get(key)
         if sla is None:
             if len(self._matched) >= _MATCH_CACHE:
                 self._matched.clear()
             spec = self.policy.match(
-                state.tier, state.priority, state.channel, state.category, state.tags
+                state.tier, state.priority, state.channel, state.category, state.tags, group
             )
             sla = self._matched[key] = self._slas[spec.name]
         return sla
@@ -1193,7 +1196,9 @@ class Engine:
 
     @staticmethod
     def _state_conditions_hold(state: TicketState, when: When) -> bool:
-        return when.accepts(state.tier, state.priority, state.channel, state.category, state.tags)
+        return when.accepts(
+            state.tier, state.priority, state.channel, state.category, state.tags, state.group
+        )
 
 
 def run_ticket(

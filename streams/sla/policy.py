@@ -137,6 +137,7 @@ class _TicketConditions(_Model):
     channel: list[str] | None = None
     category: list[str] | None = None
     tags: list[str] | None = None
+    group: list[str] | None = None  # the agent group the ticket is assigned to
 
     def accepts(
         self,
@@ -145,6 +146,7 @@ class _TicketConditions(_Model):
         channel: str | None,
         category: str | None,
         tags: Iterable[str],
+        group: str | None = None,
     ) -> bool:
         return (
             (self.tier is None or tier in self.tier)
@@ -152,6 +154,7 @@ class _TicketConditions(_Model):
             and (self.channel is None or channel in self.channel)
             and (self.category is None or category in self.category)
             and (self.tags is None or any(tag in self.tags for tag in tags))
+            and (self.group is None or group in self.group)
         )
 
 
@@ -161,8 +164,10 @@ class Match(_TicketConditions):
     def is_catch_all(self) -> bool:
         return all(
             value is None
-            for value in (self.tier, self.priority, self.channel, self.category, self.tags)
-        )
+            for value in (
+                self.tier, self.priority, self.channel, self.category, self.tags, self.group
+            )
+        )  # fmt: skip
 
 
 Target = Duration | dict[Literal["LOW", "NORMAL", "HIGH", "URGENT", "default"], Duration]
@@ -568,10 +573,11 @@ class Policy:
         channel: str | None,
         category: str | None,
         tags: Iterable[str],
+        group: str | None = None,
     ) -> SlaPolicy:
         tag_list = list(tags)
         for sla in self.spec.sla_policies:
-            if sla.match.accepts(tier, priority, channel, category, tag_list):
+            if sla.match.accepts(tier, priority, channel, category, tag_list, group):
                 return sla
         return self.spec.sla_policies[-1]
 
