@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from schemas.codec import AvroCodec, DecodeError, ErrorKind
 from streams.sla.actions import Escalation, PriorityBump, Reminder
-from streams.sla.events import MIN_TIMESTAMP_MS, EventError, TicketEvent, event_from_dict
+from streams.sla.events import (
+    MIN_TIMESTAMP_MS,
+    EventError,
+    EventType,
+    TicketEvent,
+    event_from_dict,
+)
 
 __all__ = [
     "DAY_MS",
     "DEAD_LETTER_MAX_ORIGINAL",
+    "EVENT_TYPE_ATTRIBUTE",
     "ErrorKind",
     "Rejected",
     "dead_letter",
@@ -38,6 +46,13 @@ DAY_MS: Final = 86_400_000
 DEAD_LETTER_MAX_ORIGINAL: Final = 64 * 1024
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS: Final = timedelta(milliseconds=1)
+#: Event types newer than the Avro EventType enum travel as TAGS_CHANGED (with no tags: a
+#: no-op for a reader that does not know them) and this attribute naming the real type. Adding
+#: the enum symbol is not compatible: readers of TicketEvent v1/v2 have no enum `default`, so
+#: they could not read a record carrying the new symbol (FULL_TRANSITIVE fails).
+EVENT_TYPE_ATTRIBUTE: Final = "escalator.event_type"
+_CARRIER: Final = EventType.TAGS_CHANGED
+_CARRIED: Final = {EventType.ESCALATION_ACKNOWLEDGED.value: EventType.ESCALATION_ACKNOWLEDGED}
 
 
 class Rejected(ValueError):
@@ -60,10 +75,15 @@ class Rejected(ValueError):
 
 def ticket_event_to_avro(event: TicketEvent) -> dict[str, Any]:
     """Avro dict of ``event`` (every field present; absent optionals are ``None``)."""
+    kind = event.type.value
+    attributes = dict(event.attributes)
+    if kind in _CARRIED:
+        attributes[EVENT_TYPE_ATTRIBUTE] = kind
+        kind = _CARRIER.value
     return {
         "event_id": event.event_id,
         "ticket_id": event.ticket_id,
-        "type": event.type.value,
+        "type": kind,
         "occurred_at": event.occurred_at,
         "status": None if event.status is None else event.status.value,
         "priority": None if event.priority is None else event.priority.value,
@@ -77,7 +97,7 @@ def ticket_event_to_avro(event: TicketEvent) -> dict[str, Any]:
         "tags_added": list(event.tags_added),
         "tags_removed": list(event.tags_removed),
         "csat": event.csat,
-        "attributes": dict(event.attributes),
+        "attributes": attributes,
     }
 
 
@@ -87,7 +107,18 @@ def ticket_event_from_avro(record: Mapping[str, Any]) -> TicketEvent:
     occurred_at = record.get("occurred_at")
     if isinstance(occurred_at, datetime):
         record = {**record, "occurred_at": _datetime_ms(occurred_at)}
-    return event_from_dict(record)
+    return _native(event_from_dict(record))
+
+
+def _native(event: TicketEvent) -> TicketEvent:
+    """The event with the type it carries in EVENT_TYPE_ATTRIBUTE, if it carries a known one."""
+    if event.type is not _CARRIER:
+        return event
+    carried = _CARRIED.get(event.attributes.get(EVENT_TYPE_ATTRIBUTE, ""))
+    if carried is None:
+        return event
+    attributes = {k: v for k, v in event.attributes.items() if k != EVENT_TYPE_ATTRIBUTE}
+    return replace(event, type=carried, attributes=attributes)
 
 
 def _datetime_ms(value: datetime) -> int:
@@ -127,7 +158,7 @@ def decode_ticket_event(
             )
         raise Rejected(ErrorKind.TIMESTAMP_OUT_OF_RANGE, reason, "occurred_at")
     try:
-        return event_from_dict(record)
+        return _native(event_from_dict(record))
     except EventError as exc:
         raise Rejected(ErrorKind.INVALID_FIELD, exc.reason, exc.field) from None
 

@@ -65,6 +65,8 @@ _PRIORITY_CHANGED: Final = EventType.PRIORITY_CHANGED
 _AGENT_REPLIED: Final = EventType.AGENT_REPLIED
 _CUSTOMER_REPLIED: Final = EventType.CUSTOMER_REPLIED
 _CSAT_RECEIVED: Final = EventType.CSAT_RECEIVED
+_ACKNOWLEDGED: Final = EventType.ESCALATION_ACKNOWLEDGED
+_MATRIX_CLIMB: Final = "matrix:unanswered"
 _OPEN: Final = Status.OPEN
 _DONE: Final = (Status.SOLVED, Status.CLOSED)
 _SLA_WARNING: Final = Reason.SLA_WARNING
@@ -89,7 +91,15 @@ _SOLVED_ENDS: Final[_Ends] = (
     ("resolution", True),
     ("first_response", False),
     ("next_response", False),
+    ("requester_wait", True),
+    ("agent_work", True),
+    ("periodic_update", False),
+    ("pausable_update", False),
 )
+_ROUNDED: Final = frozenset(("next_response", "periodic_update", "pausable_update"))
+_UPDATES: Final = ("periodic_update", "pausable_update")  # a round per agent reply
+_PER_CYCLE: Final = ("requester_wait", "agent_work")  # from creation (or reopen) to solved
+_NOT_WORKING: Final = frozenset((Status.PENDING, Status.ON_HOLD))  # agent_work stands still
 
 
 def _timeline(calendar: BusinessCalendar, duration: int | None = None) -> Timeline | None:
@@ -108,7 +118,10 @@ def _between(tl: Timeline | None, start: int, end: int) -> int:
 class _Sla:
     """An SLA policy compiled for the hot path."""
 
-    __slots__ = ("spec", "name", "thresholds", "targets", "steps", "pause", "timeline")
+    __slots__ = (
+        "spec", "name", "thresholds", "targets", "steps", "pause", "timeline", "conditions",
+        "deferred", "pause_of", "updates", "per_cycle", "extra",
+    )  # fmt: skip
 
     def __init__(self, spec: SlaPolicy, policy: Policy) -> None:
         calendar = policy.calendar(spec.calendar)
@@ -128,6 +141,21 @@ class _Sla:
         }
         self.pause = frozenset(spec.pause_statuses)
         self.timeline = _timeline(calendar)
+        # the statuses each metric stands still in
+        self.pause_of = {metric: self.pause for metric in METRICS}
+        self.pause_of["periodic_update"] = frozenset()
+        self.pause_of["agent_work"] = _NOT_WORKING
+        # the metrics beyond the first three that this policy sets a target for
+        tracked = {m for m in METRICS if any(t is not None for t in self.targets[m].values())}
+        self.updates = tuple(m for m in _UPDATES if m in tracked)
+        self.per_cycle = tuple(m for m in _PER_CYCLE if m in tracked)
+        self.extra = bool(self.updates or self.per_cycle)
+        self.conditions = tuple(
+            (metric, c.start, c.stop, c.cancel, c.reset)
+            for metric, c in ((m, spec.clocks[m]) for m in METRICS if m in spec.clocks)
+        )
+        # metrics whose clock waits for its `start` condition instead of starting at creation
+        self.deferred = frozenset(m for m, start, _, _, _ in self.conditions if start is not None)
 
     def thresholds_of(self, target: int) -> tuple[tuple[float, int], ...]:
         return tuple((fraction, round(target * fraction)) for fraction in self.thresholds)
@@ -167,27 +195,44 @@ class Engine:
         self._quiet_event = False
         # Matching is a pure function of five attributes, and costs microseconds: memoized.
         self._match_tags = any(sla.match.tags is not None for sla in policy.sla_policies)
+        self._match_group = any(sla.match.group is not None for sla in policy.sla_policies)
         self._matched: dict[tuple[object, ...], _Sla] = {}
         # Tag sets are shared between tickets (a few dozen distinct ones in practice).
         self._tag_sets: dict[frozenset[str], frozenset[str]] = {}
         matrix = policy.matrix
         self._top = matrix.top
         self._contacts = tuple(matrix.level(n).contact for n in range(matrix.top + 2))
+        # tier -> its contacts per level, where the matrix names other ones for it
+        self._tier_contacts = {
+            tier: tuple(
+                overrides.get(min(max(n, 1), matrix.top), contact)
+                for n, contact in enumerate(self._contacts)
+            )
+            for tier, overrides in matrix.tier_contacts.items()
+        }
         # level -> (allowed, calendar) for the levels an unanswered escalation climbs from
         self._climbs: dict[int, tuple[int, Timeline | None]] = {}
-        for n in range(matrix.top):
+        for n in range(matrix.top + 1):  # the top climbs too when the matrix repeats
             climb = policy.climb(n)
             if climb is not None:
                 self._climbs[n] = (climb[0], _timeline(climb[1], climb[0]))
-        # category -> its functional chain: (contact, allowed, calendar) per step
-        functional_calendar = policy.calendar(matrix.calendar)
+        self._repeat = matrix.repeat
+        self._conditional = any(sla.conditions for sla in self._slas.values())
+        self._stop_on_reply = "agent_reply" in matrix.stop_climb_on
+        self._stop_on_ack = "acknowledged" in matrix.stop_climb_on
+        calendar = policy.calendar(matrix.calendar)
+        chains = {**matrix.functional, **{f"@{name}": c for name, c in matrix.chains.items()}}
+        # category (or "@<name>" for a named chain: no category starts with "@") -> its
+        # steps: (contact, allowed, calendar)
         self._chains: dict[str, tuple[tuple[str, int | None, Timeline | None], ...]] = {
-            category: tuple(
-                (step.contact, step.allowed, _timeline(functional_calendar, step.allowed))
-                for step in chain
+            key: tuple(
+                (step.contact, step.allowed, _timeline(calendar, step.allowed)) for step in chain
             )
-            for category, chain in matrix.functional.items()
+            for key, chain in chains.items()
         }
+        self._metric_chain = {metric: f"@{name}" for metric, name in matrix.by_metric.items()}
+        self._kind_chain = {Kind(kind): f"@{name}" for kind, name in matrix.by_kind.items()}
+        self._tier_chain = {tier: f"@{name}" for tier, name in matrix.by_tier.items()}
         self._timed = tuple(
             _Timed(t, _TIMED + i, policy) for i, t in enumerate(policy.timed_triggers)
         )
@@ -344,8 +389,8 @@ class Engine:
             climb = self._climbs.get(state.level)
             if climb is not None:
                 allowed, tl = climb
-                left = allowed - state.climb_used
-                at = since if left <= 0 else since + left if tl is None else tl.add(since, left)
+                allowed += state.climb_paused
+                at = since + allowed if tl is None else tl.add(since, allowed)
                 if best < 0 or at < best:
                     best = at
                     rank = _CLIMB
@@ -355,8 +400,8 @@ class Engine:
             if chain is not None and state.f_step + 1 < len(chain):
                 _, wait, tl = chain[state.f_step]
                 if wait is not None:
-                    left = wait - state.f_used
-                    at = since if left <= 0 else since + left if tl is None else tl.add(since, left)
+                    wait += state.f_paused
+                    at = since + wait if tl is None else tl.add(since, wait)
                     if best < 0 or at < best:
                         best = at
                         rank = _FUNCTIONAL_CLIMB
@@ -416,7 +461,7 @@ class Engine:
 
     def _start_clock(self, state: TicketState, metric: str, round_: int, at: int) -> None:
         sla = self._slas[state.policy]
-        running = None if state.status in sla.pause else at
+        running = None if state.status in sla.pause_of[metric] else at
         clock = Clock(metric, round_, at, 0, running, sla.targets[metric][state.priority])
         state.clocks[metric] = clock
         self._schedule(sla, clock)
@@ -457,6 +502,35 @@ class Engine:
                 clock.running_since = None
                 clock.next_at = None
 
+    def _repause(self, state: TicketState, sla: _Sla, at: int) -> None:
+        """Each running clock stands still or runs as its metric does in the new status."""
+        status = state.status
+        for clock in state.clocks.values():
+            if clock.ended_at is not None:
+                continue
+            since = clock.running_since
+            if status in sla.pause_of[clock.metric]:
+                if since is not None:
+                    if at > since:
+                        clock.elapsed += _between(sla.timeline, since, at)
+                    clock.running_since = None
+                    clock.next_at = None
+            elif since is None:
+                clock.running_since = at
+                self._schedule(sla, clock)
+
+    def _agent_update(self, state: TicketState, t: int, at: int, actions: list[Action]) -> None:
+        """An agent reply ends the update clocks' round (met unless breached) and starts the
+        next: the first reply starts round 0."""
+        for metric in self._slas[state.policy].updates:
+            clock = state.clocks.get(metric)
+            round_ = 0
+            if clock is not None:
+                round_ = clock.round + 1
+                if clock.ended_at is None:
+                    self._end_clock(state, clock, t, True, actions)
+            self._start_clock(state, metric, round_, at)
+
     def _resume_all(self, state: TicketState, at: int) -> None:
         sla = self._slas[state.policy]
         for clock in state.clocks.values():
@@ -471,12 +545,15 @@ class Engine:
         fraction = next(f for f in sla.thresholds if f > clock.last_fraction)
         clock.last_fraction = fraction
         metric = clock.metric
-        suffix = f"#{clock.round}" if metric == "next_response" else ""
+        suffix = f"#{clock.round}" if metric in _ROUNDED else ""
+        if clock.resets:
+            suffix += f"~{clock.resets}"
         if fraction < 1.0:
             rule = f"sla:{metric}{suffix}:warn{round(fraction * 100)}"
             self._escalate(
                 state, rule, Kind.AUTOMATIC, Reason.SLA_WARNING, state.level,
-                self._contacts[state.level], metric, at, now, None, actions, raise_level=False,
+                self._contacts_of(state)[state.level], metric, at, now, None, actions,
+                raise_level=False,
             )  # fmt: skip
         else:
             clock.breached_at = at
@@ -487,26 +564,56 @@ class Engine:
                     state, rule, Kind.FUNCTIONAL, BREACH_REASON[metric], state.level,
                     chain[0][0], metric, at, now, None, actions, raise_level=False,
                 )  # fmt: skip
+            elif self._tier_chain and (state.tier or "") in self._tier_chain:
+                self._start_chain(
+                    state, self._tier_chain[state.tier or ""], rule, Kind.HIERARCHICAL,
+                    BREACH_REASON[metric], metric, at, now, None, actions,
+                )  # fmt: skip
+            elif metric in self._metric_chain:
+                self._start_chain(
+                    state, self._metric_chain[metric], rule, Kind.HIERARCHICAL,
+                    BREACH_REASON[metric], metric, at, now, None, actions,
+                )  # fmt: skip
             else:
                 level = self._deadline_level(state, now)
                 self._escalate(
                     state, rule, Kind.HIERARCHICAL, BREACH_REASON[metric], level,
-                    self._contacts[level], metric, at, now, None, actions, raise_level=True,
+                    self._contacts_of(state)[level], metric, at, now, None, actions,
+                    raise_level=True,
                 )  # fmt: skip
         self._schedule(sla, clock)
 
     def _deadline_level(self, state: TicketState, now: int) -> int:
         """The level a deadline raises the ticket to: one up, unless a deadline already
         raised it at this instant (a late discovery pages one level at a time)."""
-        if state.awaiting_since == now and state.level > 1:
+        if state.raised_at == now and state.level > 1:
             return state.level
         return min(state.level + 1, self._top)
 
     def _climb(self, state: TicketState, at: int, now: int, actions: list[Action]) -> None:
+        if state.level >= self._top:  # due only when the matrix repeats: start again at 2
+            if state.repeat >= self._repeat:
+                state.awaiting_since = None
+                return
+            state.repeat += 1
+            fired = self._escalate(
+                state, f"matrix:repeat{state.repeat}", Kind.HIERARCHICAL,
+                Reason.ESCALATION_OVERDUE, 2, self._contacts_of(state)[2], None, at, now, None,
+                actions, raise_level=False,
+            )  # fmt: skip
+            if fired is None:
+                state.awaiting_since = None
+            else:
+                state.level = 2
+                state.awaiting_since = now
+                state.climb_paused = 0
+                state.climb_id = fired.escalation_id
+            return
+        rule = _MATRIX_CLIMB if state.repeat == 0 else f"matrix:repeat{state.repeat}"
         level = self._deadline_level(state, now)
         fired = self._escalate(
-            state, "matrix:unanswered", Kind.HIERARCHICAL, Reason.ESCALATION_OVERDUE, level,
-            self._contacts[level], None, at, now, None, actions, raise_level=True,
+            state, rule, Kind.HIERARCHICAL, Reason.ESCALATION_OVERDUE, level,
+            self._contacts_of(state)[level], None, at, now, None, actions, raise_level=True,
         )  # fmt: skip
         if fired is None or state.awaiting_since != now:
             # Already fired at this level in this cycle, or silenced: stop climbing rather
@@ -520,15 +627,41 @@ class Engine:
         category = state.f_chain or ""
         step = state.f_step + 1
         contact = self._chains[category][step][0]
+        if category[:1] == "@":  # a named chain (escalation_matrix.chains)
+            rule, kind = f"chain:{category[1:]}#{step}", Kind.HIERARCHICAL
+        else:
+            rule, kind = f"functional:{category}#{step}", Kind.FUNCTIONAL
         fired = self._escalate(
-            state, f"functional:{category}#{step}", Kind.FUNCTIONAL, Reason.ESCALATION_OVERDUE,
-            state.level, contact, None, at, now, None, actions, raise_level=False,
+            state, rule, kind, Reason.ESCALATION_OVERDUE, state.level, contact, None, at, now,
+            None, actions, raise_level=False,
         )  # fmt: skip
         state.f_step = step
-        state.f_since = None if fired is None else now
-        state.f_used = 0
+        if fired is None:
+            state.f_since = None
+        else:
+            state.f_since = now
+            state.f_paused = 0
+            state.f_id = fired.escalation_id
 
     # ------------------------------------------------------------------ escalations
+
+    def _start_chain(
+        self, state: TicketState, key: str, rule: str, kind: Kind, reason: Reason,
+        metric: str | None, at: int, now: int, event_id: str | None, actions: list[Action],
+    ) -> Escalation | None:  # fmt: skip
+        """Page a named chain's first step and climb it: it takes over from any chain the
+        ticket was climbing (one side chain at a time; the latest is the one unanswered)."""
+        fired = self._escalate(
+            state, rule, kind, reason, state.level, self._chains[key][0][0], metric, at, now,
+            event_id, actions, raise_level=False,
+        )  # fmt: skip
+        if fired is not None:
+            state.f_chain = key
+            state.f_step = 0
+            state.f_since = now
+            state.f_paused = 0
+            state.f_id = fired.escalation_id
+        return fired
 
     def _escalate(
         self,
@@ -566,15 +699,18 @@ class Engine:
             state.escalated_at = now
         if raise_level and level > state.level:
             state.level = level
+            state.raised_at = now
             state.awaiting_since = now  # the next level's timer starts when this one fired
-            state.climb_used = 0
+            state.climb_paused = 0
+            state.climb_id = escalation.escalation_id
         if kind is Kind.FUNCTIONAL and rule[:11] != "functional:":
             chain = self._chains.get(state.category or "")
             if chain is not None and target == chain[0][0] and state.f_since is None:
                 state.f_chain = state.category
                 state.f_step = 0
                 state.f_since = now
-                state.f_used = 0
+                state.f_paused = 0
+                state.f_id = escalation.escalation_id
         return escalation
 
     def _run_trigger(
@@ -593,12 +729,21 @@ class Engine:
             if action.escalate is not None:
                 spec = action.escalate
                 reason = spec.reason
-                level, target = self._target(state, spec)
-                fired = self._escalate(
-                    state, rule, spec.kind, spec.reason, level, target, None, at, now,
-                    event_id, actions,
-                    raise_level=spec.kind in _RAISING,
-                )  # fmt: skip
+                chain = self._kind_chain.get(spec.kind) if self._kind_chain else None
+                if chain is not None and not (
+                    spec.team or spec.route_by_category or spec.support_level_up
+                ):
+                    fired = self._start_chain(
+                        state, chain, rule, spec.kind, spec.reason, None, at, now, event_id,
+                        actions,
+                    )  # fmt: skip
+                else:
+                    level, target = self._target(state, spec)
+                    fired = self._escalate(
+                        state, rule, spec.kind, spec.reason, level, target, None, at, now,
+                        event_id, actions,
+                        raise_level=spec.kind in _RAISING,
+                    )  # fmt: skip
                 if fired is not None:
                     last = fired
                     if spec.support_level_up:
@@ -614,7 +759,7 @@ class Engine:
                 if last is None:
                     last = self._escalate(
                         state, f"{rule}:priority", Kind.PRIORITY, reason, state.level,
-                        self._contacts[state.level], None, at, now, event_id, actions,
+                        self._contacts_of(state)[state.level], None, at, now, event_id, actions,
                         raise_level=False,
                     )  # fmt: skip
                     if last is None:
@@ -681,12 +826,18 @@ class Engine:
             return level, spec.team
         if spec.route_by_category:
             chain = self._chains.get(state.category or "")
-            return level, matrix.level(level).contact if chain is None else chain[0][0]
+            return level, self._contacts_of(state)[level] if chain is None else chain[0][0]
         if spec.support_level_up:
             return level, matrix.support_levels.get(
                 min(state.support_level + 1, 4), f"L{min(state.support_level + 1, 4)}"
             )
-        return level, matrix.level(level).contact
+        return level, self._contacts_of(state)[level]
+
+    def _contacts_of(self, state: TicketState) -> tuple[str, ...]:
+        """The matrix's contact per level for this ticket's customer tier."""
+        if self._tier_contacts:
+            return self._tier_contacts.get(state.tier or "", self._contacts)
+        return self._contacts
 
     def _fire_timed(
         self, state: TicketState, timed: _Timed, at: int, now: int, actions: list[Action]
@@ -709,8 +860,14 @@ class Engine:
         if event.type is _CREATED:
             state.created_at = t
         if state.status not in _DONE:
-            self._start_clock(state, "first_response", 0, t)
-            self._start_clock(state, "resolution", 0, t)
+            deferred = self._slas[state.policy].deferred
+            if "first_response" not in deferred:
+                self._start_clock(state, "first_response", 0, t)
+            if "resolution" not in deferred:
+                self._start_clock(state, "resolution", 0, t)
+            for metric in self._slas[state.policy].per_cycle:
+                if metric not in deferred:
+                    self._start_clock(state, metric, 0, t)
 
     def _absorb(self, state: TicketState, event: TicketEvent, first: bool = False) -> bool:
         """Copy what the event carries into the state; True if SLA matching inputs changed.
@@ -758,6 +915,7 @@ class Engine:
         value = event.group
         if value is not None and value != state.group:
             state.group = intern(value)
+            changed = changed or self._match_group  # a key of SLA matching only if used
         value = event.assignee_id
         if value is not None and value != state.assignee_id:
             state.assignee_id = intern(value)
@@ -767,13 +925,14 @@ class Engine:
 
     def _match(self, state: TicketState) -> _Sla:
         tags = state.tags if self._match_tags else None
-        key = (state.tier, state.priority, state.channel, state.category, tags)
+        group = state.group if self._match_group else None
+        key = (state.tier, state.priority, state.channel, state.category, tags, group)
         sla = self._matched.get(key)
         if sla is None:
             if len(self._matched) >= _MATCH_CACHE:
                 self._matched.clear()
             spec = self.policy.match(
-                state.tier, state.priority, state.channel, state.category, state.tags
+                state.tier, state.priority, state.channel, state.category, state.tags, group
             )
             sla = self._matched[key] = self._slas[spec.name]
         return sla
@@ -788,12 +947,11 @@ class Engine:
                 clock.elapsed += _between(old.timeline, since, at)
                 clock.running_since = at
         state.policy = new.name
-        paused = state.status in new.pause
         for clock in state.clocks.values():
             if clock.ended_at is not None:
                 continue
             clock.target = new.targets[clock.metric][state.priority]
-            if paused:
+            if state.status in new.pause_of[clock.metric]:
                 clock.running_since = None
             elif clock.running_since is None and old is not new:
                 clock.running_since = at
@@ -832,8 +990,14 @@ class Engine:
 
         if kind is _AGENT_REPLIED:
             self._end_clocks(state, _REPLIED_ENDS, t, actions)
-            state.awaiting_since = None
-            state.f_since = None
+            if state.status not in _DONE and self._slas[state.policy].updates:
+                self._agent_update(state, t, at, actions)
+            if self._stop_on_reply:
+                state.awaiting_since = None
+                state.f_since = None
+        elif kind is _ACKNOWLEDGED:
+            if self._stop_on_ack:
+                self._acknowledge(state, event.attributes.get("escalation_id"))
         elif kind is _CUSTOMER_REPLIED and state.status not in _DONE:
             clocks = state.clocks
             first = clocks.get("first_response")
@@ -844,6 +1008,8 @@ class Engine:
                 self._start_clock(
                     state, "next_response", 0 if waiting is None else waiting.round + 1, at
                 )
+        if self._conditional:
+            self._clock_conditions(state, event, at, reopened, actions)
         if state.status not in _DONE:
             triggers = (self._reopening_triggers if reopened else self._type_triggers)[kind]
         elif kind is _CSAT_RECEIVED:
@@ -857,6 +1023,56 @@ class Engine:
                 self._run_trigger(
                     state, trigger, f"trigger:{trigger.name}", at, at, event.event_id, actions
                 )
+
+    def _clock_conditions(
+        self,
+        state: TicketState,
+        event: TicketEvent,
+        at: int,
+        reopened: bool,
+        actions: list[Action],
+    ) -> None:
+        """The SLA policy's per-metric `start`, `stop`, `cancel` and `reset` conditions, on
+        this event."""
+        sla = self._slas[state.policy]
+        for metric, start, stop, cancel, reset in sla.conditions:
+            clock = state.clocks.get(metric)
+            if clock is None:
+                if (
+                    start is not None
+                    and state.status not in _DONE
+                    and self._event_conditions_hold(state, event, start, reopened)
+                ):
+                    self._start_clock(state, metric, 0, at)
+                continue
+            if clock.ended_at is not None:
+                continue
+            if stop is not None and self._event_conditions_hold(state, event, stop, reopened):
+                self._end_clock(state, clock, at, True, actions)  # done: met, unless breached
+            elif cancel is not None and self._event_conditions_hold(state, event, cancel, reopened):
+                # out of scope: stopped with no outcome, neither met nor missed
+                since = clock.running_since
+                if since is not None and at > since:
+                    clock.elapsed += _between(sla.timeline, since, at)
+                clock.running_since = None
+                clock.ended_at = at if at > clock.started_at else clock.started_at
+                clock.next_at = None
+            elif reset is not None and self._event_conditions_hold(state, event, reset, reopened):
+                running = None if state.status in sla.pause_of[metric] else at
+                fresh = Clock(metric, clock.round, at, 0, running, clock.target)
+                fresh.resets = clock.resets + 1
+                state.clocks[metric] = fresh
+                self._schedule(sla, fresh)
+
+    @staticmethod
+    def _acknowledge(state: TicketState, escalation_id: str | None) -> None:
+        """Stop the climb the acknowledged escalation started (the matrix's or the functional
+        chain's); an acknowledgement naming no escalation stops both. One naming an escalation
+        a later one superseded changes nothing: the later one is the one still unanswered."""
+        if escalation_id is None or escalation_id == state.climb_id:
+            state.awaiting_since = None
+        if escalation_id is None or escalation_id == state.f_id:
+            state.f_since = None
 
     def _with_tag_triggers(self, triggers: list[Trigger], tags: Sequence[str]) -> list[Trigger]:
         tagged = [t for tag in tags for t in self._tag_triggers.get(tag, ())]
@@ -888,7 +1104,7 @@ class Engine:
         """CREATED arrived after other events: clocks count from creation, not first sight."""
         state.created_at = t
         sla = self._slas[state.policy]
-        for metric in ("first_response", "resolution"):
+        for metric in ("first_response", "resolution", *sla.per_cycle):
             clock = state.clocks.get(metric)
             if clock is None or clock.ended_at is not None or clock.round != 0:
                 continue
@@ -901,8 +1117,10 @@ class Engine:
     def _set_status(
         self, state: TicketState, status: Status, at: int, t: int, actions: list[Action]
     ) -> None:
-        pause = self._slas[state.policy].pause
+        sla = self._slas[state.policy]
+        pause = sla.pause
         was_paused = state.status in pause
+        paused_since = state.status_since
         state.status = status
         state.status_since = t
         state.status_seq += 1
@@ -913,29 +1131,32 @@ class Engine:
             state.f_since = None
             return
         paused = status in pause
-        if paused and not was_paused:
+        if sla.extra:  # metrics that pause in other statuses than the policy's
+            self._repause(state, sla, at)
+        elif paused and not was_paused:
             self._pause_all(state, at)
-            self._pause_climbs(state, at)
         elif was_paused and not paused:
             self._resume_all(state, at)
-            # climb timers stood still during the pause: they go on with what was left
-            if state.awaiting_since is not None:
-                state.awaiting_since = at
-            if state.f_since is not None:
-                state.f_since = at
+        if was_paused:
+            self._count_climb_pause(state, paused_since, at)
 
-    def _pause_climbs(self, state: TicketState, at: int) -> None:
-        """Bank the business time the running climb timers used up to the pause."""
+    def _count_climb_pause(self, state: TicketState, paused_since: int, at: int) -> None:
+        """Climb timers stand still during a pause: each pause status's stay (PENDING then
+        ON_HOLD is one pause, made of two) adds the business time it covered, on the climb's
+        own calendar, to what the climb may take; counted from the escalation if it came
+        during the pause."""
         since = state.awaiting_since
         climb = self._climbs.get(state.level)
-        if since is not None and climb is not None and at > since:
-            state.climb_used += _between(climb[1], since, at)
+        if since is not None and climb is not None:
+            start = since if since > paused_since else paused_since
+            if at > start:
+                state.climb_paused += _between(climb[1], start, at)
         since = state.f_since
         chain = self._chains.get(state.f_chain or "")
-        if since is not None and chain is not None and at > since:
-            step = chain[min(state.f_step, len(chain) - 1)]
-            if step[1] is not None:
-                state.f_used += _between(step[2], since, at)
+        if since is not None and chain is not None and state.f_step < len(chain):
+            start = since if since > paused_since else paused_since
+            if at > start:
+                state.f_paused += _between(chain[state.f_step][2], start, at)
 
     def _reopen(self, state: TicketState, at: int) -> None:
         state.reopens += 1
@@ -947,11 +1168,16 @@ class Engine:
         state.f_chain = None
         state.f_step = 0
         state.f_since = None
+        state.climb_id = None
+        state.f_id = None
+        state.repeat = 0
         state.closed = False
         state.status = _OPEN
         state.status_since = at
         state.status_seq += 1
         self._start_clock(state, "resolution", state.cycle, at)
+        for metric in self._slas[state.policy].per_cycle:
+            self._start_clock(state, metric, state.cycle, at)
         previous = state.clocks.get("next_response")
         self._start_clock(state, "next_response", 0 if previous is None else previous.round + 1, at)
 
@@ -976,7 +1202,9 @@ class Engine:
 
     @staticmethod
     def _state_conditions_hold(state: TicketState, when: When) -> bool:
-        return when.accepts(state.tier, state.priority, state.channel, state.category, state.tags)
+        return when.accepts(
+            state.tier, state.priority, state.channel, state.category, state.tags, state.group
+        )
 
 
 def run_ticket(

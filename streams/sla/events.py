@@ -48,6 +48,10 @@ class EventType(StrEnum):
     REOPENED = "REOPENED"
     CLOSED = "CLOSED"
     CSAT_RECEIVED = "CSAT_RECEIVED"
+    # Someone took an escalation: attributes carry "escalation_id" (none: every open one of
+    # the ticket) and "acknowledged_by". On Avro it travels as TAGS_CHANGED plus a marker
+    # attribute (schemas/records.py), since old readers' EventType enum has no default.
+    ESCALATION_ACKNOWLEDGED = "ESCALATION_ACKNOWLEDGED"
 
 
 class Status(StrEnum):

@@ -34,7 +34,27 @@ from streams.sla.durations import format_duration, parse_duration
 from streams.sla.events import EventType, Priority, Status
 
 ALWAYS_OPEN = "24x7"
-METRICS = ("first_response", "next_response", "resolution")
+METRICS = (
+    "first_response",
+    "next_response",
+    "resolution",
+    # the longest stretch without an agent reply once the first one came (Zendesk's periodic
+    # update; pausable_update stands still in pause statuses), time outside pause statuses
+    # until solved (requester wait) and time in NEW/OPEN until solved (agent work)
+    "periodic_update",
+    "pausable_update",
+    "requester_wait",
+    "agent_work",
+)
+MetricName = Literal[
+    "first_response",
+    "next_response",
+    "resolution",
+    "periodic_update",
+    "pausable_update",
+    "requester_wait",
+    "agent_work",
+]
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_POLICY = "default_policy.yaml"
 
@@ -117,6 +137,7 @@ class _TicketConditions(_Model):
     channel: list[str] | None = None
     category: list[str] | None = None
     tags: list[str] | None = None
+    group: list[str] | None = None  # the agent group the ticket is assigned to
 
     def accepts(
         self,
@@ -125,6 +146,7 @@ class _TicketConditions(_Model):
         channel: str | None,
         category: str | None,
         tags: Iterable[str],
+        group: str | None = None,
     ) -> bool:
         return (
             (self.tier is None or tier in self.tier)
@@ -132,6 +154,7 @@ class _TicketConditions(_Model):
             and (self.channel is None or channel in self.channel)
             and (self.category is None or category in self.category)
             and (self.tags is None or any(tag in self.tags for tag in tags))
+            and (self.group is None or group in self.group)
         )
 
 
@@ -141,8 +164,10 @@ class Match(_TicketConditions):
     def is_catch_all(self) -> bool:
         return all(
             value is None
-            for value in (self.tier, self.priority, self.channel, self.category, self.tags)
-        )
+            for value in (
+                self.tier, self.priority, self.channel, self.category, self.tags, self.group
+            )
+        )  # fmt: skip
 
 
 Target = Duration | dict[Literal["LOW", "NORMAL", "HIGH", "URGENT", "default"], Duration]
@@ -154,8 +179,12 @@ class Targets(_Model):
     first_response: Target | None = None
     next_response: Target | None = None
     resolution: Target | None = None
+    periodic_update: Target | None = None
+    pausable_update: Target | None = None
+    requester_wait: Target | None = None
+    agent_work: Target | None = None
 
-    @field_validator("first_response", "next_response", "resolution")
+    @field_validator(*METRICS)
     @classmethod
     def _covers_all_priorities(cls, value: Target | None) -> Target | None:
         if isinstance(value, dict) and "default" not in value:
@@ -183,6 +212,10 @@ class SlaPolicy(_Model):
     # "matrix": a breach climbs the escalation matrix; "category": it goes to the ticket's
     # functional chain (escalation_matrix.functional) when its category has one.
     breach_route: Literal["matrix", "category"] = "matrix"
+    # Per metric, events that cancel its running clock (the ticket left scope: neither met nor
+    # missed, no outcome) or reset it (it starts again from zero, its thresholds with new ids),
+    # in the triggers' conditions model.
+    clocks: dict[MetricName, ClockConditions] = Field(default_factory=dict)
 
     @field_validator("warn_at")
     @classmethod
@@ -222,12 +255,34 @@ def _functional_chain(value: Any) -> Any:
 FunctionalChain = Annotated[list[FunctionalStep], BeforeValidator(_functional_chain)]
 
 
+StopClimbOn = Literal["acknowledged", "agent_reply", "solved"]
+_STOP_CLIMB_ON: tuple[StopClimbOn, ...] = ("acknowledged", "agent_reply", "solved")
+
+
 class Matrix(_Model):
-    """Ordered levels; each may stay unanswered for `allowed` before the next is called."""
+    """Ordered levels; each may stay unanswered for `allowed` before the next is called.
+
+    `stop_climb_on` says what answers an escalation (stops its climb); `repeat` pages the
+    levels again from level 2, up to that many times, after the top level's `allowed`
+    (PagerDuty's "repeat this policy")."""
 
     calendar: str = ALWAYS_OPEN
     levels: list[Level] = Field(min_length=1)
+    stop_climb_on: list[StopClimbOn] = Field(default_factory=lambda: list(_STOP_CLIMB_ON))
+    repeat: int = Field(default=0, ge=0, le=9)
     functional: dict[str, FunctionalChain] = Field(default_factory=dict)
+    # Named chains, and which SLA metric's breaches and which kind of trigger escalation go
+    # to one instead of the levels: a first-response breach and a resolution breach can
+    # follow different chains. They climb like functional chains (a step's `allowed`).
+    chains: dict[str, FunctionalChain] = Field(default_factory=dict)
+    by_metric: dict[MetricName, str] = Field(default_factory=dict)
+    by_kind: dict[Literal["HIERARCHICAL", "FUNCTIONAL", "AUTOMATIC"], str] = Field(
+        default_factory=dict
+    )
+    # Customer tier: its breaches follow a named chain (before by_metric), and/or its
+    # tickets' levels page other contacts (e.g. vip: {3: vip-account-team}).
+    by_tier: dict[str, str] = Field(default_factory=dict)
+    tier_contacts: dict[str, dict[int, str]] = Field(default_factory=dict)
     executive: Executive
     support_levels: dict[int, str] = Field(
         default_factory=lambda: {
@@ -272,6 +327,16 @@ class When(_TicketConditions):
         if not self.model_fields_set:
             raise ValueError("a trigger needs at least one condition")
         return self
+
+
+class ClockConditions(_Model):
+    """When an SLA metric's clock starts (instead of at creation), stops (done: met unless it
+    breached), is cancelled (no outcome) or reset (from zero): trigger conditions on an event."""
+
+    start: When | None = None
+    stop: When | None = None
+    cancel: When | None = None
+    reset: When | None = None
 
 
 class Escalate(_Model):
@@ -370,6 +435,9 @@ class Tracking(_Model):
     backfill_horizon: Duration = 24 * 3_600_000
     closed_retention: Duration = 7 * 86_400_000  # a CLOSED ticket's state, for late duplicates
     solved_retention: Duration = 30 * 86_400_000  # a SOLVED ticket that never gets CLOSED
+
+
+SlaPolicy.model_rebuild()
 
 
 class PolicyFile(_Model):
@@ -488,9 +556,10 @@ class Policy:
 
     def climb(self, level: int) -> tuple[int, BusinessCalendar] | None:
         """How long an unanswered escalation may stay at `level` before it climbs, and on
-        which calendar; None at the top of the matrix or for a level with no limit."""
+        which calendar; None for a level with no limit, and at the top of the matrix unless
+        the matrix repeats."""
         matrix = self.matrix
-        if level >= matrix.top:
+        if level > matrix.top or (level == matrix.top and not matrix.repeat):
             return None
         spec = matrix.level(level)
         if spec.allowed is None:
@@ -504,10 +573,11 @@ class Policy:
         channel: str | None,
         category: str | None,
         tags: Iterable[str],
+        group: str | None = None,
     ) -> SlaPolicy:
         tag_list = list(tags)
         for sla in self.spec.sla_policies:
-            if sla.match.accepts(tier, priority, channel, category, tag_list):
+            if sla.match.accepts(tier, priority, channel, category, tag_list, group):
                 return sla
         return self.spec.sla_policies[-1]
 
@@ -523,6 +593,9 @@ class Policy:
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
+_ROUNDS = ("next_response", "periodic_update", "pausable_update")  # a round per reply
+
+
 def _semantic_problems(spec: PolicyFile) -> list[Problem]:
     problems: list[Problem] = []
     known = {ALWAYS_OPEN, *spec.calendars}
@@ -536,6 +609,25 @@ def _semantic_problems(spec: PolicyFile) -> list[Problem]:
     names: set[str] = set()
     for i, sla in enumerate(spec.sla_policies):
         need_calendar(sla.calendar, ("sla_policies", i, "calendar"))
+        for metric, conditions in sla.clocks.items():
+            if metric in _ROUNDS and conditions.start is not None:
+                problems.append(
+                    Problem(
+                        ("sla_policies", i, "clocks", metric, "start"),
+                        f"{metric} starts at each reply; 'start' is for first_response, "
+                        "resolution, requester_wait and agent_work",
+                    )
+                )
+            for what in ("start", "stop", "cancel", "reset"):
+                when = getattr(conditions, what)
+                if when is not None and when.timed:
+                    problems.append(
+                        Problem(
+                            ("sla_policies", i, "clocks", metric, what),
+                            "a clock's conditions are checked on each event: status_for and "
+                            "escalation_open_for belong to triggers",
+                        )
+                    )
         if sla.name in names:
             problems.append(Problem(("sla_policies", i, "name"), f"duplicate name '{sla.name}'"))
         names.add(sla.name)
@@ -569,6 +661,60 @@ def _semantic_problems(spec: PolicyFile) -> list[Problem]:
             problems.append(
                 Problem((*path, "allowed"), "only the last level may stay until resolved")
             )
+    if matrix.repeat:
+        if len(matrix.levels) < 2:
+            problems.append(
+                Problem(
+                    ("escalation_matrix", "repeat"),
+                    "a repeat pages levels 2 and up again; the matrix has only level 1",
+                )
+            )
+        elif matrix.levels[-1].allowed is None:
+            problems.append(
+                Problem(
+                    ("escalation_matrix", "levels", len(matrix.levels) - 1, "allowed"),
+                    f"with repeat: {matrix.repeat} the last level needs 'allowed': how long it"
+                    " may stay unanswered before the chain starts again at level 2",
+                )
+            )
+    for tier, contacts in matrix.tier_contacts.items():
+        for number in contacts:
+            if not 1 <= number <= matrix.top:
+                problems.append(
+                    Problem(
+                        ("escalation_matrix", "tier_contacts", tier, number),
+                        f"the matrix has levels 1..{matrix.top}",
+                    )
+                )
+    for group in ("by_metric", "by_kind", "by_tier"):
+        for key, chain in getattr(matrix, group).items():
+            if chain not in matrix.chains:
+                chains = ", ".join(sorted(matrix.chains)) or "none (add escalation_matrix.chains)"
+                problems.append(
+                    Problem(
+                        ("escalation_matrix", group, key),
+                        f"unknown chain '{chain}'; known: {chains}",
+                    )
+                )
+    for name, chain in matrix.chains.items():
+        if not chain:
+            problems.append(
+                Problem(("escalation_matrix", "chains", name), "a chain needs at least one step")
+            )
+    stops = matrix.stop_climb_on
+    for i, stop in enumerate(stops):
+        if stop in stops[:i]:
+            problems.append(
+                Problem(("escalation_matrix", "stop_climb_on", i), f"'{stop}' is listed twice")
+            )
+    if "solved" not in stops:
+        problems.append(
+            Problem(
+                ("escalation_matrix", "stop_climb_on"),
+                "a solved ticket never climbs: list 'solved' (and any of 'acknowledged',"
+                " 'agent_reply')",
+            )
+        )
     names = set()
     for i, trigger in enumerate(spec.triggers):
         path = ("triggers", i)

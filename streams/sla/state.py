@@ -36,12 +36,14 @@ class Clock:
     breached_at: int | None = None
     ended_at: int | None = None
     met: bool = False
+    resets: int = 0  # times the policy's `reset` condition restarted it (new rule ids)
 
     def __init__(
         self, metric: str, round: int, started_at: int, elapsed: int = 0,
         running_since: int | None = None, target: int | None = None,
         last_fraction: float = 0.0, next_at: int | None = None,
         breached_at: int | None = None, ended_at: int | None = None, met: bool = False,
+        resets: int = 0,
     ) -> None:  # fmt: skip
         self.metric = metric
         self.round = round
@@ -54,6 +56,7 @@ class Clock:
         self.breached_at = breached_at
         self.ended_at = ended_at
         self.met = met
+        self.resets = resets
 
     @property
     def active(self) -> bool:
@@ -72,6 +75,7 @@ class Clock:
             "breached_at": self.breached_at,
             "ended_at": self.ended_at,
             "met": self.met,
+            "resets": self.resets,
         }
 
     @classmethod
@@ -83,12 +87,12 @@ class Clock:
         return [
             self.metric, self.round, self.started_at, self.elapsed, self.running_since,
             self.target, self.last_fraction, self.next_at, self.breached_at, self.ended_at,
-            self.met,
+            self.met, self.resets,
         ]  # fmt: skip
 
     @classmethod
     def from_row(cls, row: list[Any]) -> Clock:
-        return cls(*row)
+        return cls(*row)  # a row from before `resets` lacks it: the default
 
 
 @dataclass(slots=True, init=False)
@@ -127,8 +131,12 @@ class TicketState:
     f_chain: str | None = None  # the category whose functional chain the ticket climbs
     f_step: int = 0  # that chain's step reached
     f_since: int | None = None  # when that step was paged (its climb timer), None: not climbing
-    climb_used: int = 0  # business time of the level's `allowed` spent before a pause
-    f_used: int = 0  # the same for the functional chain's step
+    climb_id: str | None = None  # the escalation whose acknowledgement stops the matrix climb
+    f_id: str | None = None  # the escalation whose acknowledgement stops the functional climb
+    repeat: int = 0  # the matrix repetition being climbed (escalation_matrix.repeat)
+    climb_paused: int = 0  # business ms the matrix climb stood still in pause statuses
+    f_paused: int = 0  # the same for the side chain's climb
+    raised_at: int | None = None  # when a deadline last raised the level (one raise an instant)
 
     def __init__(
         self, ticket_id: str, first_seen_at: int, clock_at: int, status: Status = Status.NEW,
@@ -140,9 +148,11 @@ class TicketState:
         cycle: int = 0, created_at: int | None = None, policy: str = "",
         clocks: dict[str, Clock] | None = None, level: int = 1,
         awaiting_since: int | None = None, escalated_at: int | None = None,
-        fired: set[str] | None = None, seen: Iterable[str] | None = None,
+        fired: set[str] | None = None, seen: dict[str, None] | Iterable[str] | None = None,
         next_due: int | None = None, closed: bool = False, f_chain: str | None = None,
-        f_step: int = 0, f_since: int | None = None, climb_used: int = 0, f_used: int = 0,
+        f_step: int = 0, f_since: int | None = None, climb_id: str | None = None,
+        f_id: str | None = None, repeat: int = 0, climb_paused: int = 0, f_paused: int = 0,
+        raised_at: int | None = None,
     ) -> None:  # fmt: skip
         self.ticket_id = ticket_id
         self.first_seen_at = first_seen_at
@@ -181,8 +191,12 @@ class TicketState:
         self.f_chain = f_chain
         self.f_step = f_step
         self.f_since = f_since
-        self.climb_used = climb_used
-        self.f_used = f_used
+        self.climb_id = climb_id
+        self.f_id = f_id
+        self.repeat = repeat
+        self.climb_paused = climb_paused
+        self.f_paused = f_paused
+        self.raised_at = raised_at
 
     def remember(self, event_id: str) -> None:
         """Add an event id to the window of recent ones, forgetting the oldest beyond it."""
@@ -225,8 +239,12 @@ class TicketState:
             "f_chain": self.f_chain,
             "f_step": self.f_step,
             "f_since": self.f_since,
-            "climb_used": self.climb_used,
-            "f_used": self.f_used,
+            "climb_id": self.climb_id,
+            "f_id": self.f_id,
+            "repeat": self.repeat,
+            "climb_paused": self.climb_paused,
+            "f_paused": self.f_paused,
+            "raised_at": self.raised_at,
         }
 
     def to_row(self) -> list[Any]:
@@ -241,14 +259,15 @@ class TicketState:
             [clock.to_row() for clock in self.clocks.values()], self.level,
             self.awaiting_since, self.escalated_at, sorted(self.fired), list(self.seen),
             self.next_due, self.closed, self.f_chain, self.f_step, self.f_since,
-            self.climb_used, self.f_used,
+            self.climb_id, self.f_id, self.repeat, self.climb_paused, self.f_paused,
+            self.raised_at,
         ]  # fmt: skip
 
     @classmethod
     def from_row(cls, row: list[Any]) -> TicketState:
-        if len(row) not in (_ROW_FIELDS, _ROW_FIELDS_V1):
+        if not _ROW_FIELDS_V1 <= len(row) <= _ROW_FIELDS:
             raise ValueError(f"a ticket state row has {_ROW_FIELDS} fields, got {len(row)}")
-        values = list(row)  # a row written before the functional chain fields lacks them
+        values = list(row)  # an older row lacks the fields added since: they take defaults
         values[3] = Status(values[3])
         values[6] = Priority(values[6])
         values[15] = frozenset(values[15])
@@ -273,4 +292,6 @@ class TicketState:
 
 
 _ROW_FIELDS: Final = len(fields(TicketState))
-_ROW_FIELDS_V1: Final = _ROW_FIELDS - 5  # before f_chain, f_step, f_since, climb_used, f_used
+# A row written by an older release lacks the fields added since (at the end): they take their
+# defaults. The oldest such row is the one from before f_chain, f_step and f_since.
+_ROW_FIELDS_V1: Final = _ROW_FIELDS - 9

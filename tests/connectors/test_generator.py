@@ -104,7 +104,8 @@ def test_vocabulary(history: list[TicketEvent]) -> None:
 
 
 def test_every_event_type_and_status_appears(history: list[TicketEvent]) -> None:
-    assert {e.type for e in history} == set(EventType)
+    # acknowledgements answer escalations, which the generator (upstream of the engine) never sees
+    assert {e.type for e in history} == set(EventType) - {EventType.ESCALATION_ACKNOWLEDGED}
     changed_to = {e.status for e in history if e.type is EventType.STATUS_CHANGED}
     assert {Status.PENDING, Status.ON_HOLD, Status.OPEN} <= changed_to
     assert {e.status for e in history if e.status} == set(Status)

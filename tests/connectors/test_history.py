@@ -128,7 +128,7 @@ def test_bad_lines_are_reported_and_good_lines_still_come_out(tmp_path: Path) ->
     assert str(bad[0]) == (
         f"{path}:3: field 'type': 'FOO' is not one of CREATED, ASSIGNED, STATUS_CHANGED, "
         "PRIORITY_CHANGED, TAGS_CHANGED, AGENT_REPLIED, CUSTOMER_REPLIED, TRANSFERRED, "
-        "RESOLVED, REOPENED, CLOSED, CSAT_RECEIVED"
+        "RESOLVED, REOPENED, CLOSED, CSAT_RECEIVED, ESCALATION_ACKNOWLEDGED"
     )
     assert bad[2].reason == "9 is outside 0..4"
     assert "needs a UTC offset" in bad[5].reason

@@ -75,6 +75,25 @@ async def test_event_is_accepted_after_the_sink_took_it(
     assert sink.events()[0]["priority"] == "HIGH"
 
 
+async def test_an_acknowledgement_is_accepted_and_reaches_the_worker_as_one(
+    client: TestClient[Any, Any], sink: MemorySink
+) -> None:
+    from schemas.records import ticket_event_from_avro
+    from streams.sla.events import EventType
+
+    attributes = {"escalation_id": "0f3a", "acknowledged_by": "agent-7"}
+    event = native(4, type="ESCALATION_ACKNOWLEDGED", attributes=attributes)
+    response = await client.post("/v1/events", json=event, headers=AUTH)
+    assert response.status == 202
+    [record] = sink.events()
+    assert record["type"] == "TAGS_CHANGED"  # the Avro carrier (schemas/records.py)
+    decoded = ticket_event_from_avro(record)
+    assert (decoded.type, dict(decoded.attributes)) == (
+        EventType.ESCALATION_ACKNOWLEDGED,
+        attributes,
+    )
+
+
 @pytest.mark.parametrize(
     ("headers", "error"),
     [({}, "missing bearer token"), ({"Authorization": "Bearer nope"}, "wrong bearer token"),

@@ -160,3 +160,21 @@ def test_registry_refuses_the_schema_under_a_subject_in_use(schema_registry: str
         f"Escalation: the registry refuses the current schema under subject {subject} "
         "(not compatible with what is registered there, by its rule)"
     ]
+
+
+def test_the_acknowledgement_symbol_even_with_an_enum_default_breaks_old_readers(
+    copy: Path,
+) -> None:
+    """Why ESCALATION_ACKNOWLEDGED travels as TAGS_CHANGED plus an attribute (see
+    schemas/records.py): a `default` only helps readers that have it, and v1/v2 do not."""
+
+    def add(schema: dict[str, Any]) -> None:
+        enum = schema["fields"][2]["type"]
+        enum["symbols"].append("ESCALATION_ACKNOWLEDGED")
+        enum["default"] = "TAGS_CHANGED"
+
+    _release(copy, "TicketEvent", add)
+    problems = check_compatibility(copy)
+    assert any(
+        "not forward compatible" in p and "ESCALATION_ACKNOWLEDGED" in p for p in problems
+    ), problems

@@ -24,7 +24,8 @@ def busy_state() -> TicketState:
             "first_response": Clock("first_response", 0, 14, 15, 16, 17, 1.0, None, 18, 19, True),
         },
         level=3, awaiting_since=20, escalated_at=21, fired={"sla:x|2", "trigger:y|1"},
-        seen={"e1", "e2"}, next_due=22, closed=True,
+        seen={"e1", "e2"}, next_due=22, closed=True, f_chain="billing", f_step=1, f_since=23,
+        climb_id="esc-1", f_id="esc-2", repeat=2, climb_paused=24, f_paused=25,
     )  # fmt: skip
 
 
@@ -48,15 +49,22 @@ def test_row_and_dict_round_trip_through_json_to_the_same_state() -> None:
 
 
 def test_a_row_of_the_wrong_length_is_refused() -> None:
-    with pytest.raises(ValueError, match="a ticket state row has 34 fields, got 33"):
-        TicketState.from_row(busy_state().to_row()[:-1])
+    row = busy_state().to_row()
+    with pytest.raises(ValueError, match="a ticket state row has 38 fields, got 39"):
+        TicketState.from_row([*row, None])
+    with pytest.raises(ValueError, match="a ticket state row has 38 fields, got 28"):
+        TicketState.from_row(row[:28])
 
 
-def test_a_row_from_before_the_functional_chain_reads() -> None:
+def test_rows_written_by_earlier_releases_read_with_defaults_for_later_fields() -> None:
     state = busy_state()
-    old = TicketState.from_row(state.to_row()[:-5])  # written by the previous release
-    assert (old.f_chain, old.f_step, old.f_since, old.climb_used) == (None, 0, None, 0)
+    old = TicketState.from_row(state.to_row()[:29])  # the last released row: 29 fields
+    assert (old.f_chain, old.f_step, old.f_since) == (None, 0, None)
+    assert (old.climb_id, old.f_id, old.repeat, old.raised_at) == (None, None, 0, None)
     assert old.seen == state.seen and old.fired == state.fired
+    newer = TicketState.from_row(state.to_row()[:32])  # with the functional chain
+    assert (newer.f_chain, newer.f_step, newer.f_since) == ("billing", 1, 23)
+    assert (newer.climb_id, newer.climb_paused, newer.f_paused) == (None, 0, 0)
 
 
 def test_the_seen_window_is_bounded_and_keeps_the_latest() -> None:

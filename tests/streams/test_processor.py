@@ -189,6 +189,26 @@ def test_good_event_stores_state_with_its_partition_and_encodes_outputs(
     assert proc.counters.bumps == 1 and proc.counters.rejected == {}
 
 
+def test_an_acknowledgement_on_the_topic_stops_the_climb_it_names(
+    make: Any, codecs: dict[str, Any]
+) -> None:
+    """Through the Avro path a worker reads: the acknowledgement travels as TAGS_CHANGED with
+    the carrier attribute and reaches the engine as ESCALATION_ACKNOWLEDGED. (In event time:
+    the wall clock here is days past the events, so the climb would have gone on already.)"""
+    proc, store = make(event_time=True), DictStore()
+    outs = send(proc, store, codecs, event("T1", "e1", T0, tags_added=("legal",)))
+    [esc] = decoded(codecs, outs, TOPICS.escalations)
+    assert state_of(store, "T1")[1].awaiting_since == T0
+    ack = event(
+        "T1", "e2", T0 + HOUR // 12, "ESCALATION_ACKNOWLEDGED",
+        attributes={"escalation_id": esc["escalation_id"], "acknowledged_by": "lead-1"},
+    )  # fmt: skip
+    assert codecs["TicketEvent"].decode(raw(codecs, ack))["type"] == "TAGS_CHANGED"
+    assert send(proc, store, codecs, ack, offset=1) is not None
+    _, state = state_of(store, "T1")
+    assert state.awaiting_since is None and "e2" in state.seen
+
+
 def test_reminder_is_encoded_on_the_reminders_topic(make: Any, codecs: dict[str, Any]) -> None:
     proc, store = make(), DictStore()
     pending = event("T9", "e1", T0, "STATUS_CHANGED", status=Status.PENDING)
@@ -521,7 +541,7 @@ def test_states_of_the_first_format_still_read_and_are_twice_the_size() -> None:
 def test_a_state_of_an_unknown_format_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="ticket state format 9, this version reads 1 and 2"):
         decode_state(b"[9, 0, []]")
-    with pytest.raises(ValueError, match="has 34 fields, got 2"):
+    with pytest.raises(ValueError, match="has 38 fields, got 2"):
         decode_state(b'[2, 0, ["T1", 1]]')
 
 
