@@ -97,7 +97,7 @@ class OwnServices:
     redis_port: int = 0
     redis_proc: subprocess.Popen[bytes] | None = None
 
-    def up(self) -> None:
+    def up(self, with_redis: bool = True) -> None:
         port, controller = free_port(), free_port()
         while controller == port:
             controller = free_port()
@@ -110,8 +110,9 @@ class OwnServices:
         )
         self.bootstrap = f"127.0.0.1:{port}"
         self.kafka("up")
-        self.redis_port = free_port()
-        self.start_redis()
+        if with_redis:
+            self.redis_port = free_port()
+            self.start_redis()
 
     def kafka(self, command: str) -> None:
         proc = subprocess.run(
