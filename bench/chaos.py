@@ -468,6 +468,7 @@ class ChaosResult:
     faults: Counter[str]
     unexpected_exits: list[str]
     liveness_restarts: list[str]
+    orphans: list[str]
     worst_latency_faults_s: float
     latency_p50_s: float
     latency_max_s: float
@@ -477,7 +478,8 @@ class ChaosResult:
     def ok(self) -> bool:
         return (not self.lost and not self.duplicated and self.board_equal
                 and not self.receiver_missing and not self.unsigned
-                and not any(self.dlq_unexpected.values()) and self.error is None)  # fmt: skip
+                and not any(self.dlq_unexpected.values()) and self.error is None
+                and not self.orphans)  # fmt: skip
 
     def lines(self) -> list[str]:
         faults = ", ".join(f"{kind} {n}" for kind, n in sorted(self.faults.items()))
@@ -500,6 +502,8 @@ class ChaosResult:
             + "".join(f"\n  {e}" for e in self.unexpected_exits)
             + f"; liveness restarts (a stalled loop): {len(self.liveness_restarts)}"
             + (f" ({', '.join(self.liveness_restarts)})" if self.liveness_restarts else ""),
+            f"orphans  : processes alive after the run stopped everything: {len(self.orphans)}"
+            + "".join(f"\n  {o}" for o in self.orphans),
             *([f"ERROR    : {self.error}"] if self.error else []),
             f"verdict  : {'OK' if self.ok else 'FAILED'}",
         ]
@@ -553,12 +557,35 @@ def chaos_setup(root: Path, seed: int) -> Iterator[tuple[OwnServices, Pipeline, 
     finally:
         if line is not None:
             line.close()
+            ORPHANS.extend(kill_orphans(line.prefix))
         receiver.close()
         services.down()
 
 
+ORPHANS: list[str] = []  # processes of a run still alive after every one it started was stopped
+
+
+def kill_orphans(prefix: str) -> list[str]:
+    """SIGKILL this run's processes that outlived their stopped parents (say a worker child
+    whose supervisor was SIGKILLed) and say which they were."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "streams.cli" in cmdline and f"--topic-prefix {prefix} " in cmdline:
+            found.append(f"pid {proc.name}: {cmdline.strip()}")
+            with contextlib.suppress(OSError):
+                os.kill(int(proc.name), signal.SIGKILL)
+    return found
+
+
 def run_chaos(root: Path, minutes: float, rate: float, seed: int = 1) -> ChaosResult:
     rng = random.Random(seed)
+    ORPHANS.clear()
     seconds = minutes * 60
     history = root / "history.jsonl"
     agents = max(5, int(rate * seconds / 55))  # the generator makes ~55 events/agent/day
@@ -705,6 +732,7 @@ def run_chaos(root: Path, minutes: float, rate: float, seed: int = 1) -> ChaosRe
         faults=counts,
         unexpected_exits=cluster.unexpected_exits,
         liveness_restarts=cluster.liveness_restarts,
+        orphans=list(ORPHANS),
         worst_latency_faults_s=max(in_faults, default=0.0),
         latency_p50_s=ordered[len(ordered) // 2] if ordered else 0.0,
         latency_max_s=ordered[-1] if ordered else 0.0,

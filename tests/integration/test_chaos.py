@@ -32,5 +32,6 @@ def test_chaos_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     assert result.board_equal, report
     assert result.receiver_missing == [] and result.unsigned == [], report
     assert not any(result.dlq_unexpected.values()), report
+    assert result.orphans == [], report  # no process outlives the run
     assert result.dlq_poison["ticket-events-dlq"] >= 1, report  # the poison was parked, not lost
     assert result.dlq_poison["webhook-dlq"] >= 1 and result.dlq_poison["redis-sink-dlq"] >= 1
