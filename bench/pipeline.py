@@ -244,13 +244,19 @@ def cpu_seconds(pid: int) -> float:
 
 def peak_rss_mb(pid: int) -> float:
     """Peak resident memory (VmHWM) of a process and its descendants, in MB; 0 once gone."""
+    return memory_mb(pid, "VmHWM")
+
+
+def memory_mb(pid: int, field: str = "VmRSS") -> float:
+    """A /proc/PID/status memory field (VmRSS: resident now) of a process and its descendants,
+    in MB; 0 once gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return 0.0
-    kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0)
-    return kb / 1024 + sum(peak_rss_mb(int(child)) for child in children)
+    kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith(field)), 0)
+    return kb / 1024 + sum(memory_mb(int(child), field) for child in children)
 
 
 @dataclass

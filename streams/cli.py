@@ -206,6 +206,7 @@ def _pipeline_topics(settings: Settings, prefix: str, compacted: Iterable[str] =
 
 
 CHILD_ENV = "ESCALATOR_WORKER_CHILD"
+SUPERVISOR_ENV = "ESCALATOR_WORKER_SUPERVISOR_PID"  # the supervisor's pid, set for its child
 RESTART_BACKOFF_BASE_S = 1.0
 RESTART_BACKOFF_CAP_S = 60.0
 STABLE_RUN_S = 600  # a worker that ran this long starts a new series of restarts
@@ -255,7 +256,8 @@ def _supervise_worker() -> int:
 
     restarts = 0
     while True:
-        env = {**os.environ, CHILD_ENV: "1", RESTARTS_ENV: str(restarts)}
+        env = {**os.environ, CHILD_ENV: "1", RESTARTS_ENV: str(restarts),
+               SUPERVISOR_ENV: str(os.getpid())}  # fmt: skip
         started = time.monotonic()
         child = subprocess.Popen([sys.executable, "-m", "streams.cli", *sys.argv[1:]], env=env)
 
@@ -279,11 +281,19 @@ def _supervise_worker() -> int:
 
 
 def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG, then exit if the supervisor already died: a supervisor SIGKILLed while
+    this child was starting (before the prctl) sends no signal, and the orphan would go on
+    consuming with nobody to stop it (found by bench/chaos.py)."""
     import ctypes
     import signal
 
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    supervisor = os.environ.get(SUPERVISOR_ENV, "")
+    if supervisor.isdigit() and os.getppid() != int(supervisor):
+        sys.stderr.write(f"escalator worker: its supervisor (pid {supervisor}) is gone; exiting\n")
+        sys.stderr.flush()
+        os._exit(1)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -352,3 +352,21 @@ def test_generate_then_backtest(
     assert all(a["action"] in ("escalation", "priority_bump", "reminder") for a in actions)
     assert any(a["action"] == "escalation" for a in actions)
     assert f"events: {len(events)} " in printed
+
+
+def test_a_worker_child_whose_supervisor_is_gone_exits_at_once(tmp_path: Path) -> None:
+    """A supervisor SIGKILLed while its child was starting never signals it: the child sees
+    that its parent is not the supervisor that started it and exits instead of running on."""
+    from streams.cli import SUPERVISOR_ENV
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
+    env[CHILD_ENV] = "1"
+    env[SUPERVISOR_ENV] = "999999999"  # not this child's parent
+    env["ESCALATOR_KAFKA_BOOTSTRAP"] = "127.0.0.1:9"
+    env["ESCALATOR_DATA_DIR"] = str(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "worker"], env=env, capture_output=True,
+        text=True, timeout=60, cwd=Path(cli.__file__).parent.parent,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "supervisor (pid 999999999) is gone" in proc.stderr
