@@ -32,7 +32,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator, MutableMapping
+import threading
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, TextIO
@@ -66,6 +68,7 @@ RESTART_EXIT_CODE = 75  # the supervisor in `escalator worker` restarts the chil
 RESTARTS_ENV = "ESCALATOR_WORKER_RESTARTS"  # consecutive restarts, set by the supervisor
 BATCH = 500  # messages per consume() call
 TIMEOUT_S = 30.0  # for transactional and offset calls that talk to the coordinator
+WATCHDOG_SLACK_S = 15.0  # past its timeout, a transactional call that has not returned is hung
 STATUS_EVERY_S = 30.0
 
 
@@ -346,6 +349,8 @@ class Worker:
         self.assignments = 0
         self.rebalancing = True
         self.running = True
+        self.watchdog_s = TIMEOUT_S + WATCHDOG_SLACK_S
+        self.overrun: Callable[[str], None] = self._overrun  # tests replace it
         self.failed: str | None = None  # a delivery failure, seen by the next commit
         self.fatal: str | None = None  # a fatal client error, seen by the loop
         self.abandoned = False  # restarting: commit nothing more
@@ -503,12 +508,14 @@ class Worker:
                     # one.
                     fenced = {p: self.committed[p] for p in self.owned if p in self.committed}
                     fenced.update(self.offsets)
-                    self.producer.send_offsets_to_transaction(
-                        [TopicPartition(self.source, p, o) for p, o in sorted(fenced.items())],
-                        self.group,
-                        TIMEOUT_S,
-                    )
-                    self._retrying(self.producer.commit_transaction)
+                    with self._watchdog("send_offsets_to_transaction"):
+                        self.producer.send_offsets_to_transaction(
+                            [TopicPartition(self.source, p, o) for p, o in sorted(fenced.items())],
+                            self.group,
+                            TIMEOUT_S,
+                        )
+                    with self._watchdog("commit_transaction"):
+                        self._retrying(self.producer.commit_transaction)
                     self.open = False
             else:
                 if self.producer.flush(TIMEOUT_S) > 0:
@@ -522,6 +529,24 @@ class Worker:
         self.committed.update(self.offsets)
         self.offsets.clear()
         self.dirty = False
+
+    @contextmanager
+    def _watchdog(self, call: str) -> Iterator[None]:
+        """librdkafka may not honour a transactional call's timeout after a broker restart
+        (confluent-kafka-python reports #5456, #5511; bench/txn_offsets_hang.py reproduces it):
+        a call still running `watchdog_s` later ends the process for a restart, as a Restart
+        would, instead of stalling its partitions until max.poll.interval.ms evicts it."""
+        timer = threading.Timer(self.watchdog_s, self.overrun, (call,))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def _overrun(self, call: str) -> None:
+        self.say(f"{call} still blocked {self.watchdog_s:.0f} s after it began: restarting")
+        os._exit(RESTART_EXIT_CODE)
 
     def _retrying(self, call: Any) -> None:
         for attempt in range(3):

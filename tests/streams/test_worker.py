@@ -238,3 +238,42 @@ def test_a_store_streams_its_items_without_copying_the_partition(
     # A list of the partition's items would take count x size = 20 MB; keys alone ~2 MB.
     assert peak < 4 << 20, f"iterating the store peaked at {peak / 1e6:.1f} MB"
     state.close_all()
+
+
+def test_a_transactional_call_that_ignores_its_timeout_restarts_the_worker(
+    tmp_path: Path,
+) -> None:
+    """librdkafka can block send_offsets_to_transaction past its timeout after a broker
+    restart (bench/txn_offsets_hang.py): the watchdog ends the process for a restart."""
+    import threading
+
+    from streams.processor import Out
+    from streams.sla.policy import load_policy
+    from streams.topics import Topics
+    from streams.worker import Worker
+
+    settings = load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
+         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    )  # fmt: skip
+    worker = Worker(settings, load_policy(), Topics("t-"))
+    released = threading.Event()
+
+    class HangingProducer(FakeProducer):
+        def send_offsets_to_transaction(self, offsets: Any, group: Any, timeout: float) -> None:
+            released.wait(10)  # a hang: the timeout it was given is ignored
+
+    overruns: list[str] = []
+    worker.producer = HangingProducer()  # type: ignore[assignment]
+    worker.watchdog_s = 0.2
+    worker.overrun = lambda call: (overruns.append(call), released.set())  # type: ignore[assignment,func-returns-value]
+    worker.owned, worker.committed = [0], {0: 5}
+    worker._send(0, [Out("t-escalations", b"k", b"v")], worker.state.open(0))
+    worker._commit()
+    assert overruns == ["send_offsets_to_transaction"]
+    # and a call that returns in time leaves the timer unfired
+    worker.producer = FakeProducer()  # type: ignore[assignment]
+    worker._send(0, [Out("t-escalations", b"k", b"v")], worker.state.open(0))
+    worker._commit()
+    time.sleep(0.4)
+    assert overruns == ["send_offsets_to_transaction"]
