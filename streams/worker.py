@@ -31,8 +31,8 @@ import shutil
 import signal
 import socket
 import sys
-import time
 import threading
+import time
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field

@@ -4,6 +4,7 @@ The loop itself is proven against the real broker in tests/integration/test_pipe
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
