@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -34,7 +34,7 @@ from streams.sla.durations import format_duration, parse_duration
 from streams.sla.events import EventType, Priority, Status
 
 ALWAYS_OPEN = "24x7"
-METRICS = (
+MetricName = Literal[
     "first_response",
     "next_response",
     "resolution",
@@ -45,16 +45,8 @@ METRICS = (
     "pausable_update",
     "requester_wait",
     "agent_work",
-)
-MetricName = Literal[
-    "first_response",
-    "next_response",
-    "resolution",
-    "periodic_update",
-    "pausable_update",
-    "requester_wait",
-    "agent_work",
 ]
+METRICS: tuple[str, ...] = get_args(MetricName)
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_POLICY = "default_policy.yaml"
 
