@@ -275,7 +275,7 @@ class FaustRuntime:
         return (200 if ready else 503), json.dumps(body).encode()
 
     def _pages(self) -> None:
-        """The loop's /healthz, /readyz and /metrics on Faust's web server."""
+        """The loop's /healthz, /readyz, /startupz and /metrics on Faust's web server."""
         render = metrics_exposition(self.processor, self.lag)
         runtime = self
 
@@ -294,6 +294,17 @@ class FaustRuntime:
         class Healthy(faust.web.View):  # type: ignore[misc]
             async def get(self, request: Any) -> Any:
                 return self.bytes(b"ok\n", content_type="text/plain")
+
+        @self.app.page("/startupz")
+        class Started(faust.web.View):  # type: ignore[misc]
+            """The chart's startup probe: passes once the first assignment is recovered."""
+
+            async def get(self, request: Any) -> Any:
+                started = runtime.assignments > 0
+                body = json.dumps({"started": started}).encode()
+                return self.bytes(
+                    body, content_type="application/json", status=200 if started else 503
+                )
 
 
 def run_faust_worker(runtime: FaustRuntime, loglevel: str) -> int:
