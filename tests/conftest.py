@@ -6,7 +6,9 @@ deploy/local/services.
   ESCALATOR_SCHEMA_REGISTRY_URL are set (then those are reused). ``schema_registry`` is the
   base URL of the registry's Confluent-compatible API (Apicurio Registry, in memory). A service
   this session started is stopped at the end; one that was already running is left alone. If a
-  service cannot be started the test errors (never skips).
+  service cannot be started the test errors (never skips). Under pytest-xdist (scripts/test
+  runs ``-n 2``) the workers start a service one at a time under a file lock and the
+  controller stops it once every worker is done, so no worker loses a broker it still uses.
 - ``topic_name`` (function): factory of unique topic names.
 - ``create_topics`` / :func:`create_topic`: create topics with N partitions via AdminClient.
 
@@ -15,6 +17,9 @@ Unit tests that use none of these fixtures start nothing.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fcntl
 import importlib
 import os
 import subprocess
@@ -24,6 +29,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,6 +70,7 @@ class ServiceInfo:
     version: str | None = None
     startup: str = ""  # e.g. "started in 7.5 s", "already running", "external, checked in 0.3 s"
     output: str = ""
+    stopped: bool = False
 
 
 @dataclass
@@ -86,7 +93,25 @@ def _run_services(*args: str, timeout: float = 300) -> subprocess.CompletedProce
     )
 
 
+def _xdist_worker() -> bool:
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
+@contextlib.contextmanager
+def _one_at_a_time(service: str) -> Iterator[None]:
+    """Parallel test processes start a service in turn: the second finds it running."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(STATE_DIR / f".{service}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _bring_up(service: str, env_var: str) -> ServiceInfo:
+    with _one_at_a_time(service):
+        return _bring_up_unlocked(service, env_var)
+
+
+def _bring_up_unlocked(service: str, env_var: str) -> ServiceInfo:
     external = os.environ.get(env_var)
     was_running = False
     if not external:
@@ -145,8 +170,14 @@ def _service_fixture(service: str, env_var: str) -> Iterator[ServiceInfo]:
     try:
         yield info
     finally:
-        if info.started_here:
-            _run_services("down", service, timeout=120)
+        if not _xdist_worker():  # an xdist worker leaves the stop to the controller
+            _stop(info)
+
+
+def _stop(info: ServiceInfo) -> None:
+    if info.started_here and not info.stopped:
+        _run_services("down", info.name, timeout=120)
+        info.stopped = True
 
 
 @pytest.fixture(scope="session")
@@ -295,8 +326,29 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _SKIPPED_INTEGRATION.append(report.nodeid)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist controller: take in what a worker started, to report it and stop it at the end."""
+    output = getattr(node, "workeroutput", {})
+    for data in output.get("escalator_services", []):
+        info = ServiceInfo(**data)
+        known = _REGISTRY.services.get(info.name)
+        if known is None or (info.started_here and not known.started_here):
+            _REGISTRY.services[info.name] = info
+    _REGISTRY.failures.update(output.get("escalator_service_failures", {}))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A skipped integration test is a test that did not run: in CI that fails the run."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker hands its services to the controller
+        workeroutput["escalator_services"] = [
+            dataclasses.asdict(info) for info in _REGISTRY.services.values()
+        ]
+        workeroutput["escalator_service_failures"] = dict(_REGISTRY.failures)
+    else:
+        for info in _REGISTRY.services.values():
+            _stop(info)
     if _SKIPPED_INTEGRATION and os.environ.get("CI"):
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
