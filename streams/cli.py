@@ -74,7 +74,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     max_ahead = _duration_arg(args.max_ahead, "--max-ahead")
     run_backtest(
         policy, path, Path(args.out) if args.out else None, other, until,
-        arrival_order=args.arrival_order, max_ahead=max_ahead,
+        arrival_order=args.arrival_order, max_ahead=max_ahead, fmt=args.format,
+        html_path=Path(args.html) if args.html else None,
     )  # fmt: skip
     return 0
 
@@ -604,6 +605,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-ahead",
         default="30d",
         help="refuse (by line) an event this far past the history's clock so far (default 30d)",
+    )
+    back.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="json: the whole report (and the what-if) as one JSON document",
+    )
+    back.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write the report as one "
+        "self-contained page with charts (no network needed to view it)",
     )
     back.set_defaults(func=cmd_backtest)
 

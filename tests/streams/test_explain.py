@@ -18,8 +18,17 @@ from streams.explain import explain_events, format_explanation
 from streams.sla.events import event_from_dict
 from streams.sla.policy import load_policy, parse_policy
 
+MATRIX = """
+escalation_matrix:
+  levels:
+    - {level: 1, name: agent, contact: agents}
+    - {level: 2, name: lead, contact: team-lead, allowed: 1h}
+    - {level: 3, name: manager, contact: support-manager}
+  executive: {contact: exec}
+"""
 # Office hours 09:00-17:00 New York, Mon-Fri. DST starts Sun 2026-03-08 (EST -> EDT).
-POLICY = """
+POLICY = (
+    """
 version: 1
 calendars:
   office:
@@ -40,13 +49,9 @@ sla_policies:
       first_response: 2h
       resolution: 16h
     warn_at: [0.75]
-escalation_matrix:
-  levels:
-    - {level: 1, name: agent, contact: agents}
-    - {level: 2, name: lead, contact: team-lead, allowed: 1h}
-    - {level: 3, name: manager, contact: support-manager}
-  executive: {contact: exec}
 """
+    + MATRIX
+)
 
 # Created Friday 16:00 EST, one hour before closing; PENDING Monday 10:00-11:00 EDT.
 HISTORY = [
