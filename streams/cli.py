@@ -99,7 +99,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
         if state is None:
             raise UserError(f"ticket {args.ticket!r}: no state in {where}")
-        data = explain_state(policy, state, where)
+        try:
+            data = explain_state(policy, state, where)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     else:
         if args.events is None:
             raise UserError("name the history file (EVENTS), or pass --live")

@@ -109,7 +109,7 @@ def match_reasons(policy: Policy, state: TicketState) -> dict[str, Any]:
     """The SLA policy the engine chose for the ticket and why: the keys of the policy that
     matched, and for each policy before it (first match wins) the key the ticket failed."""
     keys = _ticket_keys(state)
-    chosen: SlaPolicy = policy.sla(state.policy)
+    chosen = _sla(policy, state)
     skipped: list[dict[str, Any]] = []
     matched: list[str] = []
     for sla in policy.sla_policies:
@@ -125,6 +125,16 @@ def match_reasons(policy: Policy, state: TicketState) -> dict[str, Any]:
     text = f"SLA policy {chosen.name}: {why}"
     return {"policy": chosen.name, "keys": keys, "matched": matched, "skipped": skipped,
             "text": text}  # fmt: skip
+
+
+def _sla(policy: Policy, state: TicketState) -> SlaPolicy:
+    try:
+        return policy.sla(state.policy)
+    except KeyError:
+        raise ValueError(
+            f"ticket {state.ticket_id!r} is under SLA policy {state.policy!r}, which"
+            f" {policy.source} does not have: explain it with the deployment's policy file"
+        ) from None
 
 
 def _key_checks(sla: SlaPolicy, keys: dict[str, Any]) -> list[tuple[bool, str]]:
@@ -167,7 +177,7 @@ class Explainer:
         self.engine = Engine(policy)
 
     def calendar_of(self, state: TicketState) -> tuple[SlaPolicy, BusinessCalendar]:
-        spec = self.policy.sla(state.policy)
+        spec = _sla(self.policy, state)
         return spec, self.policy.calendar(spec.calendar)
 
     def due_line(self, state: TicketState, clock: Clock) -> dict[str, Any] | None:

@@ -14,7 +14,8 @@ from connectors.generator import generate_history
 from connectors.history import write_history
 from streams.backtest import backtest_events
 from streams.cli import main
-from streams.explain import explain_events, format_explanation
+from streams.explain import explain_events, explain_state, format_explanation
+from streams.sla.engine import Engine, run_ticket
 from streams.sla.events import event_from_dict
 from streams.sla.policy import load_policy, parse_policy
 
@@ -226,3 +227,12 @@ def test_explain_fires_what_the_backtest_fires(tmp_path: Path) -> None:
         assert sorted(told) == sorted(sent.get(ticket, [])), ticket
         checked += bool(told)
     assert checked >= 10  # tickets that escalated were among those compared
+
+
+def test_a_state_under_a_policy_the_file_lacks_is_a_clear_error() -> None:
+    policy = parse_policy(POLICY, "test.yaml")
+    other = parse_policy(POLICY.replace("name: standard", "name: basic"), "other.yaml")
+    ticket, _ = run_ticket(Engine(policy), [event_from_dict(HISTORY[0])])
+    assert ticket is not None
+    with pytest.raises(ValueError, match="under SLA policy 'standard', which other.yaml does not"):
+        explain_state(other, ticket, "changelog")
