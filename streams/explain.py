@@ -23,18 +23,20 @@ from streams.sla.events import TicketEvent, event_to_dict, format_ts
 from streams.sla.policy import Policy, SlaPolicy
 from streams.sla.state import Clock, TicketState
 
+_SPANS_TOLD = 4  # closed spans a text line names; more are counted
 _KEYS = ("tier", "priority", "channel", "category", "tags", "group")
 _CLOCK_FIELDS = ("round", "resets", "started_at", "elapsed", "running_since", "target",
                  "last_fraction", "next_at", "breached_at", "ended_at", "met")  # fmt: skip
 
 
 def duration(ms: int) -> str:
-    """A duration as an operator reads it: 1h30m, 45m, 2d3h, 0m; seconds only if present."""
+    """A duration as an operator reads it: 1h30m, 45m, 40h, 0m; seconds only if present.
+    No days: a day of business time is not 24 hours, so hours say it unambiguously."""
     if ms <= 0:
         return "0m"
     parts = []
     rest = ms // 1000
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+    for unit, size in (("h", 3_600), ("m", 60), ("s", 1)):
         if rest >= size:
             parts.append(f"{rest // size}{unit}")
             rest %= size
@@ -210,7 +212,11 @@ class Explainer:
         if calendar.is_always_open:
             how = f"calendar {spec.calendar}: every hour counts"
         elif span["skipped"]:
-            how = "skipped: " + "; ".join(s["text"] for s in span["skipped"])
+            told = [s["text"] for s in span["skipped"]]
+            if len(told) > _SPANS_TOLD:  # the JSON lists them all
+                more = len(told) - _SPANS_TOLD + 1
+                told = [*told[: _SPANS_TOLD - 1], f"and {more} more closed spans"]
+            how = "skipped: " + "; ".join(told)
         else:
             how = f"all within {spec.calendar} hours"
         data["text"] = (

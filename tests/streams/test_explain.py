@@ -236,3 +236,26 @@ def test_a_state_under_a_policy_the_file_lacks_is_a_clear_error() -> None:
     assert ticket is not None
     with pytest.raises(ValueError, match="under SLA policy 'standard', which other.yaml does not"):
         explain_state(other, ticket, "changelog")
+
+
+def test_a_long_due_time_names_the_first_closed_spans_and_counts_the_rest() -> None:
+    """36 h of office time from Friday 16:00 EST: the weekend and four nights are skipped; the
+    text names three and counts the rest, the JSON lists all five."""
+    policy = parse_policy(POLICY.replace("resolution: 16h", "resolution: 48h"), "test.yaml")
+    created = explain_events(policy, [event_from_dict(HISTORY[0])])["steps"][0]
+    (resolution,) = [c for c in created["clocks"] if c["metric"] == "resolution"]
+    # 75% of 48 h = 36 h: Fri 1 h, Mon-Thu 4 x 8 h, Fri 3 h -> Fri 2026-03-13 12:00 EDT;
+    # the breach, 12 h later in business time: Fri 5 h, Mon 7 h -> Mon 2026-03-16 16:00 EDT
+    assert resolution["due"]["due_at"] == "2026-03-13T16:00:00.000Z"
+    assert resolution["due"]["breach_at"] == "2026-03-16T20:00:00.000Z"
+    assert [s["why"] for s in resolution["due"]["skipped"]] == [
+        "weekend skipped", "overnight", "overnight", "overnight", "overnight"
+    ]  # fmt: skip
+    assert resolution["text"][1] == (
+        "resolution warning at 75% due Fri 2026-03-13 12:00 EDT: 36h of business time"
+        " (75% of 48h) from Fri 2026-03-06 16:00 EST; skipped: Fri 2026-03-06 17:00 EST to"
+        " Mon 2026-03-09 09:00 EDT (weekend skipped); Mon 2026-03-09 17:00 EDT to"
+        " Tue 2026-03-10 09:00 EDT (overnight); Tue 2026-03-10 17:00 EDT to"
+        " Wed 2026-03-11 09:00 EDT (overnight); and 2 more closed spans; the clocks changed"
+        " from EST to EDT in between; breach due Mon 2026-03-16 16:00 EDT unless it stops"
+    )
