@@ -26,7 +26,8 @@ from streams.sla.board import BoardBuilder
 from streams.sla.engine import Engine
 from streams.sla.events import TicketEvent, format_ts
 from streams.sla.policy import Policy
-from streams.sla.report import BacktestReport, compare
+from streams.sla.queues import QueueWindows
+from streams.sla.report import BacktestReport, comparison, format_comparison
 from streams.sla.state import TicketState
 
 MAX_ERRORS_SHOWN: Final = 20
@@ -220,17 +221,24 @@ class BacktestRun:
     ) -> BacktestRun:
         driver = EventTimeDriver(Engine(policy), arrival_order=arrival_order)
         builder = BoardBuilder() if board else None
-        return cls(policy, driver, BacktestReport(policy.source), out, builder)
+        report = BacktestReport(policy.source)
+        if policy.ops_alerts.enabled:
+            report.ops = QueueWindows(policy.ops_alerts)
+        return cls(policy, driver, report, out, builder)
 
     def feed(self, event: TicketEvent, line: int = 0) -> None:
-        actions = self.driver.feed(event, line)
+        driver = self.driver
+        duplicates = driver.duplicates
+        actions = driver.feed(event, line)
         if actions:
             self.record(actions)
+        if driver.duplicates == duplicates:  # applied: the report reads CSAT, answers, stats
+            self.report.event(event, driver.states[event.ticket_id])
         if self.board is not None:
             self.board.event(event)
 
     def record(self, actions: list[Action]) -> None:
-        self.report.add(actions)
+        self.report.add(actions, self.driver.states)
         if self.board is not None:
             for action in actions:
                 self.board.action(action)
@@ -256,7 +264,7 @@ class BacktestRun:
         self._flush()
         self.report.duplicates = self.driver.duplicates
         self.report.duplicate_lines = list(self.driver.duplicate_lines)
-        self.report.finish(self.driver.states.values())
+        self.report.finish(self.driver.states.values(), until)
         if self.board is not None:
             self.report.board = self.board.entries(self.policy)
 
@@ -453,8 +461,12 @@ def run_backtest(
     stderr: TextIO | None = None,
     arrival_order: bool = False,
     max_ahead: int = DEFAULT_MAX_AHEAD,
+    fmt: str = "text",
+    html_path: Path | None = None,
 ) -> list[BacktestReport]:
-    """The `escalator backtest` command: prints the summary, and the what-if with --compare."""
+    """The `escalator backtest` command: prints the summary, and the what-if with --compare;
+    `fmt` "json" prints the whole report as one JSON document; `html_path` writes it as one
+    self-contained page with charts."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     total = None if is_gzip(events_path) else count_lines(events_path)
@@ -471,14 +483,29 @@ def run_backtest(
         if out is not None:
             out.close()
     seconds = progress.close()
-    for report in reports:
-        stdout.write(report.format() + "\n\n")
-    if other is not None:
-        stdout.write(compare(reports[0], reports[1]) + "\n")
+    diff = None if other is None else comparison(reports[0], reports[1])
+    if html_path is not None:
+        from streams.report_html import render_report
+
+        html_path.write_text(render_report(reports, diff), encoding="utf-8")
     rate = reports[0].events / seconds if seconds > 0 else 0.0
-    stdout.write(
-        f"backtest: {reports[0].events:,} events in {seconds:.1f}s ({rate:,.0f} events/s)\n"
-    )
+    done = f"backtest: {reports[0].events:,} events in {seconds:.1f}s ({rate:,.0f} events/s)\n"
+    if fmt == "json":
+        document = {
+            "reports": [report.to_dict() for report in reports],
+            "compare": None if diff is None else diff.to_dict(),
+        }
+        stdout.write(json.dumps(document, indent=2) + "\n")
+        stderr.write(done)
+    else:
+        for report in reports:
+            stdout.write(report.format() + "\n\n")
+        if diff is not None:
+            stdout.write(format_comparison(diff) + "\n")
+        stdout.write(done)
+    notes = stderr if fmt == "json" else stdout
     if out_path:
-        stdout.write(f"escalations, priority bumps and reminders written to {out_path}\n")
+        notes.write(f"escalations, priority bumps and reminders written to {out_path}\n")
+    if html_path is not None:
+        notes.write(f"report page written to {html_path}\n")
     return reports

@@ -70,18 +70,65 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     path = Path(args.events)
     if not path.is_file():
         raise UserError(f"{path}: no such events file")
-    until = None
-    if args.until:
-        try:
-            until = parse_ts(args.until, "--until")
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
+    until = _instant_arg(args.until, "--until")
     max_ahead = _duration_arg(args.max_ahead, "--max-ahead")
     run_backtest(
         policy, path, Path(args.out) if args.out else None, other, until,
-        arrival_order=args.arrival_order, max_ahead=max_ahead,
+        arrival_order=args.arrival_order, max_ahead=max_ahead, fmt=args.format,
+        html_path=Path(args.html) if args.html else None,
     )  # fmt: skip
     return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import json
+
+    from streams.explain import events_of, explain_events, explain_state, format_explanation
+
+    if args.live:
+        from streams.explain_live import read_live_state
+
+        settings = _settings()
+        policy = _policy_arg(args.policy or settings.policy_file)
+        if args.topic_prefix:
+            settings = replace(settings, app_id=f"{args.topic_prefix}{settings.app_id}")
+        _kafka_reachable(settings)
+        try:
+            state, where = read_live_state(settings, args.ticket, args.timeout)
+        except (RuntimeError, ValueError) as exc:
+            raise UserError(str(exc)) from None
+        if state is None:
+            raise UserError(f"ticket {args.ticket!r}: no state in {where}")
+        try:
+            data = explain_state(policy, state, where)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    else:
+        if args.events is None:
+            raise UserError("name the history file (EVENTS), or pass --live")
+        policy = _policy_arg(args.policy)
+        path = Path(args.events)
+        if not path.is_file():
+            raise UserError(f"{path}: no such events file")
+        events, latest = events_of(str(path), args.ticket)
+        if not events:
+            raise UserError(f"{path}: no events for ticket {args.ticket!r}")
+        until = _instant_arg(args.until, "--until")
+        data = explain_events(policy, events, latest if until is None else until)
+    if args.json:
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(format_explanation(data))
+    return 0
+
+
+def _instant_arg(text: str | None, flag: str) -> int | None:
+    if not text:
+        return None
+    try:
+        return parse_ts(text, flag)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _duration_arg(text: str, flag: str) -> int:
@@ -562,7 +609,38 @@ def build_parser() -> argparse.ArgumentParser:
         default="30d",
         help="refuse (by line) an event this far past the history's clock so far (default 30d)",
     )
+    back.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="json: the whole report (and the what-if) as one JSON document",
+    )
+    back.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write the report as one "
+        "self-contained page with charts (no network needed to view it)",
+    )
     back.set_defaults(func=cmd_backtest)
+
+    explain = sub.add_parser(
+        "explain", help="one ticket's timeline in plain words: policy, clocks, escalations"
+    )
+    explain.add_argument("ticket", help="the ticket id")
+    explain.add_argument("events", nargs="?", help="history as JSON Lines (not with --live)")
+    explain.add_argument("--policy", help="policy YAML (default: built-in; --live: "
+                         "ESCALATOR_POLICY_FILE or built-in)")  # fmt: skip
+    explain.add_argument("--json", action="store_true", help="the same content as JSON")
+    explain.add_argument("--until", help="advance the clock to this ISO-8601 instant at the end"
+                         " (default: the history's last event)")  # fmt: skip
+    explain.add_argument(
+        "--live",
+        action="store_true",
+        help="read the ticket's current state from the worker's changelog topic",
+    )
+    explain.add_argument("--timeout", type=float, default=30.0, help="--live: seconds to read")
+    explain.add_argument("--topic-prefix", default="", help=argparse.SUPPRESS)
+    explain.set_defaults(func=cmd_explain)
 
     demo = sub.add_parser("demo", help="replay a contact-center day through the real pipeline")
     demo.add_argument("--agents", type=int, default=40)

@@ -219,6 +219,21 @@ class Timeline:
             total += self._block(b).cum[_BLOCK]
         return total
 
+    def open_spans(self, start: int, end: int) -> list[_Span]:
+        """The open intervals inside ``[start, end)``, clipped to it, in order."""
+        out: list[_Span] = []
+        block, i = self._locate(start)
+        while block.starts[i] < end:
+            for s, e in block.spans[i]:
+                s, e = max(s, start), min(e, end)
+                if e > s:
+                    out.append((s, e))
+            i += 1
+            if i == _BLOCK:
+                block = self._block(block.first // _BLOCK + 1)
+                i = 0
+        return out
+
     def next_open(self, at: int) -> int:
         block, i = self._locate(at)
         for _ in range(_MAX_CLOSED_DAYS + 1):
@@ -379,6 +394,22 @@ class BusinessCalendar:
             return 0
         tl = self._timeline
         return end - start if tl is None else tl.between(start, end)
+
+    def closed_spans(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The closed stretches inside ``[start, end)`` (nights, weekends, holidays), in
+        order: what business-time arithmetic skipped, for explaining a due time."""
+        tl = self._timeline
+        if tl is None or end <= start:
+            return []
+        out: list[tuple[int, int]] = []
+        at = start
+        for s, e in tl.open_spans(start, end):
+            if s > at:
+                out.append((at, s))
+            at = e
+        if at < end:
+            out.append((at, end))
+        return out
 
     def next_open(self, at: int) -> int:
         """``at`` if open, else the start of the next open interval (ValueError if none

@@ -381,3 +381,28 @@ def test_prop_unchecked_equals_checked_where_the_engine_uses_it(
 
 def test_unchecked_is_none_for_24x7() -> None:
     assert BusinessCalendar.always_open().unchecked is None
+
+
+# -- closed spans (what `escalator explain` says a due time skipped) ----------------------
+
+
+def test_closed_spans_over_a_weekend_and_a_holiday() -> None:
+    xmas = BusinessCalendar(
+        "office", "Europe/Berlin", WEEKDAYS_9_17, frozenset({date(2026, 12, 25)})
+    )
+    start, end = berlin(2026, 12, 24, 16), berlin(2026, 12, 28, 10)
+    assert xmas.closed_spans(start, end) == [(berlin(2026, 12, 24, 17), berlin(2026, 12, 28, 9))]
+    # the open time left between the closed spans is the business time
+    closed = sum(e - s for s, e in xmas.closed_spans(start, end))
+    assert end - start - closed == xmas.between(start, end) == 2 * H
+
+
+def test_closed_spans_start_closed_and_lunch() -> None:
+    lunch = BusinessCalendar("lunch", "Europe/Berlin", {0: ((9 * 60, 12 * 60), (13 * 60, 17 * 60))})
+    monday = berlin(2026, 11, 9, 8)
+    assert lunch.closed_spans(monday, berlin(2026, 11, 9, 14)) == [
+        (monday, berlin(2026, 11, 9, 9)),
+        (berlin(2026, 11, 9, 12), berlin(2026, 11, 9, 13)),
+    ]
+    assert lunch.closed_spans(berlin(2026, 11, 9, 10), berlin(2026, 11, 9, 11)) == []
+    assert BusinessCalendar.always_open().closed_spans(0, 10 * H) == []
