@@ -22,7 +22,7 @@ from streams.sla.actions import (
     Silenced,
     SlaOutcome,
 )
-from streams.sla.board import BoardEntry
+from streams.sla.board import BoardEntry, WarningEntry
 from streams.sla.durations import HOUR, MINUTE
 from streams.sla.events import format_ts
 from streams.sla.state import TicketState
@@ -85,6 +85,7 @@ class BacktestReport:
     outcomes: dict[str, set[tuple[str, int, int]]] = field(default_factory=lambda: defaultdict(set))
     due: dict[str, int] = field(default_factory=dict)  # escalation_id -> due_at, for compare
     board: dict[str, BoardEntry] | None = None  # open escalations at the end (streams.sla.board)
+    board_warnings: dict[str, WarningEntry] | None = None  # open SLA warnings, shown apart
 
     def add(self, actions: Iterable[Action]) -> None:
         for action in actions:
@@ -131,6 +132,8 @@ class BacktestReport:
         return [
             f"open on the escalation board at the end: {len(self.board):,} tickets",
             *_table({f"L{k}": v for k, v in sorted(levels.items())}, len(self.board)),
+            f"open SLA warnings (heads-ups to the owner, not escalations): "
+            f"{len(self.board_warnings or {}):,} tickets",
         ]
 
     def _silenced_lines(self) -> list[str]:
