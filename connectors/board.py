@@ -13,15 +13,23 @@ Keys (after the prefix):
   after the ticket leaves the board (a replay older than that would count again).
 - `ticket:<ticket>` (hash): the board entry of an escalated ticket: level, target, reason,
   kind, rule, due_at, fired_at, escalation_id, open_escalations, priority, climbs_at.
+- `warning:<ticket>` (hash): the ticket's latest open SLA warning (streams.sla.board
+  WarningEntry): a heads-up to the current owner, kept apart from the escalations: it is in
+  no `open`, `team:` or `level:` key and counts as no open escalation.
+- `warnings` (sorted set): tickets with an open SLA warning by its due_at.
 - `open` (sorted set): tickets on the board by due_at of their latest open escalation.
 - `due` (sorted set): tickets by climbs_at, when they escalate further if nobody answers.
 - `team:<target>` and `level:<n>` (sets): tickets per escalation target (team) and level;
   `teams` and `levels` (sets) name them.
-- `events` (capped stream): `escalation`, `priority_bump` and `resolved` entries for agent
-  desktops.
-- `fired`, `breaches` (sorted sets): escalation ids by fired_at (all, SLA breaches only) over
-  the last 2 hours of the board clock (the latest fired_at), for the breach rate.
-- `stats` (hash): `escalations`, `bumps`, `resolved`, each counted once per id.
+- `events` (capped stream): `escalation`, `warning`, `priority_bump` and `resolved` entries
+  for agent desktops, in the order the sink read them.
+- `feed` (sorted set, capped like the stream): the same entries as JSON scored by their event
+  time (`at`: fired_at, or the closing event's time), so "latest events" is in time order
+  whatever order the sink read its partitions in.
+- `fired`, `breaches`, `warned` (sorted sets): escalation ids by fired_at (escalations, SLA
+  breaches, SLA warnings) over the last 2 hours of the board clock (the latest fired_at), for
+  the breach rate.
+- `stats` (hash): `escalations`, `warnings`, `bumps`, `resolved`, each counted once per id.
 - `sink` (hash): the sink's heartbeat (updated_at, lag, counts).
 
 Writes are idempotent: a batch reads the inputs of the tickets it touches under WATCH, merges
@@ -43,7 +51,7 @@ import redis
 
 from streams.settings import Settings
 from streams.sla.actions import BREACH_REASON
-from streams.sla.board import BoardEntry, Fired, Lifecycle, TicketInputs
+from streams.sla.board import BoardEntry, Fired, Lifecycle, TicketInputs, WarningEntry
 from streams.sla.policy import Policy
 
 HOUR_MS = 3_600_000
@@ -75,6 +83,21 @@ class BoardKeys:
 
     def level(self, level: int | str) -> str:
         return f"{self.prefix}level:{level}"
+
+    def warning(self, ticket_id: str) -> str:
+        return f"{self.prefix}warning:{ticket_id}"
+
+    @property
+    def warnings(self) -> str:
+        return f"{self.prefix}warnings"
+
+    @property
+    def warned(self) -> str:
+        return f"{self.prefix}warned"
+
+    @property
+    def feed(self) -> str:
+        return f"{self.prefix}feed"
 
     @property
     def open(self) -> str:
@@ -162,10 +185,12 @@ class Applied:
     retries: int = 0  # transactions redone because a watched ticket changed
 
 
-_INT_FIELDS = frozenset(("level", "due_at", "fired_at", "open_escalations", "climbs_at"))
+_INT_FIELDS = frozenset(
+    ("level", "due_at", "fired_at", "open_escalations", "climbs_at", "open_warnings")
+)
 
 
-def encode_entry(entry: BoardEntry) -> dict[str, str]:
+def encode_entry(entry: BoardEntry | WarningEntry) -> dict[str, str]:
     """The `ticket:<id>` hash of an entry (absent optionals are left out)."""
     return {name: str(value) for name, value in asdict(entry).items() if value is not None}
 
@@ -175,6 +200,10 @@ def decode_entry(fields: Mapping[str, str]) -> BoardEntry:
     for name, value in fields.items():
         values[name] = int(value) if name in _INT_FIELDS else value
     return BoardEntry(**values)
+
+
+def decode_warning(fields: Mapping[str, str]) -> WarningEntry:
+    return WarningEntry(**{k: int(v) if k in _INT_FIELDS else v for k, v in fields.items()})
 
 
 def decode_inputs(ticket_id: str, fields: Mapping[str, str]) -> TicketInputs:
@@ -221,7 +250,8 @@ class BoardWriter:
         by_ticket_bump: dict[str, list[BumpRecord]] = {}
         for bump in batch.bumps:
             by_ticket_bump.setdefault(bump.ticket_id, []).append(bump)
-        watched = [k for t in tickets for k in (self.keys.inputs(t), self.keys.ticket(t))]
+        keys = self.keys
+        watched = [k for t in tickets for k in (keys.inputs(t), keys.ticket(t), keys.warning(t))]
         retries = 0
         while True:
             with self.client.pipeline(transaction=True) as tx:
@@ -231,23 +261,29 @@ class BoardWriter:
                     # still catches any change made after it, by anyone.
                     reads = self.client.pipeline(transaction=False)
                     for ticket_id in tickets:
-                        reads.hgetall(self.keys.inputs(ticket_id))
-                        reads.hgetall(self.keys.ticket(ticket_id))
-                    reads.zrange(self.keys.fired, -1, -1, withscores=True)
+                        reads.hgetall(keys.inputs(ticket_id))
+                        reads.hgetall(keys.ticket(ticket_id))
+                        reads.hgetall(keys.warning(ticket_id))
+                    reads.zrange(keys.fired, -1, -1, withscores=True)
+                    reads.zrange(keys.warned, -1, -1, withscores=True)
                     raw = reads.execute()
                     tx.multi()
                     applied = Applied(retries=retries)
-                    clock = int(raw[-1][0][1]) if raw[-1] else 0
+                    clock = max([0] + [int(last[0][1]) for last in raw[-2:] if last])
+                    feed: dict[str, int] = {}
                     for i, ticket_id in enumerate(tickets):
                         clock = max(clock, self._plan(
-                            tx, ticket_id, raw[2 * i], raw[2 * i + 1],
+                            tx, ticket_id, raw[3 * i], raw[3 * i + 1], raw[3 * i + 2],
                             by_ticket_esc.get(ticket_id, ()), by_ticket_bump.get(ticket_id, ()),
-                            batch.lifecycles.get(ticket_id), applied,
+                            batch.lifecycles.get(ticket_id), applied, feed,
                         ))  # fmt: skip
                     if applied.escalations:
-                        horizon = clock - RATE_WINDOW_MS
-                        tx.zremrangebyscore(self.keys.fired, "-inf", f"({horizon}")
-                        tx.zremrangebyscore(self.keys.breaches, "-inf", f"({horizon}")
+                        horizon = f"({clock - RATE_WINDOW_MS}"
+                        for key in (keys.fired, keys.breaches, keys.warned):
+                            tx.zremrangebyscore(key, "-inf", horizon)
+                    if feed:
+                        tx.zadd(keys.feed, feed)
+                        tx.zremrangebyrank(keys.feed, 0, -self.stream_maxlen - 1)
                     tx.execute()
                     return applied
                 except redis.WatchError:
@@ -261,12 +297,15 @@ class BoardWriter:
         ticket_id: str,
         stored: Mapping[str, str],
         shown: Mapping[str, str],
+        warned: Mapping[str, str],
         escalations: Iterable[Fired],
         bumps: Iterable[BumpRecord],
         life: Lifecycle | None,
         applied: Applied,
+        feed: dict[str, int],
     ) -> int:
-        """Queue one ticket's writes; returns the latest fired_at it added (0 if none)."""
+        """Queue one ticket's writes (feed entries go to `feed`, member -> event time);
+        returns the latest fired_at it added (0 if none)."""
         keys = self.keys
         inputs = decode_inputs(ticket_id, stored)
         updates: dict[str, str | bytes] = {}
@@ -278,17 +317,21 @@ class BoardWriter:
             applied.escalations += 1
             updates[f"e:{fired.escalation_id}"] = _fired_json(fired)
             clock = max(clock, fired.fired_at)
-            tx.zadd(keys.fired, {fired.escalation_id: fired.fired_at})
+            if fired.warning:
+                tx.zadd(keys.warned, {fired.escalation_id: fired.fired_at})
+                tx.hincrby(keys.stats, "warnings", 1)
+            else:
+                tx.zadd(keys.fired, {fired.escalation_id: fired.fired_at})
+                tx.hincrby(keys.stats, "escalations", 1)
             if fired.reason in BREACH_REASONS:
                 tx.zadd(keys.breaches, {fired.escalation_id: fired.fired_at})
-            tx.hincrby(keys.stats, "escalations", 1)
-            tx.xadd(keys.events, {
-                "type": "escalation", "ticket_id": ticket_id,
+            self._event(tx, feed, fired.fired_at, {
+                "type": "warning" if fired.warning else "escalation", "ticket_id": ticket_id,
                 "escalation_id": fired.escalation_id, "kind": fired.kind,
                 "level": fired.level, "from_level": fired.from_level, "target": fired.target,
                 "reason": fired.reason, "rule": fired.rule, "due_at": fired.due_at,
                 "fired_at": fired.fired_at,
-            }, maxlen=self.stream_maxlen, approximate=True)  # fmt: skip
+            })  # fmt: skip
         for bump in bumps:
             if not inputs.add_bump(bump.escalation_id, bump.new_priority):
                 applied.bump_duplicates += 1
@@ -296,12 +339,12 @@ class BoardWriter:
             applied.bumps += 1
             updates[f"b:{bump.escalation_id}"] = bump.new_priority
             tx.hincrby(keys.stats, "bumps", 1)
-            tx.xadd(keys.events, {
+            self._event(tx, feed, bump.fired_at, {
                 "type": "priority_bump", "ticket_id": ticket_id,
                 "escalation_id": bump.escalation_id, "old_priority": bump.old_priority,
                 "new_priority": bump.new_priority, "reason": bump.reason,
                 "fired_at": bump.fired_at,
-            }, maxlen=self.stream_maxlen, approximate=True)  # fmt: skip
+            })  # fmt: skip
         if life is not None and inputs.life.merge(life):
             applied.lifecycles += 1
             merged = inputs.life
@@ -315,8 +358,17 @@ class BoardWriter:
         entry = inputs.entry(self.policy)
         fields = encode_entry(entry) if entry is not None else {}
         if fields != dict(shown):
-            self._show(tx, ticket_id, shown, entry, fields, applied)
-        if entry is None:
+            self._show(tx, ticket_id, shown, entry, fields, applied, inputs.life, feed)
+        warning = inputs.warning()
+        warning_fields = encode_entry(warning) if warning is not None else {}
+        if warning_fields != dict(warned):
+            tx.delete(keys.warning(ticket_id))
+            if warning is None:
+                tx.zrem(keys.warnings, ticket_id)
+            else:
+                tx.hset(keys.warning(ticket_id), mapping=warning_fields)
+                tx.zadd(keys.warnings, {ticket_id: warning.due_at})
+        if entry is None and warning is None:
             tx.expire(inputs_key, self.retention_s)
         else:
             tx.persist(inputs_key)
@@ -330,6 +382,8 @@ class BoardWriter:
         entry: BoardEntry | None,
         fields: Mapping[str, str],
         applied: Applied,
+        life: Lifecycle,
+        feed: dict[str, int],
     ) -> None:
         """Queue the writes that move a ticket's board entry from `shown` to `entry`."""
         keys = self.keys
@@ -345,9 +399,10 @@ class BoardWriter:
             if old_level is not None:
                 tx.srem(keys.level(old_level), ticket_id)
             tx.hincrby(keys.stats, "resolved", 1)
-            tx.xadd(keys.events, {"type": "resolved", "ticket_id": ticket_id,
-                                  "escalation_id": shown.get("escalation_id", "")},
-                    maxlen=self.stream_maxlen, approximate=True)  # fmt: skip
+            at = life.closed_at or 0  # left the board: closed (the only way out once on it)
+            fields_out = {"type": "resolved", "ticket_id": ticket_id,
+                          "escalation_id": shown.get("escalation_id", "")}  # fmt: skip
+            self._event(tx, feed, at, fields_out)
             return
         if not shown:
             applied.added += 1
@@ -367,6 +422,11 @@ class BoardWriter:
                 tx.srem(keys.level(old_level), ticket_id)
             tx.sadd(keys.level(entry.level), ticket_id)
             tx.sadd(keys.levels, entry.level)
+
+    def _event(self, tx: Any, feed: dict[str, int], at: int, fields: dict[str, Any]) -> None:
+        """Queue an entry on the stream (read order) and for the feed (event-time order)."""
+        tx.xadd(self.keys.events, fields, maxlen=self.stream_maxlen, approximate=True)
+        feed[orjson.dumps({**fields, "at": at}, option=orjson.OPT_SORT_KEYS).decode()] = at
 
     def heartbeat(self, fields: Mapping[str, int | str]) -> None:
         """The sink's liveness and progress, for the board page."""
@@ -391,6 +451,17 @@ class BoardReader:
         """Every ticket on the board."""
         tickets = [str(t) for t in self.client.zrange(self.keys.open, 0, -1)]
         return dict(zip(tickets, self._entries(tickets), strict=True))
+
+    def warnings(self) -> dict[str, WarningEntry]:
+        """Every ticket with an open SLA warning (apart from the escalations)."""
+        tickets = [str(t) for t in self.client.zrange(self.keys.warnings, 0, -1)]
+        return {w.ticket_id: w for w in self._warnings(tickets)}
+
+    def _warnings(self, tickets: list[str]) -> list[WarningEntry]:
+        with self.client.pipeline(transaction=False) as pipe:
+            for ticket_id in tickets:
+                pipe.hgetall(self.keys.warning(ticket_id))
+            return [decode_warning(fields) for fields in pipe.execute() if fields]
 
     def _entries(self, tickets: list[str]) -> list[BoardEntry]:
         with self.client.pipeline(transaction=False) as pipe:
@@ -418,6 +489,7 @@ class BoardReader:
         by_team, by_level = self.memberships()
         return {
             "entries": self.entries(),
+            "warnings": self.warnings(),
             "teams": by_team,
             "levels": by_level,
             "due": self.client.zrange(self.keys.due, 0, -1, withscores=True),
@@ -434,13 +506,18 @@ class BoardReader:
             pipe.zrevrange(keys.open, 0, limit - 1)
             pipe.zrange(keys.due, 0, closest - 1)
             pipe.zrange(keys.fired, -1, -1, withscores=True)
+            pipe.zrange(keys.warned, -1, -1, withscores=True)
             pipe.hgetall(keys.stats)
             pipe.hgetall(keys.sink)
-            pipe.xrevrange(keys.events, count=recent)
+            pipe.zrevrange(keys.feed, 0, recent - 1)
             pipe.zcard(keys.open)
-            teams, levels, listed, soonest, last, stats, sink, feed, total = pipe.execute()
+            pipe.zrevrange(keys.warnings, 0, limit - 1)
+            pipe.zcard(keys.warnings)
+            (teams, levels, listed, soonest, last, last_warned, stats, sink, feed, total,
+             warned, warned_total) = pipe.execute()  # fmt: skip
         teams, levels = sorted(teams), sorted(levels, key=int)
-        clock = int(last[0][1]) if last else None
+        lasts = [int(found[0][1]) for found in (last, last_warned) if found]
+        clock = max(lasts) if lasts else None
         hour_ago = f"({clock - HOUR_MS}" if clock is not None else "-inf"
         with self.client.pipeline(transaction=False) as pipe:
             for team in teams:
@@ -449,8 +526,9 @@ class BoardReader:
                 pipe.scard(keys.level(level))
             pipe.zcount(keys.fired, hour_ago, "+inf")
             pipe.zcount(keys.breaches, hour_ago, "+inf")
+            pipe.zcount(keys.warned, hour_ago, "+inf")
             counts = pipe.execute()
-        *sizes, fired_hour, breaches_hour = counts
+        *sizes, fired_hour, breaches_hour, warned_hour = counts
         by_team = {t: n for t, n in zip(teams, sizes[: len(teams)], strict=True) if n}
         by_level = {v: n for v, n in zip(levels, sizes[len(teams) :], strict=True) if n}
         entries = {e.ticket_id: e for e in self._entries(list(dict.fromkeys(listed + soonest)))}
@@ -461,14 +539,19 @@ class BoardReader:
             "by_team": dict(sorted(by_team.items(), key=lambda kv: (-kv[1], kv[0]))),
             "tickets": [_entry_json(entries[t]) for t in listed if t in entries],
             "closest": [_entry_json(entries[t]) for t in soonest if t in entries],
+            "warnings": {
+                "open": warned_total,
+                "tickets": [asdict(w) for w in self._warnings(warned)],
+            },
             "last_hour": {
                 "escalations": fired_hour,
                 "breaches": breaches_hour,
                 "breach_share": breaches_hour / fired_hour if fired_hour else None,
+                "warnings": warned_hour,
             },
             "totals": {k: int(v) for k, v in stats.items()},
             "sink": {k: int(v) if v.lstrip("-").isdigit() else v for k, v in sink.items()},
-            "recent": [{"id": entry_id, **values} for entry_id, values in feed],
+            "recent": [orjson.loads(member) for member in feed],  # latest event time first
         }
 
 

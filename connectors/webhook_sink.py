@@ -32,7 +32,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -99,12 +99,22 @@ def _outcome(status: int | None, timed_out: bool) -> str:
 
 @dataclass(frozen=True)
 class Outcome:
-    """The end of delivering one message to one target."""
+    """The end of delivering one message to one target (`response`: the body of a success
+    when asked for, e.g. a GET's)."""
 
     delivered: bool
     attempts: int
     status: int | None = None
     error: str = ""
+    response: bytes = b""
+
+
+# One attempt of a request: (HTTP status or None, error text, Retry-After seconds, body read).
+Attempt = tuple[int | None, str, float | None, bytes]
+
+
+class _Unhandled(Exception):
+    """A record the sink cannot handle at all: parked with no target."""
 
 
 class _CircuitOpen(Exception):
@@ -147,6 +157,30 @@ class Deliverer:
         return headers
 
     async def deliver(self, target: Target, event: str, escalation_id: str, body: bytes) -> Outcome:
+        """Post a signed webhook body (signed anew for each attempt)."""
+
+        async def post(attempt: int) -> Attempt:
+            headers = self.headers(event, escalation_id, body, attempt)
+            return await self.send(target, "POST", target.url, body, headers)
+
+        return await self.bounded(target, post)
+
+    async def request(
+        self,
+        target: Target,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+    ) -> Outcome:
+        """One request (any method, fixed headers) with the target's retries, backoff,
+        Retry-After and circuit; a success's response body is in the Outcome. For sinks
+        that talk to an API rather than post to a webhook (connectors.helpdesk_writeback)."""
+        return await self.bounded(
+            target, lambda _n: self.send(target, method, url, body, headers, read_all=True)
+        )
+
+    async def bounded(self, target: Target, once: Callable[[int], Awaitable[Attempt]]) -> Outcome:
         """Never waits behind more than `max_pending` deliveries to the same target: past that
         the delivery parks at once, and so does every one while the target's circuit is open."""
         pending = self.pending[target.name]
@@ -154,13 +188,12 @@ class Deliverer:
             return Outcome(False, 0, None, f"backlog full: {pending} deliveries pending")
         self.pending[target.name] = pending + 1
         try:
-            return await self._deliver(target, event, escalation_id, body)
+            return await self.attempts(target, once)
         finally:
             self.pending[target.name] -= 1
 
-    async def _deliver(
-        self, target: Target, event: str, escalation_id: str, body: bytes
-    ) -> Outcome:
+    async def attempts(self, target: Target, once: Callable[[int], Awaitable[Attempt]]) -> Outcome:
+        """Call `once(attempt)` until it succeeds, is rejected or runs out of attempts."""
         circuit = self.circuits[target.name]
         attempt = 0
         status: int | None = None
@@ -168,7 +201,7 @@ class Deliverer:
         while True:
             attempt += 1
             try:
-                status, error, hint = await self._post(target, event, escalation_id, body, attempt)
+                status, error, hint, payload = await once(attempt)
             except _CircuitOpen:
                 why = circuit.why() + (f"; last: {error}" if error else "")
                 return Outcome(False, attempt - 1, status, why)
@@ -178,7 +211,7 @@ class Deliverer:
             else:  # a 4xx is the target's answer: it is up
                 circuit.succeeded()
             if result == "delivered":
-                return Outcome(True, attempt, status)
+                return Outcome(True, attempt, status, response=payload)
             if result == "reject" or attempt >= target.max_attempts:
                 return Outcome(False, attempt, status, error)
             delay = backoff(attempt, target.backoff_base_s, target.backoff_cap_s, self.rand)
@@ -189,25 +222,35 @@ class Deliverer:
                      error, delay)  # fmt: skip
             await self.sleep(delay)
 
-    async def _post(
-        self, target: Target, event: str, escalation_id: str, body: bytes, attempt: int
-    ) -> tuple[int | None, str, float | None]:
-        """(status or None, error text, Retry-After seconds) of one request."""
-        headers = self.headers(event, escalation_id, body, attempt)
+    async def send(
+        self,
+        target: Target,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        read_all: bool = False,
+    ) -> Attempt:
+        """One request through the target's concurrency slot and circuit (the body of a
+        success is read only with `read_all`)."""
         timeout = aiohttp.ClientTimeout(total=target.timeout_s)
         status: int | None = None
         error = ""
         hint = None
+        payload = b""
         timed_out = False
         async with self.slots[target.name]:
             if not self.circuits[target.name].allow():
                 raise _CircuitOpen
             started = time.monotonic()
             try:
-                async with self.session.post(
-                    target.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
-                ) as response:
+                async with self.session.request(
+                    method, url, data=body, headers=headers, timeout=timeout,
+                    allow_redirects=False,
+                ) as response:  # fmt: skip
                     status = response.status
+                    if read_all and verdict(status) == "delivered":
+                        payload = await response.read()
                     text = (await response.content.read(200)).decode("utf-8", "replace")
                     if verdict(status) != "delivered":
                         error = f"HTTP {status}: {text.strip()}".rstrip(": ")
@@ -219,7 +262,7 @@ class Deliverer:
                 error = f"{type(exc).__name__}: {exc}"
             DURATION.labels(target.name).observe(time.monotonic() - started)
         DELIVERIES.labels(target.name, _outcome(status, timed_out)).inc()
-        return status, error, hint
+        return status, error, hint, payload
 
 
 TP = tuple[str, int]
@@ -302,7 +345,11 @@ def webhook_dead_letter(
 
 
 class WebhookSink:
-    """The consumer loop; `await run()` until `stop()`."""
+    """The consumer loop; `await run()` until `stop()`. Another HTTP sink subclasses it and
+    overrides `dispatch` (what one decoded record becomes), keeping the reading, offsets,
+    retries and parking (connectors.helpdesk_writeback)."""
+
+    kind = "webhook"  # `escalator sink <kind>`: names its output lines and User-Agent
 
     def __init__(
         self,
@@ -355,7 +402,7 @@ class WebhookSink:
         self.parked = 0
 
     def say(self, text: str) -> None:
-        self.out.write(f"escalator sink webhook: {text}\n")
+        self.out.write(f"escalator sink {self.kind}: {text}\n")
         self.out.flush()
 
     def stop(self) -> None:
@@ -374,7 +421,7 @@ class WebhookSink:
 
     async def run(self) -> int:
         connector = aiohttp.TCPConnector(limit=0)
-        agent = {"User-Agent": f"escalator-webhook/{VERSION}"}
+        agent = {"User-Agent": f"escalator-{self.kind}/{VERSION}"}
         async with aiohttp.ClientSession(connector=connector, headers=agent) as session:
             self.deliverer = Deliverer(session, self.targets, self.key)
             self.consumer.subscribe(
@@ -384,7 +431,8 @@ class WebhookSink:
             self.say(
                 f"{READY}: {len(self.targets)} targets ({', '.join(t.name for t in self.targets)})"
                 f", reading {', '.join(self.sources)} as group {self.group}, "
-                f"parking on {self.topics.webhook_dlq}" + ("" if self.key else ", UNSIGNED")
+                f"parking on {self.topics.webhook_dlq}"
+                + ("" if self.key or self.kind != "webhook" else ", UNSIGNED")
             )
             status_at = time.monotonic() + self.status_every
             while self.running and self.failure is None:
@@ -452,17 +500,22 @@ class WebhookSink:
         try:
             record = self.codecs[base].decode(msg.value())  # type: ignore[arg-type]  # None: DLQ
             escalation_id = record["escalation_id"]
+            await self.dispatch(msg, base, record)
+        except DecodeError as exc:
+            await self._park(msg, None, None, Outcome(False, 0, None, str(exc)))
+        except _Unhandled as exc:
+            await self._park(msg, escalation_id, None, Outcome(False, 0, None, str(exc)))
+
+    async def dispatch(self, msg: Message, base: str, record: Mapping[str, Any]) -> None:
+        """Deliver one decoded record from topic `base` to every target that wants it."""
+        escalation_id = record["escalation_id"]
+        try:
             targets = [t for t in self.targets if t.accepts(base, record)]
             if not targets:
                 return
             body = json.dumps(message(base, record), ensure_ascii=False).encode()
-        except DecodeError as exc:
-            await self._park(msg, None, None, Outcome(False, 0, None, str(exc)))
-            return
         except Exception as exc:  # e.g. a due_at past year 9999: park it, never stop on it
-            error = f"cannot handle the record: {type(exc).__name__}: {exc}"
-            await self._park(msg, escalation_id, None, Outcome(False, 0, None, error))
-            return
+            raise _Unhandled(f"cannot handle the record: {type(exc).__name__}: {exc}") from exc
         event = EVENTS[base]
         results = await asyncio.gather(
             *(self.deliverer.deliver(t, event, escalation_id, body) for t in targets),
@@ -560,10 +613,11 @@ class WebhookSink:
 
 
 def run_webhook_sink(sink: WebhookSink) -> int:
-    """The `escalator sink webhook` command body; stops cleanly on SIGTERM/SIGINT."""
+    """The `escalator sink webhook` (or `helpdesk`) command body; stops cleanly on
+    SIGTERM/SIGINT."""
     from streams.metrics import MetricsServer, mark_component
 
-    mark_component(COMPONENT)
+    mark_component(f"sink-{sink.kind}")
     connectors = sink.settings.connectors
     try:
         server = MetricsServer(connectors.metrics_host, connectors.metrics_port, sink.healthy)

@@ -267,6 +267,7 @@ class BacktestRun:
         self.report.finish(self.driver.states.values(), until)
         if self.board is not None:
             self.report.board = self.board.entries(self.policy)
+            self.report.board_warnings = self.board.warnings()
 
 
 class _OutOfOrder(Exception):

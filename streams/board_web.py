@@ -4,6 +4,10 @@ Serves a static page (connectors/board_page/: plain HTML, CSS and JS, no build s
 external fonts or CDNs) and `/api/board`, which reads the Redis board (connectors.board) and
 asks the worker and the Redis sink how they are. The page polls the API every 2 seconds.
 
+SLA warnings are heads-ups to the ticket's current owner, not escalations: the page shows
+them in a panel of their own and counts none of them as an open escalation or at a level.
+"Latest events" is in event time order (the board's `feed`), not in the order the sink read.
+
 Countdowns: the board holds, per ticket, `climbs_at`, when its open escalation climbs to the
 next matrix level unless an agent answers (streams.sla.board). "Closest to breach" lists the
 tickets by it. They count down from the board clock, the latest fired_at on the board: on a
@@ -52,6 +56,7 @@ BREACHES_METRIC = "escalator_sla_breaches_total"
 EMPTY_BOARD: dict[str, Any] = {
     "open": 0, "by_level": {}, "by_team": {}, "tickets": [], "closest": [], "clock": None,
     "last_hour": {}, "totals": {}, "sink": {}, "recent": [],
+    "warnings": {"open": 0, "tickets": []},
 }  # fmt: skip
 
 

@@ -486,6 +486,31 @@ def _sink_webhook(args: argparse.Namespace) -> int:
         ) from None
 
 
+def _sink_helpdesk(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+
+    from connectors.helpdesk_writeback import HelpdeskConfig, HelpdeskSink
+    from connectors.webhook_sink import run_webhook_sink
+
+    settings = _settings()
+    try:
+        config = HelpdeskConfig.from_env()
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    topics = _pipeline_topics(settings, args.topic_prefix)
+    logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
+    group = args.group or f"{args.topic_prefix}{settings.app_id}-sink-helpdesk"
+    try:
+        return run_webhook_sink(HelpdeskSink(settings, config, topics, group, start=args.start))
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    except (KafkaException, RuntimeError) as exc:
+        raise UserError(
+            f"{exc}; restarting is safe (writes are idempotent per escalation)"
+        ) from None
+
+
 def _sink_redis(args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException
 
@@ -507,6 +532,7 @@ def _sink_redis(args: argparse.Namespace) -> int:
 SINKS: dict[str, Callable[[argparse.Namespace], int]] = {
     "webhook": _sink_webhook,
     "redis": _sink_redis,
+    "helpdesk": _sink_helpdesk,
 }
 
 
@@ -719,10 +745,12 @@ def build_parser() -> argparse.ArgumentParser:
     sink.add_argument(
         "kind",
         choices=sorted(SINKS),
-        help="webhook: signed HTTP posts to targets; redis: the live escalation board",
+        help="webhook: signed HTTP posts to targets; redis: the live escalation board; "
+        "helpdesk: escalations and priority bumps written back to Zendesk or Freshdesk tickets",
     )
     sink.add_argument("--policy", help="redis: policy YAML (default: ESCALATOR_POLICY_FILE)")
-    sink.add_argument("--group", help="redis: consumer group (default: <app id>-sink-redis)")
+    sink.add_argument("--group", help="redis, helpdesk: consumer group "
+                      "(default: <app id>-sink-<kind>)")  # fmt: skip
     sink.add_argument("--topic-prefix", default="", help=argparse.SUPPRESS)
     sink.add_argument("--loglevel", default="warning", help="webhook: info logs every retry")
     sink.add_argument(

@@ -1,4 +1,5 @@
 // The escalation board page: polls /api/board every 2 s and counts down every second.
+// SLA warnings are heads-ups, listed apart; the feed comes in event-time order, latest first.
 // Plain DOM code, no framework; every value goes in through textContent, never as HTML.
 "use strict";
 
@@ -122,6 +123,8 @@ function render(data) {
   }
   const hour = data.last_hour || {};
   document.getElementById("count-open").textContent = number(data.open);
+  const warnings = data.warnings || { open: 0, tickets: [] };
+  document.getElementById("count-warnings").textContent = number(warnings.open);
   document.getElementById("breaches-hour").textContent = number(hour.breaches ?? 0);
   document.getElementById("escalations-hour").textContent = number(hour.escalations ?? 0);
   document.getElementById("breach-share").textContent =
@@ -162,10 +165,21 @@ function render(data) {
   document.getElementById("open-note").textContent = data.open > data.tickets.length
     ? `latest ${data.tickets.length} of ${number(data.open)}` : "latest first";
 
+  fill(document.querySelector("#warnings tbody"), warnings.tickets.map((w) => el("tr", {
+    "data-ticket": w.ticket_id, "data-escalation": w.escalation_id,
+  },
+    el("td", { class: "ticket" }, w.ticket_id),
+    el("td", { title: w.target }, w.target),
+    el("td", { title: w.rule }, w.rule),
+    el("td", {}, utc(w.due_at)),
+    el("td", {}, number(w.open_warnings)),
+  )), 5, "no open SLA warnings");
+
   const totals = data.totals || {};
   const figures = data.health.worker.figures || {};
   const facts = [
     ["escalations on the board, all time", totals.escalations],
+    ["SLA warnings, all time", totals.warnings],
     ["priority bumps", totals.bumps],
     ["tickets resolved off the board", totals.resolved],
     ...Object.entries(figures).map(([name, v]) => [`worker: ${name}`, v]),
@@ -177,9 +191,10 @@ function render(data) {
   const items = data.recent.map((r) => {
     let text;
     if (r.type === "escalation") text = `${r.ticket_id} → L${r.level} ${r.target} (${r.reason})`;
+    else if (r.type === "warning") text = `${r.ticket_id} SLA warning to ${r.target} (${r.rule})`;
     else if (r.type === "priority_bump") text = `${r.ticket_id} priority ${r.old_priority} → ${r.new_priority}`;
     else text = `${r.ticket_id} resolved, off the board`;
-    return el("li", { "data-type": r.type }, el("span", { class: "t" }, `${utc(Number(r.fired_at) || null)} `), text);
+    return el("li", { "data-type": r.type }, el("span", { class: "t" }, `${utc(r.at ?? null)} `), text);
   });
   feed.replaceChildren(...(items.length ? items : [el("li", { class: "empty" }, "no events yet")]));
   document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;

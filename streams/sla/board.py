@@ -20,6 +20,9 @@ From those inputs (`TicketInputs.entry`):
   in the engine (which applies a status unless it is older than the current one);
 - an escalation is open when the ticket is not closed and it was due after the latest close
   (`due_at > closed_at`; one due exactly at the close fired before the close was applied);
+- an SLA warning (reason SLA_WARNING) is a heads-up to the ticket's current owner, not a
+  raise: it is never an open escalation and never shows at a level. A ticket's open warnings
+  (same rule as escalations) give its warning entry (`TicketInputs.warning`), shown apart;
 - the board entry is the latest open escalation by (due_at, level, escalation_id), with the
   number of open escalations and the highest priority a bump of an open escalation set;
 - `climbs_at` is when the open escalation climbs to the next matrix level if nobody answers:
@@ -38,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from streams.sla.actions import Action, Escalation, PriorityBump
 from streams.sla.events import PRIORITY_RANK, EventType, Priority, Status, TicketEvent
@@ -46,6 +49,7 @@ from streams.sla.policy import Policy
 
 _CLOSING = (Status.SOLVED, Status.CLOSED)
 _RAISING = ("HIERARCHICAL", "AUTOMATIC")  # the kinds the engine lets raise the ticket's level
+WARNING = "SLA_WARNING"  # the reason of a heads-up to the owner, which is not an escalation
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,11 @@ class Fired:
     @property
     def raises(self) -> bool:
         return self.kind in _RAISING and self.level > self.from_level
+
+    @property
+    def warning(self) -> bool:
+        """An SLA warning: a heads-up to the current owner, not an escalation."""
+        return self.reason == WARNING
 
 
 @dataclass(slots=True)
@@ -161,7 +170,23 @@ class BoardEntry:
     climbs_at: int | None
 
 
-def clockless(entries: Mapping[str, BoardEntry]) -> dict[str, BoardEntry]:
+@dataclass(frozen=True, slots=True)
+class WarningEntry:
+    """A ticket's latest open SLA warning: who was warned, about which clock, when."""
+
+    ticket_id: str
+    escalation_id: str
+    target: str  # the current owner the heads-up went to
+    rule: str  # e.g. sla:first_response:warn75
+    due_at: int
+    fired_at: int
+    open_warnings: int
+
+
+Shown = TypeVar("Shown", BoardEntry, WarningEntry)
+
+
+def clockless(entries: Mapping[str, Shown]) -> dict[str, Shown]:
     """A board without fired_at, the one field a live run and a backtest may differ in: it is
     the clock of whoever fired the escalation (a live worker fires on its partition's clock,
     the backtest on the whole history's)."""
@@ -191,13 +216,40 @@ class TicketInputs:
         self.bumps[escalation_id] = new_priority
         return True
 
-    def entry(self, policy: Policy) -> BoardEntry | None:
-        """The ticket's board entry, or None when it has no open escalation."""
+    def _open(self, warnings: bool) -> list[Fired]:
+        """The open escalations (or warnings): the ticket is open and they came after its
+        latest close."""
         life = self.life
         if life.closed:
-            return None
+            return []
         since = life.closed_at
-        open_ = [e for e in self.escalations.values() if since is None or e.due_at > since]
+        return [
+            e
+            for e in self.escalations.values()
+            if e.warning is warnings and (since is None or e.due_at > since)
+        ]
+
+    def warning(self) -> WarningEntry | None:
+        """The ticket's latest open SLA warning, or None."""
+        open_ = self._open(warnings=True)
+        if not open_:
+            return None
+        latest = max(open_, key=Fired.order)
+        return WarningEntry(
+            ticket_id=self.ticket_id,
+            escalation_id=latest.escalation_id,
+            target=latest.target,
+            rule=latest.rule,
+            due_at=latest.due_at,
+            fired_at=latest.fired_at,
+            open_warnings=len(open_),
+        )
+
+    def entry(self, policy: Policy) -> BoardEntry | None:
+        """The ticket's board entry, or None when it has no open escalation (warnings are
+        not escalations)."""
+        life = self.life
+        open_ = self._open(warnings=False)
         if not open_:
             return None
         latest = max(open_, key=Fired.order)
@@ -265,4 +317,13 @@ class BoardBuilder:
             entry = inputs.entry(policy)
             if entry is not None:
                 out[ticket_id] = entry
+        return out
+
+    def warnings(self) -> dict[str, WarningEntry]:
+        """The tickets with an open SLA warning, shown apart from the escalations."""
+        out: dict[str, WarningEntry] = {}
+        for ticket_id, inputs in self.tickets.items():
+            warning = inputs.warning()
+            if warning is not None:
+                out[ticket_id] = warning
         return out

@@ -23,7 +23,7 @@ from streams.sla.actions import (
     Silenced,
     SlaOutcome,
 )
-from streams.sla.board import BoardEntry
+from streams.sla.board import BoardEntry, WarningEntry
 from streams.sla.durations import HOUR, MINUTE
 from streams.sla.events import EventType, TicketEvent, format_ts
 from streams.sla.queues import (
@@ -112,6 +112,7 @@ class BacktestReport:
     ops_late: int = 0  # stats that came after their windows closed (dropped, as live)
     # ticket -> its escalations waiting for an answer: (escalation_id, level, fired_at)
     _waiting: dict[str, list[tuple[str, int, int]]] = field(default_factory=dict)
+    board_warnings: dict[str, WarningEntry] | None = None  # open SLA warnings, shown apart
 
     def add(
         self, actions: Iterable[Action], states: Mapping[str, TicketState] | None = None
@@ -226,6 +227,8 @@ class BacktestReport:
         return [
             f"open on the escalation board at the end: {len(self.board):,} tickets",
             *_table({f"L{k}": v for k, v in sorted(levels.items())}, len(self.board)),
+            f"open SLA warnings (heads-ups to the owner, not escalations): "
+            f"{len(self.board_warnings or {}):,} tickets",
         ]
 
     def _silenced_lines(self) -> list[str]:

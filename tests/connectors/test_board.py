@@ -136,7 +136,9 @@ def test_any_order_gives_the_cores_board_and_a_replay_changes_nothing(
         key=lambda pair: (pair[1], pair[0]),
     )
     resolved = int(state["stats"].get("resolved", 0))
-    assert int(state["stats"]["escalations"]) == len(escalations)
+    warnings = {r.escalation_id for kind, r in records if kind == "esc" and r.warning}
+    assert warnings and int(state["stats"]["warnings"]) == len(warnings)
+    assert int(state["stats"]["escalations"]) == len(escalations - warnings)
     assert int(state["stats"]["bumps"]) == bumps
     assert state["stream"] == len(escalations) + bumps + resolved
     # A replay in another order: everything is a duplicate, nothing moves.
@@ -180,8 +182,56 @@ def test_a_closed_ticket_leaves_the_board_and_its_inputs_expire(client: redis.Re
     # Reopened after the close: the old escalation stays resolved, a new one shows.
     writer.apply(Batch(lifecycles={"T-1": Lifecycle(open_at=6_000)}))
     assert client.zcard(keys.open) == 0
-    later = Fired("e2", "T-1", "AUTOMATIC", 1, 1, "frontline-representative", "SLA_WARNING",
-                  "sla:resolution:warn75", 7_000, 7_000)  # fmt: skip
+    later = Fired("e2", "T-1", "AUTOMATIC", 1, 1, "frontline-representative", "CHURN_RISK",
+                  "trigger:churn", 7_000, 7_000)  # fmt: skip
     writer.apply(Batch(escalations=[later]))
     assert client.hgetall(keys.ticket("T-1"))["escalation_id"] == "e2"
     assert client.ttl(keys.inputs("T-1")) == -1
+
+
+def test_warnings_show_apart_and_count_as_no_open_escalation(client: redis.Redis) -> None:
+    """A ticket warned only is not an open escalation; a warning to a ticket at L4 is at no
+    level; both are listed as warnings."""
+    keys = new_keys(client)
+    writer = BoardWriter(client, keys, load_policy())
+    warned = Fired("w1", "T-1", "AUTOMATIC", 1, 1, "agent-7", "SLA_WARNING",
+                   "sla:first_response:warn75", 1_000, 1_000)  # fmt: skip
+    breach = Fired("b2", "T-2", "HIERARCHICAL", 2, 1, "support-manager",
+                   "FIRST_RESPONSE_BREACH", "sla:first_response:breach", 2_000, 2_000)  # fmt: skip
+    late = Fired("w2", "T-2", "AUTOMATIC", 4, 4, "account-manager", "SLA_WARNING",
+                 "sla:resolution:warn90", 3_000, 3_000)  # fmt: skip
+    writer.apply(Batch(escalations=[warned, breach, late]))
+    snap = BoardReader(client, keys).snapshot()
+    assert snap["open"] == 1
+    assert snap["by_level"] == {"2": 1}
+    assert [(e["ticket_id"], e["level"]) for e in snap["tickets"]] == [("T-2", 2)]
+    assert snap["warnings"]["open"] == 2
+    assert {w["ticket_id"]: w["escalation_id"] for w in snap["warnings"]["tickets"]} == {
+        "T-1": "w1", "T-2": "w2",
+    }  # fmt: skip
+    assert snap["totals"] == {"escalations": 1, "warnings": 2}
+    assert snap["last_hour"]["escalations"] == 1 and snap["last_hour"]["warnings"] == 2
+    # Closing the warned ticket takes its warning away; it was never on the board.
+    writer.apply(Batch(lifecycles={"T-1": Lifecycle(closed_at=5_000)}))
+    snap = BoardReader(client, keys).snapshot()
+    assert snap["warnings"]["open"] == 1 and snap["open"] == 1
+    assert "resolved" not in snap["totals"]
+
+
+def test_latest_events_are_in_event_time_order_whatever_the_read_order(
+    client: redis.Redis,
+) -> None:
+    """The sink reads partitions in no time order: the feed is still latest first."""
+    keys = new_keys(client)
+    writer = BoardWriter(client, keys, load_policy())
+    times = [5_000, 1_000, 9_000, 3_000, 7_000]  # the order the sink reads them
+    for i, at in enumerate(times):
+        fired = Fired(f"e{i}", f"T-{i}", "HIERARCHICAL", 2, 1, "support-manager",
+                      "FIRST_RESPONSE_BREACH", "sla:first_response:breach", at, at)  # fmt: skip
+        writer.apply(Batch(escalations=[fired]))
+    writer.apply(Batch(lifecycles={"T-2": Lifecycle(closed_at=8_000)}))
+    recent = BoardReader(client, keys).snapshot()["recent"]
+    assert [(r["type"], r["at"]) for r in recent] == [
+        ("escalation", 9_000), ("resolved", 8_000), ("escalation", 7_000),
+        ("escalation", 5_000), ("escalation", 3_000), ("escalation", 1_000),
+    ]  # fmt: skip

@@ -105,6 +105,8 @@ def test_page_shows_the_board_a_real_run_filled(
     replay(pipeline.settings, path, pipeline.topics, end_tick=True)
     reader = BoardReader(client, keys)
     wait_for(lambda: clockless(reader.entries()) == clockless(expected), "the board")
+    wait_for(lambda: clockless(reader.warnings()) == clockless(report.board_warnings or {}),
+             "the warnings")  # fmt: skip
     _, url = start_board(pipeline, "--worker-url", f"http://127.0.0.1:{worker.web_port}",
                          "--sink-url", f"http://127.0.0.1:{sink.web_port}")  # fmt: skip
 
@@ -120,6 +122,14 @@ def test_page_shows_the_board_a_real_run_filled(
         )  # fmt: skip
         assert f"L{entry.level}" in row["text"] and entry.reason in row["text"]
     assert browser.find_element(By.ID, "count-open").text == str(len(expected))
+    # SLA warnings: their own panel and count, none of them among the open escalations.
+    warned = report.board_warnings or {}
+    assert warned and browser.find_element(By.ID, "count-warnings").text == str(len(warned))
+    shown_warnings = {row["ticket"]: row for row in rows(browser, "#warnings")}
+    assert {t: r["escalation"] for t, r in shown_warnings.items()} == {
+        t: w.escalation_id for t, w in warned.items()
+    }  # fmt: skip
+    assert all("SLA_WARNING" not in row["text"] for row in shown.values())
     levels = Counter(str(e.level) for e in expected.values())
     by_level = browser.execute_script(
         "return Object.fromEntries([...document.querySelectorAll('#by-level tr[data-level]')]"

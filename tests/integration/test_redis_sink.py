@@ -74,8 +74,10 @@ def test_board_equals_backtest_and_survives_sigkill_and_replay(
     (report,) = backtest_events([policy], read_history(path), board=True)
     assert report.board is not None
     expected = clockless(report.board)
-    escalations = sum(report.by_reason.values())
-    assert len(expected) >= 10 and report.priority_bumps > 0
+    escalations = sum(report.by_reason.values())  # SLA warnings included
+    warnings = report.by_reason["SLA_WARNING"]
+    assert report.board_warnings is not None
+    assert len(expected) >= 10 and report.priority_bumps > 0 and warnings > 0
     reader = BoardReader(client, keys)
 
     worker = pipeline.start_worker("w1")
@@ -100,7 +102,9 @@ def test_board_equals_backtest_and_survives_sigkill_and_replay(
     wait_for(lambda: caught_up(client, keys, sink, restart), "the sink to catch up")
     state = reader.dump()
     assert clockless(state["entries"]) == expected
-    assert int(state["stats"]["escalations"]) == escalations
+    assert clockless(state["warnings"]) == clockless(report.board_warnings)
+    assert int(state["stats"]["escalations"]) == escalations - warnings
+    assert int(state["stats"]["warnings"]) == warnings
     assert int(state["stats"]["bumps"]) == report.priority_bumps
     resolved = int(state["stats"].get("resolved", 0))
     assert state["stream"] == escalations + report.priority_bumps + resolved

@@ -74,7 +74,7 @@ def test_only_escalations_after_the_last_close_are_open(policy: Policy) -> None:
     ticket.life.open_at = T0 + 20
     assert ticket.entry(policy) is None
     ticket.add_escalation(fired("new", T0 + 30, level=1, from_level=1, kind="AUTOMATIC",
-                                reason="SLA_WARNING"))  # fmt: skip
+                                reason="CHURN_RISK"))  # fmt: skip
     entry = ticket.entry(policy)
     assert entry is not None
     assert (entry.escalation_id, entry.open_escalations, entry.climbs_at) == ("new", 1, None)
@@ -106,7 +106,7 @@ def test_climbs_at_follows_the_matrix_until_an_agent_answers(policy: Policy) -> 
     ticket.add_escalation(fired("warn", T0 + MINUTE, level=2, from_level=2, kind="AUTOMATIC",
                                 reason="SLA_WARNING"))  # fmt: skip
     entry = ticket.entry(policy)
-    assert entry is not None and (entry.escalation_id, entry.climbs_at) == ("warn", T0 + HOUR)
+    assert entry is not None and (entry.escalation_id, entry.climbs_at) == ("breach", T0 + HOUR)
     ticket.life.answered_at = T0  # a reply at the escalation instant stops the climb
     entry = ticket.entry(policy)
     assert entry is not None and entry.climbs_at is None
@@ -115,6 +115,48 @@ def test_climbs_at_follows_the_matrix_until_an_agent_answers(policy: Policy) -> 
     # Account manager (level 3) has 2h on the business calendar (09:00-17:00 New York):
     # escalated at 01:13 New York, it climbs at 11:00 New York (16:00 UTC).
     assert climb_due(policy, 3, T0) == utc(2026, 2, 25, 16)
+
+
+def warning(eid: str, due: int, level: int = 1) -> Fired:
+    return Fired(eid, "T1", "AUTOMATIC", level, level, f"L{level}-owner", "SLA_WARNING",
+                 f"sla:first_response:warn{eid}", due, due)  # fmt: skip
+
+
+def test_a_warning_is_not_an_open_escalation(policy: Policy) -> None:
+    """A heads-up to the owner: on its own the ticket is not on the board, and next to an
+    escalation it does not count among the open escalations."""
+    ticket = TicketInputs("T1")
+    ticket.add_escalation(warning("50", T0))
+    ticket.add_escalation(warning("75", T0 + MINUTE))
+    assert ticket.entry(policy) is None
+    shown = ticket.warning()
+    assert shown is not None
+    assert (shown.escalation_id, shown.target, shown.open_warnings) == ("75", "L1-owner", 2)
+    ticket.add_escalation(fired("breach", T0 + 2 * MINUTE, level=2))
+    entry = ticket.entry(policy)
+    assert entry is not None and (entry.escalation_id, entry.open_escalations) == ("breach", 1)
+    builder = BoardBuilder()
+    for f in ticket.escalations.values():
+        builder.escalation(f)
+    builder.escalation(Fired("w", "T2", "AUTOMATIC", 1, 1, "owner", "SLA_WARNING",
+                             "sla:resolution:warn90", T0, T0))  # fmt: skip
+    assert set(builder.entries(policy)) == {"T1"}
+    assert set(builder.warnings()) == {"T1", "T2"}
+    ticket.life.closed_at = T0 + HOUR  # closing ends the warnings with the escalations
+    assert ticket.warning() is None and ticket.entry(policy) is None
+
+
+def test_a_warning_never_shows_at_a_level(policy: Policy) -> None:
+    """A warning to a ticket already at L4 names level 4 (the owner's); the board still shows
+    the L2 escalation, with the L2 climb."""
+    ticket = TicketInputs("T1")
+    ticket.add_escalation(fired("breach", T0, level=2))
+    ticket.add_escalation(warning("90", T0 + MINUTE, level=4))
+    entry = ticket.entry(policy)
+    assert entry is not None
+    assert (entry.escalation_id, entry.level) == ("breach", 2)
+    assert entry.reason == "FIRST_RESPONSE_BREACH"
+    assert entry.climbs_at == T0 + HOUR
 
 
 @pytest.mark.parametrize(("agents", "days", "seed"), [(8, 3, 5), (20, 4, 17)])
@@ -136,7 +178,9 @@ def test_the_board_agrees_with_the_engines_final_state(
     for ticket_id, state in run.driver.states.items():
         assert builder.inputs(ticket_id).life.closed == (state.status in done), ticket_id
         if state.status not in done and state.fired:
-            assert ticket_id in board or not builder.inputs(ticket_id).escalations
+            escalated = [f for f in builder.inputs(ticket_id).escalations.values()
+                         if not f.warning]  # fmt: skip
+            assert (ticket_id in board) == bool(escalated), ticket_id
     for ticket_id, entry in board.items():
         state = run.driver.states[ticket_id]
         expected = None
@@ -155,3 +199,5 @@ def test_the_board_agrees_with_the_engines_final_state(
             reverse.bump(ticket_id, eid, priority)
         reverse.inputs(ticket_id).life.merge(inputs.life)
     assert reverse.entries(policy) == board
+    assert all(e.reason != "SLA_WARNING" for e in board.values())
+    assert run.report.board_warnings == builder.warnings() and builder.warnings()

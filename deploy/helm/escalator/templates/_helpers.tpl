@@ -105,6 +105,14 @@ Checks of combinations the schema cannot express; a mistake stops rendering with
 {{- if and $v.networkPolicy.enabled $v.metrics.serviceMonitor.enabled (empty $v.networkPolicy.metricsFrom) }}
 {{- fail "metrics.serviceMonitor.enabled with networkPolicy.enabled needs networkPolicy.metricsFrom (the Prometheus pods or namespace), or nothing can scrape" }}
 {{- end }}
+{{- with $v.sinks.helpdesk }}{{ if .enabled }}
+{{- if not (regexMatch "^https?://[^/:@]+" .url) }}
+{{- fail "sinks.helpdesk.enabled needs sinks.helpdesk.url, the desk's http(s) base URL (e.g. https://acme.zendesk.com)" }}
+{{- end }}
+{{- if and (eq .kind "zendesk") (empty .zendeskEmail) }}
+{{- fail "sinks.helpdesk.kind=zendesk needs sinks.helpdesk.zendeskEmail (the agent the API token belongs to)" }}
+{{- end }}
+{{- end }}{{ end }}
 {{- if and $v.sinks.webhook.enabled (empty $v.sinks.webhook.targets) }}
 {{- fail "sinks.webhook.enabled needs at least one target in sinks.webhook.targets (or set sinks.webhook.enabled=false)" }}
 {{- end }}
@@ -149,7 +157,7 @@ dir/file (read-only) and sets env to that path.
 {{- $base := "/var/run/secrets/escalator" }}
 {{- $out := list }}
 {{- /* Only what each process uses: the board never talks to Kafka, the worker never to Redis. */}}
-{{- $kafka := has $c (list "worker" "ingest" "sink-redis" "sink-webhook") }}
+{{- $kafka := has $c (list "worker" "ingest" "sink-redis" "sink-webhook" "sink-helpdesk") }}
 {{- if and $kafka (include "escalator.kafkaUsesSasl" .root) }}
 {{- $out = append $out (dict "volume" "kafka-sasl" "secret" $v.kafka.sasl.passwordSecret.name "key" $v.kafka.sasl.passwordSecret.key "file" "password" "env" "ESCALATOR_KAFKA_SASL_PASSWORD_FILE") }}
 {{- end }}
@@ -199,6 +207,15 @@ dir/file (read-only) and sets env to that path.
 {{- end }}
 {{- if eq $c "sink-webhook" }}
 {{- $out = append $out (dict "volume" "webhook-signing-key" "secret" $v.sinks.webhook.signingKeySecret.name "key" $v.sinks.webhook.signingKeySecret.key "file" "signing-key" "env" "ESCALATOR_WEBHOOK_SIGNING_KEY_FILE") }}
+{{- end }}
+{{- if eq $c "sink-helpdesk" }}
+{{- with $v.sinks.helpdesk }}
+{{- if eq .kind "zendesk" }}
+{{- $out = append $out (dict "volume" "zendesk-api-token" "secret" .zendeskTokenSecret.name "key" .zendeskTokenSecret.key "file" "api-token" "env" "ESCALATOR_ZENDESK_API_TOKEN_FILE") }}
+{{- else }}
+{{- $out = append $out (dict "volume" "freshdesk-api-key" "secret" .freshdeskKeySecret.name "key" .freshdeskKeySecret.key "file" "api-key" "env" "ESCALATOR_FRESHDESK_API_KEY_FILE") }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- range $out }}
 {{- $_ := set . "dir" (printf "%s/%s" $base .volume) }}
