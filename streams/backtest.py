@@ -328,7 +328,7 @@ def backtest_events(
     policies: list[Policy],
     items: Source,
     outs: list[IO[str] | None] | None = None,
-    until: int | None = None,
+    until: int | None | Callable[[int | None], int | None] = None,
     progress: Progress | None = None,
     errors: TextIO | None = None,
     board: bool = False,
@@ -380,7 +380,7 @@ def _backtest_events(
     policies: list[Policy],
     items: Iterable[tuple[int, Item]],
     outs: list[IO[str] | None] | None,
-    until: int | None,
+    until: int | None | Callable[[int | None], int | None],
     progress: Progress | None,
     errors: TextIO | None,
     board: bool,
@@ -423,6 +423,8 @@ def _backtest_events(
         progress.update(events % PROGRESS_EVERY)
     if errors is not None and bad > MAX_ERRORS_SHOWN:
         errors.write(f"... {bad - MAX_ERRORS_SHOWN} more bad lines skipped\n")
+    if callable(until):  # --jobs: where history ends is known once every process got there
+        until = until(clock if clock >= 0 else None)
     for run in runs:
         run.finish(until)
         run.report.events = events

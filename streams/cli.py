@@ -63,7 +63,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from streams.backtest import run_backtest
+    from streams.backtest_jobs import run_parallel_backtest
 
     policy = _policy_arg(args.policy)
     other = _policy_arg(args.compare) if args.compare else None
@@ -77,9 +77,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UserError(str(exc)) from None
     max_ahead = _duration_arg(args.max_ahead, "--max-ahead")
-    run_backtest(
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs}: must be at least 1")
+    run_parallel_backtest(
         policy, path, Path(args.out) if args.out else None, other, until,
-        arrival_order=args.arrival_order, max_ahead=max_ahead,
+        arrival_order=args.arrival_order, max_ahead=max_ahead, jobs=args.jobs or 0,
     )  # fmt: skip
     return 0
 
@@ -561,6 +563,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-ahead",
         default="30d",
         help="refuse (by line) an event this far past the history's clock so far (default 30d)",
+    )
+    back.add_argument(
+        "--jobs",
+        type=int,
+        help="processes, tickets split between them by hash; same output (default: one per core)",
     )
     back.set_defaults(func=cmd_backtest)
 
