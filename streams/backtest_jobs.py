@@ -226,22 +226,26 @@ def run_parallel_backtest(
             process.start()
         got: dict[int, Shard | str] = {}
         shown = 0
-        while len(got) < jobs:
+        failed: str | None = None
+        while len(got) < jobs and failed is None:
             try:
-                index, shard = results.get(timeout=0.2)
-                got[index] = shard
-            except queue.Empty:
-                if any(not p.is_alive() and p.exitcode for p in processes):
-                    barrier.abort()
+                index, result = results.get(timeout=0.2)
+                got[index] = result
+                if isinstance(result, str):
+                    failed = result
+            except queue.Empty:  # a child's results are in the pipe before it exits
+                dead = [p for p in processes if not p.is_alive()]
+                if any(p.exitcode for p in dead) or len(dead) == jobs:
+                    failed = f"a process died (exit codes {[p.exitcode for p in dead]})"
             now = done.value
             progress.update(now - shown)
             shown = now
-            failed = [r for r in got.values() if isinstance(r, str)]
-            if failed or (len(got) < jobs and all(not p.is_alive() for p in processes)):
-                for process in processes:
-                    process.kill()
-                progress.close()
-                raise RuntimeError(f"backtest --jobs: a process failed: {failed[:1] or 'died'}")
+        if failed is not None:
+            barrier.abort()
+            for process in processes:
+                process.kill()
+            progress.close()
+            raise RuntimeError(f"backtest --jobs: {failed}")
         for process in processes:
             process.join()
         shards = [got[i] for i in range(jobs)]  # type: ignore[misc]
