@@ -626,7 +626,7 @@ class Worker:
         revoked = {tp.partition for tp in partitions if tp.topic == self.source}
         # Cooperative: the revocation comes after the group's new generation was synced;
         # a commit under the old one would be refused (KIP-447 fencing by generation).
-        self.group = consumer.consumer_group_metadata()
+        self._refresh_group(consumer)
         self._drop_restoring(revoked)
         if not self.abandoned:
             if self.dirty:
@@ -641,6 +641,15 @@ class Worker:
         leaving = [tp for tp in partitions if (tp.topic, tp.partition) in assigned]
         if leaving:
             consumer.incremental_unassign(leaving)
+
+    def _refresh_group(self, consumer: Consumer) -> None:
+        """The generation to commit under. A consumer evicted from the group (a stalled
+        zombie serving stale callbacks) has none: it keeps its old generation's, which the
+        coordinator refuses, so its commit fails and it restarts."""
+        try:
+            self.group = consumer.consumer_group_metadata()
+        except RuntimeError as exc:  # "Consumer group metadata not available"
+            log.warning("no group metadata (%s): keeping the last generation's", exc)
 
     def _checkpoint(self, partition: int) -> Checkpoint | None:
         """What the partition's store holds, right after a commit (no transaction open): the
@@ -692,7 +701,7 @@ class Worker:
         restore takes, the worker serves rebalances and stays in its group."""
         started = time.monotonic()
         self.rebalancing = True
-        self.group = consumer.consumer_group_metadata()
+        self._refresh_group(consumer)
         added = sorted(tp.partition for tp in partitions if tp.topic == self.source)
         if partitions:
             consumer.incremental_assign(partitions)
