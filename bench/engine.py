@@ -1,7 +1,7 @@
 """Backtest throughput of the SLA engine, next to the rate of merely parsing the same history.
 
     .venv/bin/python bench/engine.py [--tickets 100000] [--seed 7] [--history FILE] [--repeat 3]
-                                     [--no-compiled]
+                                     [--no-compiled] [--jobs N]
 
 Prints events/s for (a) parsing the JSON Lines into TicketEvents, (b) the full event-time
 backtest with the default policy (parsing included) in plain Python and (c) the same with
@@ -10,7 +10,9 @@ directory first, about 40 s), and the ratios: the engine's own cost is what sepa
 backtest from parsing, printed per event. Each backtest runs in a fresh child process, so
 both start alike. With --repeat the runs alternate and the best of each counts, since a
 shared machine only ever slows a run down. Goal: at least 80,000 events/s on one core.
-Figures, never pass/fail.
+Then `escalator backtest --jobs N` (default: one per core) against `--jobs 1`, --out
+written and merged in both, and the speed-up (goal: 1.8x on 2 cores). Figures, never
+pass/fail.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 from connectors.generator import generate_to_file
 from connectors.history import LineError, read_history
 from streams.backtest import EventTimeDriver, backtest_events
+from streams.backtest_jobs import default_jobs, run_parallel_backtest
 from streams.processor import encode_state
 from streams.progress import Progress
 from streams.sla.engine import Engine
@@ -70,6 +73,16 @@ def backtest_in_child(path: Path, root: Path) -> tuple[int, float, int, int]:
     if engine.parent.parent.parent != root or (engine.suffix == ".py") == (root != REPO):
         raise SystemExit(f"bench: a backtest meant to run from {root} imported {engine}")
     return result["events"], result["seconds"], result["escalations"], result["tickets"]
+
+
+def jobs_run(path: Path, jobs: int, tmp: Path) -> tuple[float, bytes]:
+    """Seconds of `escalator backtest --jobs N --out FILE` as the command runs it, and the
+    file (the speed-up only counts if the output is the same)."""
+    out = tmp / f"jobs-{jobs}.jsonl"
+    start = time.perf_counter()
+    with open(os.devnull, "w") as sink:
+        run_parallel_backtest(load_policy(), path, out, stdout=sink, stderr=sink, jobs=jobs)
+    return time.perf_counter() - start, out.read_bytes()
 
 
 def compile_engine(dest: Path) -> bool:
@@ -115,6 +128,7 @@ def main() -> int:
     parser.add_argument("--history", type=Path, help="use this history instead of generating")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each; the best counts")
     parser.add_argument("--no-compiled", action="store_true", help="plain Python only")
+    parser.add_argument("--jobs", type=int, default=default_jobs(), help="for the speed-up")
     parser.add_argument("--backtest-only", type=Path, help=argparse.SUPPRESS)  # the child
     args = parser.parse_args()
 
@@ -156,6 +170,15 @@ def main() -> int:
                 runs[name].append(run_s)
                 outcomes[name] = (events, escalations, tickets)
         per_ticket, stored = state_bytes(path)
+        jobs_s: dict[int, list[float]] = {1: [], args.jobs: []}
+        same = True
+        if args.jobs > 1:
+            for _ in range(max(args.repeat, 1)):
+                one_s, one_out = jobs_run(path, 1, Path(tmp))
+                many_s, many_out = jobs_run(path, args.jobs, Path(tmp))
+                jobs_s[1].append(one_s)
+                jobs_s[args.jobs].append(many_s)
+                same = same and one_out == many_out
 
     parse_s = min(parse_runs)
     parse_rate = parsed / parse_s
@@ -183,6 +206,16 @@ def main() -> int:
         f"goal: >= 80,000 events/s backtest on one core; best here {max(rates.values()):,.0f}"
         f" ({1e6 / 80_000 - parse_s / parsed * 1e6:.1f} us per event beyond parsing fits it)"
     )
+    if args.jobs > 1:
+        one_s, many_s = min(jobs_s[1]), min(jobs_s[args.jobs])
+        print(
+            f"backtest --jobs {args.jobs}: {parsed / many_s:,.0f} events/s against --jobs 1: "
+            f"{parsed / one_s:,.0f} events/s (--out written): speed-up {one_s / many_s:.2f}x "
+            f"on {default_jobs()} cores (goal 1.8x on 2); outputs "
+            + ("identical" if same else "DIFFER")
+        )
+        load = os.getloadavg()[0]
+        print(f"load average during the run: {load:.1f} (a shared machine lowers the speed-up)")
     print(
         f"engine state: ~{per_ticket:,.0f} bytes per ticket in memory (tracemalloc, first 20k "
         f"tickets, engine included); ~{stored:,.0f} bytes per open ticket as stored "

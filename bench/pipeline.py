@@ -4,6 +4,7 @@
     .venv/bin/python bench/pipeline.py --metrics-cost [--rounds 2] [--agents 100 --days 2]
     .venv/bin/python bench/pipeline.py --registry-cost URL [--rounds 1] [--agents 100 --days 2]
     .venv/bin/python bench/pipeline.py --runtimes [--agents 100 --days 2]
+    .venv/bin/python bench/pipeline.py --open-tickets 1000000   (bench/open_tickets.py)
 
 1. Ceiling: a bare confluent-kafka consumer with fastavro decoding reads ticket-events.
 2. Throughput: one `escalator worker` (exactly-once, RocksDB state, changelog) drains the
@@ -396,11 +397,19 @@ def main() -> int:
     parser.add_argument(
         "--runtimes", action="store_true", help="only the ceiling, the loop's and Faust's drains"
     )
+    parser.add_argument(
+        "--open-tickets", type=int, metavar="N", help="only: a worker holding N open tickets"
+    )
     args = parser.parse_args()
     settings = load_settings()
     partitions = settings.partitions
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        if args.open_tickets:
+            import open_tickets  # bench/open_tickets.py, beside this file
+
+            open_tickets.run(settings, root, args.open_tickets, sys.modules[__name__])
+            return 0
         prefix = f"bench{uuid.uuid4().hex[:8]}-"
         topics = Topics(prefix)
         ensure_topics(settings, topics)

@@ -218,12 +218,15 @@ class BacktestRun:
         out: IO[str] | None = None,
         board: bool = False,
         arrival_order: bool = False,
+        record_ops: bool = False,
     ) -> BacktestRun:
         driver = EventTimeDriver(Engine(policy), arrival_order=arrival_order)
         builder = BoardBuilder() if board else None
         report = BacktestReport(policy.source)
         if policy.ops_alerts.enabled:
             report.ops = QueueWindows(policy.ops_alerts)
+            if record_ops:
+                report.ops_record = []
         return cls(policy, driver, report, out, builder)
 
     def feed(self, event: TicketEvent, line: int = 0) -> None:
@@ -337,12 +340,13 @@ def backtest_events(
     policies: list[Policy],
     items: Source,
     outs: list[IO[str] | None] | None = None,
-    until: int | None = None,
+    until: int | None | Callable[[int | None], int | None] = None,
     progress: Progress | None = None,
     errors: TextIO | None = None,
     board: bool = False,
     arrival_order: bool = False,
     max_ahead: int = DEFAULT_MAX_AHEAD,
+    record_ops: bool = False,
 ) -> list[BacktestReport]:
     """Run each policy over the same events in one pass; bad lines are reported, not fatal.
 
@@ -352,19 +356,29 @@ def backtest_events(
     read again and sorted in memory. With `arrival_order` the file's order is kept, late
     events included, as a live worker would have received it. An event more than
     `max_ahead` past the history's clock so far is refused by line. With `board`, each
-    report's `board` holds the open escalations at the end of history.
+    report's `board` holds the open escalations at the end of history. With `record_ops`
+    (a --jobs shard) the queue stats are kept for the parent instead of alerted on.
     """
     with collector_paused():
         if arrival_order:
             source = items() if callable(items) else items
             return _backtest_events(
-                policies, _numbered(source), outs, until, progress, errors, board, True, max_ahead
+                policies,
+                _numbered(source),
+                outs,
+                until,
+                progress,
+                errors,
+                board,
+                True,
+                max_ahead,
+                record_ops,
             )
         if callable(items):
             try:
                 return _backtest_events(
                     policies, _in_time_order(items()), outs, until, progress, errors,
-                    board, False, max_ahead,
+                    board, False, max_ahead, record_ops,
                 )  # fmt: skip
             except _OutOfOrder as exc:
                 if errors is not None:
@@ -381,7 +395,7 @@ def backtest_events(
                 items = items()
         return _backtest_events(
             policies, _time_sorted(list(_numbered(items))), outs, until, progress, errors,
-            board, False, max_ahead,
+            board, False, max_ahead, record_ops,
         )  # fmt: skip
 
 
@@ -389,15 +403,18 @@ def _backtest_events(
     policies: list[Policy],
     items: Iterable[tuple[int, Item]],
     outs: list[IO[str] | None] | None,
-    until: int | None,
+    until: int | None | Callable[[int | None], int | None],
     progress: Progress | None,
     errors: TextIO | None,
     board: bool,
     arrival_order: bool,
     max_ahead: int,
+    record_ops: bool = False,
 ) -> list[BacktestReport]:
     runs = [
-        BacktestRun.start(policy, None if outs is None else outs[i], board, arrival_order)
+        BacktestRun.start(
+            policy, None if outs is None else outs[i], board, arrival_order, record_ops
+        )
         for i, policy in enumerate(policies)
     ]
     events = 0
@@ -432,6 +449,8 @@ def _backtest_events(
         progress.update(events % PROGRESS_EVERY)
     if errors is not None and bad > MAX_ERRORS_SHOWN:
         errors.write(f"... {bad - MAX_ERRORS_SHOWN} more bad lines skipped\n")
+    if callable(until):  # --jobs: where history ends is known once every process got there
+        until = until(clock if clock >= 0 else None)
     for run in runs:
         run.finish(until)
         run.report.events = events
@@ -484,13 +503,30 @@ def run_backtest(
         if out is not None:
             out.close()
     seconds = progress.close()
-    diff = None if other is None else comparison(reports[0], reports[1])
+    print_reports(reports, seconds, stdout, stderr, fmt, html_path, out_path)
+    return reports
+
+
+def print_reports(
+    reports: list[BacktestReport],
+    seconds: float,
+    stdout: TextIO,
+    stderr: TextIO,
+    fmt: str = "text",
+    html_path: Path | None = None,
+    out_path: Path | None = None,
+    processes: int = 1,
+) -> None:
+    """What `escalator backtest` prints (and the --html page), whatever ran it: the report
+    of each policy, the what-if of the second against the first, the rate."""
+    diff = None if len(reports) < 2 else comparison(reports[0], reports[1])
     if html_path is not None:
         from streams.report_html import render_report
 
         html_path.write_text(render_report(reports, diff), encoding="utf-8")
     rate = reports[0].events / seconds if seconds > 0 else 0.0
-    done = f"backtest: {reports[0].events:,} events in {seconds:.1f}s ({rate:,.0f} events/s)\n"
+    how = f", {processes} processes" if processes > 1 else ""
+    done = f"backtest: {reports[0].events:,} events in {seconds:.1f}s ({rate:,.0f} events/s{how})\n"
     if fmt == "json":
         document = {
             "reports": [report.to_dict() for report in reports],
@@ -509,4 +545,3 @@ def run_backtest(
         notes.write(f"escalations, priority bumps and reminders written to {out_path}\n")
     if html_path is not None:
         notes.write(f"report page written to {html_path}\n")
-    return reports

@@ -63,7 +63,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from streams.backtest import run_backtest
+    from streams.backtest_jobs import run_parallel_backtest
 
     policy = _policy_arg(args.policy)
     other = _policy_arg(args.compare) if args.compare else None
@@ -72,10 +72,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         raise UserError(f"{path}: no such events file")
     until = _instant_arg(args.until, "--until")
     max_ahead = _duration_arg(args.max_ahead, "--max-ahead")
-    run_backtest(
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs}: must be at least 1")
+    run_parallel_backtest(
         policy, path, Path(args.out) if args.out else None, other, until,
-        arrival_order=args.arrival_order, max_ahead=max_ahead, fmt=args.format,
-        html_path=Path(args.html) if args.html else None,
+        arrival_order=args.arrival_order, max_ahead=max_ahead, jobs=args.jobs or 0,
+        fmt=args.format, html_path=Path(args.html) if args.html else None,
     )  # fmt: skip
     return 0
 
@@ -646,6 +648,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="also write the report as one "
         "self-contained page with charts (no network needed to view it)",
+    )
+    back.add_argument(
+        "--jobs",
+        type=int,
+        help="processes, tickets split between them by hash; same output (default: one per core)",
     )
     back.set_defaults(func=cmd_backtest)
 

@@ -33,7 +33,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
@@ -51,6 +51,8 @@ from confluent_kafka import (
 )
 
 from schemas.codec import RegistryError, codecs_for
+from streams import checkpoint
+from streams.checkpoint import Checkpoint
 from streams.liveness import LOOP, probes
 from streams.metrics import MetricsServer
 from streams.processor import Out, TicketProcessor, is_tick
@@ -198,29 +200,50 @@ class PartitionStore:
         self.old.pop(key, None)
         self._store(key, value)
 
+    def flush_front(self) -> None:
+        """Write the front to the data (a checkpoint covers only what is on disk)."""
+        for generation in (self.old, self.young):
+            for key, value in generation.items():
+                self._store(key, value)
+        self.old, self.young = {}, {}
+
 
 class LocalState:
     """The stores of the owned partitions: dicts (memory://) or one RocksDB per partition
-    under the data dir (rocksdb://, state on disk rather than in memory). A store always
-    starts empty and is filled from the changelog, never reused from an earlier run."""
+    under the data dir (rocksdb://, state on disk rather than in memory).
+
+    A RocksDB store closed cleanly keeps its files and a checkpoint (streams.checkpoint) of
+    the changelog offset it holds; `open()` takes that checkpoint (deleting the file, so a
+    crash from then on leaves none) and the worker decides whether to trust it. Any other
+    store starts empty and is filled from the changelog."""
 
     def __init__(self, settings: Settings) -> None:
         self.rocksdb = settings.store.startswith("rocksdb://")
         self.root = settings.data_dir / "tickets"
         self.stores: dict[int, PartitionStore] = {}
         self.dbs: dict[int, Any] = {}
+        self.checkpoints: dict[int, Checkpoint] = {}  # taken by open(), not yet judged
         if self.rocksdb and self.root.exists():
-            shutil.rmtree(self.root)
+            for path in self.root.iterdir():  # a store without a checkpoint is worthless
+                if not (path / checkpoint.FILE).exists():
+                    shutil.rmtree(path, ignore_errors=True)
 
-    def open(self, partition: int) -> PartitionStore:
+    def open(self, partition: int, resume: bool = False) -> PartitionStore:
+        """The partition's store: empty, or with `resume` what a clean close left on disk
+        (its checkpoint then in `checkpoints[partition]`)."""
         self.close(partition)
+        self.checkpoints.pop(partition, None)
         data: MutableMapping[bytes, bytes]
         if self.rocksdb:
             from rocksdict import Options, Rdict, WriteOptions
 
             path = self.root / str(partition)
-            shutil.rmtree(path, ignore_errors=True)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            taken = checkpoint.take(path) if resume and path.exists() else None
+            if taken is None:
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                self.checkpoints[partition] = taken
+            path.mkdir(parents=True, exist_ok=True)
             options = Options(raw_mode=True)
             # Recent writes live in the store's front: small memtables keep memory per
             # partition bounded (RocksDB's default is up to 2 x 64 MB each).
@@ -228,7 +251,9 @@ class LocalState:
             options.set_max_write_buffer_number(2)
             db = Rdict(str(path), options)
             writes = WriteOptions()
-            writes.disable_wal = True  # never reopened: the changelog is the durable copy
+            # No WAL: a store is flushed before its checkpoint is written, and a store
+            # without a checkpoint is never read again.
+            writes.disable_wal = True
             db.set_write_options(writes)
             self.dbs[partition] = db
             data = db
@@ -237,21 +262,47 @@ class LocalState:
         store = self.stores[partition] = PartitionStore(data, FRONT_KEYS if self.rocksdb else 0)
         return store
 
-    def close(self, partition: int) -> None:
-        self.stores.pop(partition, None)
+    def close(self, partition: int, kept: Checkpoint | None = None) -> None:
+        """Close the store; with `kept` (the offsets it holds, all committed) a RocksDB
+        store stays on disk for the next open, else its files are removed."""
+        store = self.stores.pop(partition, None)
+        self.checkpoints.pop(partition, None)
         db = self.dbs.pop(partition, None)
-        if db is not None:
+        if db is None:
+            return
+        path = self.root / str(partition)
+        if kept is not None and store is not None:
+            store.flush_front()
+            db.flush(True)  # the memtables: writes skip the WAL
             db.close()
-            shutil.rmtree(self.root / str(partition), ignore_errors=True)
+            checkpoint.write(path, kept)
+            return
+        db.close()
+        shutil.rmtree(path, ignore_errors=True)
 
-    def close_all(self) -> None:
+    def close_all(self, kept: dict[int, Checkpoint] | None = None) -> None:
         for partition in list(self.stores):
-            self.close(partition)
+            self.close(partition, (kept or {}).get(partition))
+
+    def items(self, partitions: Iterable[int] | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Every ticket of the given (default: all open) partitions: the processor rebuilds
+        its due index from it."""
+        wanted = list(self.stores) if partitions is None else list(partitions)
+        for p in wanted:
+            store = self.stores.get(p)
+            if store is not None:
+                yield from store.items()
+
+
+class Partitions:
+    """Some partitions of a LocalState, as the processor's Snapshot (a due index rebuilt for
+    new partitions reads only their stores)."""
+
+    def __init__(self, state: LocalState, partitions: Iterable[int]) -> None:
+        self.state, self.partitions = state, list(partitions)
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
-        """Every owned ticket (the processor rebuilds its due index from it)."""
-        for store in list(self.stores.values()):
-            yield from store.items()
+        return self.state.items(self.partitions)
 
 
 # ---------------------------------------------------------------------- clients
@@ -270,7 +321,8 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": min(3000, settings.session_timeout_ms // 3),
-        "partition.assignment.strategy": "range",  # eager: revoke all, then assign
+        # Incremental rebalances: partitions that stay put keep processing (issue #22).
+        "partition.assignment.strategy": "cooperative-sticky",
     }
 
 
@@ -297,6 +349,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 
 
 RESTORE_SLICE_S = 0.5  # changelog reading between two polls of the group consumer
+RESTORE_SLICE_BUSY_S = 0.1  # ... while other partitions are processing
 RESTORE_BATCH = 2000
 
 
@@ -306,15 +359,16 @@ class Restore:
 
     partitions: list[TopicPartition]  # as assigned (paused until restored)
     wanted: list[int]
-    kept: int  # partitions whose store was kept
+    kept: int  # partitions whose store was kept (resumed from a checkpoint)
     started: float
-    restoring: list[int]  # partitions whose store starts empty
+    restoring: list[int]  # partitions whose store is filled from the changelog
     reader: Consumer | None = None  # of the non-empty changelog partitions among them
     todo: set[int] = field(default_factory=set)  # being read, not yet at their end
     backlog: list[Message] = field(default_factory=list)  # read, not yet loaded
     records: int = 0
     rebuild: Iterator[int] | None = None  # the due index, rebuilt once the stores are full
     tickets: int = 0
+    resumed: dict[int, Checkpoint] = field(default_factory=dict)  # trusted checkpoints
 
 
 class Worker:
@@ -337,13 +391,13 @@ class Worker:
         self.out = out
         self.processor = build_processor(settings, policy, topics, event_time)
         self.state = LocalState(settings)
-        self.owned: list[int] = []
+        self.owned: list[int] = []  # partitions restored and processing
+        self.live: set[int] = set()  # the same, for the per-message check
         self.offsets: dict[int, int] = {}  # next offset per partition, not yet committed
         self.committed: dict[int, int] = {}  # next offset per partition, committed
         self.highs: dict[int, int] = {}  # high watermark per owned partition, read by the loop
         self.open = False  # a transaction is open (exactly-once)
         self.dirty = False  # records or offsets wait for the next commit
-        self.clean_revoke = False  # the last revocation committed: kept stores are current
         self.group: Any = None  # the group generation of the assignment (KIP-447 fencing)
         self.restoring: Restore | None = None  # the assignment's stores being filled
         self.assignments = 0
@@ -393,7 +447,6 @@ class Worker:
                     raise Restart(self.fatal)
                 if self.restoring is not None:
                     self._restore_slice()
-                    continue
                 now = time.monotonic()
                 if not self.event_time and now >= next_tick:
                     next_tick = now + tick_s
@@ -444,7 +497,7 @@ class Worker:
             return
         p = msg.partition()
         store = self.state.stores.get(p)
-        if store is None or self.rebalancing:
+        if store is None or p not in self.live:
             return  # fetched before its partition was revoked: the next owner reads it
         assert p is not None
         headers = msg.headers()
@@ -566,17 +619,54 @@ class Worker:
     # ------------------------------------------------------------------ rebalances
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Commit what was processed while the generation is still ours (eager protocol); the
-        stores stay, for the partitions that come back in the assignment."""
-        self.rebalancing = True
-        self._cancel_restore()
-        if self.abandoned:
-            self.owned = []
-            return
-        if self.dirty:
-            self._commit()
-        self.owned = []
-        self.clean_revoke = True
+        """Partitions leave (cooperative: only these; the others keep processing). Commit the
+        open transaction while the partitions are still ours (it may hold records of the
+        revoked ones), then close their stores with a checkpoint of what they hold, so the
+        partition coming back, or this worker restarting, reads only the changelog's tail."""
+        revoked = {tp.partition for tp in partitions if tp.topic == self.source}
+        # Cooperative: the revocation comes after the group's new generation was synced;
+        # a commit under the old one would be refused (KIP-447 fencing by generation).
+        self._refresh_group(consumer)
+        self._drop_restoring(revoked)
+        if not self.abandoned:
+            if self.dirty:
+                self._commit()
+            for p in sorted(revoked & set(self.owned)):
+                self.state.close(p, self._checkpoint(p))
+        self._set_owned([p for p in self.owned if p not in revoked])
+        self.processor.forget(revoked)
+        for p in revoked:
+            self.committed.pop(p, None)
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        leaving = [tp for tp in partitions if (tp.topic, tp.partition) in assigned]
+        if leaving:
+            consumer.incremental_unassign(leaving)
+
+    def _refresh_group(self, consumer: Consumer) -> None:
+        """The generation to commit under. A consumer evicted from the group (a stalled
+        zombie serving stale callbacks) has none: it keeps its old generation's, which the
+        coordinator refuses, so its commit fails and it restarts."""
+        try:
+            self.group = consumer.consumer_group_metadata()
+        except RuntimeError as exc:  # "Consumer group metadata not available"
+            log.warning("no group metadata (%s): keeping the last generation's", exc)
+
+    def _checkpoint(self, partition: int) -> Checkpoint | None:
+        """What the partition's store holds, right after a commit (no transaction open): the
+        changelog's end now, at or past every record this worker committed to it."""
+        if self.open or self.dirty or partition not in self.committed:
+            return None
+        try:
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(self.changelog, partition), timeout=TIMEOUT_S
+            )
+        except KafkaException as exc:
+            log.warning("no checkpoint for partition %d: %s", partition, exc)
+            return None
+        return Checkpoint(
+            self.changelog, partition, high, self.committed[partition],
+            transactional_id(self.settings), time.time(),
+        )  # fmt: skip
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions taken away without a revocation (session expired): nothing of the open
@@ -584,8 +674,8 @@ class Worker:
         log.warning("partitions lost: %s", sorted(tp.partition for tp in partitions))
         self.rebalancing = True
         self._cancel_restore()
-        self.owned = []
-        self.clean_revoke = False
+        self._set_owned([])
+        self.committed.clear()
         if self.abandoned:
             # From consumer.close() on the way to a restart, which aborts the transaction
             # after it. Aborting here hung close() in the client's unassign that follows
@@ -596,7 +686,7 @@ class Worker:
     def _abort(self) -> None:
         self.offsets.clear()
         self.dirty = False
-        self.state.close_all()
+        self.state.close_all()  # they hold writes of the aborted transaction: no checkpoint
         if self.exactly_once and self.open:
             self.open = False
             try:
@@ -605,73 +695,98 @@ class Worker:
                 raise Restart(f"aborting a transaction failed: {exc.args[0]}") from None
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Take the assignment paused, and start restoring what is not kept: the loop fills
-        the stores a slice at a time between its polls, so however long a restore takes, the
-        worker serves rebalances and stays in its group (max.poll.interval.ms)."""
+        """Take the new partitions paused, and restore their stores (from a checkpoint when
+        it is trusted, else in full): the loop fills them a slice at a time between its
+        polls, while the partitions it owns already keep processing, so however long a
+        restore takes, the worker serves rebalances and stays in its group."""
         started = time.monotonic()
-        wanted = sorted(tp.partition for tp in partitions if tp.topic == self.source)
-        self.group = consumer.consumer_group_metadata()
+        self.rebalancing = True
+        self._refresh_group(consumer)
+        added = sorted(tp.partition for tp in partitions if tp.topic == self.source)
+        if partitions:
+            consumer.incremental_assign(partitions)
+            consumer.pause(partitions)  # nothing is read before its partition's state is complete
+        if not added:
+            if self.restoring is None:
+                self._ready()
+            return  # a rebalance that brings nothing new: a restore under way goes on
         # Committed offsets first: under read_committed this waits until no transaction of
         # a previous owner is pending on them, so the changelog read next is final.
-        committed = {
-            tp.partition: max(tp.offset, 0)
-            for tp in (
-                consumer.committed(
-                    [TopicPartition(self.source, p) for p in wanted], timeout=TIMEOUT_S
-                )
-                if wanted
-                else []
-            )
-        }
-        # A kept store is current only if nobody committed the partition since this worker.
-        kept = {
-            p
-            for p in set(self.state.stores) & set(wanted)
-            if self.clean_revoke and self.committed.get(p) == committed[p]
-        }
-        for p in set(self.state.stores) - kept:
-            self.state.close(p)
-        self.processor.forget(set(self.processor.due) - set(wanted))
-        self.committed = committed
-        consumer.assign(partitions)
-        consumer.pause(partitions)  # nothing is read before its partition's state is complete
-        restore = Restore(
-            partitions, wanted, len(kept), started, [p for p in wanted if p not in kept]
+        committed = consumer.committed(
+            [TopicPartition(self.source, p) for p in added], timeout=TIMEOUT_S
         )
-        self.restoring = restore
-        for p in restore.restoring:
-            self.state.open(p)
-        if restore.restoring:
-            self._start_reader(restore)
+        self.committed.update({tp.partition: max(tp.offset, 0) for tp in committed})
+        self.processor.forget(added)
+        again = self._cancel_restore()  # restarted with the new partitions
+        self._begin_restore(sorted(set(again) | set(added)), started)
+
+    def _drop_restoring(self, revoked: set[int]) -> None:
+        """Stop restoring revoked partitions; the rest of the restore starts again."""
+        restore = self.restoring
+        if restore is None or not revoked & set(restore.wanted):
+            return
+        again = [p for p in self._cancel_restore() if p not in revoked]
+        if again:
+            self._begin_restore(again, restore.started)
+
+    def _begin_restore(self, wanted: list[int], started: float) -> None:
+        restore = self.restoring = Restore(
+            [TopicPartition(self.source, p) for p in wanted], wanted, 0, started, list(wanted)
+        )
+        for p in wanted:
+            self.state.open(p, resume=True)
+        self._start_reader(restore)
 
     def _start_reader(self, restore: Restore) -> None:
-        """Read the changelog partitions to restore that hold records, from their start."""
+        """Read the changelog partitions to restore that hold records: from a trusted
+        checkpoint's offset (the store kept what is before it), else from their start into
+        an empty store. How it decides: streams.checkpoint.distrust, README "Restarts"."""
         reader = restore.reader = Consumer(
             {
                 **self.settings.kafka.confluent(),
                 "group.id": f"{self.settings.app_id}-restore",  # never commits
-                "isolation.level": "read_committed",
+                "isolation.level": "read_committed",  # aborted records and markers skipped
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "error_cb": self._client_error,
             }
         )
+        owner = transactional_id(self.settings)
+        starts = []
         for p in restore.restoring:
             low, high = reader.get_watermark_offsets(
                 TopicPartition(self.changelog, p), timeout=TIMEOUT_S
             )
-            if high > low:
+            start = OFFSET_BEGINNING
+            if self.state.rocksdb:
+                taken = self.state.checkpoints.pop(p, None)
+                why = checkpoint.distrust(
+                    taken, changelog=self.changelog, partition=p, owner=owner,
+                    committed=self.committed.get(p, 0), low=low, high=high,
+                )  # fmt: skip
+                if why is None and taken is not None:
+                    start = taken.offset
+                    restore.resumed[p] = taken
+                    self.say(f"partition {p}: from its checkpoint, changelog {start}..{high}")
+                else:
+                    if taken is not None:
+                        self.state.open(p)  # what it holds may be wrong: start empty
+                    self.say(f"partition {p}: restored in full, {low}..{high} ({why})")
+            if high > max(start, low):
                 restore.todo.add(p)
-        reader.assign([TopicPartition(self.changelog, p, OFFSET_BEGINNING) for p in restore.todo])
+                starts.append(TopicPartition(self.changelog, p, start))
+        restore.kept = len(restore.resumed)
+        reader.assign(starts)
 
     def _restore_slice(self) -> None:
-        """Load changelog records for up to RESTORE_SLICE_S, up to each partition's last
-        stable offset (where read_committed reports its end), then rebuild the due index
-        from the full stores, also a slice at a time."""
+        """Load changelog records for up to a slice, up to each partition's last stable
+        offset (where read_committed reports its end), then rebuild the due index of the
+        restored partitions from their stores, also a slice at a time."""
         restore = self.restoring
         assert restore is not None
         stores, todo, clock = self.state.stores, restore.todo, time.monotonic
-        deadline = clock() + RESTORE_SLICE_S
+        # Shorter slices while other partitions are processing: they wait meanwhile.
+        deadline = clock() + (RESTORE_SLICE_S if not self.owned else RESTORE_SLICE_BUSY_S)
         while todo and clock() < deadline:
             assert restore.reader is not None
             batch = restore.backlog or restore.reader.consume(RESTORE_BATCH, 0.1)
@@ -694,7 +809,9 @@ class Worker:
             if restore.reader is not None:
                 restore.reader.close()
                 restore.reader = None
-            restore.rebuild = self.processor.rebuilding(self.state, restore.wanted)
+            restore.rebuild = self.processor.rebuilding(
+                Partitions(self.state, restore.wanted), restore.wanted
+            )
         for tickets in restore.rebuild:
             restore.tickets = tickets
             if clock() > deadline:
@@ -702,32 +819,43 @@ class Worker:
         self._restored()
 
     def _restored(self) -> None:
-        """Every store of the assignment is complete and indexed: start reading."""
+        """Every store of the restore is complete and indexed: start reading them."""
         restore = self.restoring
         assert restore is not None
         self.restoring = None
         self.consumer.resume(restore.partitions)
-        self.owned = restore.wanted
-        self.rebalancing = False
-        self.assignments += 1
+        self._set_owned(sorted(set(self.owned) | set(restore.wanted)))
         self.say(
             f"due index rebuilt: {restore.tickets} tickets on partitions {restore.wanted} "
             f"({restore.records} changelog records restored, {restore.kept} partitions kept, "
             f"{time.monotonic() - restore.started:.1f}s)"
         )
-        self.say(f"{READY} (assignment {self.assignments}: partitions {restore.wanted})")
+        self._ready()
 
-    def _cancel_restore(self) -> None:
-        """A rebalance or shutdown before the restore finished: its stores are incomplete."""
+    def _ready(self) -> None:
+        self.rebalancing = False
+        if self.owned:
+            self.assignments += 1
+            self.say(f"{READY} (assignment {self.assignments}: partitions {self.owned})")
+
+    def _set_owned(self, partitions: list[int]) -> None:
+        self.owned = partitions
+        self.live = set(partitions)
+
+    def _cancel_restore(self) -> list[int]:
+        """A rebalance or shutdown before the restore finished: its stores are incomplete.
+        A store resumed from a checkpoint keeps it (replaying its tail again from there is
+        idempotent); the others are removed. Returns the partitions it was restoring."""
         restore, self.restoring = self.restoring, None
         if restore is None:
-            return
+            return []
         if restore.rebuild is not None:
             restore.rebuild.close()  # before any store it iterates is closed
-        for p in restore.restoring:
-            self.state.close(p)
         if restore.reader is not None:
             restore.reader.close()
+        for p in restore.wanted:
+            self.state.close(p, restore.resumed.get(p))
+        return restore.wanted
 
     # ------------------------------------------------------------------ errors, status
 

@@ -110,6 +110,9 @@ class BacktestReport:
     ops: QueueWindows | None = None  # the `escalator alerts` windows, fed from the history
     ops_alerts: list[QueueAlert] = field(default_factory=list)
     ops_late: int = 0  # stats that came after their windows closed (dropped, as live)
+    # --jobs: a shard's queue stats as (its clock, closes windows, stat), replayed in the
+    # parent in clock order, since a queue's windows span the tickets of every shard
+    ops_record: list[tuple[int, bool, QueueStat]] | None = None
     # ticket -> its escalations waiting for an answer: (escalation_id, level, fired_at)
     _waiting: dict[str, list[tuple[str, int, int]]] = field(default_factory=dict)
     board_warnings: dict[str, WarningEntry] | None = None  # open SLA warnings, shown apart
@@ -146,7 +149,8 @@ class BacktestReport:
                     if state is not None:
                         queue = queue_name(state.channel, state.category)
                         ident = stat_id(StatKind.BREACHED, action.escalation_id)
-                        self._stat(QueueStat(queue, StatKind.BREACHED, action.due_at, ident))
+                        stat = QueueStat(queue, StatKind.BREACHED, action.due_at, ident)
+                        self._stat(stat, action.fired_at, closes=False)
             elif isinstance(action, PriorityBump):
                 self.priority_bumps += 1
             elif isinstance(action, Reminder):
@@ -184,13 +188,30 @@ class BacktestReport:
         elif self.ops is not None:
             stat = _QUEUE_STATS[kind]
             queue = queue_name(state.channel, state.category)
-            self._stat(QueueStat(queue, stat, t, stat_id(stat, event.event_id)))
-            # windows close as the alerts process closes them: allowed_lateness behind
-            self._close(t - self.ops.config.allowed_lateness)
+            self._stat(QueueStat(queue, stat, t, stat_id(stat, event.event_id)), t, closes=True)
 
-    def _stat(self, stat: QueueStat) -> None:
-        if self.ops is not None:
+    def _stat(self, stat: QueueStat, clock: int, closes: bool) -> None:
+        """Add a queue stat at the driver's `clock`; after an event's stat the windows close
+        as the alerts process closes them: allowed_lateness behind."""
+        if self.ops_record is not None:
+            self.ops_record.append((clock, closes, stat))
+        elif self.ops is not None:
             self.ops.add(stat)
+            if closes:
+                self._close(clock - self.ops.config.allowed_lateness)
+
+    def replay_ops(self, records: Iterable[tuple[int, bool, QueueStat]], until: int | None) -> None:
+        """The ops windows from shards' recorded stats (merged in clock order), closed at
+        `until` as one process would have."""
+        for clock, closes, stat in records:
+            self._stat(stat, clock, closes)
+        self._close_ops(until)
+
+    def _close_ops(self, until: int | None) -> None:
+        if until is not None and self.ops is not None and self.ops_record is None:
+            # as the alerts process at the end of a replay: allowed_lateness behind the clock
+            self._close(until - self.ops.config.allowed_lateness, final=True)
+            self.ops_late = self.ops.late
 
     def _close(self, watermark: int, final: bool = False) -> None:
         ops = self.ops
@@ -202,10 +223,7 @@ class BacktestReport:
     def finish(self, states: Iterable[TicketState], until: int | None = None) -> None:
         """Count clocks still running when history ends: breached ones are misses; close the
         ops windows that end by `until`; escalations never answered, by level."""
-        if until is not None and self.ops is not None:
-            # as the alerts process at the end of a replay: allowed_lateness behind the clock
-            self._close(until - self.ops.config.allowed_lateness, final=True)
-            self.ops_late = self.ops.late
+        self._close_ops(until)
         for waiting in self._waiting.values():
             for _, level, _ in waiting:
                 self.unanswered[level] += 1
