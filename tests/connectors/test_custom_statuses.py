@@ -6,10 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from connectors.freshdesk import parse_freshdesk
 from connectors.helpdesk import HelpdeskUpdate, to_event
+from connectors.ingest import Ingest
 from connectors.zendesk import parse_zendesk
+from schemas.codec import codec_for
 from streams.sla.engine import Engine
 from streams.sla.events import EventError, EventType, Status
 from streams.sla.policy import parse_policy
@@ -97,3 +100,34 @@ def test_a_mapped_pause_status_pauses_the_clock() -> None:
     state, _ = engine.apply(state, to_event(freshdesk("Waiting on Vendor", old="Open"), None))
     clock = state.clocks["resolution"]
     assert (state.status, clock.running_since, clock.elapsed) == (Status.ON_HOLD, None, 3_600_000)
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, bytes]] = []
+
+    async def send(self, records: Any) -> None:
+        self.records.extend(records)
+
+    async def ready(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+async def test_ingest_maps_the_policys_custom_statuses_on_both_webhooks() -> None:
+    """Through the real aiohttp server: the status reaching the worker is the canonical one."""
+    codec = codec_for("TicketEvent")
+    sink = _Sink()
+    ingest = Ingest(sink, codec, None, clock=lambda: 1_793_700_000.0, statuses=STATUSES)
+    zendesk_body = {"ticket": {"id": 7, "status": "hold", "custom_status": "Waiting on vendor",
+                               "updated_at": "2026-11-02T10:00:00Z"}}  # fmt: skip
+    fw = {"ticket_id": 9, "ticket_status": "Awaiting customer",
+          "ticket_updated_at": "2026-11-02T10:00:00Z"}  # fmt: skip
+    freshdesk_body = {"freshdesk_webhook": fw}
+    async with TestClient(TestServer(ingest.app())) as client:
+        assert (await client.post("/v1/webhooks/zendesk", json=zendesk_body)).status == 202
+        assert (await client.post("/v1/webhooks/freshdesk", json=freshdesk_body)).status == 202
+    statuses = [codec.decode(value)["status"] for _, value in sink.records]
+    assert statuses == ["ON_HOLD", "PENDING"]
