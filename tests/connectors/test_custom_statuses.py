@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.freshdesk import parse_freshdesk
 from connectors.helpdesk import HelpdeskUpdate, to_event
@@ -131,3 +133,33 @@ async def test_ingest_maps_the_policys_custom_statuses_on_both_webhooks() -> Non
         assert (await client.post("/v1/webhooks/freshdesk", json=freshdesk_body)).status == 202
     statuses = [codec.decode(value)["status"] for _, value in sink.records]
     assert statuses == ["ON_HOLD", "PENDING"]
+
+
+_NAMES = {"waiting on vendor": Status.ON_HOLD, "awaiting customer": Status.PENDING,
+          "being worked on": Status.OPEN, "open": Status.OPEN, "pending": Status.PENDING,
+          "resolved": Status.SOLVED, "waiting on third party": Status.ON_HOLD}  # fmt: skip
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    name=st.sampled_from(sorted(_NAMES)),
+    flips=st.lists(st.booleans(), min_size=30, max_size=30),
+    pad=st.sampled_from(["", " ", "  "]),
+)
+def test_any_spelling_of_a_mapped_name_reads_canonical(
+    name: str, flips: list[bool], pad: str
+) -> None:
+    """Case and surrounding blanks never matter; built-in names keep their meaning."""
+    cased = (c.upper() if f else c for c, f in zip(name, flips[: len(name)], strict=True))
+    spelled = pad + "".join(cased) + pad
+    assert freshdesk(spelled).status is _NAMES[name]
+
+
+@settings(max_examples=50, deadline=None)
+@given(name=st.text(st.characters(codec="ascii", categories=["L", "Zs"]), min_size=1))
+def test_an_unmapped_name_is_an_error_naming_the_field(name: str) -> None:
+    if name.strip().lower() in _NAMES or not name.strip() or name.strip() == "-":
+        return
+    with pytest.raises(EventError) as info:
+        freshdesk(name)
+    assert info.value.field == "freshdesk_webhook.ticket_status"
