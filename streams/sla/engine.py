@@ -208,8 +208,8 @@ class Engine:
         # Matching is a pure function of five attributes, and costs microseconds: memoized.
         self._match_tags = any(sla.match.tags is not None for sla in policy.sla_policies)
         self._match_group = any(sla.match.group is not None for sla in policy.sla_policies)
-        # a group change moves the clocks to another calendar where a team has its own
-        self._group_changes = self._match_group or self._teams
+        # groups with a calendar of their own: a move into or out of one moves the clocks
+        self._team_groups = frozenset(policy.spec.group_calendars) if self._teams else frozenset()
         self._matched: dict[tuple[object, ...], _Sla] = {}
         # Tag sets are shared between tickets (a few dozen distinct ones in practice).
         self._tag_sets: dict[frozenset[str], frozenset[str]] = {}
@@ -941,8 +941,10 @@ class Engine:
             state.customer_id = event.customer_id
         value = event.group
         if value is not None and value != state.group:
+            # a key of SLA matching only if used; a team's calendar only for its group
+            if self._match_group or value in self._team_groups or state.group in self._team_groups:
+                changed = True
             state.group = intern(value)
-            changed = changed or self._group_changes  # matters to the SLA only if used
         value = event.assignee_id
         if value is not None and value != state.assignee_id:
             state.assignee_id = intern(value)
