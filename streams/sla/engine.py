@@ -109,6 +109,14 @@ def _timeline(calendar: BusinessCalendar, duration: int | None = None) -> Timeli
     return None if duration == 0 else calendar.unchecked
 
 
+def _held(sla: _Sla, clock: Clock) -> bool:
+    """Whether a `pause` condition holds the clock; a hold the policy no longer has (an older
+    policy's, or another SLA policy's) ends here."""
+    if clock.held and clock.metric not in sla.holds:
+        clock.held = False
+    return clock.held
+
+
 def _between(tl: Timeline | None, start: int, end: int) -> int:
     """Business time in [start, end) for end > start, which every caller checks first; plain
     subtraction without a timeline (a 24x7 calendar)."""
@@ -120,7 +128,7 @@ class _Sla:
 
     __slots__ = (
         "spec", "name", "thresholds", "targets", "steps", "pause", "timeline", "conditions",
-        "deferred", "pause_of", "updates", "per_cycle", "extra", "by_group",
+        "deferred", "pause_of", "updates", "per_cycle", "extra", "by_group", "holds",
     )  # fmt: skip
 
     def __init__(
@@ -160,6 +168,9 @@ class _Sla:
         )
         # metrics whose clock waits for its `start` condition instead of starting at creation
         self.deferred = frozenset(m for m, start, *_ in self.conditions if start is not None)
+        # metrics a `pause` condition can hold: a hold on any other (kept from an older policy,
+        # or another SLA policy) ends at the next chance, as the policy no longer keeps it
+        self.holds = frozenset(m for m, *_, pause, resume in self.conditions if pause and resume)
         # group -> this policy on the group's own calendar (empty for a team's variant)
         self.by_group: dict[str, _Sla] = {}
         if not team:
@@ -486,7 +497,8 @@ class Engine:
     def _start_clock(self, state: TicketState, metric: str, round_: int, at: int) -> None:
         sla = self._sla(state)
         previous = state.clocks.get(metric)
-        held = previous is not None and previous.held  # a `pause` condition outlasts a round
+        # a `pause` condition outlasts a round
+        held = previous is not None and previous.held and metric in sla.holds
         running = None if held or state.status in sla.pause_of[metric] else at
         clock = Clock(metric, round_, at, 0, running, sla.targets[metric][state.priority])
         clock.held = held
@@ -542,7 +554,7 @@ class Engine:
                         clock.elapsed += _between(sla.timeline, since, at)
                     clock.running_since = None
                     clock.next_at = None
-            elif since is None and not clock.held:
+            elif since is None and not _held(sla, clock):
                 clock.running_since = at
                 self._schedule(sla, clock)
 
@@ -561,7 +573,7 @@ class Engine:
     def _resume_all(self, state: TicketState, at: int) -> None:
         sla = self._sla(state)
         for clock in state.clocks.values():
-            if clock.ended_at is None and clock.running_since is None and not clock.held:
+            if clock.ended_at is None and clock.running_since is None and not _held(sla, clock):
                 clock.running_since = at
                 self._schedule(sla, clock)
 
@@ -987,7 +999,11 @@ class Engine:
             clock.target = new.targets[clock.metric][state.priority]
             if state.status in new.pause_of[clock.metric]:
                 clock.running_since = None
-            elif clock.running_since is None and old is not new and not clock.held:
+            elif (
+                clock.running_since is None
+                and (old is not new or clock.held)
+                and not _held(new, clock)
+            ):
                 clock.running_since = at
             self._schedule(new, clock)
 
@@ -1093,7 +1109,7 @@ class Engine:
                 clock.ended_at = at if at > clock.started_at else clock.started_at
                 clock.next_at = None
             elif reset is not None and self._event_conditions_hold(state, event, reset, reopened):
-                held = clock.held
+                held = _held(sla, clock)
                 running = None if held or state.status in sla.pause_of[metric] else at
                 fresh = Clock(metric, clock.round, at, 0, running, clock.target)
                 fresh.resets = clock.resets + 1

@@ -234,3 +234,48 @@ def _event(event_id: str, kind: EventType, at: int, **fields: Any) -> TicketEven
         event_id=event_id, ticket_id="P1", type=kind, occurred_at=at, priority=Priority.NORMAL,
         **fields,
     )  # fmt: skip
+
+
+def test_a_hold_the_policy_no_longer_has_ends_at_the_next_chance(make_engine: Any) -> None:
+    """A clock held under a policy whose next version drops the pause condition (a restored
+    state) runs again at the next status change instead of staying held for ever; moving to an
+    SLA policy without the condition releases it too."""
+    held = make_engine(POLICY)
+    state, _ = held.apply(None, _event("c", EventType.CREATED, ny(3, 4, 9)))
+    state, _ = held.apply(
+        state, _event("p", EventType.TAGS_CHANGED, ny(3, 4, 10), tags_added=("waiting_on_vendor",))
+    )
+    assert state.clocks["resolution"].held
+    dropped = POLICY.replace(
+        "        pause: {tags_added: [waiting_on_vendor]}\n"
+        "        resume: {tags_removed: [waiting_on_vendor]}\n",
+        "        stop: {tags_added: [done]}\n",
+    )
+    assert dropped != POLICY
+    plain = make_engine(dropped)
+    state, _ = plain.apply(
+        state, _event("s", EventType.STATUS_CHANGED, ny(3, 4, 11), status=Status.OPEN)
+    )
+    clock = state.clocks["resolution"]
+    assert (clock.held, clock.running_since, clock.elapsed) == (False, ny(3, 4, 11), HOUR)
+
+
+def test_moving_to_an_sla_policy_without_the_condition_releases_the_hold(
+    make_engine: Any,
+) -> None:
+    text = POLICY.replace(
+        "sla_policies:\n",
+        "sla_policies:\n  - name: vip\n    match: {tier: [vip]}\n    calendar: business\n"
+        "    targets: {resolution: 16h}\n",
+    )
+    engine = make_engine(text)
+    state, _ = engine.apply(None, _event("c", EventType.CREATED, ny(3, 4, 9)))
+    state, _ = engine.apply(
+        state, _event("p", EventType.TAGS_CHANGED, ny(3, 4, 10), tags_added=("waiting_on_vendor",))
+    )
+    state, _ = engine.apply(
+        state, _event("v", EventType.ASSIGNED, ny(3, 4, 12), customer_tier="vip")
+    )
+    clock = state.clocks["resolution"]
+    assert (state.policy, clock.held, clock.running_since) == ("vip", False, ny(3, 4, 12))
+    assert clock.elapsed == HOUR
