@@ -153,13 +153,19 @@ def parse_trigger(
     return key.strip().lower(), parts
 
 
-def parse_freshdesk(payload: Mapping[str, Any]) -> HelpdeskUpdate | Ignored:
-    """Read one webhook body; raises :class:`EventError` naming the wrong field's path."""
+def parse_freshdesk(
+    payload: Mapping[str, Any], statuses: Mapping[str, Status] | None = None
+) -> HelpdeskUpdate | Ignored:
+    """Read one webhook body; raises :class:`EventError` naming the wrong field's path.
+
+    `statuses`: the policy's custom status names (lower-case) -> canonical statuses
+    (:attr:`streams.sla.policy.Policy.statuses`); Freshdesk sends a custom status's name."""
+    table: Mapping[str | int, Status] = {**STATUSES, **statuses} if statuses else STATUSES
     fw = obj(obj(payload, "body").get("freshdesk_webhook"), "freshdesk_webhook")
     at = "freshdesk_webhook."
     ticket_id = ident(fw.get("ticket_id"), at + "ticket_id", required=True)
     assert ticket_id is not None
-    status: Status | None = choice(fw.get("ticket_status"), at + "ticket_status", STATUSES)
+    status: Status | None = choice(fw.get("ticket_status"), at + "ticket_status", table)
     priority: Priority | None = choice(
         fw.get("ticket_priority"), at + "ticket_priority", PRIORITIES
     )
@@ -186,7 +192,7 @@ def parse_freshdesk(payload: Mapping[str, Any]) -> HelpdeskUpdate | Ignored:
             if status is None:
                 raise EventError(at + "ticket_status", "is required for a status change")
             old = value.get("from") if isinstance(value, Mapping) else None
-            kind = status_change_type(status, choice(old, at + "triggered_event", STATUSES))
+            kind = status_change_type(status, choice(old, at + "triggered_event", table))
         elif kind == "csat":
             raw = fw.get("ticket_satisfaction_rating")
             csat = choice(value if raw is None else raw, at + "ticket_satisfaction_rating", RATINGS)

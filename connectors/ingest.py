@@ -70,7 +70,8 @@ from schemas.records import ticket_event_to_avro
 from streams.metrics import generate_latest, mark_component
 from streams.replay import producer_config
 from streams.settings import Settings, redact_url
-from streams.sla.events import EventError, TicketEvent, event_from_dict, json_type
+from streams.sla.events import EventError, Status, TicketEvent, event_from_dict, json_type
+from streams.sla.policy import load_policy
 from streams.topics import Topics
 
 __all__ = ["Ingest", "KafkaSink", "Sink", "TagMemory", "Unavailable", "build_ingest", "serve"]
@@ -350,6 +351,8 @@ class Ingest:
     rate_limit: float = 0.0  # requests a second per client; 0: no limit
     rate_burst: int = 200
     batch_max_items: int = 10_000
+    # the policy's custom help-desk status names -> canonical statuses (Policy.statuses)
+    statuses: Mapping[str, Status] | None = None
 
     def __post_init__(self) -> None:
         self.access = Access.build(self.token, self.sources)
@@ -498,10 +501,13 @@ class Ingest:
         return events, errors, False
 
     async def zendesk(self, request: web.Request) -> web.Response:
-        return await self._webhook(request, parse_zendesk, zendesk=True)
+        parse = functools.partial(parse_zendesk, statuses=self.statuses)
+        return await self._webhook(request, parse, zendesk=True)
 
     async def freshdesk(self, request: web.Request) -> web.Response:
-        return await self._webhook(request, parse_freshdesk)
+        return await self._webhook(
+            request, functools.partial(parse_freshdesk, statuses=self.statuses)
+        )
 
     async def _webhook(
         self,
@@ -691,6 +697,7 @@ def build_ingest(
         rate_limit=conn.ingest_rate_limit,
         rate_burst=conn.ingest_rate_burst,
         batch_max_items=conn.ingest_batch_max_items,
+        statuses=load_policy(settings.policy_file).statuses,  # ESCALATOR_POLICY_FILE's
     )
 
 

@@ -9,6 +9,7 @@ Zendesk sends what the admin writes into the webhook's JSON body with placeholde
       "ticket": {
         "id": 35436,                             # required
         "status": "open",                        # new|open|pending|hold|solved|closed
+        "custom_status": "Waiting on vendor",    # optional: mapped by the policy's `statuses`
         "priority": "high",                      # low|normal|high|urgent ("", "-" or null: none)
         "tags": ["vip", "refund"],               # or "vip refund" as {{ticket.tags}} renders it
         "group": "Billing",                      # or {"id": .., "name": ..}, or "group_id": 360001
@@ -109,6 +110,15 @@ EVENTS: Final[Mapping[str | int, EventType | str]] = {
 _SCORES: Final[Mapping[str | int, int]] = {"good": 5, "bad": 1, 1: 1, 2: 2, 3: 3, 4: 4, 5: 5}
 
 
+def _custom(
+    ticket: Mapping[str, Any], where: str, statuses: Mapping[str, Status] | None
+) -> Status | None:
+    """The canonical status a custom status maps to in the policy; None when the ticket has
+    none or the policy does not map it (then `status`, its category, is the status)."""
+    name = text(ticket.get("custom_status"), f"{where}.custom_status")
+    return None if name is None or not statuses else statuses.get(name.strip().lower())
+
+
 def _event_name(value: object) -> EventType | str:
     name = text(value, "event")
     if name is None:
@@ -139,15 +149,23 @@ def _person(ticket: Mapping[str, Any], name: str, with_email: bool) -> str | Non
     return found
 
 
-def parse_zendesk(payload: Mapping[str, Any]) -> HelpdeskUpdate | Ignored:
-    """Read one webhook body; raises :class:`EventError` naming the wrong field's path."""
+def parse_zendesk(
+    payload: Mapping[str, Any], statuses: Mapping[str, Status] | None = None
+) -> HelpdeskUpdate | Ignored:
+    """Read one webhook body; raises :class:`EventError` naming the wrong field's path.
+
+    `statuses`: the policy's custom status names (lower-case) -> canonical statuses
+    (:attr:`streams.sla.policy.Policy.statuses`), read in `status` and `custom_status`."""
+    table: Mapping[str | int, Status] = {**STATUSES, **statuses} if statuses else STATUSES
     body = obj(payload, "body")
     ticket = obj(body.get("ticket"), "ticket")
     previous = obj(body.get("previous"), "previous", required=False)
     comment = obj(body.get("comment"), "comment", required=False)
     ticket_id = ident(ticket.get("id"), "ticket.id", required=True)
     assert ticket_id is not None
-    status: Status | None = choice(ticket.get("status"), "ticket.status", STATUSES)
+    status: Status | None = _custom(ticket, "ticket", statuses) or choice(
+        ticket.get("status"), "ticket.status", table
+    )
     priority: Priority | None = choice(ticket.get("priority"), "ticket.priority", PRIORITIES)
     group = _group(ticket)
     assignee = _person(ticket, "assignee", with_email=False)
@@ -156,7 +174,9 @@ def parse_zendesk(payload: Mapping[str, Any]) -> HelpdeskUpdate | Ignored:
     )
 
     kind: EventType | str | None = _event_name(body.get("event"))
-    old_status: Status | None = choice(previous.get("status"), "previous.status", STATUSES)
+    old_status: Status | None = _custom(previous, "previous", statuses) or choice(
+        previous.get("status"), "previous.status", table
+    )
     csat = None
     if kind == "infer":
         kind = _infer(is_new, previous, comment, status, old_status, priority, group, assignee)

@@ -109,6 +109,14 @@ def _timeline(calendar: BusinessCalendar, duration: int | None = None) -> Timeli
     return None if duration == 0 else calendar.unchecked
 
 
+def _held(sla: _Sla, clock: Clock) -> bool:
+    """Whether a `pause` condition holds the clock; a hold the policy no longer has (an older
+    policy's, or another SLA policy's) ends here."""
+    if clock.held and clock.metric not in sla.holds:
+        clock.held = False
+    return clock.held
+
+
 def _between(tl: Timeline | None, start: int, end: int) -> int:
     """Business time in [start, end) for end > start, which every caller checks first; plain
     subtraction without a timeline (a 24x7 calendar)."""
@@ -120,11 +128,15 @@ class _Sla:
 
     __slots__ = (
         "spec", "name", "thresholds", "targets", "steps", "pause", "timeline", "conditions",
-        "deferred", "pause_of", "updates", "per_cycle", "extra",
+        "deferred", "pause_of", "updates", "per_cycle", "extra", "by_group", "holds",
     )  # fmt: skip
 
-    def __init__(self, spec: SlaPolicy, policy: Policy) -> None:
-        calendar = policy.calendar(spec.calendar)
+    def __init__(
+        self, spec: SlaPolicy, policy: Policy, calendar: BusinessCalendar | None = None
+    ) -> None:
+        team = calendar is not None  # a team's variant (group_calendars): only its calendar differs
+        if calendar is None:
+            calendar = policy.calendar(spec.calendar)
         self.spec = spec
         self.name = spec.name
         self.thresholds = (*spec.warn_at, 1.0)
@@ -151,11 +163,21 @@ class _Sla:
         self.per_cycle = tuple(m for m in _PER_CYCLE if m in tracked)
         self.extra = bool(self.updates or self.per_cycle)
         self.conditions = tuple(
-            (metric, c.start, c.stop, c.cancel, c.reset)
+            (metric, c.start, c.stop, c.cancel, c.reset, c.pause, c.resume)
             for metric, c in ((m, spec.clocks[m]) for m in METRICS if m in spec.clocks)
         )
         # metrics whose clock waits for its `start` condition instead of starting at creation
-        self.deferred = frozenset(m for m, start, _, _, _ in self.conditions if start is not None)
+        self.deferred = frozenset(m for m, start, *_ in self.conditions if start is not None)
+        # metrics a `pause` condition can hold: a hold on any other (kept from an older policy,
+        # or another SLA policy) ends at the next chance, as the policy no longer keeps it
+        self.holds = frozenset(m for m, *_, pause, resume in self.conditions if pause and resume)
+        # group -> this policy on the group's own calendar (empty for a team's variant)
+        self.by_group: dict[str, _Sla] = {}
+        if not team:
+            for group in policy.spec.group_calendars:
+                own = policy.sla_calendar(spec, group)
+                if own is not calendar:
+                    self.by_group[group] = _Sla(spec, policy, own)
 
     def thresholds_of(self, target: int) -> tuple[tuple[float, int], ...]:
         return tuple((fraction, round(target * fraction)) for fraction in self.thresholds)
@@ -190,12 +212,15 @@ class Engine:
         self.policy = policy
         self.backfill_horizon = policy.tracking.backfill_horizon
         self._slas = {sla.name: _Sla(sla, policy) for sla in policy.sla_policies}
+        self._teams = any(sla.by_group for sla in self._slas.values())
         # Set for the duration of one apply/advance call (see the module docstring).
         self._quiet_before = -1
         self._quiet_event = False
         # Matching is a pure function of five attributes, and costs microseconds: memoized.
         self._match_tags = any(sla.match.tags is not None for sla in policy.sla_policies)
         self._match_group = any(sla.match.group is not None for sla in policy.sla_policies)
+        # groups with a calendar of their own: a move into or out of one moves the clocks
+        self._team_groups = frozenset(policy.spec.group_calendars) if self._teams else frozenset()
         self._matched: dict[tuple[object, ...], _Sla] = {}
         # Tag sets are shared between tickets (a few dozen distinct ones in practice).
         self._tag_sets: dict[frozenset[str], frozenset[str]] = {}
@@ -337,6 +362,16 @@ class Engine:
     def sla_policy(self, state: TicketState) -> SlaPolicy:
         return self._slas[state.policy].spec
 
+    def _sla(self, state: TicketState, group: str | None = None, grouped: bool = False) -> _Sla:
+        """The ticket's SLA policy compiled on the calendar its clocks run on: its group's own
+        (group_calendars), or the policy's. `grouped`: for `group` instead of the ticket's."""
+        sla = self._slas[state.policy]
+        if self._teams:
+            key = group if grouped else state.group
+            if key is not None:
+                return sla.by_group.get(key, sla)
+        return sla
+
     # ------------------------------------------------------------------ time
 
     def _advance(
@@ -460,9 +495,13 @@ class Engine:
             clock.next_at = since
 
     def _start_clock(self, state: TicketState, metric: str, round_: int, at: int) -> None:
-        sla = self._slas[state.policy]
-        running = None if state.status in sla.pause_of[metric] else at
+        sla = self._sla(state)
+        previous = state.clocks.get(metric)
+        # a `pause` condition outlasts a round
+        held = previous is not None and previous.held and metric in sla.holds
+        running = None if held or state.status in sla.pause_of[metric] else at
         clock = Clock(metric, round_, at, 0, running, sla.targets[metric][state.priority])
+        clock.held = held
         state.clocks[metric] = clock
         self._schedule(sla, clock)
 
@@ -478,7 +517,7 @@ class Engine:
     ) -> None:
         since = clock.running_since
         if since is not None and at > since:
-            clock.elapsed += _between(self._slas[state.policy].timeline, since, at)
+            clock.elapsed += _between(self._sla(state).timeline, since, at)
         clock.running_since = None
         ended = clock.ended_at = at if at > clock.started_at else clock.started_at
         clock.met = met
@@ -493,7 +532,7 @@ class Engine:
         actions.append(outcome)
 
     def _pause_all(self, state: TicketState, at: int) -> None:
-        tl = self._slas[state.policy].timeline
+        tl = self._sla(state).timeline
         for clock in state.clocks.values():
             since = clock.running_since
             if clock.ended_at is None and since is not None:
@@ -515,14 +554,14 @@ class Engine:
                         clock.elapsed += _between(sla.timeline, since, at)
                     clock.running_since = None
                     clock.next_at = None
-            elif since is None:
+            elif since is None and not _held(sla, clock):
                 clock.running_since = at
                 self._schedule(sla, clock)
 
     def _agent_update(self, state: TicketState, t: int, at: int, actions: list[Action]) -> None:
         """An agent reply ends the update clocks' round (met unless breached) and starts the
         next: the first reply starts round 0."""
-        for metric in self._slas[state.policy].updates:
+        for metric in self._sla(state).updates:
             clock = state.clocks.get(metric)
             round_ = 0
             if clock is not None:
@@ -532,16 +571,16 @@ class Engine:
             self._start_clock(state, metric, round_, at)
 
     def _resume_all(self, state: TicketState, at: int) -> None:
-        sla = self._slas[state.policy]
+        sla = self._sla(state)
         for clock in state.clocks.values():
-            if clock.ended_at is None and clock.running_since is None:
+            if clock.ended_at is None and clock.running_since is None and not _held(sla, clock):
                 clock.running_since = at
                 self._schedule(sla, clock)
 
     def _fire_threshold(
         self, state: TicketState, clock: Clock, at: int, now: int, actions: list[Action]
     ) -> None:
-        sla = self._slas[state.policy]
+        sla = self._sla(state)
         fraction = next(f for f in sla.thresholds if f > clock.last_fraction)
         clock.last_fraction = fraction
         metric = clock.metric
@@ -860,12 +899,12 @@ class Engine:
         if event.type is _CREATED:
             state.created_at = t
         if state.status not in _DONE:
-            deferred = self._slas[state.policy].deferred
+            deferred = self._sla(state).deferred
             if "first_response" not in deferred:
                 self._start_clock(state, "first_response", 0, t)
             if "resolution" not in deferred:
                 self._start_clock(state, "resolution", 0, t)
-            for metric in self._slas[state.policy].per_cycle:
+            for metric in self._sla(state).per_cycle:
                 if metric not in deferred:
                     self._start_clock(state, metric, 0, t)
 
@@ -914,8 +953,10 @@ class Engine:
             state.customer_id = event.customer_id
         value = event.group
         if value is not None and value != state.group:
+            # a key of SLA matching only if used; a team's calendar only for its group
+            if self._match_group or value in self._team_groups or state.group in self._team_groups:
+                changed = True
             state.group = intern(value)
-            changed = changed or self._match_group  # a key of SLA matching only if used
         value = event.assignee_id
         if value is not None and value != state.assignee_id:
             state.assignee_id = intern(value)
@@ -937,10 +978,15 @@ class Engine:
             sla = self._matched[key] = self._slas[spec.name]
         return sla
 
-    def _rematch(self, state: TicketState, at: int) -> None:
-        """Re-select the SLA policy and retarget unfinished clocks after an attribute change."""
-        old = self._slas[state.policy]
+    def _rematch(
+        self, state: TicketState, at: int, group: str | None = None, regrouped: bool = False
+    ) -> None:
+        """Re-select the SLA policy and retarget unfinished clocks after an attribute change
+        (`regrouped`: the ticket was in `group` before it, whose calendar the clocks ran on)."""
+        old = self._sla(state, group, regrouped)
         new = self._match(state)
+        if self._teams and state.group is not None:
+            new = new.by_group.get(state.group, new)
         for clock in state.clocks.values():
             since = clock.running_since
             if clock.ended_at is None and since is not None and at > since:
@@ -953,7 +999,11 @@ class Engine:
             clock.target = new.targets[clock.metric][state.priority]
             if state.status in new.pause_of[clock.metric]:
                 clock.running_since = None
-            elif clock.running_since is None and old is not new:
+            elif (
+                clock.running_since is None
+                and (old is not new or clock.held)
+                and not _held(new, clock)
+            ):
                 clock.running_since = at
             self._schedule(new, clock)
 
@@ -963,10 +1013,11 @@ class Engine:
         t = event.occurred_at
         at = t if t > state.clock_at else state.clock_at  # the past cannot be re-run
         kind = event.type
+        group = state.group
         if not absorbed and self._absorb(state, event):
             if kind is _CREATED:
                 self._created(state, t)
-            self._rematch(state, at)
+            self._rematch(state, at, group, True)
         elif kind is _CREATED:
             self._created(state, t)
 
@@ -990,7 +1041,7 @@ class Engine:
 
         if kind is _AGENT_REPLIED:
             self._end_clocks(state, _REPLIED_ENDS, t, actions)
-            if state.status not in _DONE and self._slas[state.policy].updates:
+            if state.status not in _DONE and self._sla(state).updates:
                 self._agent_update(state, t, at, actions)
             if self._stop_on_reply:
                 state.awaiting_since = None
@@ -1032,10 +1083,10 @@ class Engine:
         reopened: bool,
         actions: list[Action],
     ) -> None:
-        """The SLA policy's per-metric `start`, `stop`, `cancel` and `reset` conditions, on
-        this event."""
-        sla = self._slas[state.policy]
-        for metric, start, stop, cancel, reset in sla.conditions:
+        """The SLA policy's per-metric `start`, `stop`, `cancel`, `reset`, `pause` and `resume`
+        conditions, on this event."""
+        sla = self._sla(state)
+        for metric, start, stop, cancel, reset, pause, resume in sla.conditions:
             clock = state.clocks.get(metric)
             if clock is None:
                 if (
@@ -1058,11 +1109,30 @@ class Engine:
                 clock.ended_at = at if at > clock.started_at else clock.started_at
                 clock.next_at = None
             elif reset is not None and self._event_conditions_hold(state, event, reset, reopened):
-                running = None if state.status in sla.pause_of[metric] else at
+                held = _held(sla, clock)
+                running = None if held or state.status in sla.pause_of[metric] else at
                 fresh = Clock(metric, clock.round, at, 0, running, clock.target)
                 fresh.resets = clock.resets + 1
-                state.clocks[metric] = fresh
+                fresh.held = held
+                state.clocks[metric] = clock = fresh
                 self._schedule(sla, fresh)
+            if clock.ended_at is not None or pause is None or resume is None:
+                continue
+            if not clock.held:
+                if self._event_conditions_hold(state, event, pause, reopened):
+                    # banks the business time used so far, as a pause status does
+                    clock.held = True
+                    since = clock.running_since
+                    if since is not None:
+                        if at > since:
+                            clock.elapsed += _between(sla.timeline, since, at)
+                        clock.running_since = None
+                        clock.next_at = None
+            elif self._event_conditions_hold(state, event, resume, reopened):
+                clock.held = False
+                if state.status not in sla.pause_of[metric]:
+                    clock.running_since = at
+                    self._schedule(sla, clock)
 
     @staticmethod
     def _acknowledge(state: TicketState, escalation_id: str | None) -> None:
@@ -1103,7 +1173,7 @@ class Engine:
     def _late_created(self, state: TicketState, t: int) -> None:
         """CREATED arrived after other events: clocks count from creation, not first sight."""
         state.created_at = t
-        sla = self._slas[state.policy]
+        sla = self._sla(state)
         for metric in ("first_response", "resolution", *sla.per_cycle):
             clock = state.clocks.get(metric)
             if clock is None or clock.ended_at is not None or clock.round != 0:
@@ -1117,7 +1187,7 @@ class Engine:
     def _set_status(
         self, state: TicketState, status: Status, at: int, t: int, actions: list[Action]
     ) -> None:
-        sla = self._slas[state.policy]
+        sla = self._sla(state)
         pause = sla.pause
         was_paused = state.status in pause
         paused_since = state.status_since
@@ -1176,7 +1246,7 @@ class Engine:
         state.status_since = at
         state.status_seq += 1
         self._start_clock(state, "resolution", state.cycle, at)
-        for metric in self._slas[state.policy].per_cycle:
+        for metric in self._sla(state).per_cycle:
             self._start_clock(state, metric, state.cycle, at)
         previous = state.clocks.get("next_response")
         self._start_clock(state, "next_response", 0 if previous is None else previous.round + 1, at)
@@ -1185,6 +1255,10 @@ class Engine:
         self, state: TicketState, event: TicketEvent, when: When, reopened: bool
     ) -> bool:
         if when.tags_added is not None and not any(t in when.tags_added for t in event.tags_added):
+            return False
+        if when.tags_removed is not None and not any(
+            t in when.tags_removed for t in event.tags_removed
+        ):
             return False
         if when.event is not None and event.type not in when.event:
             return False

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
 from zoneinfo import ZoneInfo
 
+import holidays as public_holidays
 import yaml
+from dateutil.rrule import MONTHLY, YEARLY, rrulestr
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -98,12 +100,119 @@ def _parse_span(text: str) -> tuple[int, int]:
     return _parse_minute(start), _parse_minute(end)
 
 
+_MAX_HOLIDAY_YEARS = 100
+
+
+def _years(value: Any) -> Any:
+    """`2026`, `2026-2030` or a list of years."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, str):
+        first, sep, last = value.partition("-")
+        if sep and first.strip().isdigit() and last.strip().isdigit():
+            return list(range(int(first), int(last) + 1))
+        raise ValueError(f"'{value}' is not a year range; write e.g. 2026-2030")
+    return value
+
+
+def _holiday_list(value: Any) -> Any:
+    """A plain list of dates is the `dates` of a holiday spec."""
+    return {"dates": value} if isinstance(value, list) else value
+
+
+class HolidaySpec(_Model):
+    """A calendar's closed days: dates, a country's (and region's) public holidays from the
+    `holidays` package, and company holidays every year (`MM-DD`) or by RRULE (the nth weekday
+    of a month). Built once when the policy loads, for `years`: the engine sees dates only."""
+
+    dates: list[date] = Field(default_factory=list)
+    country: str | None = None
+    subdiv: str | None = None
+    observed: bool = True  # also the weekday a holiday on a weekend is observed on
+    years: Annotated[list[int], BeforeValidator(_years)] | None = None
+    every_year: list[str] = Field(default_factory=list)
+    rrules: list[str] = Field(default_factory=list)
+
+    @field_validator("years")
+    @classmethod
+    def _year_range(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None:
+            if not value or not all(1900 <= year <= 2200 for year in value):
+                raise ValueError("years must lie between 1900 and 2200, e.g. 2026-2030")
+            if max(value) - min(value) >= _MAX_HOLIDAY_YEARS:
+                raise ValueError(f"at most {_MAX_HOLIDAY_YEARS} years")
+        return value
+
+    def build(self) -> frozenset[date]:
+        """Every closed date; raises ValueError for what _holiday_problems reports."""
+        days = set(self.dates)
+        years = sorted(set(self.years or ()))
+        if self.country is not None:
+            found = public_holidays.country_holidays(
+                self.country.upper(), subdiv=self.subdiv, years=years, observed=self.observed
+            )
+            days.update(found.keys())
+        for text in self.every_year:
+            month, day = _month_day(text)
+            for year in years:
+                if day <= 28 or _valid_date(year, month, day):
+                    days.add(date(year, month, day))
+        for text in self.rrules:
+            days.update(_expand_rrule(text, years))
+        return frozenset(days)
+
+
+def _month_day(text: str) -> tuple[int, int]:
+    month, sep, day = str(text).strip().partition("-")
+    digits = sep and month.isdigit() and day.isdigit() and len(month) == len(day) == 2
+    if digits and _valid_date(2024, int(month), int(day)):  # a leap year: 02-29 is a date
+        return int(month), int(day)
+    raise ValueError(f"'{text}' is not a day of the year MM-DD, e.g. 12-24")
+
+
+def _valid_date(year: int, month: int, day: int) -> bool:
+    try:
+        date(year, month, day)
+    except ValueError:
+        return False
+    return True
+
+
+def _expand_rrule(text: str, years: Sequence[int]) -> set[date]:
+    """The dates an RRULE (RFC 5545, YEARLY or MONTHLY, e.g. the 4th Thursday of November:
+    FREQ=YEARLY;BYMONTH=11;BYDAY=+4TH) gives within `years`."""
+    body = str(text).strip().removeprefix("RRULE:")
+    if "DTSTART" in body.upper() or "\n" in body:
+        raise ValueError(f"'{text}': give one RRULE without DTSTART; `years` bounds it")
+    if not years:
+        return set()
+    first, last = datetime(min(years), 1, 1), datetime(max(years), 12, 31)
+    try:
+        rule = rrulestr(body, dtstart=first)
+    except TypeError:  # rrule() without its freq
+        raise ValueError(f"'{text}' is not an RRULE: it needs FREQ=YEARLY or MONTHLY") from None
+    except ValueError as exc:
+        raise ValueError(f"'{text}' is not an RRULE: {exc}") from None
+    freq = getattr(rule, "_freq", None)
+    if freq not in (YEARLY, MONTHLY):
+        raise ValueError(
+            f"'{text}': a holiday rule repeats YEARLY or MONTHLY (e.g. "
+            "FREQ=YEARLY;BYMONTH=11;BYDAY=+4TH), not more often"
+        )
+    wanted = set(years)
+    return {
+        moment.date() for moment in rule.between(first, last, inc=True) if moment.year in wanted
+    }
+
+
 class CalendarSpec(_Model):
     """Business hours in a time zone; SLA clocks on this calendar only run while it is open."""
 
     timezone: str = "UTC"
     hours: dict[str, str | list[str]]
-    holidays: list[date] = Field(default_factory=list)
+    holidays: Annotated[HolidaySpec, BeforeValidator(_holiday_list)] = Field(
+        default_factory=HolidaySpec
+    )
     _calendar: BusinessCalendar | None = PrivateAttr(default=None)
 
     def build(self, name: str) -> BusinessCalendar:
@@ -116,7 +225,7 @@ class CalendarSpec(_Model):
             name=name,
             timezone=self.timezone,
             hours={day: tuple(sorted(spans)) for day, spans in weekly.items()},
-            holidays=frozenset(self.holidays),
+            holidays=self.holidays.build(),
         )
 
 
@@ -303,6 +412,7 @@ class When(_TicketConditions):
     """Trigger conditions, all of which must hold."""
 
     tags_added: list[str] | None = None
+    tags_removed: list[str] | None = None
     event: list[EventType] | None = None
     transfers_at_least: int | None = Field(default=None, ge=1)
     reopens_at_least: int | None = Field(default=None, ge=1)
@@ -323,12 +433,15 @@ class When(_TicketConditions):
 
 class ClockConditions(_Model):
     """When an SLA metric's clock starts (instead of at creation), stops (done: met unless it
-    breached), is cancelled (no outcome) or reset (from zero): trigger conditions on an event."""
+    breached), is cancelled (no outcome), reset (from zero), paused (it banks the business time
+    it used, as in a pause status) and resumed: trigger conditions on an event."""
 
     start: When | None = None
     stop: When | None = None
     cancel: When | None = None
     reset: When | None = None
+    pause: When | None = None
+    resume: When | None = None
 
 
 class Escalate(_Model):
@@ -435,6 +548,12 @@ SlaPolicy.model_rebuild()
 class PolicyFile(_Model):
     version: Literal[1] = 1
     calendars: dict[str, CalendarSpec] = Field(default_factory=dict)
+    # A team's own business hours: the SLA clocks of a ticket assigned to the group run on this
+    # calendar instead of its SLA policy's (a policy on 24x7, calendar time, stays on 24x7).
+    group_calendars: dict[str, str] = Field(default_factory=dict)
+    # Help-desk status names (case-insensitive) -> canonical statuses, e.g. "waiting on third
+    # party": ON_HOLD, applied where webhooks are decoded (connectors/zendesk.py, freshdesk.py).
+    statuses: dict[str, Status] = Field(default_factory=dict)
     sla_policies: list[SlaPolicy] = Field(min_length=1)
     escalation_matrix: Matrix
     triggers: list[Trigger] = Field(default_factory=list)
@@ -546,6 +665,19 @@ class Policy:
     def calendar(self, name: str | None) -> BusinessCalendar:
         return self.calendars[name or ALWAYS_OPEN]
 
+    def sla_calendar(self, sla: SlaPolicy, group: str | None) -> BusinessCalendar:
+        """The calendar an SLA policy's clocks run on for a ticket of `group`: the team's own
+        (group_calendars) unless the policy counts calendar time (24x7)."""
+        team = self.spec.group_calendars.get(group or "") if group is not None else None
+        if team is None or sla.calendar == ALWAYS_OPEN:
+            return self.calendar(sla.calendar)
+        return self.calendar(team)
+
+    @property
+    def statuses(self) -> Mapping[str, Status]:
+        """Custom help-desk status names, lower-cased, -> canonical statuses."""
+        return {name.strip().lower(): status for name, status in self.spec.statuses.items()}
+
     def climb(self, level: int) -> tuple[int, BusinessCalendar] | None:
         """How long an unanswered escalation may stay at `level` before it climbs, and on
         which calendar; None for a level with no limit, and at the top of the matrix unless
@@ -610,7 +742,19 @@ def _semantic_problems(spec: PolicyFile) -> list[Problem]:
                         "resolution, requester_wait and agent_work",
                     )
                 )
-            for what in ("start", "stop", "cancel", "reset"):
+            where = ("sla_policies", i, "clocks", metric)
+            if (conditions.pause is None) != (conditions.resume is None):
+                given, missing = (
+                    ("pause", "resume") if conditions.resume is None else ("resume", "pause")
+                )
+                problems.append(
+                    Problem(
+                        (*where, given),
+                        f"'{given}' needs '{missing}': a clock paused by a condition runs again "
+                        "only when its resume condition holds",
+                    )
+                )
+            for what in ("start", "stop", "cancel", "reset", "pause", "resume"):
                 when = getattr(conditions, what)
                 if when is not None and when.timed:
                     problems.append(
@@ -632,6 +776,41 @@ def _semantic_problems(spec: PolicyFile) -> list[Problem]:
                 "so no ticket runs without an SLA",
             )
         )
+    for group, calendar in spec.group_calendars.items():
+        need_calendar(calendar, ("group_calendars", group))
+        if calendar == ALWAYS_OPEN:
+            problems.append(
+                Problem(
+                    ("group_calendars", group),
+                    "a team calendar gives a team its own business hours; 24x7 is calendar "
+                    "time, which an SLA policy chooses with `calendar: 24x7`",
+                )
+            )
+    canonical = {status.value.lower(): status for status in Status}
+    canonical.update({"hold": Status.ON_HOLD, "on-hold": Status.ON_HOLD})
+    custom: dict[str, str] = {}
+    for name, status in spec.statuses.items():
+        key = name.strip().lower()
+        status_path: tuple[str | int, ...] = ("statuses", name)
+        if not key:
+            problems.append(Problem(status_path, "a help-desk status name cannot be blank"))
+        elif key in canonical and canonical[key] != status:
+            problems.append(
+                Problem(
+                    status_path,
+                    f"'{name}' is the canonical status {canonical[key].value}; "
+                    "map only custom help-desk statuses",
+                )
+            )
+        elif key in custom:
+            problems.append(
+                Problem(
+                    status_path,
+                    f"'{name}' is listed twice (names are case-insensitive): "
+                    f"also as '{custom[key]}'",
+                )
+            )
+        custom.setdefault(key, name)
     matrix = spec.escalation_matrix
     need_calendar(matrix.calendar, ("escalation_matrix", "calendar"))
     for i, level in enumerate(matrix.levels):
@@ -716,7 +895,7 @@ def _semantic_problems(spec: PolicyFile) -> list[Problem]:
         names.add(trigger.name)
         when = trigger.when
         if when.timed:
-            for event_only in ("tags_added", "event", "csat_at_most"):
+            for event_only in ("tags_added", "tags_removed", "event", "csat_at_most"):
                 if getattr(when, event_only) is not None:
                     problems.append(
                         Problem(
@@ -826,6 +1005,7 @@ def _calendar_problems(name: str, cal: CalendarSpec) -> list[Problem]:
                 f"unknown time zone '{cal.timezone}'; use an IANA name such as 'Europe/Berlin'",
             )
         )
+    problems.extend(_holiday_problems((*path, "holidays"), cal.holidays))
     for key, spans in cal.hours.items():
         where = (*path, "hours", key)
         try:
@@ -843,6 +1023,61 @@ def _calendar_problems(name: str, cal: CalendarSpec) -> list[Problem]:
                 problems.append(
                     Problem(span_path, f"'{span}' does not end after it starts, e.g. '09:00-17:00'")
                 )
+    return problems
+
+
+def _holiday_problems(path: tuple[str | int, ...], spec: HolidaySpec) -> list[Problem]:
+    """Check a holiday spec's parts one by one, so each error names its own line."""
+    problems: list[Problem] = []
+    needs_years = [key for key in ("country", "every_year", "rrules") if getattr(spec, key)]
+    if needs_years and spec.years is None:
+        problems.append(
+            Problem(
+                (*path, needs_years[0]),
+                "needs `years` (e.g. years: 2026-2030): holidays are listed once, when the "
+                "policy loads, for the years it names",
+            )
+        )
+    if spec.subdiv is not None and spec.country is None:
+        problems.append(Problem((*path, "subdiv"), "a subdivision needs its `country`"))
+    if spec.country is not None:
+        supported = public_holidays.list_supported_countries()
+        country = spec.country.upper()
+        if country not in supported:
+            problems.append(
+                Problem(
+                    (*path, "country"),
+                    f"'{spec.country}' is not a country the holidays package knows; use an "
+                    "ISO 3166-1 alpha-2 code such as US, DE or GB",
+                )
+            )
+        elif spec.subdiv is not None and spec.subdiv not in supported[country]:
+            known = ", ".join(supported[country][:12]) or "none"
+            problems.append(
+                Problem(
+                    (*path, "subdiv"),
+                    f"'{spec.subdiv}' is not a subdivision of {country}; known: {known}"
+                    + (", ..." if len(supported[country]) > 12 else ""),
+                )
+            )
+    for i, text in enumerate(spec.every_year):
+        try:
+            _month_day(text)
+        except ValueError as exc:
+            problems.append(Problem((*path, "every_year", i), str(exc)))
+    for i, text in enumerate(spec.rrules):
+        try:
+            found = _expand_rrule(text, spec.years or [2000])
+        except ValueError as exc:
+            problems.append(Problem((*path, "rrules", i), str(exc)))
+            continue
+        if spec.years and not found:
+            problems.append(
+                Problem(
+                    (*path, "rrules", i),
+                    f"'{text}' gives no date in {min(spec.years)}-{max(spec.years)}",
+                )
+            )
     return problems
 
 

@@ -37,13 +37,14 @@ class Clock:
     ended_at: int | None = None
     met: bool = False
     resets: int = 0  # times the policy's `reset` condition restarted it (new rule ids)
+    held: bool = False  # stopped by the policy's `pause` condition until its `resume` holds
 
     def __init__(
         self, metric: str, round: int, started_at: int, elapsed: int = 0,
         running_since: int | None = None, target: int | None = None,
         last_fraction: float = 0.0, next_at: int | None = None,
         breached_at: int | None = None, ended_at: int | None = None, met: bool = False,
-        resets: int = 0,
+        resets: int = 0, held: bool = False,
     ) -> None:  # fmt: skip
         self.metric = metric
         self.round = round
@@ -57,6 +58,7 @@ class Clock:
         self.ended_at = ended_at
         self.met = met
         self.resets = resets
+        self.held = held
 
     @property
     def active(self) -> bool:
@@ -76,6 +78,7 @@ class Clock:
             "ended_at": self.ended_at,
             "met": self.met,
             "resets": self.resets,
+            "held": self.held,
         }
 
     @classmethod
@@ -87,12 +90,12 @@ class Clock:
         return [
             self.metric, self.round, self.started_at, self.elapsed, self.running_since,
             self.target, self.last_fraction, self.next_at, self.breached_at, self.ended_at,
-            self.met, self.resets,
+            self.met, self.resets, self.held,
         ]  # fmt: skip
 
     @classmethod
     def from_row(cls, row: list[Any]) -> Clock:
-        return cls(*row)  # a row from before `resets` lacks it: the default
+        return cls(*row)  # a row from before `resets` or `held` lacks it: the default
 
 
 @dataclass(slots=True, init=False)

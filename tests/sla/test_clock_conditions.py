@@ -156,8 +156,9 @@ def test_without_conditions_nothing_changes(engine: Engine, ticket: Any) -> None
 
 
 def test_a_clock_row_from_before_resets_reads() -> None:
-    clock = Clock("resolution", 0, 1, 2, 3, 4, 0.5, 5, None, None, False, 2)
+    clock = Clock("resolution", 0, 1, 2, 3, 4, 0.5, 5, None, None, False, 2, True)
     assert Clock.from_row(clock.to_row()) == clock
-    assert Clock.from_row(clock.to_row()[:-1]).resets == 0
+    assert Clock.from_row(clock.to_row()[:-1]).held is False  # from before `held`
+    assert Clock.from_row(clock.to_row()[:-2]).resets == 0  # from before `resets`
     state = TicketState("T1", 1, 1, clocks={"resolution": clock})
     assert TicketState.from_dict(state.to_dict()) == state
