@@ -675,8 +675,10 @@ def build_ingest(
     topics: Topics,
     token: str | None,
     sources: Mapping[str, Source] | None = None,
+    statuses: Mapping[str, Status] | None = None,
 ) -> Ingest:
-    """The production wiring: Kafka sink, Redis enrichment and tag memory."""
+    """The production wiring: Kafka sink, Redis enrichment and tag memory; `statuses` (the
+    policy's custom help-desk statuses) default to those of ESCALATOR_POLICY_FILE's policy."""
     conn = settings.connectors
     secret = conn.zendesk_webhook_secret
     redis = settings.redis.async_client()
@@ -697,7 +699,7 @@ def build_ingest(
         rate_limit=conn.ingest_rate_limit,
         rate_burst=conn.ingest_rate_burst,
         batch_max_items=conn.ingest_batch_max_items,
-        statuses=load_policy(settings.policy_file).statuses,  # ESCALATOR_POLICY_FILE's
+        statuses=load_policy(settings.policy_file).statuses if statuses is None else statuses,
     )
 
 
@@ -730,8 +732,9 @@ def run_ingest(
     port: int,
     token: str | None,
     sources: Mapping[str, Source] | None = None,
+    statuses: Mapping[str, Status] | None = None,
 ) -> int:
-    ingest = build_ingest(settings, topics, token, sources)
+    ingest = build_ingest(settings, topics, token, sources, statuses)
 
     def announce(text: str) -> None:
         names = sorted(ingest.access.sources)

@@ -546,6 +546,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from connectors.ingest import run_ingest
 
     settings = _settings()
+    # the policy's custom help-desk statuses map webhook statuses to canonical ones
+    statuses = _policy_arg(settings.policy_file).statuses
     token = settings.connectors.ingest_token
     sources = None
     if settings.connectors.ingest_tokens_file:
@@ -564,7 +566,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
     host = args.host or settings.connectors.ingest_host
     port = args.port or settings.connectors.ingest_port
-    return run_ingest(settings, topics, host, port, token, sources)
+    return run_ingest(settings, topics, host, port, token, sources, statuses)
 
 
 def cmd_board(args: argparse.Namespace) -> int:

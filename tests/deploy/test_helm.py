@@ -82,7 +82,7 @@ def test_chart_default_policy_is_the_builtin_policy(render: Any) -> None:
     assert rendered.strip() == builtin.strip()
 
 
-@pytest.mark.parametrize("name", ["escalator-worker", "escalator-sink-redis"])
+@pytest.mark.parametrize("name", ["escalator-worker", "escalator-sink-redis", "escalator-ingest"])
 def test_policy_change_rolls_what_reads_the_policy(render: Any, name: str) -> None:
     def annotations(docs: list[dict[str, Any]]) -> dict[str, str]:
         return dict(workload(docs, name)["spec"]["template"]["metadata"]["annotations"])
