@@ -158,7 +158,10 @@ def read_topic(
 
 @pytest.fixture
 def ingest(tmp_path: Path, kafka_bootstrap: str, redis_url: str) -> Iterator[IngestProcess]:
-    process = start_ingest(tmp_path, kafka_bootstrap, redis_url)
+    # Redis lookups (profiles, remembered tags) get a second: on a loaded test machine the
+    # 100 ms default can expire, and ingest then degrades on purpose (tags seen as new), which
+    # test_enrichment covers; here the mapping is what is checked.
+    process = start_ingest(tmp_path, kafka_bootstrap, redis_url, ESCALATOR_ENRICH_TIMEOUT_MS="1000")
     yield process
     process.stop()
 
