@@ -132,6 +132,7 @@ escalation_matrix:
 """
 
 
+@pytest.mark.serial
 def test_live_clock_fires_a_breach_within_a_second_of_its_deadline(
     any_pipeline: Pipeline, tmp_path: Path
 ) -> None:

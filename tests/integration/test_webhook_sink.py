@@ -307,6 +307,7 @@ def wait_running(what: str, check: Any, sink: InProcessSink, timeout: float = 60
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.serial
 def test_a_hung_target_does_not_delay_another_and_parks_once_its_circuit_opens(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:

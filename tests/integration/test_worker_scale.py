@@ -29,7 +29,7 @@ from tests.integration.test_worker_fencing import (
     worker_settings,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 __all__ = ["running"]  # the fixture
 
 RESTORED = re.compile(
