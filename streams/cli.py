@@ -360,7 +360,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             raise UserError(str(exc)) from None
     policy = _policy_arg(args.policy or settings.policy_file)
-    shadow = load_policy(args.shadow_policy) if args.shadow_policy else None
+    shadow = _policy_arg(args.shadow_policy) if args.shadow_policy else None
     if shadow is not None and args.runtime == "faust":
         raise UserError("--shadow-policy runs on --runtime loop only")
     if args.topic_prefix:  # an isolated pipeline: its own group, changelog and state
