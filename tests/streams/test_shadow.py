@@ -14,7 +14,7 @@ from streams.processor import SHADOW_KEYS, Out, TicketProcessor, decode_shadow
 from streams.sla.engine import Engine
 from streams.sla.policy import Policy, load_policy, parse_policy
 from streams.topics import Topics
-from streams.worker_metrics import PRODUCTION, SHADOW, ShadowDiff, WorkerStats
+from streams.worker_metrics import PRODUCTION, SHADOW, ShadowDiff, WorkerStats, metrics_exposition
 from tests.streams.test_processor import CODEC_NAMES, T0, DictStore, event, send
 from tests.streams.test_worker_metrics import scrape, value
 
@@ -153,3 +153,20 @@ def test_metrics_show_shadow_escalations_and_the_diff(
         want = sum(1 for sides in by_ticket.values() if sides == {side})
         assert value(samples, "escalator_shadow_only_tickets", side=side) == want
     assert value(samples, "escalator_shadow_only_tickets", side="shadow") > 0
+
+
+def shadow_exposition() -> tuple[str, int, int, dict[str, float]]:
+    """A worker's /metrics after two days of history with the candidate as its shadow policy:
+    the text, production's and the shadow's escalation counts, the one-side-only tickets."""
+    codecs = {name: codec_for(name) for name in CODEC_NAMES}
+    history = generate_history(agents=4, days=2, seed=7)
+    end = max(e.occurred_at for e in history) + HOUR
+    proc = build(codecs, load_policy(), parse_policy(candidate_text()), end)
+    run(proc, DictStore(), codecs, history, end)
+    assert proc.shadow is not None and proc.diff is not None
+    text = metrics_exposition(proc, list)().decode()
+    only = {
+        "production": float(proc.diff.only[PRODUCTION]),
+        "shadow": float(proc.diff.only[SHADOW]),
+    }
+    return text, proc.counters.escalations, proc.shadow.counters.escalations, only
