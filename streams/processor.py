@@ -38,7 +38,7 @@ from streams.sla.actions import (
     SlaOutcome,
 )
 from streams.sla.engine import Engine
-from streams.sla.events import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, EventType, Status
+from streams.sla.events import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, EventType, Status, TicketEvent
 from streams.sla.queues import QueueStat, StatKind, queue_name, stat_id
 from streams.sla.state import TicketState
 from streams.topics import Topics
@@ -429,33 +429,38 @@ class TicketProcessor:
         offset: int,
         timestamp: int | None,
     ) -> list[Out]:
-        out = self._on_event(store, raw, key, partition, offset, timestamp)
-        shadow = self.shadow
-        if shadow is None:
-            return out
-        shadow_out = shadow._on_event(KeySpace(store), raw, key, partition, offset, timestamp)
-        return self._with_shadow(out, partition, shadow_out)
-
-    def _on_event(
-        self,
-        store: StateStore,
-        raw: bytes | None,
-        key: bytes | None,
-        partition: int,
-        offset: int,
-        timestamp: int | None,
-    ) -> list[Out]:
         now = self.clock()
         try:
             event = decode_ticket_event(
                 raw, now, self.codecs["TicketEvent"], self.max_event_bytes, self.max_future_ms
             )
+            if event.ticket_id.startswith("\0"):
+                reason = "a ticket id starting with NUL (the shadow policy's key space)"
+                raise Rejected(ErrorKind.INVALID_FIELD, reason, "ticket_id")
         except Rejected as exc:
             return [self._reject(raw, key, partition, offset, timestamp, exc, now)]
+        out = self._on_event(store, event, raw, key, partition, offset, timestamp, now)
+        shadow = self.shadow
+        if shadow is None:
+            return out
+        # The same decoded event (the engine never changes one); the shadow's own clock.
+        shadow_out = shadow._on_event(
+            KeySpace(store), event, raw, key, partition, offset, timestamp, shadow.clock()
+        )
+        return self._with_shadow(out, partition, shadow_out)
+
+    def _on_event(
+        self,
+        store: StateStore,
+        event: TicketEvent,
+        raw: bytes | None,
+        key: bytes | None,
+        partition: int,
+        offset: int,
+        timestamp: int | None,
+        now: int,
+    ) -> list[Out]:
         ticket_key = event.ticket_id.encode()
-        if ticket_key.startswith(SHADOW_KEYS):
-            exc = Rejected(ErrorKind.INVALID_FIELD, "a ticket id starting with NUL", "ticket_id")
-            return [self._reject(raw, key, partition, offset, timestamp, exc, now)]
         self.counters.events += 1
         out: list[Out] = []
         stats: list[QueueStat] = []
