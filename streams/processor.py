@@ -313,6 +313,14 @@ class TicketProcessor:
             self.shadow.queue_stats = False
             self.diff = ShadowDiff()
         self.shadow_kept = {topics.escalations, topics.priority_bumps, topics.reminders}
+        # Shadow states found with no shadow policy running: deleted (changelog tombstones in
+        # the partition's next transaction), so a shadow started later begins from nothing
+        # rather than from states that missed the events in between.
+        self.orphans: dict[int, list[bytes]] = {}
+
+    def _drop_orphans(self, store: StateStore, partition: int) -> None:
+        for key in self.orphans.pop(partition, ()):
+            store.delete(key)
 
     def _with_shadow(self, out: list[Out], partition: int, shadow_out: list[Out]) -> list[Out]:
         """Production's outputs, then the shadow's actions on shadow-escalations."""
@@ -358,7 +366,10 @@ class TicketProcessor:
             lane = self
             if key.startswith(SHADOW_KEYS):
                 if shadow is None:
-                    continue  # a shadow policy's states, kept while it is off
+                    p = decode_state(value)[0]
+                    if p in wanted:
+                        self.orphans.setdefault(p, []).append(key)
+                    continue
                 lane, key = shadow, key[skip:]
             p, state = decode_state(value)
             if p in wanted:
@@ -379,6 +390,7 @@ class TicketProcessor:
             self.shadow.forget(partitions)
             self.diff.forget(partitions)
         for p in partitions:
+            self.orphans.pop(p, None)
             self.due.pop(p, None)
             self.scheduled.pop(p, None)
             self.watermark.pop(p, None)
@@ -429,6 +441,8 @@ class TicketProcessor:
         offset: int,
         timestamp: int | None,
     ) -> list[Out]:
+        if self.orphans:
+            self._drop_orphans(store, partition)
         now = self.clock()
         try:
             event = decode_ticket_event(
@@ -560,6 +574,8 @@ class TicketProcessor:
         """A clock tick for one partition: fire what is due up to the tick's instant."""
         if tick is None:
             return []
+        if self.orphans:
+            self._drop_orphans(store, partition)
         out = self._on_tick(store, partition, tick)
         shadow = self.shadow
         if shadow is None:

@@ -170,3 +170,21 @@ def shadow_exposition() -> tuple[str, int, int, dict[str, float]]:
         "shadow": float(proc.diff.only[SHADOW]),
     }
     return text, proc.counters.escalations, proc.shadow.counters.escalations, only
+
+
+def test_without_a_shadow_policy_its_states_are_skipped_then_deleted(
+    codecs: dict[str, Any], candidate: Policy
+) -> None:
+    history = generate_history(agents=4, days=1, seed=3)
+    end = max(e.occurred_at for e in history) + HOUR
+    store = DictStore()
+    run(build(codecs, load_policy(), candidate, end), store, codecs, history, end)
+    tickets = {k for k in store.data if not k.startswith(SHADOW_KEYS)}
+    assert len(store.data) == 2 * len(tickets)
+    # Restarted without the shadow: production's index holds its own tickets only ...
+    alone, restored = build(codecs, load_policy(), None, end), DictStore(store.data)
+    assert alone.rebuild(restored, [0]) == len(tickets)
+    # ... and the shadow's states go with the partition's next message (changelog tombstones).
+    assert len(restored.data) == 2 * len(tickets)
+    alone.on_tick(restored, 0, end)
+    assert set(restored.data) == tickets
