@@ -18,6 +18,10 @@ meaningful for data from the past.
 Health: Redis answers; the sink's heartbeat on the board is fresh (and its /healthz, if a URL
 is given); the worker's /readyz and /metrics answer. What cannot be reached shows as down and
 what is not configured as unknown; the page never fails because of it.
+
+Shadow policy: when the worker runs one, its /metrics holds the shadow's escalations by reason
+and level beside production's, and the tickets only one side escalated; the page shows them in
+a panel of their own, read from that same scrape (nothing of the shadow goes to Redis).
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ WORKER_FIGURES = {
     "escalator_tickets_breached": "tickets breached",
 }
 BREACHES_METRIC = "escalator_sla_breaches_total"
+# The shadow policy (`escalator worker --shadow-policy`) against production, from the same scrape.
+ESCALATIONS = {"escalator_escalations_total": "production",
+               "escalator_shadow_escalations_total": "shadow"}  # fmt: skip
+SHADOW_ONLY = "escalator_shadow_only_tickets"
 EMPTY_BOARD: dict[str, Any] = {
     "open": 0, "by_level": {}, "by_team": {}, "tickets": [], "closest": [], "clock": None,
     "last_hour": {}, "totals": {}, "sink": {}, "recent": [],
@@ -190,6 +198,9 @@ class BoardApp:
         if metrics_status == 200 and text:
             figures, breaches = worker_figures(text)
             out["figures"] = figures
+            shadow = shadow_figures(text)
+            if shadow is not None:
+                out["shadow"] = shadow
             if breaches is not None:
                 out["breaches_per_hour"] = self.breaches.add(time.monotonic(), breaches)
         return out
@@ -212,6 +223,28 @@ def worker_figures(text: str) -> tuple[dict[str, float], float | None]:
                 sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
     figures = {label: sums[name] for name, label in WORKER_FIGURES.items() if name in sums}
     return figures, sums.get(BREACHES_METRIC)
+
+
+def shadow_figures(text: str) -> dict[str, Any] | None:
+    """Production's and the shadow policy's escalations by reason and level, and the tickets
+    only one of them escalated; None when the worker runs no shadow policy."""
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    only: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            side = ESCALATIONS.get(sample.name)
+            if side is not None:
+                reason, level = sample.labels["reason"], int(sample.labels["level"])
+                row = rows.setdefault(
+                    (reason, level), {"reason": reason, "level": level,
+                                      "production": 0.0, "shadow": 0.0},
+                )  # fmt: skip
+                row[side] += sample.value
+            elif sample.name == SHADOW_ONLY:
+                only[sample.labels["side"]] = sample.value
+    if not only:
+        return None
+    return {"by_reason_level": [rows[k] for k in sorted(rows)], "only": only}
 
 
 async def serve(

@@ -360,6 +360,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             raise UserError(str(exc)) from None
     policy = _policy_arg(args.policy or settings.policy_file)
+    shadow = _policy_arg(args.shadow_policy) if args.shadow_policy else None
+    if shadow is not None and args.runtime == "faust":
+        raise UserError("--shadow-policy runs on --runtime loop only")
     if args.topic_prefix:  # an isolated pipeline: its own group, changelog and state
         settings = replace(settings, app_id=f"{args.topic_prefix}{settings.app_id}")
     topics = _pipeline_topics(settings, args.topic_prefix, [changelog_topic(settings)])
@@ -371,11 +374,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         f"escalator worker: policy {policy.source}, {settings.partitions} partitions, "
         f"{settings.processing_guarantee}, clock={'event' if args.event_time else 'wall'}, "
         f"state {settings.store} (restored from the changelog on assignment), "
-        f"runtime {args.runtime}\n"
+        f"runtime {args.runtime}"
+        + (f", shadow policy {shadow.source} -> {topics.shadow_escalations}" if shadow else "")
+        + "\n"
     )
     if args.runtime == "faust":
         return _faust_worker(settings, policy, topics, args)
-    return run_worker(settings, policy, topics, event_time=args.event_time)
+    return run_worker(settings, policy, topics, event_time=args.event_time, shadow=shadow)
 
 
 def _faust_worker(
@@ -699,6 +704,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="loop",
         help="loop: the exactly-once transactional loop (default); faust: Faust agents and a "
         "table over the same processor, at-least-once",
+    )
+    worker.add_argument(
+        "--shadow-policy",
+        metavar="FILE",
+        help="also run this candidate policy on the same events, with its own state, writing "
+        "what it would send to shadow-escalations (loop runtime)",
     )
     worker.add_argument("--topic-prefix", default="", help=argparse.SUPPRESS)
     worker.add_argument("--loglevel", default="warning")

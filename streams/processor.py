@@ -38,11 +38,11 @@ from streams.sla.actions import (
     SlaOutcome,
 )
 from streams.sla.engine import Engine
-from streams.sla.events import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, EventType, Status
+from streams.sla.events import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, EventType, Status, TicketEvent
 from streams.sla.queues import QueueStat, StatKind, queue_name, stat_id
 from streams.sla.state import TicketState
 from streams.topics import Topics
-from streams.worker_metrics import NEW_TICKET, WorkerStats, category
+from streams.worker_metrics import NEW_TICKET, PRODUCTION, SHADOW, ShadowDiff, WorkerStats, category
 
 TICK_HEADER = "escalator-tick"  # marks an event-time clock tick inside ticket-events
 CLOCK_SLEW_MS = 1000  # how much faster than real time the tick clock may catch up a jump
@@ -52,6 +52,11 @@ COMPACT_SLACK = 1024  # superseded due entries tolerated beyond the live ones be
 CACHED_STATES = 20_000  # decoded states kept per worker (about 3.5 KB each)
 BREACHES = frozenset(BREACH_REASON.values())
 EVENT_STATS = {EventType.CREATED: StatKind.CREATED, EventType.RESOLVED: StatKind.RESOLVED}
+
+
+# The shadow policy's ticket states live in the same store under this key prefix; a ticket id
+# is text, and one starting with a NUL byte is refused (see TicketProcessor.on_event).
+SHADOW_KEYS = b"\x00shadow:"
 
 
 class Snapshot(Protocol):
@@ -188,6 +193,49 @@ class StateCache:
         self.entries.clear()
 
 
+class KeySpace:
+    """A StateStore's keys under a prefix, seen as a StateStore of their own.
+
+    Why the shadow policy's states share production's per-partition store and changelog
+    rather than having a second store: each write goes to the same changelog partition in
+    the same transaction, so restore, checkpoints and KIP-447 fencing cover both with no
+    change, and a shadow state can never be ahead of or behind production's offsets."""
+
+    __slots__ = ("store", "prefix")
+
+    def __init__(self, store: StateStore, prefix: bytes = SHADOW_KEYS) -> None:
+        self.store, self.prefix = store, prefix
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.store.get(self.prefix + key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.store.put(self.prefix + key, value)
+
+    def delete(self, key: bytes) -> None:
+        self.store.delete(self.prefix + key)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        n, prefix = len(self.prefix), self.prefix
+        for key, value in self.store.items():
+            if key.startswith(prefix):
+                yield key[n:], value
+
+
+SHADOW_RECORDS = ("Escalation", "PriorityBump", "Reminder")
+
+
+def decode_shadow(codecs: dict[str, AvroCodec], value: bytes) -> tuple[str, dict[str, object]]:
+    """A shadow-escalations record: its Avro type (told by the schema id in its header, as
+    the worker writes the current schema of each) and the decoded record."""
+    schema_id = int.from_bytes(value[1:5], "big")
+    for name in SHADOW_RECORDS:
+        codec = codecs[name]
+        if codec.schema_id == schema_id:
+            return name, codec.decode(value)
+    raise ValueError(f"schema id {schema_id} is none of {', '.join(SHADOW_RECORDS)}")
+
+
 def encode_tick(now_ms: int) -> bytes:
     return str(now_ms).encode()
 
@@ -208,7 +256,14 @@ def decode_tick(value: bytes | None) -> int | None:
 
 
 class TicketProcessor:
-    """Per-worker processing of ticket events and clock ticks."""
+    """Per-worker processing of ticket events and clock ticks.
+
+    With `shadow` (a candidate policy's Engine), a second processor over it sees every event
+    and tick after production, keeps its states in the same store under SHADOW_KEYS (see
+    KeySpace), and its escalations, bumps and reminders go to shadow-escalations; its DLQ
+    letters and queue stats are dropped (production sends those). `diff` follows which
+    tickets only one side escalated (streams.worker_metrics.ShadowDiff).
+    """
 
     def __init__(
         self,
@@ -221,6 +276,8 @@ class TicketProcessor:
         metrics: WorkerStats | None = None,
         max_skew_ms: int = Settings.max_clock_skew_ms,
         max_record_bytes: int = Settings.max_record_bytes,
+        shadow: Engine | None = None,
+        shadow_metrics: WorkerStats | None = None,
     ) -> None:
         self.engine = engine
         self.topics = topics
@@ -246,6 +303,40 @@ class TicketProcessor:
         self.queue_stats = engine.policy.ops_alerts.enabled
         self.counters = Counters()
         self.metrics = metrics  # labelled counts for /metrics; None when metrics are off
+        self.shadow: TicketProcessor | None = None
+        self.diff: ShadowDiff | None = None
+        if shadow is not None:
+            self.shadow = TicketProcessor(
+                shadow, topics, codecs, max_event_bytes, event_time, wall_clock,
+                shadow_metrics, max_skew_ms, max_record_bytes,
+            )  # fmt: skip
+            self.shadow.queue_stats = False
+            self.diff = ShadowDiff()
+        self.shadow_kept = {topics.escalations, topics.priority_bumps, topics.reminders}
+        # Shadow states found with no shadow policy running: deleted (changelog tombstones in
+        # the partition's next transaction), so a shadow started later begins from nothing
+        # rather than from states that missed the events in between.
+        self.orphans: dict[int, list[bytes]] = {}
+
+    def _drop_orphans(self, store: StateStore, partition: int) -> None:
+        for key in self.orphans.pop(partition, ()):
+            store.delete(key)
+
+    def _with_shadow(self, out: list[Out], partition: int, shadow_out: list[Out]) -> list[Out]:
+        """Production's outputs, then the shadow's actions on shadow-escalations."""
+        diff = self.diff
+        assert diff is not None
+        escalations, kept = self.topics.escalations, self.shadow_kept
+        for o in out:
+            if o.topic == escalations:
+                diff.escalated(partition, o.key, PRODUCTION)
+        target = self.topics.shadow_escalations
+        for o in shadow_out:
+            if o.topic in kept:
+                if o.topic == escalations:
+                    diff.escalated(partition, o.key, SHADOW)
+                out.append(Out(target, o.key, o.value))
+        return out
 
     # ------------------------------------------------------------------ index
 
@@ -260,28 +351,46 @@ class TicketProcessor:
         read, and at the end, so the worker can poll its group between steps (a million tickets
         take about 10 s). The index is complete only once the iterator is exhausted."""
         wanted = set(partitions)
-        self.cache.clear()
-        for p in wanted:
-            self.due[p] = []
-            self.scheduled[p] = {}
-        if self.metrics is not None:
-            self.metrics.reset(wanted)
+        shadow = self.shadow
+        lanes = [self] if shadow is None else [self, shadow]
+        for lane in lanes:
+            lane.cache.clear()
+            for p in wanted:
+                lane.due[p] = []
+                lane.scheduled[p] = {}
+            if lane.metrics is not None:
+                lane.metrics.reset(wanted)
         count = 0
+        skip = len(SHADOW_KEYS)
         for read, (key, value) in enumerate(store.items(), 1):
+            lane = self
+            if key.startswith(SHADOW_KEYS):
+                if shadow is None:
+                    p = decode_state(value)[0]
+                    if p in wanted:
+                        self.orphans.setdefault(p, []).append(key)
+                    continue
+                lane, key = shadow, key[skip:]
             p, state = decode_state(value)
             if p in wanted:
-                self._schedule(p, key, state)
-                if self.metrics is not None:
-                    self.metrics.add(p, state)
+                lane._schedule(p, key, state)
+                if lane.metrics is not None:
+                    lane.metrics.add(p, state)
                 count += 1
             if read % step == 0:
                 yield count
-        for p in wanted:
-            heapq.heapify(self.due[p])
+        for lane in lanes:
+            for p in wanted:
+                heapq.heapify(lane.due[p])
         yield count
 
     def forget(self, partitions: Iterable[int]) -> None:
+        partitions = list(partitions)
+        if self.shadow is not None and self.diff is not None:
+            self.shadow.forget(partitions)
+            self.diff.forget(partitions)
         for p in partitions:
+            self.orphans.pop(p, None)
             self.due.pop(p, None)
             self.scheduled.pop(p, None)
             self.watermark.pop(p, None)
@@ -332,15 +441,41 @@ class TicketProcessor:
         offset: int,
         timestamp: int | None,
     ) -> list[Out]:
+        if self.orphans:
+            self._drop_orphans(store, partition)
         now = self.clock()
         try:
             event = decode_ticket_event(
                 raw, now, self.codecs["TicketEvent"], self.max_event_bytes, self.max_future_ms
             )
+            if event.ticket_id.startswith("\0"):
+                reason = "a ticket id starting with NUL (the shadow policy's key space)"
+                raise Rejected(ErrorKind.INVALID_FIELD, reason, "ticket_id")
         except Rejected as exc:
             return [self._reject(raw, key, partition, offset, timestamp, exc, now)]
-        self.counters.events += 1
+        out = self._on_event(store, event, raw, key, partition, offset, timestamp, now)
+        shadow = self.shadow
+        if shadow is None:
+            return out
+        # The same decoded event (the engine never changes one); the shadow's own clock.
+        shadow_out = shadow._on_event(
+            KeySpace(store), event, raw, key, partition, offset, timestamp, shadow.clock()
+        )
+        return self._with_shadow(out, partition, shadow_out)
+
+    def _on_event(
+        self,
+        store: StateStore,
+        event: TicketEvent,
+        raw: bytes | None,
+        key: bytes | None,
+        partition: int,
+        offset: int,
+        timestamp: int | None,
+        now: int,
+    ) -> list[Out]:
         ticket_key = event.ticket_id.encode()
+        self.counters.events += 1
         out: list[Out] = []
         stats: list[QueueStat] = []
         clock = self._clock(partition, now)
@@ -439,6 +574,15 @@ class TicketProcessor:
         """A clock tick for one partition: fire what is due up to the tick's instant."""
         if tick is None:
             return []
+        if self.orphans:
+            self._drop_orphans(store, partition)
+        out = self._on_tick(store, partition, tick)
+        shadow = self.shadow
+        if shadow is None:
+            return out
+        return self._with_shadow(out, partition, shadow._on_tick(KeySpace(store), partition, tick))
+
+    def _on_tick(self, store: StateStore, partition: int, tick: int) -> list[Out]:
         now = self.clock()
         before = self._clock(partition, now)
         if self.event_time:
@@ -488,6 +632,8 @@ class TicketProcessor:
                 store.delete(key)
                 if metrics is not None:
                     metrics.removed(partition, state)
+                if self.diff is not None:
+                    self.diff.left(partition, key)
                 continue
             if state.next_due != due:  # not due after all: keep it, indexed as it is
                 self.cache.keep(key, value, state)

@@ -59,6 +59,14 @@ class Topics:
         return self.name("reminders")
 
     @property
+    def shadow_escalations(self) -> str:
+        """What a candidate policy (`escalator worker --shadow-policy`) would have sent:
+        its escalations, bumps and reminders, each as a record of its usual Avro type (the
+        schema id in each value says which: streams.processor.decode_shadow). No sink reads it
+        by default."""
+        return self.name("shadow-escalations")
+
+    @property
     def ops_alerts(self) -> str:
         return self.name("ops-alerts")
 
@@ -95,6 +103,7 @@ class Topics:
             self.reminders,
             self.dlq,
             self.queue_stats,
+            self.shadow_escalations,
         ]
 
     def all(self) -> list[str]:

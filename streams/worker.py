@@ -91,16 +91,24 @@ def transactional_id(settings: Settings) -> str:
 
 
 def build_processor(
-    settings: Settings, policy: Policy, topics: Topics, event_time: bool
+    settings: Settings,
+    policy: Policy,
+    topics: Topics,
+    event_time: bool,
+    shadow: Policy | None = None,
 ) -> TicketProcessor:
-    """The processor every runtime drives (this loop, streams.faust_app), from the settings."""
+    """The processor every runtime drives (this loop, streams.faust_app), from the settings;
+    `shadow`: a candidate policy run beside production (`--shadow-policy`)."""
     codecs = codecs_for(CODECS, settings, topics)
-    metrics = None
+    metrics = shadow_metrics = None
     if settings.metrics_enabled:
         metrics = WorkerStats((s.name for s in policy.sla_policies), live=not event_time)
+        if shadow is not None:
+            shadow_metrics = WorkerStats((s.name for s in shadow.sla_policies), live=False)
     return TicketProcessor(
         Engine(policy), topics, codecs, settings.max_event_bytes, event_time, metrics=metrics,
         max_skew_ms=settings.max_clock_skew_ms, max_record_bytes=settings.max_record_bytes,
+        shadow=None if shadow is None else Engine(shadow), shadow_metrics=shadow_metrics,
     )  # fmt: skip
 
 
@@ -381,6 +389,7 @@ class Worker:
         topics: Topics,
         event_time: bool = False,
         out: TextIO = sys.stderr,
+        shadow: Policy | None = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
@@ -389,7 +398,7 @@ class Worker:
         self.event_time = event_time
         self.exactly_once = settings.processing_guarantee == "exactly_once"
         self.out = out
-        self.processor = build_processor(settings, policy, topics, event_time)
+        self.processor = build_processor(settings, policy, topics, event_time, shadow)
         self.state = LocalState(settings)
         self.owned: list[int] = []  # partitions restored and processing
         self.live: set[int] = set()  # the same, for the per-message check
@@ -919,10 +928,16 @@ def serve(worker: Worker, settings: Settings) -> MetricsServer:
     ).start()  # fmt: skip
 
 
-def run_worker(settings: Settings, policy: Policy, topics: Topics, event_time: bool) -> int:
+def run_worker(
+    settings: Settings,
+    policy: Policy,
+    topics: Topics,
+    event_time: bool,
+    shadow: Policy | None = None,
+) -> int:
     """The `escalator worker` child's body: stops cleanly on SIGTERM/SIGINT."""
     try:
-        worker = Worker(settings, policy, topics, event_time)
+        worker = Worker(settings, policy, topics, event_time, shadow=shadow)
     except RegistryError as exc:  # unreachable, or it refuses a schema (incompatible)
         sys.stderr.write(f"escalator worker: {exc}\n")
         return 2

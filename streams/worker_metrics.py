@@ -226,6 +226,50 @@ class WorkerStats:
         return out
 
 
+PRODUCTION, SHADOW = 1, 2  # ShadowDiff's sides, as bits: 3 is both
+SIDES = {PRODUCTION: "production", SHADOW: "shadow"}
+
+
+class ShadowDiff:
+    """Tickets escalated by only one of production and the shadow policy.
+
+    Per ticket: a ticket is "escalated by" a side once that side sent at least one
+    Escalation record for it (SLA warnings included), and "escalated by only one" while one
+    side has and the other has not yet. Counted over the tickets whose escalations this
+    worker saw since it took their partition (a rebalance or restart starts the count
+    afresh, as a gauge does), until production removes the ticket from its store. Kept as
+    one small int per escalated ticket; the gauge reads two counters.
+    """
+
+    def __init__(self) -> None:
+        self.sides: dict[int, dict[bytes, int]] = {}  # partition -> ticket key -> side bits
+        self.only = {PRODUCTION: 0, SHADOW: 0}
+
+    def escalated(self, partition: int, key: bytes, side: int) -> None:
+        sides = self.sides.setdefault(partition, {})
+        old = sides.get(key, 0)
+        new = old | side
+        if new == old:
+            return
+        sides[key] = new
+        if old:
+            self.only[old] -= 1
+        if new in self.only:
+            self.only[new] += 1
+
+    def left(self, partition: int, key: bytes) -> None:
+        """The ticket left production's store (closed, retention over)."""
+        side = self.sides.get(partition, {}).pop(key, 0)
+        if side in self.only:
+            self.only[side] -= 1
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        for p in partitions:
+            for side in self.sides.pop(p, {}).values():
+                if side in self.only:
+                    self.only[side] -= 1
+
+
 LagSource = Callable[[], Iterable[tuple[str, int, int]]]  # (topic, partition, messages behind)
 
 
@@ -328,10 +372,37 @@ class WorkerCollector(Collector):
             "dropped once they outnumber the live ones)",
             value=sum(len(heap) for heap in processor.due.values()),
         )
+        yield from self._shadow()
         yield _family(
             GaugeMetricFamily, "escalator_consumer_lag",
             "Messages between the log end (last stable offset) and the committed offset",
             ["topic", "partition"], (((t, str(p)), lag) for t, p, lag in self.lag()),
+        )  # fmt: skip
+
+    def _shadow(self) -> Iterator[Metric]:
+        """The shadow policy's figures (`escalator worker --shadow-policy`), if it runs."""
+        shadow, diff = self.processor.shadow, self.processor.diff
+        if shadow is None or diff is None or shadow.metrics is None:
+            return
+        stats = shadow.metrics
+        yield _family(
+            CounterMetricFamily, "escalator_shadow_escalations_total",
+            "Escalations the shadow policy sent to shadow-escalations, by kind, reason and "
+            "target level (production's: escalator_escalations_total)",
+            ["kind", "reason", "level"],
+            (((k.value, r.value, str(level)), n) for (k, r, level), n in stats.escalations.items()),
+        )  # fmt: skip
+        for name, doc, by_reason in (
+            ("escalator_shadow_priority_bumps_total", "Shadow priority bumps", stats.bumps),
+            ("escalator_shadow_reminders_total", "Shadow reminders", stats.reminders),
+        ):
+            yield _family(CounterMetricFamily, name, f"{doc}, by reason", ["reason"],
+                          ((r.value, n) for r, n in by_reason.items()))  # fmt: skip
+        yield _family(
+            GaugeMetricFamily, "escalator_shadow_only_tickets",
+            "Tickets escalated by only one of production and the shadow policy, by the side "
+            "that did (since this worker took their partition; see ShadowDiff)", ["side"],
+            ((SIDES[side], n) for side, n in diff.only.items()),
         )  # fmt: skip
 
 

@@ -175,6 +175,8 @@ function render(data) {
     el("td", {}, number(w.open_warnings)),
   )), 5, "no open SLA warnings");
 
+  renderShadow(data.health.worker.shadow);
+
   const totals = data.totals || {};
   const figures = data.health.worker.figures || {};
   const facts = [
@@ -198,6 +200,24 @@ function render(data) {
   });
   feed.replaceChildren(...(items.length ? items : [el("li", { class: "empty" }, "no events yet")]));
   document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+}
+
+// The worker's shadow policy against production: hidden when the worker runs none.
+function renderShadow(shadow) {
+  const panel = document.getElementById("shadow-panel");
+  panel.hidden = !shadow;
+  if (!shadow) return;
+  const only = shadow.only || {};
+  document.getElementById("shadow-only").textContent =
+    `tickets escalated by production only: ${number(only.production ?? 0)} · ` +
+    `by the shadow policy only: ${number(only.shadow ?? 0)}`;
+  fill(document.querySelector("#shadow tbody"), shadow.by_reason_level.map((r) => {
+    const diff = r.shadow - r.production;
+    return el("tr", { "data-diff": Math.sign(diff) },
+      el("td", {}, r.reason), el("td", {}, level(r.level)),
+      el("td", {}, number(r.production)), el("td", {}, number(r.shadow)),
+      el("td", {}, `${diff > 0 ? "+" : ""}${number(diff)}`));
+  }), 5, "no escalations yet");
 }
 
 async function poll() {

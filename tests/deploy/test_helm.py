@@ -108,6 +108,36 @@ def test_policy_change_rolls_what_reads_the_policy(render: Any, name: str) -> No
     assert volume["configMap"]["name"] == "escalator-policy" and filename == "policy.yaml"
 
 
+def test_shadow_policy_is_mounted_and_passed_to_the_worker(render: Any, render_error: Any) -> None:
+    from streams.sla.policy import parse_policy
+    from tests.streams.test_shadow import candidate_text
+
+    def worker(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+        template = workload(docs, "escalator-worker")["spec"]["template"]
+        (container,) = template["spec"]["containers"]
+        return template, container
+
+    _, plain = worker(render())
+    assert "--shadow-policy" not in plain["args"]
+    text = candidate_text()
+    docs = render({"worker": {"shadowPolicy": text}})
+    template, container = worker(docs)
+    args = container["args"]
+    path = args[args.index("--shadow-policy") + 1]
+    directory, _, filename = path.rpartition("/")
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == directory]
+    (volume,) = [v for v in template["spec"]["volumes"] if v["name"] == mount["name"]]
+    data = one(docs, "ConfigMap", volume["configMap"]["name"])["data"]
+    assert data[filename].strip() == text.strip()
+    assert parse_policy(data[filename]).sla_policies
+    assert re.fullmatch(
+        r"[0-9a-f]{64}", template["metadata"]["annotations"]["checksum/shadow-policy"]
+    )
+    err = render_error({"worker": {"shadowPolicy": text, "runtime": "faust"},
+                        "processingGuarantee": "at_least_once"})  # fmt: skip
+    assert "worker.shadowPolicy runs on worker.runtime: loop only" in err
+
+
 def test_more_replicas_than_partitions_fails(render: Any, render_error: Any) -> None:
     render({"worker": {"replicas": 6}, "kafka": {"partitions": 6}})
     err = render_error({"worker": {"replicas": 7}, "kafka": {"partitions": 6}})

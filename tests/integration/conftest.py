@@ -116,7 +116,11 @@ class Pipeline:
         ensure_topics(self.settings, self.topics)
 
     def start_worker(
-        self, name: str, event_time: bool = True, policy: Path | None = None
+        self,
+        name: str,
+        event_time: bool = True,
+        policy: Path | None = None,
+        shadow_policy: Path | None = None,
     ) -> WorkerProcess:
         data = self.root / name
         data.mkdir(parents=True, exist_ok=True)
@@ -128,6 +132,8 @@ class Pipeline:
             cmd.append("--event-time")
         if policy is not None:
             cmd += ["--policy", str(policy)]
+        if shadow_policy is not None:
+            cmd += ["--shadow-policy", str(shadow_policy)]
         log = self.root / f"{name}.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)

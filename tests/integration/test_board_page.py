@@ -177,3 +177,48 @@ def test_page_works_with_an_empty_board_and_no_pipeline(
     assert browser.find_element(By.ID, "health-sink").get_attribute("data-status") == "unknown"
     assert not severe_console_errors(browser)
     screenshot(browser, "board-page-empty.png")
+
+
+def test_page_shows_how_the_shadow_policy_differs(
+    pipeline: Pipeline, board: tuple[redis.Redis, BoardKeys], browser: WebDriver
+) -> None:
+    """The shadow panel, from a worker's /metrics (a local server serving the exposition of a
+    real processor that ran a history with a candidate shadow policy)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.streams.test_shadow import shadow_exposition
+
+    text, production, shadow, only = shadow_exposition()
+
+    class Worker(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = text.encode() if self.path == "/metrics" else b'{"ready": true}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Worker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _, url = start_board(pipeline, "--worker-url", f"http://127.0.0.1:{server.server_port}",
+                             "--sink-url", "none")  # fmt: skip
+        browser.get(url)
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: d.find_element(By.ID, "shadow-panel").is_displayed())
+        table = browser.find_elements(By.CSS_SELECTOR, "#shadow tbody tr")
+        cells = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in table]
+        assert sum(int(c[2].replace(",", "")) for c in cells) == production
+        assert sum(int(c[3].replace(",", "")) for c in cells) == shadow
+        assert browser.find_elements(By.CSS_SELECTOR, "#shadow tbody tr:not([data-diff='0'])")
+        line = browser.find_element(By.ID, "shadow-only").text
+        assert f"production only: {int(only['production']):,}" in line
+        assert f"shadow policy only: {int(only['shadow']):,}" in line
+        assert not severe_console_errors(browser)
+        screenshot(browser, "board-page-shadow.png")
+    finally:
+        server.shutdown()

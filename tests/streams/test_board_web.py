@@ -46,3 +46,21 @@ def test_sink_health_from_heartbeat_age_and_healthz() -> None:
     assert app._sink(fresh, now, None)["status"] == "up"
     assert app._sink(fresh, now, "unhealthy")["status"] == "unhealthy"
     assert app._sink({"updated_at": now - 60_000, "lag": 5}, now, "up")["status"] == "down"
+
+
+def test_shadow_figures_set_production_beside_the_shadow_by_reason_and_level() -> None:
+    from streams.board_web import shadow_figures
+    from tests.streams.test_shadow import shadow_exposition
+
+    text, production, shadow, only = shadow_exposition()
+    figures = shadow_figures(text)
+    assert figures is not None
+    rows = figures["by_reason_level"]
+    assert sum(r["production"] for r in rows) == production > 0
+    assert sum(r["shadow"] for r in rows) == shadow > 0
+    assert any(r["production"] != r["shadow"] for r in rows)
+    assert [(r["reason"], r["level"]) for r in rows] == sorted(
+        (r["reason"], r["level"]) for r in rows
+    )
+    assert figures["only"] == only
+    assert shadow_figures(EXPOSITION) is None  # a worker without a shadow policy

@@ -123,6 +123,31 @@ def test_worker_with_a_bad_policy_fails_before_kafka(
     one_line_error(capsys, "warn_at")
 
 
+def test_worker_with_a_bad_shadow_policy_fails_before_kafka(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    no_kafka: list[str],
+) -> None:
+    monkeypatch.setenv(CHILD_ENV, "1")
+    path = bad_policy(tmp_path)
+    assert main(["worker", "--shadow-policy", str(path)]) == 2
+    line = one_line_error(capsys, "warn_at", "1.75")
+    assert line.startswith(f"{path}:") and line.split(":")[1].isdigit()  # the file and line
+    missing = tmp_path / "nope.yaml"
+    assert main(["worker", "--shadow-policy", str(missing)]) == 2
+    one_line_error(capsys, str(missing))
+
+
+def test_faust_worker_refuses_a_shadow_policy_before_kafka(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], no_kafka: list[str]
+) -> None:
+    monkeypatch.setenv(CHILD_ENV, "1")
+    monkeypatch.setenv("ESCALATOR_PROCESSING_GUARANTEE", "at_least_once")
+    assert main(["worker", "--runtime", "faust", "--shadow-policy", "default"]) == 2
+    one_line_error(capsys, "escalator worker:", "--shadow-policy", "--runtime loop")
+
+
 @pytest.mark.parametrize(
     "argv",
     [
