@@ -554,7 +554,7 @@ def chaos_setup(root: Path, seed: int) -> Iterator[tuple[OwnServices, Pipeline, 
             "    max_attempts: 60\n    backoff_base_s: 0.2\n    backoff_cap_s: 2\n"
             "    max_pending: 100000\n    circuit_failures: 10000\n"
         )
-        line = Pipeline(services.bootstrap, root, prefix=f"chaos{seed}-")
+        line = Pipeline(services.bootstrap, root, prefix=run_prefix(seed))
         line.extra_env.update(
             ESCALATOR_REDIS_URL=services.redis_url,
             ESCALATOR_WEBHOOK_TARGETS_FILE=str(targets),
@@ -575,6 +575,12 @@ def chaos_setup(root: Path, seed: int) -> Iterator[tuple[OwnServices, Pipeline, 
 
 
 ORPHANS: list[str] = []  # processes of a run still alive after every one it started was stopped
+
+
+def run_prefix(seed: int) -> str:
+    """The run's topic prefix, which also names its processes for kill_orphans: this process's
+    id in it, so two runs at once (a soak and a chaos run, same seed) never kill each other's."""
+    return f"chaos{seed}-{os.getpid()}-"
 
 
 def kill_orphans(prefix: str) -> list[str]:

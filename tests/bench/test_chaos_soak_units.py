@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from bench.chaos import board_entries, faults_plan
+from bench.chaos import board_entries, faults_plan, kill_orphans, run_prefix
 from bench.soak import EVENTS_PER_AGENT_DAY, STORE_LIFETIME_DAYS, HistoryPlan, slope_per_hour
 from streams.sla.board import BoardEntry
 from streams.sla.events import parse_ts
@@ -65,3 +68,20 @@ def test_soak_history_turns_its_stored_tickets_over_within_the_warm_up(tmp_path:
     assert tickets > 0 and times == sorted(times)
     assert (max(times) - min(times)) / 86_400_000 < small.days  # no sparse tail after the days
     assert max(times) < now.timestamp() * 1000 - 30 * 86_400_000  # ingest takes every event
+
+
+def test_a_run_kills_no_process_of_another_run_with_the_same_seed() -> None:
+    other = "chaos7-1-"  # another run's prefix (its own process id)
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "streams.cli", "--topic-prefix",
+         other, "--loglevel", "info"]
+    )  # fmt: skip
+    try:
+        time.sleep(0.2)
+        assert run_prefix(7) != other and kill_orphans(run_prefix(7)) == []
+        assert sleeper.poll() is None
+        assert len(kill_orphans(other)) == 1
+        assert sleeper.wait(10) == -9
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
