@@ -66,7 +66,7 @@ from schemas.codec import codec_for
 from streams.backtest import backtest_events
 from streams.demo import free_port
 from streams.replay import producer_config, send_ticks
-from streams.sla.board import clockless
+from streams.sla.board import BoardEntry, clockless
 from streams.sla.events import parse_ts
 from streams.sla.policy import load_policy
 from tests.integration.conftest import REPO, Pipeline, WorkerProcess
@@ -433,6 +433,18 @@ def read_all(line: Pipeline, topic: str, idle: float = 5.0) -> list[bytes]:
     return values
 
 
+def board_entries(reader: BoardReader, attempts: int = 10) -> dict[str, BoardEntry]:
+    """The board's entries without their clocks. BoardReader.entries lists the open tickets,
+    then reads each: a ticket the sink removes in between fails its zip (the sink is still
+    converging), so the read is tried again."""
+    for _ in range(attempts):
+        try:
+            return clockless(reader.entries())
+        except ValueError:
+            time.sleep(0.2)
+    return clockless(reader.entries())
+
+
 def wait_until(check: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -542,7 +554,7 @@ def chaos_setup(root: Path, seed: int) -> Iterator[tuple[OwnServices, Pipeline, 
             "    max_attempts: 60\n    backoff_base_s: 0.2\n    backoff_cap_s: 2\n"
             "    max_pending: 100000\n    circuit_failures: 10000\n"
         )
-        line = Pipeline(services.bootstrap, root, prefix=f"chaos{seed}-")
+        line = Pipeline(services.bootstrap, root, prefix=run_prefix(seed))
         line.extra_env.update(
             ESCALATOR_REDIS_URL=services.redis_url,
             ESCALATOR_WEBHOOK_TARGETS_FILE=str(targets),
@@ -563,6 +575,12 @@ def chaos_setup(root: Path, seed: int) -> Iterator[tuple[OwnServices, Pipeline, 
 
 
 ORPHANS: list[str] = []  # processes of a run still alive after every one it started was stopped
+
+
+def run_prefix(seed: int) -> str:
+    """The run's topic prefix, which also names its processes for kill_orphans: this process's
+    id in it, so two runs at once (a soak and a chaos run, same seed) never kill each other's."""
+    return f"chaos{seed}-{os.getpid()}-"
 
 
 def kill_orphans(prefix: str) -> list[str]:
@@ -678,16 +696,14 @@ def run_chaos(root: Path, minutes: float, rate: float, seed: int = 1) -> ChaosRe
                              BoardKeys.from_settings(line.settings, line.prefix))  # fmt: skip
         want_board = clockless(report.board)
         complete_ok = wait_until(supervised(complete), 180)
-        board_ok = wait_until(supervised(lambda: clockless(reader.entries()) == want_board), 120)
+        board_ok = wait_until(supervised(lambda: board_entries(reader) == want_board), 120)
         wait_until(supervised(lambda: expected <= receiver.delivered()[0]), 120)
         log(f"converged: escalations {complete_ok}, board {board_ok}")
         dlqs = {t: read_all(line, t) for t in ("ticket-events-dlq", "redis-sink-dlq",
                                                "webhook-dlq")}  # fmt: skip
         collector.halt.set()
         collector.join(10)
-        got = board_now = None
-        got = reader.entries()
-        board_now = clockless(got)
+        board_now = board_entries(reader)
 
     ids = Counter(i for i, _, _ in collector.records)
     dead = {t: codec_for("WebhookDeadLetter" if t == "webhook-dlq" else "DeadLetter")

@@ -122,6 +122,7 @@ class Restart(Exception):
 _ABSENT = object()
 MEMTABLE_BYTES = 8 << 20
 FRONT_KEYS = 4096  # per generation and partition: the latest writes a disk store keeps in memory
+BLOCK_CACHE_BYTES = 16 << 20  # per worker, shared by its partitions' stores, indexes included
 
 
 class PartitionStore:
@@ -231,6 +232,7 @@ class LocalState:
         self.stores: dict[int, PartitionStore] = {}
         self.dbs: dict[int, Any] = {}
         self.checkpoints: dict[int, Checkpoint] = {}  # taken by open(), not yet judged
+        self.block_cache: Any = None
         if self.rocksdb and self.root.exists():
             for path in self.root.iterdir():  # a store without a checkpoint is worthless
                 if not (path / checkpoint.FILE).exists():
@@ -243,7 +245,7 @@ class LocalState:
         self.checkpoints.pop(partition, None)
         data: MutableMapping[bytes, bytes]
         if self.rocksdb:
-            from rocksdict import Options, Rdict, WriteOptions
+            from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteOptions
 
             path = self.root / str(partition)
             taken = checkpoint.take(path) if resume and path.exists() else None
@@ -257,6 +259,15 @@ class LocalState:
             # partition bounded (RocksDB's default is up to 2 x 64 MB each).
             options.set_write_buffer_size(MEMTABLE_BYTES)
             options.set_max_write_buffer_number(2)
+            # One block cache for all the partitions (RocksDB's default is 32 MB per store),
+            # holding the tables' indexes and filters too: outside it they grow with the data.
+            if self.block_cache is None:
+                self.block_cache = Cache(BLOCK_CACHE_BYTES)
+            tables = BlockBasedOptions()
+            tables.set_block_cache(self.block_cache)
+            tables.set_cache_index_and_filter_blocks(True)
+            tables.set_pin_l0_filter_and_index_blocks_in_cache(True)
+            options.set_block_based_table_factory(tables)
             db = Rdict(str(path), options)
             writes = WriteOptions()
             # No WAL: a store is flushed before its checkpoint is written, and a store

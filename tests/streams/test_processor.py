@@ -14,6 +14,7 @@ from connectors.generator import generate_history
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
 from streams.processor import (
+    COMPACT_SLACK,
     TICK_HEADER,
     Out,
     StateCache,
@@ -30,6 +31,8 @@ from streams.sla.events import EventType, Status, TicketEvent, parse_ts
 from streams.sla.policy import Policy, Tracking, load_policy
 from streams.sla.state import TicketState
 from streams.topics import Topics
+from streams.worker import PartitionStore
+from streams.worker_metrics import WorkerStats, category
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -300,6 +303,37 @@ def test_cache_and_due_index_change_nothing_but_speed(make: Any, codecs: dict[st
         runs.append((outs, store.data))
     assert runs[0] == runs[1]
     assert len(runs[0][0]) > 50 and escalated(codecs, runs[0][0])
+
+
+def test_memory_holds_only_the_tickets_the_store_keeps(make: Any, codecs: dict[str, Any]) -> None:
+    """Six weeks of history through a worker's store (a small front, so it turns over): once
+    tickets close and their retention passes, nothing in memory still refers to them (the
+    soak's flat worker, in seconds). A structure that kept closed tickets would hold most of
+    the history's tickets here, not the few the store keeps."""
+    history = generate_history(agents=1, days=42, seed=5)
+    proc, store = make(event_time=True), PartitionStore({}, front=128)
+    now = max(e.occurred_at for e in history) + HOUR
+    proc.clock.wall = lambda: now
+    proc.metrics = WorkerStats(["vip-enterprise", "premium", "realtime-channels", "standard"],
+                               live=False)  # fmt: skip
+    for i, e in enumerate(history):
+        send(proc, store, codecs, e, 0, i)
+        store.pending.clear()
+    stored = {key: decode_state(value)[1] for key, value in store.items()}
+    tickets = {e.ticket_id for e in history}
+    assert len(stored) < len(tickets) / 3  # most tickets closed and left
+    mark = proc.watermark[0]
+    for state in stored.values():  # each stored ticket is still open or within its retention
+        leaves = proc._leaves_at(state)
+        assert leaves is None or leaves > mark - DAY  # (left at the next due instant it reaches)
+    assert set(proc.cache.entries) <= set(stored)
+    assert set(proc.scheduled[0]) <= set(stored)
+    assert len(proc.due[0]) <= 2 * len(proc.scheduled[0]) + COMPACT_SLACK
+    assert len(store.young) + len(store.old) <= 2 * 128
+    assert set(store.data) <= set(stored) | set(store.young) | set(store.old)
+    assert proc.metrics.keys == {0: len(stored)}
+    open_now = sum(1 for state in stored.values() if category(state) is not None)
+    assert sum(proc.metrics.by_policy(None).values()) == open_now
 
 
 def test_superseded_due_entries_do_not_touch_the_store(make: Any, codecs: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from streams.settings import load_settings
 from streams.worker import (
+    BLOCK_CACHE_BYTES,
     LocalState,
     PartitionStore,
     consumer_config,
@@ -278,3 +279,26 @@ def test_a_transactional_call_that_ignores_its_timeout_restarts_the_worker(
     worker._commit()
     time.sleep(0.4)
     assert overruns == ["send_offsets_to_transaction"]
+
+
+def test_the_stores_of_a_worker_share_one_bounded_block_cache(tmp_path: Path) -> None:
+    """RocksDB's default is a 32 MB block cache per store, with the tables' indexes and filters
+    outside any cache (growing with the data): a worker's memory grew with its partitions and
+    its state."""
+    settings = load_settings({"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "rocksdb://"})
+    state = LocalState(settings)
+    for p in (0, 1):
+        state.open(p)
+        db = state.dbs[p]
+        for i in range(20_000):
+            db[b"T%07d" % i] = b"x" * 200
+        db.flush()
+        assert db.get(b"T0000001") == b"x" * 200
+    try:
+        for db in state.dbs.values():
+            assert db.property_int_value("rocksdb.block-cache-capacity") == BLOCK_CACHE_BYTES
+            assert db.property_int_value("rocksdb.estimate-table-readers-mem") < 16_384
+        usage = [db.property_int_value("rocksdb.block-cache-usage") for db in state.dbs.values()]
+        assert usage[0] == usage[1] > 0  # one cache: each store reports the shared usage
+    finally:
+        state.close_all()
