@@ -448,9 +448,10 @@ class BoardReader:
         self.keys = keys
 
     def entries(self) -> dict[str, BoardEntry]:
-        """Every ticket on the board."""
+        """Every ticket on the board (one the sink removes between the listing and the read is
+        left out, not an error: the board is read while the sink writes it)."""
         tickets = [str(t) for t in self.client.zrange(self.keys.open, 0, -1)]
-        return dict(zip(tickets, self._entries(tickets), strict=True))
+        return {entry.ticket_id: entry for entry in self._entries(tickets)}
 
     def warnings(self) -> dict[str, WarningEntry]:
         """Every ticket with an open SLA warning (apart from the escalations)."""

@@ -189,6 +189,20 @@ def test_a_closed_ticket_leaves_the_board_and_its_inputs_expire(client: redis.Re
     assert client.ttl(keys.inputs("T-1")) == -1
 
 
+def test_a_ticket_removed_between_listing_and_reading_is_left_out(client: redis.Redis) -> None:
+    """The board is read while the sink writes it: a ticket still listed whose entry is gone
+    is not an error (bench/chaos.py hit it)."""
+    keys = new_keys(client)
+    writer = BoardWriter(client, keys, load_policy(), retention_s=600)
+    for n in (1, 2):
+        fired = Fired(f"e{n}", f"T-{n}", "HIERARCHICAL", 2, 1, "support-manager",
+                      "FIRST_RESPONSE_BREACH", "sla:first_response:breach", 1_000,
+                      1_000)  # fmt: skip
+        writer.apply(Batch(escalations=[fired]))
+    client.delete(keys.ticket("T-1"))  # as between the sink's two writes: listed, no entry
+    assert set(BoardReader(client, keys).entries()) == {"T-2"}
+
+
 def test_warnings_show_apart_and_count_as_no_open_escalation(client: redis.Redis) -> None:
     """A ticket warned only is not an open escalation; a warning to a ticket at L4 is at no
     level; both are listed as warnings."""
