@@ -126,6 +126,7 @@ def running() -> Iterator[list[Running]]:
         worker.stop()
 
 
+@pytest.mark.serial  # a stall timed against max.poll.interval.ms
 def test_a_stalled_worker_commits_no_escalation_for_partitions_it_lost(
     pipeline: Pipeline, tmp_path: Path, short_poll: None, running: list[Running]
 ) -> None:
@@ -170,8 +171,12 @@ def test_a_stalled_worker_commits_no_escalation_for_partitions_it_lost(
     duplicated = [k for k, n in seen.items() if n > 1]
     assert not duplicated, f"{len(duplicated)} escalations committed twice, e.g. {duplicated[:3]}"
     assert len(seen) == 2 * tickets
-    assert isinstance(first.error, streams.worker.Restart), (first.error, out.getvalue())
-    assert "commit failed" in str(first.error)
+    # Its stale transaction was refused: either its commit failed (a restart), or, under
+    # cooperative rebalancing, its consumer learnt of the loss first, aborted the
+    # transaction and rejoined the group (a later assignment).
+    if first.error is not None or "assignment 2" not in out.getvalue():
+        assert isinstance(first.error, streams.worker.Restart), (first.error, out.getvalue())
+        assert "commit failed" in str(first.error)
 
 
 @functools.cache
