@@ -738,7 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument(
         "topic",
         help="escalations, priority-bumps, reminders, ops-alerts, ticket-events-dlq, webhook-dlq, "
-        "redis-sink-dlq",
+        "redis-sink-dlq, shadow-escalations",
     )
     tail.add_argument("--from-beginning", action="store_true")
     tail.add_argument("--limit", type=int)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -17,7 +18,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from connectors.history import LineError, count_lines, is_gzip, read_history
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
-from streams.processor import TICK_HEADER, encode_tick
+from streams.processor import SHADOW_RECORDS, TICK_HEADER, decode_shadow, encode_tick
 from streams.progress import Progress
 from streams.settings import Settings
 from streams.sla.events import format_ts
@@ -131,6 +132,9 @@ READABLE = {
     "webhook-dlq": "WebhookDeadLetter",
     "redis-sink-dlq": "DeadLetter",
 }
+# `escalator worker --shadow-policy` writes escalations, bumps and reminders to one topic; the
+# schema id in each record tells which (streams.processor.decode_shadow).
+SHADOW = "shadow-escalations"
 
 
 def describe(kind: str, record: dict[str, Any]) -> str:
@@ -174,6 +178,16 @@ def describe(kind: str, record: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in record.items())
 
 
+def _reader(topic: str, settings: Settings) -> Callable[[bytes], tuple[str, dict[str, Any]]]:
+    """Decodes a record of `topic` into (its Avro type, the record)."""
+    if topic == SHADOW:
+        codecs = {name: codec_for(name, settings) for name in SHADOW_RECORDS}
+        return lambda value: decode_shadow(codecs, value)
+    kind = READABLE[topic]
+    codec = codec_for(kind, settings)
+    return lambda value: (kind, codec.decode(value))
+
+
 def tail(
     settings: Settings,
     topic: str,
@@ -186,9 +200,10 @@ def tail(
     """Print committed records of an output topic as readable lines; returns how many."""
     topics = topics or Topics()
     out = out or sys.stdout
-    if topic not in READABLE:
-        raise ValueError(f"cannot tail {topic!r}; choose one of {', '.join(READABLE)}")
-    codec = codec_for(READABLE[topic], settings)
+    if topic not in READABLE and topic != SHADOW:
+        choices = ", ".join([*READABLE, SHADOW])
+        raise ValueError(f"cannot tail {topic!r}; choose one of {choices}")
+    read = _reader(topic, settings)
     name = topics.name(topic)
     consumer = Consumer(
         {
@@ -215,7 +230,8 @@ def tail(
             if msg.error():
                 continue
             idle_since = time.monotonic()
-            out.write(describe(READABLE[topic], codec.decode(msg.value())) + "\n")
+            kind, record = read(msg.value())
+            out.write(("SHADOW " if topic == SHADOW else "") + describe(kind, record) + "\n")
             out.flush()
             count += 1
         return count

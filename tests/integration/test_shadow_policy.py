@@ -5,6 +5,7 @@ killed mid-stream resumes both from the changelog, each exactly once."""
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -19,7 +20,7 @@ from connectors.generator import generate_to_file
 from schemas.codec import codec_for
 from streams.cli import main
 from streams.processor import SHADOW_RECORDS, decode_shadow
-from streams.replay import replay
+from streams.replay import replay, tail
 from tests.integration.conftest import Pipeline
 from tests.streams.test_shadow import candidate_text
 
@@ -93,6 +94,12 @@ def test_shadow_output_equals_the_backtest_of_the_candidate(
     assert {r["escalation_id"]: r["fired_at"] for r in fired} == shadow
     assert len(fired) == len(shadow)  # each once
     assert {name for name, _ in records} > {"Escalation"}  # its bumps or reminders too
+    # `escalator tail shadow-escalations` reads them as lines, whatever their type
+    lines = io.StringIO()
+    count = tail(pipeline.settings, "shadow-escalations", pipeline.topics, from_beginning=True,
+                 idle_timeout=2.0, out=lines)  # fmt: skip
+    assert count == len(records) and lines.getvalue().count("SHADOW ") == count
+    assert sum(f" id={e}" in lines.getvalue() for e in shadow) == len(shadow)
 
     # /metrics: the shadow's escalations counted (since the restart: a process's counters), and
     # the tickets only one side escalated.
