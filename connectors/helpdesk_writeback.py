@@ -14,14 +14,16 @@ Per record, the documented APIs:
   `PUT /api/v2/tickets/{id}.json` with `{"ticket": {"comment": {"body", "public": false},
   "tags": [...], "priority"}}`: the internal note, the tags and (for a bump) the priority in
   one update. Basic auth `{email}/token:{api_token}`.
-- Freshdesk: `GET /api/v2/tickets/{id}` (its tags), `POST /api/v2/tickets/{id}/notes` with
-  `{"body", "private": true}`, then `PUT /api/v2/tickets/{id}` with `{"tags": [...],
-  "priority": 1-4}`. Basic auth `{api_key}:X`.
+- Freshdesk: `GET /api/v2/tickets/{id}` (its tags), `GET /api/v2/tickets/{id}/conversations`
+  (its notes, 100 a page), `POST /api/v2/tickets/{id}/notes` with `{"body", "private": true}`
+  unless a note carries the marker already, then `PUT /api/v2/tickets/{id}` with
+  `{"tags": [...], "priority": 1-4}`. Basic auth `{api_key}:X`.
 
 Idempotent per escalation id: the write adds the tag `escalator-<id>` (`escalator-bump-<id>`
 for a bump: a bump shares its escalation's id), and a ticket that already carries it is left
-alone. Zendesk's single PUT makes that exact; on Freshdesk the tag goes last, so a crash
-between the note and the tag writes the note again (at least once, never lost).
+alone. Zendesk's single PUT makes that exact. On Freshdesk the note and the tag are two
+requests: the note ends with the marker in brackets, so after a crash between the two the
+note found among the ticket's conversations is not written again, and only the tag is.
 
 SLA warnings are heads-ups to the owner, not escalations: they are not written back.
 """
@@ -129,16 +131,34 @@ def marker(base: str, escalation_id: str) -> str:
 
 
 def note(base: str, record: Mapping[str, Any]) -> str:
-    """The internal note agents read."""
+    """The internal note agents read, ending with its marker in brackets."""
+    tag = marker(base, record["escalation_id"])
     if base == PRIORITY_BUMPS:
         return (
             f"Escalator raised the priority from {record['old_priority']} to "
             f"{record['new_priority']} ({record['reason']}, escalation {record['escalation_id']})."
+            f" [{tag}]"
         )
     return (
         f"Escalator: escalated to level {record['level']} ({record['target']}), reason "
         f"{record['reason']}, rule {record['rule']}, due {format_ts(int(record['due_at']))}, "
-        f"escalation {record['escalation_id']}."
+        f"escalation {record['escalation_id']}. [{tag}]"
+    )
+
+
+CONVERSATIONS_PAGE = 100  # Freshdesk's largest page
+CONVERSATIONS_PAGES = 50  # a ticket with more than 5,000 notes is not searched further
+
+
+def has_note(response: bytes, tag: str) -> bool:
+    """Whether a page of Freshdesk conversations holds a note ending with `[tag]`."""
+    page = json.loads(response)
+    if not isinstance(page, list):
+        raise ValueError("the conversations answer is not a list")
+    wanted = f"[{tag}]"
+    return any(
+        isinstance(c, dict) and wanted in f"{c.get('body_text') or ''} {c.get('body') or ''}"
+        for c in page
     )
 
 
@@ -240,12 +260,33 @@ class HelpdeskSink(WebhookSink):
         calls = plan(desk, base, record, tags_of(desk, got.response))
         if not calls:
             self.duplicates += 1
+        elif calls[0].method == "POST":  # Freshdesk: the note may be there from a crash
+            found = await self._noted(calls[0].path.removesuffix("/notes"), base, record)
+            if isinstance(found, Outcome):
+                return found
+            if found:
+                calls = calls[1:]
         outcome = got
         for call in calls:
             outcome = await self.call(call)
             if not outcome.delivered:
                 return outcome
         return outcome
+
+    async def _noted(self, path: str, base: str, record: Mapping[str, Any]) -> bool | Outcome:
+        """Whether the ticket's conversations hold this record's note (an Outcome: the read
+        failed)."""
+        tag = marker(base, record["escalation_id"])
+        for page in range(1, CONVERSATIONS_PAGES + 1):
+            query = f"?per_page={CONVERSATIONS_PAGE}&page={page}"
+            got = await self.call(Call("GET", f"{path}/conversations{query}"))
+            if not got.delivered:
+                return got
+            if has_note(got.response, tag):
+                return True
+            if len(json.loads(got.response)) < CONVERSATIONS_PAGE:
+                return False
+        return False
 
     async def call(self, call: Call) -> Outcome:
         headers = {"Authorization": self.config.authorization, "Accept": "application/json"}

@@ -111,6 +111,10 @@ class FakeDesk:
                 extra = {"Retry-After": self.retry_after} if status == 429 else {}
                 return status, {"error": f"scripted {status}"}, extra
         suffix = r"\.json" if self.desk == "zendesk" else ""
+        listed = re.fullmatch(r"/api/v2/tickets/(\d+)/conversations\?per_page=(\d+)&page=(\d+)",
+                              path)  # fmt: skip
+        if listed and self.desk == "freshdesk" and method == "GET":
+            return self._conversations(*listed.groups())
         found = re.fullmatch(rf"/api/v2/tickets/(\d+){suffix}(/notes)?", path)
         if not found or (found.group(2) and self.desk == "zendesk"):
             return 404, {"error": f"no route {method} {path}"}, {}
@@ -129,6 +133,18 @@ class FakeDesk:
             return self._freshdesk(method, notes, ticket_id, ticket, body)
         except (ShapeError, ValueError) as exc:
             return 400, {"error": "InvalidValue", "description": str(exc)}, {}
+
+    def _conversations(self, ticket_id: str, per_page: str, page: str) -> tuple[int, Any, dict]:
+        """Freshdesk's list of a ticket's conversations (notes here), `per_page` at most 100."""
+        size, number = int(per_page), int(page)
+        if not 1 <= size <= 100 or number < 1:
+            return 400, {"error": "InvalidValue", "description": "per_page 1-100, page >= 1"}, {}
+        notes = self.tickets[ticket_id].notes if ticket_id in self.tickets else []
+        chunk = notes[(number - 1) * size : number * size]
+        first = (number - 1) * size + 1
+        body = [{"id": first + i, "body": f"<div>{text}</div>", "body_text": text,
+                 "private": True, "incoming": False} for i, text in enumerate(chunk)]  # fmt: skip
+        return 200, body, {}
 
     def _zendesk(
         self, method: str, ticket_id: str, ticket: Ticket, body: Any

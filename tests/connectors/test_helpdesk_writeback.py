@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from connectors.helpdesk_writeback import HelpdeskConfig, HelpdeskSink, plan
+from connectors.helpdesk_writeback import HelpdeskConfig, HelpdeskSink, note, plan
 from connectors.webhook_sink import Deliverer, Outcome
 from schemas.records import escalation_to_avro, priority_bump_to_avro
 from streams.settings import ConfigError, load_settings
@@ -106,6 +106,26 @@ async def test_escalation_and_bump_are_written_as_documented_and_only_once(
     assert (await writer.write("priority-bumps", bump("4711", eid))).delivered
     assert desk.writes() == per_record * 2 and writer.duplicates == 2
     assert len(ticket.notes) == 2
+
+
+@pytest.mark.parametrize("desk", ["freshdesk"], indirect=True)  # Zendesk: one request
+async def test_a_note_written_before_a_crash_is_not_written_again(
+    desk: FakeDesk, sink: tuple[HelpdeskSink, Sleeps]
+) -> None:
+    """Freshdesk takes the note and the marker tag in two requests: a crash between them
+    leaves the note and no tag. The next attempt finds the note among the conversations
+    (past the first page) and writes only the tag."""
+    writer, _ = sink
+    esc = escalation("77")
+    others = [f"an agent's note {n}" for n in range(150)]
+    desk.tickets["77"] = Ticket(["vip"], notes=[*others, note("escalations", esc)])
+    assert (await writer.write("escalations", esc)).delivered
+    ticket = desk.tickets["77"]
+    assert ticket.notes[:-1] == others and len(ticket.notes) == 151  # not written again
+    assert ticket.tags == ["vip", f"escalator-{esc['escalation_id']}"]
+    assert desk.writes() == [("PUT", "/api/v2/tickets/77")]
+    pages = [p for m, p, _ in desk.requests if "/conversations" in p]
+    assert pages == [f"/api/v2/tickets/77/conversations?per_page=100&page={n}" for n in (1, 2)]
 
 
 async def test_a_429_waits_its_retry_after_and_a_5xx_is_retried(
