@@ -149,27 +149,14 @@ def committed_total(settings: Settings, group: str, topic: str, partitions: int)
     return sum(max(tp.offset, 0) for tp in offsets)
 
 
-def measure_latency(settings: Settings, root: Path, partitions: int, n: int) -> None:
-    """Deadline -> escalation readable by a read_committed consumer, on the wall clock."""
-    policy = root / "policy.yaml"
-    policy.write_text(BENCH_POLICY)
-    live_prefix = f"benchlive{uuid.uuid4().hex[:8]}-"
-    live_topics = Topics(live_prefix)
-    ensure_topics(settings, live_topics)
-    live = start_worker(live_prefix, root / "w-latency", False, policy)
-    wait_log(root / "w-latency.log", "Worker ready")
-    time.sleep(3)
+def breach_latencies(
+    settings: Settings, topics: Topics, partitions: int, n: int, tag: str
+) -> list[int]:
+    """Tickets ``<tag>00000``... whose first-response deadlines fall over the next ~20 s, no
+    further events; the sorted ms from each deadline to its breach escalation being readable
+    by a read_committed consumer (the wall clock of this process)."""
     codec = codec_for("TicketEvent", settings)
     escalation_codec = codec_for("Escalation", settings)
-    producer = Producer(producer_config(settings))
-    now = int(time.time() * 1000)
-    for i in range(n):  # deadlines spread over the next ~20 s
-        created = now - 60_000 + 5_000 + (i * 20_000) // n
-        event = TicketEvent(event_id=f"L{i}", ticket_id=f"L{i:05d}", type=EventType.CREATED,
-                            occurred_at=created)  # fmt: skip
-        producer.produce(live_topics.ticket_events, key=event.ticket_id.encode(),
-                         value=codec.encode(ticket_event_to_avro(event)))  # fmt: skip
-    producer.flush(30)
     consumer = Consumer(
         {
             **settings.kafka.confluent(),
@@ -178,7 +165,17 @@ def measure_latency(settings: Settings, root: Path, partitions: int, n: int) -> 
             "enable.auto.commit": False,
         }
     )
-    consumer.assign([TopicPartition(live_topics.escalations, p, -2) for p in range(partitions)])
+    consumer.assign([TopicPartition(topics.escalations, p, -1) for p in range(partitions)])
+    consumer.poll(1.0)  # joined at the end before the first deadline
+    producer = Producer(producer_config(settings))
+    now = int(time.time() * 1000)
+    for i in range(n):  # deadlines spread over the next ~20 s
+        created = now - 60_000 + 5_000 + (i * 20_000) // n
+        event = TicketEvent(event_id=f"{tag}{i}", ticket_id=f"{tag}{i:05d}",
+                            type=EventType.CREATED, occurred_at=created)  # fmt: skip
+        producer.produce(topics.ticket_events, key=event.ticket_id.encode(),
+                         value=codec.encode(ticket_event_to_avro(event)))  # fmt: skip
+    producer.flush(30)
     latencies: list[int] = []
     deadline = time.monotonic() + 90
     while len(latencies) < n and time.monotonic() < deadline:
@@ -186,14 +183,71 @@ def measure_latency(settings: Settings, root: Path, partitions: int, n: int) -> 
         if msg is None or msg.error():
             continue
         record = escalation_codec.decode(msg.value())
-        if record["reason"] == "FIRST_RESPONSE_BREACH":
+        if record["reason"] == "FIRST_RESPONSE_BREACH" and record["ticket_id"].startswith(tag):
             latencies.append(int(time.time() * 1000) - record["due_at"])
     consumer.close()
-    latencies.sort()
-    print(f"latency  : deadline -> readable (read_committed), {len(latencies)}/{n} breaches: "
-          + "  ".join(f"p{p}={percentile(latencies, p)} ms" for p in (50, 95, 99))
-          + "  (goal p99 < 500 ms)")  # fmt: skip
+    return sorted(latencies)
+
+
+def percentiles(latencies: list[int], n: int) -> str:
+    return f"{len(latencies)}/{n} breaches: " + "  ".join(
+        f"p{p}={percentile(latencies, p)} ms" for p in (50, 95, 99)
+    )
+
+
+def measure_latency(
+    settings: Settings, root: Path, partitions: int, n: int, load_rate: float = 0.0
+) -> None:
+    """Deadline -> escalation readable by a read_committed consumer, on the wall clock: on an
+    idle worker, then (``load_rate``) on the same worker while it drains that many events/s of
+    other tickets (bench/steady_load.py)."""
+    policy = root / "policy.yaml"
+    policy.write_text(BENCH_POLICY)
+    live_prefix = f"benchlive{uuid.uuid4().hex[:8]}-"
+    live_topics = Topics(live_prefix)
+    ensure_topics(settings, live_topics)
+    live = start_worker(live_prefix, root / "w-latency", False, policy)
+    wait_log(root / "w-latency.log", "Worker ready")
+    time.sleep(3)
+    idle = breach_latencies(settings, live_topics, partitions, n, "L")
+    print(f"latency  : deadline -> readable (read_committed), idle worker, {percentiles(idle, n)}"
+          "  (goal p99 < 500 ms)")  # fmt: skip
+    if load_rate:
+        latency_under_load(settings, live_topics, live_prefix, partitions, n, load_rate, idle)
     stop(live)
+
+
+def latency_under_load(
+    settings: Settings,
+    topics: Topics,
+    prefix: str,
+    partitions: int,
+    n: int,
+    rate: float,
+    idle: list[int],
+) -> None:
+    """The idle measurement again while a steady `rate` of other tickets' events flows into
+    the same worker; prints the percentiles, their ratio to idle, the rate achieved, the
+    worker's lag and the machine's load average (it is shared)."""
+    import steady_load  # bench/steady_load.py, beside this file
+
+    load = steady_load.SteadyLoad(topics.ticket_events, rate)
+    load.start()
+    time.sleep(10)  # the worker is draining the load at its steady state
+    group = f"{prefix}{settings.app_id}"
+    sent0, t0 = load.sent, time.monotonic()
+    loaded = breach_latencies(settings, topics, partitions, n, "M")
+    achieved = (load.sent - sent0) / (time.monotonic() - t0)
+    lag = load.sent + n - committed_total(settings, group, topics.ticket_events, partitions)
+    load.stop()
+    print(f"latency  : same worker draining {rate:,.0f} events/s of other tickets (achieved "
+          f"{achieved:,.0f}/s, lag at the end ~{max(lag, 0):,} events), {percentiles(loaded, n)}"
+          f"  (goal p99 < 500 ms)")  # fmt: skip
+    ratios = "  ".join(
+        f"p{p} {(percentile(loaded, p) or 0) / max(percentile(idle, p) or 0, 1):.2f}" for p in (50, 95, 99)
+    )
+    print(f"latency  : under load / idle: {ratios}; load average "
+          + " ".join(f"{x:.1f}" for x in os.getloadavg()))  # fmt: skip
 
 
 REBUILT = re.compile(
@@ -389,6 +443,9 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--latency-tickets", type=int, default=300)
     parser.add_argument("--latency-only", action="store_true", help="skip ceiling and throughput")
+    parser.add_argument("--latency-under-load", type=float, metavar="RATE", default=0.0,
+                        help="latency also while the worker drains RATE events/s of other "
+                        "tickets (e.g. 5000)")  # fmt: skip
     parser.add_argument("--metrics-cost", action="store_true",
                         help="only throughput, with worker metrics on and off")  # fmt: skip
     parser.add_argument("--registry-cost", metavar="URL",
@@ -414,7 +471,7 @@ def main() -> int:
         topics = Topics(prefix)
         ensure_topics(settings, topics)
         if args.latency_only:
-            measure_latency(settings, root, partitions, args.latency_tickets)
+            measure_latency(settings, root, partitions, args.latency_tickets, args.latency_under_load)
             return 0
         history = root / "history.jsonl"
         summary = generate_to_file(history, agents=args.agents, days=args.days, seed=99)
@@ -446,7 +503,7 @@ def main() -> int:
             return 0
 
         measure_restore(settings, root, prefix, changelog, partitions, ceil)
-        measure_latency(settings, root, partitions, args.latency_tickets)
+        measure_latency(settings, root, partitions, args.latency_tickets, args.latency_under_load)
     return 0
 
 
