@@ -17,8 +17,20 @@ from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event as StopEvent
 
+from streams.sla.events import EventType, TicketEvent
+
 LOAD_TICKETS = 20_000
 PACE_S = 0.005  # how often the producer catches up with the rate
+REPLIES = (EventType.AGENT_REPLIED, EventType.CUSTOMER_REPLIED)
+
+
+def load_event(count: int, now: int) -> TicketEvent:
+    """The load's `count`-th event, stamped `now`: tickets in turn, CREATED on the first
+    pass over the pool, then an agent reply, then customer and agent replies alternating."""
+    cycle, ticket = divmod(count, LOAD_TICKETS)
+    kind = EventType.CREATED if cycle == 0 else REPLIES[cycle % 2 == 0]
+    return TicketEvent(event_id=f"W{count}", ticket_id=f"W{ticket:05d}", type=kind,
+                       occurred_at=now)  # fmt: skip
 
 
 def _produce(topic: str, rate: float, stop: StopEvent, sent: Synchronized[int]) -> None:
@@ -28,22 +40,17 @@ def _produce(topic: str, rate: float, stop: StopEvent, sent: Synchronized[int]) 
     from schemas.records import ticket_event_to_avro
     from streams.replay import producer_config
     from streams.settings import load_settings
-    from streams.sla.events import EventType, TicketEvent
 
     settings = load_settings()
     codec = codec_for("TicketEvent", settings)
     producer = Producer(producer_config(settings))
-    kinds = (EventType.AGENT_REPLIED, EventType.CUSTOMER_REPLIED)
     started = time.monotonic()
     count = 0
     while not stop.is_set():
         due = int((time.monotonic() - started) * rate)
         now = int(time.time() * 1000)
         while count < due:
-            cycle, ticket = divmod(count, LOAD_TICKETS)
-            kind = EventType.CREATED if cycle == 0 else kinds[cycle % 2 == 0]
-            event = TicketEvent(event_id=f"W{count}", ticket_id=f"W{ticket:05d}", type=kind,
-                                occurred_at=now)  # fmt: skip
+            event = load_event(count, now)
             value = codec.encode(ticket_event_to_avro(event))
             try:
                 producer.produce(topic, key=event.ticket_id.encode(), value=value)
