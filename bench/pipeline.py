@@ -4,6 +4,8 @@
     .venv/bin/python bench/pipeline.py --metrics-cost [--rounds 2] [--agents 100 --days 2]
     .venv/bin/python bench/pipeline.py --registry-cost URL [--rounds 1] [--agents 100 --days 2]
     .venv/bin/python bench/pipeline.py --runtimes [--agents 100 --days 2]
+    .venv/bin/python bench/pipeline.py --compiled-cost [--rounds 3] [--compiled-dir DIR]
+    .venv/bin/python bench/pipeline.py --latency-only [--latency-under-load 5000]
     .venv/bin/python bench/pipeline.py --open-tickets 1000000   (bench/open_tickets.py)
 
 1. Ceiling: a bare confluent-kafka consumer with fastavro decoding reads ticket-events.
@@ -16,7 +18,10 @@
    partition from the changelog (what failover costs); records/s and seconds until ready.
 4. Detection latency: a wall-clock worker; tickets whose first-response deadline falls in
    the next seconds, no further events; latency = deadline -> escalation readable by a
-   read_committed consumer. Prints p50/p95/p99.
+   read_committed consumer. Prints p50/p95/p99. --latency-under-load RATE: then the same
+   again on the same worker while it drains RATE events/s of other tickets, produced by a
+   process of its own (bench/steady_load.py); p50/p95/p99, their ratio to idle, the rate
+   achieved, the worker's lag and the load average.
 5. --metrics-cost: only the throughput run, with worker metrics on and off (ESCALATOR_METRICS):
    each round drains two copies of the same backlog at the same time, one worker with metrics
    and one without, so drift on a shared machine hits both alike; prints both rates and the
@@ -27,6 +32,9 @@
 7. Runtimes: after the loop's throughput run (2.), the Faust runtime (`--runtime faust`,
    at-least-once) drains a copy of the same backlog; events/s, per CPU-s and peak RSS next to
    the ceiling and the loop's, with ratios. --runtimes: only the ceiling and these two runs.
+8. --compiled-cost: only throughput, a worker run from a mypyc-compiled copy
+   (scripts/compile-engine, or --compiled-dir) and one from the source tree, one after the
+   other, alternating per round (bench/compiled_worker.py); medians and their ratio.
 
 Needs Kafka (deploy/local/services up kafka, or ESCALATOR_KAFKA_BOOTSTRAP); --registry-cost
 a registry (deploy/local/services up registry: http://127.0.0.1:18081/apis/ccompat/v7).
@@ -84,8 +92,12 @@ def start_worker(
     metrics: bool = True,
     registry: str | None = None,
     runtime: str = "loop",
+    source: Path = REPO,
 ) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "ESCALATOR_DATA_DIR": str(data), "ESCALATOR_WEB_PORT": str(free_port()),
+    """An `escalator worker` run from `source`: the tree, or a compiled copy of it
+    (scripts/compile-engine), first on its path."""
+    env = {**os.environ, "PYTHONPATH": str(source), "ESCALATOR_DATA_DIR": str(data),
+           "ESCALATOR_WEB_PORT": str(free_port()),
            "ESCALATOR_METRICS": "on" if metrics else "off",
            "ESCALATOR_SCHEMA_REGISTRY_URL": registry or ""}  # fmt: skip
     if runtime == "faust":  # at-least-once only (streams.faust_app.guarantee)
@@ -97,7 +109,7 @@ def start_worker(
     if policy:
         cmd += ["--policy", str(policy)]
     log = open(data.parent / f"{data.name}.log", "ab")  # noqa: SIM115
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, cwd=source, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def wait_log(path: Path, text: str, timeout: float = 180) -> None:
@@ -149,27 +161,14 @@ def committed_total(settings: Settings, group: str, topic: str, partitions: int)
     return sum(max(tp.offset, 0) for tp in offsets)
 
 
-def measure_latency(settings: Settings, root: Path, partitions: int, n: int) -> None:
-    """Deadline -> escalation readable by a read_committed consumer, on the wall clock."""
-    policy = root / "policy.yaml"
-    policy.write_text(BENCH_POLICY)
-    live_prefix = f"benchlive{uuid.uuid4().hex[:8]}-"
-    live_topics = Topics(live_prefix)
-    ensure_topics(settings, live_topics)
-    live = start_worker(live_prefix, root / "w-latency", False, policy)
-    wait_log(root / "w-latency.log", "Worker ready")
-    time.sleep(3)
+def breach_latencies(
+    settings: Settings, topics: Topics, partitions: int, n: int, tag: str
+) -> list[int]:
+    """Tickets ``<tag>00000``... whose first-response deadlines fall over the next ~20 s, no
+    further events; the sorted ms from each deadline to its breach escalation being readable
+    by a read_committed consumer (the wall clock of this process)."""
     codec = codec_for("TicketEvent", settings)
     escalation_codec = codec_for("Escalation", settings)
-    producer = Producer(producer_config(settings))
-    now = int(time.time() * 1000)
-    for i in range(n):  # deadlines spread over the next ~20 s
-        created = now - 60_000 + 5_000 + (i * 20_000) // n
-        event = TicketEvent(event_id=f"L{i}", ticket_id=f"L{i:05d}", type=EventType.CREATED,
-                            occurred_at=created)  # fmt: skip
-        producer.produce(live_topics.ticket_events, key=event.ticket_id.encode(),
-                         value=codec.encode(ticket_event_to_avro(event)))  # fmt: skip
-    producer.flush(30)
     consumer = Consumer(
         {
             **settings.kafka.confluent(),
@@ -178,7 +177,17 @@ def measure_latency(settings: Settings, root: Path, partitions: int, n: int) -> 
             "enable.auto.commit": False,
         }
     )
-    consumer.assign([TopicPartition(live_topics.escalations, p, -2) for p in range(partitions)])
+    consumer.assign([TopicPartition(topics.escalations, p, -1) for p in range(partitions)])
+    consumer.poll(1.0)  # joined at the end before the first deadline
+    producer = Producer(producer_config(settings))
+    now = int(time.time() * 1000)
+    for i in range(n):  # deadlines spread over the next ~20 s
+        created = now - 60_000 + 5_000 + (i * 20_000) // n
+        event = TicketEvent(event_id=f"{tag}{i}", ticket_id=f"{tag}{i:05d}",
+                            type=EventType.CREATED, occurred_at=created)  # fmt: skip
+        producer.produce(topics.ticket_events, key=event.ticket_id.encode(),
+                         value=codec.encode(ticket_event_to_avro(event)))  # fmt: skip
+    producer.flush(30)
     latencies: list[int] = []
     deadline = time.monotonic() + 90
     while len(latencies) < n and time.monotonic() < deadline:
@@ -186,14 +195,72 @@ def measure_latency(settings: Settings, root: Path, partitions: int, n: int) -> 
         if msg is None or msg.error():
             continue
         record = escalation_codec.decode(msg.value())
-        if record["reason"] == "FIRST_RESPONSE_BREACH":
+        if record["reason"] == "FIRST_RESPONSE_BREACH" and record["ticket_id"].startswith(tag):
             latencies.append(int(time.time() * 1000) - record["due_at"])
     consumer.close()
-    latencies.sort()
-    print(f"latency  : deadline -> readable (read_committed), {len(latencies)}/{n} breaches: "
-          + "  ".join(f"p{p}={percentile(latencies, p)} ms" for p in (50, 95, 99))
-          + "  (goal p99 < 500 ms)")  # fmt: skip
+    return sorted(latencies)
+
+
+def percentiles(latencies: list[int], n: int) -> str:
+    return f"{len(latencies)}/{n} breaches: " + "  ".join(
+        f"p{p}={percentile(latencies, p)} ms" for p in (50, 95, 99)
+    )
+
+
+def measure_latency(
+    settings: Settings, root: Path, partitions: int, n: int, load_rate: float = 0.0
+) -> None:
+    """Deadline -> escalation readable by a read_committed consumer, on the wall clock: on an
+    idle worker, then (``load_rate``) on the same worker while it drains that many events/s of
+    other tickets (bench/steady_load.py)."""
+    policy = root / "policy.yaml"
+    policy.write_text(BENCH_POLICY)
+    live_prefix = f"benchlive{uuid.uuid4().hex[:8]}-"
+    live_topics = Topics(live_prefix)
+    ensure_topics(settings, live_topics)
+    live = start_worker(live_prefix, root / "w-latency", False, policy)
+    wait_log(root / "w-latency.log", "Worker ready")
+    time.sleep(3)
+    idle = breach_latencies(settings, live_topics, partitions, n, "L")
+    print(f"latency  : deadline -> readable (read_committed), idle worker, {percentiles(idle, n)}"
+          "  (goal p99 < 500 ms)")  # fmt: skip
+    if load_rate:
+        latency_under_load(settings, live_topics, live_prefix, partitions, n, load_rate, idle)
     stop(live)
+
+
+def latency_under_load(
+    settings: Settings,
+    topics: Topics,
+    prefix: str,
+    partitions: int,
+    n: int,
+    rate: float,
+    idle: list[int],
+) -> None:
+    """The idle measurement again while a steady `rate` of other tickets' events flows into
+    the same worker; prints the percentiles, their ratio to idle, the rate achieved, the
+    worker's lag and the machine's load average (it is shared)."""
+    import steady_load  # bench/steady_load.py, beside this file
+
+    load = steady_load.SteadyLoad(topics.ticket_events, rate)
+    load.start()
+    time.sleep(10)  # the worker is draining the load at its steady state
+    group = f"{prefix}{settings.app_id}"
+    sent0, t0 = load.sent, time.monotonic()
+    loaded = breach_latencies(settings, topics, partitions, n, "M")
+    achieved = (load.sent - sent0) / (time.monotonic() - t0)
+    lag = load.sent + n - committed_total(settings, group, topics.ticket_events, partitions)
+    load.stop()
+    print(f"latency  : same worker draining {rate:,.0f} events/s of other tickets (achieved "
+          f"{achieved:,.0f}/s, lag at the end ~{max(lag, 0):,} events), {percentiles(loaded, n)}"
+          f"  (goal p99 < 500 ms)")  # fmt: skip
+    ratios = "  ".join(
+        f"p{p} {(percentile(loaded, p) or 0) / max(percentile(idle, p) or 0, 1):.2f}"
+        for p in (50, 95, 99)
+    )
+    print(f"latency  : under load / idle: {ratios}; load average "
+          + " ".join(f"{x:.1f}" for x in os.getloadavg()))  # fmt: skip
 
 
 REBUILT = re.compile(
@@ -243,6 +310,18 @@ def cpu_seconds(pid: int) -> float:
     return own + sum(cpu_seconds(int(child)) for child in children)
 
 
+def mapped_under(pid: int, source: Path) -> list[str]:
+    """The shared objects under `source` a process has mapped (/proc/PID/maps): which
+    compiled modules a worker really runs."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return []
+    top = f"{source.resolve()}/"
+    paths = {line.split()[-1] for line in maps.splitlines() if line.endswith(".so")}
+    return sorted(p.removeprefix(top) for p in paths if p.startswith(top))
+
+
 def peak_rss_mb(pid: int) -> float:
     """Peak resident memory (VmHWM) of a process and its descendants, in MB; 0 once gone."""
     return memory_mb(pid, "VmHWM")
@@ -270,6 +349,8 @@ class Drain:
     metrics: bool = True
     registry: str | None = None  # the schema registry's URL; None: ids.json
     runtime: str = "loop"  # escalator worker --runtime
+    source: Path = REPO  # where the worker imports the package from (start_worker)
+    mapped: list[str] | None = None  # extension modules under `source` the worker had loaded
     worker: subprocess.Popen[bytes] | None = None
     done: int = 0
     first: tuple[float, int, float] | None = None  # wall time, committed, CPU at first commit
@@ -292,7 +373,14 @@ def drain(settings: Settings, root: Path, runs: list[Drain]) -> None:
     even while the machine's speed drifts."""
     for run in runs:
         run.worker = start_worker(
-            run.prefix, root / run.name, True, None, run.metrics, run.registry, run.runtime
+            run.prefix,
+            root / run.name,
+            True,
+            None,
+            run.metrics,
+            run.registry,
+            run.runtime,
+            run.source,
         )
     for run in runs:
         wait_log(root / f"{run.name}.log", "Worker ready")
@@ -320,6 +408,7 @@ def drain(settings: Settings, root: Path, runs: list[Drain]) -> None:
     for run in runs:
         assert run.worker is not None
         run.peak_mb = peak_rss_mb(run.worker.pid)
+        run.mapped = mapped_under(run.worker.pid, run.source)
         stop(run.worker)
 
 
@@ -389,11 +478,25 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--latency-tickets", type=int, default=300)
     parser.add_argument("--latency-only", action="store_true", help="skip ceiling and throughput")
+    parser.add_argument("--latency-under-load", type=float, metavar="RATE", default=0.0,
+                        help="latency also while the worker drains RATE events/s of other "
+                        "tickets (e.g. 5000)")  # fmt: skip
     parser.add_argument("--metrics-cost", action="store_true",
                         help="only throughput, with worker metrics on and off")  # fmt: skip
     parser.add_argument("--registry-cost", metavar="URL",
                         help="only throughput, with the registry at URL and without")  # fmt: skip
-    parser.add_argument("--rounds", type=int, default=2, help="on/off pairs (the two -cost modes)")
+    parser.add_argument(
+        "--compiled-cost",
+        action="store_true",
+        help="only throughput, from the mypyc-compiled copy and plain Python",
+    )
+    parser.add_argument(
+        "--compiled-dir",
+        type=Path,
+        metavar="DIR",
+        help="--compiled-cost: a copy scripts/compile-engine built already",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="pairs of the -cost modes")
     parser.add_argument(
         "--runtimes", action="store_true", help="only the ceiling, the loop's and Faust's drains"
     )
@@ -414,12 +517,19 @@ def main() -> int:
         topics = Topics(prefix)
         ensure_topics(settings, topics)
         if args.latency_only:
-            measure_latency(settings, root, partitions, args.latency_tickets)
+            load = args.latency_under_load
+            measure_latency(settings, root, partitions, args.latency_tickets, load)
             return 0
         history = root / "history.jsonl"
         summary = generate_to_file(history, agents=args.agents, days=args.days, seed=99)
         print(f"history: {summary.tickets:,} tickets, {summary.events:,} events; "
               f"{partitions} partitions, {settings.processing_guarantee}")  # fmt: skip
+        if args.compiled_cost:
+            import compiled_worker  # bench/compiled_worker.py, beside this file
+
+            copy = args.compiled_dir or compiled_worker.build(root / "compiled", REPO)
+            compiled_worker.run(settings, root, history, args.rounds, copy, sys.modules[__name__])
+            return 0
         if args.metrics_cost or args.registry_cost:
             knob = "metrics" if args.metrics_cost else "registry"
             side_by_side(settings, root, history, args.rounds, knob, args.registry_cost)
@@ -446,7 +556,8 @@ def main() -> int:
             return 0
 
         measure_restore(settings, root, prefix, changelog, partitions, ceil)
-        measure_latency(settings, root, partitions, args.latency_tickets)
+        load = args.latency_under_load
+        measure_latency(settings, root, partitions, args.latency_tickets, load)
     return 0
 
 

@@ -227,6 +227,14 @@ def test_plaintext_confluent_config() -> None:
     }
 
 
+def test_a_due_escalation_waits_at_most_a_tick_and_a_commit_interval_of_100_ms() -> None:
+    """The detection-latency budget under load (p99 < 500 ms, bench/pipeline.py
+    --latency-under-load): a tick and a commit interval each at most 100 ms by default."""
+    settings = load_settings({})
+    assert settings.tick_ms <= 100 and settings.commit_interval_ms <= 100
+    assert load_settings({"ESCALATOR_COMMIT_INTERVAL_MS": "250"}).commit_interval_ms == 250
+
+
 def test_session_timeout_is_short_by_default_and_bounded() -> None:
     assert load_settings({}).session_timeout_ms == 10_000
     assert load_settings({"ESCALATOR_SESSION_TIMEOUT_MS": "45000"}).session_timeout_ms == 45_000

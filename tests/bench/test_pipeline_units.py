@@ -1,0 +1,58 @@
+"""Unit checks of bench/pipeline.py's helpers: the steady load never escalates, so the only
+breaches the latency bench reads are its own; a worker's compiled modules are seen (no
+services)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from confluent_kafka import cimpl
+
+from bench.pipeline import BENCH_POLICY, REPO, mapped_under
+from bench.steady_load import LOAD_TICKETS, load_event
+from streams.sla.actions import Escalation
+from streams.sla.engine import Engine
+from streams.sla.events import EventType
+from streams.sla.policy import parse_policy
+from streams.sla.state import TicketState
+
+
+def test_load_at_5000_per_second_never_escalates_under_the_bench_policy() -> None:
+    """Three passes over the pool at 5,000 events/s (4 s between a ticket's events), the
+    clock advanced past each event and 2 minutes past the last: no escalation, and each
+    ticket got CREATED, an agent reply, then a customer reply."""
+    engine = Engine(parse_policy(BENCH_POLICY))
+    states: dict[str, TicketState] = {}
+    fired = []
+    start, rate = 1_800_000_000_000, 5_000
+    for count in range(3 * LOAD_TICKETS):
+        now = start + count * 1000 // rate
+        event = load_event(count, now)
+        state, actions = engine.apply(states.get(event.ticket_id), event, now)
+        states[event.ticket_id] = state
+        fired += [a for a in actions if isinstance(a, Escalation)]
+    end = start + 3 * LOAD_TICKETS * 1000 // rate + 120_000
+    for state in states.values():
+        fired += [a for a in engine.advance(state, end)[1] if isinstance(a, Escalation)]
+    assert len(states) == LOAD_TICKETS and fired == []
+    kinds = [load_event(c, 0).type for c in (7, LOAD_TICKETS + 7, 2 * LOAD_TICKETS + 7)]
+    assert kinds == [EventType.CREATED, EventType.AGENT_REPLIED, EventType.CUSTOMER_REPLIED]
+
+
+def test_load_without_replies_would_escalate() -> None:
+    """The check above can fail: CREATED alone, 2 minutes later, breaches first response."""
+    engine = Engine(parse_policy(BENCH_POLICY))
+    state, _ = engine.apply(None, load_event(0, 1_800_000_000_000), 1_800_000_000_000)
+    actions = engine.advance(state, 1_800_000_120_000)[1]
+    assert any(isinstance(a, Escalation) for a in actions)
+
+
+def test_mapped_under_names_the_extension_modules_loaded_from_a_tree() -> None:
+    """How --compiled-cost tells a compiled worker: confluent-kafka's extension is mapped
+    from site-packages, and nothing from the plain-Python tree."""
+    site = Path(cimpl.__file__).resolve().parents[1]
+    mapped = mapped_under(os.getpid(), site)
+    assert f"confluent_kafka/{Path(cimpl.__file__).name}" in mapped
+    assert mapped_under(os.getpid(), REPO / "streams") == []
+    assert mapped_under(2**22 + 1, site) == []  # no such process
