@@ -356,12 +356,6 @@ class Engine:
         state.next_due = due
         return state, actions
 
-    def next_due(self, state: TicketState) -> int | None:
-        return state.next_due
-
-    def sla_policy(self, state: TicketState) -> SlaPolicy:
-        return self._slas[state.policy].spec
-
     def _sla(self, state: TicketState, group: str | None = None, grouped: bool = False) -> _Sla:
         """The ticket's SLA policy compiled on the calendar its clocks run on: its group's own
         (group_calendars), or the policy's. `grouped`: for `group` instead of the ticket's."""
@@ -1281,19 +1275,4 @@ class Engine:
         )
 
 
-def run_ticket(
-    engine: Engine, events: Sequence[TicketEvent], until: int | None = None
-) -> tuple[TicketState | None, list[Action]]:
-    """Apply one ticket's events in order, then advance to `until`: a convenience for tests."""
-    state: TicketState | None = None
-    actions: list[Action] = []
-    for event in events:
-        state, out = engine.apply(state, event)
-        actions.extend(out)
-    if state is not None and until is not None:
-        state, out = engine.advance(state, until)
-        actions.extend(out)
-    return state, actions
-
-
-__all__ = ["Engine", "Priority", "run_ticket"]
+__all__ = ["Engine", "Priority"]
