@@ -40,6 +40,7 @@ from typing import Final
 
 from streams.sla.actions import (
     BREACH_REASON,
+    RAISING_KINDS,
     Action,
     Escalation,
     Kind,
@@ -52,7 +53,16 @@ from streams.sla.actions import (
     new_reminder,
 )
 from streams.sla.calendar import BusinessCalendar, Timeline
-from streams.sla.events import PRIORITY_RANK, EventType, Priority, Status, TicketEvent
+from streams.sla.events import (
+    DONE_STATUSES,
+    IMPLIED_STATUS,
+    PRIORITY_RANK,
+    WAITING_STATUSES,
+    EventType,
+    Priority,
+    Status,
+    TicketEvent,
+)
 from streams.sla.policy import METRICS, Escalate, Policy, SlaPolicy, Trigger, When
 from streams.sla.state import MAX_TICKET_TAGS, SEEN_WINDOW, Clock, TicketState
 
@@ -68,14 +78,7 @@ _CSAT_RECEIVED: Final = EventType.CSAT_RECEIVED
 _ACKNOWLEDGED: Final = EventType.ESCALATION_ACKNOWLEDGED
 _MATRIX_CLIMB: Final = "matrix:unanswered"
 _OPEN: Final = Status.OPEN
-_DONE: Final = (Status.SOLVED, Status.CLOSED)
 _SLA_WARNING: Final = Reason.SLA_WARNING
-_RAISING: Final = (Kind.HIERARCHICAL, Kind.AUTOMATIC)  # the kinds that raise the ticket's level
-_IMPLIED: Final = {
-    EventType.RESOLVED: Status.SOLVED,
-    EventType.CLOSED: Status.CLOSED,
-    EventType.REOPENED: Status.OPEN,
-}
 # Due work at the same instant runs in this order: clocks (by metric), the matrix climb,
 # then timed triggers in file order. _due() returns the rank with the instant.
 _RANK: Final = {metric: rank for rank, metric in enumerate(METRICS)}
@@ -99,7 +102,7 @@ _SOLVED_ENDS: Final[_Ends] = (
 _ROUNDED: Final = frozenset(("next_response", "periodic_update", "pausable_update"))
 _UPDATES: Final = ("periodic_update", "pausable_update")  # a round per agent reply
 _PER_CYCLE: Final = ("requester_wait", "agent_work")  # from creation (or reopen) to solved
-_NOT_WORKING: Final = frozenset((Status.PENDING, Status.ON_HOLD))  # agent_work stands still
+_NOT_WORKING: Final = frozenset(WAITING_STATUSES)  # agent_work stands still
 
 
 def _timeline(calendar: BusinessCalendar, duration: int | None = None) -> Timeline | None:
@@ -412,7 +415,7 @@ class Engine:
         since = state.awaiting_since
         # a solved or paused ticket does not climb (looked up only for a ticket with a timer)
         climbing = (since is not None or state.f_since is not None) and (
-            status not in _DONE and status not in self._slas[state.policy].pause
+            status not in DONE_STATUSES and status not in self._slas[state.policy].pause
         )
         if since is not None and climbing:
             climb = self._climbs.get(state.level)
@@ -434,7 +437,7 @@ class Engine:
                     if best < 0 or at < best:
                         best = at
                         rank = _FUNCTIONAL_CLIMB
-        if status not in _DONE:
+        if status not in DONE_STATUSES:
             since = state.escalated_at
             if since is not None:
                 for timed in self._after_escalation:
@@ -775,7 +778,7 @@ class Engine:
                     fired = self._escalate(
                         state, rule, spec.kind, spec.reason, level, target, None, at, now,
                         event_id, actions,
-                        raise_level=spec.kind in _RAISING,
+                        raise_level=spec.kind in RAISING_KINDS,
                     )  # fmt: skip
                 if fired is not None:
                     last = fired
@@ -887,12 +890,12 @@ class Engine:
         t = event.occurred_at
         self._absorb(state, event, first=True)
         state.policy = self._match(state).name
-        status = _IMPLIED.get(event.type) or event.status
+        status = IMPLIED_STATUS.get(event.type) or event.status
         if status is not None:
             state.status = status
         if event.type is _CREATED:
             state.created_at = t
-        if state.status not in _DONE:
+        if state.status not in DONE_STATUSES:
             deferred = self._sla(state).deferred
             if "first_response" not in deferred:
                 self._start_clock(state, "first_response", 0, t)
@@ -1019,12 +1022,16 @@ class Engine:
             state.closed = True
             self._remove(state, at)
             return
-        status = _IMPLIED.get(kind) or event.status
+        status = IMPLIED_STATUS.get(kind) or event.status
         if kind is _TRANSFERRED:
             state.transfers += 1
         reopened = False
         if status is not None:
-            if state.status in _DONE and status not in _DONE and t >= state.status_since:
+            if (
+                state.status in DONE_STATUSES
+                and status not in DONE_STATUSES
+                and t >= state.status_since
+            ):
                 # REOPENED, or any event that moves a solved ticket back to work
                 reopened = True
                 self._reopen(state, at)
@@ -1035,7 +1042,7 @@ class Engine:
 
         if kind is _AGENT_REPLIED:
             self._end_clocks(state, _REPLIED_ENDS, t, actions)
-            if state.status not in _DONE and self._sla(state).updates:
+            if state.status not in DONE_STATUSES and self._sla(state).updates:
                 self._agent_update(state, t, at, actions)
             if self._stop_on_reply:
                 state.awaiting_since = None
@@ -1043,7 +1050,7 @@ class Engine:
         elif kind is _ACKNOWLEDGED:
             if self._stop_on_ack:
                 self._acknowledge(state, event.attributes.get("escalation_id"))
-        elif kind is _CUSTOMER_REPLIED and state.status not in _DONE:
+        elif kind is _CUSTOMER_REPLIED and state.status not in DONE_STATUSES:
             clocks = state.clocks
             first = clocks.get("first_response")
             waiting = clocks.get("next_response")
@@ -1055,7 +1062,7 @@ class Engine:
                 )
         if self._conditional:
             self._clock_conditions(state, event, at, reopened, actions)
-        if state.status not in _DONE:
+        if state.status not in DONE_STATUSES:
             triggers = (self._reopening_triggers if reopened else self._type_triggers)[kind]
         elif kind is _CSAT_RECEIVED:
             triggers = self._type_triggers[kind]  # still done, so this event did not reopen
@@ -1085,7 +1092,7 @@ class Engine:
             if clock is None:
                 if (
                     start is not None
-                    and state.status not in _DONE
+                    and state.status not in DONE_STATUSES
                     and self._event_conditions_hold(state, event, start, reopened)
                 ):
                     self._start_clock(state, metric, 0, at)
@@ -1188,7 +1195,7 @@ class Engine:
         state.status = status
         state.status_since = t
         state.status_seq += 1
-        if status in _DONE:
+        if status in DONE_STATUSES:
             self._end_clocks(state, _SOLVED_ENDS, at, actions)
             state.awaiting_since = None
             state.escalated_at = None
