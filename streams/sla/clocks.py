@@ -6,16 +6,9 @@ from __future__ import annotations
 from typing import Final
 
 from streams.sla.actions import Action, new_outcome
-from streams.sla.calendar import BusinessCalendar, Timeline
-from streams.sla.events import (
-    DONE_STATUSES,
-    WAITING_STATUSES,
-    EventType,
-    Priority,
-    Status,
-    TicketEvent,
-)
-from streams.sla.policy import METRICS, Policy, SlaPolicy, When
+from streams.sla.compiled_policy import CompiledSla, business_time
+from streams.sla.events import DONE_STATUSES, EventType, Status, TicketEvent
+from streams.sla.policy import METRICS, Policy, When
 from streams.sla.state import Clock, TicketState
 
 _OPEN: Final = Status.OPEN
@@ -28,90 +21,14 @@ _FUNCTIONAL_CLIMB: Final = _CLIMB + 1
 _TIMED: Final = _CLIMB + 2
 _MATCH_CACHE: Final = 4096  # distinct (tier, priority, channel, category, tags) remembered
 _Ends = tuple[tuple[str, bool], ...]  # clocks to end, in order, and whether that meets them
-_UPDATES: Final = ("periodic_update", "pausable_update")  # a round per agent reply
-_PER_CYCLE: Final = ("requester_wait", "agent_work")  # from creation (or reopen) to solved
-_NOT_WORKING: Final = frozenset(WAITING_STATUSES)  # agent_work stands still
 
 
-def _timeline(calendar: BusinessCalendar, duration: int | None = None) -> Timeline | None:
-    """The calendar's timeline, for adding positive durations and measuring end > start
-    (which every caller checks first), or None where both are plain arithmetic (a 24x7
-    calendar, or a `duration` of 0): callers then compute inline, without a call."""
-    return None if duration == 0 else calendar.unchecked
-
-
-def _held(sla: _Sla, clock: Clock) -> bool:
+def _held(sla: CompiledSla, clock: Clock) -> bool:
     """Whether a `pause` condition holds the clock; a hold the policy no longer has (an older
     policy's, or another SLA policy's) ends here."""
     if clock.held and clock.metric not in sla.holds:
         clock.held = False
     return clock.held
-
-
-def _between(tl: Timeline | None, start: int, end: int) -> int:
-    """Business time in [start, end) for end > start, which every caller checks first; plain
-    subtraction without a timeline (a 24x7 calendar)."""
-    return end - start if tl is None else tl.between(start, end)
-
-
-class _Sla:
-    """An SLA policy compiled for the hot path."""
-
-    __slots__ = (
-        "spec", "name", "thresholds", "targets", "steps", "pause", "timeline", "conditions",
-        "deferred", "pause_of", "updates", "per_cycle", "extra", "by_group", "holds",
-    )  # fmt: skip
-
-    def __init__(
-        self, spec: SlaPolicy, policy: Policy, calendar: BusinessCalendar | None = None
-    ) -> None:
-        team = calendar is not None  # a team's variant (group_calendars): only its calendar differs
-        if calendar is None:
-            calendar = policy.calendar(spec.calendar)
-        self.spec = spec
-        self.name = spec.name
-        self.thresholds = (*spec.warn_at, 1.0)
-        self.targets = {
-            metric: {p: spec.targets.target(metric, p) for p in Priority} for metric in METRICS
-        }
-        # target -> each threshold with the elapsed time that reaches it, for the targets the
-        # policy sets (a clock restored under an older policy may carry another one)
-        self.steps = {
-            target: self.thresholds_of(target)
-            for by_priority in self.targets.values()
-            for target in by_priority.values()
-            if target is not None
-        }
-        self.pause = frozenset(spec.pause_statuses)
-        self.timeline = _timeline(calendar)
-        # the statuses each metric stands still in
-        self.pause_of = {metric: self.pause for metric in METRICS}
-        self.pause_of["periodic_update"] = frozenset()
-        self.pause_of["agent_work"] = _NOT_WORKING
-        # the metrics beyond the first three that this policy sets a target for
-        tracked = {m for m in METRICS if any(t is not None for t in self.targets[m].values())}
-        self.updates = tuple(m for m in _UPDATES if m in tracked)
-        self.per_cycle = tuple(m for m in _PER_CYCLE if m in tracked)
-        self.extra = bool(self.updates or self.per_cycle)
-        self.conditions = tuple(
-            (metric, c.start, c.stop, c.cancel, c.reset, c.pause, c.resume)
-            for metric, c in ((m, spec.clocks[m]) for m in METRICS if m in spec.clocks)
-        )
-        # metrics whose clock waits for its `start` condition instead of starting at creation
-        self.deferred = frozenset(m for m, start, *_ in self.conditions if start is not None)
-        # metrics a `pause` condition can hold: a hold on any other (kept from an older policy,
-        # or another SLA policy) ends at the next chance, as the policy no longer keeps it
-        self.holds = frozenset(m for m, *_, pause, resume in self.conditions if pause and resume)
-        # group -> this policy on the group's own calendar (empty for a team's variant)
-        self.by_group: dict[str, _Sla] = {}
-        if not team:
-            for group in policy.spec.group_calendars:
-                own = policy.sla_calendar(spec, group)
-                if own is not calendar:
-                    self.by_group[group] = _Sla(spec, policy, own)
-
-    def thresholds_of(self, target: int) -> tuple[tuple[float, int], ...]:
-        return tuple((fraction, round(target * fraction)) for fraction in self.thresholds)
 
 
 class Clocks:
@@ -121,7 +38,7 @@ class Clocks:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.backfill_horizon = policy.tracking.backfill_horizon
-        self._slas = {sla.name: _Sla(sla, policy) for sla in policy.sla_policies}
+        self._slas = {sla.name: CompiledSla(sla, policy) for sla in policy.sla_policies}
         self._teams = any(sla.by_group for sla in self._slas.values())
         # Set for the duration of one apply/advance call (see the module docstring).
         self._quiet_before = -1
@@ -131,12 +48,14 @@ class Clocks:
         self._match_group = any(sla.match.group is not None for sla in policy.sla_policies)
         # groups with a calendar of their own: a move into or out of one moves the clocks
         self._team_groups = frozenset(policy.spec.group_calendars) if self._teams else frozenset()
-        self._matched: dict[tuple[object, ...], _Sla] = {}
+        self._matched: dict[tuple[object, ...], CompiledSla] = {}
         # Tag sets are shared between tickets (a few dozen distinct ones in practice).
         self._tag_sets: dict[frozenset[str], frozenset[str]] = {}
         self._conditional = any(sla.conditions for sla in self._slas.values())
 
-    def _sla(self, state: TicketState, group: str | None = None, grouped: bool = False) -> _Sla:
+    def _sla(
+        self, state: TicketState, group: str | None = None, grouped: bool = False
+    ) -> CompiledSla:
         """The ticket's SLA policy compiled on the calendar its clocks run on: its group's own
         (group_calendars), or the policy's. `grouped`: for `group` instead of the ticket's."""
         sla = self._slas[state.policy]
@@ -146,7 +65,7 @@ class Clocks:
                 return sla.by_group.get(key, sla)
         return sla
 
-    def _schedule(self, sla: _Sla, clock: Clock) -> None:
+    def _schedule(self, sla: CompiledSla, clock: Clock) -> None:
         """Recompute when this clock next crosses a threshold."""
         clock.next_at = None
         since = clock.running_since
@@ -201,7 +120,7 @@ class Clocks:
     ) -> None:
         since = clock.running_since
         if since is not None and at > since:
-            clock.elapsed += _between(self._sla(state).timeline, since, at)
+            clock.elapsed += business_time(self._sla(state).timeline, since, at)
         clock.running_since = None
         ended = clock.ended_at = at if at > clock.started_at else clock.started_at
         clock.met = met
@@ -221,11 +140,11 @@ class Clocks:
             since = clock.running_since
             if clock.ended_at is None and since is not None:
                 if at > since:
-                    clock.elapsed += _between(tl, since, at)
+                    clock.elapsed += business_time(tl, since, at)
                 clock.running_since = None
                 clock.next_at = None
 
-    def _repause(self, state: TicketState, sla: _Sla, at: int) -> None:
+    def _repause(self, state: TicketState, sla: CompiledSla, at: int) -> None:
         """Each running clock stands still or runs as its metric does in the new status."""
         status = state.status
         for clock in state.clocks.values():
@@ -235,7 +154,7 @@ class Clocks:
             if status in sla.pause_of[clock.metric]:
                 if since is not None:
                     if at > since:
-                        clock.elapsed += _between(sla.timeline, since, at)
+                        clock.elapsed += business_time(sla.timeline, since, at)
                     clock.running_since = None
                     clock.next_at = None
             elif since is None and not _held(sla, clock):
@@ -261,7 +180,7 @@ class Clocks:
                 clock.running_since = at
                 self._schedule(sla, clock)
 
-    def _match(self, state: TicketState) -> _Sla:
+    def _match(self, state: TicketState) -> CompiledSla:
         tags = state.tags if self._match_tags else None
         group = state.group if self._match_group else None
         key = (state.tier, state.priority, state.channel, state.category, tags, group)
@@ -287,7 +206,7 @@ class Clocks:
         for clock in state.clocks.values():
             since = clock.running_since
             if clock.ended_at is None and since is not None and at > since:
-                clock.elapsed += _between(old.timeline, since, at)
+                clock.elapsed += business_time(old.timeline, since, at)
                 clock.running_since = at
         state.policy = new.name
         for clock in state.clocks.values():
@@ -333,7 +252,7 @@ class Clocks:
                 # out of scope: stopped with no outcome, neither met nor missed
                 since = clock.running_since
                 if since is not None and at > since:
-                    clock.elapsed += _between(sla.timeline, since, at)
+                    clock.elapsed += business_time(sla.timeline, since, at)
                 clock.running_since = None
                 clock.ended_at = at if at > clock.started_at else clock.started_at
                 clock.next_at = None
@@ -354,7 +273,7 @@ class Clocks:
                     since = clock.running_since
                     if since is not None:
                         if at > since:
-                            clock.elapsed += _between(sla.timeline, since, at)
+                            clock.elapsed += business_time(sla.timeline, since, at)
                         clock.running_since = None
                         clock.next_at = None
             elif self._event_conditions_hold(state, event, resume, reopened):
@@ -392,7 +311,7 @@ class Clocks:
                 continue
             if t >= clock.started_at:
                 continue
-            clock.elapsed += _between(sla.timeline, t, clock.started_at)
+            clock.elapsed += business_time(sla.timeline, t, clock.started_at)
             clock.started_at = t
             self._schedule(sla, clock)
 

@@ -16,7 +16,8 @@ from streams.sla.actions import (
     new_escalation,
 )
 from streams.sla.calendar import Timeline
-from streams.sla.clocks import Clocks, _between, _timeline
+from streams.sla.clocks import Clocks
+from streams.sla.compiled_policy import business_time, timeline_of
 from streams.sla.policy import Escalate, Policy
 from streams.sla.state import Clock, TicketState
 
@@ -47,7 +48,7 @@ class Matrix(Clocks):
         for n in range(matrix.top + 1):  # the top climbs too when the matrix repeats
             climb = policy.climb(n)
             if climb is not None:
-                self._climbs[n] = (climb[0], _timeline(climb[1], climb[0]))
+                self._climbs[n] = (climb[0], timeline_of(climb[1], climb[0]))
         self._repeat = matrix.repeat
         self._stop_on_reply = "agent_reply" in matrix.stop_climb_on
         self._stop_on_ack = "acknowledged" in matrix.stop_climb_on
@@ -57,7 +58,7 @@ class Matrix(Clocks):
         # steps: (contact, allowed, calendar)
         self._chains: dict[str, tuple[tuple[str, int | None, Timeline | None], ...]] = {
             key: tuple(
-                (step.contact, step.allowed, _timeline(calendar, step.allowed)) for step in chain
+                (step.contact, step.allowed, timeline_of(calendar, step.allowed)) for step in chain
             )
             for key, chain in chains.items()
         }
@@ -280,10 +281,10 @@ class Matrix(Clocks):
         if since is not None and climb is not None:
             start = since if since > paused_since else paused_since
             if at > start:
-                state.climb_paused += _between(climb[1], start, at)
+                state.climb_paused += business_time(climb[1], start, at)
         since = state.f_since
         chain = self._chains.get(state.f_chain or "")
         if since is not None and chain is not None and state.f_step < len(chain):
             start = since if since > paused_since else paused_since
             if at > start:
-                state.f_paused += _between(chain[state.f_step][2], start, at)
+                state.f_paused += business_time(chain[state.f_step][2], start, at)

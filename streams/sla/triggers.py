@@ -16,7 +16,8 @@ from streams.sla.actions import (
     new_priority_bump,
     new_reminder,
 )
-from streams.sla.clocks import _TIMED, _timeline
+from streams.sla.clocks import _TIMED
+from streams.sla.compiled_policy import timeline_of
 from streams.sla.events import PRIORITY_RANK, EventType, Status
 from streams.sla.matrix import Matrix
 from streams.sla.policy import Policy, Trigger
@@ -40,7 +41,7 @@ class _Timed:
             self.wait = when.status_for.at_least
         else:
             self.wait = when.escalation_open_for or 0
-        self.timeline = _timeline(policy.calendar(trigger.calendar), self.wait)
+        self.timeline = timeline_of(policy.calendar(trigger.calendar), self.wait)
         self.key = f"trigger:{trigger.name}"  # + "#<status_seq>" for status_for
 
     def fired_key(self, state: TicketState) -> str:
