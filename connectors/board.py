@@ -50,14 +50,13 @@ import orjson
 import redis
 
 from streams.settings import Settings
-from streams.sla.actions import BREACH_REASON
+from streams.sla.actions import BREACHES
 from streams.sla.board import BoardEntry, Fired, Lifecycle, TicketInputs, WarningEntry
 from streams.sla.policy import Policy
 
 HOUR_MS = 3_600_000
 RATE_WINDOW_MS = 2 * HOUR_MS  # fired/breaches keep this much board-clock history
 DEFAULT_RETENTION_S = 8 * 86_400  # longer than Kafka's default 7-day topic retention
-BREACH_REASONS = frozenset(reason.value for reason in BREACH_REASON.values())
 MAX_WATCH_RETRIES = 100
 _LIFE_FIELDS = ("closed", "open", "answered")
 
@@ -323,7 +322,7 @@ class BoardWriter:
             else:
                 tx.zadd(keys.fired, {fired.escalation_id: fired.fired_at})
                 tx.hincrby(keys.stats, "escalations", 1)
-            if fired.reason in BREACH_REASONS:
+            if fired.reason in BREACHES:
                 tx.zadd(keys.breaches, {fired.escalation_id: fired.fired_at})
             self._event(tx, feed, fired.fired_at, {
                 "type": "warning" if fired.warning else "escalation", "ticket_id": ticket_id,

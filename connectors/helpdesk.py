@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 from streams.sla.events import (
+    DONE_STATUSES,
     EventError,
     EventType,
     Priority,
@@ -79,8 +80,6 @@ CHANNELS: Final[Mapping[str, str]] = {
     "instagram_dm": "social",
     "whatsapp": "social",
 }
-
-_DONE: Final = frozenset((Status.SOLVED, Status.CLOSED))
 
 
 class Ignored(NamedTuple):
@@ -155,7 +154,7 @@ def status_change_type(new: Status | None, old: Status | None) -> EventType:
         return EventType.RESOLVED
     if new is Status.CLOSED:
         return EventType.CLOSED
-    if old in _DONE and new is not None:
+    if old in DONE_STATUSES and new is not None:
         return EventType.REOPENED
     return EventType.STATUS_CHANGED
 

@@ -44,12 +44,12 @@ from confluent_kafka import Message
 from connectors.webhook_sink import Outcome, WebhookSink
 from connectors.webhook_targets import ESCALATIONS, PRIORITY_BUMPS, Target
 from streams.settings import ConfigError, Settings, _secret
+from streams.sla.actions import Reason
 from streams.sla.events import format_ts
 from streams.topics import Topics
 
 Desk = Literal["zendesk", "freshdesk"]
 DESKS: Final = ("zendesk", "freshdesk")
-WARNING: Final = "SLA_WARNING"
 # Freshdesk's priority codes (1 low, 2 medium, 3 high, 4 urgent); Zendesk takes the names.
 FRESHDESK_PRIORITY: Final = {"LOW": 1, "NORMAL": 2, "HIGH": 3, "URGENT": 4}
 
@@ -225,7 +225,7 @@ class HelpdeskSink(WebhookSink):
         self.users: dict[str, int] = {}  # records of the ticket holding or awaiting its lock
 
     async def dispatch(self, msg: Message, base: str, record: Mapping[str, Any]) -> None:
-        if base == ESCALATIONS and record["reason"] == WARNING:
+        if base == ESCALATIONS and record["reason"] == Reason.SLA_WARNING:
             self.skipped += 1
             return
         target = self.config.target

@@ -29,7 +29,7 @@ from schemas.records import (
 from streams.queue_stats import encode_heartbeat, encode_stat
 from streams.settings import Settings
 from streams.sla.actions import (
-    BREACH_REASON,
+    BREACHES,
     Action,
     Escalation,
     PriorityBump,
@@ -38,8 +38,8 @@ from streams.sla.actions import (
     SlaOutcome,
 )
 from streams.sla.engine import Engine
-from streams.sla.events import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, EventType, Status, TicketEvent
-from streams.sla.queues import QueueStat, StatKind, queue_name, stat_id
+from streams.sla.events import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, Status, TicketEvent
+from streams.sla.queues import QUEUE_STATS, QueueStat, StatKind, queue_name, stat_id
 from streams.sla.state import TicketState
 from streams.topics import Topics
 from streams.worker_metrics import NEW_TICKET, PRODUCTION, SHADOW, ShadowDiff, WorkerStats, category
@@ -50,8 +50,6 @@ HEARTBEAT_MS = 1000  # at most one queue-stats heartbeat per partition per secon
 REBUILD_STEP = 100  # states read between two yields of TicketProcessor.rebuilding (~1 ms)
 COMPACT_SLACK = 1024  # superseded due entries tolerated beyond the live ones before compacting
 CACHED_STATES = 20_000  # decoded states kept per worker (about 3.5 KB each)
-BREACHES = frozenset(BREACH_REASON.values())
-EVENT_STATS = {EventType.CREATED: StatKind.CREATED, EventType.RESOLVED: StatKind.RESOLVED}
 
 
 # The shadow policy's ticket states live in the same store under this key prefix; a ticket id
@@ -515,7 +513,7 @@ class TicketProcessor:
         if metrics is not None:
             metrics.applied(partition, view, state, old is None, event.type, now - t)
         self._schedule(partition, ticket_key, state)
-        kind = EVENT_STATS.get(event.type)
+        kind = QUEUE_STATS.get(event.type)
         if kind is not None:
             stats.append(QueueStat(queue, kind, t, stat_id(kind, event.event_id)))
         self._count(actions, now, queue, stats)

@@ -35,6 +35,7 @@ from schemas.codec import ErrorKind
 from streams.metrics import generate_latest, mark_component
 from streams.sla.actions import (
     BREACH_REASON,
+    BREACHES,
     Action,
     Escalation,
     Kind,
@@ -43,7 +44,7 @@ from streams.sla.actions import (
     Reminder,
     SlaOutcome,
 )
-from streams.sla.events import EventType, Status
+from streams.sla.events import DONE_STATUSES, EventType
 from streams.sla.state import Clock, TicketState
 
 if TYPE_CHECKING:
@@ -52,9 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("escalator.metrics")
 
 SLA_METRICS = tuple(BREACH_REASON)  # first_response, next_response, resolution
-BREACHES = frozenset(BREACH_REASON.values())
 WARNING = Reason.SLA_WARNING
-DONE = (Status.SOLVED, Status.CLOSED)
 OK, AT_RISK, BREACHED = 0, 1, 2  # a ticket's risk: its worst active SLA clock
 
 DETECTION_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -94,7 +93,7 @@ class Buckets:
 def category(state: TicketState) -> Category:
     """(policy, risk) of an open ticket: breached if an active clock breached, at risk if one
     passed a warning threshold; None once solved or closed."""
-    if state.closed or state.status in DONE:
+    if state.closed or state.status in DONE_STATUSES:
         return None
     risk = OK
     for clock in state.clocks.values():

@@ -56,6 +56,9 @@ BREACH_REASON: Final = {
     "requester_wait": Reason.REQUESTER_WAIT_BREACH,
     "agent_work": Reason.AGENT_WORK_BREACH,
 }
+BREACHES: Final = frozenset(BREACH_REASON.values())
+# The kinds that raise the ticket's level (a FUNCTIONAL escalation climbs a side chain instead).
+RAISING_KINDS: Final = (Kind.HIERARCHICAL, Kind.AUTOMATIC)
 
 
 def action_id(ticket_id: str, rule: str, level: int, cycle: int) -> str:

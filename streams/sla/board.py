@@ -43,13 +43,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from streams.sla.actions import Action, Escalation, PriorityBump
-from streams.sla.events import PRIORITY_RANK, EventType, Priority, Status, TicketEvent
+from streams.sla.actions import RAISING_KINDS, Action, Escalation, PriorityBump, Reason
+from streams.sla.events import (
+    DONE_STATUSES,
+    IMPLIED_STATUS,
+    PRIORITY_RANK,
+    EventType,
+    Priority,
+    Status,
+    TicketEvent,
+)
 from streams.sla.policy import Policy
-
-_CLOSING = (Status.SOLVED, Status.CLOSED)
-_RAISING = ("HIERARCHICAL", "AUTOMATIC")  # the kinds the engine lets raise the ticket's level
-WARNING = "SLA_WARNING"  # the reason of a heads-up to the owner, which is not an escalation
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +93,12 @@ class Fired:
 
     @property
     def raises(self) -> bool:
-        return self.kind in _RAISING and self.level > self.from_level
+        return self.kind in RAISING_KINDS and self.level > self.from_level
 
     @property
     def warning(self) -> bool:
         """An SLA warning: a heads-up to the current owner, not an escalation."""
-        return self.reason == WARNING
+        return self.reason == Reason.SLA_WARNING
 
 
 @dataclass(slots=True)
@@ -116,7 +120,7 @@ class Lifecycle:
         t = event.occurred_at
         changed = False
         status = _status_of(event)
-        if status in _CLOSING:
+        if status in DONE_STATUSES:
             if self.closed_at is None or t > self.closed_at:
                 self.closed_at, changed = t, True
         elif status is not None and (self.open_at is None or t > self.open_at):
@@ -137,13 +141,7 @@ class Lifecycle:
 
 
 def _status_of(event: TicketEvent) -> Status | None:
-    if event.type is EventType.RESOLVED:
-        return Status.SOLVED
-    if event.type is EventType.CLOSED:
-        return Status.CLOSED
-    if event.type is EventType.REOPENED:
-        return Status.OPEN
-    return event.status
+    return IMPLIED_STATUS.get(event.type) or event.status
 
 
 def _max(a: int | None, b: int | None) -> int | None:

@@ -76,6 +76,17 @@ PRIORITY_RANK: Final[Mapping[Priority, int]] = {
     Priority.HIGH: 2,
     Priority.URGENT: 3,
 }
+# A ticket whose work is done: its clocks stop, and any other status reopens it.
+DONE_STATUSES: Final = (Status.SOLVED, Status.CLOSED)
+# Waiting on someone other than the agent: the default pause statuses, and where agent_work
+# stands still.
+WAITING_STATUSES: Final = (Status.PENDING, Status.ON_HOLD)
+# The status an event's type sets, whatever its `status` field says.
+IMPLIED_STATUS: Final[Mapping[EventType, Status]] = {
+    EventType.RESOLVED: Status.SOLVED,
+    EventType.CLOSED: Status.CLOSED,
+    EventType.REOPENED: Status.OPEN,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from pydantic import (
 from streams.sla.actions import Kind, Reason
 from streams.sla.calendar import BusinessCalendar
 from streams.sla.durations import format_duration, parse_duration
-from streams.sla.events import EventType, Priority, Status
+from streams.sla.events import WAITING_STATUSES, EventType, Priority, Status
 
 ALWAYS_OPEN = "24x7"
 MetricName = Literal[
@@ -309,7 +309,7 @@ class SlaPolicy(_Model):
     calendar: str = ALWAYS_OPEN
     targets: Targets
     warn_at: list[float] = Field(default_factory=lambda: [0.75])
-    pause_statuses: list[Status] = Field(default_factory=lambda: [Status.PENDING, Status.ON_HOLD])
+    pause_statuses: list[Status] = Field(default_factory=lambda: list(WAITING_STATUSES))
     # "matrix": a breach climbs the escalation matrix; "category": it goes to the ticket's
     # functional chain (escalation_matrix.functional) when its category has one.
     breach_route: Literal["matrix", "category"] = "matrix"

@@ -28,8 +28,10 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Final
 
 from streams.sla.durations import format_duration
+from streams.sla.events import EventType
 from streams.sla.policy import OpsAlerts
 
 UNKNOWN = "unknown"
@@ -44,6 +46,10 @@ class StatKind(StrEnum):
     CREATED = "created"
     RESOLVED = "resolved"
     BREACHED = "breached"
+
+
+# The events that count as a queue stat of their own (a breach is counted from the actions).
+QUEUE_STATS: Final = {EventType.CREATED: StatKind.CREATED, EventType.RESOLVED: StatKind.RESOLVED}
 
 
 class AlertKind(StrEnum):

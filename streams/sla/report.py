@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from streams.sla.actions import (
-    BREACH_REASON,
+    BREACHES,
     Action,
     Escalation,
     Kind,
@@ -27,6 +27,7 @@ from streams.sla.board import BoardEntry, WarningEntry
 from streams.sla.durations import HOUR, MINUTE
 from streams.sla.events import EventType, TicketEvent, format_ts
 from streams.sla.queues import (
+    QUEUE_STATS,
     QueueAlert,
     QueueStat,
     QueueWindows,
@@ -41,8 +42,6 @@ Outcome = frozenset[tuple[str, int, int]]  # (reason, level, cycle) of each esca
 # An enum's .value is a Python-level property: a dict lookup costs a fraction of it.
 _REASON_NAMES: Final = {reason: reason.value for reason in Reason}
 _KIND_NAMES: Final = {kind: kind.value for kind in Kind}
-_BREACHES: Final = frozenset(BREACH_REASON.values())
-_QUEUE_STATS: Final = {EventType.CREATED: StatKind.CREATED, EventType.RESOLVED: StatKind.RESOLVED}
 # The events that tell the report something beyond the engine's actions.
 _TOLD: Final = frozenset(
     (EventType.CREATED, EventType.RESOLVED, EventType.CSAT_RECEIVED, EventType.AGENT_REPLIED,
@@ -144,7 +143,7 @@ class BacktestReport:
                 if action.reason is not Reason.SLA_WARNING:  # a heads-up awaits no answer
                     waiting = self._waiting.setdefault(action.ticket_id, [])
                     waiting.append((action.escalation_id, action.level, action.fired_at))
-                if self.ops is not None and action.reason in _BREACHES and states is not None:
+                if self.ops is not None and action.reason in BREACHES and states is not None:
                     state = states.get(action.ticket_id)
                     if state is not None:
                         queue = queue_name(state.channel, state.category)
@@ -186,7 +185,7 @@ class BacktestReport:
                 else:
                     del self._waiting[event.ticket_id]
         elif self.ops is not None:
-            stat = _QUEUE_STATS[kind]
+            stat = QUEUE_STATS[kind]
             queue = queue_name(state.channel, state.category)
             self._stat(QueueStat(queue, stat, t, stat_id(stat, event.event_id)), t, closes=True)
 

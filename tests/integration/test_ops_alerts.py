@@ -17,13 +17,13 @@ from confluent_kafka import Consumer, TopicPartition
 from connectors.generator import generate_to_file
 from connectors.history import read_history
 from streams.backtest import EventTimeDriver
-from streams.processor import BREACHES, EVENT_STATS
 from streams.queue_stats import decode_stat
 from streams.replay import replay, tail
-from streams.sla.actions import Action, Escalation
+from streams.sla.actions import BREACHES, Action, Escalation
 from streams.sla.engine import Engine
 from streams.sla.events import TicketEvent
 from streams.sla.policy import Policy, parse_policy
+from streams.sla.queues import QUEUE_STATS as EVENT_STATS
 from streams.sla.queues import QueueAlert, QueueStat, QueueWindows, StatKind, alerts_of, queue_name
 from streams.sla.queues import stat_id as make_id
 from tests.integration.conftest import REPO, Pipeline

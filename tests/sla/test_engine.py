@@ -10,9 +10,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from streams.sla.actions import Escalation, Kind, Reason, Reminder, SlaOutcome, action_id
-from streams.sla.engine import Engine, run_ticket
+from streams.sla.engine import Engine
 from streams.sla.events import EventType, Priority, Status
 from streams.sla.state import TicketState
+from tests.support.engine import run_ticket
 
 S = 1000
 M = 60 * S

@@ -15,9 +15,10 @@ from connectors.history import write_history
 from streams.backtest import backtest_events
 from streams.cli import main
 from streams.explain import explain_events, explain_state, format_explanation
-from streams.sla.engine import Engine, run_ticket
+from streams.sla.engine import Engine
 from streams.sla.events import event_from_dict
 from streams.sla.policy import load_policy, parse_policy
+from tests.support.engine import run_ticket
 
 MATRIX = """
 escalation_matrix:
