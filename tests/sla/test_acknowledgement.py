@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from streams.sla.actions import Kind, Reason, action_id
 from streams.sla.engine import Engine
-from streams.sla.events import EventType, Priority, Status
+from streams.sla.events import EventType, Status
+from tests.support.clock import created, ny, utc
 
 M = 60_000
 H = 60 * M
@@ -46,15 +45,6 @@ triggers:
 """
 
 
-def ny(month: int, day: int, hour: int, minute: int = 0) -> int:
-    tz = ZoneInfo("America/New_York")
-    return int(datetime(2026, month, day, hour, minute, tzinfo=tz).timestamp() * 1000)
-
-
-def utc(month: int, day: int, hour: int, minute: int = 0) -> int:
-    return int(datetime(2026, month, day, hour, minute, tzinfo=UTC).timestamp() * 1000)
-
-
 def policy(**matrix: str) -> str:
     text = POLICY
     for key, value in matrix.items():
@@ -66,12 +56,6 @@ def policy(**matrix: str) -> str:
 @pytest.fixture(scope="module")
 def engine(make_engine: Any) -> Engine:
     return make_engine(POLICY)
-
-
-def created(tk: Any, at: int, **fields: Any) -> None:
-    fields.setdefault("priority", Priority.NORMAL)
-    fields.setdefault("status", Status.NEW)
-    tk.send(EventType.CREATED, at, **fields)
 
 
 def ack(tk: Any, at: int, escalation_id: str | None = None, by: str = "agent-7") -> None:

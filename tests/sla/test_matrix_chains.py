@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from streams.sla.actions import Kind, Reason, action_id
 from streams.sla.engine import Engine
-from streams.sla.events import EventType, Priority, Status
+from streams.sla.events import EventType
 from streams.sla.state import TicketState
+from tests.support.clock import created, ny, utc
 
 POLICY = """\
 version: 1
@@ -53,22 +52,9 @@ triggers:
 """
 
 
-def ny(month: int, day: int, hour: int, minute: int = 0) -> int:
-    tz = ZoneInfo("America/New_York")
-    return int(datetime(2026, month, day, hour, minute, tzinfo=tz).timestamp() * 1000)
-
-
-def utc(month: int, day: int, hour: int, minute: int = 0) -> int:
-    return int(datetime(2026, month, day, hour, minute, tzinfo=UTC).timestamp() * 1000)
-
-
 @pytest.fixture(scope="module")
 def engine(make_engine: Any) -> Engine:
     return make_engine(POLICY)
-
-
-def created(tk: Any, at: int, **fields: Any) -> None:
-    tk.send(EventType.CREATED, at, priority=Priority.NORMAL, status=Status.NEW, **fields)
 
 
 def test_a_resolution_breach_follows_its_own_chain_on_business_time_across_dst(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +11,7 @@ from streams.backtest import backtest_events
 from streams.sla.engine import Engine
 from streams.sla.events import EventType, Priority, Status, TicketEvent
 from streams.sla.policy import parse_policy
+from tests.support.clock import created, ny, utc
 
 POLICY = """\
 version: 1
@@ -40,19 +39,6 @@ escalation_matrix:
 """
 
 HOUR = 3_600_000
-
-
-def ny(month: int, day: int, hour: int, minute: int = 0) -> int:
-    tz = ZoneInfo("America/New_York")
-    return int(datetime(2026, month, day, hour, minute, tzinfo=tz).timestamp() * 1000)
-
-
-def utc(month: int, day: int, hour: int, minute: int = 0) -> int:
-    return int(datetime(2026, month, day, hour, minute, tzinfo=UTC).timestamp() * 1000)
-
-
-def created(tk: Any, at: int, **fields: Any) -> None:
-    tk.send(EventType.CREATED, at, priority=Priority.NORMAL, status=Status.NEW, **fields)
 
 
 def test_a_paused_resolution_clock_banks_its_time_across_dst(make_engine: Any, ticket: Any) -> None:

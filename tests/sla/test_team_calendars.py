@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,6 +20,7 @@ from streams.sla.policy import (
     load_policy,
     parse_policy,
 )
+from tests.support.clock import created, utc
 
 POLICY = """\
 version: 1
@@ -57,10 +58,6 @@ escalation_matrix:
 HOUR = 3_600_000
 
 
-def utc(month: int, day: int, hour: int, minute: int = 0, year: int = 2026) -> int:
-    return int(datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp() * 1000)
-
-
 def local(zone: str, month: int, day: int, hour: int, minute: int = 0) -> int:
     moment = datetime(2026, month, day, hour, minute, tzinfo=ZoneInfo(zone))
     return int(moment.timestamp() * 1000)
@@ -69,10 +66,6 @@ def local(zone: str, month: int, day: int, hour: int, minute: int = 0) -> int:
 @pytest.fixture(scope="module")
 def engine(make_engine: Any) -> Engine:
     return make_engine(POLICY)
-
-
-def created(tk: Any, at: int, **fields: Any) -> None:
-    tk.send(EventType.CREATED, at, priority=Priority.NORMAL, status=Status.NEW, **fields)
 
 
 def test_a_teams_clocks_run_on_its_calendar_across_its_dst(engine: Engine, ticket: Any) -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from streams.sla.actions import Reason
 from streams.sla.engine import Engine
 from streams.sla.events import EventType, Priority, Status
+from tests.support.clock import ny, utc
 
 H = 3_600_000
 
@@ -38,15 +37,6 @@ escalation_matrix:
     - {level: 2, name: lead, contact: lead}
   executive: {contact: exec}
 """
-
-
-def ny(month: int, day: int, hour: int, minute: int = 0) -> int:
-    tz = ZoneInfo("America/New_York")
-    return int(datetime(2026, month, day, hour, minute, tzinfo=tz).timestamp() * 1000)
-
-
-def utc(month: int, day: int, hour: int, minute: int = 0) -> int:
-    return int(datetime(2026, month, day, hour, minute, tzinfo=UTC).timestamp() * 1000)
 
 
 @pytest.fixture(scope="module")
