@@ -44,6 +44,16 @@ def _tags(value: Any) -> list[str]:
     return value
 
 
+def _update(ticket: Ticket, update: dict[str, Any], priorities: Iterable[Any]) -> None:
+    """A ticket update's priority (one of the desk's `priorities`) and tags."""
+    if "priority" in update:
+        if update["priority"] not in priorities:
+            raise ShapeError(f"priority {update['priority']!r}")
+        ticket.priority = update["priority"]
+    if "tags" in update:
+        ticket.tags = _tags(update["tags"])
+
+
 class FakeDesk:
     """`desk` is zendesk or freshdesk; `user` the basic-auth user:password it accepts.
     `script` is a list of (method, status) answered, in order, before the request is handled
@@ -157,12 +167,7 @@ class FakeDesk:
                 if comment["public"] is not False or not isinstance(comment["body"], str):
                     raise ShapeError("an internal note is a comment with public: false")
                 ticket.notes.append(comment["body"])
-            if "priority" in update:
-                if update["priority"] not in ZENDESK_PRIORITIES:
-                    raise ShapeError(f"priority {update['priority']!r}")
-                ticket.priority = update["priority"]
-            if "tags" in update:
-                ticket.tags = _tags(update["tags"])
+            _update(ticket, update, ZENDESK_PRIORITIES)
         elif method != "GET":
             return 405, {"error": method}, {}
         shown = {"id": int(ticket_id), "tags": ticket.tags, "priority": ticket.priority}
@@ -181,12 +186,7 @@ class FakeDesk:
             return 201, {"id": len(ticket.notes), "body": note["body"], "private": True}, {}
         if method == "PUT":
             update = _keys(body, ["tags", "priority"])
-            if "priority" in update:
-                if update["priority"] not in FRESHDESK_PRIORITIES:
-                    raise ShapeError(f"priority {update['priority']!r}")
-                ticket.priority = update["priority"]
-            if "tags" in update:
-                ticket.tags = _tags(update["tags"])
+            _update(ticket, update, FRESHDESK_PRIORITIES)
         elif method != "GET":
             return 405, {"error": method}, {}
         return 200, {"id": int(ticket_id), "tags": ticket.tags, "priority": ticket.priority}, {}
