@@ -150,11 +150,16 @@ CONVERSATIONS_PAGE = 100  # Freshdesk's largest page
 CONVERSATIONS_PAGES = 50  # a ticket with more than 5,000 notes is not searched further
 
 
-def has_note(response: bytes, tag: str) -> bool:
-    """Whether a page of Freshdesk conversations holds a note ending with `[tag]`."""
+def conversations_of(response: bytes) -> list[Any]:
+    """A page of a Freshdesk ticket's conversations (ValueError if the answer is no list)."""
     page = json.loads(response)
     if not isinstance(page, list):
         raise ValueError("the conversations answer is not a list")
+    return page
+
+
+def has_note(page: list[Any], tag: str) -> bool:
+    """Whether a page of Freshdesk conversations holds a note ending with `[tag]`."""
     wanted = f"[{tag}]"
     return any(
         isinstance(c, dict) and wanted in f"{c.get('body_text') or ''} {c.get('body') or ''}"
@@ -282,9 +287,10 @@ class HelpdeskSink(WebhookSink):
             got = await self.call(Call("GET", f"{path}/conversations{query}"))
             if not got.delivered:
                 return got
-            if has_note(got.response, tag):
+            conversations = conversations_of(got.response)
+            if has_note(conversations, tag):
                 return True
-            if len(json.loads(got.response)) < CONVERSATIONS_PAGE:
+            if len(conversations) < CONVERSATIONS_PAGE:
                 return False
         return False
 
