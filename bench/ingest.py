@@ -44,6 +44,7 @@ from streams.demo import free_port
 from streams.replay import producer_config
 from streams.settings import Settings, load_settings
 from streams.sla.events import event_from_dict
+from streams.sla.policy import load_policy
 from streams.sla.report import percentile
 from streams.topics import Topics, ensure_topics
 
@@ -156,7 +157,8 @@ class NoAckSink(KafkaSink):
 
 def serve_no_ack(port: int, prefix: str) -> None:
     settings = load_settings()
-    ingest = build_ingest(settings, Topics(prefix), TOKEN)
+    statuses = load_policy(settings.policy_file).statuses
+    ingest = build_ingest(settings, Topics(prefix), TOKEN, statuses=statuses)
     ingest.sink.close()
     conn = settings.connectors
     ingest.sink = NoAckSink(settings, Topics(prefix).ticket_events, conn.ingest_delivery_timeout_ms)

@@ -71,7 +71,6 @@ from streams.metrics import generate_latest, mark_component
 from streams.replay import producer_config
 from streams.settings import Settings, redact_url
 from streams.sla.events import EventError, Status, TicketEvent, event_from_dict, json_type
-from streams.sla.policy import load_policy
 from streams.topics import Topics
 
 __all__ = ["Ingest", "KafkaSink", "Sink", "TagMemory", "Unavailable", "build_ingest", "serve"]
@@ -677,8 +676,8 @@ def build_ingest(
     sources: Mapping[str, Source] | None = None,
     statuses: Mapping[str, Status] | None = None,
 ) -> Ingest:
-    """The production wiring: Kafka sink, Redis enrichment and tag memory; `statuses` (the
-    policy's custom help-desk statuses) default to those of ESCALATOR_POLICY_FILE's policy."""
+    """The production wiring: Kafka sink, Redis enrichment and tag memory; `statuses` are the
+    policy's custom help-desk statuses (the command line loads the policy)."""
     conn = settings.connectors
     secret = conn.zendesk_webhook_secret
     redis = settings.redis.async_client()
@@ -699,7 +698,7 @@ def build_ingest(
         rate_limit=conn.ingest_rate_limit,
         rate_burst=conn.ingest_rate_burst,
         batch_max_items=conn.ingest_batch_max_items,
-        statuses=load_policy(settings.policy_file).statuses if statuses is None else statuses,
+        statuses=statuses,
     )
 
 
