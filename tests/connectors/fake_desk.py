@@ -56,8 +56,9 @@ def _update(ticket: Ticket, update: dict[str, Any], priorities: Iterable[Any]) -
 
 class FakeDesk:
     """`desk` is zendesk or freshdesk; `user` the basic-auth user:password it accepts.
-    `script` is a list of (method, status) answered, in order, before the request is handled
-    (429 with Retry-After: `retry_after`)."""
+    `script` is a list of (method, status, path fragment) answered, in order, before the
+    request is handled, by the first request of that method whose path holds the fragment
+    ("" for any; 429 with Retry-After: `retry_after`)."""
 
     def __init__(self, desk: str, user: str, retry_after: str = "1") -> None:
         self.desk = desk
@@ -65,7 +66,7 @@ class FakeDesk:
         self.retry_after = retry_after
         self.tickets: dict[str, Ticket] = {}
         self.requests: list[tuple[str, str, int]] = []  # method, path, status
-        self.script: list[tuple[str, int]] = []
+        self.script: list[tuple[str, int, str]] = []
         self.lock = threading.Lock()
         self.unknown_404 = False  # unknown tickets: 404 (else they exist, with no tags)
         desk_ = self
@@ -115,8 +116,8 @@ class FakeDesk:
     ) -> tuple[int, Any, dict[str, str]]:
         if headers.get("Authorization") != self.auth:
             return 401, {"error": "Couldn't authenticate you"}, {}
-        for i, (m, status) in enumerate(self.script):
-            if m == method:
+        for i, (m, status, fragment) in enumerate(self.script):
+            if m == method and fragment in path:
                 del self.script[i]
                 extra = {"Retry-After": self.retry_after} if status == 429 else {}
                 return status, {"error": f"scripted {status}"}, extra

@@ -132,7 +132,7 @@ async def test_a_429_waits_its_retry_after_and_a_5xx_is_retried(
     desk: FakeDesk, sink: tuple[HelpdeskSink, Sleeps]
 ) -> None:
     writer, sleeps = sink
-    desk.script = [("GET", 429), ("PUT", 503)]
+    desk.script = [("GET", 429, ""), ("PUT", 503, "")]
     esc = escalation("12")
     outcome = await writer.write("escalations", esc)
     assert outcome.delivered

@@ -45,7 +45,8 @@ def test_escalations_in_exactly_the_expected_writes_out(
     desk.unknown_404 = True
     for ticket in ("101", "102", "103"):
         desk.tickets[ticket] = Ticket(["existing"])
-    desk.script = [("GET", 429), ("PUT", 502)]
+    # The 429 goes to a known ticket: the unknown one's 404 must be its only attempt.
+    desk.script = [("GET", 429, "/tickets/101"), ("PUT", 502, "")]
     line = Pipeline(kafka_bootstrap, tmp_path)
     line.create_topics()
     escalations = codec_for("Escalation", line.settings)
