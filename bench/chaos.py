@@ -58,17 +58,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.integra
 import redis  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from connectors.board import BoardKeys, BoardReader
-from connectors.generator import generate_to_file
-from connectors.history import read_history
-from connectors.webhook_targets import verify
+from connectors.sinks.board_store import BoardKeys, BoardReader
+from connectors.sinks.webhook_targets import verify
 from schemas.codec import codec_for
-from streams.backtest import backtest_events
-from streams.demo import free_port
-from streams.replay import producer_config, send_ticks
+from streams.runtime.kafka_config import idempotent_producer
 from streams.sla.board import BoardEntry, clockless
 from streams.sla.events import parse_ts
 from streams.sla.policy import load_policy
+from streams.tools.backtest import backtest_events
+from streams.tools.demo import free_port
+from streams.tools.generator import generate_to_file
+from streams.tools.history import read_history
+from streams.tools.replay import send_ticks
 from tests.integration.conftest import REPO, Pipeline, WorkerProcess
 
 SERVICES = REPO / "deploy" / "local" / "services"
@@ -666,7 +667,7 @@ def run_chaos(root: Path, minutes: float, rate: float, seed: int = 1) -> ChaosRe
                 receiver.mode = "ok"
                 counts[kind] += 1
             elif kind == "poison":
-                producer = Producer({**producer_config(line.settings), "log_level": 0})
+                producer = Producer({**idempotent_producer(line.settings), "log_level": 0})
                 producer.produce(line.topics.ticket_events, value=POISON[0], key=b"POISON-1")
                 producer.produce(line.topics.escalations, value=POISON[1], key=b"POISON-2")
                 producer.flush(30)

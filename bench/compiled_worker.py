@@ -16,8 +16,8 @@ import uuid
 from pathlib import Path
 from types import ModuleType
 
-from streams.settings import Settings
-from streams.topics import Topics, ensure_topics
+from streams.runtime.settings import Settings
+from streams.runtime.topics import Topics, ensure_topics
 
 ENGINE_SO = "streams/sla/engine."  # the compiled engine's extension module, by its path
 

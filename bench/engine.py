@@ -28,14 +28,14 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from connectors.generator import generate_to_file
-from connectors.history import LineError, read_history
-from streams.backtest import EventTimeDriver, backtest_events
-from streams.backtest_jobs import default_jobs, run_parallel_backtest
-from streams.processor import encode_state
-from streams.progress import Progress
+from streams.runtime.processor import encode_state
 from streams.sla.engine import Engine
 from streams.sla.policy import load_policy
+from streams.tools.backtest import EventTimeDriver, backtest_events
+from streams.tools.backtest_jobs import default_jobs, run_parallel_backtest
+from streams.tools.generator import generate_to_file
+from streams.tools.history import LineError, read_history
+from streams.tools.progress import Progress
 
 TICKETS_PER_AGENT_DAY = 8  # the generator's rough volume; only used to size the history
 REPO = Path(__file__).resolve().parent.parent

@@ -37,16 +37,16 @@ from pathlib import Path
 import aiohttp
 from confluent_kafka import Producer
 
-from connectors.ingest import KafkaSink, build_ingest, serve
+from connectors.sources.ingest import KafkaSink, build_ingest, serve
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
-from streams.demo import free_port
-from streams.replay import producer_config
-from streams.settings import Settings, load_settings
+from streams.runtime.kafka_config import idempotent_producer
+from streams.runtime.settings import Settings, load_settings
+from streams.runtime.topics import Topics, ensure_topics
 from streams.sla.events import event_from_dict
 from streams.sla.policy import load_policy
 from streams.sla.report import percentile
-from streams.topics import Topics, ensure_topics
+from streams.tools.demo import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789"
@@ -74,7 +74,7 @@ def bare_produce(settings: Settings, topic: str, bodies: Sequence[bytes], second
         (e.ticket_id.encode(), codec.encode(ticket_event_to_avro(e)))
         for e in (event_from_dict(json.loads(b)) for b in bodies)
     ]
-    producer = Producer(producer_config(settings))
+    producer = Producer(idempotent_producer(settings))
     failed = 0
 
     def report(err: object, _msg: object) -> None:

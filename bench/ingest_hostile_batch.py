@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from aiohttp.test_utils import TestClient, TestServer
 
-from connectors.ingest import Ingest
+from connectors.sources.ingest import Ingest
 from schemas.codec import codec_for
 from streams.sla.events import EventError, event_from_dict
 

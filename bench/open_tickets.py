@@ -21,15 +21,15 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from streams.processor import encode_state
-from streams.progress import Progress
-from streams.replay import producer_config
-from streams.settings import Settings
+from streams.runtime.kafka_config import idempotent_producer
+from streams.runtime.processor import encode_state
+from streams.runtime.settings import Settings
+from streams.runtime.topics import Topics, ensure_topics
+from streams.runtime.worker import changelog_topic
 from streams.sla.engine import Engine
 from streams.sla.events import EventType, TicketEvent
 from streams.sla.policy import load_policy
-from streams.topics import Topics, ensure_topics
-from streams.worker import changelog_topic
+from streams.tools.progress import Progress
 
 REBUILT = re.compile(r"due index rebuilt: (\d+) tickets.*?\((\d+) changelog records restored, "
                      r"\d+ partitions kept, ([\d.]+)s\)")  # fmt: skip
@@ -39,7 +39,7 @@ def fill_changelog(settings: Settings, changelog: str, partitions: int, n: int) 
     """N open tickets (created, no reply yet), spread over the partitions; returns the mean
     stored value size."""
     engine = Engine(load_policy())
-    producer = Producer({**producer_config(settings), "linger.ms": 50, "batch.size": 1 << 20})
+    producer = Producer({**idempotent_producer(settings), "linger.ms": 50, "batch.size": 1 << 20})
     now = int(time.time() * 1000)
     size = 0
     progress = Progress("changelog", total=n, stream=sys.stderr)

@@ -11,7 +11,7 @@
 1. Ceiling: a bare confluent-kafka consumer with fastavro decoding reads ticket-events.
 2. Throughput: one `escalator worker` (exactly-once, RocksDB state, changelog) drains the
    same backlog (the default history's 14,838 tickets fit in the store's in-memory front of
-   recent writes, 2 x streams.worker.FRONT_KEYS per partition; --agents 2000 spills to
+   recent writes, 2 x streams.runtime.worker.FRONT_KEYS per partition; --agents 2000 spills to
    disk); events/s = events / time until its committed offsets reach the end, and the
    records it wrote per event (outputs and changelog, counted on the topics).
 3. Restore: a worker with empty local state joins the drained group and restores every
@@ -57,16 +57,17 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from connectors.generator import generate_to_file
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
-from streams.demo import free_port
-from streams.progress import Progress
-from streams.replay import producer_config, replay
-from streams.settings import Settings, load_settings
+from streams.runtime.kafka_config import idempotent_producer
+from streams.runtime.settings import Settings, load_settings
+from streams.runtime.topics import Topics, ensure_topics
 from streams.sla.events import EventType, TicketEvent
 from streams.sla.report import percentile
-from streams.topics import Topics, ensure_topics
+from streams.tools.demo import free_port
+from streams.tools.generator import generate_to_file
+from streams.tools.progress import Progress
+from streams.tools.replay import replay
 
 REPO = Path(__file__).resolve().parent.parent
 STALL_S = 120.0  # a drain whose committed offsets stand still this long has failed
@@ -100,7 +101,7 @@ def start_worker(
            "ESCALATOR_WEB_PORT": str(free_port()),
            "ESCALATOR_METRICS": "on" if metrics else "off",
            "ESCALATOR_SCHEMA_REGISTRY_URL": registry or ""}  # fmt: skip
-    if runtime == "faust":  # at-least-once only (streams.faust_app.guarantee)
+    if runtime == "faust":  # at-least-once only (streams.runtime.faust_runtime.guarantee)
         env["ESCALATOR_PROCESSING_GUARANTEE"] = "at_least_once"
     cmd = [sys.executable, "-m", "streams.cli", "worker", "--topic-prefix", prefix,
            "--loglevel", "info", "--runtime", runtime]  # fmt: skip
@@ -179,7 +180,7 @@ def breach_latencies(
     )
     consumer.assign([TopicPartition(topics.escalations, p, -1) for p in range(partitions)])
     consumer.poll(1.0)  # joined at the end before the first deadline
-    producer = Producer(producer_config(settings))
+    producer = Producer(idempotent_producer(settings))
     now = int(time.time() * 1000)
     for i in range(n):  # deadlines spread over the next ~20 s
         created = now - 60_000 + 5_000 + (i * 20_000) // n

@@ -40,16 +40,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.*, test
 
 from bench.chaos import Sender, chaos_setup, log  # noqa: E402
 from bench.pipeline import memory_mb  # noqa: E402
-from connectors.generator import generate_history  # noqa: E402
-from connectors.history import write_history  # noqa: E402
 from streams.sla.events import EventType  # noqa: E402
+from streams.tools.generator import generate_history  # noqa: E402
+from streams.tools.history import write_history  # noqa: E402
 
 SAMPLE_S = 10.0
 FLAT_MB_PER_H = 10.0
 # Event time a generated ticket stays in a worker's store: resolved within a day or two,
 # closed about 4 days later, kept 7 days after that (the default closed retention).
 STORE_LIFETIME_DAYS = 15
-EVENTS_PER_AGENT_DAY = 75  # about what connectors.generator makes
+EVENTS_PER_AGENT_DAY = 75  # about what streams.tools.generator makes
 DAY = timedelta(days=1)
 
 

@@ -38,12 +38,12 @@ def _produce(topic: str, rate: float, stop: StopEvent, sent: Synchronized[int]) 
 
     from schemas.codec import codec_for
     from schemas.records import ticket_event_to_avro
-    from streams.replay import producer_config
-    from streams.settings import load_settings
+    from streams.runtime.kafka_config import idempotent_producer
+    from streams.runtime.settings import load_settings
 
     settings = load_settings()
     codec = codec_for("TicketEvent", settings)
-    producer = Producer(producer_config(settings))
+    producer = Producer(idempotent_producer(settings))
     started = time.monotonic()
     count = 0
     while not stop.is_set():

@@ -3,7 +3,7 @@
     .venv/bin/python bench/txn_offsets_hang.py [--timeout 10] [--cap 120]
 
 Found by bench/chaos.py: after its broker restart, workers that survived it stalled inside
-`Producer.send_offsets_to_transaction(..., 30 s)` (streams/worker.py `_commit`) for minutes,
+`Producer.send_offsets_to_transaction(..., 30 s)` (streams/runtime/worker.py `_commit`) for minutes,
 until the liveness probe or max.poll.interval.ms (300 s) ended them. This reproduces it with
 bare clients on a broker of its own (deploy/local/services, own state dir and ports): a
 consumer in a group and a transactional producer commit one transaction; the broker is

@@ -213,7 +213,7 @@ class RegistryClient:
     """:class:`Registry` over confluent-kafka's ``SchemaRegistryClient``.
 
     ``conf`` is a URL (several comma-separated, ``user:password@`` for basic auth) or the
-    client's settings (``streams.settings.RegistrySettings.client_conf``). Its errors become
+    client's settings (``streams.runtime.settings.RegistrySettings.client_conf``). Its errors become
     :class:`SchemaNotFound` (HTTP 404), :class:`RegistryError` (any other answer, with the
     registry's message, e.g. an incompatible schema's 409) or, when it cannot be reached,
     :class:`RegistryError` saying so.
@@ -497,12 +497,13 @@ class AvroCodec:
 
 
 def codec_for(name: str, settings: Any = None, topics: Any = None) -> AvroCodec:
-    """Codec for ``name`` with the registry of ``settings`` (a ``streams.settings.Settings``;
+    """Codec for ``name`` with the registry of ``settings``
+    (a ``streams.runtime.settings.Settings``;
     without settings, ``load_settings()``), ids.json when it names none. ``topics``
-    (``streams.topics.Topics``, unprefixed when not given) names the topic ``name`` is written
-    to, which its subject is named after."""
-    from streams.settings import load_settings
-    from streams.topics import Topics
+    (``streams.runtime.topics.Topics``, unprefixed when not given) names the topic ``name``
+    is written to, which its subject is named after."""
+    from streams.runtime.settings import load_settings
+    from streams.runtime.topics import Topics
 
     if settings is None:
         settings = load_settings()

@@ -365,8 +365,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _registry_problems(url: str, schema_dir: Path) -> list[str]:
-    from streams.settings import ConfigError, load_settings
-    from streams.topics import Topics
+    from streams.runtime.settings import ConfigError, load_settings
+    from streams.runtime.topics import Topics
 
     try:
         settings = load_settings()

@@ -1,6 +1,6 @@
 """What the live escalation board shows: each ticket's open escalation, as a pure function.
 
-The Redis sink (connectors/redis_sink.py) and the tests derive the board from this module, so
+The Redis sink (connectors/sinks/redis_board.py) and the tests derive the board from this module, so
 "the open escalations at the end of a history" has one definition, the same live and offline.
 
 The escalations and priority-bumps topics do not say when a ticket is resolved, so the board

@@ -552,7 +552,8 @@ class PolicyFile(_Model):
     # calendar instead of its SLA policy's (a policy on 24x7, calendar time, stays on 24x7).
     group_calendars: dict[str, str] = Field(default_factory=dict)
     # Help-desk status names (case-insensitive) -> canonical statuses, e.g. "waiting on third
-    # party": ON_HOLD, applied where webhooks are decoded (connectors/zendesk.py, freshdesk.py).
+    # party": ON_HOLD, applied where webhooks are decoded (connectors/sources/zendesk.py,
+    # freshdesk.py).
     statuses: dict[str, Status] = Field(default_factory=dict)
     sla_policies: list[SlaPolicy] = Field(min_length=1)
     escalation_matrix: Matrix

@@ -1,7 +1,7 @@
 """Queue-level ops alerts: event-time hopping windows per queue, and the alert rules.
 
 Pure and deterministic like the rest of `streams.sla`: no Kafka, Faust or clock. The
-`escalator alerts` process (streams/alerts.py) feeds it the worker's `queue-stats`
+`escalator alerts` process (streams/runtime/alerts.py) feeds it the worker's `queue-stats`
 messages; tests and offline tools feed it stats derived from a backtest. Both get the
 same closed windows and the same alert ids.
 

@@ -14,7 +14,7 @@ MAX_TICKET_TAGS: Final = 256  # tags a ticket keeps; more would grow its state w
 # Both records write their own __init__ (init=False), with the signature dataclasses would
 # generate: compiled with mypyc (pyproject's compiled-modules) it is native code, where the
 # generated one stays interpreted and costs several times the whole compiled constructor.
-# tests/sla/test_state.py checks that the two signatures agree.
+# tests/streams/sla/test_state.py checks that the two signatures agree.
 
 
 @dataclass(slots=True, init=False)

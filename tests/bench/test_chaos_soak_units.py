@@ -38,7 +38,7 @@ def test_plan_has_each_required_fault_within_the_run() -> None:
 
 class RacingReader:
     """A BoardReader whose first reads race the sink: a ticket removed between the listing
-    and its read makes entries() fail as connectors.board's strict zip does."""
+    and its read makes entries() fail as connectors.sinks.board_store's strict zip does."""
 
     def __init__(self, races: int) -> None:
         self.races = races

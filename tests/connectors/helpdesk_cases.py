@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from connectors.freshdesk import parse_freshdesk
-from connectors.helpdesk import HelpdeskUpdate
-from connectors.zendesk import parse_zendesk
+from connectors.sources.freshdesk import parse_freshdesk
+from connectors.sources.helpdesk import HelpdeskUpdate
+from connectors.sources.zendesk import parse_zendesk
 from streams.sla.events import TicketEvent, event_to_dict
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

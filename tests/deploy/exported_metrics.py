@@ -62,14 +62,14 @@ def sample_names(family: Metric) -> set[str]:
 def _worker_families() -> Iterable[Metric]:
     from schemas.codec import codec_for
     from schemas.records import ticket_event_to_avro
-    from streams.processor import TicketProcessor
+    from streams.runtime.processor import TicketProcessor
+    from streams.runtime.topics import Topics
+    from streams.runtime.worker import CODECS
+    from streams.runtime.worker_metrics import WorkerCollector, WorkerStats
     from streams.sla.engine import Engine
     from streams.sla.events import EventType, TicketEvent
     from streams.sla.policy import load_policy
-    from streams.topics import Topics
-    from streams.worker import CODECS
-    from streams.worker_metrics import WorkerCollector, WorkerStats
-    from tests.streams.test_processor import DictStore
+    from tests.streams.runtime.test_processor import DictStore
 
     policy = load_policy()
     codecs = {name: codec_for(name) for name in CODECS}

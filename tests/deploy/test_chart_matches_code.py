@@ -34,14 +34,14 @@ import redis
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.webhook_targets import Target, TopicName, parse_targets
-from streams.cli import SINKS, build_parser
-from streams.demo import free_port
-from streams.faust_app import guarantee
-from streams.settings import ConfigError, Settings, load_settings
+from connectors.sinks.webhook_targets import Target, TopicName, parse_targets
+from streams.cli.main import SINKS, build_parser
+from streams.runtime.faust_runtime import guarantee
+from streams.runtime.settings import ConfigError, Settings, load_settings
+from streams.runtime.topics import Topics, ensure_topics
 from streams.sla.actions import Kind, Reason
 from streams.sla.policy import PolicyError, load_policy
-from streams.topics import Topics, ensure_topics
+from streams.tools.demo import free_port
 from tests.deploy.chart import (
     ALL_ON,
     ALL_WORKLOADS,
@@ -127,7 +127,7 @@ def test_args_are_an_escalator_command(rendered: dict[str, Any], values: str) ->
         assert "command" not in container, where
         args = parse_args(container["args"])
         assert args.command == container["args"][0], where
-        assert command_function(args).__module__ == "streams.cli", where
+        assert command_function(args).__module__ == "streams.cli.main", where
         seen.add(" ".join(container["args"][:2] if args.command == "sink" else [args.command]))
     assert {"worker", "ingest", "sink redis"} <= seen
 
@@ -415,7 +415,7 @@ def test_schema_lists_the_fields_and_values_of_the_parser() -> None:
 
 
 GOOD = {"name": "ok", "url": "https://hooks.example.invalid/x"}
-# Each breaks one rule of connectors/webhook_targets.py.
+# Each breaks one rule of connectors/sinks/webhook_targets.py.
 INVALID_TARGETS: dict[str, list[dict[str, Any]]] = {
     "name with a space": [{**GOOD, "name": "two words"}],
     "name too long": [{**GOOD, "name": "n" * 64}],

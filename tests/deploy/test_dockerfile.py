@@ -138,7 +138,7 @@ def test_runs_as_the_numeric_non_root_user_of_the_chart(stages: list[Stage]) -> 
 def test_entrypoint_is_the_escalator_command(stages: list[Stage], pyproject: Any) -> None:
     runtime = stages[-1]
     assert json.loads(runtime.last("ENTRYPOINT")) == ["escalator"]
-    assert pyproject["project"]["scripts"]["escalator"] == "streams.cli:main"
+    assert pyproject["project"]["scripts"]["escalator"] == "streams.cli.main:main"
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text("utf-8"))
     assert chart["appVersion"] == pyproject["project"]["version"]  # the default image tag
     assert chart_values()["image"]["tag"] == ""  # ... unless pinned otherwise
@@ -270,7 +270,7 @@ def test_wheel_holds_every_package_file(wheel: Path) -> None:
     missing = sorted(package_files() - names)
     assert not missing, f"not in the image's package: {missing}"
     for needed in (
-        "connectors/board_page/index.html",
+        "streams/tools/board_page/index.html",
         "streams/sla/default_policy.yaml",
         "schemas/TicketEvent.avsc",
         "schemas/history/TicketEvent.v1.avsc",
@@ -279,7 +279,7 @@ def test_wheel_holds_every_package_file(wheel: Path) -> None:
         assert needed in names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert re.search(r"^escalator = streams\.cli:main$", text, re.M)
+    assert re.search(r"^escalator = streams\.cli\.main:main$", text, re.M)
 
 
 INSTALLED_CHECK = """
@@ -287,8 +287,8 @@ import json, sys
 from pathlib import Path
 import connectors, schemas, streams
 from schemas.codec import SCHEMA_DIR, codec_for, load_ids
-from streams.board_web import PAGE_DIR, STATIC
-from streams.cli import main
+from streams.tools.board_web import PAGE_DIR, STATIC
+from streams.cli.main import main
 from streams.sla.policy import load_policy
 
 where = Path(sys.argv[1])

@@ -110,7 +110,7 @@ def test_policy_change_rolls_what_reads_the_policy(render: Any, name: str) -> No
 
 def test_shadow_policy_is_mounted_and_passed_to_the_worker(render: Any, render_error: Any) -> None:
     from streams.sla.policy import parse_policy
-    from tests.streams.test_shadow import candidate_text
+    from tests.streams.runtime.test_shadow import candidate_text
 
     def worker(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
         template = workload(docs, "escalator-worker")["spec"]["template"]

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from connectors.helpdesk_writeback import HelpdeskConfig
-from streams.settings import load_settings
+from connectors.sinks.helpdesk_writeback import HelpdeskConfig
+from streams.runtime.settings import load_settings
 from tests.deploy.chart import containers, process_env, workloads
 
 ZENDESK = {"enabled": True, "url": "https://acme.zendesk.com", "zendeskEmail": "bot@acme.com"}

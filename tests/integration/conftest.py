@@ -24,11 +24,11 @@ import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.board import BoardKeys
+from connectors.sinks.board_store import BoardKeys
 from schemas.codec import codec_for
-from streams.demo import free_port
-from streams.settings import Settings, load_settings
-from streams.topics import Topics, ensure_topics
+from streams.runtime.settings import Settings, load_settings
+from streams.runtime.topics import Topics, ensure_topics
+from streams.tools.demo import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,14 +18,14 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from connectors.board import BoardKeys, BoardReader
-from connectors.generator import generate_to_file
-from connectors.history import read_history
-from streams.backtest import backtest_events
-from streams.demo import free_port
-from streams.replay import replay
+from connectors.sinks.board_store import BoardKeys, BoardReader
 from streams.sla.board import clockless
 from streams.sla.policy import load_policy
+from streams.tools.backtest import backtest_events
+from streams.tools.demo import free_port
+from streams.tools.generator import generate_to_file
+from streams.tools.history import read_history
+from streams.tools.replay import replay
 from tests.integration.conftest import REPO, Pipeline, WorkerProcess
 from tests.integration.test_redis_sink import wait_for
 
@@ -187,7 +187,7 @@ def test_page_shows_how_the_shadow_policy_differs(
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from tests.streams.test_shadow import shadow_exposition
+    from tests.streams.runtime.test_shadow import shadow_exposition
 
     text, production, shadow, only = shadow_exposition()
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from connectors.board import BoardKeys, BoardReader
-from connectors.history import read_history
-from streams.backtest import backtest_events
-from streams.demo import DemoOptions
+from connectors.sinks.board_store import BoardKeys, BoardReader
 from streams.sla.board import clockless
 from streams.sla.policy import load_policy
+from streams.tools.backtest import backtest_events
+from streams.tools.demo import DemoOptions
+from streams.tools.history import read_history
 from tests.conftest import ServiceInfo
 
 pytestmark = pytest.mark.integration
@@ -62,7 +62,7 @@ def test_demo_fires_the_backtests_escalations_live(kafka_bootstrap: str, redis_u
 def test_demo_uses_the_local_registry_when_it_is_up(
     registry_service: ServiceInfo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streams.demo import _local_registry
+    from streams.tools.demo import _local_registry
 
     monkeypatch.delenv("ESCALATOR_SCHEMA_REGISTRY_URL", raising=False)
     if not registry_service.external:  # started by deploy/local/services: found through it

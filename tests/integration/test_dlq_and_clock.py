@@ -14,14 +14,15 @@ import fastavro
 import pytest
 from confluent_kafka import Producer
 
-from connectors.generator import generate_history
-from connectors.history import read_history, write_history
 from schemas.codec import codec_for, load_schema
 from schemas.records import ticket_event_to_avro
-from streams.backtest import backtest_events
-from streams.replay import producer_config, replay
+from streams.runtime.kafka_config import idempotent_producer
 from streams.sla.events import EventType, TicketEvent
 from streams.sla.policy import load_policy
+from streams.tools.backtest import backtest_events
+from streams.tools.generator import generate_history
+from streams.tools.history import read_history, write_history
+from streams.tools.replay import replay
 from tests.integration.conftest import RUNTIMES, Pipeline
 
 pytestmark = pytest.mark.integration
@@ -83,7 +84,7 @@ def test_every_bad_input_lands_in_the_dlq_with_its_reason(
                 event("T-big", "b1", now, attributes={"note": "x" * 10_000}))), "OVERSIZED", None),
             ("T-good-2", good("T-good-2", "churn_risk"), "", None),
         ]  # fmt: skip
-        producer = Producer(producer_config(line.settings))
+        producer = Producer(idempotent_producer(line.settings))
         offsets: dict[str, tuple[int, int]] = {}
 
         def remember(err: Any, msg: Any) -> None:
@@ -143,7 +144,7 @@ def test_live_clock_fires_a_breach_within_a_second_of_its_deadline(
     worker.wait_ready()
     time.sleep(2)  # let the first rebalance settle and ticks flow
     codec = codec_for("TicketEvent", pipeline.settings)
-    producer = Producer(producer_config(pipeline.settings))
+    producer = Producer(idempotent_producer(pipeline.settings))
     created_at = now_ms() - 55_000  # first response due in ~5 s, with no further events
     deadline = created_at + 60_000
     ticket = event("T-live", "live-1", created_at, channel="chat")
@@ -195,7 +196,7 @@ def test_poison_tickets_go_to_the_dlq_and_every_other_ticket_escalates(
         worker = line.start_worker("w1", event_time=True)
         worker.wait_ready()
         codec = codec_for("TicketEvent", line.settings)
-        producer = Producer(producer_config(line.settings))
+        producer = Producer(idempotent_producer(line.settings))
         for i in range(3):  # each event adds a thousand distinct tags
             tags = tuple(f"tag-{i}-{j:04d}" for j in range(1000))
             bomb = TicketEvent(

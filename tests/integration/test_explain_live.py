@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from streams.explain import explain_events
-from streams.explain_live import read_live_state
-from streams.replay import replay
+from streams.runtime.worker import changelog_topic
 from streams.sla.events import event_from_dict
 from streams.sla.policy import parse_policy
-from streams.worker import changelog_topic
+from streams.tools.explain import explain_events
+from streams.tools.explain_live import read_live_state
+from streams.tools.replay import replay
 from tests.integration.conftest import REPO, Pipeline
-from tests.streams.test_explain import HISTORY, POLICY
+from tests.streams.tools.test_explain import HISTORY, POLICY
 
 pytestmark = pytest.mark.integration
 

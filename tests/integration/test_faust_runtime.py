@@ -1,4 +1,4 @@
-"""The Faust runtime started the Faust way (`faust -A streams.faust_app worker`), on the real
+"""The Faust runtime started the Faust way (`faust -A streams.cli.faust_app worker`), on the real
 broker; the runtime-parametrized pipeline tests are in test_pipeline.py."""
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from streams.demo import free_port
-from streams.faust_app import clock_topic, ensure_clock_topic
-from streams.replay import replay
+from streams.runtime.faust_runtime import clock_topic, ensure_clock_topic
+from streams.tools.demo import free_port
+from streams.tools.replay import replay
 from tests.integration.conftest import REPO, Pipeline, WorkerProcess
 from tests.integration.test_pipeline import history
 
 pytestmark = pytest.mark.integration
 
 
-def start_faust_cli(line: Pipeline, name: str, app: str = "streams.faust_app") -> WorkerProcess:
+def start_faust_cli(line: Pipeline, name: str, app: str = "streams.cli.faust_app") -> WorkerProcess:
     """`faust -A APP worker` with the pipeline's settings, ESCALATOR_TOPIC_PREFIX and
     ESCALATOR_EVENT_TIME in place of the escalator command's flags."""
     data = line.root / name
@@ -59,9 +59,9 @@ def test_faust_cli_worker_equals_backtest(pipeline: Pipeline, tmp_path: Path) ->
 
 
 def test_extension_agent_counts_escalations_per_team(pipeline: Pipeline, tmp_path: Path) -> None:
-    """streams.faust_team_load: one's own agent and windowed table in Escalator's app."""
+    """streams.cli.faust_team_load: one's own agent and windowed table in Escalator's app."""
     path, expected = history(tmp_path, agents=6, days=2, seed=37)
-    worker = start_faust_cli(pipeline, "team-load", app="streams.faust_team_load")
+    worker = start_faust_cli(pipeline, "team-load", app="streams.cli.faust_team_load")
     worker.wait_ready()
     replay(pipeline.settings, path, pipeline.topics, end_tick=True)
     records = pipeline.read("escalations", "Escalation", expect=len(expected), timeout=120)

@@ -12,11 +12,11 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from schemas.codec import codec_for
-from streams.demo import free_port
-from streams.replay import producer_config
+from streams.runtime.kafka_config import idempotent_producer
 from streams.sla.actions import Reason
+from streams.tools.demo import free_port
 from tests.connectors.fake_desk import FakeDesk, Ticket
-from tests.connectors.test_helpdesk_writeback import ZENDESK_USER, bump, escalation
+from tests.connectors.sinks.test_helpdesk_writeback import ZENDESK_USER, bump, escalation
 from tests.integration.conftest import REPO, Pipeline, WorkerProcess
 from tests.integration.test_webhook_sink import metric, wait_for
 
@@ -51,7 +51,7 @@ def test_escalations_in_exactly_the_expected_writes_out(
     line.create_topics()
     escalations = codec_for("Escalation", line.settings)
     bumps = codec_for("PriorityBump", line.settings)
-    producer = Producer(producer_config(line.settings))
+    producer = Producer(idempotent_producer(line.settings))
     records = [escalation("101"), escalation("102", level=3), escalation("103")]
     warning = escalation("101", level=1, reason=Reason.SLA_WARNING)
     unknown = escalation("999")

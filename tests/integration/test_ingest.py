@@ -26,12 +26,12 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from connectors.ingest import KafkaSink
+from connectors.sources.ingest import KafkaSink
 from schemas.codec import codec_for
-from streams.demo import free_port
-from streams.settings import load_settings
+from streams.runtime.settings import load_settings
+from streams.runtime.topics import Topics
 from streams.sla.events import event_from_dict
-from streams.topics import Topics
+from streams.tools.demo import free_port
 from tests.connectors.helpdesk_cases import cases, without_id
 from tests.integration.conftest import REPO
 

@@ -3,7 +3,8 @@
 Each broker is started by deploy/local/services with ESCALATOR_KAFKA_TLS_DIR, which makes a
 throwaway CA and the broker certificate there, so the shared broker is untouched. The clients
 are the ones the components build from load_settings(): confluent-kafka from kafka.confluent(),
-the worker's aiokafka clients (`escalator worker`, streams.worker._credentials), and the CLI's
+the worker's aiokafka clients (`escalator worker`, streams.runtime.worker._credentials),
+and the CLI's
 start-up check.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaError
 
-from streams.settings import load_settings
+from streams.runtime.settings import load_settings
 from tests.integration.test_secure_connections import (
     assert_one_line_error,
     cli,

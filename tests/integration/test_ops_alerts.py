@@ -14,11 +14,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.generator import generate_to_file
-from connectors.history import read_history
-from streams.backtest import EventTimeDriver
-from streams.queue_stats import decode_stat
-from streams.replay import replay, tail
+from streams.runtime.queue_stats import decode_stat
 from streams.sla.actions import BREACHES, Action, Escalation
 from streams.sla.engine import Engine
 from streams.sla.events import TicketEvent
@@ -26,6 +22,10 @@ from streams.sla.policy import Policy, parse_policy
 from streams.sla.queues import QUEUE_STATS as EVENT_STATS
 from streams.sla.queues import QueueAlert, QueueStat, QueueWindows, StatKind, alerts_of, queue_name
 from streams.sla.queues import stat_id as make_id
+from streams.tools.backtest import EventTimeDriver
+from streams.tools.generator import generate_to_file
+from streams.tools.history import read_history
+from streams.tools.replay import replay, tail
 from tests.integration.conftest import REPO, Pipeline
 
 pytestmark = pytest.mark.integration

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.generator import generate_to_file
-from connectors.history import read_history
-from streams.backtest import backtest_events
-from streams.replay import replay
 from streams.sla.actions import Escalation
 from streams.sla.engine import Engine
 from streams.sla.policy import load_policy
+from streams.tools.backtest import backtest_events
+from streams.tools.generator import generate_to_file
+from streams.tools.history import read_history
+from streams.tools.replay import replay
 from tests.integration.conftest import Pipeline, WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def history_fired(tmp_path: Path, agents: int, days: int, seed: int) -> tuple[Pa
     generate_to_file(path, agents=agents, days=days, seed=seed)
     policy = load_policy()
     ids: dict[str, int] = {}
-    from streams.backtest import EventTimeDriver
+    from streams.tools.backtest import EventTimeDriver
 
     driver = EventTimeDriver(Engine(policy))
     for event in read_history(path):

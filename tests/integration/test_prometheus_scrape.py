@@ -22,9 +22,9 @@ from confluent_kafka import Producer
 
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
-from streams.demo import free_port
-from streams.replay import producer_config
+from streams.runtime.kafka_config import idempotent_producer
 from streams.sla.events import EventType, TicketEvent
+from streams.tools.demo import free_port
 from tests.integration.conftest import REPO, Pipeline
 from tests.integration.test_dlq_and_clock import LIVE_POLICY
 
@@ -126,7 +126,7 @@ def test_prometheus_scrapes_the_escalation_count_of_a_live_worker(
     worker = pipeline.start_worker("w1", event_time=False, policy=policy)
     worker.wait_ready()
     codec = codec_for("TicketEvent", pipeline.settings)
-    producer = Producer(producer_config(pipeline.settings))
+    producer = Producer(idempotent_producer(pipeline.settings))
     created = int(time.time() * 1000) - 55_000  # warned already, first response due in ~5 s
     for i in range(5):
         tags = ("legal",) if i < 2 else ()

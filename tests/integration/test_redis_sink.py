@@ -16,18 +16,19 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client import REGISTRY
 
-from connectors.board import BoardKeys, BoardReader
-from connectors.generator import generate_to_file
-from connectors.history import read_history
-from connectors.redis_sink import RedisSink, SinkOptions
+from connectors.sinks.board_store import BoardKeys, BoardReader
+from connectors.sinks.redis_board import RedisSink, SinkOptions
 from schemas.codec import codec_for
 from schemas.records import escalation_to_avro
-from streams.backtest import backtest_events
-from streams.demo import free_port
-from streams.replay import producer_config, replay
+from streams.runtime.kafka_config import idempotent_producer
 from streams.sla.actions import Escalation, Kind, Reason
 from streams.sla.board import clockless
 from streams.sla.policy import load_policy
+from streams.tools.backtest import backtest_events
+from streams.tools.demo import free_port
+from streams.tools.generator import generate_to_file
+from streams.tools.history import read_history
+from streams.tools.replay import replay
 from tests.integration.conftest import Pipeline, WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -168,7 +169,7 @@ def test_redis_outage_commits_nothing_and_loses_nothing(
     runner = threading.Thread(target=sink.run)
     runner.start()
     codec = codec_for("Escalation", settings)
-    producer = Producer(producer_config(settings))
+    producer = Producer(idempotent_producer(settings))
 
     def send(first: int, count: int) -> None:
         for n in range(first, first + count):
@@ -220,7 +221,7 @@ def test_redis_outage_commits_nothing_and_loses_nothing(
 def test_a_record_the_sink_cannot_handle_is_parked_and_the_rest_applied(
     pipeline: Pipeline, board: tuple[redis.Redis, BoardKeys]
 ) -> None:
-    from connectors.board import Applied, Batch, BoardWriter
+    from connectors.sinks.board_store import Applied, Batch, BoardWriter
 
     client, keys = board
     settings, topics = pipeline.settings, pipeline.topics
@@ -237,7 +238,7 @@ def test_a_record_the_sink_cannot_handle_is_parked_and_the_rest_applied(
     sink = RedisSink(settings, topics, load_policy(), SinkOptions(group, heartbeat_s=0.2))
     sink.writer = Faulty(client, keys, load_policy())
     codec = codec_for("Escalation", settings)
-    producer = Producer(producer_config(settings))
+    producer = Producer(idempotent_producer(settings))
     values = {}
     for n, ticket in enumerate(("T-good1", "T-bad", "T-good2")):
         escalation = Escalation(
@@ -282,8 +283,8 @@ def test_a_record_the_sink_cannot_handle_is_parked_and_the_rest_applied(
 def test_the_ready_line_shows_no_redis_password() -> None:
     import io
 
-    from streams.settings import load_settings
-    from streams.topics import Topics
+    from streams.runtime.settings import load_settings
+    from streams.runtime.topics import Topics
 
     url = "redis://board:t0p-s3cret@127.0.0.1:1/0"
     env = {"ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1", "ESCALATOR_REDIS_URL": url}

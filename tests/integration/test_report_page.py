@@ -12,9 +12,9 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from connectors.generator import generate_to_file
-from streams.backtest import run_backtest
 from streams.sla.policy import load_policy, parse_policy
+from streams.tools.backtest import run_backtest
+from streams.tools.generator import generate_to_file
 from tests.integration.conftest import REPO
 from tests.integration.test_board_page import browser, screenshot  # noqa: F401 (a fixture)
 

@@ -25,10 +25,10 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from fastavro import parse_schema, schemaless_writer
 
-from connectors.history import read_history
 from schemas.codec import load_history
 from schemas.records import ticket_event_to_avro
-from streams.demo import free_port
+from streams.tools.demo import free_port
+from streams.tools.history import read_history
 from tests.integration.conftest import REPO, Pipeline, WorkerProcess
 from tests.integration.test_ingest import cases, start_ingest
 from tests.integration.test_pipeline import history
@@ -81,7 +81,7 @@ def error_lines(worker: WorkerProcess) -> list[str]:
 def test_worker_and_sinks_use_the_registry_and_confluent_deserializer_reads_their_output(
     pipeline: Pipeline, schema_registry: str, redis_url: str, tmp_path: Path
 ) -> None:
-    from streams.replay import replay
+    from streams.tools.replay import replay
 
     pipeline.extra_env["ESCALATOR_SCHEMA_REGISTRY_URL"] = schema_registry
     pipeline.extra_env["ESCALATOR_REDIS_URL"] = redis_url
@@ -338,7 +338,7 @@ def dlq_count(pipeline: Pipeline) -> int:
 def test_registry_outage_mid_run_dead_letters_nothing_and_loses_nothing(
     pipeline: Pipeline, gate: Gate, schema_registry: str, tmp_path: Path
 ) -> None:
-    from streams.replay import producer_config
+    from streams.runtime.kafka_config import idempotent_producer
 
     pipeline.extra_env["ESCALATOR_SCHEMA_REGISTRY_URL"] = gate.url
     path, _ = history(tmp_path, agents=3, days=1, seed=2)
@@ -354,7 +354,7 @@ def test_registry_outage_mid_run_dead_letters_nothing_and_loses_nothing(
     from schemas.codec import codec_for
 
     current = codec_for("TicketEvent", pipeline.settings, pipeline.topics)
-    producer = Producer(producer_config(pipeline.settings))
+    producer = Producer(idempotent_producer(pipeline.settings))
     topic = pipeline.topics.ticket_events
 
     def send(records: list[dict[str, Any]], writer: Any = None) -> None:

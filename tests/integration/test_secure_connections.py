@@ -24,16 +24,16 @@ import pytest
 import redis
 from confluent_kafka import Consumer, KafkaError, Producer
 
-from connectors.board import Batch, BoardKeys, BoardReader, BoardWriter
-from connectors.enrichment import Breaker, Enricher
+from connectors.sinks.board_store import Batch, BoardKeys, BoardReader, BoardWriter
+from connectors.sources.enrichment import Breaker, Enricher
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
-from streams.demo import free_port
-from streams.replay import producer_config
-from streams.settings import Settings, load_settings
+from streams.runtime.kafka_config import idempotent_producer
+from streams.runtime.settings import Settings, load_settings
 from streams.sla.board import Fired
 from streams.sla.events import EventType, TicketEvent
 from streams.sla.policy import load_policy
+from streams.tools.demo import free_port
 from tests.integration.conftest import RUNTIMES, Pipeline
 from tests.integration.test_dlq_and_clock import LIVE_POLICY
 from tests.integration.test_ingest import SERVICES, OwnBroker
@@ -339,7 +339,7 @@ def worker_escalates(root: Path, env: dict[str, str], runtime: str = "loop") -> 
         worker.wait_ready()
         created_at = int(time.time() * 1000) - 120_000
         ticket = TicketEvent("secure-1", "T-secure", EventType.CREATED, created_at, channel="chat")
-        producer = Producer(producer_config(line.settings))
+        producer = Producer(idempotent_producer(line.settings))
         value = codec_for("TicketEvent", line.settings).encode(ticket_event_to_avro(ticket))
         producer.produce(line.topics.ticket_events, key=b"T-secure", value=value)
         assert producer.flush(30) == 0

@@ -16,13 +16,13 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.generator import generate_to_file
 from schemas.codec import codec_for
-from streams.cli import main
-from streams.processor import SHADOW_RECORDS, decode_shadow
-from streams.replay import replay, tail
+from streams.cli.main import main
+from streams.runtime.processor import SHADOW_RECORDS, decode_shadow
+from streams.tools.generator import generate_to_file
+from streams.tools.replay import replay, tail
 from tests.integration.conftest import Pipeline
-from tests.streams.test_shadow import candidate_text
+from tests.streams.runtime.test_shadow import candidate_text
 
 pytestmark = pytest.mark.integration
 

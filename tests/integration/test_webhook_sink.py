@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from connectors.webhook_targets import verify
+from connectors.sinks.webhook_targets import verify
 from schemas.codec import codec_for
 from schemas.records import escalation_to_avro
-from streams.demo import free_port
-from streams.replay import producer_config
+from streams.runtime.kafka_config import idempotent_producer
 from streams.sla.actions import Escalation, Kind, Reason, action_id
+from streams.tools.demo import free_port
 from tests.integration.conftest import REPO, Pipeline, WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -157,7 +157,7 @@ def test_retries_deliver_once_signed_and_failures_park_on_the_dlq(
 """
     )
     codec = codec_for("Escalation", line.settings)
-    producer = Producer(producer_config(line.settings))
+    producer = Producer(idempotent_producer(line.settings))
 
     def produce(record: dict[str, Any] | bytes, key: str, partition: int = -1) -> None:
         value = record if isinstance(record, bytes) else codec.encode(record)
@@ -270,8 +270,8 @@ class InProcessSink:
     def __init__(self, line: Pipeline, targets_yaml: str, tmp_path: Path, **options: Any) -> None:
         import asyncio
 
-        from connectors.webhook_sink import WebhookSink
-        from connectors.webhook_targets import parse_targets
+        from connectors.sinks.webhook import WebhookSink
+        from connectors.sinks.webhook_targets import parse_targets
 
         self.sink = WebhookSink(line.settings, parse_targets(targets_yaml), line.topics,
                                 f"{line.prefix}inproc", KEY.encode(), **options)  # fmt: skip
@@ -327,7 +327,7 @@ def test_a_hung_target_does_not_delay_another_and_parks_once_its_circuit_opens(
     url: {live.url}
 """
     codec = codec_for("Escalation", line.settings)
-    producer = Producer(producer_config(line.settings))
+    producer = Producer(idempotent_producer(line.settings))
     records = [escalation(f"T-h{i}", "billing") for i in range(40)]
 
     def produce(batch: list[dict[str, Any]]) -> set[str]:
@@ -365,7 +365,7 @@ def test_a_record_the_sink_cannot_handle_is_parked_and_the_sink_goes_on(
     line.create_topics()
     live = Receiver(failures=0)
     codec = codec_for("Escalation", line.settings)
-    producer = Producer(producer_config(line.settings))
+    producer = Producer(idempotent_producer(line.settings))
     poison = {**escalation("T-poison", "billing"), "due_at": 2**62}  # past year 9999
     after = escalation("T-after", "billing")
     for record in (poison, after):  # one partition: the second comes after the first

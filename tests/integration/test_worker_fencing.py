@@ -22,17 +22,18 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-import streams.processor
-import streams.worker
+import streams.runtime.kafka_config
+import streams.runtime.processor
+import streams.runtime.worker
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
-from streams.processor import encode_state
-from streams.replay import producer_config
-from streams.settings import Settings
+from streams.runtime.kafka_config import idempotent_producer
+from streams.runtime.processor import encode_state
+from streams.runtime.settings import Settings
+from streams.runtime.topics import ensure_topics
+from streams.runtime.worker import READY, PartitionStore, Worker, changelog_topic
 from streams.sla.engine import Engine
 from streams.sla.policy import load_policy
-from streams.topics import ensure_topics
-from streams.worker import READY, PartitionStore, Worker, changelog_topic
 from tests.integration.conftest import Pipeline
 from tests.integration.test_dlq_and_clock import LIVE_POLICY, event, now_ms
 
@@ -45,10 +46,10 @@ MAX_POLL_MS = 6000  # the least librdkafka allows with the broker's least sessio
 def short_poll(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> None:
     """Workers whose group evicts them after 6 s without a poll or a heartbeat."""
     pipeline.extra_env["ESCALATOR_SESSION_TIMEOUT_MS"] = str(MAX_POLL_MS)
-    config = streams.worker.consumer_config
+    config = streams.runtime.kafka_config.worker_consumer
     monkeypatch.setattr(
-        streams.worker,
-        "consumer_config",
+        streams.runtime.kafka_config,
+        "worker_consumer",
         lambda settings: {**config(settings), "max.poll.interval.ms": MAX_POLL_MS},
     )
 
@@ -145,7 +146,7 @@ def test_a_stalled_worker_commits_no_escalation_for_partitions_it_lost(
     running.append(first)
     first.wait_ready()
     codec = codec_for("TicketEvent", pipeline.settings)
-    producer = Producer(producer_config(pipeline.settings))
+    producer = Producer(idempotent_producer(pipeline.settings))
     tickets = 30
     created_at = now_ms() - 45_000  # warned at once (30 s), first response breached in ~15 s
     for i in range(tickets):
@@ -175,7 +176,10 @@ def test_a_stalled_worker_commits_no_escalation_for_partitions_it_lost(
     # cooperative rebalancing, its consumer learnt of the loss first, aborted the
     # transaction and rejoined the group (a later assignment).
     if first.error is not None or "assignment 2" not in out.getvalue():
-        assert isinstance(first.error, streams.worker.Restart), (first.error, out.getvalue())
+        assert isinstance(first.error, streams.runtime.worker.Restart), (
+            first.error,
+            out.getvalue(),
+        )
         assert "commit failed" in str(first.error)
 
 
@@ -196,7 +200,7 @@ def test_a_kept_store_is_restored_when_the_partition_was_committed_by_another(
     owned the partition (this one missed a generation): its kept store is then stale."""
     settings = worker_settings(pipeline, "w1")
     changelog = changelog_topic(settings)
-    producer = Producer(producer_config(pipeline.settings))
+    producer = Producer(idempotent_producer(pipeline.settings))
     producer.produce(changelog, key=b"T-1", value=ticket_state("T-1", now_ms()), partition=0)
     assert producer.flush(30) == 0
     out = io.StringIO()
@@ -241,7 +245,7 @@ def test_a_restore_longer_than_max_poll_interval_keeps_the_worker_in_its_group(
     partition to the newcomer and rejoin later, churning the group."""
     settings = worker_settings(pipeline, "w1")
     changelog = changelog_topic(settings)
-    producer = Producer(producer_config(pipeline.settings))
+    producer = Producer(idempotent_producer(pipeline.settings))
     records = 12_000
     for i in range(records):
         p = i % pipeline.partitions
@@ -264,8 +268,8 @@ def test_a_restore_longer_than_max_poll_interval_keeps_the_worker_in_its_group(
     if slow == "changelog":
         monkeypatch.setattr(PartitionStore, "load", slowly(PartitionStore.load))
     else:
-        decode = streams.processor.decode_state
-        monkeypatch.setattr(streams.processor, "decode_state", slowly(decode))
+        decode = streams.runtime.processor.decode_state
+        monkeypatch.setattr(streams.runtime.processor, "decode_state", slowly(decode))
     out = io.StringIO()
     worker = Worker(settings, load_policy(), pipeline.topics, out=out)
     lost: list[list[int]] = []

@@ -16,9 +16,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
-from streams.replay import producer_config
+from streams.runtime.kafka_config import idempotent_producer
+from streams.runtime.worker import Worker, changelog_topic
 from streams.sla.policy import load_policy
-from streams.worker import Worker, changelog_topic
 from tests.integration.conftest import Pipeline
 from tests.integration.test_dlq_and_clock import LIVE_POLICY, event, now_ms
 from tests.integration.test_worker_fencing import (
@@ -56,7 +56,7 @@ def test_a_restarted_worker_restores_only_the_tail_and_a_crashed_one_everything(
     pipeline: Pipeline,
 ) -> None:
     settings = worker_settings(pipeline, "w1")
-    producer = Producer(producer_config(pipeline.settings))
+    producer = Producer(idempotent_producer(pipeline.settings))
     prefilled = 1500  # states of an earlier run, as the changelog holds them
     for i in range(prefilled):
         p = i % 3
@@ -133,7 +133,7 @@ def test_a_joining_worker_does_not_stall_the_partitions_it_does_not_take(
     arrivals: list[tuple[int, float]] = []  # (partition, when read)
 
     def produce() -> None:
-        producer = Producer(producer_config(pipeline.settings))
+        producer = Producer(idempotent_producer(pipeline.settings))
         i = 0
         while not stop.is_set():
             for p in range(3):  # warned at once: created 45 s ago, warned at 30 s

@@ -247,7 +247,7 @@ def test_registry_unreachable_is_not_a_decode_error() -> None:
 
 
 def test_codec_for_uses_settings_url(registry: tuple[str, FakeRegistry]) -> None:
-    from streams.settings import load_settings
+    from streams.runtime.settings import load_settings
 
     url, fake = registry
     codec = codec_for("Reminder", load_settings({"ESCALATOR_SCHEMA_REGISTRY_URL": url}))
@@ -267,8 +267,8 @@ def test_codec_for_uses_settings_url(registry: tuple[str, FakeRegistry]) -> None
 def test_subject_naming_strategies(
     registry: tuple[str, FakeRegistry], strategy: str, subject: str
 ) -> None:
-    from streams.settings import load_settings
-    from streams.topics import Topics
+    from streams.runtime.settings import load_settings
+    from streams.runtime.topics import Topics
 
     url, fake = registry
     env = {"ESCALATOR_SCHEMA_REGISTRY_URL": url}

@@ -1,4 +1,4 @@
-"""Instants and a ticket's first event for the hand-computed engine tests (tests/sla)."""
+"""Instants and a ticket's first event for the hand-computed engine tests (tests/streams/sla)."""
 
 from datetime import UTC, datetime
 from typing import Any

@@ -116,7 +116,7 @@ Checks of combinations the schema cannot express; a mistake stops rendering with
 {{- if and $v.sinks.webhook.enabled (empty $v.sinks.webhook.targets) }}
 {{- fail "sinks.webhook.enabled needs at least one target in sinks.webhook.targets (or set sinks.webhook.enabled=false)" }}
 {{- end }}
-{{- /* What the sink's targets-file parser checks beyond the schema (connectors/webhook_targets.py). */}}
+{{- /* What the sink's targets-file parser checks beyond the schema (connectors/sinks/webhook_targets.py). */}}
 {{- $names := dict }}
 {{- range $i, $t := $v.sinks.webhook.targets }}
 {{- if hasKey $names $t.name }}

@@ -1,0 +1,547 @@
+"""Run the SLA engine over recorded history in event time: the offline twin of the worker.
+
+The event-time driver is the whole difference from production: instead of
+wall-clock ticks it advances every ticket whose work is due up to the latest
+event time seen (the watermark), so deadlines fire in the same order as they
+would have live.
+"""
+
+from __future__ import annotations
+
+import gc
+import heapq
+import json
+import sys
+from bisect import insort
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final, TextIO
+
+from streams.sla.actions import Action, Escalation, PriorityBump, Reminder, Silenced, SlaOutcome
+from streams.sla.board import BoardBuilder
+from streams.sla.engine import Engine
+from streams.sla.events import TicketEvent, format_ts
+from streams.sla.policy import Policy
+from streams.sla.queues import QueueWindows
+from streams.sla.report import BacktestReport, comparison, format_comparison
+from streams.sla.state import TicketState
+from streams.tools.history import LineError, count_lines, is_gzip, read_history
+from streams.tools.progress import Progress
+
+MAX_ERRORS_SHOWN: Final = 20
+MAX_LINES_KEPT: Final = 1000  # line numbers of duplicates and rejects kept for the report
+DEFAULT_MAX_AHEAD: Final = 30 * 86_400_000  # an event further ahead of the history is refused
+PROGRESS_EVERY: Final = 512  # events between progress updates: a call per event is measurable
+
+
+_MINUTE: Final = 60_000
+_NEVER: Final = 2**63
+
+
+class DueQueue:
+    """(instant, ticket) entries taken out in order of instant, then ticket, once due.
+
+    A heap of a hundred thousand tuples (one or more per open ticket) is slow where it
+    matters: each pop walks it from top to bottom through memory the caches no longer hold.
+    Here an entry is appended to the bucket of its minute; a heap orders only the minutes,
+    and a minute's bucket is sorted once, when event time reaches it.
+
+    `due_from` is an instant no entry is due before, so that most callers need not call
+    pop() at all.
+    """
+
+    __slots__ = ("due_from", "_minutes", "_buckets", "_minute", "_ready", "_head")
+
+    def __init__(self) -> None:
+        self.due_from = _NEVER
+        self._minutes: list[int] = []  # heap of the minutes that have a bucket
+        self._buckets: dict[int, list[tuple[int, str]]] = {}
+        self._minute = -1  # the minute being taken out: its entries are in _ready
+        self._ready: list[tuple[int, str]] = []  # sorted; the ones before _head are taken
+        self._head = 0
+
+    def push(self, at: int, ticket_id: str) -> None:
+        if at < self.due_from:
+            self.due_from = at
+        minute = at // _MINUTE
+        if minute <= self._minute:  # the minute being taken out, or one before it
+            insort(self._ready, (at, ticket_id), lo=self._head)
+            return
+        bucket = self._buckets.get(minute)
+        if bucket is None:
+            self._buckets[minute] = [(at, ticket_id)]
+            heapq.heappush(self._minutes, minute)
+        else:
+            bucket.append((at, ticket_id))
+
+    def pop(self, now: int) -> tuple[int, str] | None:
+        """Take out the first entry if it is due at `now` (at or before it)."""
+        while True:
+            if self._head < len(self._ready):
+                entry = self._ready[self._head]
+                if entry[0] > now:
+                    self.due_from = entry[0]  # and every later minute's entries are later
+                    return None
+                self._head += 1
+                return entry
+            if not self._minutes:
+                self.due_from = _NEVER
+                return None
+            if self._minutes[0] > now // _MINUTE:
+                self.due_from = self._minutes[0] * _MINUTE
+                return None
+            self._minute = heapq.heappop(self._minutes)
+            self._ready = sorted(self._buckets.pop(self._minute))
+            self._head = 0
+
+
+@dataclass(slots=True)
+class EventTimeDriver:
+    """Feeds events to the engine and fires due work as event time advances, each at its
+    due instant (`fired_at == due_at`), as a perfect wall-clock worker would have.
+
+    The clock is the latest event time seen. Fed a history in time order (the backtest's
+    default), no event is ever late. With `arrival_order` the events come as a worker received
+    them: a late event updates its ticket as of the clock, and what it makes due before the
+    clock less the policy's backfill horizon is recorded (`Silenced`), not sent.
+    """
+
+    engine: Engine
+    states: dict[str, TicketState] = field(default_factory=dict)
+    watermark: int | None = None
+    duplicates: int = 0
+    duplicate_lines: list[int] = field(default_factory=list)  # the first MAX_LINES_KEPT
+    arrival_order: bool = False
+    _due: DueQueue = field(default_factory=DueQueue)
+
+    def feed(self, event: TicketEvent, line: int = 0) -> list[Action]:
+        t = event.occurred_at
+        fired: list[Action] | None = None
+        watermark = self.watermark
+        quiet = -1
+        if watermark is None or t > watermark:
+            self.watermark = t
+            queue = self._due
+            if t >= queue.due_from:
+                fired = []
+                # what falls due up to t was due after the previous clock: never silenced
+                self._fire(t, fired, queue.pop(t), -1)
+        elif self.arrival_order:
+            quiet = watermark - self.engine.backfill_horizon
+        state = self.states.get(event.ticket_id)
+        if state is None:
+            before = None
+            state, out = self.engine.apply(None, event, -1, quiet)
+            self.states[state.ticket_id] = state
+        elif event.event_id in state.seen:
+            self.duplicates += 1
+            if len(self.duplicate_lines) < MAX_LINES_KEPT:
+                self.duplicate_lines.append(line)
+            return fired or []
+        else:
+            before = state.next_due
+            updated, out = self.engine.apply(state, event, -1, quiet)
+            if updated is not state:  # apply updates in place; a new object replaces it
+                self.states[state.ticket_id] = state = updated
+        due = state.next_due
+        if due is not None and due != before:
+            # the state's own id, the dict's key: lookups then match it by identity
+            self._due.push(due, state.ticket_id)
+            if watermark is not None and due <= watermark and t <= watermark:
+                # a late event made work due behind the clock: it fires now
+                fired = fired or []
+                fired.extend(out)
+                self._fire(watermark, fired, self._due.pop(watermark), quiet)
+                return fired
+        if fired:
+            fired.extend(out)
+            return fired
+        return out
+
+    def advance(self, now: int) -> list[Action]:
+        """Fire everything due up to `now` (end of history, or a live tick)."""
+        actions: list[Action] = []
+        if self.watermark is None or now > self.watermark:
+            self.watermark = now
+        entry = self._due.pop(now)
+        if entry is not None:
+            self._fire(now, actions, entry, -1)
+        return actions
+
+    def _fire(
+        self, now: int, actions: list[Action], entry: tuple[int, str] | None, quiet: int
+    ) -> None:
+        """Advance the ticket of `entry`, taken out of the due queue, and of every entry
+        due after it up to `now`, each at its own instant."""
+        advance = self.engine.advance
+        while entry is not None:
+            at, ticket_id = entry
+            state = self.states[ticket_id]
+            if state.next_due == at:  # otherwise superseded by a later push
+                state, out = advance(state, at, quiet, True)
+                actions.extend(out)
+                if state.next_due is not None:
+                    self._due.push(state.next_due, ticket_id)
+            entry = self._due.pop(now)
+
+
+def action_record(action: Action) -> dict[str, object]:
+    """JSON form of an action for --out files, tagged with what it is."""
+    kind = {
+        Escalation: "escalation",
+        PriorityBump: "priority_bump",
+        Reminder: "reminder",
+        SlaOutcome: "sla_outcome",
+        Silenced: "silenced",
+    }[type(action)]
+    return {"action": kind, **action.to_dict()}
+
+
+@dataclass
+class BacktestRun:
+    policy: Policy
+    driver: EventTimeDriver
+    report: BacktestReport
+    out: IO[str] | None = None
+    board: BoardBuilder | None = None  # the escalation board at the end, as the sink keeps it
+    # --out lines of the instant being written, put in ticket order when it ends, so that
+    # the file does not depend on how the history interleaves tickets
+    _instant: int = -1
+    _lines: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls,
+        policy: Policy,
+        out: IO[str] | None = None,
+        board: bool = False,
+        arrival_order: bool = False,
+        record_ops: bool = False,
+    ) -> BacktestRun:
+        driver = EventTimeDriver(Engine(policy), arrival_order=arrival_order)
+        builder = BoardBuilder() if board else None
+        report = BacktestReport(policy.source)
+        if policy.ops_alerts.enabled:
+            report.ops = QueueWindows(policy.ops_alerts)
+            if record_ops:
+                report.ops_record = []
+        return cls(policy, driver, report, out, builder)
+
+    def feed(self, event: TicketEvent, line: int = 0) -> None:
+        driver = self.driver
+        duplicates = driver.duplicates
+        actions = driver.feed(event, line)
+        if actions:
+            self.record(actions)
+        if driver.duplicates == duplicates:  # applied: the report reads CSAT, answers, stats
+            self.report.event(event, driver.states[event.ticket_id])
+        if self.board is not None:
+            self.board.event(event)
+
+    def record(self, actions: list[Action]) -> None:
+        self.report.add(actions, self.driver.states)
+        if self.board is not None:
+            for action in actions:
+                self.board.action(action)
+        if self.out is not None:
+            for action in actions:
+                if isinstance(action, Escalation | PriorityBump | Reminder):
+                    if action.fired_at != self._instant:
+                        self._flush()
+                        self._instant = action.fired_at
+                    self._lines.append((action.ticket_id, json.dumps(action_record(action))))
+
+    def _flush(self) -> None:
+        if self.out is not None and self._lines:
+            self._lines.sort(key=lambda line: line[0])  # stable: a ticket's own order stays
+            self.out.write("".join(text + "\n" for _, text in self._lines))
+        self._lines.clear()
+
+    def finish(self, until: int | None) -> None:
+        if until is None:
+            until = self.driver.watermark
+        if until is not None:
+            self.record(self.driver.advance(until))
+        self._flush()
+        self.report.duplicates = self.driver.duplicates
+        self.report.duplicate_lines = list(self.driver.duplicate_lines)
+        self.report.finish(self.driver.states.values(), until)
+        if self.board is not None:
+            self.report.board = self.board.entries(self.policy)
+            self.report.board_warnings = self.board.warnings()
+
+
+class _OutOfOrder(Exception):
+    """A history that is not in time order: the backtest sorts it instead of streaming."""
+
+
+Item = TicketEvent | LineError
+Source = Iterable[Any] | Callable[[], Iterable[Any]]
+
+
+def _numbered(items: Iterable[Any]) -> Iterator[tuple[int, Item]]:
+    """(line, item) pairs: as given by read_history(numbered=True), or counted from 1."""
+    for index, item in enumerate(items, 1):
+        if type(item) is tuple:
+            yield item
+        elif isinstance(item, LineError):
+            yield item.line, item
+        else:
+            yield index, item
+
+
+def _in_time_order(items: Iterable[Any]) -> Iterator[tuple[int, Item]]:
+    """_numbered, stopping at the first event earlier than the one before it (one layer of
+    generator per event rather than two: the streamed backtest reads every event here)."""
+    latest = -1
+    for index, pair in enumerate(items, 1):
+        if type(pair) is not tuple:
+            pair = (pair.line if isinstance(pair, LineError) else index), pair
+        item = pair[1]
+        if isinstance(item, TicketEvent):
+            t = item.occurred_at
+            if t < latest:
+                raise _OutOfOrder(pair[0])
+            latest = t
+        yield pair
+
+
+def _by_time(pair: tuple[int, Item]) -> int:
+    item = pair[1]
+    return item.occurred_at if isinstance(item, TicketEvent) else -1
+
+
+def _time_sorted(items: Iterable[tuple[int, Item]]) -> list[tuple[int, Item]]:
+    """Bad lines first (they are only reported), then events by time; ties keep file order."""
+    pairs = list(items)
+    pairs.sort(key=_by_time)  # stable: bad lines (-1) first, in file order
+    return pairs
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Hold off Python's cyclic garbage collector while a backtest runs.
+
+    The driver keeps about ten objects alive per ticket, none in a reference cycle, and the
+    collector would walk all of them again and again: about a tenth of the run at 20k-40k
+    tickets. What is left to collect is collected when the run ends."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def backtest_events(
+    policies: list[Policy],
+    items: Source,
+    outs: list[IO[str] | None] | None = None,
+    until: int | None | Callable[[int | None], int | None] = None,
+    progress: Progress | None = None,
+    errors: TextIO | None = None,
+    board: bool = False,
+    arrival_order: bool = False,
+    max_ahead: int = DEFAULT_MAX_AHEAD,
+    record_ops: bool = False,
+) -> list[BacktestReport]:
+    """Run each policy over the same events in one pass; bad lines are reported, not fatal.
+
+    By default each ticket's events apply in event-time order (ties keep file order), so any
+    interleaving of the tickets gives the same output. `items` may be a callable that reads
+    the history afresh: a history in time order is then streamed, and one that is not is
+    read again and sorted in memory. With `arrival_order` the file's order is kept, late
+    events included, as a live worker would have received it. An event more than
+    `max_ahead` past the history's clock so far is refused by line. With `board`, each
+    report's `board` holds the open escalations at the end of history. With `record_ops`
+    (a --jobs shard) the queue stats are kept for the parent instead of alerted on.
+    """
+    with collector_paused():
+        if arrival_order:
+            source = items() if callable(items) else items
+            return _backtest_events(
+                policies,
+                _numbered(source),
+                outs,
+                until,
+                progress,
+                errors,
+                board,
+                True,
+                max_ahead,
+                record_ops,
+            )
+        if callable(items):
+            try:
+                return _backtest_events(
+                    policies, _in_time_order(items()), outs, until, progress, errors,
+                    board, False, max_ahead, record_ops,
+                )  # fmt: skip
+            except _OutOfOrder as exc:
+                if errors is not None:
+                    errors.write(
+                        f"line {exc.args[0]} is earlier than the line before it: the history is"
+                        " not in time order, so it is read again and sorted in memory\n"
+                    )
+                for out in outs or ():
+                    if out is not None:
+                        out.seek(0)
+                        out.truncate()
+                if progress is not None:
+                    progress.count = 0  # the second pass counts from the start
+                items = items()
+        return _backtest_events(
+            policies, _time_sorted(list(_numbered(items))), outs, until, progress, errors,
+            board, False, max_ahead, record_ops,
+        )  # fmt: skip
+
+
+def _backtest_events(
+    policies: list[Policy],
+    items: Iterable[tuple[int, Item]],
+    outs: list[IO[str] | None] | None,
+    until: int | None | Callable[[int | None], int | None],
+    progress: Progress | None,
+    errors: TextIO | None,
+    board: bool,
+    arrival_order: bool,
+    max_ahead: int,
+    record_ops: bool = False,
+) -> list[BacktestReport]:
+    runs = [
+        BacktestRun.start(
+            policy, None if outs is None else outs[i], board, arrival_order, record_ops
+        )
+        for i, policy in enumerate(policies)
+    ]
+    events = 0
+    bad = 0
+    rejected: list[int] = []
+    clock = -1  # the latest event time accepted
+    for line, item in items:
+        if isinstance(item, LineError):
+            bad += 1
+            if errors is not None and bad <= MAX_ERRORS_SHOWN:
+                errors.write(f"skipped bad line: {item}\n")
+            continue
+        t = item.occurred_at
+        if t > clock:
+            if clock >= 0 and t - clock > max_ahead:
+                if len(rejected) < MAX_LINES_KEPT:
+                    rejected.append(line)
+                if errors is not None and len(rejected) <= MAX_ERRORS_SHOWN:
+                    errors.write(
+                        f"skipped line {line}: occurred_at {format_ts(t)} is"
+                        f" {(t - clock) / 86_400_000:,.1f} days past the history's clock"
+                        f" ({format_ts(clock)}; limit {max_ahead / 86_400_000:g} days)\n"
+                    )
+                continue
+            clock = t
+        events += 1
+        for run in runs:
+            run.feed(item, line)
+        if progress is not None and events % PROGRESS_EVERY == 0:
+            progress.update(PROGRESS_EVERY)
+    if progress is not None:
+        progress.update(events % PROGRESS_EVERY)
+    if errors is not None and bad > MAX_ERRORS_SHOWN:
+        errors.write(f"... {bad - MAX_ERRORS_SHOWN} more bad lines skipped\n")
+    if callable(until):  # --jobs: where history ends is known once every process got there
+        until = until(clock if clock >= 0 else None)
+    for run in runs:
+        run.finish(until)
+        run.report.events = events
+        run.report.bad_lines = bad + len(rejected)
+        run.report.rejected_lines = list(rejected)
+        if errors is not None and run.report.duplicate_lines and run is runs[0]:
+            lines = run.report.duplicate_lines
+            shown = ", ".join(str(n) for n in lines[:MAX_ERRORS_SHOWN])
+            more = (
+                f" and {run.report.duplicates - MAX_ERRORS_SHOWN:,} more"
+                if (run.report.duplicates > MAX_ERRORS_SHOWN)
+                else ""
+            )
+            errors.write(
+                f"ignored {run.report.duplicates:,} events whose event_id a ticket already"
+                f" had: lines {shown}{more}\n"
+            )
+    return [run.report for run in runs]
+
+
+def run_backtest(
+    policy: Policy,
+    events_path: Path,
+    out_path: Path | None = None,
+    other: Policy | None = None,
+    until: int | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    arrival_order: bool = False,
+    max_ahead: int = DEFAULT_MAX_AHEAD,
+    fmt: str = "text",
+    html_path: Path | None = None,
+) -> list[BacktestReport]:
+    """The `escalator backtest` command: prints the summary, and the what-if with --compare;
+    `fmt` "json" prints the whole report as one JSON document; `html_path` writes it as one
+    self-contained page with charts."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    total = None if is_gzip(events_path) else count_lines(events_path)
+    progress = Progress("backtest", total=total, stream=stderr)
+    policies = [policy] if other is None else [policy, other]
+    out = open(out_path, "w", encoding="utf-8") if out_path else None  # noqa: SIM115
+    try:
+        reports = backtest_events(
+            policies, lambda: read_history(events_path, numbered=True), [out, None], until,
+            progress=progress, errors=stderr, board=True, arrival_order=arrival_order,
+            max_ahead=max_ahead,
+        )  # fmt: skip
+    finally:
+        if out is not None:
+            out.close()
+    seconds = progress.close()
+    print_reports(reports, seconds, stdout, stderr, fmt, html_path, out_path)
+    return reports
+
+
+def print_reports(
+    reports: list[BacktestReport],
+    seconds: float,
+    stdout: TextIO,
+    stderr: TextIO,
+    fmt: str = "text",
+    html_path: Path | None = None,
+    out_path: Path | None = None,
+    processes: int = 1,
+) -> None:
+    """What `escalator backtest` prints (and the --html page), whatever ran it: the report
+    of each policy, the what-if of the second against the first, the rate."""
+    diff = None if len(reports) < 2 else comparison(reports[0], reports[1])
+    if html_path is not None:
+        from streams.tools.report_html import render_report
+
+        html_path.write_text(render_report(reports, diff), encoding="utf-8")
+    rate = reports[0].events / seconds if seconds > 0 else 0.0
+    how = f", {processes} processes" if processes > 1 else ""
+    done = f"backtest: {reports[0].events:,} events in {seconds:.1f}s ({rate:,.0f} events/s{how})\n"
+    if fmt == "json":
+        document = {
+            "reports": [report.to_dict() for report in reports],
+            "compare": None if diff is None else diff.to_dict(),
+        }
+        stdout.write(json.dumps(document, indent=2) + "\n")
+        stderr.write(done)
+    else:
+        for report in reports:
+            stdout.write(report.format() + "\n\n")
+        if diff is not None:
+            stdout.write(format_comparison(diff) + "\n")
+        stdout.write(done)
+    notes = stderr if fmt == "json" else stdout
+    if out_path:
+        notes.write(f"escalations, priority bumps and reminders written to {out_path}\n")
+    if html_path is not None:
+        notes.write(f"report page written to {html_path}\n")

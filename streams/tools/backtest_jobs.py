@@ -1,0 +1,325 @@
+"""`escalator backtest --jobs N`: one backtest on N processes, tickets split by hash.
+
+In event time (the backtest's default order) a ticket's actions depend only on its own
+events and on where history ends: each fires at its due instant, whatever other tickets
+do. So each process reads the whole file, decodes only the lines of its tickets
+(`streams.tools.history.shard_of`), and backtests them; the processes agree on where history
+ends before they finish; the parent adds the reports up and merges the --out files by
+(fired_at, ticket), the order the one-process backtest writes. The result is byte-identical
+to `--jobs 1` (tests/streams/tools/test_backtest_jobs.py).
+
+Two things are global, and then one process runs the whole backtest instead, for an exact
+result: `--arrival-order` (a late event's horizon is the clock of every ticket), and a
+history where --max-ahead refuses a line (the clock it is measured from is every ticket's).
+"""
+
+from __future__ import annotations
+
+import heapq
+import io
+import json
+import multiprocessing
+import os
+import queue
+import sys
+import tempfile
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import Any, TextIO
+
+from streams.sla.policy import Policy
+from streams.sla.queues import QueueWindows
+from streams.sla.report import Attainment, BacktestReport
+from streams.tools.backtest import (
+    DEFAULT_MAX_AHEAD,
+    MAX_LINES_KEPT,
+    backtest_events,
+    print_reports,
+    run_backtest,
+)
+from streams.tools.history import count_lines, is_gzip, read_history
+from streams.tools.progress import Progress
+
+_FIRST = -(2**63)
+
+
+def default_jobs() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass
+class Shard:
+    """What one process sends back."""
+
+    reports: list[BacktestReport]
+    first: int | None  # earliest and latest event time accepted
+    last: int | None
+    errors: list[str]  # its stderr lines
+    exact: bool  # False: its part depends on other tickets (a line refused by --max-ahead)
+
+
+class _Counter:
+    """Progress.update() of a child, added to a counter the parent shows."""
+
+    def __init__(self, value: Synchronized) -> None:  # type: ignore[type-arg]
+        self.value, self.count = value, 0
+
+    def update(self, n: int) -> None:
+        with self.value.get_lock():
+            self.value.value += n
+
+
+def _run_shard(
+    index: int, jobs: int, policies: list[Policy], events_path: Path, out: Path | None,
+    until: int | None, max_ahead: int, barrier: Barrier, ends: Any, done: Any,
+) -> Shard:  # fmt: skip
+    ends[index] = _FIRST
+    first: list[int] = []
+
+    def history() -> Iterator[Any]:
+        first.clear()
+        for pair in read_history(events_path, numbered=True, shard=(index, jobs)):
+            item = pair[1]
+            if not first and hasattr(item, "occurred_at"):
+                first.append(item.occurred_at)
+            yield pair
+
+    def agreed_end(clock: int | None) -> int | None:
+        if until is not None:
+            return until
+        ends[index] = _FIRST if clock is None else clock
+        barrier.wait()
+        latest = max(ends)
+        return None if latest == _FIRST else latest
+
+    errors = io.StringIO()
+    with open(out, "w", encoding="utf-8") if out else io.StringIO() as sink:
+        outs: list[Any] = [sink if out else None] + [None] * (len(policies) - 1)
+        try:
+            reports = backtest_events(
+                policies, history, outs, agreed_end, progress=_Counter(done),  # type: ignore[arg-type]
+                errors=errors, board=True, max_ahead=max_ahead, record_ops=True,
+            )  # fmt: skip
+        except BaseException:
+            barrier.abort()  # the others must not wait for this one
+            raise
+    last = ends[index] if until is None else None
+    report = reports[0]
+    return Shard(
+        reports, first[0] if first else None, None if last == _FIRST else last,
+        errors.getvalue().splitlines(), exact=not report.rejected_lines,
+    )  # fmt: skip
+
+
+def _child(results: Any, index: int, *args: Any) -> None:
+    try:
+        results.put((index, _run_shard(index, *args)))
+    except BaseException:  # noqa: BLE001 - sent to the parent, which stops
+        results.put((index, traceback.format_exc()))
+
+
+def _exact(shards: list[Shard], max_ahead: int) -> bool:
+    """No shard refused a line, and none would have been refused by the whole history's
+    clock: each shard's events are at most `max_ahead` apart, so only a gap between the
+    spans of the shards could refuse one."""
+    if not all(s.exact for s in shards):
+        return False
+    spans = sorted((s.first, s.last) for s in shards if s.first is not None and s.last is not None)
+    reach = None
+    for first, last in spans:
+        if reach is not None and first - reach > max_ahead:
+            return False
+        reach = last if reach is None else max(reach, last)
+    return True
+
+
+def merge_reports(
+    reports: list[BacktestReport], policy: Policy | None = None, until: int | None = None
+) -> BacktestReport:
+    """One policy's report from the reports of disjoint sets of tickets; the queue ops
+    alerts, which span tickets, from the shards' recorded stats replayed in clock order
+    (the shards stream their histories in time order, so the order is the one-process one)."""
+    merged = BacktestReport(reports[0].policy_source)
+    for r in reports:
+        merged.events += r.events
+        merged.bad_lines += r.bad_lines
+        merged.duplicates += r.duplicates
+        merged.tickets += r.tickets
+        merged.priority_bumps += r.priority_bumps
+        merged.reminders += r.reminders
+        merged.silenced.update(r.silenced)
+        merged.by_reason.update(r.by_reason)
+        merged.by_kind.update(r.by_kind)
+        merged.by_level.update(r.by_level)
+        for key, cell in r.attainment.items():
+            total = merged.attainment[key]
+            merged.attainment[key] = Attainment(
+                total.met + cell.met, total.missed + cell.missed, total.open + cell.open
+            )
+        merged.first_response_ms.extend(r.first_response_ms)
+        merged.outcomes.update(r.outcomes)
+        merged.due.update(r.due)
+        if r.board is not None:
+            merged.board = {**(merged.board or {}), **r.board}
+        if r.board_warnings is not None:
+            merged.board_warnings = {**(merged.board_warnings or {}), **r.board_warnings}
+        merged.per_hour.update(r.per_hour)
+        for key, scores in r.csat.items():
+            merged.csat[key].extend(scores)
+        for level, times in r.answer_ms.items():
+            merged.answer_ms[level].extend(times)
+        merged.unanswered.update(r.unanswered)
+    if policy is not None and policy.ops_alerts.enabled:
+        merged.ops = QueueWindows(policy.ops_alerts)
+        records = [r.ops_record or [] for r in reports]
+        merged.replay_ops(heapq.merge(*records, key=lambda record: record[0]), until)
+    merged.duplicate_lines = sorted(n for r in reports for n in r.duplicate_lines)[:MAX_LINES_KEPT]
+    return merged
+
+
+def _merge_outs(parts: list[Path], out_path: Path) -> None:
+    """The shards' --out lines in the one-process order: by fired_at, then ticket; a
+    ticket's own lines keep their order (a ticket is in one shard, heapq.merge is stable)."""
+
+    def keyed(path: Path) -> Iterator[tuple[int, str, str]]:
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                record = json.loads(line)
+                yield record["fired_at"], record["ticket_id"], line
+
+    with out_path.open("w", encoding="utf-8") as out:
+        for _, _, line in heapq.merge(*(keyed(p) for p in parts), key=lambda k: k[:2]):
+            out.write(line)
+
+
+def run_parallel_backtest(
+    policy: Policy,
+    events_path: Path,
+    out_path: Path | None = None,
+    other: Policy | None = None,
+    until: int | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    arrival_order: bool = False,
+    max_ahead: int = DEFAULT_MAX_AHEAD,
+    jobs: int = 0,
+    fmt: str = "text",
+    html_path: Path | None = None,
+) -> list[BacktestReport]:
+    """run_backtest() on `jobs` processes (0: one per core), with the same output."""
+    jobs = jobs or default_jobs()
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    args = (
+        policy, events_path, out_path, other, until, stdout, stderr, arrival_order, max_ahead,
+        fmt, html_path,
+    )  # fmt: skip
+    if jobs <= 1 or arrival_order:
+        return run_backtest(*args)
+    policies = [policy] if other is None else [policy, other]
+    total = None if is_gzip(events_path) else count_lines(events_path)
+    progress = Progress("backtest", total=total, stream=stderr)
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(jobs)
+    ends = context.Array("q", jobs)
+    done = context.Value("q", 0)
+    with tempfile.TemporaryDirectory(prefix="escalator-backtest-") as tmp:
+        parts = [Path(tmp) / f"out-{i}.jsonl" for i in range(jobs)] if out_path else []
+        results = context.Queue()
+        processes = [
+            context.Process(  # forked: the arguments are inherited, not pickled
+                target=_child,
+                args=(
+                    results,
+                    i,
+                    jobs,
+                    policies,
+                    events_path,
+                    parts[i] if parts else None,
+                    until,
+                    max_ahead,
+                    barrier,
+                    ends,
+                    done,
+                ),
+                daemon=True,
+            )  # fmt: skip
+            for i in range(jobs)
+        ]
+        for process in processes:
+            process.start()
+        got: dict[int, Shard | str] = {}
+        shown = 0
+        failed: str | None = None
+        while len(got) < jobs and failed is None:
+            try:
+                index, result = results.get(timeout=0.2)
+                got[index] = result
+                if isinstance(result, str):
+                    failed = result
+            except queue.Empty:  # a child's results are in the pipe before it exits
+                dead = [p for p in processes if not p.is_alive()]
+                if any(p.exitcode for p in dead) or len(dead) == jobs:
+                    failed = f"a process died (exit codes {[p.exitcode for p in dead]})"
+            now = done.value
+            progress.update(now - shown)
+            shown = now
+        if failed is not None:
+            barrier.abort()
+            for process in processes:
+                process.kill()
+            progress.close()
+            raise RuntimeError(f"backtest --jobs: {failed}")
+        for process in processes:
+            process.join()
+        shards = [got[i] for i in range(jobs)]  # type: ignore[misc]
+        progress.update(done.value - shown)
+        if not _exact(shards, max_ahead):
+            progress.close()
+            stderr.write(
+                "backtest --jobs: --max-ahead refuses lines of this history, which depends on"
+                " every ticket's clock: running on one process\n"
+            )
+            return run_backtest(*args)
+        if out_path:
+            _merge_outs(parts, out_path)
+    seconds = progress.close()
+    if until is None:
+        latest = max(ends)
+        until = None if latest == _FIRST else latest
+    reports = [
+        merge_reports([s.reports[i] for s in shards], p, until) for i, p in enumerate(policies)
+    ]
+    _report_errors(shards, reports[0], stderr)
+    print_reports(reports, seconds, stdout, stderr, fmt, html_path, out_path, processes=jobs)
+    return reports
+
+
+def _report_errors(shards: list[Shard], report: BacktestReport, stderr: TextIO) -> None:
+    """The shards' bad lines by line number, then what the one-process run says of
+    duplicates (each shard's own summary of them is dropped)."""
+    lines = [e for s in shards for e in s.errors if not e.startswith(("ignored ", "... "))]
+    bad = sorted(lines, key=_line_number)
+    for text in bad[:20]:
+        stderr.write(text + "\n")
+    skipped = report.bad_lines - min(len(bad), 20)
+    if skipped > 0 and len(bad) >= 20:
+        stderr.write(f"... {skipped} more bad lines skipped\n")
+    if report.duplicates:
+        shown = ", ".join(str(n) for n in report.duplicate_lines[:20])
+        more = f" and {report.duplicates - 20:,} more" if report.duplicates > 20 else ""
+        stderr.write(
+            f"ignored {report.duplicates:,} events whose event_id a ticket already"
+            f" had: lines {shown}{more}\n"
+        )
+
+
+def _line_number(text: str) -> int:
+    for word in text.replace(":", " ").split():
+        if word.isdigit():
+            return int(word)
+    return 0

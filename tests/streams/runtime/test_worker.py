@@ -1,0 +1,298 @@
+"""streams.runtime.worker pieces that need no broker: state stores, client settings, readiness.
+The loop itself is proven against the real broker in tests/integration/test_pipeline.py."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.runtime.kafka_config import transactional_id, worker_consumer, worker_producer
+from streams.runtime.settings import load_settings
+from streams.runtime.worker import BLOCK_CACHE_BYTES, LocalState, PartitionStore
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_a_partition_store_queues_every_write_for_the_changelog(tmp_path: Path, store: str) -> None:
+    state = LocalState(
+        load_settings({"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": store})
+    )
+    part = state.open(3)
+    assert part.get(b"a") is None
+    part.put(b"a", b"1")
+    part.put(b"b", b"2")
+    part.delete(b"a")
+    part.delete(b"never-there")
+    assert part.get(b"a") is None and part.get(b"b") == b"2"
+    assert list(part.items()) == [(b"b", b"2")]
+    assert part.pending == [(b"a", b"1"), (b"b", b"2"), (b"a", None), (b"never-there", None)]
+    assert list(state.items()) == [(b"b", b"2")]
+    state.close_all()
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_a_reopened_partition_starts_empty_and_restores_without_queueing(
+    tmp_path: Path, store: str
+) -> None:
+    settings = load_settings({"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": store})
+    state = LocalState(settings)
+    state.open(0).put(b"stale", b"x")
+    part = state.open(0)  # a new assignment: only the changelog counts
+    assert part.get(b"stale") is None
+    part.load(b"t1", b"s1")
+    part.load(b"t2", b"s2")
+    part.load(b"t1", None)  # a tombstone
+    assert list(part.items()) == [(b"t2", b"s2")] and part.pending == []
+    state.close_all()
+    assert not state.stores
+    if store == "rocksdb://":
+        assert not any((tmp_path / "tickets").iterdir())  # closed stores leave no files
+
+
+def test_items_is_a_snapshot(tmp_path: Path) -> None:
+    part = PartitionStore({})
+    part.put(b"a", b"1")
+    part.put(b"b", b"2")
+    for key, _ in part.items():
+        part.delete(key)  # no "dict changed size during iteration"
+    assert list(part.items()) == []
+
+
+@pytest.mark.parametrize("disk", [False, True])
+def test_a_front_keeps_the_latest_writes_in_memory_until_they_age_out(
+    tmp_path: Path, disk: bool
+) -> None:
+    data: Any = {}
+    if disk:
+        from rocksdict import Options, Rdict
+
+        data = Rdict(str(tmp_path / "db"), Options(raw_mode=True))
+    data[b"z"] = b"on disk"
+    part = PartitionStore(data, front=2)
+    part.delete(b"z")
+    assert part.get(b"z") is None and data[b"z"] == b"on disk"  # the deletion hides it
+    assert list(part.items()) == []
+    part.put(b"a", b"1")  # the young generation is full: it becomes the old one
+    assert part.get(b"a") == b"1" and b"a" not in data  # still in memory
+    part.put(b"z", b"back")
+    part.put(b"b", b"2")  # full again: of the old ones, only a=1 is not overridden
+    assert data[b"a"] == b"1" and data[b"z"] == b"on disk" and b"b" not in data
+    assert part.get(b"a") == b"1" and part.get(b"z") == b"back"
+    part.put(b"a", b"1'")
+    part.delete(b"b")  # full again: z=back reaches the disk
+    assert data[b"z"] == b"back" and data[b"a"] == b"1"
+    assert part.get(b"a") == b"1'" and part.get(b"b") is None
+    part.put(b"c", b"3")
+    part.put(b"d", b"4")  # full again: a=1' and the deletion of b reach the disk
+    assert data[b"a"] == b"1'" and b"b" not in data
+    part.put(b"e", b"5")
+    assert sorted(k for k, _ in part.items()) == [b"a", b"c", b"d", b"e", b"z"]
+    part.load(b"e", None)  # a restore overrides what memory holds
+    part.load(b"f", b"6")
+    assert part.get(b"e") is None and part.get(b"f") == b"6"
+    assert sorted(k for k, _ in part.items()) == [b"a", b"c", b"d", b"f", b"z"]
+    assert [k for k, _ in part.pending] == [b"z", b"a", b"z", b"b", b"a", b"b", b"c", b"d", b"e"]
+    if disk:
+        data.close()
+
+
+def test_exactly_once_clients(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_SESSION_TIMEOUT_MS": "9000",
+         "ESCALATOR_APP_ID": "esc", "ESCALATOR_INSTANCE_ID": "escalator-worker-2"}
+    )  # fmt: skip
+    consumer = worker_consumer(settings)
+    assert consumer["group.id"] == "esc"
+    assert consumer["isolation.level"] == "read_committed"
+    assert consumer["enable.auto.commit"] is False
+    assert consumer["session.timeout.ms"] == 9000 and consumer["heartbeat.interval.ms"] == 3000
+    producer = worker_producer(settings)
+    assert producer["transactional.id"] == "esc-worker-escalator-worker-2"
+    assert producer["transaction.timeout.ms"] == 10_000
+    assert producer["acks"] == "all" and producer["enable.idempotence"] is True
+
+
+def test_at_least_once_has_no_transactions(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_PROCESSING_GUARANTEE": "at_least_once"}
+    )
+    assert "transactional.id" not in worker_producer(settings)
+    assert worker_consumer(settings)["isolation.level"] == "read_uncommitted"
+
+
+def test_without_an_instance_id_the_data_dir_tells_instances_apart(tmp_path: Path) -> None:
+    one = load_settings({"ESCALATOR_DATA_DIR": str(tmp_path / "w1")})
+    two = load_settings({"ESCALATOR_DATA_DIR": str(tmp_path / "w2")})
+    assert transactional_id(one) != transactional_id(two)
+    assert transactional_id(one) == transactional_id(one)
+
+
+def test_readiness_waits_for_an_assignment(tmp_path: Path) -> None:
+    from streams.runtime.topics import Topics
+    from streams.runtime.worker import Worker
+    from streams.sla.policy import load_policy
+
+    settings = load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
+         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    )  # fmt: skip
+    worker = Worker(settings, load_policy(), Topics("t-"), event_time=True)
+    status, body = worker.readiness()
+    assert status == 503 and json.loads(body) == {"ready": False, "recovered": False,
+                                                  "partitions": []}  # fmt: skip
+    worker.rebalancing, worker.owned = False, [0, 2]
+    status, body = worker.readiness()
+    assert status == 200 and json.loads(body)["partitions"] == [0, 2]
+    assert worker.changelog == "escalator-tickets-changelog"
+
+
+class FakeProducer:
+    """Records the transactional calls the worker makes (no broker)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def begin_transaction(self) -> None:
+        self.calls.append(("begin", None))
+
+    def produce(self, topic: str, value: bytes | None, key: bytes, partition: int) -> None:
+        self.calls.append(("produce", (topic, partition)))
+
+    def send_offsets_to_transaction(self, offsets: Any, group: Any, timeout: float) -> None:
+        self.calls.append(("offsets", ([(tp.topic, tp.partition, tp.offset) for tp in offsets],
+                                       group)))  # fmt: skip
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.calls.append(("commit", None))
+
+
+def test_a_tick_only_transaction_sends_the_offsets_of_every_owned_partition(
+    tmp_path: Path,
+) -> None:
+    """KIP-447 fences a zombie through the offsets its transaction sends: a transaction with
+    only a tick's escalations must send them too, under the assignment's generation."""
+    from streams.runtime.processor import Out
+    from streams.runtime.topics import Topics
+    from streams.runtime.worker import Worker
+    from streams.sla.policy import load_policy
+
+    settings = load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
+         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    )  # fmt: skip
+    worker = Worker(settings, load_policy(), Topics("t-"))
+    producer = FakeProducer()
+    worker.producer = producer  # type: ignore[assignment]
+    worker.group = "generation 7 of the assignment"
+    worker.owned, worker.committed = [0, 2], {0: 5, 1: 9, 2: 7}  # 1: no longer owned
+    store = worker.state.open(2)
+    worker._send(2, [Out("t-escalations", b"k", b"v")], store)  # a tick fired on partition 2
+    worker._commit()
+    offsets = [call for call in producer.calls if call[0] == "offsets"]
+    source = "t-ticket-events"
+    assert offsets == [("offsets", ([(source, 0, 5), (source, 2, 7)], worker.group))]
+    assert [name for name, _ in producer.calls] == ["begin", "produce", "offsets", "commit"]
+    # With consumed messages, their offsets count and the others are still sent.
+    worker.offsets = {2: 8}
+    worker._send(2, [], store)
+    worker._commit()
+    assert producer.calls[-2] == ("offsets", ([(source, 0, 5), (source, 2, 8)], worker.group))
+    assert worker.committed == {0: 5, 1: 9, 2: 8}
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_a_store_streams_its_items_without_copying_the_partition(
+    tmp_path: Path, store: str
+) -> None:
+    """The due index is rebuilt from items(): a partition's states must never be materialised
+    (tens of thousands of 700-byte states against the chart's 1 GiB limit)."""
+    import tracemalloc
+
+    state = LocalState(
+        load_settings({"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": store})
+    )
+    part = state.open(0)
+    count, size = 40_000, 500
+    for i in range(count):
+        part.load(b"ticket-%06d" % i, bytes(size))  # 20 MB of states
+    for i in range(10):
+        part.put(b"ticket-%06d" % i, b"recent")  # the front's latest writes count too
+    part.delete(b"ticket-000010")
+    tracemalloc.start()
+    try:
+        seen = recent = 0
+        for _, value in state.items():
+            seen += 1
+            recent += value == b"recent"
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seen == count - 1 and recent == 10
+    # A list of the partition's items would take count x size = 20 MB; keys alone ~2 MB.
+    assert peak < 4 << 20, f"iterating the store peaked at {peak / 1e6:.1f} MB"
+    state.close_all()
+
+
+def test_a_transactional_call_that_ignores_its_timeout_restarts_the_worker(
+    tmp_path: Path,
+) -> None:
+    """librdkafka can block send_offsets_to_transaction past its timeout after a broker
+    restart (bench/txn_offsets_hang.py): the watchdog ends the process for a restart."""
+    import threading
+
+    from streams.runtime.processor import Out
+    from streams.runtime.topics import Topics
+    from streams.runtime.worker import Worker
+    from streams.sla.policy import load_policy
+
+    settings = load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
+         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    )  # fmt: skip
+    worker = Worker(settings, load_policy(), Topics("t-"))
+    released = threading.Event()
+
+    class HangingProducer(FakeProducer):
+        def send_offsets_to_transaction(self, offsets: Any, group: Any, timeout: float) -> None:
+            released.wait(10)  # a hang: the timeout it was given is ignored
+
+    overruns: list[str] = []
+    worker.producer = HangingProducer()  # type: ignore[assignment]
+    worker.watchdog_s = 0.2
+    worker.overrun = lambda call: (overruns.append(call), released.set())  # type: ignore[assignment,func-returns-value]
+    worker.owned, worker.committed = [0], {0: 5}
+    worker._send(0, [Out("t-escalations", b"k", b"v")], worker.state.open(0))
+    worker._commit()
+    assert overruns == ["send_offsets_to_transaction"]
+    # and a call that returns in time leaves the timer unfired
+    worker.producer = FakeProducer()  # type: ignore[assignment]
+    worker._send(0, [Out("t-escalations", b"k", b"v")], worker.state.open(0))
+    worker._commit()
+    time.sleep(0.4)
+    assert overruns == ["send_offsets_to_transaction"]
+
+
+def test_the_stores_of_a_worker_share_one_bounded_block_cache(tmp_path: Path) -> None:
+    """RocksDB's default is a 32 MB block cache per store, with the tables' indexes and filters
+    outside any cache (growing with the data): a worker's memory grew with its partitions and
+    its state."""
+    settings = load_settings({"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "rocksdb://"})
+    state = LocalState(settings)
+    for p in (0, 1):
+        state.open(p)
+        db = state.dbs[p]
+        for i in range(20_000):
+            db[b"T%07d" % i] = b"x" * 200
+        db.flush()
+        assert db.get(b"T0000001") == b"x" * 200
+    try:
+        for db in state.dbs.values():
+            assert db.property_int_value("rocksdb.block-cache-capacity") == BLOCK_CACHE_BYTES
+            assert db.property_int_value("rocksdb.estimate-table-readers-mem") < 16_384
+        usage = [db.property_int_value("rocksdb.block-cache-usage") for db in state.dbs.values()]
+        assert usage[0] == usage[1] > 0  # one cache: each store reports the shared usage
+    finally:
+        state.close_all()

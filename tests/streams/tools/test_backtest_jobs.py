@@ -1,0 +1,121 @@
+"""`escalator backtest --jobs N` writes what one process writes, byte for byte."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from streams.cli.main import main
+from streams.sla.events import event_to_dict
+from streams.sla.policy import load_policy
+from streams.tools.backtest_jobs import run_parallel_backtest
+from streams.tools.generator import generate_to_file
+from streams.tools.history import read_history, shard_of, write_history
+
+T_2150 = 5_680_281_600_000  # far past a 2026 history: refused by --max-ahead
+
+
+def _run(path: Path, jobs: int, tmp: Path, **kwargs: object) -> tuple[bytes, str, str]:
+    out = tmp / f"out-{jobs}.jsonl"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    run_parallel_backtest(load_policy(), path, out, stdout=stdout, stderr=stderr, jobs=jobs,
+                          **kwargs)  # type: ignore[arg-type]  # fmt: skip
+    # the last two lines say how long it took and where the file is
+    report = "\n".join(stdout.getvalue().splitlines()[:-2])
+    return out.read_bytes(), report, stderr.getvalue()
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("history") / "h.jsonl"
+    generate_to_file(path, agents=12, days=3, seed=11)
+    # duplicates and a bad line too: the merged report counts them as one process does
+    lines = path.read_text().splitlines()
+    lines[40:40] = [lines[10], "{not json", '{"ticket_id": "T1", "type": "NOPE"}']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_jobs_give_the_output_and_report_of_one_process(
+    history: Path, tmp_path: Path, jobs: int
+) -> None:
+    one_out, one_report, one_err = _run(history, 1, tmp_path)
+    many_out, many_report, many_err = _run(history, jobs, tmp_path)
+    assert one_out.count(b"\n") > 100 and "escalations" in one_report
+    assert many_out == one_out
+    assert many_report == one_report
+    for line in ("skipped bad line", "ignored 1 events whose event_id a ticket already had"):
+        assert line in one_err and line in many_err
+
+
+def test_every_shard_gets_whole_tickets(history: Path) -> None:
+    owners: dict[str, set[int]] = {}
+    for shard in range(3):
+        for item in read_history(history, shard=(shard, 3)):
+            if hasattr(item, "ticket_id"):
+                owners.setdefault(item.ticket_id, set()).add(shard)
+    assert all(len(s) == 1 for s in owners.values())
+    assert {next(iter(s)) for s in owners.values()} == {0, 1, 2}
+    assert all(shard_of(t, 3) in s for t, s in owners.items())
+
+
+def test_a_compare_run_is_the_same_on_several_processes(history: Path, tmp_path: Path) -> None:
+    other = load_policy()  # what matters is that both reports are merged alike
+    outs = []
+    for jobs in (1, 2):
+        stdout = io.StringIO()
+        run_parallel_backtest(load_policy(), history, None, other, stdout=stdout,
+                              stderr=io.StringIO(), jobs=jobs)  # fmt: skip
+        outs.append(stdout.getvalue().splitlines()[:-1])
+    assert outs[0] == outs[1]
+
+
+def test_a_line_refused_by_max_ahead_runs_on_one_process(tmp_path: Path, history: Path) -> None:
+    """Refusing a line depends on every ticket's clock: the parallel run is not exact, so
+    one process runs it."""
+    events = [e for e in read_history(history) if hasattr(e, "ticket_id")][:300]
+    far = dataclasses.replace(events[0], event_id="far", occurred_at=T_2150)
+    path = tmp_path / "far.jsonl"
+    write_history(path, events)
+    with path.open("a") as f:
+        f.write(json.dumps(event_to_dict(far)) + "\n")
+    one_out, one_report, _ = _run(path, 1, tmp_path)
+    many_out, many_report, err = _run(path, 2, tmp_path)
+    assert "running on one process" in err
+    assert (many_out, many_report) == (one_out, one_report)
+    assert "skipped line 301" in err
+
+
+def test_the_command_line_takes_jobs(
+    history: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cli.jsonl"
+    assert main(["backtest", str(history), "--out", str(out), "--jobs", "2"]) == 0
+    assert "2 processes" in capsys.readouterr().out
+    assert out.read_bytes() == _run(history, 1, tmp_path)[0]
+    assert main(["backtest", str(history), "--jobs", "0"]) != 0
+    assert "--jobs 0: must be at least 1" in capsys.readouterr().err
+
+
+def test_the_whole_json_report_is_the_same_on_several_processes(tmp_path: Path) -> None:
+    """Queue ops alerts span the tickets of every shard, and CSAT, answer times and the
+    hourly counts are added up: the JSON report of --jobs 2 is the one of --jobs 1."""
+    from tests.integration.test_ops_alerts import alerts_policy
+
+    path = tmp_path / "history.jsonl"
+    generate_to_file(path, agents=40, days=2, seed=11)
+    _, policy = alerts_policy(tmp_path)
+    documents = []
+    for jobs in (1, 2):
+        stdout = io.StringIO()
+        run_parallel_backtest(policy, path, None, stdout=stdout, stderr=io.StringIO(),
+                              jobs=jobs, fmt="json")  # fmt: skip
+        documents.append(json.loads(stdout.getvalue()))
+    (report,) = documents[0]["reports"]
+    assert len(report["ops_alerts"]) >= 10 and report["csat"] and report["answer_times"]
+    assert documents[1] == documents[0]
