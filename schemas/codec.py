@@ -81,6 +81,7 @@ NAMES: Final = (
     "OpsAlert",
     "DeadLetter",
     "WebhookDeadLetter",
+    "TicketBoard",
 )
 MAGIC: Final = 0
 _HEADER_LEN: Final = 5

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from schemas.codec import AvroCodec, DecodeError, ErrorKind
 from streams.sla.actions import Escalation, PriorityBump, Reminder
+from streams.sla.board import BoardEntry, BoardRecord, BoardView, News, WarningEntry
 from streams.sla.events import (
     MIN_TIMESTAMP_MS,
     EventError,
@@ -36,6 +37,8 @@ __all__ = [
     "ops_alert_id",
     "priority_bump_to_avro",
     "reminder_to_avro",
+    "ticket_board_from_avro",
+    "ticket_board_to_avro",
     "ticket_event_from_avro",
     "ticket_event_to_avro",
 ]
@@ -186,6 +189,38 @@ def escalation_to_avro(escalation: Escalation, emitted_at: int) -> dict[str, Any
         "event_id": escalation.event_id,
         "cycle": escalation.cycle,
     }
+
+
+def ticket_board_to_avro(record: BoardRecord) -> dict[str, Any]:
+    """Avro dict of a TicketBoard record (the ticket id is the record's, not repeated inside)."""
+    view = record.view
+    return {
+        "ticket_id": view.ticket_id,
+        "resolved": view.resolved,
+        "entry": None if view.entry is None else _without_ticket(view.entry),
+        "warning": None if view.warning is None else _without_ticket(view.warning),
+        "news": [_without_ticket(n) for n in record.news],
+    }
+
+
+def ticket_board_from_avro(record: Mapping[str, Any]) -> BoardRecord:
+    """A decoded TicketBoard record (raises KeyError or TypeError on a malformed dict)."""
+    ticket_id = record["ticket_id"]
+    entry, warning = record["entry"], record["warning"]
+    return BoardRecord(
+        BoardView(
+            ticket_id,
+            bool(record["resolved"]),
+            None if entry is None else BoardEntry(ticket_id, **entry),
+            None if warning is None else WarningEntry(ticket_id, **warning),
+        ),
+        tuple(News(n["type"], ticket_id, **{k: v for k, v in n.items() if k != "type"})
+              for n in record["news"]),
+    )  # fmt: skip
+
+
+def _without_ticket(value: BoardEntry | WarningEntry | News) -> dict[str, Any]:
+    return {k: getattr(value, k) for k in value.__slots__ if k != "ticket_id"}
 
 
 def priority_bump_to_avro(bump: PriorityBump, emitted_at: int) -> dict[str, Any]:

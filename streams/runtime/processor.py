@@ -25,6 +25,7 @@ from schemas.records import (
     escalation_to_avro,
     priority_bump_to_avro,
     reminder_to_avro,
+    ticket_board_to_avro,
 )
 from streams.runtime.queue_stats import encode_heartbeat, encode_stat
 from streams.runtime.settings import Settings
@@ -46,6 +47,7 @@ from streams.sla.actions import (
     Silenced,
     SlaOutcome,
 )
+from streams.sla.board import follow
 from streams.sla.engine import Engine
 from streams.sla.events import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, Status, TicketEvent
 from streams.sla.queues import QUEUE_STATS, QueueStat, StatKind, queue_name, stat_id
@@ -288,6 +290,8 @@ class TicketProcessor:
         self.engine = engine
         self.topics = topics
         self.codecs = codecs
+        # ticket-board records (see _board) when the codecs have TicketBoard (the worker's do)
+        self.board_codec = codecs.get("TicketBoard")
         self.max_event_bytes = max_event_bytes
         self.max_record_bytes = max_record_bytes
         self.event_time = event_time
@@ -317,6 +321,7 @@ class TicketProcessor:
                 shadow_metrics, max_skew_ms, max_record_bytes,
             )  # fmt: skip
             self.shadow.queue_stats = False
+            self.shadow.board_codec = None  # nobody shows a candidate policy's board
             self.diff = ShadowDiff()
         self.shadow_kept = {topics.escalations, topics.priority_bumps, topics.reminders}
         # Shadow states found with no shadow policy running: deleted (changelog tombstones in
@@ -505,6 +510,9 @@ class TicketProcessor:
         state, actions = self.engine.apply(state, event, engine_now, quiet)
         queue = queue_name(state.channel, state.category)
         records = self._records(actions, now)
+        board = self._board(state, event, actions)
+        if board is not None:
+            records.append(board)
         value = encode_state(partition, state)
         largest = max([len(value), *(len(o.value or b"") for o in records)])
         if largest > self.max_record_bytes:
@@ -636,6 +644,8 @@ class TicketProcessor:
             leaves = None if state.next_due is not None else self._leaves_at(state)
             if leaves is not None and leaves <= upto:
                 store.delete(key)
+                if self.board_codec is not None and state.board and state.board.published:
+                    out.append(Out(self.topics.board, key, None))
                 if metrics is not None:
                     metrics.removed(partition, state)
                 if self.diff is not None:
@@ -650,11 +660,14 @@ class TicketProcessor:
                 state, actions = self.engine.advance(state, due, quiet, True)
             else:
                 state, actions = self.engine.advance(state, upto, quiet)
+            board = self._board(state, None, actions)
             self.cache.save(store, key, partition, state)
             if metrics is not None:
                 metrics.moved(partition, old, category(state))
             self._schedule(partition, key, state)
             out.extend(self._encode(actions, now, queue_name(state.channel, state.category), stats))
+            if board is not None:
+                out.append(board)
         return out
 
     # ------------------------------------------------------------------ output
@@ -700,6 +713,24 @@ class TicketProcessor:
                 out.append(Out(self.topics.reminders, action.ticket_id.encode(),
                                self.codecs["Reminder"].encode(record)))  # fmt: skip
         return out
+
+    def _board(
+        self, state: TicketState, event: TicketEvent | None, actions: list[Action]
+    ) -> Out | None:
+        """The ticket-board record of a ticket the engine just worked on, if what the board
+        shows of it changed: the core decides (streams.sla.board.follow), from the inputs
+        it keeps in the ticket's state."""
+        codec = self.board_codec
+        if codec is None:
+            return None
+        state.board, record = follow(
+            state.board, state.ticket_id, event, actions, self.engine.policy
+        )
+        if record is None:
+            return None
+        return Out(
+            self.topics.board, state.ticket_id.encode(), codec.encode(ticket_board_to_avro(record))
+        )
 
     def _count(self, actions: list[Action], now: int, queue: str, stats: list[QueueStat]) -> None:
         """Count a ticket's actions; its SLA breach escalations also go into `stats`."""

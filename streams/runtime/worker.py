@@ -63,7 +63,7 @@ from streams.sla.policy import Policy
 
 log = logging.getLogger("escalator.worker")
 
-CODECS = ("TicketEvent", "Escalation", "PriorityBump", "Reminder", "DeadLetter")
+CODECS = ("TicketEvent", "Escalation", "PriorityBump", "Reminder", "DeadLetter", "TicketBoard")
 READY = "Worker ready"  # said after each assignment's restore (tests and the demo wait for it)
 RESTART_EXIT_CODE = 75  # the supervisor in `escalator worker` restarts the child on this
 RESTARTS_ENV = "ESCALATOR_WORKER_RESTARTS"  # consecutive restarts, set by the supervisor

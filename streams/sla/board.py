@@ -35,11 +35,18 @@ From those inputs (`TicketInputs.entry`):
 
 So the board converges to the same content whatever order the records are read in, and
 reading a record twice changes nothing.
+
+The live worker keeps each ticket's inputs in its state (`TicketInputs` in
+`TicketState.board`) and calls `follow` with each event and the actions it caused: when what
+the board shows of the ticket changed (`BoardView`), or something new goes on its "latest
+events" feed (`News`), it publishes a `BoardRecord` on the compacted ticket-board topic, which
+the Redis sink projects as it is. The worker sees a ticket's inputs in order, so it can drop
+escalations the ticket's latest close already ended for good (`TicketInputs.prune`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -86,6 +93,29 @@ class Fired:
             due_at=int(record["due_at"]),
             fired_at=int(record["fired_at"]),
         )
+
+    @classmethod
+    def from_action(cls, action: Escalation) -> Fired:
+        return cls(
+            action.escalation_id, action.ticket_id, str(action.kind), action.level,
+            action.from_level, action.target, str(action.reason), action.rule, action.due_at,
+            action.fired_at,
+        )  # fmt: skip
+
+    def to_row(self) -> list[Any]:
+        return [
+            self.escalation_id, self.ticket_id, self.kind, self.level, self.from_level,
+            self.target, self.reason, self.rule, self.due_at, self.fired_at,
+        ]  # fmt: skip
+
+    def news(self) -> News:
+        """Its line on the feed."""
+        return News(
+            "warning" if self.warning else "escalation", self.ticket_id, self.escalation_id,
+            self.fired_at, kind=self.kind, level=self.level, from_level=self.from_level,
+            target=self.target, reason=self.reason, rule=self.rule, due_at=self.due_at,
+            fired_at=self.fired_at,
+        )  # fmt: skip
 
     def order(self) -> tuple[int, int, str]:
         """Which of a ticket's escalations is the latest."""
@@ -191,6 +221,47 @@ def clockless(entries: Mapping[str, Shown]) -> dict[str, Shown]:
     return {ticket_id: replace(entry, fired_at=0) for ticket_id, entry in entries.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class News:
+    """One line of the board's "latest events" feed, at event time `at` (fired_at, or the
+    closing event's time): an escalation, an SLA warning, a priority bump, or a ticket that
+    left the board resolved. The fields a type does not have are None."""
+
+    type: str  # escalation, warning, priority_bump, resolved
+    ticket_id: str
+    escalation_id: str
+    at: int
+    kind: str | None = None
+    level: int | None = None
+    from_level: int | None = None
+    target: str | None = None
+    reason: str | None = None
+    rule: str | None = None
+    due_at: int | None = None
+    fired_at: int | None = None
+    old_priority: str | None = None
+    new_priority: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BoardView:
+    """What the board shows of one ticket: its entry (None: not on the board), its SLA
+    warning (shown apart), and whether it is resolved."""
+
+    ticket_id: str
+    resolved: bool
+    entry: BoardEntry | None
+    warning: WarningEntry | None
+
+
+@dataclass(frozen=True, slots=True)
+class BoardRecord:
+    """A ticket-board record: the ticket's view after a change and the feed lines it adds."""
+
+    view: BoardView
+    news: tuple[News, ...] = ()
+
+
 @dataclass(slots=True)
 class TicketInputs:
     """Everything the board knows about one ticket; merging the same input twice is a no-op."""
@@ -199,6 +270,37 @@ class TicketInputs:
     escalations: dict[str, Fired] = field(default_factory=dict)
     bumps: dict[str, str] = field(default_factory=dict)  # escalation_id -> new priority
     life: Lifecycle = field(default_factory=Lifecycle)
+    published: bool = False  # the worker has published a ticket-board record of it
+
+    def to_row(self) -> list[Any]:
+        """JSON-ready, for the worker's ticket state (the ticket id is the state's)."""
+        life = self.life
+        return [
+            life.closed_at, life.open_at, life.answered_at, self.published,
+            [f.to_row() for f in self.escalations.values()], self.bumps,
+        ]  # fmt: skip
+
+    @classmethod
+    def from_row(cls, ticket_id: str, row: list[Any]) -> TicketInputs:
+        closed_at, open_at, answered_at, published, fired, bumps = row
+        escalations = {r[0]: Fired(*r) for r in fired}
+        life = Lifecycle(closed_at, open_at, answered_at)
+        return cls(ticket_id, escalations, dict(bumps), life, published)
+
+    def view(self, policy: Policy) -> BoardView:
+        return BoardView(self.ticket_id, self.life.closed, self.entry(policy), self.warning())
+
+    def prune(self) -> None:
+        """Forget the escalations (and their bumps) due at or before the latest close: the
+        close ended them for good (`closed_at` only grows), so the board never shows them
+        again, and a ticket's inputs stay as small as its current cycle."""
+        since = self.life.closed_at
+        if since is None:
+            return
+        ended = [i for i, e in self.escalations.items() if e.due_at <= since]
+        for escalation_id in ended:
+            del self.escalations[escalation_id]
+            self.bumps.pop(escalation_id, None)
 
     def add_escalation(self, fired: Fired) -> bool:
         """True if the escalation is new."""
@@ -273,6 +375,60 @@ class TicketInputs:
             priority=priority,
             climbs_at=climbs_at,
         )
+
+
+def follow(
+    inputs: TicketInputs | None,
+    ticket_id: str,
+    event: TicketEvent | None,
+    actions: Iterable[Action],
+    policy: Policy,
+) -> tuple[TicketInputs, BoardRecord | None]:
+    """A ticket's board inputs after `event` (None: a clock tick) and the actions the engine
+    took on it, and the ticket-board record to publish: None unless what the board shows
+    changed or the feed gets a line. A ticket gets no record before its first escalation,
+    warning or bump; `inputs` is updated in place."""
+    if inputs is None:
+        inputs = TicketInputs(ticket_id)
+    life = inputs.life
+    before_life = Lifecycle(life.closed_at, life.open_at, life.answered_at)
+    moved = event is not None and life.observe(event)
+    fired: list[Fired] = []
+    bumps: list[PriorityBump] = []
+    for action in actions:
+        if isinstance(action, Escalation):
+            if action.escalation_id not in inputs.escalations:
+                fired.append(Fired.from_action(action))
+        elif isinstance(action, PriorityBump) and action.escalation_id not in inputs.bumps:
+            bumps.append(action)
+    if not fired and not bumps and not (moved and inputs.published):
+        return inputs, None
+    before = None
+    if inputs.published:
+        inputs.life = before_life
+        before = inputs.view(policy)
+        inputs.life = life
+    news = []
+    for f in fired:
+        inputs.escalations[f.escalation_id] = f
+        news.append(f.news())
+    for bump in bumps:
+        inputs.bumps[bump.escalation_id] = bump.new_priority
+        news.append(News(
+            "priority_bump", ticket_id, bump.escalation_id, bump.fired_at,
+            reason=str(bump.reason), fired_at=bump.fired_at, old_priority=bump.old_priority,
+            new_priority=bump.new_priority,
+        ))  # fmt: skip
+    after = inputs.view(policy)
+    if before is not None and before.entry is not None and after.entry is None:
+        # left the board: closed (the only way out once on it)
+        at = life.closed_at or 0
+        news.append(News("resolved", ticket_id, before.entry.escalation_id, at))
+    inputs.prune()
+    if not news and after == before:
+        return inputs, None
+    inputs.published = True
+    return inputs, BoardRecord(after, tuple(news))
 
 
 def climb_due(policy: Policy, level: int, since: int) -> int | None:

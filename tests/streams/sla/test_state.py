@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from streams.sla.board import Fired, Lifecycle, TicketInputs
 from streams.sla.events import Priority, Status
 from streams.sla.state import SEEN_WINDOW, Clock, TicketState
 
@@ -26,6 +27,10 @@ def busy_state() -> TicketState:
         level=3, awaiting_since=20, escalated_at=21, fired={"sla:x|2", "trigger:y|1"},
         seen={"e1", "e2"}, next_due=22, closed=True, f_chain="billing", f_step=1, f_since=23,
         climb_id="esc-1", f_id="esc-2", repeat=2, climb_paused=24, f_paused=25,
+        board=TicketInputs(
+            "T1", {"esc-1": Fired("esc-1", "T1", "HIERARCHICAL", 2, 1, "L2", "SLA", "r", 5, 6)},
+            {"esc-1": "HIGH"}, Lifecycle(26, 27, None), published=True,
+        ),
     )  # fmt: skip
 
 
@@ -50,9 +55,9 @@ def test_row_and_dict_round_trip_through_json_to_the_same_state() -> None:
 
 def test_a_row_of_the_wrong_length_is_refused() -> None:
     row = busy_state().to_row()
-    with pytest.raises(ValueError, match="a ticket state row has 38 fields, got 39"):
+    with pytest.raises(ValueError, match="a ticket state row has 39 fields, got 40"):
         TicketState.from_row([*row, None])
-    with pytest.raises(ValueError, match="a ticket state row has 38 fields, got 28"):
+    with pytest.raises(ValueError, match="a ticket state row has 39 fields, got 28"):
         TicketState.from_row(row[:28])
 
 
@@ -65,6 +70,8 @@ def test_rows_written_by_earlier_releases_read_with_defaults_for_later_fields() 
     newer = TicketState.from_row(state.to_row()[:32])  # with the functional chain
     assert (newer.f_chain, newer.f_step, newer.f_since) == ("billing", 1, 23)
     assert (newer.climb_id, newer.climb_paused, newer.f_paused) == (None, 0, 0)
+    before_board = TicketState.from_row(state.to_row()[:-1])  # a state from before the board
+    assert before_board.board is None and before_board.raised_at == state.raised_at
 
 
 def test_the_seen_window_is_bounded_and_keeps_the_latest() -> None:
