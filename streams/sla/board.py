@@ -46,7 +46,7 @@ escalations the ticket's latest close already ended for good (`TicketInputs.prun
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -255,11 +255,46 @@ class BoardView:
 
 
 @dataclass(frozen=True, slots=True)
+class Bumped:
+    """A priority bump as the feed shows it."""
+
+    escalation_id: str
+    old_priority: str
+    new_priority: str
+    reason: str
+    fired_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    """The entry that left the board when the ticket closed, and the close's event time."""
+
+    escalation_id: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
 class BoardRecord:
-    """A ticket-board record: the ticket's view after a change and the feed lines it adds."""
+    """A ticket-board record: the ticket's view after a change, and what the change adds to
+    the feed: escalations and warnings fired, bumps, the entry that left resolved."""
 
     view: BoardView
-    news: tuple[News, ...] = ()
+    fired: tuple[Fired, ...] = ()
+    bumps: tuple[Bumped, ...] = ()
+    left: Left | None = None
+
+    def news(self) -> list[News]:
+        """The feed lines of this change, in that order."""
+        ticket_id = self.view.ticket_id
+        lines = [f.news() for f in self.fired]
+        lines += [
+            News("priority_bump", ticket_id, b.escalation_id, b.fired_at, reason=b.reason,
+                 fired_at=b.fired_at, old_priority=b.old_priority, new_priority=b.new_priority)
+            for b in self.bumps
+        ]  # fmt: skip
+        if self.left is not None:
+            lines.append(News("resolved", ticket_id, self.left.escalation_id, self.left.at))
+        return lines
 
 
 @dataclass(slots=True)
@@ -271,6 +306,8 @@ class TicketInputs:
     bumps: dict[str, str] = field(default_factory=dict)  # escalation_id -> new priority
     life: Lifecycle = field(default_factory=Lifecycle)
     published: bool = False  # the worker has published a ticket-board record of it
+    # What the last `follow` found it shows (not stored: recomputed once after a restore)
+    shown: BoardView | None = field(default=None, compare=False)
 
     def to_row(self) -> list[Any]:
         """JSON-ready, for the worker's ticket state (the ticket id is the state's)."""
@@ -381,7 +418,7 @@ def follow(
     inputs: TicketInputs | None,
     ticket_id: str,
     event: TicketEvent | None,
-    actions: Iterable[Action],
+    actions: Sequence[Action],
     policy: Policy,
 ) -> tuple[TicketInputs, BoardRecord | None]:
     """A ticket's board inputs after `event` (None: a clock tick) and the actions the engine
@@ -391,44 +428,59 @@ def follow(
     if inputs is None:
         inputs = TicketInputs(ticket_id)
     life = inputs.life
-    before_life = Lifecycle(life.closed_at, life.open_at, life.answered_at)
+    was = (life.closed_at, life.open_at, life.answered_at)
     moved = event is not None and life.observe(event)
+    if not actions and not (moved and inputs.published):
+        return inputs, None  # most calls: nothing the board could show moved
     fired: list[Fired] = []
-    bumps: list[PriorityBump] = []
+    bumps: list[Bumped] = []
     for action in actions:
         if isinstance(action, Escalation):
             if action.escalation_id not in inputs.escalations:
                 fired.append(Fired.from_action(action))
         elif isinstance(action, PriorityBump) and action.escalation_id not in inputs.bumps:
-            bumps.append(action)
-    if not fired and not bumps and not (moved and inputs.published):
-        return inputs, None
-    before = None
-    if inputs.published:
+            bumps.append(Bumped(action.escalation_id, action.old_priority, action.new_priority,
+                                str(action.reason), action.fired_at))  # fmt: skip
+    before_life = Lifecycle(*was)
+    if not fired and not bumps:
+        if not (moved and inputs.published):
+            return inputs, None
+        if inputs.shown is not None and not _shows(before_life, life, inputs.shown):
+            return inputs, None
+    before = inputs.shown
+    if before is None and inputs.published:
         inputs.life = before_life
         before = inputs.view(policy)
         inputs.life = life
-    news = []
     for f in fired:
         inputs.escalations[f.escalation_id] = f
-        news.append(f.news())
     for bump in bumps:
         inputs.bumps[bump.escalation_id] = bump.new_priority
-        news.append(News(
-            "priority_bump", ticket_id, bump.escalation_id, bump.fired_at,
-            reason=str(bump.reason), fired_at=bump.fired_at, old_priority=bump.old_priority,
-            new_priority=bump.new_priority,
-        ))  # fmt: skip
-    after = inputs.view(policy)
+    after = inputs.shown = inputs.view(policy)
+    left = None
     if before is not None and before.entry is not None and after.entry is None:
         # left the board: closed (the only way out once on it)
-        at = life.closed_at or 0
-        news.append(News("resolved", ticket_id, before.entry.escalation_id, at))
+        left = Left(before.entry.escalation_id, life.closed_at or 0)
     inputs.prune()
-    if not news and after == before:
+    if not fired and not bumps and after == before:
         return inputs, None
     inputs.published = True
-    return inputs, BoardRecord(after, tuple(news))
+    return inputs, BoardRecord(after, tuple(fired), tuple(bumps), left)
+
+
+def _shows(before: Lifecycle, after: Lifecycle, shown: BoardView) -> bool:
+    """Whether a lifecycle move can change what the board shows: whether the ticket is
+    closed, its latest close (which escalations it ended), or an agent reply to a ticket
+    that would climb (a reply only stops climbs). A later reopening of an open ticket, the
+    most common move, changes nothing."""
+    if before.closed != after.closed or before.closed_at != after.closed_at:
+        return True
+    entry = shown.entry
+    return (
+        before.answered_at != after.answered_at
+        and entry is not None
+        and (entry.climbs_at is not None)
+    )
 
 
 def climb_due(policy: Policy, level: int, since: int) -> int | None:

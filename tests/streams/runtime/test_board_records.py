@@ -80,7 +80,7 @@ def test_a_record_only_when_what_the_board_shows_changes(
     [first] = board(codecs, send(proc, store, codecs, event("A", "a1", T0, tags_added=("legal",))))
     assert first is not None and first.view.entry is not None and not first.view.resolved
     assert first.view.entry.reason == "LEGAL_THREAT" and first.view.entry.priority == "URGENT"
-    assert [n.type for n in first.news] == ["escalation", "priority_bump"]
+    assert [n.type for n in first.news()] == ["escalation", "priority_bump"]
     # an event that changes nothing the board shows: no record
     same = send(proc, store, codecs, event("A", "a2", T0 + MINUTE, "TAGS_CHANGED"), offset=2)
     assert board(codecs, same) == []
@@ -91,7 +91,7 @@ def test_a_record_only_when_what_the_board_shows_changes(
     assert closed is not None and closed.view.resolved and closed.view.entry is None
     # (the wall clock is days later: what fell due before the close fires with it)
     resolved = ("resolved", first.view.entry.escalation_id, T0 + HOUR)
-    assert resolved in [(n.type, n.escalation_id, n.at) for n in closed.news]
+    assert resolved in [(n.type, n.escalation_id, n.at) for n in closed.news()]
 
 
 def test_a_tick_that_fires_publishes_and_the_store_leaving_is_a_tombstone(
@@ -101,7 +101,7 @@ def test_a_tick_that_fires_publishes_and_the_store_leaving_is_a_tombstone(
     assert board(codecs, send(proc, store, codecs, event("A", "a1", T0))) == []
     fired = board(codecs, proc.on_tick(store, 0, T0 + 70 * MINUTE))
     assert len(fired) == 1 and fired[0] is not None
-    assert {n.type for n in fired[0].news} >= {"warning", "escalation"}
+    assert {n.type for n in fired[0].news()} >= {"warning", "escalation"}
     assert fired[0].view.warning is not None and fired[0].view.entry is not None
     assert board(codecs, proc.on_tick(store, 0, T0 + 70 * MINUTE)) == []  # nothing new
 
