@@ -324,9 +324,6 @@ class TicketInputs:
         life = Lifecycle(closed_at, open_at, answered_at)
         return cls(ticket_id, escalations, dict(bumps), life, published)
 
-    def view(self, policy: Policy) -> BoardView:
-        return BoardView(self.ticket_id, self.life.closed, self.entry(policy), self.warning())
-
     def prune(self) -> None:
         """Forget the escalations (and their bumps) due at or before the latest close: the
         close ended them for good (`closed_at` only grows), so the board never shows them
@@ -353,22 +350,34 @@ class TicketInputs:
         self.bumps[escalation_id] = new_priority
         return True
 
-    def _open(self, warnings: bool) -> list[Fired]:
-        """The open escalations (or warnings): the ticket is open and they came after its
-        latest close."""
+    def _open(self) -> tuple[list[Fired], list[Fired]]:
+        """The open escalations and the open warnings: the ticket is open and they came
+        after its latest close."""
         life = self.life
+        escalations: list[Fired] = []
+        warnings: list[Fired] = []
         if life.closed:
-            return []
+            return escalations, warnings
         since = life.closed_at
-        return [
-            e
-            for e in self.escalations.values()
-            if e.warning is warnings and (since is None or e.due_at > since)
-        ]
+        for e in self.escalations.values():
+            if since is None or e.due_at > since:
+                (warnings if e.reason == _SLA_WARNING else escalations).append(e)
+        return escalations, warnings
+
+    def view(self, policy: Policy) -> BoardView:
+        escalations, warnings = self._open()
+        return BoardView(
+            self.ticket_id,
+            self.life.closed,
+            self._entry(escalations, policy),
+            self._warning(warnings),
+        )
 
     def warning(self) -> WarningEntry | None:
         """The ticket's latest open SLA warning, or None."""
-        open_ = self._open(warnings=True)
+        return self._warning(self._open()[1])
+
+    def _warning(self, open_: list[Fired]) -> WarningEntry | None:
         if not open_:
             return None
         latest = max(open_, key=Fired.order)
@@ -385,10 +394,12 @@ class TicketInputs:
     def entry(self, policy: Policy) -> BoardEntry | None:
         """The ticket's board entry, or None when it has no open escalation (warnings are
         not escalations)."""
-        life = self.life
-        open_ = self._open(warnings=False)
+        return self._entry(self._open()[0], policy)
+
+    def _entry(self, open_: list[Fired], policy: Policy) -> BoardEntry | None:
         if not open_:
             return None
+        life = self.life
         latest = max(open_, key=Fired.order)
         raised = [e for e in open_ if e.raises]
         climbs_at = None
@@ -396,7 +407,10 @@ class TicketInputs:
             last = max(raised, key=Fired.order)
             if life.answered_at is None or life.answered_at < last.due_at:
                 climbs_at = climb_due(policy, last.level, last.fired_at)
-        bumped = [self.bumps[e.escalation_id] for e in open_ if e.escalation_id in self.bumps]
+        bumps = self.bumps
+        bumped = (
+            [bumps[e.escalation_id] for e in open_ if e.escalation_id in bumps] if bumps else ()
+        )
         priority = max(bumped, key=lambda p: PRIORITY_RANK[Priority(p)]) if bumped else None
         return BoardEntry(
             ticket_id=self.ticket_id,
@@ -412,6 +426,9 @@ class TicketInputs:
             priority=priority,
             climbs_at=climbs_at,
         )
+
+
+_SLA_WARNING = str(Reason.SLA_WARNING)
 
 
 def follow(
