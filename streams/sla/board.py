@@ -102,12 +102,6 @@ class Fired:
             action.fired_at,
         )  # fmt: skip
 
-    def to_row(self) -> list[Any]:
-        return [
-            self.escalation_id, self.ticket_id, self.kind, self.level, self.from_level,
-            self.target, self.reason, self.rule, self.due_at, self.fired_at,
-        ]  # fmt: skip
-
     def news(self) -> News:
         """Its line on the feed."""
         return News(
@@ -310,19 +304,25 @@ class TicketInputs:
     shown: BoardView | None = field(default=None, compare=False)
 
     def to_row(self) -> list[Any]:
-        """JSON-ready, for the worker's ticket state (the ticket id is the state's)."""
+        """JSON-ready, for the worker's ticket state, which it makes larger on every write:
+        only the lifecycle until the ticket is on the board, no ticket id (the state's)."""
         life = self.life
-        return [
-            life.closed_at, life.open_at, life.answered_at, self.published,
-            [f.to_row() for f in self.escalations.values()], self.bumps,
+        if not (self.published or self.escalations or self.bumps):
+            return [life.closed_at, life.open_at, life.answered_at]
+        fired = [
+            [f.escalation_id, f.kind, f.level, f.from_level, f.target, f.reason, f.rule,
+             f.due_at, f.fired_at]
+            for f in self.escalations.values()
         ]  # fmt: skip
+        return [life.closed_at, life.open_at, life.answered_at, self.published, fired, self.bumps]
 
     @classmethod
     def from_row(cls, ticket_id: str, row: list[Any]) -> TicketInputs:
-        closed_at, open_at, answered_at, published, fired, bumps = row
-        escalations = {r[0]: Fired(*r) for r in fired}
-        life = Lifecycle(closed_at, open_at, answered_at)
-        return cls(ticket_id, escalations, dict(bumps), life, published)
+        life = Lifecycle(row[0], row[1], row[2])
+        if len(row) == 3:
+            return cls(ticket_id, life=life)
+        escalations = {r[0]: Fired(r[0], ticket_id, *r[1:]) for r in row[4]}
+        return cls(ticket_id, escalations, dict(row[5]), life, row[3])
 
     def prune(self) -> None:
         """Forget the escalations (and their bumps) due at or before the latest close: the
