@@ -16,6 +16,7 @@ from typing import Protocol
 
 import orjson
 
+from schemas.board_wire import ticket_board_body
 from schemas.codec import AvroCodec, ErrorKind
 from schemas.records import (
     DAY_MS,
@@ -25,7 +26,6 @@ from schemas.records import (
     escalation_to_avro,
     priority_bump_to_avro,
     reminder_to_avro,
-    ticket_board_to_avro,
 )
 from streams.runtime.queue_stats import encode_heartbeat, encode_stat
 from streams.runtime.settings import Settings
@@ -292,6 +292,7 @@ class TicketProcessor:
         self.codecs = codecs
         # ticket-board records (see _board) when the codecs have TicketBoard (the worker's do)
         self.board_codec = codecs.get("TicketBoard")
+        self.board_topic = topics.board
         self.max_event_bytes = max_event_bytes
         self.max_record_bytes = max_record_bytes
         self.event_time = event_time
@@ -729,7 +730,7 @@ class TicketProcessor:
         if record is None:
             return None
         return Out(
-            self.topics.board, state.ticket_id.encode(), codec.encode(ticket_board_to_avro(record))
+            self.board_topic, state.ticket_id.encode(), codec.frame(ticket_board_body(record))
         )
 
     def _count(self, actions: list[Action], now: int, queue: str, stats: list[QueueStat]) -> None:
