@@ -350,85 +350,75 @@ class TicketInputs:
         self.bumps[escalation_id] = new_priority
         return True
 
-    def _open(self) -> tuple[list[Fired], list[Fired]]:
-        """The open escalations and the open warnings: the ticket is open and they came
-        after its latest close."""
+    def _scan(self, policy: Policy | None) -> tuple[BoardEntry | None, WarningEntry | None]:
+        """The entry (None without `policy`) and the warning entry, in one pass over the
+        escalations: the open ones are those after the latest close of an open ticket."""
         life = self.life
-        escalations: list[Fired] = []
-        warnings: list[Fired] = []
         if life.closed:
-            return escalations, warnings
+            return None, None
         since = life.closed_at
+        bumps = self.bumps
+        latest = raised = warned = None
+        latest_at = raised_at = warned_at = _NEVER
+        escalations = warnings = 0
+        rank = -1
+        priority = None
         for e in self.escalations.values():
-            if since is None or e.due_at > since:
-                (warnings if e.reason == _SLA_WARNING else escalations).append(e)
-        return escalations, warnings
+            due = e.due_at
+            if since is not None and due <= since:
+                continue
+            at = (due, e.level, e.escalation_id)  # Fired.order
+            if e.reason == _SLA_WARNING:
+                warnings += 1
+                if at > warned_at:
+                    warned, warned_at = e, at
+                continue
+            escalations += 1
+            if at > latest_at:
+                latest, latest_at = e, at
+            if e.kind in _RAISING and e.level > e.from_level and at > raised_at:
+                raised, raised_at = e, at
+            if bumps:
+                bumped = bumps.get(e.escalation_id)
+                if bumped is not None and PRIORITY_RANK[Priority(bumped)] > rank:
+                    rank, priority = PRIORITY_RANK[Priority(bumped)], bumped
+        entry = None
+        if latest is not None and policy is not None:
+            climbs_at = None
+            if raised is not None and (
+                life.answered_at is None or life.answered_at < raised.due_at
+            ):
+                climbs_at = climb_due(policy, raised.level, raised.fired_at)
+            entry = BoardEntry(
+                self.ticket_id, latest.escalation_id, latest.kind, latest.level, latest.target,
+                latest.reason, latest.rule, latest.due_at, latest.fired_at, escalations,
+                priority, climbs_at,
+            )  # fmt: skip
+        warning = None
+        if warned is not None:
+            warning = WarningEntry(
+                self.ticket_id, warned.escalation_id, warned.target, warned.rule,
+                warned.due_at, warned.fired_at, warnings,
+            )  # fmt: skip
+        return entry, warning
 
     def view(self, policy: Policy) -> BoardView:
-        escalations, warnings = self._open()
-        return BoardView(
-            self.ticket_id,
-            self.life.closed,
-            self._entry(escalations, policy),
-            self._warning(warnings),
-        )
+        entry, warning = self._scan(policy)
+        return BoardView(self.ticket_id, self.life.closed, entry, warning)
 
     def warning(self) -> WarningEntry | None:
         """The ticket's latest open SLA warning, or None."""
-        return self._warning(self._open()[1])
-
-    def _warning(self, open_: list[Fired]) -> WarningEntry | None:
-        if not open_:
-            return None
-        latest = max(open_, key=Fired.order)
-        return WarningEntry(
-            ticket_id=self.ticket_id,
-            escalation_id=latest.escalation_id,
-            target=latest.target,
-            rule=latest.rule,
-            due_at=latest.due_at,
-            fired_at=latest.fired_at,
-            open_warnings=len(open_),
-        )
+        return self._scan(None)[1]
 
     def entry(self, policy: Policy) -> BoardEntry | None:
         """The ticket's board entry, or None when it has no open escalation (warnings are
         not escalations)."""
-        return self._entry(self._open()[0], policy)
-
-    def _entry(self, open_: list[Fired], policy: Policy) -> BoardEntry | None:
-        if not open_:
-            return None
-        life = self.life
-        latest = max(open_, key=Fired.order)
-        raised = [e for e in open_ if e.raises]
-        climbs_at = None
-        if raised:
-            last = max(raised, key=Fired.order)
-            if life.answered_at is None or life.answered_at < last.due_at:
-                climbs_at = climb_due(policy, last.level, last.fired_at)
-        bumps = self.bumps
-        bumped = (
-            [bumps[e.escalation_id] for e in open_ if e.escalation_id in bumps] if bumps else ()
-        )
-        priority = max(bumped, key=lambda p: PRIORITY_RANK[Priority(p)]) if bumped else None
-        return BoardEntry(
-            ticket_id=self.ticket_id,
-            escalation_id=latest.escalation_id,
-            kind=latest.kind,
-            level=latest.level,
-            target=latest.target,
-            reason=latest.reason,
-            rule=latest.rule,
-            due_at=latest.due_at,
-            fired_at=latest.fired_at,
-            open_escalations=len(open_),
-            priority=priority,
-            climbs_at=climbs_at,
-        )
+        return self._scan(policy)[0]
 
 
 _SLA_WARNING = str(Reason.SLA_WARNING)
+_RAISING = frozenset(str(k) for k in RAISING_KINDS)  # Fired.raises
+_NEVER: tuple[int, int, str] = (-(2**63) - 1, 0, "")  # before any Fired.order
 
 
 def follow(
