@@ -48,7 +48,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from streams.sla.actions import RAISING_KINDS, Action, Escalation, PriorityBump, Reason
 from streams.sla.events import (
@@ -305,13 +305,16 @@ class TicketInputs:
 
     def to_row(self) -> list[Any]:
         """JSON-ready, for the worker's ticket state, which it makes larger on every write:
-        only the lifecycle until the ticket is on the board, no ticket id (the state's)."""
+        only the lifecycle until the ticket is on the board, no ticket id (the state's), an
+        escalation's kind and reason as their number in _CODED, its fired_at from its due_at
+        (the same instant, but for a late tick)."""
         life = self.life
         if not (self.published or self.escalations or self.bumps):
             return [life.closed_at, life.open_at, life.answered_at]
+        code = _CODE.get
         fired = [
-            [f.escalation_id, f.kind, f.level, f.from_level, f.target, f.reason, f.rule,
-             f.due_at, f.fired_at]
+            [f.escalation_id, code(f.kind, f.kind), f.level, f.from_level, f.target,
+             code(f.reason, f.reason), f.rule, f.due_at, f.fired_at - f.due_at]
             for f in self.escalations.values()
         ]  # fmt: skip
         return [life.closed_at, life.open_at, life.answered_at, self.published, fired, self.bumps]
@@ -321,7 +324,21 @@ class TicketInputs:
         life = Lifecycle(row[0], row[1], row[2])
         if len(row) == 3:
             return cls(ticket_id, life=life)
-        escalations = {r[0]: Fired(r[0], ticket_id, *r[1:]) for r in row[4]}
+        escalations = {
+            r[0]: Fired(
+                r[0],
+                ticket_id,
+                _CODED[r[1]] if type(r[1]) is int else r[1],
+                r[2],
+                r[3],
+                r[4],
+                _CODED[r[5]] if type(r[5]) is int else r[5],
+                r[6],
+                r[7],
+                r[7] + r[8],
+            )  # fmt: skip
+            for r in row[4]
+        }
         return cls(ticket_id, escalations, dict(row[5]), life, row[3])
 
     def prune(self) -> None:
@@ -417,6 +434,18 @@ class TicketInputs:
 
 
 _SLA_WARNING = str(Reason.SLA_WARNING)
+# Escalation kinds and reasons by their number in a stored row (TicketInputs.to_row): only
+# ever appended to, a number is in changelogs; a kind or reason not here is stored as is.
+_CODED: Final = (
+    "HIERARCHICAL", "FUNCTIONAL", "PRIORITY", "AUTOMATIC", "EXECUTIVE", "SLA_WARNING",
+    "FIRST_RESPONSE_BREACH", "NEXT_RESPONSE_BREACH", "RESOLUTION_BREACH",
+    "PERIODIC_UPDATE_BREACH", "PAUSABLE_UPDATE_BREACH", "REQUESTER_WAIT_BREACH",
+    "AGENT_WORK_BREACH", "CHURN_RISK", "SYSTEM_CRASH", "LEGAL_THREAT", "CANCELLATION_THREAT",
+    "REFUND_REQUEST", "PRIVACY_CONCERN", "SUPERVISOR_REQUEST", "PENDING_TOO_LONG",
+    "TOO_MANY_TRANSFERS", "REOPENED", "ESCALATION_OVERDUE", "LOW_CSAT", "SPECIALIST_REQUIRED",
+    "PRIORITY_RULE",
+)  # fmt: skip
+_CODE: Final = {name: number for number, name in enumerate(_CODED)}
 _RAISING = frozenset(str(k) for k in RAISING_KINDS)  # Fired.raises
 _NEVER: tuple[int, int, str] = (-(2**63) - 1, 0, "")  # before any Fired.order
 

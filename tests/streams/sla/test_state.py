@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 
 import pytest
 
+from streams.sla.actions import Kind, Reason
 from streams.sla.board import Fired, Lifecycle, TicketInputs
 from streams.sla.events import Priority, Status
 from streams.sla.state import SEEN_WINDOW, Clock, TicketState
@@ -51,6 +53,26 @@ def test_row_and_dict_round_trip_through_json_to_the_same_state() -> None:
     assert from_row == from_dict == state
     assert list(from_row.clocks) == ["resolution", "first_response"]  # order kept
     assert isinstance(from_row.tags, frozenset)
+
+
+def test_board_escalations_are_stored_small_and_read_back_whole() -> None:
+    """The board inputs ride on every write of the state: an escalation's kind and reason
+    are stored as numbers, its fired_at from its due_at; an unknown kind or reason as is."""
+    due = 1793589572946
+    fired = [
+        Fired(f"e{i}", "T1", str(kind), 2, 1, "L2", str(reason), "r", due, due + i % 2)
+        for i, (kind, reason) in enumerate(itertools.product(Kind, Reason))
+    ]
+    fired.append(Fired("e-new", "T1", "NEW_KIND", 3, 2, "L3", "NEW_REASON", "r", 70, 69))
+    inputs = TicketInputs(
+        "T1", {f.escalation_id: f for f in fired}, {}, Lifecycle(None, 40, None), published=True
+    )
+    row = json.loads(json.dumps(inputs.to_row()))
+    assert TicketInputs.from_row("T1", row) == inputs
+    known = json.dumps(row[4][:-1])
+    assert not any(str(name) in known for name in (*Kind, *Reason))
+    assert known.count(str(due)) == len(fired) - 1  # due_at only, not fired_at again
+    assert "NEW_KIND" in json.dumps(row[4][-1]) and "NEW_REASON" in json.dumps(row[4][-1])
 
 
 def test_a_row_of_the_wrong_length_is_refused() -> None:
