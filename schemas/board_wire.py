@@ -26,6 +26,9 @@ def _long(n: int) -> bytes:
     if -64 <= n < 64:
         return _SMALL[n + 64]
     n = (n << 1) ^ (n >> 63)
+    if n >> 35 and not n >> 42:  # an epoch-ms timestamp of these decades: six bytes
+        return bytes((n & 127 | 128, n >> 7 & 127 | 128, n >> 14 & 127 | 128,
+                      n >> 21 & 127 | 128, n >> 28 & 127 | 128, n >> 35))  # fmt: skip
     out = bytearray()
     while n > 127:
         out.append((n & 127) | 128)

@@ -14,7 +14,7 @@ from streams.sla.board import BoardEntry, BoardRecord, BoardView, Bumped, Fired,
 text = st.text(max_size=40)
 word = st.sampled_from(["HIERARCHICAL", "AUTOMATIC", "sales-manager", "SLA_WARNING", "é日本"])
 level = st.integers(-(2**31), 2**31 - 1)
-ms = st.integers(-(2**63), 2**63 - 1)
+ms = st.integers(-(2**63), 2**63 - 1) | st.integers(0, 4_102_444_800_000)  # any long; epoch ms
 small = st.integers(0, 1000)
 
 
