@@ -390,6 +390,74 @@ class TicketProcessor:
                 heapq.heapify(lane.due[p])
         yield count
 
+    def saved_index(self, partition: int) -> dict[str, object]:
+        """The partition's due index as plain data, saved with a store's checkpoint so that a
+        restart from it need not read the store (load_index). Superseded heap entries are left
+        out, so the heap is saved compacted and already in heap order."""
+        lanes = []
+        for lane in self._lanes():
+            heap = [(at, key) for key, at in lane.scheduled.get(partition, {}).items()]
+            heapq.heapify(heap)
+            metrics = lane.metrics
+            counts = None if metrics is None else (
+                metrics.tickets.get(partition, {}), metrics.keys.get(partition, 0))  # fmt: skip
+            lanes.append((heap, counts))
+        return {"lanes": lanes, "orphans": list(self.orphans.get(partition, ())),
+                "fingerprint": self._fingerprint()}  # fmt: skip
+
+    def load_index(self, partition: int, saved: object) -> int | None:
+        """Install a saved_index() of the partition; returns the tickets it indexes, or None
+        (nothing changed) when it does not fit this processor: rebuild instead."""
+        try:
+            assert isinstance(saved, dict) and saved["fingerprint"] == self._fingerprint()
+            lanes, orphans = saved["lanes"], saved["orphans"]
+            assert len(lanes) == len(self._lanes()) and isinstance(orphans, list)
+            for (heap, counts), lane in zip(lanes, self._lanes(), strict=True):
+                assert isinstance(heap, list) and (counts is None) == (lane.metrics is None)
+        except (AssertionError, KeyError, TypeError, ValueError):
+            return None
+        tickets = 0
+        for (heap, counts), lane in zip(lanes, self._lanes(), strict=True):
+            lane.due[partition] = heap
+            lane.scheduled[partition] = {key: at for at, key in heap}
+            tickets += len(heap)
+            if lane.metrics is not None:
+                lane.metrics.tickets[partition], lane.metrics.keys[partition] = counts
+        self.orphans.pop(partition, None)
+        if orphans:
+            self.orphans[partition] = orphans
+        return tickets
+
+    def reindex(self, partition: int, key: bytes, old: bytes | None, new: bytes | None) -> None:
+        """A changelog record read after a checkpoint whose index was loaded: update the index
+        as the rebuild would have indexed the new value rather than the old one."""
+        lane = self
+        if key.startswith(SHADOW_KEYS):
+            if self.shadow is None:
+                if new is not None and key not in self.orphans.get(partition, ()):
+                    self.orphans.setdefault(partition, []).append(key)
+                return
+            lane, key = self.shadow, key[len(SHADOW_KEYS) :]
+        before = None if old is None else decode_state(old)
+        after = None if new is None else decode_state(new)
+        if lane.metrics is not None:
+            if before is not None and before[0] == partition:
+                lane.metrics.removed(partition, before[1])
+            if after is not None and after[0] == partition:
+                lane.metrics.add(partition, after[1])
+        if after is not None and after[0] == partition:
+            lane._schedule(partition, key, after[1])
+        else:
+            lane.scheduled.setdefault(partition, {}).pop(key, None)
+
+    def _lanes(self) -> list[TicketProcessor]:
+        return [self] if self.shadow is None else [self, self.shadow]
+
+    def _fingerprint(self) -> list[object]:
+        """What a rebuilt index depends on besides the stored states."""
+        return [(lane.closed_retention, lane.solved_retention, lane.metrics is not None)
+                for lane in self._lanes()]  # fmt: skip
+
     def forget(self, partitions: Iterable[int]) -> None:
         partitions = list(partitions)
         if self.shadow is not None and self.diff is not None:

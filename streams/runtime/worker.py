@@ -221,6 +221,8 @@ class LocalState:
         self.stores: dict[int, PartitionStore] = {}
         self.dbs: dict[int, Any] = {}
         self.checkpoints: dict[int, Checkpoint] = {}  # taken by open(), not yet judged
+        # the due index saved with each of those checkpoints, or why there is none
+        self.indexes: dict[int, tuple[Any, str | None]] = {}
         self.block_cache: Any = None
         if self.rocksdb and self.root.exists():
             for path in self.root.iterdir():  # a store without a checkpoint is worthless
@@ -232,6 +234,7 @@ class LocalState:
         (its checkpoint then in `checkpoints[partition]`)."""
         self.close(partition)
         self.checkpoints.pop(partition, None)
+        self.indexes.pop(partition, None)
         data: MutableMapping[bytes, bytes]
         if self.rocksdb:
             from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteOptions
@@ -242,6 +245,7 @@ class LocalState:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 self.checkpoints[partition] = taken
+                self.indexes[partition] = checkpoint.take_index(path, taken)
             path.mkdir(parents=True, exist_ok=True)
             options = Options(raw_mode=True)
             # Recent writes live in the store's front: small memtables keep memory per
@@ -270,11 +274,13 @@ class LocalState:
         store = self.stores[partition] = PartitionStore(data, FRONT_KEYS if self.rocksdb else 0)
         return store
 
-    def close(self, partition: int, kept: Checkpoint | None = None) -> None:
+    def close(self, partition: int, kept: Checkpoint | None = None, index: Any = None) -> None:
         """Close the store; with `kept` (the offsets it holds, all committed) a RocksDB
-        store stays on disk for the next open, else its files are removed."""
+        store stays on disk for the next open, else its files are removed. `index`: the
+        partition's due index, saved with the checkpoint (TicketProcessor.saved_index)."""
         store = self.stores.pop(partition, None)
         self.checkpoints.pop(partition, None)
+        self.indexes.pop(partition, None)
         db = self.dbs.pop(partition, None)
         if db is None:
             return
@@ -283,6 +289,8 @@ class LocalState:
             store.flush_front()
             db.flush(True)  # the memtables: writes skip the WAL
             db.close()
+            if index is not None:
+                checkpoint.write_index(path, kept, index)  # first: a checkpoint names its index
             checkpoint.write(path, kept)
             return
         db.close()
@@ -340,6 +348,8 @@ class Restore:
     rebuild: Iterator[int] | None = None  # the due index, rebuilt once the stores are full
     tickets: int = 0
     resumed: dict[int, Checkpoint] = field(default_factory=dict)  # trusted checkpoints
+    indexed: set[int] = field(default_factory=set)  # due index loaded with their checkpoint
+    loaded: int = 0  # tickets in those loaded indexes
 
 
 class Worker:
@@ -606,7 +616,8 @@ class Worker:
             if self.dirty:
                 self._commit()
             for p in sorted(revoked & set(self.owned)):
-                self.state.close(p, self._checkpoint(p))
+                kept = self._checkpoint(p)
+                self.state.close(p, kept, None if kept is None else self.processor.saved_index(p))
         self._set_owned([p for p in self.owned if p not in revoked])
         self.processor.forget(revoked)
         for p in revoked:
@@ -738,7 +749,18 @@ class Worker:
                 if why is None and taken is not None:
                     start = taken.offset
                     restore.resumed[p] = taken
-                    self.say(f"partition {p}: from its checkpoint, changelog {start}..{high}")
+                    index, missing = self.state.indexes.pop(p, (None, "no due index saved"))
+                    tickets = None if index is None else self.processor.load_index(p, index)
+                    if tickets is not None:
+                        restore.indexed.add(p)
+                        restore.tickets += tickets
+                        index_note = f"due index loaded ({tickets} tickets)"
+                    else:
+                        index_note = f"due index rebuilt: {missing or 'saved by another setup'}"
+                    self.say(
+                        f"partition {p}: from its checkpoint, changelog {start}..{high}; "
+                        + index_note
+                    )
                 else:
                     if taken is not None:
                         self.state.open(p)  # what it holds may be wrong: start empty
@@ -756,6 +778,7 @@ class Worker:
         restore = self.restoring
         assert restore is not None
         stores, todo, clock = self.state.stores, restore.todo, time.monotonic
+        indexed, reindex = restore.indexed, self.processor.reindex
         # Shorter slices while other partitions are processing: they wait meanwhile.
         deadline = clock() + (RESTORE_SLICE_S if not self.owned else RESTORE_SLICE_BUSY_S)
         while todo and clock() < deadline:
@@ -768,7 +791,11 @@ class Worker:
                     break
                 err = msg.error()
                 if err is None:
-                    stores[msg.partition() or 0].load(msg.key() or b"", msg.value())
+                    p, key = msg.partition() or 0, msg.key() or b""
+                    store = stores[p]
+                    if p in indexed:  # the tail after a checkpoint whose index was loaded
+                        reindex(p, key, store.get(key), msg.value())
+                    store.load(key, msg.value())
                     restore.records += 1
                 elif err.code() == KafkaError._PARTITION_EOF:
                     todo.discard(msg.partition() or 0)
@@ -780,11 +807,11 @@ class Worker:
             if restore.reader is not None:
                 restore.reader.close()
                 restore.reader = None
-            restore.rebuild = self.processor.rebuilding(
-                Partitions(self.state, restore.wanted), restore.wanted
-            )
+            rebuilt = [p for p in restore.wanted if p not in indexed]
+            restore.rebuild = self.processor.rebuilding(Partitions(self.state, rebuilt), rebuilt)
+            restore.loaded = restore.tickets
         for tickets in restore.rebuild:
-            restore.tickets = tickets
+            restore.tickets = restore.loaded + tickets
             if clock() > deadline:
                 return
         self._restored()

@@ -51,7 +51,18 @@ class Clocks:
         self._matched: dict[tuple[object, ...], CompiledSla] = {}
         # Tag sets are shared between tickets (a few dozen distinct ones in practice).
         self._tag_sets: dict[frozenset[str], frozenset[str]] = {}
+        # So are the sets of rules a ticket fired: a set of its own cost each ticket ~400 bytes.
+        self._fired_sets: dict[frozenset[str], frozenset[str]] = {}
         self._conditional = any(sla.conditions for sla in self._slas.values())
+
+    def _mark_fired(self, state: TicketState, key: str) -> None:
+        """Record that the ticket fired `key` (a rule and level, a trigger), in a set shared
+        with the tickets that fired the same ones."""
+        fired = state.fired.union((key,))
+        shared = self._fired_sets
+        if len(shared) >= _MATCH_CACHE:
+            shared.clear()
+        state.fired = shared.setdefault(fired, fired)
 
     def _sla(
         self, state: TicketState, group: str | None = None, grouped: bool = False
@@ -318,7 +329,7 @@ class Clocks:
     def _reopen(self, state: TicketState, at: int) -> None:
         state.reopens += 1
         state.cycle += 1
-        state.fired.clear()
+        state.fired = frozenset()
         state.level = 1
         state.awaiting_since = None
         state.escalated_at = None

@@ -207,7 +207,7 @@ class Matrix(Clocks):
         key = f"{rule}|{level}"
         if key in state.fired:
             return None
-        state.fired.add(key)
+        self._mark_fired(state, key)
         ticket_id = state.ticket_id
         if self._quiet_event or at < self._quiet_before:
             actions.append(

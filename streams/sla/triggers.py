@@ -136,7 +136,7 @@ class Triggers(Matrix):
                     )  # fmt: skip
                     if last is None:
                         continue
-                state.fired.add(f"{rule}|bump")
+                self._mark_fired(state, f"{rule}|bump")
                 new = _PRIORITIES[new_rank]
                 actions.append(
                     new_priority_bump(
@@ -156,7 +156,7 @@ class Triggers(Matrix):
                 key = f"{rule}|remind"
                 if key in state.fired:
                     continue
-                state.fired.add(key)
+                self._mark_fired(state, key)
                 if self._quiet_event or at < self._quiet_before:
                     actions.append(
                         Silenced(
@@ -193,7 +193,7 @@ class Triggers(Matrix):
         self, state: TicketState, timed: _Timed, at: int, now: int, actions: list[Action]
     ) -> None:
         key = timed.fired_key(state)
-        state.fired.add(key)
+        self._mark_fired(state, key)
         if self._state_conditions_hold(state, timed.trigger.when):
             self._run_trigger(state, timed.trigger, key, at, now, None, actions)
 
