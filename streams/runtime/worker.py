@@ -27,14 +27,12 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any, TextIO
 
 from confluent_kafka import (
@@ -53,6 +51,7 @@ from streams.runtime import checkpoint, kafka_config
 from streams.runtime.checkpoint import Checkpoint
 from streams.runtime.kafka_config import transactional_id
 from streams.runtime.liveness import LOOP, probes
+from streams.runtime.loop import ConsumeLoop
 from streams.runtime.metrics import MetricsServer
 from streams.runtime.processor import Out, TicketProcessor, is_tick
 from streams.runtime.settings import Settings
@@ -342,8 +341,11 @@ class Restore:
     resumed: dict[int, Checkpoint] = field(default_factory=dict)  # trusted checkpoints
 
 
-class Worker:
+class Worker(ConsumeLoop):
     """The loop; `run()` until `stop()` (SIGTERM), or Restart on a transaction failure."""
+
+    who = "worker"
+    ready_text = READY
 
     def __init__(
         self,
@@ -354,13 +356,13 @@ class Worker:
         out: TextIO = sys.stderr,
         shadow: Policy | None = None,
     ) -> None:
+        super().__init__(out, STATUS_EVERY_S, LOOP)
         self.settings = settings
         self.topics = topics
         self.source = topics.ticket_events
         self.changelog = changelog_topic(settings)
         self.event_time = event_time
         self.exactly_once = settings.processing_guarantee == "exactly_once"
-        self.out = out
         self.processor = build_processor(settings, policy, topics, event_time, shadow)
         self.state = LocalState(settings)
         self.owned: list[int] = []  # partitions restored and processing
@@ -372,15 +374,16 @@ class Worker:
         self.dirty = False  # records or offsets wait for the next commit
         self.group: Any = None  # the group generation of the assignment (KIP-447 fencing)
         self.restoring: Restore | None = None  # the assignment's stores being filled
-        self.assignments = 0
         self.rebalancing = True
-        self.running = True
         self.watchdog_s = TIMEOUT_S + WATCHDOG_SLACK_S
         self.overrun: Callable[[str], None] = self._overrun  # tests replace it
         self.failed: str | None = None  # a delivery failure, seen by the next commit
         self.fatal: str | None = None  # a fatal client error, seen by the loop
         self.abandoned = False  # restarting: commit nothing more
         self.events = 0
+        self.tick_s = settings.tick_ms / 1000
+        self.commit_s = settings.commit_interval_ms / 1000
+        self.next_tick = self.last_commit = self.last_highs = 0.0  # monotonic, set by begin()
         self.consumer = Consumer(
             {**kafka_config.worker_consumer(settings), "error_cb": self._client_error}
         )
@@ -389,61 +392,56 @@ class Worker:
              "on_delivery": self._delivery_failed}
         )  # fmt: skip
 
-    def say(self, text: str) -> None:
-        self.out.write(f"escalator worker: {text}\n")
-        self.out.flush()
-
-    def stop(self) -> None:
-        self.running = False
+    @property
+    def assignments(self) -> int:
+        """Assignments restored so far (each said with READY; /startupz reads it)."""
+        return self.readies
 
     # ------------------------------------------------------------------ run
 
-    def run(self) -> None:
+    def begin(self) -> None:
         if self.exactly_once:
             self.producer.init_transactions(TIMEOUT_S)  # aborts this instance's open one
         self.consumer.subscribe(
             [self.source], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )
-        tick_s = self.settings.tick_ms / 1000
-        commit_s = self.settings.commit_interval_ms / 1000
-        next_tick = last_commit = last_status = last_highs = time.monotonic()
-        consume, handle = self.consumer.consume, self._handle
-        try:
-            while self.running:
-                LOOP.beat()  # issue #18: /healthz is the loop's progress (streams.runtime.liveness)
-                now = time.monotonic()
-                wait = 0.05 if self.event_time else min(max(next_tick - now, 0.0), 0.05)
-                if self.restoring is not None:
-                    wait = 0.0
-                for msg in consume(BATCH, wait):
-                    handle(msg)
-                if self.fatal:
-                    raise Restart(self.fatal)
-                if self.restoring is not None:
-                    self._restore_slice()
-                now = time.monotonic()
-                if not self.event_time and now >= next_tick:
-                    next_tick = now + tick_s
-                    self._tick()
-                self.producer.poll(0)
-                if now - last_highs >= 1.0:
-                    last_highs = now
-                    self._read_highs()
-                if self.dirty and now - last_commit >= commit_s:
-                    self._commit()
-                    last_commit = time.monotonic()
-                if now - last_status >= STATUS_EVERY_S:
-                    last_status = now
-                    self._status()
-            if self.dirty:
-                self._commit()
-        except (Restart, RegistryError):
-            self.abandoned = True
-            raise
-        finally:
-            self._close()
+        self.next_tick = self.last_commit = self.last_highs = time.monotonic()
 
-    def _close(self) -> None:
+    def turn(self) -> bool:
+        now = time.monotonic()
+        wait = 0.05 if self.event_time else min(max(self.next_tick - now, 0.0), 0.05)
+        if self.restoring is not None:
+            wait = 0.0
+        batch = self.consumer.consume(BATCH, wait)
+        handle = self._handle
+        for msg in batch:
+            handle(msg)
+        if self.fatal:
+            raise Restart(self.fatal)
+        if self.restoring is not None:
+            self._restore_slice()
+        now = time.monotonic()
+        if not self.event_time and now >= self.next_tick:
+            self.next_tick = now + self.tick_s
+            self._tick()
+        self.producer.poll(0)
+        if now - self.last_highs >= 1.0:
+            self.last_highs = now
+            self._read_highs()
+        if self.dirty and now - self.last_commit >= self.commit_s:
+            self._commit()
+            self.last_commit = time.monotonic()
+        return bool(batch)
+
+    def end(self) -> None:
+        if self.dirty:
+            self._commit()
+
+    def abandon(self, exc: BaseException) -> None:
+        if isinstance(exc, (Restart, RegistryError)):
+            self.abandoned = True
+
+    def close(self) -> None:
         self._cancel_restore()
         try:
             if self.abandoned:
@@ -806,8 +804,7 @@ class Worker:
     def _ready(self) -> None:
         self.rebalancing = False
         if self.owned:
-            self.assignments += 1
-            self.say(f"{READY} (assignment {self.assignments}: partitions {self.owned})")
+            self.ready(f" (assignment {self.readies + 1}: partitions {self.owned})")
 
     def _set_owned(self, partitions: list[int]) -> None:
         self.owned = partitions
@@ -870,7 +867,7 @@ class Worker:
         body = {"ready": ready, "recovered": not self.rebalancing, "partitions": partitions}
         return (200 if ready else 503), json.dumps(body).encode()
 
-    def _status(self) -> None:
+    def status(self) -> None:
         lag = sum(n for _, _, n in self.lag())
         counters = self.processor.counters
         log.info(
@@ -904,18 +901,9 @@ def run_worker(
         sys.stderr.write(f"escalator worker: {exc}\n")
         return 2
     server = serve(worker, settings)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        worker.stop()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
     try:
-        worker.run()
+        return worker.main(server)
     except (Restart, RegistryError) as exc:  # a registry outage: nothing dead-lettered
         restarts = int(os.environ.get(RESTARTS_ENV) or 0)
         worker.say(f"{exc}; restarting from the committed offsets (restart {restarts + 1})")
         return RESTART_EXIT_CODE
-    finally:
-        server.stop()
-    return 0
