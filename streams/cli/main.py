@@ -149,7 +149,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if not os.environ.get(supervisor.CHILD_ENV):
         return supervisor.supervise_worker()
     supervisor.die_with_parent()
-    from streams.runtime.worker import changelog_topic, run_worker
+    from schemas.codec import RegistryError
+    from streams.runtime.worker import build_processor, changelog_topic, run_worker
 
     settings = cli_settings()
     if args.runtime == "faust":  # at-least-once unless asked otherwise, which it refuses
@@ -180,7 +181,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
     if args.runtime == "faust":
         return _faust_worker(settings, policy, topics, args)
-    return run_worker(settings, policy, topics, event_time=args.event_time, shadow=shadow)
+    try:
+        processor = build_processor(settings, policy, topics, args.event_time, shadow)
+    except RegistryError as exc:  # unreachable, or it refuses a schema (incompatible)
+        raise UserError(str(exc)) from None
+    return run_worker(settings, processor, topics, args.event_time)
 
 
 def _faust_worker(

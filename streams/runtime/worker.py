@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -53,7 +53,7 @@ from streams.runtime.kafka_config import transactional_id
 from streams.runtime.liveness import LOOP, probes
 from streams.runtime.loop import ConsumeLoop
 from streams.runtime.metrics import MetricsServer
-from streams.runtime.processor import Out, TicketProcessor, is_tick
+from streams.runtime.processor import Counters, Out, TicketProcessor, is_tick
 from streams.runtime.settings import Settings
 from streams.runtime.topics import Topics
 from streams.runtime.worker_metrics import WorkerStats, metrics_exposition
@@ -98,6 +98,32 @@ def build_processor(
         max_skew_ms=settings.max_clock_skew_ms, max_record_bytes=settings.max_record_bytes,
         shadow=None if shadow is None else Engine(shadow), shadow_metrics=shadow_metrics,
     )  # fmt: skip
+
+
+class Processor(Protocol):
+    """What the loop asks of its processor (streams.runtime.processor.TicketProcessor, made
+    by build_processor): records for each message and tick, the due index of new
+    partitions, and the counts of its status line."""
+
+    counters: Counters
+
+    def on_event(
+        self, store: PartitionStore, raw: bytes | None, key: bytes | None, partition: int,
+        offset: int, timestamp: int | None,
+    ) -> list[Out]: ...  # fmt: skip
+
+    def on_tick_message(
+        self, store: PartitionStore, raw: bytes | None, key: bytes | None, partition: int,
+        offset: int, timestamp: int | None,
+    ) -> list[Out]: ...  # fmt: skip
+
+    def on_tick(self, store: PartitionStore, partition: int, tick: int | None) -> list[Out]: ...
+
+    def tick_clock(self) -> int: ...
+
+    def rebuilding(self, store: Partitions, partitions: Iterable[int]) -> Iterator[int]: ...
+
+    def forget(self, partitions: Iterable[int]) -> None: ...
 
 
 class Restart(Exception):
@@ -350,12 +376,12 @@ class Worker(ConsumeLoop):
     def __init__(
         self,
         settings: Settings,
-        policy: Policy,
+        processor: Processor,
         topics: Topics,
         event_time: bool = False,
         out: TextIO = sys.stderr,
-        shadow: Policy | None = None,
     ) -> None:
+        """`processor`: made by the caller (build_processor), with the same `event_time`."""
         super().__init__(out, STATUS_EVERY_S, LOOP)
         self.settings = settings
         self.topics = topics
@@ -363,7 +389,7 @@ class Worker(ConsumeLoop):
         self.changelog = changelog_topic(settings)
         self.event_time = event_time
         self.exactly_once = settings.processing_guarantee == "exactly_once"
-        self.processor = build_processor(settings, policy, topics, event_time, shadow)
+        self.processor = processor
         self.state = LocalState(settings)
         self.owned: list[int] = []  # partitions restored and processing
         self.live: set[int] = set()  # the same, for the per-message check
@@ -878,8 +904,9 @@ class Worker(ConsumeLoop):
 
 
 def serve(worker: Worker, settings: Settings) -> MetricsServer:
-    """/healthz, /startupz, /readyz and /metrics on the web port, on a background thread."""
-    render = metrics_exposition(worker.processor, worker.lag)
+    """/healthz, /startupz, /readyz and /metrics (the processor's metrics: a TicketProcessor)
+    on the web port, on a background thread."""
+    render = metrics_exposition(worker.processor, worker.lag)  # type: ignore[arg-type]
     healthy, pages = probes(worker, settings)  # issue #18: /healthz and /startupz
     return MetricsServer(
         settings.web_host, settings.web_port, healthy, render=render,
@@ -888,18 +915,11 @@ def serve(worker: Worker, settings: Settings) -> MetricsServer:
 
 
 def run_worker(
-    settings: Settings,
-    policy: Policy,
-    topics: Topics,
-    event_time: bool,
-    shadow: Policy | None = None,
+    settings: Settings, processor: TicketProcessor, topics: Topics, event_time: bool
 ) -> int:
-    """The `escalator worker` child's body: stops cleanly on SIGTERM/SIGINT."""
-    try:
-        worker = Worker(settings, policy, topics, event_time, shadow=shadow)
-    except RegistryError as exc:  # unreachable, or it refuses a schema (incompatible)
-        sys.stderr.write(f"escalator worker: {exc}\n")
-        return 2
+    """The `escalator worker` child's body: stops cleanly on SIGTERM/SIGINT, asks for a
+    restart (RESTART_EXIT_CODE) on a Restart or a registry outage."""
+    worker = Worker(settings, processor, topics, event_time)
     server = serve(worker, settings)
     try:
         return worker.main(server)
