@@ -21,6 +21,15 @@ if TYPE_CHECKING:
     from streams.runtime.topics import Topics
 
 
+LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    """Log records of the commands that run (those with --loglevel) to stderr, in one format:
+    the process tells a worker's restarts apart, the logger name the component."""
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format=LOG_FORMAT)
+
+
 def policy_arg(value: str | None) -> Policy:
     return load_policy(None if value in (None, "default") else value)
 
@@ -167,10 +176,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.topic_prefix:  # an isolated pipeline: its own group, changelog and state
         settings = replace(settings, app_id=f"{args.topic_prefix}{settings.app_id}")
     topics = preflight.pipeline_topics(settings, args.topic_prefix, [changelog_topic(settings)])
-    logging.basicConfig(
-        level=args.loglevel.upper(), stream=sys.stderr,
-        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
-    )  # fmt: skip
     sys.stderr.write(
         f"escalator worker: policy {policy.source}, {settings.partitions} partitions, "
         f"{settings.processing_guarantee}, clock={'event' if args.event_time else 'wall'}, "
@@ -217,11 +222,6 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         raise UserError(f"{policy.source}: ops_alerts.enabled is false; nothing to do")
     topics = preflight.pipeline_topics(settings, args.topic_prefix)
     group = f"{args.topic_prefix}{settings.app_id}-alerts"
-    logging.basicConfig(
-        level=args.loglevel.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(message)s",
-    )
     sys.stderr.write(
         f"escalator alerts: policy {policy.source}, group and transactional id {group}\n"
     )
@@ -284,8 +284,6 @@ def _sink_webhook(args: argparse.Namespace) -> int:
     if key is not None and len(key) < 16:
         raise UserError("ESCALATOR_WEBHOOK_SIGNING_KEY: use at least 16 characters")
     topics = preflight.pipeline_topics(settings, args.topic_prefix)
-    logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
     group = f"{args.topic_prefix}{settings.app_id}-sink-webhook"
     try:
         sink = WebhookSink(settings, targets, topics, group, key.encode() if key else None,
@@ -311,8 +309,6 @@ def _sink_helpdesk(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise UserError(str(exc)) from None
     topics = preflight.pipeline_topics(settings, args.topic_prefix)
-    logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
     group = args.group or f"{args.topic_prefix}{settings.app_id}-sink-helpdesk"
     try:
         return run_webhook_sink(HelpdeskSink(settings, config, topics, group, start=args.start))
@@ -333,8 +329,6 @@ def _sink_redis(args: argparse.Namespace) -> int:
     policy = policy_arg(args.policy or settings.policy_file)
     preflight.redis_accepts(settings)
     topics = preflight.pipeline_topics(settings, args.topic_prefix)
-    logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
     group = args.group or f"{args.topic_prefix}{settings.app_id}-sink-redis"
     try:
         return run_redis_sink(settings, topics, policy, SinkOptions(group, start=args.start))
@@ -373,8 +367,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         )
     preflight.redis_accepts(settings)
     topics = preflight.pipeline_topics(settings, args.topic_prefix)
-    logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
     host = args.host or settings.connectors.ingest_host
     port = args.port or settings.connectors.ingest_port
     return run_ingest(settings, topics, host, port, token, sources, statuses)
@@ -606,6 +598,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    if getattr(args, "loglevel", None):
+        configure_logging(args.loglevel)
     try:
         return func(args)
     except PolicyError as exc:
