@@ -15,7 +15,7 @@ from streams.cli import preflight, supervisor
 from streams.cli.errors import UserError
 from streams.runtime.settings import ConfigError, Settings, load_settings
 from streams.sla.events import parse_ts
-from streams.sla.policy import Policy, PolicyError, load_policy
+from streams.sla.policy import Policy, YamlFileError, load_policy
 
 if TYPE_CHECKING:
     from streams.runtime.topics import Topics
@@ -602,7 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(args.loglevel)
     try:
         return func(args)
-    except PolicyError as exc:
+    except YamlFileError as exc:  # the policy, webhook targets or ingest tokens file
         sys.stderr.write(f"{exc}\n")
         return 2
     except UserError as exc:
