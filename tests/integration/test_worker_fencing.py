@@ -242,7 +242,7 @@ def test_a_kept_store_is_restored_when_the_partition_was_committed_by_another(
         assert "(2 changelog records restored, 0 partitions kept" in out.getvalue()
         assert worker.committed == {0: 3}
     finally:
-        worker._close()
+        worker.shutdown()
 
 
 @pytest.mark.parametrize("slow", ["changelog", "due index"])
