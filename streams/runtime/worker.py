@@ -27,15 +27,13 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import FrameType
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -53,8 +51,9 @@ from streams.runtime import checkpoint, kafka_config
 from streams.runtime.checkpoint import Checkpoint
 from streams.runtime.kafka_config import transactional_id
 from streams.runtime.liveness import LOOP, probes
+from streams.runtime.loop import ConsumeLoop
 from streams.runtime.metrics import MetricsServer
-from streams.runtime.processor import Out, TicketProcessor, is_tick
+from streams.runtime.processor import Counters, Out, TicketProcessor, is_tick
 from streams.runtime.settings import Settings
 from streams.runtime.topics import Topics
 from streams.runtime.worker_metrics import WorkerStats, metrics_exposition
@@ -99,6 +98,32 @@ def build_processor(
         max_skew_ms=settings.max_clock_skew_ms, max_record_bytes=settings.max_record_bytes,
         shadow=None if shadow is None else Engine(shadow), shadow_metrics=shadow_metrics,
     )  # fmt: skip
+
+
+class Processor(Protocol):
+    """What the loop asks of its processor (streams.runtime.processor.TicketProcessor, made
+    by build_processor): records for each message and tick, the due index of new
+    partitions, and the counts of its status line."""
+
+    counters: Counters
+
+    def on_event(
+        self, store: PartitionStore, raw: bytes | None, key: bytes | None, partition: int,
+        offset: int, timestamp: int | None,
+    ) -> list[Out]: ...  # fmt: skip
+
+    def on_tick_message(
+        self, store: PartitionStore, raw: bytes | None, key: bytes | None, partition: int,
+        offset: int, timestamp: int | None,
+    ) -> list[Out]: ...  # fmt: skip
+
+    def on_tick(self, store: PartitionStore, partition: int, tick: int | None) -> list[Out]: ...
+
+    def tick_clock(self) -> int: ...
+
+    def rebuilding(self, store: Partitions, partitions: Iterable[int]) -> Iterator[int]: ...
+
+    def forget(self, partitions: Iterable[int]) -> None: ...
 
 
 class Restart(Exception):
@@ -352,26 +377,29 @@ class Restore:
     loaded: int = 0  # tickets in those loaded indexes
 
 
-class Worker:
+class Worker(ConsumeLoop):
     """The loop; `run()` until `stop()` (SIGTERM), or Restart on a transaction failure."""
+
+    who = "worker"
+    ready_text = READY
 
     def __init__(
         self,
         settings: Settings,
-        policy: Policy,
+        processor: Processor,
         topics: Topics,
         event_time: bool = False,
         out: TextIO = sys.stderr,
-        shadow: Policy | None = None,
     ) -> None:
+        """`processor`: made by the caller (build_processor), with the same `event_time`."""
+        super().__init__(out, STATUS_EVERY_S, LOOP)
         self.settings = settings
         self.topics = topics
         self.source = topics.ticket_events
         self.changelog = changelog_topic(settings)
         self.event_time = event_time
         self.exactly_once = settings.processing_guarantee == "exactly_once"
-        self.out = out
-        self.processor = build_processor(settings, policy, topics, event_time, shadow)
+        self.processor = processor
         self.state = LocalState(settings)
         self.owned: list[int] = []  # partitions restored and processing
         self.live: set[int] = set()  # the same, for the per-message check
@@ -382,15 +410,16 @@ class Worker:
         self.dirty = False  # records or offsets wait for the next commit
         self.group: Any = None  # the group generation of the assignment (KIP-447 fencing)
         self.restoring: Restore | None = None  # the assignment's stores being filled
-        self.assignments = 0
         self.rebalancing = True
-        self.running = True
         self.watchdog_s = TIMEOUT_S + WATCHDOG_SLACK_S
         self.overrun: Callable[[str], None] = self._overrun  # tests replace it
         self.failed: str | None = None  # a delivery failure, seen by the next commit
         self.fatal: str | None = None  # a fatal client error, seen by the loop
         self.abandoned = False  # restarting: commit nothing more
         self.events = 0
+        self.tick_s = settings.tick_ms / 1000
+        self.commit_s = settings.commit_interval_ms / 1000
+        self.next_tick = self.last_commit = self.last_highs = 0.0  # monotonic, set by begin()
         self.consumer = Consumer(
             {**kafka_config.worker_consumer(settings), "error_cb": self._client_error}
         )
@@ -399,61 +428,56 @@ class Worker:
              "on_delivery": self._delivery_failed}
         )  # fmt: skip
 
-    def say(self, text: str) -> None:
-        self.out.write(f"escalator worker: {text}\n")
-        self.out.flush()
-
-    def stop(self) -> None:
-        self.running = False
+    @property
+    def assignments(self) -> int:
+        """Assignments restored so far (each said with READY; /startupz reads it)."""
+        return self.readies
 
     # ------------------------------------------------------------------ run
 
-    def run(self) -> None:
+    def begin(self) -> None:
         if self.exactly_once:
             self.producer.init_transactions(TIMEOUT_S)  # aborts this instance's open one
         self.consumer.subscribe(
             [self.source], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )
-        tick_s = self.settings.tick_ms / 1000
-        commit_s = self.settings.commit_interval_ms / 1000
-        next_tick = last_commit = last_status = last_highs = time.monotonic()
-        consume, handle = self.consumer.consume, self._handle
-        try:
-            while self.running:
-                LOOP.beat()  # issue #18: /healthz is the loop's progress (streams.runtime.liveness)
-                now = time.monotonic()
-                wait = 0.05 if self.event_time else min(max(next_tick - now, 0.0), 0.05)
-                if self.restoring is not None:
-                    wait = 0.0
-                for msg in consume(BATCH, wait):
-                    handle(msg)
-                if self.fatal:
-                    raise Restart(self.fatal)
-                if self.restoring is not None:
-                    self._restore_slice()
-                now = time.monotonic()
-                if not self.event_time and now >= next_tick:
-                    next_tick = now + tick_s
-                    self._tick()
-                self.producer.poll(0)
-                if now - last_highs >= 1.0:
-                    last_highs = now
-                    self._read_highs()
-                if self.dirty and now - last_commit >= commit_s:
-                    self._commit()
-                    last_commit = time.monotonic()
-                if now - last_status >= STATUS_EVERY_S:
-                    last_status = now
-                    self._status()
-            if self.dirty:
-                self._commit()
-        except (Restart, RegistryError):
-            self.abandoned = True
-            raise
-        finally:
-            self._close()
+        self.next_tick = self.last_commit = self.last_highs = time.monotonic()
 
-    def _close(self) -> None:
+    def turn(self) -> bool:
+        now = time.monotonic()
+        wait = 0.05 if self.event_time else min(max(self.next_tick - now, 0.0), 0.05)
+        if self.restoring is not None:
+            wait = 0.0
+        batch = self.consumer.consume(BATCH, wait)
+        handle = self._handle
+        for msg in batch:
+            handle(msg)
+        if self.fatal:
+            raise Restart(self.fatal)
+        if self.restoring is not None:
+            self._restore_slice()
+        now = time.monotonic()
+        if not self.event_time and now >= self.next_tick:
+            self.next_tick = now + self.tick_s
+            self._tick()
+        self.producer.poll(0)
+        if now - self.last_highs >= 1.0:
+            self.last_highs = now
+            self._read_highs()
+        if self.dirty and now - self.last_commit >= self.commit_s:
+            self._commit()
+            self.last_commit = time.monotonic()
+        return bool(batch)
+
+    def end(self) -> None:
+        if self.dirty:
+            self._commit()
+
+    def abandon(self, exc: BaseException) -> None:
+        if isinstance(exc, (Restart, RegistryError)):
+            self.abandoned = True
+
+    def close(self) -> None:
         self._cancel_restore()
         try:
             if self.abandoned:
@@ -833,8 +857,7 @@ class Worker:
     def _ready(self) -> None:
         self.rebalancing = False
         if self.owned:
-            self.assignments += 1
-            self.say(f"{READY} (assignment {self.assignments}: partitions {self.owned})")
+            self.ready(f" (assignment {self.readies + 1}: partitions {self.owned})")
 
     def _set_owned(self, partitions: list[int]) -> None:
         self.owned = partitions
@@ -897,7 +920,7 @@ class Worker:
         body = {"ready": ready, "recovered": not self.rebalancing, "partitions": partitions}
         return (200 if ready else 503), json.dumps(body).encode()
 
-    def _status(self) -> None:
+    def status(self) -> None:
         lag = sum(n for _, _, n in self.lag())
         counters = self.processor.counters
         log.info(
@@ -908,8 +931,9 @@ class Worker:
 
 
 def serve(worker: Worker, settings: Settings) -> MetricsServer:
-    """/healthz, /startupz, /readyz and /metrics on the web port, on a background thread."""
-    render = metrics_exposition(worker.processor, worker.lag)
+    """/healthz, /startupz, /readyz and /metrics (the processor's metrics: a TicketProcessor)
+    on the web port, on a background thread."""
+    render = metrics_exposition(worker.processor, worker.lag)  # type: ignore[arg-type]
     healthy, pages = probes(worker, settings)  # issue #18: /healthz and /startupz
     return MetricsServer(
         settings.web_host, settings.web_port, healthy, render=render,
@@ -918,31 +942,15 @@ def serve(worker: Worker, settings: Settings) -> MetricsServer:
 
 
 def run_worker(
-    settings: Settings,
-    policy: Policy,
-    topics: Topics,
-    event_time: bool,
-    shadow: Policy | None = None,
+    settings: Settings, processor: TicketProcessor, topics: Topics, event_time: bool
 ) -> int:
-    """The `escalator worker` child's body: stops cleanly on SIGTERM/SIGINT."""
-    try:
-        worker = Worker(settings, policy, topics, event_time, shadow=shadow)
-    except RegistryError as exc:  # unreachable, or it refuses a schema (incompatible)
-        sys.stderr.write(f"escalator worker: {exc}\n")
-        return 2
+    """The `escalator worker` child's body: stops cleanly on SIGTERM/SIGINT, asks for a
+    restart (RESTART_EXIT_CODE) on a Restart or a registry outage."""
+    worker = Worker(settings, processor, topics, event_time)
     server = serve(worker, settings)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        worker.stop()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
     try:
-        worker.run()
+        return worker.main(server)
     except (Restart, RegistryError) as exc:  # a registry outage: nothing dead-lettered
         restarts = int(os.environ.get(RESTARTS_ENV) or 0)
         worker.say(f"{exc}; restarting from the committed offsets (restart {restarts + 1})")
         return RESTART_EXIT_CODE
-    finally:
-        server.stop()
-    return 0

@@ -17,13 +17,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
 from streams.runtime.kafka_config import idempotent_producer
-from streams.runtime.worker import Worker, changelog_topic
+from streams.runtime.worker import changelog_topic
 from streams.sla.policy import load_policy
 from tests.integration.conftest import Pipeline
 from tests.integration.test_dlq_and_clock import LIVE_POLICY, event, now_ms
 from tests.integration.test_worker_fencing import (
     Running,
     Stalling,
+    new_worker,
     running,
     ticket_state,
     worker_settings,
@@ -112,8 +113,8 @@ def test_a_joining_worker_does_not_stall_the_partitions_it_does_not_take(
 
     def start(name: str) -> Running:
         out = io.StringIO()
-        worker = Worker(worker_settings(pipeline, name), load_policy(policy_file),
-                        pipeline.topics, out=out)  # fmt: skip
+        worker = new_worker(worker_settings(pipeline, name), load_policy(policy_file), pipeline,
+                            out)  # fmt: skip
         if name == "busy":
             worker.consumer = Stalling(worker.consumer)  # type: ignore[assignment]
         started = Running(worker, out)

@@ -132,14 +132,16 @@ def test_without_an_instance_id_the_data_dir_tells_instances_apart(tmp_path: Pat
 
 def test_readiness_waits_for_an_assignment(tmp_path: Path) -> None:
     from streams.runtime.topics import Topics
-    from streams.runtime.worker import Worker
+    from streams.runtime.worker import Worker, build_processor
     from streams.sla.policy import load_policy
 
     settings = load_settings(
         {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
          "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
     )  # fmt: skip
-    worker = Worker(settings, load_policy(), Topics("t-"), event_time=True)
+    topics = Topics("t-")
+    worker = Worker(settings, build_processor(settings, load_policy(), topics, True), topics,
+                    event_time=True)  # fmt: skip
     status, body = worker.readiness()
     assert status == 503 and json.loads(body) == {"ready": False, "recovered": False,
                                                   "partitions": []}  # fmt: skip
@@ -176,14 +178,15 @@ def test_a_tick_only_transaction_sends_the_offsets_of_every_owned_partition(
     only a tick's escalations must send them too, under the assignment's generation."""
     from streams.runtime.processor import Out
     from streams.runtime.topics import Topics
-    from streams.runtime.worker import Worker
+    from streams.runtime.worker import Worker, build_processor
     from streams.sla.policy import load_policy
 
     settings = load_settings(
         {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
          "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
     )  # fmt: skip
-    worker = Worker(settings, load_policy(), Topics("t-"))
+    topics = Topics("t-")
+    worker = Worker(settings, build_processor(settings, load_policy(), topics, False), topics)
     producer = FakeProducer()
     worker.producer = producer  # type: ignore[assignment]
     worker.group = "generation 7 of the assignment"
@@ -245,14 +248,15 @@ def test_a_transactional_call_that_ignores_its_timeout_restarts_the_worker(
 
     from streams.runtime.processor import Out
     from streams.runtime.topics import Topics
-    from streams.runtime.worker import Worker
+    from streams.runtime.worker import Worker, build_processor
     from streams.sla.policy import load_policy
 
     settings = load_settings(
         {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
          "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
     )  # fmt: skip
-    worker = Worker(settings, load_policy(), Topics("t-"))
+    topics = Topics("t-")
+    worker = Worker(settings, build_processor(settings, load_policy(), topics, False), topics)
     released = threading.Event()
 
     class HangingProducer(FakeProducer):
@@ -296,3 +300,57 @@ def test_the_stores_of_a_worker_share_one_bounded_block_cache(tmp_path: Path) ->
         assert usage[0] == usage[1] > 0  # one cache: each store reports the shared usage
     finally:
         state.close_all()
+
+
+def test_the_worker_drives_the_processor_it_is_given(tmp_path: Path) -> None:
+    """The composition root makes the processor (build_processor); the worker only calls it:
+    a record's outputs come from the given processor, in the record's transaction."""
+    from streams.runtime.processor import Counters, Out
+    from streams.runtime.topics import Topics
+    from streams.runtime.worker import Worker
+
+    settings = load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
+         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    )  # fmt: skip
+    seen: list[tuple[Any, ...]] = []
+
+    class Processor:
+        counters = Counters()
+
+        def on_event(self, store: PartitionStore, raw: bytes | None, key: bytes | None,
+                     partition: int, offset: int, timestamp: int | None) -> list[Out]:  # fmt: skip
+            seen.append((raw, key, partition, offset, timestamp))
+            return [Out("t-escalations", b"T-1", b"fired")]
+
+    class Message:
+        def error(self) -> None:
+            return None
+
+        def partition(self) -> int:
+            return 2
+
+        def offset(self) -> int:
+            return 41
+
+        def headers(self) -> None:
+            return None
+
+        def timestamp(self) -> tuple[int, int]:
+            return 1, 1_700_000_000_000
+
+        def value(self) -> bytes:
+            return b"event"
+
+        def key(self) -> bytes:
+            return b"T-1"
+
+    worker = Worker(settings, Processor(), Topics("t-"))  # type: ignore[arg-type]
+    producer = FakeProducer()
+    worker.producer = producer  # type: ignore[assignment]
+    worker.state.open(2)
+    worker._set_owned([2])
+    worker._handle(Message())  # type: ignore[arg-type]
+    assert seen == [(b"event", b"T-1", 2, 41, 1_700_000_000_000)]
+    assert producer.calls == [("begin", None), ("produce", ("t-escalations", 2))]
+    assert worker.offsets == {2: 42}
