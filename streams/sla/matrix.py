@@ -30,7 +30,8 @@ _ROUNDED: Final = frozenset(("next_response", "periodic_update", "pausable_updat
 class Page:
     """An escalation about to fire: the rule that fires it, whom it pages at which level and
     why, the event that caused it (None for due work), and whether it raises the ticket's
-    level (a breach or a climb of the matrix does; a warning or a side chain does not)."""
+    level (a breach or a climb of the matrix does; a warning or a side chain does not).
+    Not a dataclass: compiled, a dataclass's __init__ stays interpreted, this one does not."""
 
     __slots__ = ("rule", "kind", "reason", "level", "target", "metric", "event_id", "raise_level")
 
