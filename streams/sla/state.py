@@ -128,7 +128,7 @@ class TicketState:
     level: int = 1
     awaiting_since: int | None = None
     escalated_at: int | None = None
-    fired: frozenset[str] = frozenset()  # shared, like tags (Clocks._mark_fired)
+    fired: frozenset[str] = frozenset()  # shared, like tags (Matching._mark_fired)
     seen: dict[str, None] = field(default_factory=dict)  # insertion-ordered: a bounded window
     next_due: int | None = None
     closed: bool = False
