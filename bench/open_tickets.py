@@ -1,4 +1,4 @@
-"""`bench/pipeline.py --open-tickets N`: a worker holding N open tickets (issue #22 item 3).
+"""`bench/pipeline.py --open-tickets N`: a worker holding N open tickets.
 
 Writes N open tickets' states to a fresh changelog (as a worker would have left them), then
 starts an `escalator worker` that restores them all (a full restore), stops it with SIGTERM

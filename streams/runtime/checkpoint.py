@@ -1,5 +1,5 @@
 """A partition store's checkpoint: the changelog offset up to which its RocksDB holds every
-committed record, so a restarted worker reads only the changelog's tail (issue #22).
+committed record, so a restarted worker reads only the changelog's tail.
 
 As Kafka Streams does under exactly-once, the file exists only while the store is closed
 cleanly: it is written after the last transaction touching the store committed and the store

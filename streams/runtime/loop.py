@@ -1,4 +1,4 @@
-"""The shell every consume-process-commit process runs in (issue #19): the worker, `escalator
+"""The shell every consume-process-commit process runs in: the worker, `escalator
 alerts`, `escalator sink webhook` (and `helpdesk` through it) and `escalator sink redis`.
 
 The shell owns what they share: SIGTERM/SIGINT stop the loop, which then finishes cleanly

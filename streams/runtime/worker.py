@@ -5,8 +5,8 @@ group reads `ticket-events` (read_committed), one transactional producer writes 
 outputs, every state change as a record of the compacted changelog topic, and the
 consumed offsets, all in one transaction committed every `commit_interval_ms`. Every
 record goes to the partition of the input that caused it, so a partition's state and
-outputs move together. Faust did the same job at about a tenth of the rate
-(bench/pipeline.py, issue #4); streams.runtime.faust_runtime runs the same processor as a Faust app.
+outputs move together. streams.runtime.faust_runtime runs the same processor as a Faust app,
+at a fraction of this loop's rate (bench/pipeline.py compares them).
 
 Time: in wall-clock mode the loop itself ticks every `tick_ms`, between batches, so a
 deadline fires with no new events and its state change is in the same transaction as
@@ -934,7 +934,7 @@ def serve(worker: Worker, settings: Settings) -> MetricsServer:
     """/healthz, /startupz, /readyz and /metrics (the processor's metrics: a TicketProcessor)
     on the web port, on a background thread."""
     render = metrics_exposition(worker.processor, worker.lag)  # type: ignore[arg-type]
-    healthy, pages = probes(worker, settings)  # issue #18: /healthz and /startupz
+    healthy, pages = probes(worker, settings)  # /healthz and /startupz
     return MetricsServer(
         settings.web_host, settings.web_port, healthy, render=render,
         pages={"/readyz": worker.readiness, **pages},
