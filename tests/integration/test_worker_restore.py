@@ -46,7 +46,8 @@ def test_a_restart_from_a_checkpoint_loads_the_due_index_instead_of_reading_the_
 
     monkeypatch.setattr(PartitionStore, "items", counted)
     out = io.StringIO()
-    worker = Worker(settings, load_policy(), pipeline.topics, out=out)
+    processor = build_processor(settings, load_policy(), pipeline.topics, False)
+    worker = Worker(settings, processor, pipeline.topics, out=out)
     source = TopicPartition(pipeline.topics.ticket_events, 0)
     index_file = settings.data_dir / "tickets" / "0" / checkpoint.INDEX_FILE
 
@@ -105,4 +106,4 @@ def test_a_restart_from_a_checkpoint_loads_the_due_index_instead_of_reading_the_
         assert "due index rebuilt: due index file unusable: checksum" in out.getvalue()
         assert index_of(worker.processor, 0) == tailed
     finally:
-        worker._close()
+        worker.shutdown()
