@@ -49,7 +49,7 @@ class Page:
         self.raise_level = raise_level
 
 
-class Matrix(Clocks):
+class Climbs(Clocks):
     """The escalation matrix: breaches and unanswered escalations climbing its levels, and the
     functional and named chains beside it."""
 

@@ -19,7 +19,7 @@ from streams.sla.actions import (
 from streams.sla.clocks import _TIMED
 from streams.sla.compiled_policy import timeline_of
 from streams.sla.events import PRIORITY_RANK, EventType, Status
-from streams.sla.matrix import Matrix, Page
+from streams.sla.matrix import Climbs, Page
 from streams.sla.policy import BumpPriority, Escalate, Policy, Remind, Trigger
 from streams.sla.state import TicketState
 
@@ -48,7 +48,7 @@ class _Timed:
         return self.key if self.status is None else f"{self.key}#{state.status_seq}"
 
 
-class Triggers(Matrix):
+class Triggers(Climbs):
     """The policy's event and timed triggers: which can hold for an event, and what firing one
     does."""
 
