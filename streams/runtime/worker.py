@@ -646,10 +646,16 @@ class Worker(ConsumeLoop):
         self.processor.forget(revoked)
         for p in revoked:
             self.committed.pop(p, None)
-        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-        leaving = [tp for tp in partitions if (tp.topic, tp.partition) in assigned]
-        if leaving:
-            consumer.incremental_unassign(leaving)
+        try:
+            assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+            leaving = [tp for tp in partitions if (tp.topic, tp.partition) in assigned]
+            if leaving:
+                consumer.incremental_unassign(leaving)
+        except KafkaException as exc:
+            # Revoked by close(): the handle is being destroyed and unassigns on its own.
+            # Raised here, the error would leave the callback as a bare KafkaError, which no
+            # `except` catches and which kills the thread.
+            log.info("revocation while closing: %s", exc)
 
     def _refresh_group(self, consumer: Consumer) -> None:
         """The generation to commit under. A consumer evicted from the group (a stalled
