@@ -408,14 +408,9 @@ class TicketProcessor:
     def load_index(self, partition: int, saved: object) -> int | None:
         """Install a saved_index() of the partition; returns the tickets it indexes, or None
         (nothing changed) when it does not fit this processor: rebuild instead."""
-        try:
-            assert isinstance(saved, dict) and saved["fingerprint"] == self._fingerprint()
-            lanes, orphans = saved["lanes"], saved["orphans"]
-            assert len(lanes) == len(self._lanes()) and isinstance(orphans, list)
-            for (heap, counts), lane in zip(lanes, self._lanes(), strict=True):
-                assert isinstance(heap, list) and (counts is None) == (lane.metrics is None)
-        except (AssertionError, KeyError, TypeError, ValueError):
+        if not self._fits(saved):
             return None
+        lanes, orphans = saved["lanes"], saved["orphans"]
         tickets = 0
         for (heap, counts), lane in zip(lanes, self._lanes(), strict=True):
             lane.due[partition] = heap
@@ -427,6 +422,22 @@ class TicketProcessor:
         if orphans:
             self.orphans[partition] = orphans
         return tickets
+
+    def _fits(self, saved: object) -> bool:
+        """Whether a saved index (read from disk) has the shape and setup of this processor.
+        Plain checks, not asserts: they must hold under `python -O` too."""
+        try:
+            if not isinstance(saved, dict) or saved["fingerprint"] != self._fingerprint():
+                return False
+            lanes, orphans = saved["lanes"], saved["orphans"]
+            if len(lanes) != len(self._lanes()) or not isinstance(orphans, list):
+                return False
+            return all(
+                isinstance(heap, list) and (counts is None) == (lane.metrics is None)
+                for (heap, counts), lane in zip(lanes, self._lanes(), strict=True)
+            )
+        except (KeyError, TypeError, ValueError):
+            return False
 
     def reindex(self, partition: int, key: bytes, old: bytes | None, new: bytes | None) -> None:
         """A changelog record read after a checkpoint whose index was loaded: update the index
