@@ -407,13 +407,17 @@ class RedisSink(ConsumeLoop):
             self.redis_down.failed()
 
     def _lag(self) -> dict[str, int]:
-        """Records between the position and the end, by topic (from the fetcher's cache)."""
+        """Records between the position and the end, by topic (from the fetcher's cache).
+        Empty (the heartbeat's lag -1: unknown) until every assigned partition's end is
+        known: a partition not fetched yet is not caught up, whatever the others say."""
         lag: dict[str, int] = {}
+        unknown = False
         try:
             assigned = self.consumer.assignment()
             for tp in self.consumer.position(assigned):
                 low, high = self.consumer.get_watermark_offsets(tp, cached=True)
                 if high < 0:
+                    unknown = True
                     continue
                 at = tp.offset if tp.offset >= 0 else low
                 base = self.sources[tp.topic]
@@ -422,7 +426,7 @@ class RedisSink(ConsumeLoop):
             return {}
         for base, value in lag.items():
             LAG.labels(base).set(value)
-        return lag
+        return {} if unknown else lag
 
     def close(self) -> None:
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import orjson
@@ -103,6 +103,16 @@ class Counters:
     queue_stats: int = 0
     silenced: dict[str, int] = field(default_factory=dict)  # by reason: before the horizon
     clock_jumps: int = 0
+    aborted: int = 0  # transactions aborted in place and read again (the loop's rewinds)
+
+
+@dataclass
+class Savepoint:
+    """The processor's per-partition clocks and its counts as a transaction began
+    (TicketProcessor.savepoint): an abort puts them back (rewind)."""
+
+    clocks: list[tuple[dict[int, int], dict[int, int]]]  # per lane: watermark, heartbeats
+    counters: Counters
 
 
 class SteadyClock:
@@ -460,6 +470,30 @@ class TicketProcessor:
             lane._schedule(partition, key, after[1])
         else:
             lane.scheduled.setdefault(partition, {}).pop(key, None)
+
+    def savepoint(self) -> Savepoint:
+        """What the processor keeps outside the stores, as a transaction begins."""
+        return Savepoint(
+            [(dict(lane.watermark), dict(lane.heartbeats)) for lane in self._lanes()],
+            replace(self.counters, rejected=dict(self.counters.rejected),
+                    silenced=dict(self.counters.silenced)),
+        )  # fmt: skip
+
+    def rewind(self, point: Savepoint, partition: int, undone: dict[bytes, bytes | None],
+               kept: Callable[[bytes], bytes | None]) -> None:  # fmt: skip
+        """The transaction begun at `point` aborted: the partition's store took back
+        `undone` (key -> the value the transaction wrote; `kept(key)`: the value now), so
+        its index, clocks and counts go back to what the committed states say."""
+        for key, wrote in undone.items():
+            self.reindex(partition, key, wrote, kept(key))
+        for lane, (watermark, heartbeats) in zip(self._lanes(), point.clocks, strict=True):
+            for clocks, saved in ((lane.watermark, watermark), (lane.heartbeats, heartbeats)):
+                if partition in saved:
+                    clocks[partition] = saved[partition]
+                else:
+                    clocks.pop(partition, None)
+        self.counters = replace(point.counters, rejected=dict(point.counters.rejected),
+                                silenced=dict(point.counters.silenced))  # fmt: skip
 
     def _lanes(self) -> list[TicketProcessor]:
         return [self] if self.shadow is None else [self, self.shadow]

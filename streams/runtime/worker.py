@@ -53,7 +53,7 @@ from streams.runtime.kafka_config import transactional_id
 from streams.runtime.liveness import LOOP, probes
 from streams.runtime.loop import ConsumeLoop
 from streams.runtime.metrics import MetricsServer
-from streams.runtime.processor import Counters, Out, TicketProcessor, is_tick
+from streams.runtime.processor import Counters, Out, Savepoint, TicketProcessor, is_tick
 from streams.runtime.settings import Settings
 from streams.runtime.topics import Topics
 from streams.runtime.worker_metrics import WorkerStats, metrics_exposition
@@ -70,11 +70,29 @@ BATCH = 500  # messages per consume() call
 TIMEOUT_S = 30.0  # for transactional and offset calls that talk to the coordinator
 WATCHDOG_SLACK_S = 15.0  # past its timeout, a transactional call that has not returned is hung
 STATUS_EVERY_S = 30.0
+MAX_REWINDS = 3  # transactions aborted in place in a row, before a restart
+# A commit refused for these is redone in place (Worker._rewind); any other failure restarts.
+STALE_GENERATION = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS})
 
 
 def changelog_topic(settings: Settings) -> str:
     """The compacted topic of per-ticket state (Faust's name for it, so it carries over)."""
     return f"{settings.app_id}-tickets-changelog"
+
+
+GROUP_METADATA = b"CGMDv2:"  # librdkafka's serialized group metadata, then the generation
+
+
+def group_generation(metadata: object) -> int | None:
+    """The group generation in a consumer's metadata, None when it is in none (or the
+    client serializes it in a format this does not know: never trusted then)."""
+    if not isinstance(metadata, bytes) or not metadata.startswith(GROUP_METADATA):
+        return None
+    start = len(GROUP_METADATA)
+    if len(metadata) < start + 4:
+        return None
+    generation = int.from_bytes(metadata[start : start + 4], sys.byteorder, signed=True)
+    return generation if generation >= 0 else None
 
 
 def build_processor(
@@ -125,6 +143,13 @@ class Processor(Protocol):
 
     def forget(self, partitions: Iterable[int]) -> None: ...
 
+    def savepoint(self) -> Savepoint: ...
+
+    def rewind(
+        self, point: Savepoint, partition: int, undone: dict[bytes, bytes | None],
+        kept: Callable[[bytes], bytes | None],
+    ) -> None: ...  # fmt: skip
+
 
 class Restart(Exception):
     """The worker must resume from committed offsets and state in a fresh process."""
@@ -143,13 +168,17 @@ class PartitionStore:
     """One partition's ticket states (the processor's StateStore); writes are queued so the
     loop sends them to the changelog in the transaction of the message that caused them.
 
+    The writes of the open transaction stay in `txn` until it commits (`commit()`): an
+    aborted one takes them back (`rollback()`), so the loop can redo its records from the
+    committed offsets without a restart and a restore.
+
     With `front` (a disk store), the latest writes stay in memory, in two generations of up
     to `front` keys, and reach the disk only when they age out: a busy ticket's next event
     reads and writes a dict, while RocksDB holds the tickets that went quiet. Nothing is lost
     by keeping them in memory: the store is never reopened, the changelog is the durable copy.
     """
 
-    __slots__ = ("data", "pending", "front", "young", "old")
+    __slots__ = ("data", "pending", "front", "young", "old", "txn")
 
     def __init__(self, data: MutableMapping[bytes, bytes], front: int = 0) -> None:
         self.data = data
@@ -157,8 +186,12 @@ class PartitionStore:
         self.front = front
         self.young: dict[bytes, bytes | None] = {}  # None: deleted
         self.old: dict[bytes, bytes | None] = {}
+        self.txn: dict[bytes, bytes | None] = {}  # written, not committed yet
 
     def get(self, key: bytes) -> bytes | None:
+        value = self.txn.get(key, _ABSENT)
+        if value is not _ABSENT:
+            return value  # type: ignore[return-value]
         if self.front:
             value = self.young.get(key, _ABSENT)
             if value is _ABSENT:
@@ -170,16 +203,35 @@ class PartitionStore:
 
     def put(self, key: bytes, value: bytes) -> None:
         self.pending.append((key, value))
-        self._write(key, value)
+        self.txn[key] = value
 
     def delete(self, key: bytes) -> None:
         self.pending.append((key, None))
-        self._write(key, None)
+        self.txn[key] = None
+
+    def commit(self) -> None:
+        """The transaction that carried the writes committed: they become the store's."""
+        txn = self.txn
+        if not txn:
+            return
+        self.txn = {}
+        if not self.front:
+            store = self._store
+            for key, value in txn.items():
+                store(key, value)
+            return
+        write = self._write
+        for key, value in txn.items():
+            write(key, value)
+
+    def rollback(self) -> dict[bytes, bytes | None]:
+        """The transaction aborted: its writes are forgotten. Returns what each key was
+        written (None: deleted), for the processor to take back what it derived."""
+        undone, self.txn = self.txn, {}
+        self.pending.clear()
+        return undone
 
     def _write(self, key: bytes, value: bytes | None) -> None:
-        if not self.front:
-            self._store(key, value)
-            return
         young = self.young
         young[key] = value
         if len(young) >= self.front:
@@ -200,31 +252,36 @@ class PartitionStore:
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every stored (key, value), streamed: a partition may hold more tickets than memory.
         Writes during the iteration do not disturb it (a dict's keys are listed first, a
-        RocksDB iterator reads a snapshot, the front is copied: at most 2 x `front` keys)."""
+        RocksDB iterator reads a snapshot, the front and the open transaction are copied: at
+        most 2 x `front` keys and a commit interval's writes)."""
         data = self.data
-        if not self.front:
-            for key in list(data):
-                value = data.get(key)
-                if value is not None:
-                    yield key, value
-            return
         front = dict(self.old)
         front.update(self.young)
-        for key, value in data.items():
-            if key not in front:
-                yield key, value
+        front.update(self.txn)
+        if not self.front:
+            for key in list(data):
+                if key not in front:
+                    value = data.get(key)
+                    if value is not None:
+                        yield key, value
+        else:
+            for key, value in data.items():
+                if key not in front:
+                    yield key, value
         for key, latest in front.items():
             if latest is not None:
                 yield key, latest
 
     def load(self, key: bytes, value: bytes | None) -> None:
         """Apply a changelog record (a restore: nothing to send)."""
+        self.txn.pop(key, None)
         self.young.pop(key, None)
         self.old.pop(key, None)
         self._store(key, value)
 
     def flush_front(self) -> None:
-        """Write the front to the data (a checkpoint covers only what is on disk)."""
+        """Write the front to the data (a checkpoint covers only what is on disk). The open
+        transaction's writes are not the store's: a checkpoint is taken after a commit."""
         for generation in (self.old, self.young):
             for key, value in generation.items():
                 self._store(key, value)
@@ -416,6 +473,8 @@ class Worker(ConsumeLoop):
         self.failed: str | None = None  # a delivery failure, seen by the next commit
         self.fatal: str | None = None  # a fatal client error, seen by the loop
         self.abandoned = False  # restarting: commit nothing more
+        self.rewinds = 0  # transactions aborted in place since the last commit
+        self.savepoint: Savepoint | None = None  # the processor's, as the transaction began
         self.events = 0
         self.tick_s = settings.tick_ms / 1000
         self.commit_s = settings.commit_interval_ms / 1000
@@ -442,6 +501,7 @@ class Worker(ConsumeLoop):
             [self.source], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )
         self.next_tick = self.last_commit = self.last_highs = time.monotonic()
+        self.savepoint = self.processor.savepoint()
 
     def turn(self) -> bool:
         now = time.monotonic()
@@ -586,10 +646,50 @@ class Worker(ConsumeLoop):
                 if offsets:
                     self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            raise Restart(f"commit failed: {exc.args[0]}") from None
+            error = exc.args[0]
+            if self.exactly_once and self.open and error.code() in STALE_GENERATION:
+                self._rewind(error)
+                return
+            raise Restart(f"commit failed: {error}") from None
+        for store in self.state.stores.values():
+            store.commit()
         self.committed.update(self.offsets)
         self.offsets.clear()
         self.dirty = False
+        self.rewinds = 0
+        self.savepoint = self.processor.savepoint()
+
+    def _rewind(self, error: KafkaError) -> None:
+        """The transaction's offsets carried the generation before a rebalance this worker
+        takes part in (still a member: an evicted one is an unknown member, and restarts),
+        completed by the group before the new assignment reached this loop (KIP-447). Abort
+        it and take back what it did (the stores' writes, the processor's index, clocks and
+        counts, the consumer's positions), so the loop reads the same records again, under
+        the new generation, with no restart and no restore. Refused again and again, it
+        restarts."""
+        self.rewinds += 1
+        if self.rewinds > MAX_REWINDS or self.savepoint is None or not error.txn_requires_abort():
+            raise Restart(f"commit failed ({self.rewinds} in a row): {error}")
+        self.open = False
+        try:
+            self.producer.abort_transaction(TIMEOUT_S)
+        except KafkaException as exc:
+            raise Restart(f"commit failed ({error}), then its abort: {exc.args[0]}") from None
+        for p, store in self.state.stores.items():
+            undone = store.rollback()
+            if undone or p in self.owned:
+                self.processor.rewind(self.savepoint, p, undone, store.get)
+        try:
+            for p in self.owned:
+                self.consumer.seek(TopicPartition(self.source, p, self.committed.get(p, 0)))
+        except KafkaException as exc:
+            raise Restart(f"commit failed ({error}), then rewinding: {exc.args[0]}") from None
+        self.offsets.clear()
+        self.dirty = False
+        self.processor.counters.aborted += 1
+        self.savepoint = self.processor.savepoint()
+        self.say(f"transaction aborted, its records read again from the committed offsets: "
+                 f"{error.str()}")  # fmt: skip
 
     @contextmanager
     def _watchdog(self, call: str) -> Iterator[None]:
@@ -637,9 +737,18 @@ class Worker(ConsumeLoop):
         self._refresh_group(consumer)
         self._drop_restoring(revoked)
         if not self.abandoned:
+            leaving = sorted(revoked & set(self.owned))
+            provable = self.exactly_once and self.state.rocksdb and self.group is not None
+            if leaving and provable and not self.dirty:
+                # A checkpoint says nobody else wrote to the changelog partition since this
+                # worker's last commit; a stale revocation, served by a worker evicted while
+                # stalled, would say it wrongly. A commit under its generation proves it
+                # (a worker given its partitions by hand, in no group, has none to prove).
+                self._send(leaving[0], [], self.state.stores[leaving[0]])
+                self.dirty = True
             if self.dirty:
                 self._commit()
-            for p in sorted(revoked & set(self.owned)):
+            for p in leaving:
                 kept = self._checkpoint(p)
                 self.state.close(p, kept, None if kept is None else self.processor.saved_index(p))
         self._set_owned([p for p in self.owned if p not in revoked])
@@ -658,19 +767,26 @@ class Worker(ConsumeLoop):
             log.info("revocation while closing: %s", exc)
 
     def _refresh_group(self, consumer: Consumer) -> None:
-        """The generation to commit under. A consumer evicted from the group (a stalled
-        zombie serving stale callbacks) has none: it keeps its old generation's, which the
-        coordinator refuses, so its commit fails and it restarts."""
+        """The generation to commit under, as a rebalance callback runs. A consumer out of
+        the group (evicted while stalled, serving stale callbacks on its way out) is in no
+        generation: it keeps its last assignment's, which the coordinator refuses, so its
+        commits fail. Taken as it is, its metadata would carry none (-1), which a
+        transactional commit is not checked against: the zombie would commit."""
         try:
-            self.group = consumer.consumer_group_metadata()
+            group = consumer.consumer_group_metadata()
         except RuntimeError as exc:  # "Consumer group metadata not available"
             log.warning("no group metadata (%s): keeping the last generation's", exc)
+            return
+        if group_generation(group) is None:
+            log.warning("the consumer is in no group generation: keeping the last one's")
+            return
+        self.group = group
 
     def _checkpoint(self, partition: int) -> Checkpoint | None:
         """What the partition's store holds, right after a commit (no transaction open): the
         changelog's end now, at or past every record this worker committed to it."""
-        if self.open or self.dirty or partition not in self.committed:
-            return None
+        if self.open or self.dirty or self.rewinds or partition not in self.committed:
+            return None  # (after a rewind, no commit proved this worker's generation current)
         try:
             _, high = self.consumer.get_watermark_offsets(
                 TopicPartition(self.changelog, partition), timeout=TIMEOUT_S

@@ -69,6 +69,8 @@ def test_a_cleanly_closed_store_is_resumed_with_its_front(tmp_path: Path) -> Non
     assert 2 not in state.checkpoints
     store.load(b"T-old", b"on disk")
     store.put(b"T-new", b"in the front")  # not yet on disk: the close writes it
+    store.commit()
+    store.put(b"T-open", b"aborted")  # a transaction still open: never the store's
     kept = replace(CP, written_at=time.time())
     state.close(2, kept)
     state = _state(tmp_path)  # a new process

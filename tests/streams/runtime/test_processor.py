@@ -322,6 +322,7 @@ def test_memory_holds_only_the_tickets_the_store_keeps(make: Any, codecs: dict[s
     for i, e in enumerate(history):
         send(proc, store, codecs, e, 0, i)
         store.pending.clear()
+        store.commit()  # as the worker's transaction after each event
     stored = {key: decode_state(value)[1] for key, value in store.items()}
     tickets = {e.ticket_id for e in history}
     assert len(stored) < len(tickets) / 3  # most tickets closed and left
