@@ -7,7 +7,7 @@ Redis), each phase a closed loop of `--concurrency` HTTP clients for `--seconds`
 
 1. Baseline: a bare confluent-kafka produce loop (idempotent, acks=all, the same Avro values),
    events/s until every delivery is confirmed: what Kafka takes from one producer here.
-2. Baseline: the same ingest code with a sink that produces and answers without waiting for
+2. Baseline: the same ingest code with a publisher that produces and answers without waiting for
    the broker's ack (`--serve-no-ack`, bench only): what the HTTP, JSON, validation and
    enrichment path costs.
 3. `escalator ingest` POST /v1/events: accepted webhooks/s with delivery confirmed, latency
@@ -37,7 +37,7 @@ from pathlib import Path
 import aiohttp
 from confluent_kafka import Producer
 
-from connectors.sources.ingest import KafkaSink, build_ingest, serve
+from connectors.sources.ingest import KafkaPublisher, build_ingest, serve
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
 from streams.runtime.kafka_config import idempotent_producer
@@ -142,7 +142,7 @@ async def load(
     return result
 
 
-class NoAckSink(KafkaSink):
+class NoAckPublisher(KafkaPublisher):
     """Produces and returns at once: the ingest path without waiting for the broker's ack."""
 
     async def send(self, records: Sequence[tuple[bytes, bytes]]) -> None:
@@ -159,9 +159,10 @@ def serve_no_ack(port: int, prefix: str) -> None:
     settings = load_settings()
     statuses = load_policy(settings.policy_file).statuses
     ingest = build_ingest(settings, Topics(prefix), TOKEN, statuses=statuses)
-    ingest.sink.close()
+    ingest.publisher.close()
     conn = settings.connectors
-    ingest.sink = NoAckSink(settings, Topics(prefix).ticket_events, conn.ingest_delivery_timeout_ms)
+    topic = Topics(prefix).ticket_events
+    ingest.publisher = NoAckPublisher(settings, topic, conn.ingest_delivery_timeout_ms)
     asyncio.run(serve(ingest, "127.0.0.1", port, lambda text: print(text, flush=True)))
 
 

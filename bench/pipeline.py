@@ -357,6 +357,7 @@ class Drain:
     first: tuple[float, int, float] | None = None  # wall time, committed, CPU at first commit
     last: tuple[float, float] = (0.0, 0.0)  # wall time, CPU when last seen
     peak_mb: float = 0.0  # peak RSS of the worker's processes, read before it stops
+    rss_mb: float = 0.0  # their RSS then
     last_progress: float = 0.0  # wall time its committed offsets last moved
 
     def rates(self) -> tuple[float, float]:
@@ -409,6 +410,7 @@ def drain(settings: Settings, root: Path, runs: list[Drain]) -> None:
     for run in runs:
         assert run.worker is not None
         run.peak_mb = peak_rss_mb(run.worker.pid)
+        run.rss_mb = memory_mb(run.worker.pid)
         run.mapped = mapped_under(run.worker.pid, run.source)
         stop(run.worker)
 
@@ -512,7 +514,8 @@ def main() -> int:
         if args.open_tickets:
             import open_tickets  # bench/open_tickets.py, beside this file
 
-            open_tickets.run(settings, root, args.open_tickets, sys.modules[__name__])
+            tools = sys.modules[__name__]
+            open_tickets.run(settings, root, args.open_tickets, tools, args.agents, args.days)
             return 0
         prefix = f"bench{uuid.uuid4().hex[:8]}-"
         topics = Topics(prefix)

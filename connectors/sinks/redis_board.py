@@ -20,11 +20,11 @@ the sink goes on.
 from __future__ import annotations
 
 import logging
-import signal
+import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TextIO
 
 import redis
 from confluent_kafka import (
@@ -41,6 +41,7 @@ from connectors.sinks.board_store import Applied, BoardKeys, BoardWriter, Update
 from schemas.codec import DecodeError, ErrorKind, codec_for
 from schemas.records import dead_letter, ticket_board_from_avro
 from streams.runtime.kafka_config import committed_reader, idempotent_producer
+from streams.runtime.loop import ConsumeLoop
 from streams.runtime.settings import Settings, redact_url
 from streams.runtime.topics import Topics
 
@@ -137,8 +138,11 @@ class Outage:
         return self.since is not None and time.monotonic() - self.since > seconds
 
 
-class RedisSink:
+class RedisSink(ConsumeLoop):
     """The consumer loop: `run()` until `stop()`."""
+
+    who = "sink redis"
+    ready_text = READY
 
     def __init__(
         self,
@@ -149,9 +153,9 @@ class RedisSink:
         client: redis.Redis | None = None,
         out: TextIO = sys.stderr,
     ) -> None:
+        super().__init__(out, math.inf)  # no status line: the heartbeat is on the board
         self.settings = settings
         self.options = options
-        self.out = out
         self.keys = keys or BoardKeys.from_settings(settings, topics.prefix)
         self.client = client or settings.redis.client(decode_responses=True)
         self.writer = BoardWriter(self.client, self.keys, settings.connectors.board_stream_maxlen)
@@ -174,17 +178,9 @@ class RedisSink:
         )
         self.redis_down = Outage()
         self.kafka_down = Outage()
-        self.running = True
         self.started_at = int(time.time() * 1000)
         self.counts = {"consumed": 0, "applied": 0, "duplicates": 0, "batches": 0, "parked": 0}
         self._next_beat = 0.0
-
-    def say(self, text: str) -> None:
-        self.out.write(f"escalator sink redis: {text}\n")
-        self.out.flush()
-
-    def stop(self, *_: object) -> None:
-        self.running = False
 
     def healthy(self) -> bool:
         limit = self.options.unhealthy_after_s
@@ -197,25 +193,32 @@ class RedisSink:
 
     # ------------------------------------------------------------------ loop
 
-    def run(self) -> int:
+    def begin(self) -> None:
         self.consumer.subscribe(list(self.sources))
-        self.say(
-            f"{READY}: reading {', '.join(self.sources)} as group {self.options.group}, "
+        self.ready(
+            f": reading {', '.join(self.sources)} as group {self.options.group}, "
             f"board {self.keys.prefix}* on {redact_url(self.settings.redis.url)}, "
             f"parking on {self.dlq_topic}"
         )
-        while self.running:
-            messages = self.consumer.consume(self.options.batch_size, self.options.poll_s)
-            items: list[tuple[Message, Item]] = []
-            parked: list[Parked] = []
-            offsets = self._collect(messages, items, parked)
-            if messages:
-                self.kafka_down.ok()
-            if offsets and self._write(items, parked):
-                self._park(parked)
-                self._commit(offsets)
-            self._beat()
-        return 0
+
+    def turn(self) -> bool:
+        messages = self.consumer.consume(self.options.batch_size, self.options.poll_s)
+        items: list[tuple[Message, Item]] = []
+        parked: list[Parked] = []
+        offsets = self._collect(messages, items, parked)
+        if messages:
+            self.kafka_down.ok()
+        if offsets and self._write(items, parked):
+            self._park(parked)
+            self._commit(offsets)
+        self._beat()
+        return bool(messages)
+
+    def end(self) -> None:
+        self.say(
+            f"stopped: {self.counts['consumed']:,} records read, {self.counts['applied']:,} "
+            f"applied, {self.counts['duplicates']:,} duplicates, {self.counts['parked']:,} parked"
+        )
 
     def _collect(
         self, messages: list[Message], items: list[tuple[Message, Item]], parked: list[Parked]
@@ -380,13 +383,17 @@ class RedisSink:
             self.redis_down.failed()
 
     def _lag(self) -> dict[str, int]:
-        """Records between the position and the end, by topic (from the fetcher's cache)."""
+        """Records between the position and the end, by topic (from the fetcher's cache).
+        Empty (the heartbeat's lag -1: unknown) until every assigned partition's end is
+        known: a partition not fetched yet is not caught up, whatever the others say."""
         lag: dict[str, int] = {}
+        unknown = False
         try:
             assigned = self.consumer.assignment()
             for tp in self.consumer.position(assigned):
                 low, high = self.consumer.get_watermark_offsets(tp, cached=True)
                 if high < 0:
+                    unknown = True
                     continue
                 at = tp.offset if tp.offset >= 0 else low
                 base = self.sources[tp.topic]
@@ -395,7 +402,7 @@ class RedisSink:
             return {}
         for base, value in lag.items():
             LAG.labels(base).set(value)
-        return lag
+        return {} if unknown else lag
 
     def close(self) -> None:
         try:
@@ -417,18 +424,4 @@ def run_redis_sink(settings: Settings, topics: Topics, options: SinkOptions) -> 
     server = MetricsServer(
         settings.connectors.metrics_host, settings.connectors.metrics_port, sink.healthy
     ).start()
-    previous: dict[int, Any] = {
-        sig: signal.signal(sig, sink.stop) for sig in (signal.SIGTERM, signal.SIGINT)
-    }
-    try:
-        code = sink.run()
-        sink.say(
-            f"stopped: {sink.counts['consumed']:,} records read, {sink.counts['applied']:,} "
-            f"applied, {sink.counts['duplicates']:,} duplicates, {sink.counts['parked']:,} parked"
-        )
-        return code
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        server.stop()
-        sink.close()
+    return sink.main(server)

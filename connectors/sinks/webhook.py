@@ -29,7 +29,6 @@ import contextlib
 import json
 import logging
 import random
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -58,6 +57,7 @@ from connectors.sinks.webhook_targets import (
 )
 from schemas.codec import AvroCodec, DecodeError, codec_for
 from streams.runtime.kafka_config import committed_reader, idempotent_producer
+from streams.runtime.loop import ConsumeLoop
 from streams.runtime.metrics import VERSION
 from streams.runtime.settings import ConfigError, Settings
 from streams.runtime.topics import Topics
@@ -344,12 +344,13 @@ def webhook_dead_letter(
     }
 
 
-class WebhookSink:
+class WebhookSink(ConsumeLoop):
     """The consumer loop; `await run()` until `stop()`. Another HTTP sink subclasses it and
     overrides `dispatch` (what one decoded record becomes), keeping the reading, offsets,
     retries and parking (connectors.sinks.helpdesk_writeback)."""
 
     kind = "webhook"  # `escalator sink <kind>`: names its output lines and User-Agent
+    ready_text = READY
 
     def __init__(
         self,
@@ -365,6 +366,8 @@ class WebhookSink:
         status_every: float = 60.0,
         out: TextIO = sys.stderr,
     ) -> None:
+        super().__init__(out, status_every)
+        self.who = f"sink {self.kind}"
         self.settings = settings
         self.targets = list(targets)
         self.topics = topics
@@ -374,8 +377,6 @@ class WebhookSink:
         # Finished messages behind a slow one wait for the commit; this bounds their memory.
         self.max_uncommitted = max_uncommitted or 100 * max_in_flight
         self.grace_s = grace_s
-        self.status_every = status_every
-        self.out = out
         wanted = {base for t in targets for base in t.topics}
         self.sources = {topics.name(base): base for base in SCHEMAS if base in wanted}
         self.codecs: dict[str, AvroCodec] = {
@@ -386,19 +387,10 @@ class WebhookSink:
         self.producer = Producer({**idempotent_producer(settings), "linger.ms": 0})
         self.tracker = OffsetTracker()
         self.tasks: dict[asyncio.Task[None], TP] = {}
-        self.running = True
         self.paused = False
         self.failure: BaseException | None = None
-        self.last_loop = time.monotonic()
         self.delivered = 0
         self.parked = 0
-
-    def say(self, text: str) -> None:
-        self.out.write(f"escalator sink {self.kind}: {text}\n")
-        self.out.flush()
-
-    def stop(self) -> None:
-        self.running = False
 
     def status(self) -> None:
         self.say(
@@ -407,42 +399,46 @@ class WebhookSink:
         )
 
     def healthy(self) -> bool:
-        return self.running and time.monotonic() - self.last_loop < 30
+        return self.running and self.heartbeat.still_for() < 30
 
     # ------------------------------------------------------------------ loop
 
-    async def run(self) -> int:
+    async def run(self) -> int:  # type: ignore[override]  # the loop's, on an asyncio loop
         connector = aiohttp.TCPConnector(limit=0)
         agent = {"User-Agent": f"escalator-{self.kind}/{VERSION}"}
         async with aiohttp.ClientSession(connector=connector, headers=agent) as session:
             self.deliverer = Deliverer(session, self.targets, self.key)
-            self.consumer.subscribe(
-                list(self.sources), on_assign=self._assigned, on_revoke=self._revoked,
-                on_lost=self._lost,
-            )  # fmt: skip
-            self.say(
-                f"{READY}: {len(self.targets)} targets ({', '.join(t.name for t in self.targets)})"
-                f", reading {', '.join(self.sources)} as group {self.group}, "
-                f"parking on {self.topics.webhook_dlq}"
-                + ("" if self.key or self.kind != "webhook" else ", UNSIGNED")
-            )
-            status_at = time.monotonic() + self.status_every
-            while self.running and self.failure is None:
-                self.last_loop = time.monotonic()
-                if self.last_loop >= status_at:
-                    status_at = self.last_loop + self.status_every
-                    self.status()
-                self.producer.poll(0)
-                self._flow_control()
-                batch = self.consumer.consume(500, 0)
-                for msg in batch:
-                    self._start(msg)
-                self._commit(self.tracker.advance(), sync=False)
-                await asyncio.sleep(0 if batch else 0.02)
-            await self._drain()
+            return await self.run_async()
+
+    def begin(self) -> None:
+        self.consumer.subscribe(
+            list(self.sources), on_assign=self._assigned, on_revoke=self._revoked,
+            on_lost=self._lost,
+        )  # fmt: skip
+        self.ready(
+            f": {len(self.targets)} targets ({', '.join(t.name for t in self.targets)})"
+            f", reading {', '.join(self.sources)} as group {self.group}, "
+            f"parking on {self.topics.webhook_dlq}"
+            + ("" if self.key or self.kind != "webhook" else ", UNSIGNED")
+        )
+
+    def turn(self) -> bool:
+        if self.failure is not None:  # a delivery task failed: stop, it is raised by end()
+            self.stop()
+            return False
+        self.producer.poll(0)
+        self._flow_control()
+        batch = self.consumer.consume(500, 0)
+        for msg in batch:
+            self._start(msg)
+        self._commit(self.tracker.advance(), sync=False)
+        return bool(batch)
+
+    async def end(self) -> None:  # type: ignore[override]  # run_async awaits it
+        await self._drain()
         if self.failure is not None:
             raise self.failure
-        return 0
+        self.status()
 
     def _flow_control(self) -> None:
         """Pause on unfinished messages, not on uncommitted ones: a message still retrying
@@ -614,22 +610,8 @@ def run_webhook_sink(sink: WebhookSink) -> int:
     try:
         server = MetricsServer(connectors.metrics_host, connectors.metrics_port, sink.healthy)
     except OSError as exc:
-        sink.close()
+        sink.shutdown()
         raise ConfigError(
             f"ESCALATOR_METRICS_PORT={connectors.metrics_port}: cannot listen ({exc.strerror})"
         ) from None
-    server.start()
-
-    async def main() -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, sink.stop)
-        return await sink.run()
-
-    try:
-        code = asyncio.run(main())
-        sink.status()
-        return code
-    finally:
-        server.stop()
-        sink.close()
+    return sink.main(server.start())

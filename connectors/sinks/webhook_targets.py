@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from streams.sla.actions import Kind, Reason
 from streams.sla.events import format_ts
-from streams.sla.policy import PolicyError, Problem, validate_yaml
+from streams.sla.policy import Problem, YamlFileError, validate_yaml
 
 ESCALATIONS: Final = "escalations"
 PRIORITY_BUMPS: Final = "priority-bumps"
@@ -123,12 +123,18 @@ class TargetsFile(BaseModel):
     targets: list[Target]
 
 
+class TargetsError(YamlFileError):
+    """All problems of one webhook targets file, each with its line and field."""
+
+
 def parse_targets(text: str, source: str = "<targets>") -> list[Target]:
-    """Validate a targets file; raise PolicyError naming file, line and field."""
-    spec, lines = validate_yaml(text, source, TargetsFile, what="the webhook targets file")
+    """Validate a targets file; raise TargetsError naming file, line and field."""
+    spec, lines = validate_yaml(
+        text, source, TargetsFile, what="the webhook targets file", error_class=TargetsError
+    )
     if not spec.targets:
         line = lines.get(("targets",))
-        raise PolicyError(source, [Problem(("targets",), "no targets: add at least one", line)])
+        raise TargetsError(source, [Problem(("targets",), "no targets: add at least one", line)])
     seen: set[str] = set()
     for i, target in enumerate(spec.targets):
         if target.name in seen:
@@ -136,7 +142,7 @@ def parse_targets(text: str, source: str = "<targets>") -> list[Target]:
             problem = Problem(
                 path, f"'{target.name}' is used twice; names must differ", lines[path]
             )
-            raise PolicyError(source, [problem])
+            raise TargetsError(source, [problem])
         seen.add(target.name)
     return spec.targets
 
@@ -145,7 +151,7 @@ def load_targets(path: str | Path) -> list[Target]:
     try:
         text = Path(path).read_text("utf-8")
     except OSError as exc:
-        raise PolicyError(str(path), [Problem((), f"cannot read: {exc.strerror}")]) from None
+        raise TargetsError(str(path), [Problem((), f"cannot read: {exc.strerror}")]) from None
     return parse_targets(text, str(path))
 
 

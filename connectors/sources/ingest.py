@@ -73,7 +73,15 @@ from streams.runtime.settings import Settings, redact_url
 from streams.runtime.topics import Topics
 from streams.sla.events import EventError, Status, TicketEvent, event_from_dict, json_type
 
-__all__ = ["Ingest", "KafkaSink", "Sink", "TagMemory", "Unavailable", "build_ingest", "serve"]
+__all__ = [
+    "EventPublisher",
+    "Ingest",
+    "KafkaPublisher",
+    "TagMemory",
+    "Unavailable",
+    "build_ingest",
+    "serve",
+]
 
 log = logging.getLogger("escalator.ingest")
 
@@ -118,7 +126,7 @@ class RequestError(Exception):
         self.body: dict[str, Any] = {"error": error, "field": field, **where}
 
 
-class Sink(Protocol):
+class EventPublisher(Protocol):
     """Where accepted events go: ``send`` returns once every record is acknowledged."""
 
     def send(self, records: Sequence[tuple[bytes, bytes]]) -> Awaitable[None]: ...
@@ -132,13 +140,13 @@ class Sink(Protocol):
 # Kafka
 
 
-class KafkaSink:
+class KafkaPublisher:
     """An idempotent confluent-kafka producer (acks=all) whose delivery reports resolve the
     futures requests await.
 
     A thread polls the producer and hands each poll's reports to the event loop in one
     ``call_soon_threadsafe``. ``message.timeout.ms`` bounds the wait for an ack. After a
-    connection loss the sink fails fast (503) until a metadata probe reaches the broker again,
+    connection loss the publisher fails fast (503) until a metadata probe reaches the broker again,
     and a producer that turned fatal (idempotence can, after timeouts) is replaced.
     """
 
@@ -334,7 +342,7 @@ class TagMemory:
 class Ingest:
     """The request handlers; :meth:`app` builds the aiohttp application."""
 
-    sink: Sink
+    publisher: EventPublisher
     codec: AvroCodec
     token: str | None  # ESCALATOR_INGEST_TOKEN: the source "default", allowed everywhere
     enricher: Enricher | None = None
@@ -535,7 +543,7 @@ class Ingest:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        if await self.sink.ready():
+        if await self.publisher.ready():
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "kafka unreachable"}, status=503)
 
@@ -577,7 +585,7 @@ class Ingest:
                     index=index,
                 )
             records.append((event.ticket_id.encode(), value))
-        await self.sink.send(records)
+        await self.publisher.send(records)
         EVENTS.labels(source).inc(len(records))
         return web.json_response(
             {"accepted": len(records), "event_ids": [e.event_id for e in events]}, status=202
@@ -676,14 +684,14 @@ def build_ingest(
     sources: Mapping[str, Source] | None = None,
     statuses: Mapping[str, Status] | None = None,
 ) -> Ingest:
-    """The production wiring: Kafka sink, Redis enrichment and tag memory; `statuses` are the
+    """The production wiring: Kafka publisher, Redis enrichment and tag memory; `statuses` are the
     policy's custom help-desk statuses (the command line loads the policy)."""
     conn = settings.connectors
     secret = conn.zendesk_webhook_secret
     redis = settings.redis.async_client()
     breaker = Breaker(conn.enrich_timeout_ms / 1000, conn.enrich_retry_seconds)
     return Ingest(
-        sink=KafkaSink(settings, topics.ticket_events, conn.ingest_delivery_timeout_ms),
+        publisher=KafkaPublisher(settings, topics.ticket_events, conn.ingest_delivery_timeout_ms),
         codec=codec_for("TicketEvent", settings, topics),
         token=token,
         enricher=Enricher(redis, conn.enrich_key_pattern, breaker, conn.enrich_cache_seconds),
@@ -718,7 +726,7 @@ async def serve(ingest: Ingest, host: str, port: int, announce: Callable[[str], 
         await stop.wait()
     finally:
         await runner.cleanup()
-        ingest.sink.close()
+        ingest.publisher.close()
         if ingest.enricher is not None:
             with contextlib.suppress(Exception):
                 await ingest.enricher.client.aclose()

@@ -28,7 +28,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from streams.sla.policy import PolicyError, Problem, validate_yaml
+from streams.sla.policy import Problem, YamlFileError, validate_yaml
 
 Endpoint = Literal["events", "batch", "zendesk", "freshdesk"]
 ENDPOINTS: Final[tuple[Endpoint, ...]] = ("events", "batch", "zendesk", "freshdesk")
@@ -70,15 +70,21 @@ class TokensFile(BaseModel):
         return value
 
 
+class TokensError(YamlFileError):
+    """All problems of one ingest tokens file, each with its line and field."""
+
+
 def parse_tokens(text: str, source: str = "<tokens>") -> dict[str, Source]:
-    """Validate a tokens file; raise PolicyError naming file, line and field."""
-    spec, lines = validate_yaml(text, source, TokensFile, what="the ingest tokens file")
+    """Validate a tokens file; raise TokensError naming file, line and field."""
+    spec, lines = validate_yaml(
+        text, source, TokensFile, what="the ingest tokens file", error_class=TokensError
+    )
     seen: dict[str, str] = {}
     for name, entry in spec.sources.items():
         if entry.token in seen:
             path = ("sources", name, "token")
             problem = Problem(path, f"same token as source '{seen[entry.token]}'", lines.get(path))
-            raise PolicyError(source, [problem])
+            raise TokensError(source, [problem])
         seen[entry.token] = name
     return dict(spec.sources)
 
@@ -87,7 +93,7 @@ def load_tokens(path: str | Path) -> dict[str, Source]:
     try:
         text = Path(path).read_text("utf-8")
     except OSError as exc:
-        raise PolicyError(str(path), [Problem((), f"cannot read: {exc.strerror}")]) from None
+        raise TokensError(str(path), [Problem((), f"cannot read: {exc.strerror}")]) from None
     return parse_tokens(text, str(path))
 
 

@@ -15,10 +15,19 @@ from streams.cli import preflight, supervisor
 from streams.cli.errors import UserError
 from streams.runtime.settings import ConfigError, Settings, load_settings
 from streams.sla.events import parse_ts
-from streams.sla.policy import Policy, PolicyError, load_policy
+from streams.sla.policy import Policy, YamlFileError, load_policy
 
 if TYPE_CHECKING:
     from streams.runtime.topics import Topics
+
+
+LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    """Log records of the commands that run (those with --loglevel) to stderr, in one format:
+    the process tells a worker's restarts apart, the logger name the component."""
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format=LOG_FORMAT)
 
 
 def policy_arg(value: str | None) -> Policy:
@@ -149,7 +158,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if not os.environ.get(supervisor.CHILD_ENV):
         return supervisor.supervise_worker()
     supervisor.die_with_parent()
-    from streams.runtime.worker import changelog_topic, run_worker
+    from schemas.codec import RegistryError
+    from streams.runtime.worker import build_processor, changelog_topic, run_worker
 
     settings = cli_settings()
     if args.runtime == "faust":  # at-least-once unless asked otherwise, which it refuses
@@ -166,10 +176,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.topic_prefix:  # an isolated pipeline: its own group, changelog and state
         settings = replace(settings, app_id=f"{args.topic_prefix}{settings.app_id}")
     topics = preflight.pipeline_topics(settings, args.topic_prefix, [changelog_topic(settings)])
-    logging.basicConfig(
-        level=args.loglevel.upper(), stream=sys.stderr,
-        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
-    )  # fmt: skip
     sys.stderr.write(
         f"escalator worker: policy {policy.source}, {settings.partitions} partitions, "
         f"{settings.processing_guarantee}, clock={'event' if args.event_time else 'wall'}, "
@@ -180,7 +186,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
     if args.runtime == "faust":
         return _faust_worker(settings, policy, topics, args)
-    return run_worker(settings, policy, topics, event_time=args.event_time, shadow=shadow)
+    try:
+        processor = build_processor(settings, policy, topics, args.event_time, shadow)
+    except RegistryError as exc:  # unreachable, or it refuses a schema (incompatible)
+        raise UserError(str(exc)) from None
+    return run_worker(settings, processor, topics, args.event_time)
 
 
 def _faust_worker(
@@ -212,11 +222,6 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         raise UserError(f"{policy.source}: ops_alerts.enabled is false; nothing to do")
     topics = preflight.pipeline_topics(settings, args.topic_prefix)
     group = f"{args.topic_prefix}{settings.app_id}-alerts"
-    logging.basicConfig(
-        level=args.loglevel.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(message)s",
-    )
     sys.stderr.write(
         f"escalator alerts: policy {policy.source}, group and transactional id {group}\n"
     )
@@ -279,8 +284,6 @@ def _sink_webhook(args: argparse.Namespace) -> int:
     if key is not None and len(key) < 16:
         raise UserError("ESCALATOR_WEBHOOK_SIGNING_KEY: use at least 16 characters")
     topics = preflight.pipeline_topics(settings, args.topic_prefix)
-    logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
     group = f"{args.topic_prefix}{settings.app_id}-sink-webhook"
     try:
         sink = WebhookSink(settings, targets, topics, group, key.encode() if key else None,
@@ -306,8 +309,6 @@ def _sink_helpdesk(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise UserError(str(exc)) from None
     topics = preflight.pipeline_topics(settings, args.topic_prefix)
-    logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
     group = args.group or f"{args.topic_prefix}{settings.app_id}-sink-helpdesk"
     try:
         return run_webhook_sink(HelpdeskSink(settings, config, topics, group, start=args.start))
@@ -327,8 +328,6 @@ def _sink_redis(args: argparse.Namespace) -> int:
     settings = cli_settings()
     preflight.redis_accepts(settings)
     topics = preflight.pipeline_topics(settings, args.topic_prefix)
-    logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
     group = args.group or f"{args.topic_prefix}{settings.app_id}-sink-redis"
     try:
         return run_redis_sink(settings, topics, SinkOptions(group, start=args.start))
@@ -367,8 +366,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         )
     preflight.redis_accepts(settings)
     topics = preflight.pipeline_topics(settings, args.topic_prefix)
-    logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
     host = args.host or settings.connectors.ingest_host
     port = args.port or settings.connectors.ingest_port
     return run_ingest(settings, topics, host, port, token, sources, statuses)
@@ -599,9 +596,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    if getattr(args, "loglevel", None):
+        configure_logging(args.loglevel)
     try:
         return func(args)
-    except PolicyError as exc:
+    except YamlFileError as exc:  # the policy, webhook targets or ingest tokens file
         sys.stderr.write(f"{exc}\n")
         return 2
     except UserError as exc:

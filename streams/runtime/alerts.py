@@ -26,13 +26,11 @@ transaction error ends the process with exit code 1; restarting it is safe.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import FrameType
-from typing import Any, TextIO
+from typing import TextIO
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -47,6 +45,7 @@ from schemas.codec import codec_for
 from schemas.readable import describe
 from schemas.records import ops_alert
 from streams.runtime.kafka_config import committed_reader, transactional_producer
+from streams.runtime.loop import ConsumeLoop
 from streams.runtime.queue_stats import StatMessage, decode_stat
 from streams.runtime.settings import Settings
 from streams.runtime.topics import Topics
@@ -75,8 +74,11 @@ def _where(msg: Message) -> tuple[int, int]:
     return msg.partition() or 0, msg.offset() or 0
 
 
-class AlertsProcess:
+class AlertsProcess(ConsumeLoop):
     """The evaluator; `run()` until stopped."""
+
+    who = "alerts"
+    ready_text = READY
 
     def __init__(
         self,
@@ -88,31 +90,22 @@ class AlertsProcess:
         wall_clock: Callable[[], int] = lambda: int(time.time() * 1000),
         status_every: float = 30.0,
     ) -> None:
+        super().__init__(out, status_every)
         self.settings = settings
         self.config = policy.ops_alerts
         self.topics = topics
         self.group = group
-        self.out = out
         self.wall_clock = wall_clock
-        self.status_every = status_every
         self.windows = QueueWindows(self.config)
         self.clock: PartitionClock | None = None
         self.codec = codec_for("OpsAlert", settings, topics)
         self.stats = Stats()
-        self.running = True
         self.consumer = Consumer(
             committed_reader(
                 settings, group, **{"auto.offset.reset": "earliest", "enable.partition.eof": True}
             )
         )
         self.producer = Producer(transactional_producer(settings, group, **{"linger.ms": 5}))
-
-    def say(self, text: str) -> None:
-        self.out.write(f"escalator alerts: {text}\n")
-        self.out.flush()
-
-    def stop(self) -> None:
-        self.running = False
 
     # ------------------------------------------------------------------ stats
 
@@ -187,7 +180,7 @@ class AlertsProcess:
         self.consumer.assign(start)
         self.consumer.resume(start)
 
-    def run(self) -> int:
+    def begin(self) -> None:
         self.producer.init_transactions(60)  # fences an older instance, aborts its open transaction
         partitions = self._partitions()
         self.clock = PartitionClock(partitions, self.config.allowed_lateness)
@@ -203,21 +196,20 @@ class AlertsProcess:
                 f"({skipped} alerts already sent), watermark "
                 f"{format_ts(watermark) if watermark is not None else 'not yet known'}"
             )
-        self.say(
-            f"{READY}: {len(partitions)} partitions of {self.topics.queue_stats} -> "
+        self.ready(
+            f": {len(partitions)} partitions of {self.topics.queue_stats} -> "
             f"{self.topics.ops_alerts}, window {self.config.window // 60000}m hop "
             f"{self.config.hop // 60000}m, lateness {self.config.allowed_lateness // 1000}s"
         )
-        last_status = time.monotonic()
-        while self.running:
-            batch = self.consumer.consume(1000, 0.5)
-            if batch:
-                self.process(batch)
-            if time.monotonic() - last_status >= self.status_every:
-                last_status = time.monotonic()
-                self.status()
+
+    def turn(self) -> bool:
+        batch = self.consumer.consume(1000, 0.5)
+        if batch:
+            self.process(batch)
+        return bool(batch)
+
+    def end(self) -> None:
         self.status()
-        return 0
 
     def process(self, batch: list[Message]) -> None:
         """One transaction: the batch's stats, the alerts of the windows they close, offsets."""
@@ -287,17 +279,4 @@ class AlertsProcess:
 
 def run_alerts(settings: Settings, policy: Policy, topics: Topics, group: str) -> int:
     """The `escalator alerts` command body; stops cleanly on SIGTERM/SIGINT."""
-    process = AlertsProcess(settings, policy, topics, group)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        process.stop()
-
-    previous: dict[signal.Signals, Any] = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, on_signal)
-    try:
-        return process.run()
-    finally:
-        process.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return AlertsProcess(settings, policy, topics, group).main()

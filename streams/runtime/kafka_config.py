@@ -37,7 +37,7 @@ def worker_consumer(settings: Settings) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": min(3000, settings.session_timeout_ms // 3),
-        # Incremental rebalances: partitions that stay put keep processing (issue #22).
+        # Incremental rebalances: partitions that stay put keep processing.
         "partition.assignment.strategy": "cooperative-sticky",
     }
 

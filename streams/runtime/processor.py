@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import orjson
@@ -105,6 +105,16 @@ class Counters:
     queue_stats: int = 0
     silenced: dict[str, int] = field(default_factory=dict)  # by reason: before the horizon
     clock_jumps: int = 0
+    aborted: int = 0  # transactions aborted in place and read again (the loop's rewinds)
+
+
+@dataclass
+class Savepoint:
+    """The processor's per-partition clocks and its counts as a transaction began
+    (TicketProcessor.savepoint): an abort puts them back (rewind)."""
+
+    clocks: list[tuple[dict[int, int], dict[int, int]]]  # per lane: watermark, heartbeats
+    counters: Counters
 
 
 class SteadyClock:
@@ -395,6 +405,109 @@ class TicketProcessor:
             for p in wanted:
                 heapq.heapify(lane.due[p])
         yield count
+
+    def saved_index(self, partition: int) -> dict[str, object]:
+        """The partition's due index as plain data, saved with a store's checkpoint so that a
+        restart from it need not read the store (load_index). Superseded heap entries are left
+        out, so the heap is saved compacted and already in heap order."""
+        lanes = []
+        for lane in self._lanes():
+            heap = [(at, key) for key, at in lane.scheduled.get(partition, {}).items()]
+            heapq.heapify(heap)
+            metrics = lane.metrics
+            counts = None if metrics is None else (
+                metrics.tickets.get(partition, {}), metrics.keys.get(partition, 0))  # fmt: skip
+            lanes.append((heap, counts))
+        return {"lanes": lanes, "orphans": list(self.orphans.get(partition, ())),
+                "fingerprint": self._fingerprint()}  # fmt: skip
+
+    def load_index(self, partition: int, saved: object) -> int | None:
+        """Install a saved_index() of the partition; returns the tickets it indexes, or None
+        (nothing changed) when it does not fit this processor: rebuild instead."""
+        if not self._fits(saved):
+            return None
+        lanes, orphans = saved["lanes"], saved["orphans"]
+        tickets = 0
+        for (heap, counts), lane in zip(lanes, self._lanes(), strict=True):
+            lane.due[partition] = heap
+            lane.scheduled[partition] = {key: at for at, key in heap}
+            tickets += len(heap)
+            if lane.metrics is not None:
+                lane.metrics.tickets[partition], lane.metrics.keys[partition] = counts
+        self.orphans.pop(partition, None)
+        if orphans:
+            self.orphans[partition] = orphans
+        return tickets
+
+    def _fits(self, saved: object) -> bool:
+        """Whether a saved index (read from disk) has the shape and setup of this processor.
+        Plain checks, not asserts: they must hold under `python -O` too."""
+        try:
+            if not isinstance(saved, dict) or saved["fingerprint"] != self._fingerprint():
+                return False
+            lanes, orphans = saved["lanes"], saved["orphans"]
+            if len(lanes) != len(self._lanes()) or not isinstance(orphans, list):
+                return False
+            return all(
+                isinstance(heap, list) and (counts is None) == (lane.metrics is None)
+                for (heap, counts), lane in zip(lanes, self._lanes(), strict=True)
+            )
+        except (KeyError, TypeError, ValueError):
+            return False
+
+    def reindex(self, partition: int, key: bytes, old: bytes | None, new: bytes | None) -> None:
+        """A changelog record read after a checkpoint whose index was loaded: update the index
+        as the rebuild would have indexed the new value rather than the old one."""
+        lane = self
+        if key.startswith(SHADOW_KEYS):
+            if self.shadow is None:
+                if new is not None and key not in self.orphans.get(partition, ()):
+                    self.orphans.setdefault(partition, []).append(key)
+                return
+            lane, key = self.shadow, key[len(SHADOW_KEYS) :]
+        before = None if old is None else decode_state(old)
+        after = None if new is None else decode_state(new)
+        if lane.metrics is not None:
+            if before is not None and before[0] == partition:
+                lane.metrics.removed(partition, before[1])
+            if after is not None and after[0] == partition:
+                lane.metrics.add(partition, after[1])
+        if after is not None and after[0] == partition:
+            lane._schedule(partition, key, after[1])
+        else:
+            lane.scheduled.setdefault(partition, {}).pop(key, None)
+
+    def savepoint(self) -> Savepoint:
+        """What the processor keeps outside the stores, as a transaction begins."""
+        return Savepoint(
+            [(dict(lane.watermark), dict(lane.heartbeats)) for lane in self._lanes()],
+            replace(self.counters, rejected=dict(self.counters.rejected),
+                    silenced=dict(self.counters.silenced)),
+        )  # fmt: skip
+
+    def rewind(self, point: Savepoint, partition: int, undone: dict[bytes, bytes | None],
+               kept: Callable[[bytes], bytes | None]) -> None:  # fmt: skip
+        """The transaction begun at `point` aborted: the partition's store took back
+        `undone` (key -> the value the transaction wrote; `kept(key)`: the value now), so
+        its index, clocks and counts go back to what the committed states say."""
+        for key, wrote in undone.items():
+            self.reindex(partition, key, wrote, kept(key))
+        for lane, (watermark, heartbeats) in zip(self._lanes(), point.clocks, strict=True):
+            for clocks, saved in ((lane.watermark, watermark), (lane.heartbeats, heartbeats)):
+                if partition in saved:
+                    clocks[partition] = saved[partition]
+                else:
+                    clocks.pop(partition, None)
+        self.counters = replace(point.counters, rejected=dict(point.counters.rejected),
+                                silenced=dict(point.counters.silenced))  # fmt: skip
+
+    def _lanes(self) -> list[TicketProcessor]:
+        return [self] if self.shadow is None else [self, self.shadow]
+
+    def _fingerprint(self) -> list[object]:
+        """What a rebuilt index depends on besides the stored states."""
+        return [(lane.closed_retention, lane.solved_retention, lane.metrics is not None)
+                for lane in self._lanes()]  # fmt: skip
 
     def forget(self, partitions: Iterable[int]) -> None:
         partitions = list(partitions)

@@ -124,7 +124,7 @@ class RegistrySettings:
 
 @dataclass(frozen=True)
 class ConnectorSettings:
-    """Ingest, enrichment, the Redis board and webhook sinks (issue #5)."""
+    """Ingest, enrichment, the Redis board and webhook sinks."""
 
     ingest_host: str = "0.0.0.0"
     ingest_port: int = 8080
@@ -171,10 +171,9 @@ class Settings:
     schema_registry_url: str | None = None
     schema_registry: RegistrySettings = field(default_factory=RegistrySettings)
     tick_ms: int = 100
-    # A due escalation is readable after a tick (tick_ms) and the commit after it: at 200 ms,
-    # a wall-clock worker draining 5,000 events/s showed p99 0.6-1.4 s from deadline to
-    # readable; at 100 ms 0.27-0.32 s, its throughput unchanged (bench/pipeline.py
-    # --latency-under-load, issue #22).
+    # A due escalation is readable after a tick (tick_ms) and the commit after it: 100 ms
+    # keeps p99 from deadline to readable near 0.3 s under 5,000 events/s (200 ms: 0.6-1.4 s),
+    # at the same throughput (bench/pipeline.py --latency-under-load).
     commit_interval_ms: int = 100
     # The worker's records wait this long to share a produce request; under exactly-once it
     # costs no latency, since a commit sends what waits at once.

@@ -5,8 +5,8 @@ group reads `ticket-events` (read_committed), one transactional producer writes 
 outputs, every state change as a record of the compacted changelog topic, and the
 consumed offsets, all in one transaction committed every `commit_interval_ms`. Every
 record goes to the partition of the input that caused it, so a partition's state and
-outputs move together. Faust did the same job at about a tenth of the rate
-(bench/pipeline.py, issue #4); streams.runtime.faust_runtime runs the same processor as a Faust app.
+outputs move together. streams.runtime.faust_runtime runs the same processor as a Faust app,
+at a fraction of this loop's rate (bench/pipeline.py compares them).
 
 Time: in wall-clock mode the loop itself ticks every `tick_ms`, between batches, so a
 deadline fires with no new events and its state change is in the same transaction as
@@ -27,15 +27,13 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import FrameType
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -53,8 +51,9 @@ from streams.runtime import checkpoint, kafka_config
 from streams.runtime.checkpoint import Checkpoint
 from streams.runtime.kafka_config import transactional_id
 from streams.runtime.liveness import LOOP, probes
+from streams.runtime.loop import ConsumeLoop
 from streams.runtime.metrics import MetricsServer
-from streams.runtime.processor import Out, TicketProcessor, is_tick
+from streams.runtime.processor import Counters, Out, Savepoint, TicketProcessor, is_tick
 from streams.runtime.settings import Settings
 from streams.runtime.topics import Topics
 from streams.runtime.worker_metrics import WorkerStats, metrics_exposition
@@ -71,11 +70,29 @@ BATCH = 500  # messages per consume() call
 TIMEOUT_S = 30.0  # for transactional and offset calls that talk to the coordinator
 WATCHDOG_SLACK_S = 15.0  # past its timeout, a transactional call that has not returned is hung
 STATUS_EVERY_S = 30.0
+MAX_REWINDS = 3  # transactions aborted in place in a row, before a restart
+# A commit refused for these is redone in place (Worker._rewind); any other failure restarts.
+STALE_GENERATION = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS})
 
 
 def changelog_topic(settings: Settings) -> str:
     """The compacted topic of per-ticket state (Faust's name for it, so it carries over)."""
     return f"{settings.app_id}-tickets-changelog"
+
+
+GROUP_METADATA = b"CGMDv2:"  # librdkafka's serialized group metadata, then the generation
+
+
+def group_generation(metadata: object) -> int | None:
+    """The group generation in a consumer's metadata, None when it is in none (or the
+    client serializes it in a format this does not know: never trusted then)."""
+    if not isinstance(metadata, bytes) or not metadata.startswith(GROUP_METADATA):
+        return None
+    start = len(GROUP_METADATA)
+    if len(metadata) < start + 4:
+        return None
+    generation = int.from_bytes(metadata[start : start + 4], sys.byteorder, signed=True)
+    return generation if generation >= 0 else None
 
 
 def build_processor(
@@ -101,6 +118,39 @@ def build_processor(
     )  # fmt: skip
 
 
+class Processor(Protocol):
+    """What the loop asks of its processor (streams.runtime.processor.TicketProcessor, made
+    by build_processor): records for each message and tick, the due index of new
+    partitions, and the counts of its status line."""
+
+    counters: Counters
+
+    def on_event(
+        self, store: PartitionStore, raw: bytes | None, key: bytes | None, partition: int,
+        offset: int, timestamp: int | None,
+    ) -> list[Out]: ...  # fmt: skip
+
+    def on_tick_message(
+        self, store: PartitionStore, raw: bytes | None, key: bytes | None, partition: int,
+        offset: int, timestamp: int | None,
+    ) -> list[Out]: ...  # fmt: skip
+
+    def on_tick(self, store: PartitionStore, partition: int, tick: int | None) -> list[Out]: ...
+
+    def tick_clock(self) -> int: ...
+
+    def rebuilding(self, store: Partitions, partitions: Iterable[int]) -> Iterator[int]: ...
+
+    def forget(self, partitions: Iterable[int]) -> None: ...
+
+    def savepoint(self) -> Savepoint: ...
+
+    def rewind(
+        self, point: Savepoint, partition: int, undone: dict[bytes, bytes | None],
+        kept: Callable[[bytes], bytes | None],
+    ) -> None: ...  # fmt: skip
+
+
 class Restart(Exception):
     """The worker must resume from committed offsets and state in a fresh process."""
 
@@ -118,13 +168,17 @@ class PartitionStore:
     """One partition's ticket states (the processor's StateStore); writes are queued so the
     loop sends them to the changelog in the transaction of the message that caused them.
 
+    The writes of the open transaction stay in `txn` until it commits (`commit()`): an
+    aborted one takes them back (`rollback()`), so the loop can redo its records from the
+    committed offsets without a restart and a restore.
+
     With `front` (a disk store), the latest writes stay in memory, in two generations of up
     to `front` keys, and reach the disk only when they age out: a busy ticket's next event
     reads and writes a dict, while RocksDB holds the tickets that went quiet. Nothing is lost
     by keeping them in memory: the store is never reopened, the changelog is the durable copy.
     """
 
-    __slots__ = ("data", "pending", "front", "young", "old")
+    __slots__ = ("data", "pending", "front", "young", "old", "txn")
 
     def __init__(self, data: MutableMapping[bytes, bytes], front: int = 0) -> None:
         self.data = data
@@ -132,8 +186,12 @@ class PartitionStore:
         self.front = front
         self.young: dict[bytes, bytes | None] = {}  # None: deleted
         self.old: dict[bytes, bytes | None] = {}
+        self.txn: dict[bytes, bytes | None] = {}  # written, not committed yet
 
     def get(self, key: bytes) -> bytes | None:
+        value = self.txn.get(key, _ABSENT)
+        if value is not _ABSENT:
+            return value  # type: ignore[return-value]
         if self.front:
             value = self.young.get(key, _ABSENT)
             if value is _ABSENT:
@@ -145,16 +203,35 @@ class PartitionStore:
 
     def put(self, key: bytes, value: bytes) -> None:
         self.pending.append((key, value))
-        self._write(key, value)
+        self.txn[key] = value
 
     def delete(self, key: bytes) -> None:
         self.pending.append((key, None))
-        self._write(key, None)
+        self.txn[key] = None
+
+    def commit(self) -> None:
+        """The transaction that carried the writes committed: they become the store's."""
+        txn = self.txn
+        if not txn:
+            return
+        self.txn = {}
+        if not self.front:
+            store = self._store
+            for key, value in txn.items():
+                store(key, value)
+            return
+        write = self._write
+        for key, value in txn.items():
+            write(key, value)
+
+    def rollback(self) -> dict[bytes, bytes | None]:
+        """The transaction aborted: its writes are forgotten. Returns what each key was
+        written (None: deleted), for the processor to take back what it derived."""
+        undone, self.txn = self.txn, {}
+        self.pending.clear()
+        return undone
 
     def _write(self, key: bytes, value: bytes | None) -> None:
-        if not self.front:
-            self._store(key, value)
-            return
         young = self.young
         young[key] = value
         if len(young) >= self.front:
@@ -175,31 +252,36 @@ class PartitionStore:
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every stored (key, value), streamed: a partition may hold more tickets than memory.
         Writes during the iteration do not disturb it (a dict's keys are listed first, a
-        RocksDB iterator reads a snapshot, the front is copied: at most 2 x `front` keys)."""
+        RocksDB iterator reads a snapshot, the front and the open transaction are copied: at
+        most 2 x `front` keys and a commit interval's writes)."""
         data = self.data
-        if not self.front:
-            for key in list(data):
-                value = data.get(key)
-                if value is not None:
-                    yield key, value
-            return
         front = dict(self.old)
         front.update(self.young)
-        for key, value in data.items():
-            if key not in front:
-                yield key, value
+        front.update(self.txn)
+        if not self.front:
+            for key in list(data):
+                if key not in front:
+                    value = data.get(key)
+                    if value is not None:
+                        yield key, value
+        else:
+            for key, value in data.items():
+                if key not in front:
+                    yield key, value
         for key, latest in front.items():
             if latest is not None:
                 yield key, latest
 
     def load(self, key: bytes, value: bytes | None) -> None:
         """Apply a changelog record (a restore: nothing to send)."""
+        self.txn.pop(key, None)
         self.young.pop(key, None)
         self.old.pop(key, None)
         self._store(key, value)
 
     def flush_front(self) -> None:
-        """Write the front to the data (a checkpoint covers only what is on disk)."""
+        """Write the front to the data (a checkpoint covers only what is on disk). The open
+        transaction's writes are not the store's: a checkpoint is taken after a commit."""
         for generation in (self.old, self.young):
             for key, value in generation.items():
                 self._store(key, value)
@@ -221,6 +303,8 @@ class LocalState:
         self.stores: dict[int, PartitionStore] = {}
         self.dbs: dict[int, Any] = {}
         self.checkpoints: dict[int, Checkpoint] = {}  # taken by open(), not yet judged
+        # the due index saved with each of those checkpoints, or why there is none
+        self.indexes: dict[int, tuple[Any, str | None]] = {}
         self.block_cache: Any = None
         if self.rocksdb and self.root.exists():
             for path in self.root.iterdir():  # a store without a checkpoint is worthless
@@ -232,6 +316,7 @@ class LocalState:
         (its checkpoint then in `checkpoints[partition]`)."""
         self.close(partition)
         self.checkpoints.pop(partition, None)
+        self.indexes.pop(partition, None)
         data: MutableMapping[bytes, bytes]
         if self.rocksdb:
             from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteOptions
@@ -242,6 +327,7 @@ class LocalState:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 self.checkpoints[partition] = taken
+                self.indexes[partition] = checkpoint.take_index(path, taken)
             path.mkdir(parents=True, exist_ok=True)
             options = Options(raw_mode=True)
             # Recent writes live in the store's front: small memtables keep memory per
@@ -270,11 +356,13 @@ class LocalState:
         store = self.stores[partition] = PartitionStore(data, FRONT_KEYS if self.rocksdb else 0)
         return store
 
-    def close(self, partition: int, kept: Checkpoint | None = None) -> None:
+    def close(self, partition: int, kept: Checkpoint | None = None, index: Any = None) -> None:
         """Close the store; with `kept` (the offsets it holds, all committed) a RocksDB
-        store stays on disk for the next open, else its files are removed."""
+        store stays on disk for the next open, else its files are removed. `index`: the
+        partition's due index, saved with the checkpoint (TicketProcessor.saved_index)."""
         store = self.stores.pop(partition, None)
         self.checkpoints.pop(partition, None)
+        self.indexes.pop(partition, None)
         db = self.dbs.pop(partition, None)
         if db is None:
             return
@@ -283,6 +371,8 @@ class LocalState:
             store.flush_front()
             db.flush(True)  # the memtables: writes skip the WAL
             db.close()
+            if index is not None:
+                checkpoint.write_index(path, kept, index)  # first: a checkpoint names its index
             checkpoint.write(path, kept)
             return
         db.close()
@@ -340,28 +430,33 @@ class Restore:
     rebuild: Iterator[int] | None = None  # the due index, rebuilt once the stores are full
     tickets: int = 0
     resumed: dict[int, Checkpoint] = field(default_factory=dict)  # trusted checkpoints
+    indexed: set[int] = field(default_factory=set)  # due index loaded with their checkpoint
+    loaded: int = 0  # tickets in those loaded indexes
 
 
-class Worker:
+class Worker(ConsumeLoop):
     """The loop; `run()` until `stop()` (SIGTERM), or Restart on a transaction failure."""
+
+    who = "worker"
+    ready_text = READY
 
     def __init__(
         self,
         settings: Settings,
-        policy: Policy,
+        processor: Processor,
         topics: Topics,
         event_time: bool = False,
         out: TextIO = sys.stderr,
-        shadow: Policy | None = None,
     ) -> None:
+        """`processor`: made by the caller (build_processor), with the same `event_time`."""
+        super().__init__(out, STATUS_EVERY_S, LOOP)
         self.settings = settings
         self.topics = topics
         self.source = topics.ticket_events
         self.changelog = changelog_topic(settings)
         self.event_time = event_time
         self.exactly_once = settings.processing_guarantee == "exactly_once"
-        self.out = out
-        self.processor = build_processor(settings, policy, topics, event_time, shadow)
+        self.processor = processor
         self.state = LocalState(settings)
         self.owned: list[int] = []  # partitions restored and processing
         self.live: set[int] = set()  # the same, for the per-message check
@@ -372,15 +467,18 @@ class Worker:
         self.dirty = False  # records or offsets wait for the next commit
         self.group: Any = None  # the group generation of the assignment (KIP-447 fencing)
         self.restoring: Restore | None = None  # the assignment's stores being filled
-        self.assignments = 0
         self.rebalancing = True
-        self.running = True
         self.watchdog_s = TIMEOUT_S + WATCHDOG_SLACK_S
         self.overrun: Callable[[str], None] = self._overrun  # tests replace it
         self.failed: str | None = None  # a delivery failure, seen by the next commit
         self.fatal: str | None = None  # a fatal client error, seen by the loop
         self.abandoned = False  # restarting: commit nothing more
+        self.rewinds = 0  # transactions aborted in place since the last commit
+        self.savepoint: Savepoint | None = None  # the processor's, as the transaction began
         self.events = 0
+        self.tick_s = settings.tick_ms / 1000
+        self.commit_s = settings.commit_interval_ms / 1000
+        self.next_tick = self.last_commit = self.last_highs = 0.0  # monotonic, set by begin()
         self.consumer = Consumer(
             {**kafka_config.worker_consumer(settings), "error_cb": self._client_error}
         )
@@ -389,61 +487,57 @@ class Worker:
              "on_delivery": self._delivery_failed}
         )  # fmt: skip
 
-    def say(self, text: str) -> None:
-        self.out.write(f"escalator worker: {text}\n")
-        self.out.flush()
-
-    def stop(self) -> None:
-        self.running = False
+    @property
+    def assignments(self) -> int:
+        """Assignments restored so far (each said with READY; /startupz reads it)."""
+        return self.readies
 
     # ------------------------------------------------------------------ run
 
-    def run(self) -> None:
+    def begin(self) -> None:
         if self.exactly_once:
             self.producer.init_transactions(TIMEOUT_S)  # aborts this instance's open one
         self.consumer.subscribe(
             [self.source], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )
-        tick_s = self.settings.tick_ms / 1000
-        commit_s = self.settings.commit_interval_ms / 1000
-        next_tick = last_commit = last_status = last_highs = time.monotonic()
-        consume, handle = self.consumer.consume, self._handle
-        try:
-            while self.running:
-                LOOP.beat()  # issue #18: /healthz is the loop's progress (streams.runtime.liveness)
-                now = time.monotonic()
-                wait = 0.05 if self.event_time else min(max(next_tick - now, 0.0), 0.05)
-                if self.restoring is not None:
-                    wait = 0.0
-                for msg in consume(BATCH, wait):
-                    handle(msg)
-                if self.fatal:
-                    raise Restart(self.fatal)
-                if self.restoring is not None:
-                    self._restore_slice()
-                now = time.monotonic()
-                if not self.event_time and now >= next_tick:
-                    next_tick = now + tick_s
-                    self._tick()
-                self.producer.poll(0)
-                if now - last_highs >= 1.0:
-                    last_highs = now
-                    self._read_highs()
-                if self.dirty and now - last_commit >= commit_s:
-                    self._commit()
-                    last_commit = time.monotonic()
-                if now - last_status >= STATUS_EVERY_S:
-                    last_status = now
-                    self._status()
-            if self.dirty:
-                self._commit()
-        except (Restart, RegistryError):
-            self.abandoned = True
-            raise
-        finally:
-            self._close()
+        self.next_tick = self.last_commit = self.last_highs = time.monotonic()
+        self.savepoint = self.processor.savepoint()
 
-    def _close(self) -> None:
+    def turn(self) -> bool:
+        now = time.monotonic()
+        wait = 0.05 if self.event_time else min(max(self.next_tick - now, 0.0), 0.05)
+        if self.restoring is not None:
+            wait = 0.0
+        batch = self.consumer.consume(BATCH, wait)
+        handle = self._handle
+        for msg in batch:
+            handle(msg)
+        if self.fatal:
+            raise Restart(self.fatal)
+        if self.restoring is not None:
+            self._restore_slice()
+        now = time.monotonic()
+        if not self.event_time and now >= self.next_tick:
+            self.next_tick = now + self.tick_s
+            self._tick()
+        self.producer.poll(0)
+        if now - self.last_highs >= 1.0:
+            self.last_highs = now
+            self._read_highs()
+        if self.dirty and now - self.last_commit >= self.commit_s:
+            self._commit()
+            self.last_commit = time.monotonic()
+        return bool(batch)
+
+    def end(self) -> None:
+        if self.dirty:
+            self._commit()
+
+    def abandon(self, exc: BaseException) -> None:
+        if isinstance(exc, (Restart, RegistryError)):
+            self.abandoned = True
+
+    def close(self) -> None:
         self._cancel_restore()
         try:
             if self.abandoned:
@@ -552,10 +646,50 @@ class Worker:
                 if offsets:
                     self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            raise Restart(f"commit failed: {exc.args[0]}") from None
+            error = exc.args[0]
+            if self.exactly_once and self.open and error.code() in STALE_GENERATION:
+                self._rewind(error)
+                return
+            raise Restart(f"commit failed: {error}") from None
+        for store in self.state.stores.values():
+            store.commit()
         self.committed.update(self.offsets)
         self.offsets.clear()
         self.dirty = False
+        self.rewinds = 0
+        self.savepoint = self.processor.savepoint()
+
+    def _rewind(self, error: KafkaError) -> None:
+        """The transaction's offsets carried the generation before a rebalance this worker
+        takes part in (still a member: an evicted one is an unknown member, and restarts),
+        completed by the group before the new assignment reached this loop (KIP-447). Abort
+        it and take back what it did (the stores' writes, the processor's index, clocks and
+        counts, the consumer's positions), so the loop reads the same records again, under
+        the new generation, with no restart and no restore. Refused again and again, it
+        restarts."""
+        self.rewinds += 1
+        if self.rewinds > MAX_REWINDS or self.savepoint is None or not error.txn_requires_abort():
+            raise Restart(f"commit failed ({self.rewinds} in a row): {error}")
+        self.open = False
+        try:
+            self.producer.abort_transaction(TIMEOUT_S)
+        except KafkaException as exc:
+            raise Restart(f"commit failed ({error}), then its abort: {exc.args[0]}") from None
+        for p, store in self.state.stores.items():
+            undone = store.rollback()
+            if undone or p in self.owned:
+                self.processor.rewind(self.savepoint, p, undone, store.get)
+        try:
+            for p in self.owned:
+                self.consumer.seek(TopicPartition(self.source, p, self.committed.get(p, 0)))
+        except KafkaException as exc:
+            raise Restart(f"commit failed ({error}), then rewinding: {exc.args[0]}") from None
+        self.offsets.clear()
+        self.dirty = False
+        self.processor.counters.aborted += 1
+        self.savepoint = self.processor.savepoint()
+        self.say(f"transaction aborted, its records read again from the committed offsets: "
+                 f"{error.str()}")  # fmt: skip
 
     @contextmanager
     def _watchdog(self, call: str) -> Iterator[None]:
@@ -603,33 +737,56 @@ class Worker:
         self._refresh_group(consumer)
         self._drop_restoring(revoked)
         if not self.abandoned:
+            leaving = sorted(revoked & set(self.owned))
+            provable = self.exactly_once and self.state.rocksdb and self.group is not None
+            if leaving and provable and not self.dirty:
+                # A checkpoint says nobody else wrote to the changelog partition since this
+                # worker's last commit; a stale revocation, served by a worker evicted while
+                # stalled, would say it wrongly. A commit under its generation proves it
+                # (a worker given its partitions by hand, in no group, has none to prove).
+                self._send(leaving[0], [], self.state.stores[leaving[0]])
+                self.dirty = True
             if self.dirty:
                 self._commit()
-            for p in sorted(revoked & set(self.owned)):
-                self.state.close(p, self._checkpoint(p))
+            for p in leaving:
+                kept = self._checkpoint(p)
+                self.state.close(p, kept, None if kept is None else self.processor.saved_index(p))
         self._set_owned([p for p in self.owned if p not in revoked])
         self.processor.forget(revoked)
         for p in revoked:
             self.committed.pop(p, None)
-        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-        leaving = [tp for tp in partitions if (tp.topic, tp.partition) in assigned]
-        if leaving:
-            consumer.incremental_unassign(leaving)
+        try:
+            assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+            leaving = [tp for tp in partitions if (tp.topic, tp.partition) in assigned]
+            if leaving:
+                consumer.incremental_unassign(leaving)
+        except KafkaException as exc:
+            # Revoked by close(): the handle is being destroyed and unassigns on its own.
+            # Raised here, the error would leave the callback as a bare KafkaError, which no
+            # `except` catches and which kills the thread.
+            log.info("revocation while closing: %s", exc)
 
     def _refresh_group(self, consumer: Consumer) -> None:
-        """The generation to commit under. A consumer evicted from the group (a stalled
-        zombie serving stale callbacks) has none: it keeps its old generation's, which the
-        coordinator refuses, so its commit fails and it restarts."""
+        """The generation to commit under, as a rebalance callback runs. A consumer out of
+        the group (evicted while stalled, serving stale callbacks on its way out) is in no
+        generation: it keeps its last assignment's, which the coordinator refuses, so its
+        commits fail. Taken as it is, its metadata would carry none (-1), which a
+        transactional commit is not checked against: the zombie would commit."""
         try:
-            self.group = consumer.consumer_group_metadata()
+            group = consumer.consumer_group_metadata()
         except RuntimeError as exc:  # "Consumer group metadata not available"
             log.warning("no group metadata (%s): keeping the last generation's", exc)
+            return
+        if group_generation(group) is None:
+            log.warning("the consumer is in no group generation: keeping the last one's")
+            return
+        self.group = group
 
     def _checkpoint(self, partition: int) -> Checkpoint | None:
         """What the partition's store holds, right after a commit (no transaction open): the
         changelog's end now, at or past every record this worker committed to it."""
-        if self.open or self.dirty or partition not in self.committed:
-            return None
+        if self.open or self.dirty or self.rewinds or partition not in self.committed:
+            return None  # (after a rewind, no commit proved this worker's generation current)
         try:
             _, high = self.consumer.get_watermark_offsets(
                 TopicPartition(self.changelog, partition), timeout=TIMEOUT_S
@@ -738,7 +895,18 @@ class Worker:
                 if why is None and taken is not None:
                     start = taken.offset
                     restore.resumed[p] = taken
-                    self.say(f"partition {p}: from its checkpoint, changelog {start}..{high}")
+                    index, missing = self.state.indexes.pop(p, (None, "no due index saved"))
+                    tickets = None if index is None else self.processor.load_index(p, index)
+                    if tickets is not None:
+                        restore.indexed.add(p)
+                        restore.tickets += tickets
+                        index_note = f"due index loaded ({tickets} tickets)"
+                    else:
+                        index_note = f"due index rebuilt: {missing or 'saved by another setup'}"
+                    self.say(
+                        f"partition {p}: from its checkpoint, changelog {start}..{high}; "
+                        + index_note
+                    )
                 else:
                     if taken is not None:
                         self.state.open(p)  # what it holds may be wrong: start empty
@@ -756,6 +924,7 @@ class Worker:
         restore = self.restoring
         assert restore is not None
         stores, todo, clock = self.state.stores, restore.todo, time.monotonic
+        indexed, reindex = restore.indexed, self.processor.reindex
         # Shorter slices while other partitions are processing: they wait meanwhile.
         deadline = clock() + (RESTORE_SLICE_S if not self.owned else RESTORE_SLICE_BUSY_S)
         while todo and clock() < deadline:
@@ -768,7 +937,11 @@ class Worker:
                     break
                 err = msg.error()
                 if err is None:
-                    stores[msg.partition() or 0].load(msg.key() or b"", msg.value())
+                    p, key = msg.partition() or 0, msg.key() or b""
+                    store = stores[p]
+                    if p in indexed:  # the tail after a checkpoint whose index was loaded
+                        reindex(p, key, store.get(key), msg.value())
+                    store.load(key, msg.value())
                     restore.records += 1
                 elif err.code() == KafkaError._PARTITION_EOF:
                     todo.discard(msg.partition() or 0)
@@ -780,11 +953,11 @@ class Worker:
             if restore.reader is not None:
                 restore.reader.close()
                 restore.reader = None
-            restore.rebuild = self.processor.rebuilding(
-                Partitions(self.state, restore.wanted), restore.wanted
-            )
+            rebuilt = [p for p in restore.wanted if p not in indexed]
+            restore.rebuild = self.processor.rebuilding(Partitions(self.state, rebuilt), rebuilt)
+            restore.loaded = restore.tickets
         for tickets in restore.rebuild:
-            restore.tickets = tickets
+            restore.tickets = restore.loaded + tickets
             if clock() > deadline:
                 return
         self._restored()
@@ -806,8 +979,7 @@ class Worker:
     def _ready(self) -> None:
         self.rebalancing = False
         if self.owned:
-            self.assignments += 1
-            self.say(f"{READY} (assignment {self.assignments}: partitions {self.owned})")
+            self.ready(f" (assignment {self.readies + 1}: partitions {self.owned})")
 
     def _set_owned(self, partitions: list[int]) -> None:
         self.owned = partitions
@@ -870,7 +1042,7 @@ class Worker:
         body = {"ready": ready, "recovered": not self.rebalancing, "partitions": partitions}
         return (200 if ready else 503), json.dumps(body).encode()
 
-    def _status(self) -> None:
+    def status(self) -> None:
         lag = sum(n for _, _, n in self.lag())
         counters = self.processor.counters
         log.info(
@@ -881,9 +1053,10 @@ class Worker:
 
 
 def serve(worker: Worker, settings: Settings) -> MetricsServer:
-    """/healthz, /startupz, /readyz and /metrics on the web port, on a background thread."""
-    render = metrics_exposition(worker.processor, worker.lag)
-    healthy, pages = probes(worker, settings)  # issue #18: /healthz and /startupz
+    """/healthz, /startupz, /readyz and /metrics (the processor's metrics: a TicketProcessor)
+    on the web port, on a background thread."""
+    render = metrics_exposition(worker.processor, worker.lag)  # type: ignore[arg-type]
+    healthy, pages = probes(worker, settings)  # /healthz and /startupz
     return MetricsServer(
         settings.web_host, settings.web_port, healthy, render=render,
         pages={"/readyz": worker.readiness, **pages},
@@ -891,31 +1064,15 @@ def serve(worker: Worker, settings: Settings) -> MetricsServer:
 
 
 def run_worker(
-    settings: Settings,
-    policy: Policy,
-    topics: Topics,
-    event_time: bool,
-    shadow: Policy | None = None,
+    settings: Settings, processor: TicketProcessor, topics: Topics, event_time: bool
 ) -> int:
-    """The `escalator worker` child's body: stops cleanly on SIGTERM/SIGINT."""
-    try:
-        worker = Worker(settings, policy, topics, event_time, shadow=shadow)
-    except RegistryError as exc:  # unreachable, or it refuses a schema (incompatible)
-        sys.stderr.write(f"escalator worker: {exc}\n")
-        return 2
+    """The `escalator worker` child's body: stops cleanly on SIGTERM/SIGINT, asks for a
+    restart (RESTART_EXIT_CODE) on a Restart or a registry outage."""
+    worker = Worker(settings, processor, topics, event_time)
     server = serve(worker, settings)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        worker.stop()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
     try:
-        worker.run()
+        return worker.main(server)
     except (Restart, RegistryError) as exc:  # a registry outage: nothing dead-lettered
         restarts = int(os.environ.get(RESTARTS_ENV) or 0)
         worker.say(f"{exc}; restarting from the committed offsets (restart {restarts + 1})")
         return RESTART_EXIT_CODE
-    finally:
-        server.stop()
-    return 0

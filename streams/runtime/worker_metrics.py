@@ -294,6 +294,12 @@ class WorkerCollector(Collector):
             "Redelivered ticket events (known event_id) that changed nothing",
             value=counters.duplicates,
         )
+        yield CounterMetricFamily(
+            "escalator_transactions_aborted_total",
+            "Transactions refused at commit (a generation that moved on in a rebalance),"
+            " aborted and read again from the committed offsets without a restart",
+            value=counters.aborted,
+        )
         yield _family(
             CounterMetricFamily, "escalator_silenced_total",
             "Escalations and reminders due before the backfill horizon: recorded as missed,"

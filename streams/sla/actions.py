@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from streams.sla.frozen import fast_constructor, mutable_twin
+from streams.sla.frozen import fast_constructor
 
 
 class Kind(StrEnum):
@@ -158,61 +158,7 @@ class Silenced:
 Action = Escalation | PriorityBump | Reminder | SlaOutcome | Silenced
 
 
-# The two records the engine makes most, as plain functions rather than fast_constructor's
-# wrapper: compiled, a call to them is direct, with its ints unboxed, and they store into
-# the native instance's fields directly, past the frozen __setattr__. Interpreted, the same
-# stores fill a mutable shell whose class is then switched (see streams.sla.frozen).
-_ESCALATION_SHELL: Final[Any] = mutable_twin(Escalation, init=False)
-_OUTCOME_SHELL: Final[Any] = mutable_twin(SlaOutcome, init=False)
-
-
-def new_escalation(
-    escalation_id: str, ticket_id: str, kind: Kind, level: int, from_level: int, target: str,
-    reason: Reason, policy: str, rule: str, sla_metric: str | None, due_at: int, fired_at: int,
-    event_id: str | None, cycle: int,
-) -> Escalation:  # fmt: skip
-    shell = _ESCALATION_SHELL
-    obj: Escalation = Escalation.__new__(Escalation) if shell is None else shell()
-    obj.escalation_id = escalation_id  # type: ignore[misc]
-    obj.ticket_id = ticket_id  # type: ignore[misc]
-    obj.kind = kind  # type: ignore[misc]
-    obj.level = level  # type: ignore[misc]
-    obj.from_level = from_level  # type: ignore[misc]
-    obj.target = target  # type: ignore[misc]
-    obj.reason = reason  # type: ignore[misc]
-    obj.policy = policy  # type: ignore[misc]
-    obj.rule = rule  # type: ignore[misc]
-    obj.sla_metric = sla_metric  # type: ignore[misc]
-    obj.due_at = due_at  # type: ignore[misc]
-    obj.fired_at = fired_at  # type: ignore[misc]
-    obj.event_id = event_id  # type: ignore[misc]
-    obj.cycle = cycle  # type: ignore[misc]
-    if shell is not None:
-        obj.__class__ = Escalation
-    return obj
-
-
-def new_outcome(
-    ticket_id: str, policy: str, metric: str, cycle: int, round: int, started_at: int,
-    ended_at: int, met: bool, breached: bool, business_elapsed: int, target: int | None,
-) -> SlaOutcome:  # fmt: skip
-    shell = _OUTCOME_SHELL
-    obj: SlaOutcome = SlaOutcome.__new__(SlaOutcome) if shell is None else shell()
-    obj.ticket_id = ticket_id  # type: ignore[misc]
-    obj.policy = policy  # type: ignore[misc]
-    obj.metric = metric  # type: ignore[misc]
-    obj.cycle = cycle  # type: ignore[misc]
-    obj.round = round  # type: ignore[misc]
-    obj.started_at = started_at  # type: ignore[misc]
-    obj.ended_at = ended_at  # type: ignore[misc]
-    obj.met = met  # type: ignore[misc]
-    obj.breached = breached  # type: ignore[misc]
-    obj.business_elapsed = business_elapsed  # type: ignore[misc]
-    obj.target = target  # type: ignore[misc]
-    if shell is not None:
-        obj.__class__ = SlaOutcome
-    return obj
-
-
+new_escalation = fast_constructor(Escalation)
 new_priority_bump = fast_constructor(PriorityBump)
 new_reminder = fast_constructor(Reminder)
+new_outcome = fast_constructor(SlaOutcome)

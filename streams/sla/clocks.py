@@ -1,5 +1,5 @@
-"""A ticket's SLA clocks: the SLA policies compiled for the hot path, and the engine's layer
-that starts, pauses, resumes and ends the clocks and matches a ticket to its policy."""
+"""A ticket's SLA clocks: the engine's layer that starts, pauses, resumes and ends them, and
+retargets them when the ticket moves to another SLA policy."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Final
 
 from streams.sla.actions import Action, new_outcome
 from streams.sla.compiled_policy import CompiledSla, business_time
-from streams.sla.events import DONE_STATUSES, EventType, Status, TicketEvent
-from streams.sla.policy import METRICS, Policy, When
+from streams.sla.events import DONE_STATUSES, Status, TicketEvent
+from streams.sla.matching import Matching
+from streams.sla.policy import METRICS, Policy
 from streams.sla.state import Clock, TicketState
 
 _OPEN: Final = Status.OPEN
@@ -19,7 +20,6 @@ _RANK: Final = {metric: rank for rank, metric in enumerate(METRICS)}
 _CLIMB: Final = len(METRICS)
 _FUNCTIONAL_CLIMB: Final = _CLIMB + 1
 _TIMED: Final = _CLIMB + 2
-_MATCH_CACHE: Final = 4096  # distinct (tier, priority, channel, category, tags) remembered
 _Ends = tuple[tuple[str, bool], ...]  # clocks to end, in order, and whether that meets them
 
 
@@ -31,39 +31,15 @@ def _held(sla: CompiledSla, clock: Clock) -> bool:
     return clock.held
 
 
-class Clocks:
-    """The compiled SLA policies and what runs a ticket's clocks: start, pause, resume, end,
-    their conditions, and matching a ticket to its SLA policy."""
+class Clocks(Matching):
+    """What runs a ticket's clocks: start, pause, resume, end, and their conditions."""
 
     def __init__(self, policy: Policy) -> None:
-        self.policy = policy
-        self.backfill_horizon = policy.tracking.backfill_horizon
-        self._slas = {sla.name: CompiledSla(sla, policy) for sla in policy.sla_policies}
-        self._teams = any(sla.by_group for sla in self._slas.values())
-        # Set for the duration of one apply/advance call (see the module docstring).
+        super().__init__(policy)
+        # Set for the duration of one apply/advance call (see streams.sla.engine).
         self._quiet_before = -1
         self._quiet_event = False
-        # Matching is a pure function of five attributes, and costs microseconds: memoized.
-        self._match_tags = any(sla.match.tags is not None for sla in policy.sla_policies)
-        self._match_group = any(sla.match.group is not None for sla in policy.sla_policies)
-        # groups with a calendar of their own: a move into or out of one moves the clocks
-        self._team_groups = frozenset(policy.spec.group_calendars) if self._teams else frozenset()
-        self._matched: dict[tuple[object, ...], CompiledSla] = {}
-        # Tag sets are shared between tickets (a few dozen distinct ones in practice).
-        self._tag_sets: dict[frozenset[str], frozenset[str]] = {}
         self._conditional = any(sla.conditions for sla in self._slas.values())
-
-    def _sla(
-        self, state: TicketState, group: str | None = None, grouped: bool = False
-    ) -> CompiledSla:
-        """The ticket's SLA policy compiled on the calendar its clocks run on: its group's own
-        (group_calendars), or the policy's. `grouped`: for `group` instead of the ticket's."""
-        sla = self._slas[state.policy]
-        if self._teams:
-            key = group if grouped else state.group
-            if key is not None:
-                return sla.by_group.get(key, sla)
-        return sla
 
     def _schedule(self, sla: CompiledSla, clock: Clock) -> None:
         """Recompute when this clock next crosses a threshold."""
@@ -179,20 +155,6 @@ class Clocks:
             if clock.ended_at is None and clock.running_since is None and not _held(sla, clock):
                 clock.running_since = at
                 self._schedule(sla, clock)
-
-    def _match(self, state: TicketState) -> CompiledSla:
-        tags = state.tags if self._match_tags else None
-        group = state.group if self._match_group else None
-        key = (state.tier, state.priority, state.channel, state.category, tags, group)
-        sla = self._matched.get(key)
-        if sla is None:
-            if len(self._matched) >= _MATCH_CACHE:
-                self._matched.clear()
-            spec = self.policy.match(
-                state.tier, state.priority, state.channel, state.category, state.tags, group
-            )
-            sla = self._matched[key] = self._slas[spec.name]
-        return sla
 
     def _rematch(
         self, state: TicketState, at: int, group: str | None = None, regrouped: bool = False
@@ -318,7 +280,7 @@ class Clocks:
     def _reopen(self, state: TicketState, at: int) -> None:
         state.reopens += 1
         state.cycle += 1
-        state.fired.clear()
+        state.fired = frozenset()
         state.level = 1
         state.awaiting_since = None
         state.escalated_at = None
@@ -337,32 +299,3 @@ class Clocks:
             self._start_clock(state, metric, state.cycle, at)
         previous = state.clocks.get("next_response")
         self._start_clock(state, "next_response", 0 if previous is None else previous.round + 1, at)
-
-    def _event_conditions_hold(
-        self, state: TicketState, event: TicketEvent, when: When, reopened: bool
-    ) -> bool:
-        if when.tags_added is not None and not any(t in when.tags_added for t in event.tags_added):
-            return False
-        if when.tags_removed is not None and not any(
-            t in when.tags_removed for t in event.tags_removed
-        ):
-            return False
-        if when.event is not None and event.type not in when.event:
-            return False
-        if when.transfers_at_least is not None and (
-            event.type is not EventType.TRANSFERRED or state.transfers < when.transfers_at_least
-        ):
-            return False
-        if when.reopens_at_least is not None and (
-            not reopened or state.reopens < when.reopens_at_least
-        ):
-            return False
-        if when.csat_at_most is not None and (event.csat is None or event.csat > when.csat_at_most):
-            return False
-        return self._state_conditions_hold(state, when)
-
-    @staticmethod
-    def _state_conditions_hold(state: TicketState, when: When) -> bool:
-        return when.accepts(
-            state.tier, state.priority, state.channel, state.category, state.tags, state.group
-        )

@@ -34,11 +34,11 @@ lookups it can avoid.
 
 from __future__ import annotations
 
-from sys import intern
 from typing import Final
 
 from streams.sla.actions import Action
-from streams.sla.clocks import _CLIMB, _FUNCTIONAL_CLIMB, _MATCH_CACHE, _RANK, _TIMED, _Ends
+from streams.sla.clocks import _Ends
+from streams.sla.due import DueWork
 from streams.sla.events import (
     DONE_STATUSES,
     IMPLIED_STATUS,
@@ -47,15 +47,12 @@ from streams.sla.events import (
     Status,
     TicketEvent,
 )
-from streams.sla.policy import METRICS
-from streams.sla.state import MAX_TICKET_TAGS, SEEN_WINDOW, TicketState
-from streams.sla.triggers import Triggers
+from streams.sla.state import SEEN_WINDOW, TicketState
 
 # Enum members as module constants: an attribute lookup on an enum class costs ~6x a global.
 _CREATED: Final = EventType.CREATED
 _TRANSFERRED: Final = EventType.TRANSFERRED
 _CLOSED: Final = EventType.CLOSED
-_PRIORITY_CHANGED: Final = EventType.PRIORITY_CHANGED
 _AGENT_REPLIED: Final = EventType.AGENT_REPLIED
 _CUSTOMER_REPLIED: Final = EventType.CUSTOMER_REPLIED
 _CSAT_RECEIVED: Final = EventType.CSAT_RECEIVED
@@ -73,7 +70,7 @@ _SOLVED_ENDS: Final[_Ends] = (
 )
 
 
-class Engine(Triggers):
+class Engine(DueWork):
     """Applies one policy to ticket states."""
 
     def apply(
@@ -141,92 +138,6 @@ class Engine(Triggers):
         state.next_due = due
         return state, actions
 
-    def _advance(
-        self, state: TicketState, until: int, floor: int, actions: list[Action]
-    ) -> int | None:
-        """Fire due work in order up to `until`, each at its due instant or at `floor` if
-        that is later (the instant the engine learnt of it); returns the next due instant."""
-        while True:
-            due = self._due(state)
-            if due is None:
-                return None
-            at, rank = due
-            if at > until:
-                return at
-            now = at if at > floor else floor
-            if rank < _CLIMB:
-                self._fire_threshold(state, state.clocks[METRICS[rank]], at, now, actions)
-            elif rank == _CLIMB:
-                self._climb(state, at, now, actions)
-            elif rank == _FUNCTIONAL_CLIMB:
-                self._functional_climb(state, at, now, actions)
-            else:
-                self._fire_timed(state, self._timed[rank - _TIMED], at, now, actions)
-
-    def _next_due(self, state: TicketState) -> int | None:
-        due = self._due(state)
-        return None if due is None else due[0]
-
-    def _due(self, state: TicketState) -> tuple[int, int] | None:
-        """The earliest due work as (instant, rank); the rank breaks ties (see _RANK)."""
-        best = -1  # none yet (instants are never negative): an int, unlike an Optional, is
-        # never boxed where compiled
-        rank = 0
-        for clock in state.clocks.values():
-            at = clock.next_at
-            if at is None:
-                continue
-            if best < 0 or at < best:
-                best = at
-                rank = _RANK[clock.metric]
-            elif at == best and _RANK[clock.metric] < rank:
-                rank = _RANK[clock.metric]
-        status = state.status
-        since = state.awaiting_since
-        # a solved or paused ticket does not climb (looked up only for a ticket with a timer)
-        climbing = (since is not None or state.f_since is not None) and (
-            status not in DONE_STATUSES and status not in self._slas[state.policy].pause
-        )
-        if since is not None and climbing:
-            climb = self._climbs.get(state.level)
-            if climb is not None:
-                allowed, tl = climb
-                allowed += state.climb_paused
-                at = since + allowed if tl is None else tl.add(since, allowed)
-                if best < 0 or at < best:
-                    best = at
-                    rank = _CLIMB
-        since = state.f_since
-        if since is not None and climbing:
-            chain = self._chains.get(state.f_chain or "")
-            if chain is not None and state.f_step + 1 < len(chain):
-                _, wait, tl = chain[state.f_step]
-                if wait is not None:
-                    wait += state.f_paused
-                    at = since + wait if tl is None else tl.add(since, wait)
-                    if best < 0 or at < best:
-                        best = at
-                        rank = _FUNCTIONAL_CLIMB
-        if status not in DONE_STATUSES:
-            since = state.escalated_at
-            if since is not None:
-                for timed in self._after_escalation:
-                    if timed.key not in state.fired:
-                        tl = timed.timeline
-                        at = since + timed.wait if tl is None else tl.add(since, timed.wait)
-                        if best < 0 or at < best or (at == best and timed.rank < rank):
-                            best = at
-                            rank = timed.rank
-            for timed in self._in_status[status]:
-                if timed.fired_key(state) not in state.fired:
-                    tl = timed.timeline
-                    since = state.status_since
-                    at = since + timed.wait if tl is None else tl.add(since, timed.wait)
-                    if best < 0 or at < best or (at == best and timed.rank < rank):
-                        best = at
-                        rank = timed.rank
-        return None if best < 0 else (best, rank)
-
     def _start_tracking(self, state: TicketState, event: TicketEvent) -> None:
         """An unknown ticket: track it from what its first event carries."""
         t = event.occurred_at
@@ -246,62 +157,6 @@ class Engine(Triggers):
             for metric in self._sla(state).per_cycle:
                 if metric not in deferred:
                     self._start_clock(state, metric, 0, t)
-
-    def _absorb(self, state: TicketState, event: TicketEvent, first: bool = False) -> bool:
-        """Copy what the event carries into the state; True if SLA matching inputs changed.
-
-        Only a deliberate change sets the priority (PRIORITY_CHANGED, CREATED or the first
-        event seen): help-desk webhooks carry the current priority on every event, which
-        would otherwise undo a trigger's bump. Attributes with few distinct values are
-        interned: every ticket then shares one string instead of keeping its own copy."""
-        changed = False
-        priority = event.priority
-        if (
-            priority is not None
-            and priority != state.priority
-            and (first or event.type is _PRIORITY_CHANGED or event.type is _CREATED)
-        ):
-            t = event.occurred_at
-            if t >= state.priority_at:
-                state.priority = priority
-                state.priority_at = t
-                changed = True
-        value = event.customer_tier
-        if value is not None and value != state.tier:
-            state.tier = intern(value)
-            changed = True
-        value = event.channel
-        if value is not None and value != state.channel:
-            state.channel = intern(value)
-            changed = True
-        value = event.category
-        if value is not None and value != state.category:
-            state.category = intern(value)
-            changed = True
-        if event.tags_added or event.tags_removed:
-            tags = state.tags.union(event.tags_added).difference(event.tags_removed)
-            if len(tags) > MAX_TICKET_TAGS:  # bounded state: the first tags by name stay
-                tags = frozenset(sorted(tags)[:MAX_TICKET_TAGS])
-            if tags != state.tags:
-                shared = self._tag_sets
-                if len(shared) >= _MATCH_CACHE:
-                    shared.clear()
-                state.tags = shared.setdefault(tags, tags)
-                changed = True
-        if event.customer_id is not None:
-            state.customer_id = event.customer_id
-        value = event.group
-        if value is not None and value != state.group:
-            # a key of SLA matching only if used; a team's calendar only for its group
-            if self._match_group or value in self._team_groups or state.group in self._team_groups:
-                changed = True
-            state.group = intern(value)
-        value = event.assignee_id
-        if value is not None and value != state.assignee_id:
-            state.assignee_id = intern(value)
-        if event.support_level is not None:
-            state.support_level = event.support_level
-        return changed
 
     def _handle(
         self, state: TicketState, event: TicketEvent, actions: list[Action], absorbed: bool

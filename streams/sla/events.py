@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
-from streams.sla.frozen import mutable_twin
+from streams.sla.frozen import fast_constructor
 
 __all__ = [
     "MAX_TIMESTAMP_MS",
@@ -310,7 +310,7 @@ def _attributes(value: object) -> dict[str, str]:
     return dict(value)
 
 
-_SHELL: Final[Any] = mutable_twin(TicketEvent, init=False)  # see streams.sla.frozen
+_new_event: Final = fast_constructor(TicketEvent)  # see streams.sla.frozen
 
 
 def event_from_dict(data: Mapping[str, Any]) -> TicketEvent:
@@ -399,30 +399,11 @@ def event_from_dict(data: Mapping[str, Any]) -> TicketEvent:
         if value is not None:
             attributes = _attributes(value)
 
-    # Compiled, these store into the native instance's fields directly, past the frozen
-    # __setattr__; interpreted, they fill a mutable shell whose class is then switched.
-    shell = _SHELL
-    event: TicketEvent = TicketEvent.__new__(TicketEvent) if shell is None else shell()
-    event.event_id = event_id  # type: ignore[misc]
-    event.ticket_id = ticket_id  # type: ignore[misc]
-    event.type = etype  # type: ignore[misc]
-    event.occurred_at = occurred_at  # type: ignore[misc]
-    event.status = status  # type: ignore[misc]
-    event.priority = priority  # type: ignore[misc]
-    event.channel = channel  # type: ignore[misc]
-    event.category = category  # type: ignore[misc]
-    event.customer_id = customer_id  # type: ignore[misc]
-    event.customer_tier = customer_tier  # type: ignore[misc]
-    event.group = group  # type: ignore[misc]
-    event.assignee_id = assignee_id  # type: ignore[misc]
-    event.support_level = support_level  # type: ignore[misc]
-    event.tags_added = tags_added  # type: ignore[misc]
-    event.tags_removed = tags_removed  # type: ignore[misc]
-    event.csat = csat  # type: ignore[misc]
-    event.attributes = attributes  # type: ignore[misc]
-    if shell is not None:
-        event.__class__ = TicketEvent
-    return event
+    return _new_event(
+        event_id, ticket_id, etype, occurred_at, status, priority, channel, category,
+        customer_id, customer_tier, group, assignee_id, support_level, tags_added, tags_removed,
+        csat, attributes,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,11 +2,12 @@
 
 A frozen dataclass's generated __init__ sets every field through object.__setattr__, which
 makes it several times slower than a plain one, and the hot path builds a record per event
-(TicketEvent) and an action for about every other one. A mutable twin with the same slot
-layout is filled instead, then switched to the frozen class by __class__ assignment
-(immutable from then on). Where the record's module is compiled (mypyc, pyproject's
-compiled-modules) the record is a native class with no __class__ to switch: callers then
-store its fields directly.
+(TicketEvent) and an action for about every other one. :func:`fast_constructor` makes, once
+per class and from its fields, a constructor that skips that: it fills a mutable twin with the
+same slot layout, then switches it to the frozen class by __class__ assignment (immutable
+from then on). Where the record's module is compiled (mypyc, pyproject's compiled-modules) the
+record is a native class with no __class__ to switch: the constructor then stores each field
+past the frozen __setattr__ (this module is compiled too, so that loop runs in C).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+_FACTORY: Any = object()  # an argument left to the field's default_factory
 
 
 def mutable_twin(cls: type, *, init: bool = True) -> Any:
@@ -41,17 +43,62 @@ def mutable_twin(cls: type, *, init: bool = True) -> Any:
 
 
 def fast_constructor(cls: Callable[_P, _T]) -> Callable[_P, _T]:
-    """A constructor for the frozen slotted dataclass `cls` that fills its mutable twin and
-    switches the class; compiled, `cls` itself."""
+    """A constructor for the frozen slotted dataclass `cls` with its signature, checks and
+    defaults that builds the same record several times faster (see the module docstring)."""
     frozen = cast(type, cls)
-    twin = mutable_twin(frozen)
-    if twin is None:
-        return cls
+    fields = dataclasses.fields(frozen)
+    if any(not f.init or f.kw_only for f in fields):
+        raise TypeError(f"{frozen.__name__}: fast_constructor takes positional fields only")
+    shell = mutable_twin(frozen, init=False)
+    if shell is None:
+        return _native_constructor(cls, tuple(f.name for f in fields))
+    return cast(Callable[_P, _T], _shell_constructor(frozen, shell, fields))
+
+
+def _shell_constructor(
+    frozen: type, shell: type, fields: tuple[dataclasses.Field[Any], ...]
+) -> Callable[..., Any]:
+    """The constructor as straight-line code generated from the fields (as dataclasses
+    generates __init__): a call, then one store per field, as cheap as written by hand."""
+    names = [f.name for f in fields]
+    env: dict[str, Any] = {"_shell_": shell, "_frozen_": frozen, "_FACTORY_": _FACTORY}
+    if any(name.startswith("_") and name.endswith("_") for name in names):
+        raise TypeError(f"{frozen.__name__}: a field name clashes with fast_constructor's")
+    params, body = [], []
+    for f in fields:
+        if f.default is not dataclasses.MISSING:
+            env[f"_default_{f.name}_"] = f.default
+            params.append(f"{f.name}=_default_{f.name}_")
+        elif f.default_factory is not dataclasses.MISSING:
+            env[f"_factory_{f.name}_"] = f.default_factory
+            params.append(f"{f.name}=_FACTORY_")
+            body.append(f"if {f.name} is _FACTORY_: {f.name} = _factory_{f.name}_()")
+        else:
+            params.append(f.name)
+    body.append("_record_ = _shell_()")
+    body.extend(f"_record_.{name} = {name}" for name in names)
+    body.extend(("_record_.__class__ = _frozen_", "return _record_"))
+    source = f"def build({', '.join(params)}):\n" + "".join(f"    {line}\n" for line in body)
+    exec(source, env)
+    build: Callable[..., Any] = env["build"]
+    build.__qualname__ = build.__name__ = f"new_{frozen.__name__}"
+    return build
+
+
+def _native_constructor(cls: Callable[_P, _T], names: tuple[str, ...]) -> Callable[_P, _T]:
+    """The constructor for a native (compiled) `cls`: with every field positional, a new
+    instance and a store per field; otherwise (keywords, defaults, a wrong count) `cls`
+    itself, whose checks and defaults then apply."""
+    frozen = cast(type, cls)
+    new: Any = frozen.__new__
+    count = len(names)
 
     def build(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-        obj: Any = twin(*args, **kwargs)
-        obj.__class__ = frozen
-        result: _T = obj  # not cast(): a function call per action
-        return result
+        if kwargs or len(args) != count:
+            return cls(*args, **kwargs)
+        obj: _T = new(frozen)
+        for i in range(count):
+            object.__setattr__(obj, names[i], args[i])  # past the frozen __setattr__
+        return obj
 
     return build

@@ -17,16 +17,39 @@ from streams.sla.actions import (
 )
 from streams.sla.calendar import Timeline
 from streams.sla.clocks import Clocks
-from streams.sla.compiled_policy import business_time, timeline_of
+from streams.sla.compiled_policy import CompiledSla, business_time, timeline_of
 from streams.sla.policy import Escalate, Policy
 from streams.sla.state import Clock, TicketState
 
 _MATRIX_CLIMB: Final = "matrix:unanswered"
 _SLA_WARNING: Final = Reason.SLA_WARNING
+_OVERDUE: Final = Reason.ESCALATION_OVERDUE
 _ROUNDED: Final = frozenset(("next_response", "periodic_update", "pausable_update"))
 
 
-class Matrix(Clocks):
+class Page:
+    """An escalation about to fire: the rule that fires it, whom it pages at which level and
+    why, the event that caused it (None for due work), and whether it raises the ticket's
+    level (a breach or a climb of the matrix does; a warning or a side chain does not).
+    Not a dataclass: compiled, a dataclass's __init__ stays interpreted, this one does not."""
+
+    __slots__ = ("rule", "kind", "reason", "level", "target", "metric", "event_id", "raise_level")
+
+    def __init__(
+        self, rule: str, kind: Kind, reason: Reason, level: int, target: str,
+        metric: str | None = None, event_id: str | None = None, raise_level: bool = False,
+    ) -> None:  # fmt: skip
+        self.rule = rule
+        self.kind = kind
+        self.reason = reason
+        self.level = level
+        self.target = target
+        self.metric = metric  # the SLA metric whose clock fired it
+        self.event_id = event_id
+        self.raise_level = raise_level
+
+
+class Climbs(Clocks):
     """The escalation matrix: breaches and unanswered escalations climbing its levels, and the
     functional and named chains beside it."""
 
@@ -78,38 +101,37 @@ class Matrix(Clocks):
             suffix += f"~{clock.resets}"
         if fraction < 1.0:
             rule = f"sla:{metric}{suffix}:warn{round(fraction * 100)}"
-            self._escalate(
-                state, rule, Kind.AUTOMATIC, Reason.SLA_WARNING, state.level,
-                self._contacts_of(state)[state.level], metric, at, now, None, actions,
-                raise_level=False,
-            )  # fmt: skip
+            target = self._contacts_of(state)[state.level]
+            page = Page(rule, Kind.AUTOMATIC, _SLA_WARNING, state.level, target, metric)
+            self._escalate(state, page, at, now, actions)
         else:
             clock.breached_at = at
-            rule = f"sla:{metric}{suffix}:breach"
-            chain = self._chains.get(state.category or "")
-            if sla.spec.breach_route == "category" and chain is not None:
-                self._escalate(
-                    state, rule, Kind.FUNCTIONAL, BREACH_REASON[metric], state.level,
-                    chain[0][0], metric, at, now, None, actions, raise_level=False,
-                )  # fmt: skip
-            elif self._tier_chain and (state.tier or "") in self._tier_chain:
-                self._start_chain(
-                    state, self._tier_chain[state.tier or ""], rule, Kind.HIERARCHICAL,
-                    BREACH_REASON[metric], metric, at, now, None, actions,
-                )  # fmt: skip
-            elif metric in self._metric_chain:
-                self._start_chain(
-                    state, self._metric_chain[metric], rule, Kind.HIERARCHICAL,
-                    BREACH_REASON[metric], metric, at, now, None, actions,
-                )  # fmt: skip
-            else:
-                level = self._deadline_level(state, now)
-                self._escalate(
-                    state, rule, Kind.HIERARCHICAL, BREACH_REASON[metric], level,
-                    self._contacts_of(state)[level], metric, at, now, None, actions,
-                    raise_level=True,
-                )  # fmt: skip
+            self._breach(state, sla, f"sla:{metric}{suffix}:breach", metric, at, now, actions)
         self._schedule(sla, clock)
+
+    def _breach(
+        self, state: TicketState, sla: CompiledSla, rule: str, metric: str, at: int, now: int,
+        actions: list[Action],
+    ) -> None:  # fmt: skip
+        """Route a breach: to the category's functional chain (breach_route: category), to
+        the chain the matrix names for the ticket's tier or the metric, or one level up."""
+        reason = BREACH_REASON[metric]
+        by_category = self._chains.get(state.category or "")
+        chain = self._tier_chain.get(state.tier or "") if self._tier_chain else None
+        if chain is None and metric in self._metric_chain:
+            chain = self._metric_chain[metric]
+        if sla.spec.breach_route == "category" and by_category is not None:
+            page = Page(rule, Kind.FUNCTIONAL, reason, state.level, by_category[0][0], metric)
+            self._escalate(state, page, at, now, actions)
+        elif chain is not None:
+            head = self._chains[chain][0][0]
+            page = Page(rule, Kind.HIERARCHICAL, reason, state.level, head, metric)
+            self._start_chain(state, chain, page, at, now, actions)
+        else:
+            level = self._deadline_level(state, now)
+            target = self._contacts_of(state)[level]
+            page = Page(rule, Kind.HIERARCHICAL, reason, level, target, metric, raise_level=True)
+            self._escalate(state, page, at, now, actions)
 
     def _deadline_level(self, state: TicketState, now: int) -> int:
         """The level a deadline raises the ticket to: one up, unless a deadline already
@@ -124,11 +146,10 @@ class Matrix(Clocks):
                 state.awaiting_since = None
                 return
             state.repeat += 1
-            fired = self._escalate(
-                state, f"matrix:repeat{state.repeat}", Kind.HIERARCHICAL,
-                Reason.ESCALATION_OVERDUE, 2, self._contacts_of(state)[2], None, at, now, None,
-                actions, raise_level=False,
-            )  # fmt: skip
+            rule = f"matrix:repeat{state.repeat}"
+            target = self._contacts_of(state)[2]
+            page = Page(rule, Kind.HIERARCHICAL, _OVERDUE, 2, target)
+            fired = self._escalate(state, page, at, now, actions)
             if fired is None:
                 state.awaiting_since = None
             else:
@@ -139,10 +160,9 @@ class Matrix(Clocks):
             return
         rule = _MATRIX_CLIMB if state.repeat == 0 else f"matrix:repeat{state.repeat}"
         level = self._deadline_level(state, now)
-        fired = self._escalate(
-            state, rule, Kind.HIERARCHICAL, Reason.ESCALATION_OVERDUE, level,
-            self._contacts_of(state)[level], None, at, now, None, actions, raise_level=True,
-        )  # fmt: skip
+        target = self._contacts_of(state)[level]
+        page = Page(rule, Kind.HIERARCHICAL, _OVERDUE, level, target, raise_level=True)
+        fired = self._escalate(state, page, at, now, actions)
         if fired is None or state.awaiting_since != now:
             # Already fired at this level in this cycle, or silenced: stop climbing rather
             # than spin.
@@ -159,10 +179,8 @@ class Matrix(Clocks):
             rule, kind = f"chain:{category[1:]}#{step}", Kind.HIERARCHICAL
         else:
             rule, kind = f"functional:{category}#{step}", Kind.FUNCTIONAL
-        fired = self._escalate(
-            state, rule, kind, Reason.ESCALATION_OVERDUE, state.level, contact, None, at, now,
-            None, actions, raise_level=False,
-        )  # fmt: skip
+        page = Page(rule, kind, _OVERDUE, state.level, contact)
+        fired = self._escalate(state, page, at, now, actions)
         state.f_step = step
         if fired is None:
             state.f_since = None
@@ -172,15 +190,11 @@ class Matrix(Clocks):
             state.f_id = fired.escalation_id
 
     def _start_chain(
-        self, state: TicketState, key: str, rule: str, kind: Kind, reason: Reason,
-        metric: str | None, at: int, now: int, event_id: str | None, actions: list[Action],
-    ) -> Escalation | None:  # fmt: skip
+        self, state: TicketState, key: str, page: Page, at: int, now: int, actions: list[Action]
+    ) -> Escalation | None:
         """Page a named chain's first step and climb it: it takes over from any chain the
         ticket was climbing (one side chain at a time; the latest is the one unanswered)."""
-        fired = self._escalate(
-            state, rule, kind, reason, state.level, self._chains[key][0][0], metric, at, now,
-            event_id, actions, raise_level=False,
-        )  # fmt: skip
+        fired = self._escalate(state, page, at, now, actions)
         if fired is not None:
             state.f_chain = key
             state.f_step = 0
@@ -190,48 +204,49 @@ class Matrix(Clocks):
         return fired
 
     def _escalate(
-        self,
-        state: TicketState,
-        rule: str,
-        kind: Kind,
-        reason: Reason,
-        level: int,
-        target: str,
-        metric: str | None,
-        at: int,
-        now: int,
-        event_id: str | None,
-        actions: list[Action],
-        raise_level: bool,
+        self, state: TicketState, page: Page, at: int, now: int, actions: list[Action]
     ) -> Escalation | None:
+        """Fire `page` once per (rule, level) and cycle: an escalation, or Silenced before
+        the backfill horizon; None where it fired before or was silenced."""
+        rule = page.rule
+        level = page.level
         key = f"{rule}|{level}"
         if key in state.fired:
             return None
-        state.fired.add(key)
+        self._mark_fired(state, key)
         ticket_id = state.ticket_id
         if self._quiet_event or at < self._quiet_before:
             actions.append(
                 Silenced(
-                    ticket_id, "escalation", rule, reason, level, state.policy, metric, at, now
-                )
+                    ticket_id,
+                    "escalation",
+                    rule,
+                    page.reason,
+                    level,
+                    state.policy,
+                    page.metric,
+                    at,
+                    now,
+                )  # fmt: skip
             )
             return None
         escalation = new_escalation(
-            action_id(ticket_id, rule, level, state.cycle), ticket_id, kind, level, state.level,
-            target, reason, state.policy, rule, metric, at, now, event_id, state.cycle,
+            action_id(ticket_id, rule, level, state.cycle), ticket_id, page.kind, level,
+            state.level, page.target, page.reason, state.policy, rule, page.metric, at, now,
+            page.event_id, state.cycle,
         )  # fmt: skip
         actions.append(escalation)
-        if reason is not _SLA_WARNING and state.escalated_at is None:
+        if page.reason is not _SLA_WARNING and state.escalated_at is None:
             state.escalated_at = now
-        if raise_level and level > state.level:
+        if page.raise_level and level > state.level:
             state.level = level
             state.raised_at = now
             state.awaiting_since = now  # the next level's timer starts when this one fired
             state.climb_paused = 0
             state.climb_id = escalation.escalation_id
-        if kind is Kind.FUNCTIONAL and rule[:11] != "functional:":
+        if page.kind is Kind.FUNCTIONAL and rule[:11] != "functional:":
             chain = self._chains.get(state.category or "")
-            if chain is not None and target == chain[0][0] and state.f_since is None:
+            if chain is not None and page.target == chain[0][0] and state.f_since is None:
                 state.f_chain = state.category
                 state.f_step = 0
                 state.f_since = now

@@ -572,8 +572,8 @@ class Problem:
     line: int | None = None
 
 
-class PolicyError(ValueError):
-    """All problems of one policy file, each with its line and field."""
+class YamlFileError(ValueError):
+    """All problems of one hand-edited YAML file, each with its line and field."""
 
     def __init__(self, source: str, problems: Sequence[Problem]) -> None:
         self.source = source
@@ -591,6 +591,10 @@ class PolicyError(ValueError):
                 else f"{where}: {problem.message}"
             )
         return out
+
+
+class PolicyError(YamlFileError):
+    """All problems of one policy file, each with its line and field."""
 
 
 def _dotted(path: Sequence[str | int]) -> str:
@@ -932,9 +936,13 @@ SpecT = TypeVar("SpecT", bound=BaseModel)
 
 
 def validate_yaml(
-    text: str, source: str, model: type[SpecT], what: str = "the policy file"
+    text: str,
+    source: str,
+    model: type[SpecT],
+    what: str = "the policy file",
+    error_class: type[YamlFileError] = PolicyError,
 ) -> tuple[SpecT, dict[tuple[str | int, ...], int]]:
-    """Parse YAML text into `model` and map each path to its line; raise PolicyError naming
+    """Parse YAML text into `model` and map each path to its line; raise `error_class` naming
     file, line and field. Shared by every hand-edited YAML file (policy, webhook targets)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -943,15 +951,15 @@ def validate_yaml(
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise PolicyError(source, [Problem((), f"not valid YAML: {problem}", line)]) from None
+        raise error_class(source, [Problem((), f"not valid YAML: {problem}", line)]) from None
     except ValueError:
         # A scalar YAML resolves but cannot build, e.g. the date 2026-13-01: find and name it.
-        raise PolicyError(source, _unbuildable_scalars(root)) from None
+        raise error_class(source, _unbuildable_scalars(root)) from None
     lines: dict[tuple[str | int, ...], int] = {}
     if root is not None:
         _line_map(root, (), lines)
     if not isinstance(data, dict):
-        raise PolicyError(source, [Problem((), f"{what} must be a YAML mapping", 1)])
+        raise error_class(source, [Problem((), f"{what} must be a YAML mapping", 1)])
     try:
         return model.model_validate(data), lines
     except ValidationError as exc:
@@ -964,7 +972,7 @@ def validate_yaml(
             if error["type"] == "extra_forbidden":
                 message = "unknown field (check the spelling)"
             problems.append(Problem(path, message, line))
-        raise PolicyError(source, _dedupe(problems)) from None
+        raise error_class(source, _dedupe(problems)) from None
 
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:

@@ -11,6 +11,7 @@ from streams.sla.events import Priority, Status
 
 SEEN_WINDOW: Final = 256  # recent event ids a ticket remembers, to drop redeliveries
 MAX_TICKET_TAGS: Final = 256  # tags a ticket keeps; more would grow its state without bound
+_NOTHING_FIRED: Final[frozenset[str]] = frozenset()
 
 # Both records write their own __init__ (init=False), with the signature dataclasses would
 # generate: compiled with mypyc (pyproject's compiled-modules) it is native code, where the
@@ -128,7 +129,7 @@ class TicketState:
     level: int = 1
     awaiting_since: int | None = None
     escalated_at: int | None = None
-    fired: set[str] = field(default_factory=set)
+    fired: frozenset[str] = frozenset()  # shared, like tags (Matching._mark_fired)
     seen: dict[str, None] = field(default_factory=dict)  # insertion-ordered: a bounded window
     next_due: int | None = None
     closed: bool = False
@@ -153,7 +154,7 @@ class TicketState:
         cycle: int = 0, created_at: int | None = None, policy: str = "",
         clocks: dict[str, Clock] | None = None, level: int = 1,
         awaiting_since: int | None = None, escalated_at: int | None = None,
-        fired: set[str] | None = None, seen: dict[str, None] | Iterable[str] | None = None,
+        fired: Iterable[str] | None = None, seen: dict[str, None] | Iterable[str] | None = None,
         next_due: int | None = None, closed: bool = False, f_chain: str | None = None,
         f_step: int = 0, f_since: int | None = None, climb_id: str | None = None,
         f_id: str | None = None, repeat: int = 0, climb_paused: int = 0, f_paused: int = 0,
@@ -184,7 +185,7 @@ class TicketState:
         self.level = level
         self.awaiting_since = awaiting_since
         self.escalated_at = escalated_at
-        self.fired = set() if fired is None else fired
+        self.fired = _NOTHING_FIRED if fired is None else frozenset(fired)
         if seen is None:
             self.seen = {}
         elif isinstance(seen, dict):
@@ -280,7 +281,7 @@ class TicketState:
         values[15] = frozenset(values[15])
         clocks = (Clock.from_row(clock) for clock in values[21])
         values[21] = {clock.metric: clock for clock in clocks}
-        values[25] = set(values[25])
+        values[25] = frozenset(values[25])
         values[26] = dict.fromkeys(values[26])
         if len(values) == _ROW_FIELDS and values[-1] is not None:
             values[-1] = TicketInputs.from_row(values[0], values[-1])
@@ -292,7 +293,7 @@ class TicketState:
         values["status"] = Status(values["status"])
         values["priority"] = Priority(values["priority"])
         values["tags"] = frozenset(values["tags"])
-        values["fired"] = set(values["fired"])
+        values["fired"] = frozenset(values["fired"])
         values["seen"] = dict.fromkeys(values["seen"])
         board = values.get("board")
         if board is not None:

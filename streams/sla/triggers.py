@@ -19,8 +19,8 @@ from streams.sla.actions import (
 from streams.sla.clocks import _TIMED
 from streams.sla.compiled_policy import timeline_of
 from streams.sla.events import PRIORITY_RANK, EventType, Status
-from streams.sla.matrix import Matrix
-from streams.sla.policy import Policy, Trigger
+from streams.sla.matrix import Climbs, Page
+from streams.sla.policy import BumpPriority, Escalate, Policy, Remind, Trigger
 from streams.sla.state import TicketState
 
 _PRIORITIES: Final = sorted(PRIORITY_RANK, key=PRIORITY_RANK.__getitem__)
@@ -48,7 +48,7 @@ class _Timed:
         return self.key if self.status is None else f"{self.key}#{state.status_seq}"
 
 
-class Triggers(Matrix):
+class Triggers(Climbs):
     """The policy's event and timed triggers: which can hold for an event, and what firing one
     does."""
 
@@ -95,105 +95,102 @@ class Triggers(Matrix):
         event_id: str | None,
         actions: list[Action],
     ) -> None:
+        """Run a fired rule's actions in file order; a bump names the rule's last escalation."""
         last: Escalation | None = None
         reason = Reason.PRIORITY_RULE
         for action in trigger.actions:
             if action.escalate is not None:
-                spec = action.escalate
-                reason = spec.reason
-                chain = self._kind_chain.get(spec.kind) if self._kind_chain else None
-                if chain is not None and not (
-                    spec.team or spec.route_by_category or spec.support_level_up
-                ):
-                    fired = self._start_chain(
-                        state, chain, rule, spec.kind, spec.reason, None, at, now, event_id,
-                        actions,
-                    )  # fmt: skip
-                else:
-                    level, target = self._target(state, spec)
-                    fired = self._escalate(
-                        state, rule, spec.kind, spec.reason, level, target, None, at, now,
-                        event_id, actions,
-                        raise_level=spec.kind in RAISING_KINDS,
-                    )  # fmt: skip
+                reason = action.escalate.reason
+                fired = self._escalate_as(state, action.escalate, rule, at, now, event_id, actions)
                 if fired is not None:
                     last = fired
-                    if spec.support_level_up:
-                        state.support_level = min(state.support_level + 1, 4)
             elif action.bump_priority is not None:
                 bump = action.bump_priority
-                old = state.priority
-                rank = PRIORITY_RANK[old]
-                new_rank = PRIORITY_RANK[bump.to] if bump.to is not None else rank + (bump.by or 0)
-                new_rank = min(new_rank, 3)
-                if new_rank <= rank or f"{rule}|bump" in state.fired:
-                    continue
-                if last is None:
-                    last = self._escalate(
-                        state, f"{rule}:priority", Kind.PRIORITY, reason, state.level,
-                        self._contacts_of(state)[state.level], None, at, now, event_id, actions,
-                        raise_level=False,
-                    )  # fmt: skip
-                    if last is None:
-                        continue
-                state.fired.add(f"{rule}|bump")
-                new = _PRIORITIES[new_rank]
-                actions.append(
-                    new_priority_bump(
-                        state.ticket_id,
-                        old.value,
-                        new.value,
-                        reason,
-                        last.escalation_id,
-                        now,
-                        event_id,
-                    )  # fmt: skip
-                )
-                state.priority = new
-                state.priority_at = at
-                self._rematch(state, at)
+                last = self._bump(state, bump, rule, reason, last, at, now, event_id, actions)
             elif action.remind is not None:
-                key = f"{rule}|remind"
-                if key in state.fired:
-                    continue
-                state.fired.add(key)
-                if self._quiet_event or at < self._quiet_before:
-                    actions.append(
-                        Silenced(
-                            state.ticket_id,
-                            "reminder",
-                            rule,
-                            action.remind.reason,
-                            0,
-                            state.policy,
-                            None,
-                            at,
-                            now,
-                        )  # fmt: skip
-                    )
-                    continue
-                target = action.remind.target
-                if target == "assignee":
-                    target = state.assignee_id or state.group or "unassigned"
-                elif target == "group":
-                    target = state.group or "unassigned"
-                actions.append(
-                    new_reminder(
-                        action_id(state.ticket_id, rule, 0, state.cycle),
-                        state.ticket_id,
-                        target,
-                        action.remind.reason,
-                        rule,
-                        at,
-                        now,
-                    )  # fmt: skip
-                )
+                self._remind(state, action.remind, rule, at, now, actions)
+
+    def _escalate_as(
+        self, state: TicketState, spec: Escalate, rule: str, at: int, now: int,
+        event_id: str | None, actions: list[Action],
+    ) -> Escalation | None:  # fmt: skip
+        """An `escalate` action: the chain the matrix names for its kind (unless it names its
+        own target), or the target it names; with support_level_up, one support level up."""
+        chain = self._kind_chain.get(spec.kind) if self._kind_chain else None
+        if chain is not None and not (spec.team or spec.route_by_category or spec.support_level_up):
+            head = self._chains[chain][0][0]
+            page = Page(rule, spec.kind, spec.reason, state.level, head, event_id=event_id)
+            fired = self._start_chain(state, chain, page, at, now, actions)
+        else:
+            level, target = self._target(state, spec)
+            raising = spec.kind in RAISING_KINDS
+            page = Page(rule, spec.kind, spec.reason, level, target, None, event_id, raising)
+            fired = self._escalate(state, page, at, now, actions)
+        if fired is not None and spec.support_level_up:
+            state.support_level = min(state.support_level + 1, 4)
+        return fired
+
+    def _bump(
+        self, state: TicketState, bump: BumpPriority, rule: str, reason: Reason,
+        last: Escalation | None, at: int, now: int, event_id: str | None, actions: list[Action],
+    ) -> Escalation | None:  # fmt: skip
+        """A `bump_priority` action, upwards only and once per rule and cycle. It names the
+        escalation behind it: the rule's `last`, or else one of its own (kind PRIORITY), which
+        it returns as the rule's last; without one (fired before, or silenced) no bump."""
+        old = state.priority
+        rank = PRIORITY_RANK[old]
+        new_rank = PRIORITY_RANK[bump.to] if bump.to is not None else rank + (bump.by or 0)
+        new_rank = min(new_rank, 3)
+        if new_rank <= rank or f"{rule}|bump" in state.fired:
+            return last
+        if last is None:
+            target = self._contacts_of(state)[state.level]
+            page = Page(
+                f"{rule}:priority", Kind.PRIORITY, reason, state.level, target, None, event_id
+            )
+            last = self._escalate(state, page, at, now, actions)
+            if last is None:
+                return None
+        self._mark_fired(state, f"{rule}|bump")
+        new = _PRIORITIES[new_rank]
+        actions.append(
+            new_priority_bump(
+                state.ticket_id, old.value, new.value, reason, last.escalation_id, now, event_id
+            )
+        )
+        state.priority = new
+        state.priority_at = at
+        self._rematch(state, at)
+        return last
+
+    def _remind(
+        self, state: TicketState, remind: Remind, rule: str, at: int, now: int,
+        actions: list[Action],
+    ) -> None:  # fmt: skip
+        """A `remind` action, once per rule and cycle: to the assignee, the group or a name."""
+        key = f"{rule}|remind"
+        if key in state.fired:
+            return
+        self._mark_fired(state, key)
+        ticket_id = state.ticket_id
+        if self._quiet_event or at < self._quiet_before:
+            actions.append(
+                Silenced(ticket_id, "reminder", rule, remind.reason, 0, state.policy, None, at, now)
+            )
+            return
+        target = remind.target
+        if target == "assignee":
+            target = state.assignee_id or state.group or "unassigned"
+        elif target == "group":
+            target = state.group or "unassigned"
+        reminder_id = action_id(ticket_id, rule, 0, state.cycle)
+        actions.append(new_reminder(reminder_id, ticket_id, target, remind.reason, rule, at, now))
 
     def _fire_timed(
         self, state: TicketState, timed: _Timed, at: int, now: int, actions: list[Action]
     ) -> None:
         key = timed.fired_key(state)
-        state.fired.add(key)
+        self._mark_fired(state, key)
         if self._state_conditions_hold(state, timed.trigger.when):
             self._run_trigger(state, timed.trigger, key, at, now, None, actions)
 

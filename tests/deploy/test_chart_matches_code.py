@@ -34,13 +34,13 @@ import redis
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.sinks.webhook_targets import Target, TopicName, parse_targets
+from connectors.sinks.webhook_targets import Target, TargetsError, TopicName, parse_targets
 from streams.cli.main import SINKS, build_parser
 from streams.runtime.faust_runtime import guarantee
 from streams.runtime.settings import ConfigError, Settings, load_settings
 from streams.runtime.topics import Topics, ensure_topics
 from streams.sla.actions import Kind, Reason
-from streams.sla.policy import PolicyError, load_policy
+from streams.sla.policy import load_policy
 from streams.tools.demo import free_port
 from tests.deploy.chart import (
     ALL_ON,
@@ -398,7 +398,7 @@ def test_production_targets_parse(rendered: dict[str, Any]) -> None:
     targets = parse_targets(_targets_file(docs), "production")
     values = yaml.safe_load((CHART.parent / "values-production.yaml").read_text("utf-8"))
     assert [t.name for t in targets] == [t["name"] for t in values["sinks"]["webhook"]["targets"]]
-    with pytest.raises(PolicyError, match=r"targets\[1\]\.url"):
+    with pytest.raises(TargetsError, match=r"targets\[1\]\.url"):
         parse_targets(_targets_file(docs).replace("https://crm", "ftp://crm"), "broken")
 
 
@@ -465,7 +465,7 @@ VALID_TARGETS: dict[str, list[dict[str, Any]]] = {
 @pytest.mark.parametrize("case", INVALID_TARGETS)
 def test_chart_refuses_what_the_sink_refuses(render_error: Any, case: str) -> None:
     targets = INVALID_TARGETS[case]
-    with pytest.raises(PolicyError):  # the case is one the sink rejects on start
+    with pytest.raises(TargetsError):  # the case is one the sink rejects on start
         parse_targets(yaml.safe_dump({"targets": targets}), case)
     render_error({"sinks": {"webhook": {"enabled": True, "targets": targets}}})
 

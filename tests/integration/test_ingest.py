@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from connectors.sources.ingest import KafkaSink
+from connectors.sources.ingest import KafkaPublisher
 from schemas.codec import codec_for
 from streams.runtime.settings import load_settings
 from streams.runtime.topics import Topics
@@ -247,7 +247,7 @@ def test_fatal_producer_is_replaced(
 
     topic = create_topics(topic_name("fatal"))
     settings = load_settings({"ESCALATOR_KAFKA_BOOTSTRAP": kafka_bootstrap})
-    sink = KafkaSink(settings, topic, timeout_ms=5000)
+    sink = KafkaPublisher(settings, topic, timeout_ms=5000)
 
     async def scenario() -> int:
         await sink.send([(b"k", b"before")])

@@ -31,9 +31,15 @@ from streams.runtime.kafka_config import idempotent_producer
 from streams.runtime.processor import encode_state
 from streams.runtime.settings import Settings
 from streams.runtime.topics import ensure_topics
-from streams.runtime.worker import READY, PartitionStore, Worker, changelog_topic
+from streams.runtime.worker import (
+    READY,
+    PartitionStore,
+    Worker,
+    build_processor,
+    changelog_topic,
+)
 from streams.sla.engine import Engine
-from streams.sla.policy import load_policy
+from streams.sla.policy import Policy, load_policy
 from tests.integration.conftest import Pipeline
 from tests.integration.test_dlq_and_clock import LIVE_POLICY, event, now_ms
 
@@ -68,6 +74,12 @@ def worker_settings(pipeline: Pipeline, name: str) -> Settings:
         assert time.monotonic() < deadline, f"{changelog} not in the metadata after 30 s"
         time.sleep(0.2)
     return settings
+
+
+def new_worker(settings: Settings, policy: Policy, pipeline: Pipeline, out: io.StringIO) -> Worker:
+    """A wall-clock Worker in this process, with the processor `escalator worker` makes."""
+    processor = build_processor(settings, policy, pipeline.topics, False)
+    return Worker(settings, processor, pipeline.topics, out=out)
 
 
 class Stalling:
@@ -138,8 +150,7 @@ def test_a_stalled_worker_commits_no_escalation_for_partitions_it_lost(
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(LIVE_POLICY)
     out = io.StringIO()
-    zombie = Worker(worker_settings(pipeline, "w1"), load_policy(policy_file), pipeline.topics,
-                    out=out)  # fmt: skip
+    zombie = new_worker(worker_settings(pipeline, "w1"), load_policy(policy_file), pipeline, out)
     stalling = Stalling(zombie.consumer)
     zombie.consumer = stalling  # type: ignore[assignment]
     first = Running(zombie, out)
@@ -204,7 +215,7 @@ def test_a_kept_store_is_restored_when_the_partition_was_committed_by_another(
     producer.produce(changelog, key=b"T-1", value=ticket_state("T-1", now_ms()), partition=0)
     assert producer.flush(30) == 0
     out = io.StringIO()
-    worker = Worker(settings, load_policy(), pipeline.topics, out=out)
+    worker = new_worker(settings, load_policy(), pipeline, out)
     source = TopicPartition(pipeline.topics.ticket_events, 0)
 
     def assign() -> PartitionStore:
@@ -231,7 +242,7 @@ def test_a_kept_store_is_restored_when_the_partition_was_committed_by_another(
         assert "(2 changelog records restored, 0 partitions kept" in out.getvalue()
         assert worker.committed == {0: 3}
     finally:
-        worker._close()
+        worker.shutdown()
 
 
 @pytest.mark.parametrize("slow", ["changelog", "due index"])
@@ -271,7 +282,7 @@ def test_a_restore_longer_than_max_poll_interval_keeps_the_worker_in_its_group(
         decode = streams.runtime.processor.decode_state
         monkeypatch.setattr(streams.runtime.processor, "decode_state", slowly(decode))
     out = io.StringIO()
-    worker = Worker(settings, load_policy(), pipeline.topics, out=out)
+    worker = new_worker(settings, load_policy(), pipeline, out)
     lost: list[list[int]] = []
     on_lost = worker._lost
 
@@ -286,7 +297,7 @@ def test_a_restore_longer_than_max_poll_interval_keeps_the_worker_in_its_group(
     assert restoring.wait(60), out.getvalue()
     # The newcomer in this process too: its rebalance timeout is also 6 s.
     out2 = io.StringIO()
-    newcomer = Worker(worker_settings(pipeline, "w2"), load_policy(), pipeline.topics, out=out2)
+    newcomer = new_worker(worker_settings(pipeline, "w2"), load_policy(), pipeline, out2)
     second = Running(newcomer, out2)
     running.append(second)
     second.wait_ready()

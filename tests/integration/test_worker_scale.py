@@ -17,13 +17,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
 from streams.runtime.kafka_config import idempotent_producer
-from streams.runtime.worker import Worker, changelog_topic
+from streams.runtime.worker import changelog_topic
 from streams.sla.policy import load_policy
 from tests.integration.conftest import Pipeline
 from tests.integration.test_dlq_and_clock import LIVE_POLICY, event, now_ms
 from tests.integration.test_worker_fencing import (
     Running,
     Stalling,
+    new_worker,
     running,
     ticket_state,
     worker_settings,
@@ -112,8 +113,8 @@ def test_a_joining_worker_does_not_stall_the_partitions_it_does_not_take(
 
     def start(name: str) -> Running:
         out = io.StringIO()
-        worker = Worker(worker_settings(pipeline, name), load_policy(policy_file),
-                        pipeline.topics, out=out)  # fmt: skip
+        worker = new_worker(worker_settings(pipeline, name), load_policy(policy_file), pipeline,
+                            out)  # fmt: skip
         if name == "busy":
             worker.consumer = Stalling(worker.consumer)  # type: ignore[assignment]
         started = Running(worker, out)
@@ -131,6 +132,8 @@ def test_a_joining_worker_does_not_stall_the_partitions_it_does_not_take(
     codec = codec_for("TicketEvent", pipeline.settings)
     stop = threading.Event()
     arrivals: list[tuple[int, float]] = []  # (partition, when read)
+    fired: list[str] = []  # escalation ids, as read_committed reads them
+    escalation = codec_for("Escalation", pipeline.settings)
 
     def produce() -> None:
         producer = Producer(idempotent_producer(pipeline.settings))
@@ -156,6 +159,7 @@ def test_a_joining_worker_does_not_stall_the_partitions_it_does_not_take(
             for msg in consumer.consume(500, 0.05):
                 if msg.error() is None:
                     arrivals.append((msg.partition() or 0, time.monotonic()))
+                    fired.append(escalation.decode(msg.value())["escalation_id"])
         consumer.close()
 
     threads = [threading.Thread(target=produce), threading.Thread(target=read)]
@@ -178,8 +182,13 @@ def test_a_joining_worker_does_not_stall_the_partitions_it_does_not_take(
         stop.set()
         for thread in threads:
             thread.join(30)
+    # A commit that raced the rebalance (its offsets still under the generation before it)
+    # is aborted and redone in place: no worker restarts, none gives up its partitions.
+    logs = "\n".join(r.out.getvalue() for r in running)
+    assert [r.error for r in running] == [None] * 3, logs
+    assert len(fired) == len(set(fired)), "an aborted transaction's escalations were read"
     kept = sorted(before_join & set(first.worker.owned))
-    assert kept, (before_join, first.worker.owned)
+    assert kept, (before_join, first.worker.owned, logs)
 
     def longest_silence(start: float, end: float) -> float:
         worst = 0.0

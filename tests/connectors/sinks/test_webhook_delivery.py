@@ -458,3 +458,75 @@ async def test_a_delivery_that_raises_parks_the_record_for_that_target_only() ->
     assert sink.delivered == 1
     assert parked == [("bad", Outcome(False, 0, None, "cannot deliver: KeyError: 'a bug of ours'"))]
     sink.consumer.close()
+
+
+async def test_a_record_task_that_fails_stops_the_sink_after_its_drain() -> None:
+    """A failure of ours in a record's task (not a delivery: e.g. webhook-dlq refusing the
+    park) leaves run() as it is, after the sink drained and committed what finished, and
+    closed its clients; no last status line (the command line reports the error)."""
+    import io
+
+    from connectors.sinks.webhook import WebhookSink
+    from schemas.codec import codec_for
+    from streams.runtime.settings import load_settings
+    from streams.runtime.topics import Topics
+    from tests.integration.test_webhook_sink import escalation
+
+    settings = load_settings({"ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    out = io.StringIO()
+    sink = WebhookSink(settings, [target("http://127.0.0.1:1/x")], Topics(), "g", KEY, out=out)
+    value = codec_for("Escalation").encode(escalation("T1", "billing"))
+    calls: list[Any] = []
+
+    class Msg:
+        def __init__(self, offset: int) -> None:
+            self.at = offset
+
+        def error(self) -> None:
+            return None
+
+        def topic(self) -> str:
+            return "escalations"
+
+        def partition(self) -> int:
+            return 0
+
+        def offset(self) -> int:
+            return self.at
+
+        def value(self) -> bytes:
+            return value
+
+    class FakeConsumer:
+        batches = [[Msg(0), Msg(1)]]
+
+        def subscribe(self, topics: list[str], **callbacks: Any) -> None:
+            calls.append(("subscribe", topics))
+
+        def consume(self, n: int, timeout: float) -> list[Msg]:
+            return self.batches.pop(0) if self.batches else []
+
+        def commit(self, offsets: Any, asynchronous: bool) -> None:
+            calls.append(("commit", [(tp.topic, tp.partition, tp.offset) for tp in offsets]))
+
+        def assignment(self) -> list[Any]:
+            return []
+
+        def close(self) -> None:
+            calls.append("close")
+
+    broken = RuntimeError("cannot park on webhook-dlq: broker down")
+
+    async def dispatch(msg: Any, base: str, record: Any) -> None:
+        if msg.offset() == 1:
+            raise broken
+
+    sink.consumer.close()
+    sink.consumer = FakeConsumer()  # type: ignore[assignment]
+    sink.dispatch = dispatch  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError) as caught:
+        await sink.run()
+    assert caught.value is broken
+    assert calls == [("subscribe", ["escalations"]), ("commit", [("escalations", 0, 1)]), "close"]
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("escalator sink webhook: ready: 1 targets")

@@ -14,6 +14,7 @@ import yaml
 
 from connectors.sinks.webhook_targets import (
     Target,
+    TargetsError,
     backoff,
     load_targets,
     message,
@@ -184,14 +185,15 @@ def test_a_full_target_parses(tmp_path: Path) -> None:
     ],
 )
 def test_targets_file_errors_name_file_line_and_field(text: str, error: str) -> None:
-    with pytest.raises(PolicyError) as caught:
+    with pytest.raises(TargetsError) as caught:
         parse_targets(text, "f.yaml")
+    assert not isinstance(caught.value, PolicyError)  # a targets file is no policy file
     assert str(caught.value).startswith(error), str(caught.value)
     assert "\n" not in str(caught.value)
 
 
 def test_a_missing_targets_file_is_one_line(tmp_path: Path) -> None:
-    with pytest.raises(PolicyError, match=r"nope.yaml: cannot read: No such file"):
+    with pytest.raises(TargetsError, match=r"nope.yaml: cannot read: No such file"):
         load_targets(tmp_path / "nope.yaml")
 
 

@@ -20,11 +20,11 @@ from connectors.sources.ingest_access import (
     ZENDESK_SIGNATURE_HEADER,
     ZENDESK_TIMESTAMP_HEADER,
     RateLimiter,
+    TokensError,
     load_tokens,
     parse_tokens,
     zendesk_signature,
 )
-from streams.sla.policy import PolicyError
 from tests.connectors.helpdesk_cases import cases
 from tests.connectors.sources.test_ingest_http import AUTH, CODEC, NOW, TOKEN, MemorySink, native
 
@@ -99,12 +99,12 @@ async def test_a_token_posts_only_where_its_source_may(start: Any) -> None:
 def test_a_bad_tokens_file_names_its_line(tmp_path: Path) -> None:
     path = tmp_path / "tokens.yaml"
     path.write_text(TOKENS.replace("[freshdesk]", "[freshdesk, native]"))
-    with pytest.raises(PolicyError) as caught:
+    with pytest.raises(TokensError) as caught:
         load_tokens(path)
     assert f"{path}:4" in str(caught.value) and "endpoints" in str(caught.value)
-    with pytest.raises(PolicyError, match="same token as source 'freshdesk'"):
+    with pytest.raises(TokensError, match="same token as source 'freshdesk'"):
         parse_tokens(TOKENS.replace(BACKFILL_TOKEN, FRESHDESK_TOKEN))
-    with pytest.raises(PolicyError, match="at least 16"):
+    with pytest.raises(TokensError, match="at least 16"):
         parse_tokens(TOKENS.replace(BACKFILL_TOKEN, "short"))
 
 

@@ -396,3 +396,28 @@ def test_a_worker_child_whose_supervisor_is_gone_exits_at_once(tmp_path: Path) -
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     assert "supervisor (pid 999999999) is gone" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "body"),
+    [
+        (["worker"], "cmd_worker"),
+        (["alerts"], "cmd_alerts"),
+        (["ingest"], "cmd_ingest"),
+        (["sink", "webhook"], "cmd_sink"),
+        (["sink", "redis"], "cmd_sink"),
+    ],
+)
+def test_logging_is_set_up_once_before_a_command_runs(
+    argv: list[str], body: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One place sets up logging, in one format, at the command's --loglevel."""
+    import logging
+
+    import streams.cli.main as cli
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(cli, body, lambda args: len(calls))  # what the command would see
+    assert main([*argv, "--loglevel", "info"]) == 1
+    assert [(c["level"], c["format"]) for c in calls] == [("INFO", cli.LOG_FORMAT)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,6 +69,8 @@ def test_a_cleanly_closed_store_is_resumed_with_its_front(tmp_path: Path) -> Non
     assert 2 not in state.checkpoints
     store.load(b"T-old", b"on disk")
     store.put(b"T-new", b"in the front")  # not yet on disk: the close writes it
+    store.commit()
+    store.put(b"T-open", b"aborted")  # a transaction still open: never the store's
     kept = replace(CP, written_at=time.time())
     state.close(2, kept)
     state = _state(tmp_path)  # a new process
@@ -89,3 +92,50 @@ def test_a_store_without_a_checkpoint_is_removed_at_start(tmp_path: Path) -> Non
     state.dbs[0].close()  # the process dies with the store open
     _state(tmp_path)
     assert not (tmp_path / "tickets" / "0").exists()
+
+
+INDEX = {"lanes": [([(5, b"T-1"), (9, b"T-2")], None)], "orphans": [], "fingerprint": [1]}
+
+
+def test_a_due_index_is_taken_with_the_checkpoint_it_was_saved_with(tmp_path: Path) -> None:
+    checkpoint.write_index(tmp_path, CP, INDEX)
+    assert checkpoint.take_index(tmp_path, CP) == (INDEX, None)
+    assert not (tmp_path / checkpoint.INDEX_FILE).exists()  # the store is about to change
+    assert checkpoint.take_index(tmp_path, CP) == (None, "no due index saved")
+    checkpoint.write_index(tmp_path, CP, INDEX)
+    later = replace(CP, offset=CP.offset + 1)  # an index of an earlier close
+    assert "another checkpoint" in (checkpoint.take_index(tmp_path, later)[1] or "")
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (lambda raw: raw[:-3], "checksum"),  # torn
+        (lambda raw: raw[:-8] + bytes([raw[-8] ^ 1]) + raw[-7:], "checksum"),  # a flipped bit
+        (lambda raw: raw.replace(b'"1/py', b'"0/py'), "version"),  # an older release's
+        (lambda raw: b"garbage", "not a due index"),
+        (lambda raw: raw[:30], "unusable"),
+    ],
+)
+def test_a_damaged_due_index_is_not_used(tmp_path: Path, damage: Any, why: str) -> None:
+    checkpoint.write_index(tmp_path, CP, INDEX)
+    path = tmp_path / checkpoint.INDEX_FILE
+    path.write_bytes(damage(path.read_bytes()))
+    index, reason = checkpoint.take_index(tmp_path, CP)
+    assert index is None and why in (reason or "")
+    assert not path.exists()
+
+
+def test_a_store_closed_with_its_index_keeps_it_until_the_next_open(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    state.open(1, resume=True).put(b"T-1", b"state")
+    kept = replace(CP, partition=1, written_at=time.time())
+    state.close(1, kept, INDEX)
+    state = _state(tmp_path)  # a new process
+    state.open(1, resume=True)
+    assert state.checkpoints[1] == kept and state.indexes[1] == (INDEX, None)
+    state.close(1)  # not kept: no checkpoint, no index
+    state = _state(tmp_path)
+    state.open(1, resume=True)
+    assert 1 not in state.checkpoints and 1 not in state.indexes
+    state.close_all()

@@ -4,6 +4,7 @@ the default policy."""
 from __future__ import annotations
 
 import dataclasses
+import marshal
 import tracemalloc
 from collections.abc import Iterable
 from typing import Any
@@ -15,6 +16,7 @@ from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
 from streams.runtime.processor import (
     COMPACT_SLACK,
+    SHADOW_KEYS,
     TICK_HEADER,
     Out,
     StateCache,
@@ -320,6 +322,7 @@ def test_memory_holds_only_the_tickets_the_store_keeps(make: Any, codecs: dict[s
     for i, e in enumerate(history):
         send(proc, store, codecs, e, 0, i)
         store.pending.clear()
+        store.commit()  # as the worker's transaction after each event
     stored = {key: decode_state(value)[1] for key, value in store.items()}
     tickets = {e.ticket_id for e in history}
     assert len(stored) < len(tickets) / 3  # most tickets closed and left
@@ -712,3 +715,94 @@ def test_a_spam_ticket_stops_its_clocks_and_leaves_after_the_closed_retention(
     outs += proc.on_tick(store, 0, T0 + MINUTE + CLOSED_RETENTION_MS)
     assert escalated(codecs, outs) == []
     assert store.get(b"T1") is None
+
+
+# --------------------------------------------------------------------------- saved due index
+
+
+def with_metrics(proc: TicketProcessor) -> TicketProcessor:
+    proc.metrics = WorkerStats([s.name for s in proc.engine.policy.sla_policies], live=True)
+    return proc
+
+
+def index_of(proc: TicketProcessor, p: int) -> tuple[object, ...]:
+    """What a due index holds: its live entries, gauges and orphans (not superseded ones)."""
+    scheduled = proc.scheduled.get(p, {})
+    live = sorted(e for e in proc.due.get(p, []) if scheduled.get(e[1]) == e[0])
+    assert live == sorted((at, key) for key, at in scheduled.items())
+    metrics = proc.metrics
+    gauges = None
+    if metrics is not None:  # a count back at 0 is the same gauge as no count
+        gauges = ({k: n for k, n in metrics.tickets.get(p, {}).items() if n}, metrics.keys.get(p))
+    return live, gauges, proc.orphans.get(p, [])
+
+
+class Unreadable(DictStore):
+    def items(self) -> Iterable[tuple[bytes, bytes]]:
+        raise AssertionError("the store was read")
+
+
+def filled(make: Any, codecs: dict[str, Any]) -> tuple[TicketProcessor, DictStore]:
+    """Open, solved, closed and replied tickets on partition 0, one on partition 1."""
+    live, store = with_metrics(make()), DictStore()
+    history = [
+        (event("A", "a1", T0), 0), (event("B", "b1", T0 + MINUTE), 0),
+        (event("C", "c1", T0 + 2 * MINUTE), 0), (event("D", "d1", T0), 1),
+        (event("B", "b2", T0 + 5 * MINUTE, "STATUS_CHANGED", status=Status.SOLVED), 0),
+        (event("C", "c2", T0 + 6 * MINUTE, "CLOSED"), 0),
+        (event("A", "a2", T0 + 7 * MINUTE, "AGENT_REPLIED"), 0),
+    ]  # fmt: skip
+    for offset, (e, p) in enumerate(history):
+        send(live, store, codecs, e, partition=p, offset=offset)
+    live.on_tick(store, 0, T0 + 3 * HOUR)  # superseded heap entries and fired escalations
+    return live, store
+
+
+def test_a_saved_due_index_restores_without_reading_the_store(
+    make: Any, codecs: dict[str, Any]
+) -> None:
+    live, store = filled(make, codecs)
+    saved = marshal.loads(marshal.dumps(live.saved_index(0)))  # as the file holds it
+    restarted = with_metrics(make())
+    assert restarted.load_index(0, saved) == len(live.scheduled[0])
+    rebuilt = with_metrics(make())
+    rebuilt.rebuild(store, [0])
+    assert index_of(restarted, 0) == index_of(rebuilt, 0) == index_of(live, 0)
+    unreadable = Unreadable(store.data)
+    for tick in (T0 + 5 * HOUR, T0 + 3 * DAY, T0 + 30 * DAY):
+        expected = rebuilt.on_tick(store, 0, tick)
+        assert restarted.on_tick(unreadable, 0, tick) == expected
+    assert unreadable.data == store.data
+
+
+def test_changelog_records_after_the_checkpoint_update_a_loaded_index(
+    make: Any, codecs: dict[str, Any]
+) -> None:
+    live, store = filled(make, codecs)
+    saved = marshal.loads(marshal.dumps(live.saved_index(0)))
+    before = dict(store.data)
+    # the tail: a new ticket, an update, a deletion and a shadow state with no shadow running
+    send(live, store, codecs, event("E", "e1", T0 + HOUR), offset=10)
+    send(live, store, codecs, event("A", "a3", T0 + 2 * HOUR, "CUSTOMER_REPLIED"), offset=11)
+    store.delete(b"B")
+    store.put(SHADOW_KEYS + b"A", store.data[b"A"])
+    restarted, replay = with_metrics(make()), DictStore(before)
+    assert restarted.load_index(0, saved) is not None
+    for key in sorted(set(before) | set(store.data)):
+        if before.get(key) != store.data.get(key):
+            restarted.reindex(0, key, replay.data.get(key), store.data.get(key))
+    rebuilt = with_metrics(make())
+    rebuilt.rebuild(store, [0])
+    assert index_of(restarted, 0) == index_of(rebuilt, 0)
+    assert restarted.orphans[0] == [SHADOW_KEYS + b"A"]
+
+
+def test_a_saved_index_of_another_setup_is_refused(make: Any, codecs: dict[str, Any]) -> None:
+    live, _ = filled(make, codecs)
+    saved = marshal.loads(marshal.dumps(live.saved_index(0)))
+    without_metrics = make()
+    assert without_metrics.load_index(0, saved) is None and 0 not in without_metrics.due
+    other_policy = with_metrics(make())
+    other_policy.closed_retention += 1  # the retention decides when a ticket is due to leave
+    assert other_policy.load_index(0, saved) is None and 0 not in other_policy.due
+    assert with_metrics(make()).load_index(0, {"lanes": "torn"}) is None

@@ -3,6 +3,7 @@ on shadow-escalations, production untouched, and the production/shadow diff metr
 
 from __future__ import annotations
 
+import marshal
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from streams.runtime.worker_metrics import (
 from streams.sla.engine import Engine
 from streams.sla.policy import Policy, load_policy, parse_policy
 from streams.tools.generator import generate_history
-from tests.streams.runtime.test_processor import CODEC_NAMES, T0, DictStore, event, send
+from tests.streams.runtime.test_processor import CODEC_NAMES, T0, DictStore, event, index_of, send
 from tests.streams.runtime.test_worker_metrics import scrape, value
 
 HOUR = 3_600_000
@@ -194,3 +195,27 @@ def test_without_a_shadow_policy_its_states_are_skipped_then_deleted(
     assert len(restored.data) == 2 * len(tickets)
     alone.on_tick(restored, 0, end)
     assert set(restored.data) == tickets
+
+
+def test_a_saved_due_index_holds_the_shadow_lane_too(
+    codecs: dict[str, Any], candidate: Policy
+) -> None:
+    history = generate_history(agents=4, days=1, seed=3)
+    end = max(e.occurred_at for e in history) + HOUR
+    mid = len(history) // 2
+    live, store = build(codecs, load_policy(), candidate, end), DictStore()
+    run(live, store, codecs, history[:mid], history[mid].occurred_at)
+    saved = marshal.loads(marshal.dumps(live.saved_index(0)))  # as the file holds it
+    loaded = build(codecs, load_policy(), candidate, end)
+    assert loaded.load_index(0, saved) is not None
+    rebuilt = build(codecs, load_policy(), candidate, end)
+    rebuilt.rebuild(store, [0])
+    assert loaded.shadow is not None and rebuilt.shadow is not None
+    assert index_of(loaded, 0) == index_of(rebuilt, 0)
+    assert index_of(loaded.shadow, 0) == index_of(rebuilt.shadow, 0)
+    assert index_of(loaded.shadow, 0)[0], "the shadow lane has tickets due"
+    # without the shadow policy, the index is rebuilt (the shadow's states are then orphans)
+    assert build(codecs, load_policy(), None, end).load_index(0, saved) is None
+    rest = history[mid:]
+    expected = run(rebuilt, DictStore(store.data), codecs, rest, end)
+    assert run(loaded, DictStore(store.data), codecs, rest, end) == expected

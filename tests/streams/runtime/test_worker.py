@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streams.runtime.kafka_config import transactional_id, worker_consumer, worker_producer
 from streams.runtime.settings import load_settings
@@ -72,23 +73,32 @@ def test_a_front_keeps_the_latest_writes_in_memory_until_they_age_out(
         data = Rdict(str(tmp_path / "db"), Options(raw_mode=True))
     data[b"z"] = b"on disk"
     part = PartitionStore(data, front=2)
-    part.delete(b"z")
+
+    def put(key: bytes, value: bytes) -> None:  # each in a transaction that commits
+        part.put(key, value)
+        part.commit()
+
+    def delete(key: bytes) -> None:
+        part.delete(key)
+        part.commit()
+
+    delete(b"z")
     assert part.get(b"z") is None and data[b"z"] == b"on disk"  # the deletion hides it
     assert list(part.items()) == []
-    part.put(b"a", b"1")  # the young generation is full: it becomes the old one
+    put(b"a", b"1")  # the young generation is full: it becomes the old one
     assert part.get(b"a") == b"1" and b"a" not in data  # still in memory
-    part.put(b"z", b"back")
-    part.put(b"b", b"2")  # full again: of the old ones, only a=1 is not overridden
+    put(b"z", b"back")
+    put(b"b", b"2")  # full again: of the old ones, only a=1 is not overridden
     assert data[b"a"] == b"1" and data[b"z"] == b"on disk" and b"b" not in data
     assert part.get(b"a") == b"1" and part.get(b"z") == b"back"
-    part.put(b"a", b"1'")
-    part.delete(b"b")  # full again: z=back reaches the disk
+    put(b"a", b"1'")
+    delete(b"b")  # full again: z=back reaches the disk
     assert data[b"z"] == b"back" and data[b"a"] == b"1"
     assert part.get(b"a") == b"1'" and part.get(b"b") is None
-    part.put(b"c", b"3")
-    part.put(b"d", b"4")  # full again: a=1' and the deletion of b reach the disk
+    put(b"c", b"3")
+    put(b"d", b"4")  # full again: a=1' and the deletion of b reach the disk
     assert data[b"a"] == b"1'" and b"b" not in data
-    part.put(b"e", b"5")
+    put(b"e", b"5")
     assert sorted(k for k, _ in part.items()) == [b"a", b"c", b"d", b"e", b"z"]
     part.load(b"e", None)  # a restore overrides what memory holds
     part.load(b"f", b"6")
@@ -132,14 +142,16 @@ def test_without_an_instance_id_the_data_dir_tells_instances_apart(tmp_path: Pat
 
 def test_readiness_waits_for_an_assignment(tmp_path: Path) -> None:
     from streams.runtime.topics import Topics
-    from streams.runtime.worker import Worker
+    from streams.runtime.worker import Worker, build_processor
     from streams.sla.policy import load_policy
 
     settings = load_settings(
         {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
          "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
     )  # fmt: skip
-    worker = Worker(settings, load_policy(), Topics("t-"), event_time=True)
+    topics = Topics("t-")
+    worker = Worker(settings, build_processor(settings, load_policy(), topics, True), topics,
+                    event_time=True)  # fmt: skip
     status, body = worker.readiness()
     assert status == 503 and json.loads(body) == {"ready": False, "recovered": False,
                                                   "partitions": []}  # fmt: skip
@@ -176,14 +188,15 @@ def test_a_tick_only_transaction_sends_the_offsets_of_every_owned_partition(
     only a tick's escalations must send them too, under the assignment's generation."""
     from streams.runtime.processor import Out
     from streams.runtime.topics import Topics
-    from streams.runtime.worker import Worker
+    from streams.runtime.worker import Worker, build_processor
     from streams.sla.policy import load_policy
 
     settings = load_settings(
         {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
          "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
     )  # fmt: skip
-    worker = Worker(settings, load_policy(), Topics("t-"))
+    topics = Topics("t-")
+    worker = Worker(settings, build_processor(settings, load_policy(), topics, False), topics)
     producer = FakeProducer()
     worker.producer = producer  # type: ignore[assignment]
     worker.group = "generation 7 of the assignment"
@@ -245,14 +258,15 @@ def test_a_transactional_call_that_ignores_its_timeout_restarts_the_worker(
 
     from streams.runtime.processor import Out
     from streams.runtime.topics import Topics
-    from streams.runtime.worker import Worker
+    from streams.runtime.worker import Worker, build_processor
     from streams.sla.policy import load_policy
 
     settings = load_settings(
         {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
          "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
     )  # fmt: skip
-    worker = Worker(settings, load_policy(), Topics("t-"))
+    topics = Topics("t-")
+    worker = Worker(settings, build_processor(settings, load_policy(), topics, False), topics)
     released = threading.Event()
 
     class HangingProducer(FakeProducer):
@@ -296,3 +310,276 @@ def test_the_stores_of_a_worker_share_one_bounded_block_cache(tmp_path: Path) ->
         assert usage[0] == usage[1] > 0  # one cache: each store reports the shared usage
     finally:
         state.close_all()
+
+
+def test_the_worker_drives_the_processor_it_is_given(tmp_path: Path) -> None:
+    """The composition root makes the processor (build_processor); the worker only calls it:
+    a record's outputs come from the given processor, in the record's transaction."""
+    from streams.runtime.processor import Counters, Out
+    from streams.runtime.topics import Topics
+    from streams.runtime.worker import Worker
+
+    settings = load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
+         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    )  # fmt: skip
+    seen: list[tuple[Any, ...]] = []
+
+    class Processor:
+        counters = Counters()
+
+        def on_event(self, store: PartitionStore, raw: bytes | None, key: bytes | None,
+                     partition: int, offset: int, timestamp: int | None) -> list[Out]:  # fmt: skip
+            seen.append((raw, key, partition, offset, timestamp))
+            return [Out("t-escalations", b"T-1", b"fired")]
+
+    class Message:
+        def error(self) -> None:
+            return None
+
+        def partition(self) -> int:
+            return 2
+
+        def offset(self) -> int:
+            return 41
+
+        def headers(self) -> None:
+            return None
+
+        def timestamp(self) -> tuple[int, int]:
+            return 1, 1_700_000_000_000
+
+        def value(self) -> bytes:
+            return b"event"
+
+        def key(self) -> bytes:
+            return b"T-1"
+
+    worker = Worker(settings, Processor(), Topics("t-"))  # type: ignore[arg-type]
+    producer = FakeProducer()
+    worker.producer = producer  # type: ignore[assignment]
+    worker.state.open(2)
+    worker._set_owned([2])
+    worker._handle(Message())  # type: ignore[arg-type]
+    assert seen == [(b"event", b"T-1", 2, 41, 1_700_000_000_000)]
+    assert producer.calls == [("begin", None), ("produce", ("t-escalations", 2))]
+    assert worker.offsets == {2: 42}
+
+
+def test_an_aborted_transactions_writes_leave_the_store() -> None:
+    part = PartitionStore({b"a": b"1"})
+    part.put(b"a", b"2")
+    part.delete(b"b")
+    part.put(b"c", b"3")
+    assert part.get(b"a") == b"2" and part.get(b"c") == b"3"  # read back before the commit
+    assert sorted(part.items()) == [(b"a", b"2"), (b"c", b"3")]
+    assert part.rollback() == {b"a": b"2", b"b": None, b"c": b"3"}
+    assert part.pending == [] and part.get(b"a") == b"1" and part.get(b"c") is None
+    part.put(b"c", b"3'")
+    part.commit()
+    assert part.data == {b"a": b"1", b"c": b"3'"} and part.rollback() == {}
+
+
+class RefusingProducer(FakeProducer):
+    """Refuses the offsets of the next `refusals` transactions as a coordinator refuses a
+    generation that moved on (an abortable error), and records the aborts."""
+
+    def __init__(self, refusals: int, code: int = KafkaError.ILLEGAL_GENERATION) -> None:
+        super().__init__()
+        self.refusals, self.code = refusals, code
+
+    def send_offsets_to_transaction(self, offsets: Any, group: Any, timeout: float) -> None:
+        super().send_offsets_to_transaction(offsets, group, timeout)
+        if self.refusals:
+            self.refusals -= 1
+            refused = KafkaError(self.code, "refused", txn_requires_abort=True)
+            raise KafkaException(refused)
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.calls.append(("abort", None))
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+
+class Seeking:
+    """The group consumer's seek(), recorded."""
+
+    def __init__(self) -> None:
+        self.seeks: list[tuple[str, int, int]] = []
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_refused_transaction_is_aborted_and_read_again_without_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A rebalance completes between two polls: the next commit carries the generation
+    before it and is refused. The worker aborts, takes back the transaction's state and
+    reads from the committed offsets again: the second attempt sends what the first did,
+    from the same state, and the store, index and counts are as if it ran once."""
+    from schemas.records import ticket_event_to_avro
+    from streams.runtime.topics import Topics
+    from streams.runtime.worker import Restart, Worker, build_processor
+    from streams.sla.events import EventType, TicketEvent
+    from streams.sla.policy import load_policy
+
+    settings = load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
+         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    )  # fmt: skip
+    topics = Topics("t-")
+    worker = Worker(settings, build_processor(settings, load_policy(), topics, False), topics)
+    worker.consumer.close()
+    worker.consumer = Seeking()  # type: ignore[assignment]
+    producer = worker.producer = RefusingProducer(refusals=1)  # type: ignore[assignment]
+    worker.savepoint = worker.processor.savepoint()
+    worker.state.open(1)
+    worker._set_owned([1])
+    worker.committed = {1: 40}
+    codec = worker.processor.codecs["TicketEvent"]
+    now = int(time.time() * 1000)
+
+    class Message:
+        def __init__(self, offset: int, ticket: str) -> None:
+            created = TicketEvent(event_id=f"{ticket}-1", ticket_id=ticket,
+                                  type=EventType.CREATED, occurred_at=now - 3_600_000,
+                                  channel="chat")  # fmt: skip
+            self.raw, self.at, self.ticket = (
+                codec.encode(ticket_event_to_avro(created)),
+                offset,
+                ticket,
+            )
+
+        def error(self) -> None:
+            return None
+
+        def partition(self) -> int:
+            return 1
+
+        def offset(self) -> int:
+            return self.at
+
+        def headers(self) -> None:
+            return None
+
+        def timestamp(self) -> tuple[int, int]:
+            return 1, now
+
+        def value(self) -> bytes:
+            return self.raw
+
+        def key(self) -> bytes:
+            return self.ticket.encode()
+
+    def attempt() -> list[tuple[str, Any]]:
+        start = len(producer.calls)
+        for offset, ticket in ((40, "T-1"), (41, "T-2")):
+            worker._handle(Message(offset, ticket))  # type: ignore[arg-type]
+        worker._commit()
+        return producer.calls[start:]
+
+    first = attempt()
+    store = worker.state.stores[1]
+    assert [name for name, _ in first][-2:] == ["offsets", "abort"]
+    assert worker.consumer.seeks == [("t-ticket-events", 1, 40)]  # type: ignore[attr-defined]
+    assert store.get(b"T-1") is None and store.get(b"T-2") is None
+    assert worker.processor.scheduled.get(1, {}) == {}  # type: ignore[attr-defined]
+    assert worker.processor.counters.events == 0 and worker.processor.counters.aborted == 1
+    assert worker.committed == {1: 40} and not worker.offsets and not worker.open
+    assert worker._checkpoint(1) is None  # until a commit proves the generation current
+    second = attempt()  # the same records, read again
+    assert second == [("begin", None), *first[1:-1], ("commit", None)]
+    assert store.get(b"T-1") is not None and store.get(b"T-2") is not None
+    assert set(worker.processor.scheduled[1]) == {b"T-1", b"T-2"}  # type: ignore[attr-defined]
+    assert worker.processor.counters.events == 2 and worker.committed == {1: 42}
+    assert worker.processor.metrics is None or worker.processor.metrics.keys == {1: 2}
+
+    # Refused again and again (evicted, not told yet): a restart, as before.
+    producer.refusals = 10
+    worker.rewinds = 0
+    with pytest.raises(Restart, match="4 in a row"):
+        for _ in range(4):
+            attempt()
+    # Refused as an unknown member (evicted: its partitions may have another owner by now):
+    # a restart at once, and no checkpoint on the way out.
+    producer.refusals, producer.code = 1, KafkaError.UNKNOWN_MEMBER_ID
+    worker.rewinds = 0
+    with pytest.raises(Restart, match="Unknown member|UNKNOWN_MEMBER_ID|refused"):
+        attempt()
+    assert worker.rewinds == 0
+
+
+def test_the_group_generation_is_read_from_the_clients_metadata() -> None:
+    """A consumer in no generation (never joined, or evicted) must not lend its metadata to a
+    commit: the coordinator checks no generation against it."""
+    from confluent_kafka import Consumer
+
+    from streams.runtime.worker import group_generation
+
+    consumer = Consumer({"bootstrap.servers": "127.0.0.1:1", "group.id": "g"})
+    try:
+        assert group_generation(consumer.consumer_group_metadata()) is None  # not joined: -1
+    finally:
+        consumer.close()
+    assert group_generation(b"CGMDv2:" + (7).to_bytes(4, "little", signed=True) + b"g\0m\0") == 7
+    assert group_generation(b"CGMDv3:\x07\x00\x00\x00g\0") is None  # a format it does not know
+    assert group_generation(None) is None
+
+
+class Revoking(Seeking):
+    """The group consumer as a revocation callback sees it."""
+
+    def consumer_group_metadata(self) -> bytes:
+        return b"CGMDv2:" + (8).to_bytes(4, "little", signed=True) + b"g\0m\0"
+
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+        return 0, 12
+
+    def assignment(self) -> list[TopicPartition]:
+        return []
+
+
+@pytest.mark.parametrize("refused", [False, True])
+def test_a_store_is_kept_on_revocation_only_after_a_commit_under_the_generation(
+    tmp_path: Path, refused: bool
+) -> None:
+    """Nothing to commit when a partition leaves: the worker still commits (only the offsets)
+    before it writes the store's checkpoint. An evicted worker serving a stale revocation
+    has that commit refused, so it keeps no store whose checkpoint would skip the records
+    the partition's new owner wrote meanwhile."""
+    from streams.runtime import checkpoint
+    from streams.runtime.topics import Topics
+    from streams.runtime.worker import Restart, Worker, build_processor
+    from streams.sla.policy import load_policy
+
+    settings = load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "rocksdb://",
+         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    )  # fmt: skip
+    topics = Topics("t-")
+    worker = Worker(settings, build_processor(settings, load_policy(), topics, False), topics)
+    worker.consumer.close()
+    consumer = worker.consumer = Revoking()  # type: ignore[assignment]
+    producer = RefusingProducer(1 if refused else 0, KafkaError.UNKNOWN_MEMBER_ID)
+    worker.producer = producer  # type: ignore[assignment]
+    worker.savepoint = worker.processor.savepoint()
+    worker.state.open(0)
+    worker._set_owned([0])
+    worker.committed = {0: 5}
+    source = TopicPartition("t-ticket-events", 0)
+    if refused:
+        with pytest.raises(Restart):
+            worker._revoked(consumer, [source])  # type: ignore[arg-type]
+    else:
+        worker._revoked(consumer, [source])  # type: ignore[arg-type]
+    names = [name for name, _ in producer.calls]
+    assert names == ["begin", "offsets"] + ([] if refused else ["commit"])  # (restart: aborts)
+    assert producer.calls[1][1] == ([("t-ticket-events", 0, 5)], consumer.consumer_group_metadata())
+    kept = (tmp_path / "tickets" / "0" / checkpoint.FILE).exists()
+    assert kept is not refused
+    worker.state.close_all()

@@ -1127,3 +1127,20 @@ def test_deadlines_before_the_backfill_horizon_page_nobody(engine: Engine) -> No
     assert all(a.due_at < horizon for a in silenced)
     assert state.level == 1 and state.awaiting_since is None  # nobody was paged
     assert state.clocks["first_response"].breached_at == utc(MON, 14)  # but it is a miss
+
+
+def test_tickets_that_fired_the_same_rules_share_one_immutable_set(
+    default_engine: Engine, ticket: Any
+) -> None:
+    """A set of its own cost each ticket about 400 bytes (issue #22: state per ticket)."""
+    a, b = ticket(default_engine, "T1"), ticket(default_engine, "T2")
+    standard(a, utc(MON, 15))
+    standard(b, utc(MON, 15))
+    a.advance(utc(MON + 1, 15))
+    b.advance(utc(MON + 1, 15))
+    assert a.state.fired and isinstance(a.state.fired, frozenset)
+    assert b.state.fired is a.state.fired
+    shared = set(b.state.fired)
+    a.advance(utc(NEXT_MON, 15))  # a fires more; b's set is untouched
+    assert a.state.fired > b.state.fired and b.state.fired == shared
+    assert TicketState.from_row(json.loads(json.dumps(a.state.to_row()))) == a.state

@@ -43,3 +43,26 @@ def test_fast_constructor_builds_the_frozen_record_and_rejects_what_it_rejects()
     assert new_point(4, tags=(), y=5) == Point(4, 5) and type(new_point(4, 5, ())) is Point
     with pytest.raises(TypeError):
         new_point(1, 2, (), 3)  # type: ignore[call-arg]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Labelled:
+    name: str
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def test_fast_constructor_applies_defaults_and_default_factories_per_record() -> None:
+    new_labelled = fast_constructor(Labelled)
+    first, second = new_labelled("a"), new_labelled(name="b")
+    assert first == Labelled("a") and second == Labelled("b")
+    assert first.labels is not second.labels  # a fresh dict each, as the class makes them
+    assert new_labelled("c", {"k": "v"}) == Labelled("c", {"k": "v"})
+
+
+def test_fast_constructor_refuses_a_record_it_cannot_build_positionally() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    class Named:
+        x: int
+
+    with pytest.raises(TypeError, match="Named"):
+        fast_constructor(Named)
