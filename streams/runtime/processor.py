@@ -612,14 +612,18 @@ class TicketProcessor:
         if state is not None and event.event_id in state.seen:
             self.counters.duplicates += 1
             self.cache.keep(ticket_key, old, state)
-            return out + self._stats(stats, clock)
+            if stats:
+                out.extend(self._stats(stats, clock))
+            return out
         metrics = self.metrics
         view = NEW_TICKET if metrics is None else metrics.view(state)
         state, actions = self.engine.apply(state, event, engine_now, quiet)
-        queue = queue_name(state.channel, state.category)
-        records = self._records(actions, now)
+        records = self._records(actions, now) if actions else []
         value = encode_state(partition, state)
-        largest = max([len(value), *(len(o.value or b"") for o in records)])
+        largest = len(value)
+        for o in records:
+            if o.value is not None and len(o.value) > largest:
+                largest = len(o.value)
         if largest > self.max_record_bytes:
             # the event's effects are dropped with it (the store keeps the state before it),
             # and the event waits on the DLQ: one ticket never stops the partition
@@ -635,13 +639,18 @@ class TicketProcessor:
             metrics.applied(partition, view, state, old is None, event.type, now - t)
         self._schedule(partition, ticket_key, state)
         kind = QUEUE_STATS.get(event.type)
-        if kind is not None:
-            stats.append(QueueStat(queue, kind, t, stat_id(kind, event.event_id)))
-        self._count(actions, now, queue, stats)
-        out.extend(records)
+        if kind is not None or actions:
+            queue = queue_name(state.channel, state.category)
+            if kind is not None:
+                stats.append(QueueStat(queue, kind, t, stat_id(kind, event.event_id)))
+            if actions:
+                self._count(actions, now, queue, stats)
+                out.extend(records)
         if self.event_time and state.next_due is not None and state.next_due <= mark:
             out.extend(self._fire(store, partition, mark, now, stats, quiet))  # a late event
-        return out + self._stats(stats, clock)
+        if stats:
+            out.extend(self._stats(stats, clock))
+        return out
 
     def _reject(
         self,
@@ -767,7 +776,9 @@ class TicketProcessor:
             if metrics is not None:
                 metrics.moved(partition, old, category(state))
             self._schedule(partition, key, state)
-            out.extend(self._encode(actions, now, queue_name(state.channel, state.category), stats))
+            if actions:
+                queue = queue_name(state.channel, state.category)
+                out.extend(self._encode(actions, now, queue, stats))
         return out
 
     # ------------------------------------------------------------------ output

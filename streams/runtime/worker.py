@@ -574,9 +574,10 @@ class Worker(ConsumeLoop):
         handle = self.processor.on_event
         if headers and is_tick(headers):
             handle = self.processor.on_tick_message
-        outs = handle(store, msg.value(), msg.key(), p, msg.offset() or 0, timestamp)
+        offset = msg.offset() or 0
+        outs = handle(store, msg.value(), msg.key(), p, offset, timestamp)
         self._send(p, outs, store)
-        self.offsets[p] = (msg.offset() or 0) + 1
+        self.offsets[p] = offset + 1
         self.events += 1
         self.dirty = True
 
@@ -594,16 +595,25 @@ class Worker(ConsumeLoop):
         if self.exactly_once and not self.open:
             self.producer.begin_transaction()
             self.open = True
-        produce = self._produce
+        produce = self.producer.produce  # the client's own call; _produce when its queue is full
         for out in outs:
-            produce(out.topic, out.key, out.value, partition)
-        if store.pending:
+            try:
+                produce(out.topic, out.value, out.key, partition)
+            except BufferError:
+                self._produce(out.topic, out.key, out.value, partition)
+        pending = store.pending
+        if pending:
             changelog = self.changelog
-            for key, value in store.pending:
-                produce(changelog, key, value, partition)
-            store.pending.clear()
+            for key, value in pending:
+                try:
+                    produce(changelog, value, key, partition)
+                except BufferError:
+                    self._produce(changelog, key, value, partition)
+            pending.clear()
 
     def _produce(self, topic: str, key: bytes, value: bytes | None, partition: int) -> None:
+        """Send a record the client refused (its queue full), serving deliveries meanwhile."""
+        self.producer.poll(0.01)
         while True:
             try:
                 self.producer.produce(topic, value, key, partition)
