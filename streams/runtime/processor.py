@@ -48,6 +48,7 @@ from streams.sla.actions import (
 )
 from streams.sla.engine import Engine
 from streams.sla.events import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, Status, TicketEvent
+from streams.sla.frozen import fast_constructor
 from streams.sla.queues import QUEUE_STATS, QueueStat, StatKind, queue_name, stat_id
 from streams.sla.state import TicketState
 
@@ -87,6 +88,12 @@ class Out:
     topic: str
     key: bytes
     value: bytes | None  # None: a tombstone (a deleted ticket's changelog record)
+
+
+# The hot path builds an Out per output and a QueueStat per counted thing: frozen records at
+# the cost of mutable ones (streams.sla.frozen).
+_new_out = fast_constructor(Out)
+_new_stat = fast_constructor(QueueStat)
 
 
 @dataclass
@@ -351,7 +358,7 @@ class TicketProcessor:
             if o.topic in kept:
                 if o.topic == escalations:
                     diff.escalated(partition, o.key, SHADOW)
-                out.append(Out(target, o.key, o.value))
+                out.append(_new_out(target, o.key, o.value))
         return out
 
     # ------------------------------------------------------------------ index
@@ -642,7 +649,7 @@ class TicketProcessor:
         if kind is not None or actions:
             queue = queue_name(state.channel, state.category)
             if kind is not None:
-                stats.append(QueueStat(queue, kind, t, stat_id(kind, event.event_id)))
+                stats.append(_new_stat(queue, kind, t, stat_id(kind, event.event_id)))
             if actions:
                 self._count(actions, now, queue, stats)
                 out.extend(records)
@@ -797,7 +804,8 @@ class TicketProcessor:
             return []
         self.counters.queue_stats += len(stats)
         stats.sort(key=lambda s: (s.at, s.id))
-        return [Out(self.topics.queue_stats, s.queue.encode(), encode_stat(s, wm)) for s in stats]
+        topic = self.topics.queue_stats
+        return [_new_out(topic, s.queue.encode(), encode_stat(s, wm)) for s in stats]
 
     def _encode(
         self, actions: list[Action], now: int, queue: str, stats: list[QueueStat]
@@ -813,16 +821,16 @@ class TicketProcessor:
         for action in actions:
             if isinstance(action, Escalation):
                 record = escalation_to_avro(action, now)
-                out.append(Out(self.topics.escalations, action.ticket_id.encode(),
-                               self.codecs["Escalation"].encode(record)))  # fmt: skip
+                out.append(_new_out(self.topics.escalations, action.ticket_id.encode(),
+                                    self.codecs["Escalation"].encode(record)))  # fmt: skip
             elif isinstance(action, PriorityBump):
                 record = priority_bump_to_avro(action, now)
-                out.append(Out(self.topics.priority_bumps, action.ticket_id.encode(),
-                               self.codecs["PriorityBump"].encode(record)))  # fmt: skip
+                out.append(_new_out(self.topics.priority_bumps, action.ticket_id.encode(),
+                                    self.codecs["PriorityBump"].encode(record)))  # fmt: skip
             elif isinstance(action, Reminder):
                 record = reminder_to_avro(action, now)
-                out.append(Out(self.topics.reminders, action.ticket_id.encode(),
-                               self.codecs["Reminder"].encode(record)))  # fmt: skip
+                out.append(_new_out(self.topics.reminders, action.ticket_id.encode(),
+                                    self.codecs["Reminder"].encode(record)))  # fmt: skip
         return out
 
     def _count(self, actions: list[Action], now: int, queue: str, stats: list[QueueStat]) -> None:
@@ -835,7 +843,7 @@ class TicketProcessor:
                 counters.escalations += 1
                 if action.reason in BREACHES:
                     breach = stat_id(StatKind.BREACHED, action.escalation_id)
-                    stats.append(QueueStat(queue, StatKind.BREACHED, action.due_at, breach))
+                    stats.append(_new_stat(queue, StatKind.BREACHED, action.due_at, breach))
             elif isinstance(action, PriorityBump):
                 counters.bumps += 1
             elif isinstance(action, Reminder):
