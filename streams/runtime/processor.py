@@ -604,13 +604,15 @@ class TicketProcessor:
         self.counters.events += 1
         out: list[Out] = []
         stats: list[QueueStat] = []
-        clock = self._clock(partition, now)
         t = event.occurred_at
+        clock = now  # the partition's clock before the event (_clock)
         if self.event_time:
-            mark = self.watermark.get(partition, 0)
+            clock = mark = self.watermark.get(partition, 0)
             if t > mark:
                 self.watermark[partition] = mark = t
-                out.extend(self._fire(store, partition, t, now, stats))
+                heap = self.due.get(partition)
+                if heap and heap[0][0] <= t:  # something is due (_fire's own first test)
+                    out.extend(self._fire(store, partition, t, now, stats))
             engine_now, quiet = -1, mark - self.horizon
         else:
             engine_now, quiet = now, now - self.horizon
