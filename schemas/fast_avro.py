@@ -49,6 +49,17 @@ def _varint(data: bytes, pos: int, b: int) -> tuple[int, int]:
     return n, pos
 
 
+def _index(data: bytes, pos: int, b: int) -> tuple[int, int]:
+    """A length or index (a zigzag varint that must not be negative) whose first byte `b`,
+    read at pos - 1, is not the plain single byte of a value under 64."""
+    if b >= 0x80:
+        b, pos = _varint(data, pos, b)
+    value = (b >> 1) ^ -(b & 1)
+    if value < 0:
+        raise Unsure("negative length or count")
+    return value, pos
+
+
 class _Source:
     """The generated function's lines and the constants it refers to."""
 
@@ -119,21 +130,31 @@ def _value(src: _Source, indent: int, schema: Any, target: str) -> None:
     elif kind in ("int", "long"):
         _long(src, indent, target, kind)
     elif kind == "string":
-        n = src.name("n")
-        _long(src, indent, n)
-        e(indent, f"if {n} < 0 or pos + {n} > len(data):")
+        # a length under 64 is one even byte: twice the length
+        e(indent, "b = data[pos]")
+        e(indent, "pos += 1")
+        e(indent, "if b & 0x81:")
+        e(indent + 1, "b, pos = _index(data, pos, b)")
+        e(indent, "else:")
+        e(indent + 1, "b >>= 1")
+        e(indent, "end = pos + b")
+        e(indent, "if end > size:")
         e(indent + 1, "raise _Unsure('string length')")
-        e(indent, f"{target} = data[pos:pos + {n}].decode()")
-        e(indent, f"pos += {n}")
+        e(indent, f"{target} = data[pos:end].decode()")
+        e(indent, "pos = end")
     elif kind == "enum":
         enum = src.enum(schema, src.namespace)
         assert enum is not None
         symbols = src.const(tuple(enum["symbols"]))
-        i = src.name("i")
-        _long(src, indent, i)
-        e(indent, f"if not 0 <= {i} < {len(enum['symbols'])}:")
+        count = len(enum["symbols"])
+        if count > 64:
+            raise Unsure("an enum of more than 64 symbols")
+        # the index of one of up to 64 symbols is one even byte (any other encoding: Unsure)
+        e(indent, "b = data[pos]")
+        e(indent, "pos += 1")
+        e(indent, f"if b & 1 or b >= {2 * count}:")
         e(indent + 1, "raise _Unsure('enum index')")
-        e(indent, f"{target} = {symbols}[{i}]")
+        e(indent, f"{target} = {symbols}[b >> 1]")
     elif kind == "array":
         _blocks(src, indent, schema["items"], target, None)
     elif kind == "map":
@@ -156,11 +177,14 @@ def _kind(src: _Source, schema: Any) -> Any:
 
 
 def _union(src: _Source, indent: int, branches: list[Any], target: str) -> None:
+    """The branch index, one even byte for up to 64 branches (any other encoding: Unsure)."""
+    if len(branches) > 64:
+        raise Unsure("a union of more than 64 branches")
     e = src.emit
-    i = src.name("i")
-    _long(src, indent, i)
+    e(indent, "b = data[pos]")
+    e(indent, "pos += 1")
     for index, branch in enumerate(branches):
-        e(indent, f"{'if' if index == 0 else 'elif'} {i} == {index}:")
+        e(indent, f"{'if' if index == 0 else 'elif'} b == {2 * index}:")
         _value(src, indent + 1, branch, target)
     e(indent, "else:")
     e(indent + 1, "raise _Unsure('union branch')")
@@ -172,6 +196,10 @@ def _blocks(src: _Source, indent: int, items: Any, target: str, keys: str | None
     e = src.emit
     count, item, key = src.name("n"), src.name("v"), src.name("k")
     e(indent, f"{target} = {{}}" if keys else f"{target} = []")
+    e(indent, "if data[pos] == 0:  # empty, the common case")
+    e(indent + 1, "pos += 1")
+    e(indent, "else:")
+    indent += 1
     e(indent, "while True:")
     _long(src, indent + 1, count)
     e(indent + 1, f"if {count} == 0:")
@@ -204,8 +232,9 @@ def compile_reader(schema: Mapping[str, Any]) -> Reader | None:
         return None
     body = ", ".join(f"{name!r}: {local}" for name, local in fields)
     src.emit(1, f"return {{{body}}}, pos")
-    code = "def read(data, pos):\n" + "\n".join(src.lines) + "\n"
-    scope: dict[str, Any] = {"_varint": _varint, "_Unsure": Unsure, "_INT32": _INT32}
+    code = "def read(data, pos):\n    size = len(data)\n" + "\n".join(src.lines) + "\n"
+    scope: dict[str, Any] = {"_varint": _varint, "_index": _index, "_Unsure": Unsure,
+                             "_INT32": _INT32}  # fmt: skip
     scope.update(src.consts)
     exec(compile(code, f"<avro reader {schema.get('name')}>", "exec"), scope)  # noqa: S102
     reader: Reader = scope["read"]
