@@ -805,7 +805,8 @@ class TicketProcessor:
         if not self.queue_stats or not stats:
             return []
         self.counters.queue_stats += len(stats)
-        stats.sort(key=lambda s: (s.at, s.id))
+        if len(stats) > 1:
+            stats.sort(key=lambda s: (s.at, s.id))
         topic = self.topics.queue_stats
         return [_new_out(topic, s.queue.encode(), encode_stat(s, wm)) for s in stats]
 
