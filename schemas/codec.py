@@ -441,17 +441,20 @@ class AvroCodec:
 
     def decode(self, data: bytes) -> dict[str, Any]:
         """The record in ``data``, resolved to the current schema; raises :class:`DecodeError`."""
-        schema_id, pair = self._writer(data)
         fast = self._fast
-        if fast is not None and pair[0] is self._parsed:
-            try:
-                record, end = fast(data, _HEADER_LEN)
-            except Exception:  # noqa: S110  # not plainly well formed: fastavro decides below
-                pass
-            else:
-                if end == len(data):
-                    return record
-        return self._fastavro(data, schema_id, pair)
+        if fast is None:
+            return self._fastavro(data, *self._writer(data))
+        if type(data) is not bytes or data[:_HEADER_LEN] != self._header:
+            schema_id, pair = self._writer(data)  # not the current schema's id (or no bytes)
+            if pair[0] is not self._parsed:
+                return self._fastavro(data, schema_id, pair)
+        try:  # written with the current schema
+            record, end = fast(data, _HEADER_LEN)
+        except Exception:  # not plainly well formed: fastavro decides
+            return self._fastavro(data, *self._writer(data))
+        if end != len(data):
+            return self._fastavro(data, *self._writer(data))
+        return record
 
     def decode_fastavro(self, data: bytes) -> dict[str, Any]:
         """decode() by fastavro alone, as before schemas.fast_avro (the bench's ceiling)."""
