@@ -145,17 +145,20 @@ class SteadyClock:
     def __call__(self) -> int:
         wall = self.wall()
         mono = self.monotonic()
-        if self.last < 0:
+        last = self.last
+        if last < 0:
             self.last, self.last_mono = wall, mono
             return wall
-        expected = self.last + int((mono - self.last_mono) * 1000)
-        now = min(wall, expected + self.slew_ms)
-        off = 0 if abs(wall - expected) <= self.slew_ms else 1 if wall > expected else -1
+        expected = last + int((mono - self.last_mono) * 1000)
+        slew = self.slew_ms
+        # min(), abs() spelt out: this runs for every event
+        now = wall if wall < expected + slew else expected + slew
+        off = 0 if -slew <= wall - expected <= slew else 1 if wall > expected else -1
         if off and off != self._off:
             self.jumps += 1
         self._off = off
-        if now < self.last:
-            now = self.last
+        if now < last:
+            now = last
         self.last, self.last_mono = now, mono
         return now
 
@@ -529,12 +532,16 @@ class TicketProcessor:
         at = state.next_due
         if at is None:
             at = self._leaves_at(state)
-        scheduled = self.scheduled.setdefault(partition, {})
+        scheduled = self.scheduled.get(partition)
+        if scheduled is None:
+            scheduled = self.scheduled[partition] = {}
         if at is None:
             scheduled.pop(key, None)
         elif scheduled.get(key) != at:
             scheduled[key] = at
-            heap = self.due.setdefault(partition, [])
+            heap = self.due.get(partition)
+            if heap is None:
+                heap = self.due[partition] = []
             heapq.heappush(heap, (at, key))
             if len(heap) > 2 * len(scheduled) + COMPACT_SLACK:
                 self._compact(partition)
