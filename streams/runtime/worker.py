@@ -23,6 +23,7 @@ anything else is restored, paused, a slice at a time between polls of the group.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -1073,12 +1074,28 @@ def serve(worker: Worker, settings: Settings) -> MetricsServer:
     ).start()  # fmt: skip
 
 
+# Allocations (net of frees) between two young collections of the cyclic collector; Python's
+# default is 700. The loop allocates a few records per event and keeps the states it caches,
+# so at 700 the collector ran dozens of times a second and walked them again and again (about
+# 4% of the processor's time); the cycles it finds (exceptions' tracebacks) can wait.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_collector() -> None:
+    """Collect cycles less often, and never walk what exists once the worker is built (the
+    policy, the modules, the clients: gc.freeze)."""
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+    gc.freeze()
+
+
 def run_worker(
     settings: Settings, processor: TicketProcessor, topics: Topics, event_time: bool
 ) -> int:
     """The `escalator worker` child's body: stops cleanly on SIGTERM/SIGINT, asks for a
     restart (RESTART_EXIT_CODE) on a Restart or a registry outage."""
     worker = Worker(settings, processor, topics, event_time)
+    tune_collector()
     server = serve(worker, settings)
     try:
         return worker.main(server)

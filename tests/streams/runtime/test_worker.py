@@ -632,3 +632,20 @@ def test_a_store_is_kept_on_revocation_only_after_a_commit_under_the_generation(
     kept = (tmp_path / "tickets" / "0" / checkpoint.FILE).exists()
     assert kept is not refused
     worker.state.close_all()
+
+
+def test_the_worker_collects_cycles_less_often_and_never_walks_its_setup() -> None:
+    """tune_collector: young collections every GC_YOUNG_THRESHOLD net allocations instead of
+    Python's 700, and what exists before the loop starts is frozen out of every collection."""
+    import gc
+
+    from streams.runtime.worker import GC_YOUNG_THRESHOLD, tune_collector
+
+    before = gc.get_threshold()
+    try:
+        tune_collector()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
