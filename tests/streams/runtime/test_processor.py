@@ -824,3 +824,19 @@ def test_the_outputs_and_stats_of_the_hot_path_are_the_frozen_records() -> None:
     for record, field in ((out, "value"), (stat, "at")):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(record, field, None)
+
+
+def test_a_queue_stat_message_is_the_documented_json() -> None:
+    """The queue-stats format (streams.runtime.queue_stats): the kind as its text, byte for
+    byte, and read back by the alerts process's decoder."""
+    from streams.runtime.queue_stats import decode_stat, encode_stat
+    from streams.sla.queues import QueueStat, StatKind
+
+    for kind in StatKind:
+        stat = QueueStat("email/billing", kind, 1_800_000_000_000, f"{kind.value[0]}:e1")
+        raw = encode_stat(stat, 1_800_000_000_500)
+        assert raw == (
+            b'{"v":1,"kind":"' + kind.value.encode() + b'","queue":"email/billing",'
+            b'"at":1800000000000,"wm":1800000000500,"id":"' + stat.id.encode() + b'"}'
+        )
+        assert decode_stat(raw).stat == stat
