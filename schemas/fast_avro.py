@@ -244,14 +244,12 @@ def compile_reader(schema: Mapping[str, Any]) -> Reader | None:
 # ---------------------------------------------------------------------------------- writing
 
 
-def _uvarint(n: int) -> bytes:
-    """The varint bytes of an unsigned `n` of 7 bits or more."""
-    out = bytearray()
+def _uvarint(out: bytearray, n: int) -> None:
+    """Append the varint bytes of an unsigned `n` of 7 bits or more."""
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
-    return bytes(out)
 
 
 _LIMITS = {"int": 1 << 31, "long": 1 << 63}
@@ -264,7 +262,7 @@ def _put_long(src: _Source, indent: int, value: str) -> None:
     e(indent, "if z < 0x80:")
     e(indent + 1, "out.append(z)")
     e(indent, "else:")
-    e(indent + 1, "out += _uvarint(z)")
+    e(indent + 1, "_uvarint(out, z)")
 
 
 def _put(src: _Source, indent: int, schema: Any, value: str) -> None:

@@ -12,6 +12,7 @@ import heapq
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Protocol
 
 import orjson
@@ -94,6 +95,7 @@ class Out:
 # the cost of mutable ones (streams.sla.frozen).
 _new_out = fast_constructor(Out)
 _new_stat = fast_constructor(QueueStat)
+_AT_THEN_ID = attrgetter("at", "id")  # the order of a message's queue stats
 
 
 @dataclass
@@ -813,7 +815,7 @@ class TicketProcessor:
             return []
         self.counters.queue_stats += len(stats)
         if len(stats) > 1:
-            stats.sort(key=lambda s: (s.at, s.id))
+            stats.sort(key=_AT_THEN_ID)
         topic = self.topics.queue_stats
         return [_new_out(topic, s.queue.encode(), encode_stat(s, wm)) for s in stats]
 
