@@ -4,8 +4,9 @@
 # The package carries its data (board page, Avro schemas, default policy): tests/deploy/
 # test_dockerfile.py builds the wheel from exactly what is copied below and checks it.
 # Both stages use the same pinned base, so the venv built in the first runs in the second.
-# Every runtime dependency is installed from a binary wheel (--only-binary): no compiler is
-# needed in the builder and none is in the final image.
+# The engine's hot modules are compiled with mypyc in the builder (gcc and mypy there only:
+# the worker is 15-20% faster, bench/pipeline.py --compiled-cost); every runtime dependency
+# is installed from a binary wheel (--only-binary), and no compiler is in the final image.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
@@ -13,17 +14,23 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-RUN python -m venv /opt/venv
-COPY pyproject.toml README.md ./
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/* \
+    && python -m pip install setuptools==84.2.1 wheel==0.48.0 mypy==2.4.1 \
+    && python -m venv /opt/venv
+COPY pyproject.toml setup.py README.md ./
 COPY streams ./streams
 COPY schemas ./schemas
 COPY connectors ./connectors
-# 1) the escalator wheel (pure Python, setuptools); 2) install it into the venv with every
-# dependency as a prebuilt wheel (fails rather than compiling anything).
-RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
+# 1) the escalator wheel, its engine compiled (setup.py); 2) install it into the venv with
+# every dependency as a prebuilt wheel (fails rather than compiling anything); 3) fail the
+# build unless the installed engine imports compiled.
+RUN ESCALATOR_COMPILE=mypyc python -m pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
     && /opt/venv/bin/pip install --only-binary=:all: /wheels/escalator-*.whl \
     && /opt/venv/bin/pip uninstall -y pip setuptools wheel \
-    && /opt/venv/bin/escalator --help >/dev/null
+    && /opt/venv/bin/escalator --help >/dev/null \
+    && /opt/venv/bin/escalator version --expect-compiled
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="escalator" \

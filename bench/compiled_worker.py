@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import statistics
 import subprocess
-import uuid
 from pathlib import Path
 from types import ModuleType
 
 from streams.runtime.settings import Settings
-from streams.runtime.topics import Topics, ensure_topics
 
 ENGINE_SO = "streams/sla/engine."  # the compiled engine's extension module, by its path
 
@@ -34,26 +32,18 @@ def run(
     settings: Settings, root: Path, history: Path, rounds: int, compiled: Path, bench: ModuleType
 ) -> None:
     """`rounds` pairs of drains (see module doc); prints each, the medians and their ratio."""
-    results: dict[str, list[tuple[float, float]]] = {"plain": [], "compiled": []}
-    for i in range(rounds):
-        order = ("plain", "compiled") if i % 2 == 0 else ("compiled", "plain")
-        for kind in order:
-            prefix = f"benchc{uuid.uuid4().hex[:8]}-"
-            ensure_topics(settings, Topics(prefix))
-            sent, _ = bench.replay(settings, history, Topics(prefix), end_tick=True)
-            source = compiled if kind == "compiled" else bench.REPO
-            drain = bench.Drain(prefix, f"w{i}-{kind}", sent + settings.partitions, source=source)
-            bench.drain(settings, root, [drain])
+    runs = bench.alternating(
+        settings, root, history, rounds, {"plain": bench.REPO, "compiled": compiled}
+    )
+    for kind, drains in runs.items():
+        for drain in drains:
             engine = any(m.startswith(ENGINE_SO) for m in drain.mapped or [])
             if engine != (kind == "compiled"):
                 raise SystemExit(
-                    f"bench: the {kind} worker run from {source} "
+                    f"bench: the {kind} worker run from {drain.source} "
                     f"{'mapped' if engine else 'did not map'} the compiled engine"
                 )
-            rate, per_cpu = drain.rates()
-            results[kind].append((rate, per_cpu))
-            print(f"round {i + 1}/{rounds}: {kind:<8} {rate:>9,.0f} events/s "
-                  f"{per_cpu:>9,.0f} events/CPU-s  (peak RSS {drain.peak_mb:,.0f} MB)")  # fmt: skip
+    results = {kind: [d.rates() for d in drains] for kind, drains in runs.items()}
     for label, k in (("events/s (wall)", 0), ("events/CPU-s", 1)):
         plain = statistics.median(r[k] for r in results["plain"])
         fast = statistics.median(r[k] for r in results["compiled"])

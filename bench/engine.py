@@ -21,6 +21,7 @@ import argparse
 import gc
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -75,14 +76,24 @@ def backtest_in_child(path: Path, root: Path) -> tuple[int, float, int, int]:
     return result["events"], result["seconds"], result["escalations"], result["tickets"]
 
 
-def jobs_run(path: Path, jobs: int, tmp: Path) -> tuple[float, bytes]:
-    """Seconds of `escalator backtest --jobs N --out FILE` as the command runs it, and the
-    file (the speed-up only counts if the output is the same)."""
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that ended (user + system)."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def jobs_run(path: Path, jobs: int, tmp: Path) -> tuple[float, float, bytes]:
+    """Seconds and CPU seconds (every process) of `escalator backtest --jobs N --out FILE`
+    as the command runs it, and the file (the speed-up only counts if the output is the
+    same). The CPU time tells the split's own cost apart from a busy machine's."""
     out = tmp / f"jobs-{jobs}.jsonl"
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     with open(os.devnull, "w") as sink:
         run_parallel_backtest(load_policy(), path, out, stdout=sink, stderr=sink, jobs=jobs)
-    return time.perf_counter() - start, out.read_bytes()
+    return time.perf_counter() - start, cpu_seconds() - cpu, out.read_bytes()
 
 
 def compile_engine(dest: Path) -> bool:
@@ -176,13 +187,16 @@ def main() -> int:
                 outcomes[name] = (events, escalations, tickets)
         per_ticket, stored, engine_bytes = state_bytes(path)
         jobs_s: dict[int, list[float]] = {1: [], args.jobs: []}
+        jobs_cpu: dict[int, list[float]] = {1: [], args.jobs: []}
         same = True
         if args.jobs > 1:
             for _ in range(max(args.repeat, 1)):
-                one_s, one_out = jobs_run(path, 1, Path(tmp))
-                many_s, many_out = jobs_run(path, args.jobs, Path(tmp))
+                one_s, one_cpu, one_out = jobs_run(path, 1, Path(tmp))
+                many_s, many_cpu, many_out = jobs_run(path, args.jobs, Path(tmp))
                 jobs_s[1].append(one_s)
                 jobs_s[args.jobs].append(many_s)
+                jobs_cpu[1].append(one_cpu)
+                jobs_cpu[args.jobs].append(many_cpu)
                 same = same and one_out == many_out
 
     parse_s = min(parse_runs)
@@ -218,6 +232,12 @@ def main() -> int:
             f"{parsed / one_s:,.0f} events/s (--out written): speed-up {one_s / many_s:.2f}x "
             f"on {default_jobs()} cores (goal 1.8x on 2); outputs "
             + ("identical" if same else "DIFFER")
+        )
+        one_cpu, many_cpu = min(jobs_cpu[1]), min(jobs_cpu[args.jobs])
+        print(
+            f"backtest --jobs {args.jobs}: {many_cpu:.2f} CPU-s in all its processes against "
+            f"{one_cpu:.2f} for --jobs 1 (ratio {many_cpu / one_cpu:.2f}): on {args.jobs} free "
+            f"cores the work alone allows a speed-up of {args.jobs * one_cpu / many_cpu:.2f}x"
         )
         load = os.getloadavg()[0]
         print(f"load average during the run: {load:.1f} (a shared machine lowers the speed-up)")

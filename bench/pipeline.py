@@ -5,6 +5,7 @@
     .venv/bin/python bench/pipeline.py --registry-cost URL [--rounds 1] [--agents 100 --days 2]
     .venv/bin/python bench/pipeline.py --runtimes [--agents 100 --days 2]
     .venv/bin/python bench/pipeline.py --compiled-cost [--rounds 3] [--compiled-dir DIR]
+    .venv/bin/python bench/pipeline.py --baseline DIR [--rounds 3] [--agents 100 --days 2]
     .venv/bin/python bench/pipeline.py --latency-only [--latency-under-load 5000]
     .venv/bin/python bench/pipeline.py --open-tickets 1000000   (bench/open_tickets.py)
 
@@ -35,6 +36,10 @@
 8. --compiled-cost: only throughput, a worker run from a mypyc-compiled copy
    (scripts/compile-engine, or --compiled-dir) and one from the source tree, one after the
    other, alternating per round (bench/compiled_worker.py); medians and their ratio.
+9. --baseline DIR: only throughput, a worker run from the source tree and one from another
+   checkout at DIR (e.g. a worktree of main: an A/B of a change), one after the other,
+   alternating per round; each round also measures the ceiling on its backlog. Prints each
+   run, the medians, their ratio and each side's ratio to the ceiling's median.
 
 Needs Kafka (deploy/local/services up kafka, or ESCALATOR_KAFKA_BOOTSTRAP); --registry-cost
 a registry (deploy/local/services up registry: http://127.0.0.1:18081/apis/ccompat/v7).
@@ -135,7 +140,7 @@ def ceiling(settings: Settings, topic: str, partitions: int, total: int) -> floa
                 started = time.perf_counter()
             if not msg.error():
                 if not msg.headers():  # the end ticks carry a header and no Avro
-                    codec.decode(msg.value())
+                    codec.decode_fastavro(msg.value())
                 count += 1
     seconds = time.perf_counter() - started
     consumer.close()
@@ -415,6 +420,59 @@ def drain(settings: Settings, root: Path, runs: list[Drain]) -> None:
         stop(run.worker)
 
 
+def alternating(
+    settings: Settings,
+    root: Path,
+    history: Path,
+    rounds: int,
+    sources: dict[str, Path],
+    ceilings: list[float] | None = None,
+) -> dict[str, list[Drain]]:
+    """`rounds` rounds, each draining a copy of the backlog per source (label -> the tree its
+    worker runs from) one after the other, the order reversed every other round so that drift
+    of a shared machine's speed falls on every side alike. With `ceilings`, each round first
+    measures the ceiling on its first backlog and appends it there."""
+    results: dict[str, list[Drain]] = {label: [] for label in sources}
+    for i in range(rounds):
+        labels = list(sources) if i % 2 == 0 else list(reversed(sources))
+        for label in labels:
+            prefix = f"bencha{uuid.uuid4().hex[:8]}-"
+            topics = Topics(prefix)
+            ensure_topics(settings, topics)
+            sent, _ = replay(settings, history, topics, end_tick=True)
+            total = sent + settings.partitions
+            if ceilings is not None and label == labels[0]:
+                ceilings.append(ceiling(settings, topics.ticket_events, settings.partitions, total))
+            run = Drain(prefix, f"w{i}-{label}", total, source=sources[label])
+            drain(settings, root, [run])
+            results[label].append(run)
+            rate, per_cpu = run.rates()
+            print(f"round {i + 1}/{rounds}: {label:<8} {rate:>9,.0f} events/s "
+                  f"{per_cpu:>9,.0f} events/CPU-s  (peak RSS {run.peak_mb:,.0f} MB)")  # fmt: skip
+    return results
+
+
+def against_baseline(
+    settings: Settings, root: Path, history: Path, rounds: int, baseline: Path
+) -> None:
+    """--baseline: this tree's worker against one run from `baseline` (see module doc)."""
+    if not (baseline / "streams" / "runtime" / "worker.py").exists():
+        raise SystemExit(f"bench: --baseline {baseline}: no streams/runtime/worker.py there")
+    ceilings: list[float] = []
+    runs = alternating(settings, root, history, rounds, {"this": REPO, "baseline": baseline},
+                       ceilings)  # fmt: skip
+    ceil = statistics.median(ceilings)
+    print(f"ceiling  : bare confluent-kafka consumer + fastavro decode: {ceil:>10,.0f} events/s"
+          f" (median of {rounds}: " + ", ".join(f"{c:,.0f}" for c in ceilings) + ")")  # fmt: skip
+    for label, k in (("events/s (wall)", 0), ("events/CPU-s", 1)):
+        this = statistics.median(r.rates()[k] for r in runs["this"])
+        base = statistics.median(r.rates()[k] for r in runs["baseline"])
+        print(f"baseline : {label:<16} this {this:>9,.0f}  baseline {base:>9,.0f}  (medians of "
+              f"{rounds}); ratio this/baseline {this / base:.3f}")  # fmt: skip
+        if k == 0:
+            print(f"baseline : ratio to ceiling this {this / ceil:.3f}, baseline {base / ceil:.3f}")
+
+
 def side_by_side(
     settings: Settings, root: Path, history: Path, rounds: int, knob: str, registry: str | None
 ) -> None:
@@ -499,6 +557,12 @@ def main() -> int:
         metavar="DIR",
         help="--compiled-cost: a copy scripts/compile-engine built already",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="only throughput, from this tree and from the checkout at DIR, alternating",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="pairs of the -cost modes")
     parser.add_argument(
         "--runtimes", action="store_true", help="only the ceiling, the loop's and Faust's drains"
@@ -533,6 +597,9 @@ def main() -> int:
 
             copy = args.compiled_dir or compiled_worker.build(root / "compiled", REPO)
             compiled_worker.run(settings, root, history, args.rounds, copy, sys.modules[__name__])
+            return 0
+        if args.baseline:
+            against_baseline(settings, root, history, args.rounds, args.baseline.resolve())
             return 0
         if args.metrics_cost or args.registry_cost:
             knob = "metrics" if args.metrics_cost else "registry"

@@ -405,6 +405,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(options)
 
 
+def cmd_version(args: argparse.Namespace) -> int:
+    from streams.cli.version import ENGINE, describe, engine_compiled
+
+    print(describe())
+    if args.expect_compiled and not engine_compiled():
+        raise UserError(f"{ENGINE} imports as plain Python, not the compiled module expected")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="escalator", description="SLA escalation pipeline for contact centers."
@@ -589,6 +598,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: http://127.0.0.1:ESCALATOR_METRICS_PORT)")  # fmt: skip
     board.add_argument("--topic-prefix", default="", help=argparse.SUPPRESS)
     board.set_defaults(func=cmd_board)
+
+    version = sub.add_parser("version", help="the version, and whether the engine is compiled")
+    version.add_argument(
+        "--expect-compiled", action="store_true", help="exit 2 unless the engine runs compiled"
+    )
+    version.set_defaults(func=cmd_version)
     return parser
 
 

@@ -12,6 +12,7 @@ import heapq
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Protocol
 
 import orjson
@@ -50,6 +51,7 @@ from streams.sla.actions import (
 from streams.sla.board import follow
 from streams.sla.engine import Engine
 from streams.sla.events import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, Status, TicketEvent
+from streams.sla.frozen import fast_constructor
 from streams.sla.queues import QUEUE_STATS, QueueStat, StatKind, queue_name, stat_id
 from streams.sla.state import TicketState
 
@@ -89,6 +91,13 @@ class Out:
     topic: str
     key: bytes
     value: bytes | None  # None: a tombstone (a deleted ticket's changelog record)
+
+
+# The hot path builds an Out per output and a QueueStat per counted thing: frozen records at
+# the cost of mutable ones (streams.sla.frozen).
+_new_out = fast_constructor(Out)
+_new_stat = fast_constructor(QueueStat)
+_AT_THEN_ID = attrgetter("at", "id")  # the order of a message's queue stats
 
 
 @dataclass
@@ -140,17 +149,20 @@ class SteadyClock:
     def __call__(self) -> int:
         wall = self.wall()
         mono = self.monotonic()
-        if self.last < 0:
+        last = self.last
+        if last < 0:
             self.last, self.last_mono = wall, mono
             return wall
-        expected = self.last + int((mono - self.last_mono) * 1000)
-        now = min(wall, expected + self.slew_ms)
-        off = 0 if abs(wall - expected) <= self.slew_ms else 1 if wall > expected else -1
+        expected = last + int((mono - self.last_mono) * 1000)
+        slew = self.slew_ms
+        # min(), abs() spelt out: this runs for every event
+        now = wall if wall < expected + slew else expected + slew
+        off = 0 if -slew <= wall - expected <= slew else 1 if wall > expected else -1
         if off and off != self._off:
             self.jumps += 1
         self._off = off
-        if now < self.last:
-            now = self.last
+        if now < last:
+            now = last
         self.last, self.last_mono = now, mono
         return now
 
@@ -357,7 +369,7 @@ class TicketProcessor:
             if o.topic in kept:
                 if o.topic == escalations:
                     diff.escalated(partition, o.key, SHADOW)
-                out.append(Out(target, o.key, o.value))
+                out.append(_new_out(target, o.key, o.value))
         return out
 
     # ------------------------------------------------------------------ index
@@ -528,12 +540,16 @@ class TicketProcessor:
         at = state.next_due
         if at is None:
             at = self._leaves_at(state)
-        scheduled = self.scheduled.setdefault(partition, {})
+        scheduled = self.scheduled.get(partition)
+        if scheduled is None:
+            scheduled = self.scheduled[partition] = {}
         if at is None:
             scheduled.pop(key, None)
         elif scheduled.get(key) != at:
             scheduled[key] = at
-            heap = self.due.setdefault(partition, [])
+            heap = self.due.get(partition)
+            if heap is None:
+                heap = self.due[partition] = []
             heapq.heappush(heap, (at, key))
             if len(heap) > 2 * len(scheduled) + COMPACT_SLACK:
                 self._compact(partition)
@@ -603,13 +619,15 @@ class TicketProcessor:
         self.counters.events += 1
         out: list[Out] = []
         stats: list[QueueStat] = []
-        clock = self._clock(partition, now)
         t = event.occurred_at
+        clock = now  # the partition's clock before the event (_clock)
         if self.event_time:
-            mark = self.watermark.get(partition, 0)
+            clock = mark = self.watermark.get(partition, 0)
             if t > mark:
                 self.watermark[partition] = mark = t
-                out.extend(self._fire(store, partition, t, now, stats))
+                heap = self.due.get(partition)
+                if heap and heap[0][0] <= t:  # something is due (_fire's own first test)
+                    out.extend(self._fire(store, partition, t, now, stats))
             engine_now, quiet = -1, mark - self.horizon
         else:
             engine_now, quiet = now, now - self.horizon
@@ -618,17 +636,21 @@ class TicketProcessor:
         if state is not None and event.event_id in state.seen:
             self.counters.duplicates += 1
             self.cache.keep(ticket_key, old, state)
-            return out + self._stats(stats, clock)
+            if stats:
+                out.extend(self._stats(stats, clock))
+            return out
         metrics = self.metrics
         view = NEW_TICKET if metrics is None else metrics.view(state)
         state, actions = self.engine.apply(state, event, engine_now, quiet)
-        queue = queue_name(state.channel, state.category)
-        records = self._records(actions, now)
+        records = self._records(actions, now) if actions else []
         board = self._board(state, event, actions)
         if board is not None:
             records.append(board)
         value = encode_state(partition, state)
-        largest = max([len(value), *(len(o.value or b"") for o in records)])
+        largest = len(value)
+        for o in records:
+            if o.value is not None and len(o.value) > largest:
+                largest = len(o.value)
         if largest > self.max_record_bytes:
             # the event's effects are dropped with it (the store keeps the state before it),
             # and the event waits on the DLQ: one ticket never stops the partition
@@ -644,13 +666,19 @@ class TicketProcessor:
             metrics.applied(partition, view, state, old is None, event.type, now - t)
         self._schedule(partition, ticket_key, state)
         kind = QUEUE_STATS.get(event.type)
-        if kind is not None:
-            stats.append(QueueStat(queue, kind, t, stat_id(kind, event.event_id)))
-        self._count(actions, now, queue, stats)
-        out.extend(records)
+        if kind is not None or actions:
+            queue = queue_name(state.channel, state.category)
+            if kind is not None:
+                stats.append(_new_stat(queue, kind, t, stat_id(kind, event.event_id)))
+            if actions:
+                self._count(actions, now, queue, stats)
+        if records:  # the actions' records, and the board's even without actions
+            out.extend(records)
         if self.event_time and state.next_due is not None and state.next_due <= mark:
             out.extend(self._fire(store, partition, mark, now, stats, quiet))  # a late event
-        return out + self._stats(stats, clock)
+        if stats:
+            out.extend(self._stats(stats, clock))
+        return out
 
     def _reject(
         self,
@@ -779,7 +807,9 @@ class TicketProcessor:
             if metrics is not None:
                 metrics.moved(partition, old, category(state))
             self._schedule(partition, key, state)
-            out.extend(self._encode(actions, now, queue_name(state.channel, state.category), stats))
+            if actions:
+                queue = queue_name(state.channel, state.category)
+                out.extend(self._encode(actions, now, queue, stats))
             if board is not None:
                 out.append(board)
         return out
@@ -799,8 +829,10 @@ class TicketProcessor:
         if not self.queue_stats or not stats:
             return []
         self.counters.queue_stats += len(stats)
-        stats.sort(key=lambda s: (s.at, s.id))
-        return [Out(self.topics.queue_stats, s.queue.encode(), encode_stat(s, wm)) for s in stats]
+        if len(stats) > 1:
+            stats.sort(key=_AT_THEN_ID)
+        topic = self.topics.queue_stats
+        return [_new_out(topic, s.queue.encode(), encode_stat(s, wm)) for s in stats]
 
     def _encode(
         self, actions: list[Action], now: int, queue: str, stats: list[QueueStat]
@@ -816,16 +848,16 @@ class TicketProcessor:
         for action in actions:
             if isinstance(action, Escalation):
                 record = escalation_to_avro(action, now)
-                out.append(Out(self.topics.escalations, action.ticket_id.encode(),
-                               self.codecs["Escalation"].encode(record)))  # fmt: skip
+                out.append(_new_out(self.topics.escalations, action.ticket_id.encode(),
+                                    self.codecs["Escalation"].encode(record)))  # fmt: skip
             elif isinstance(action, PriorityBump):
                 record = priority_bump_to_avro(action, now)
-                out.append(Out(self.topics.priority_bumps, action.ticket_id.encode(),
-                               self.codecs["PriorityBump"].encode(record)))  # fmt: skip
+                out.append(_new_out(self.topics.priority_bumps, action.ticket_id.encode(),
+                                    self.codecs["PriorityBump"].encode(record)))  # fmt: skip
             elif isinstance(action, Reminder):
                 record = reminder_to_avro(action, now)
-                out.append(Out(self.topics.reminders, action.ticket_id.encode(),
-                               self.codecs["Reminder"].encode(record)))  # fmt: skip
+                out.append(_new_out(self.topics.reminders, action.ticket_id.encode(),
+                                    self.codecs["Reminder"].encode(record)))  # fmt: skip
         return out
 
     def _board(
@@ -856,7 +888,7 @@ class TicketProcessor:
                 counters.escalations += 1
                 if action.reason in BREACHES:
                     breach = stat_id(StatKind.BREACHED, action.escalation_id)
-                    stats.append(QueueStat(queue, StatKind.BREACHED, action.due_at, breach))
+                    stats.append(_new_stat(queue, StatKind.BREACHED, action.due_at, breach))
             elif isinstance(action, PriorityBump):
                 counters.bumps += 1
             elif isinstance(action, Reminder):

@@ -39,8 +39,9 @@ class StatMessage:
 
 
 def encode_stat(stat: QueueStat, wm: int) -> bytes:
+    # orjson writes an enum member as its value (`.value` is a slow property)
     return orjson.dumps(
-        {"v": VERSION, "kind": stat.kind.value, "queue": stat.queue, "at": stat.at, "wm": wm,
+        {"v": VERSION, "kind": stat.kind, "queue": stat.queue, "at": stat.at, "wm": wm,
          "id": stat.id}
     )  # fmt: skip
 

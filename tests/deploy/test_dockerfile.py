@@ -8,6 +8,7 @@ the source tree, its data files (board page, Avro schemas, default policy).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -242,25 +243,35 @@ def package_files() -> set[str]:
     }
 
 
-def pip(*args: str) -> None:
+def pip(*args: str, env: dict[str, str] | None = None) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "-q", *args],
         capture_output=True,
         text=True,
         check=False,
-        timeout=300,
+        timeout=600,
+        env=None if env is None else {**os.environ, **env},
     )
-    assert proc.returncode == 0, f"pip {' '.join(args)}:\n{proc.stderr}"
+    assert proc.returncode == 0, f"pip {' '.join(args)}:\n{proc.stderr[-5000:]}"
+
+
+def wheel_build_env(stages: list[Stage]) -> dict[str, str]:
+    """The variables the builder's RUN sets on its `pip wheel` command."""
+    (command,) = [r for r in stages[0].all("RUN") if "pip wheel" in r]
+    before = command.split("python -m pip wheel", 1)[0].split("&&")[-1]
+    return dict(re.findall(r"(\w+)=(\S+)", before))
 
 
 @pytest.fixture(scope="module")
 def wheel(stages: list[Stage], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel the builder stage builds (`pip wheel --no-deps .` in its WORKDIR). Without
-    build isolation, so it needs no network: the virtualenv's setuptools builds it."""
+    """The wheel the builder stage builds (`pip wheel --no-deps .` in its WORKDIR, with its
+    variables: the engine compiled by mypyc). Without build isolation, so it needs no
+    network: the virtualenv's setuptools and mypy build it."""
     root = tmp_path_factory.mktemp("image")
     source = build_context(stages, root / "fs")
     out = root / "wheels"
-    pip("wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(out), str(source))
+    pip("wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(out), str(source),
+        env=wheel_build_env(stages))  # fmt: skip
     (built,) = out.glob("escalator-*.whl")
     return built
 
@@ -326,3 +337,42 @@ def test_installed_package_finds_its_data_outside_the_source_tree(
     assert report["codecs"] == len(json.loads((REPO_DIR / "schemas" / "ids.json").read_text()))
     assert Path(report["schema_dir"]).is_relative_to(target)
     assert report["policies"] > 0
+
+
+COMPILED_CHECK = """
+import json
+from streams.cli.main import main
+from streams.cli.version import compiled_modules, engine_compiled
+code = main(["version", "--expect-compiled"])
+print(json.dumps({"code": code, "modules": compiled_modules(), "engine": engine_compiled()}))
+"""
+
+
+def test_the_images_engine_is_compiled(
+    stages: list[Stage], wheel: Path, pyproject: Any, tmp_path: Path
+) -> None:
+    """The builder compiles every module of pyproject's compiled-modules (the worker is
+    15-20% faster with them) and its build fails unless the installed engine imports
+    compiled; no compiler reaches the runtime stage."""
+    assert wheel_build_env(stages).get("ESCALATOR_COMPILE") == "mypyc"
+    assert "escalator version --expect-compiled" in " ".join(stages[0].all("RUN"))
+    assert "gcc" not in " ".join(stages[-1].all("RUN"))
+    wanted = sorted(
+        path.removesuffix(".py").replace("/", ".")
+        for path in pyproject["tool"]["escalator"]["compiled-modules"]
+    )
+    target = tmp_path / "site"
+    pip("install", "--no-deps", "--no-compile", "--target", str(target), str(wheel))
+    proc = subprocess.run(
+        [sys.executable, "-c", COMPILED_CHECK],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["code"] == 0 and report["engine"] is True, proc.stdout
+    assert report["modules"] == wanted

@@ -421,3 +421,12 @@ def test_logging_is_set_up_once_before_a_command_runs(
     monkeypatch.setattr(cli, body, lambda args: len(calls))  # what the command would see
     assert main([*argv, "--loglevel", "info"]) == 1
     assert [(c["level"], c["format"]) for c in calls] == [("INFO", cli.LOG_FORMAT)]
+
+
+def test_version_says_whether_the_engine_is_compiled(capsys: pytest.CaptureFixture[str]) -> None:
+    """From the source tree the engine is plain Python: `--expect-compiled` (the image build's
+    check, tests/deploy/test_dockerfile.py has the compiled side) refuses it in one line."""
+    assert main(["version"]) == 0
+    assert "engine: plain Python" in capsys.readouterr().out
+    assert main(["version", "--expect-compiled"]) == 2
+    one_line_error(capsys, "streams.sla.engine imports as plain Python")

@@ -806,3 +806,37 @@ def test_a_saved_index_of_another_setup_is_refused(make: Any, codecs: dict[str, 
     other_policy.closed_retention += 1  # the retention decides when a ticket is due to leave
     assert other_policy.load_index(0, saved) is None and 0 not in other_policy.due
     assert with_metrics(make()).load_index(0, {"lanes": "torn"}) is None
+
+
+def test_the_outputs_and_stats_of_the_hot_path_are_the_frozen_records() -> None:
+    """Outs and queue stats built by the fast constructors are the frozen dataclasses,
+    equal to and as immutable as those built by their own __init__."""
+    from streams.runtime.processor import _new_out, _new_stat
+    from streams.sla.queues import QueueStat, StatKind
+
+    out = _new_out("t-escalations", b"T-1", b"v")
+    assert type(out) is Out and out == Out("t-escalations", b"T-1", b"v")
+    assert hash(out) == hash(Out("t-escalations", b"T-1", b"v"))
+    stat = _new_stat("email/billing", StatKind.CREATED, 5, "c:e1")
+    assert type(stat) is QueueStat and stat == QueueStat(
+        "email/billing", StatKind.CREATED, 5, "c:e1"
+    )
+    for record, field in ((out, "value"), (stat, "at")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(record, field, None)
+
+
+def test_a_queue_stat_message_is_the_documented_json() -> None:
+    """The queue-stats format (streams.runtime.queue_stats): the kind as its text, byte for
+    byte, and read back by the alerts process's decoder."""
+    from streams.runtime.queue_stats import decode_stat, encode_stat
+    from streams.sla.queues import QueueStat, StatKind
+
+    for kind in StatKind:
+        stat = QueueStat("email/billing", kind, 1_800_000_000_000, f"{kind.value[0]}:e1")
+        raw = encode_stat(stat, 1_800_000_000_500)
+        assert raw == (
+            b'{"v":1,"kind":"' + kind.value.encode() + b'","queue":"email/billing",'
+            b'"at":1800000000000,"wm":1800000000500,"id":"' + stat.id.encode() + b'"}'
+        )
+        assert decode_stat(raw).stat == stat

@@ -216,6 +216,55 @@ def test_a_tick_only_transaction_sends_the_offsets_of_every_owned_partition(
     assert worker.committed == {0: 5, 1: 9, 2: 8}
 
 
+def test_a_full_producer_queue_delays_a_record_and_loses_or_reorders_none(
+    tmp_path: Path,
+) -> None:
+    """The client refuses a record while its queue is full (BufferError): the worker serves
+    its deliveries and sends that record again, outputs then changelog, each in order."""
+    from streams.runtime.processor import Out
+    from streams.runtime.topics import Topics
+    from streams.runtime.worker import Worker, build_processor
+    from streams.sla.policy import load_policy
+
+    class FullProducer(FakeProducer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sent: list[tuple[str, bytes | None, bytes, int]] = []
+            self.refuse = {1, 2, 4}  # the produce() calls (from 0) that find the queue full
+            self.attempts = 0
+
+        def produce(self, topic: str, value: bytes | None, key: bytes, partition: int) -> None:
+            self.attempts += 1
+            if self.attempts - 1 in self.refuse:
+                raise BufferError("Local: Queue full")
+            self.sent.append((topic, value, key, partition))
+
+        def poll(self, timeout: float) -> int:
+            self.calls.append(("poll", timeout))
+            return 0
+
+    settings = load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
+         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    )  # fmt: skip
+    topics = Topics("t-")
+    worker = Worker(settings, build_processor(settings, load_policy(), topics, False), topics)
+    producer = FullProducer()
+    worker.producer = producer  # type: ignore[assignment]
+    store = worker.state.open(3)
+    store.put(b"T-1", b"state 1")
+    store.delete(b"T-2")
+    outs = [Out("t-escalations", b"T-1", b"e1"), Out("t-reminders", b"T-1", b"r1")]
+    worker._send(3, outs, store)
+    changelog = worker.changelog
+    assert producer.sent == [
+        ("t-escalations", b"e1", b"T-1", 3), ("t-reminders", b"r1", b"T-1", 3),
+        (changelog, b"state 1", b"T-1", 3), (changelog, None, b"T-2", 3),
+    ]  # fmt: skip
+    assert [call for call in producer.calls if call[0] == "poll"] == [("poll", 0.01)] * 3
+    assert store.pending == []
+
+
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_a_store_streams_its_items_without_copying_the_partition(
     tmp_path: Path, store: str
@@ -583,3 +632,20 @@ def test_a_store_is_kept_on_revocation_only_after_a_commit_under_the_generation(
     kept = (tmp_path / "tickets" / "0" / checkpoint.FILE).exists()
     assert kept is not refused
     worker.state.close_all()
+
+
+def test_the_worker_collects_cycles_less_often_and_never_walks_its_setup() -> None:
+    """tune_collector: young collections every GC_YOUNG_THRESHOLD net allocations instead of
+    Python's 700, and what exists before the loop starts is frozen out of every collection."""
+    import gc
+
+    from streams.runtime.worker import GC_YOUNG_THRESHOLD, tune_collector
+
+    before = gc.get_threshold()
+    try:
+        tune_collector()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
