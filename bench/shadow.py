@@ -22,14 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from schemas.codec import codec_for  # noqa: E402
 from schemas.records import ticket_event_to_avro  # noqa: E402
-from streams.runtime.processor import TicketProcessor  # noqa: E402
+from streams.runtime.processor import CODECS, TicketProcessor  # noqa: E402
 from streams.runtime.topics import Topics  # noqa: E402
 from streams.runtime.worker_metrics import WorkerStats  # noqa: E402
 from streams.sla.engine import Engine  # noqa: E402
 from streams.sla.policy import load_policy, parse_policy  # noqa: E402
 from streams.tools.generator import generate_history  # noqa: E402
 
-CODECS = ("TicketEvent", "Escalation", "PriorityBump", "Reminder", "DeadLetter")
 SLOWER = "first_response: {URGENT: 1h, HIGH: 2h, NORMAL: 4h, LOW: 8h}"
 FASTER = "first_response: {URGENT: 30m, HIGH: 1h, NORMAL: 2h, LOW: 4h}"
 

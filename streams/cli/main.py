@@ -159,7 +159,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return supervisor.supervise_worker()
     supervisor.die_with_parent()
     from schemas.codec import RegistryError
-    from streams.runtime.worker import build_processor, changelog_topic, run_worker
+    from streams.runtime.processor import build_processor
+    from streams.runtime.worker import changelog_topic, run_worker
 
     settings = cli_settings()
     if args.runtime == "faust":  # at-least-once unless asked otherwise, which it refuses

@@ -38,10 +38,10 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from streams.runtime.processor import Out, TicketProcessor, is_tick
+from streams.runtime.processor import Out, TicketProcessor, build_processor, is_tick
 from streams.runtime.settings import ConfigError, Settings
 from streams.runtime.topics import Topics, ensure_topics
-from streams.runtime.worker import READY, build_processor
+from streams.runtime.worker import READY
 from streams.runtime.worker_metrics import metrics_exposition
 from streams.sla.policy import Policy
 

@@ -18,7 +18,7 @@ from typing import Protocol
 import orjson
 
 from schemas.board_wire import ticket_board_body
-from schemas.codec import AvroCodec, ErrorKind
+from schemas.codec import AvroCodec, ErrorKind, codecs_for
 from schemas.records import (
     DAY_MS,
     Rejected,
@@ -52,6 +52,7 @@ from streams.sla.board import follow
 from streams.sla.engine import Engine
 from streams.sla.events import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, Status, TicketEvent
 from streams.sla.frozen import fast_constructor
+from streams.sla.policy import Policy
 from streams.sla.queues import QUEUE_STATS, QueueStat, StatKind, queue_name, stat_id
 from streams.sla.state import TicketState
 
@@ -898,3 +899,30 @@ class TicketProcessor:
             elif isinstance(action, Silenced):
                 silenced = counters.silenced
                 silenced[action.reason.value] = silenced.get(action.reason.value, 0) + 1
+
+
+CODECS = ("TicketEvent", "Escalation", "PriorityBump", "Reminder", "DeadLetter", "TicketBoard")
+
+
+def build_processor(
+    settings: Settings,
+    policy: Policy,
+    topics: Topics,
+    event_time: bool,
+    shadow: Policy | None = None,
+) -> TicketProcessor:
+    """The processor every runtime drives (the loop, streams.runtime.worker, and
+    streams.runtime.faust_runtime), from the settings; the composition root (streams.cli)
+    makes it and gives it to the runtime. `shadow`: a candidate policy run beside
+    production (`--shadow-policy`)."""
+    codecs = codecs_for(CODECS, settings, topics)
+    metrics = shadow_metrics = None
+    if settings.metrics_enabled:
+        metrics = WorkerStats((s.name for s in policy.sla_policies), live=not event_time)
+        if shadow is not None:
+            shadow_metrics = WorkerStats((s.name for s in shadow.sla_policies), live=False)
+    return TicketProcessor(
+        Engine(policy), topics, codecs, settings.max_event_bytes, event_time, metrics=metrics,
+        max_skew_ms=settings.max_clock_skew_ms, max_record_bytes=settings.max_record_bytes,
+        shadow=None if shadow is None else Engine(shadow), shadow_metrics=shadow_metrics,
+    )  # fmt: skip

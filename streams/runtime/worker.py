@@ -47,7 +47,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from schemas.codec import RegistryError, codecs_for
+from schemas.codec import RegistryError
 from streams.runtime import checkpoint, kafka_config
 from streams.runtime.checkpoint import Checkpoint
 from streams.runtime.kafka_config import transactional_id
@@ -57,13 +57,10 @@ from streams.runtime.metrics import MetricsServer
 from streams.runtime.processor import Counters, Out, Savepoint, TicketProcessor, is_tick
 from streams.runtime.settings import Settings
 from streams.runtime.topics import Topics
-from streams.runtime.worker_metrics import WorkerStats, metrics_exposition
-from streams.sla.engine import Engine
-from streams.sla.policy import Policy
+from streams.runtime.worker_metrics import metrics_exposition
 
 log = logging.getLogger("escalator.worker")
 
-CODECS = ("TicketEvent", "Escalation", "PriorityBump", "Reminder", "DeadLetter", "TicketBoard")
 READY = "Worker ready"  # said after each assignment's restore (tests and the demo wait for it)
 RESTART_EXIT_CODE = 75  # the supervisor in `escalator worker` restarts the child on this
 RESTARTS_ENV = "ESCALATOR_WORKER_RESTARTS"  # consecutive restarts, set by the supervisor
@@ -94,29 +91,6 @@ def group_generation(metadata: object) -> int | None:
         return None
     generation = int.from_bytes(metadata[start : start + 4], sys.byteorder, signed=True)
     return generation if generation >= 0 else None
-
-
-def build_processor(
-    settings: Settings,
-    policy: Policy,
-    topics: Topics,
-    event_time: bool,
-    shadow: Policy | None = None,
-) -> TicketProcessor:
-    """The processor every runtime drives (this loop, streams.runtime.faust_runtime), from
-    the settings;
-    `shadow`: a candidate policy run beside production (`--shadow-policy`)."""
-    codecs = codecs_for(CODECS, settings, topics)
-    metrics = shadow_metrics = None
-    if settings.metrics_enabled:
-        metrics = WorkerStats((s.name for s in policy.sla_policies), live=not event_time)
-        if shadow is not None:
-            shadow_metrics = WorkerStats((s.name for s in shadow.sla_policies), live=False)
-    return TicketProcessor(
-        Engine(policy), topics, codecs, settings.max_event_bytes, event_time, metrics=metrics,
-        max_skew_ms=settings.max_clock_skew_ms, max_record_bytes=settings.max_record_bytes,
-        shadow=None if shadow is None else Engine(shadow), shadow_metrics=shadow_metrics,
-    )  # fmt: skip
 
 
 class Processor(Protocol):

@@ -62,9 +62,8 @@ def sample_names(family: Metric) -> set[str]:
 def _worker_families() -> Iterable[Metric]:
     from schemas.codec import codec_for
     from schemas.records import ticket_event_to_avro
-    from streams.runtime.processor import TicketProcessor
+    from streams.runtime.processor import CODECS, TicketProcessor
     from streams.runtime.topics import Topics
-    from streams.runtime.worker import CODECS
     from streams.runtime.worker_metrics import WorkerCollector, WorkerStats
     from streams.sla.engine import Engine
     from streams.sla.events import EventType, TicketEvent

@@ -28,14 +28,13 @@ import streams.runtime.worker
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
 from streams.runtime.kafka_config import idempotent_producer
-from streams.runtime.processor import encode_state
+from streams.runtime.processor import build_processor, encode_state
 from streams.runtime.settings import Settings
 from streams.runtime.topics import ensure_topics
 from streams.runtime.worker import (
     READY,
     PartitionStore,
     Worker,
-    build_processor,
     changelog_topic,
 )
 from streams.sla.engine import Engine

@@ -14,7 +14,8 @@ from confluent_kafka import KafkaException, Producer, TopicPartition
 
 from streams.runtime import checkpoint
 from streams.runtime.kafka_config import idempotent_producer
-from streams.runtime.worker import PartitionStore, Worker, build_processor, changelog_topic
+from streams.runtime.processor import build_processor
+from streams.runtime.worker import PartitionStore, Worker, changelog_topic
 from streams.sla.policy import load_policy
 from tests.integration.conftest import Pipeline
 from tests.integration.test_dlq_and_clock import now_ms

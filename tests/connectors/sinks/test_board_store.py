@@ -16,7 +16,7 @@ import redis
 from connectors.sinks.board_store import BoardKeys, BoardReader, BoardWriter, Update
 from schemas.codec import codec_for
 from schemas.records import ticket_board_from_avro, ticket_event_to_avro
-from streams.runtime.processor import TicketProcessor
+from streams.runtime.processor import CODECS, TicketProcessor
 from streams.runtime.topics import Topics
 from streams.sla.board import BoardEntry, BoardRecord, BoardView, Fired, Left, clockless
 from streams.sla.engine import Engine
@@ -28,7 +28,6 @@ pytestmark = pytest.mark.integration
 
 TOPICS = Topics()
 PARTITIONS = 3
-CODECS = ("TicketEvent", "Escalation", "PriorityBump", "Reminder", "DeadLetter", "TicketBoard")
 T0 = datetime(2026, 3, 2, 15, tzinfo=UTC)
 
 

@@ -141,8 +141,9 @@ def test_without_an_instance_id_the_data_dir_tells_instances_apart(tmp_path: Pat
 
 
 def test_readiness_waits_for_an_assignment(tmp_path: Path) -> None:
+    from streams.runtime.processor import build_processor
     from streams.runtime.topics import Topics
-    from streams.runtime.worker import Worker, build_processor
+    from streams.runtime.worker import Worker
     from streams.sla.policy import load_policy
 
     settings = load_settings(
@@ -186,9 +187,9 @@ def test_a_tick_only_transaction_sends_the_offsets_of_every_owned_partition(
 ) -> None:
     """KIP-447 fences a zombie through the offsets its transaction sends: a transaction with
     only a tick's escalations must send them too, under the assignment's generation."""
-    from streams.runtime.processor import Out
+    from streams.runtime.processor import Out, build_processor
     from streams.runtime.topics import Topics
-    from streams.runtime.worker import Worker, build_processor
+    from streams.runtime.worker import Worker
     from streams.sla.policy import load_policy
 
     settings = load_settings(
@@ -221,9 +222,9 @@ def test_a_full_producer_queue_delays_a_record_and_loses_or_reorders_none(
 ) -> None:
     """The client refuses a record while its queue is full (BufferError): the worker serves
     its deliveries and sends that record again, outputs then changelog, each in order."""
-    from streams.runtime.processor import Out
+    from streams.runtime.processor import Out, build_processor
     from streams.runtime.topics import Topics
-    from streams.runtime.worker import Worker, build_processor
+    from streams.runtime.worker import Worker
     from streams.sla.policy import load_policy
 
     class FullProducer(FakeProducer):
@@ -305,9 +306,9 @@ def test_a_transactional_call_that_ignores_its_timeout_restarts_the_worker(
     restart (bench/txn_offsets_hang.py): the watchdog ends the process for a restart."""
     import threading
 
-    from streams.runtime.processor import Out
+    from streams.runtime.processor import Out, build_processor
     from streams.runtime.topics import Topics
-    from streams.runtime.worker import Worker, build_processor
+    from streams.runtime.worker import Worker
     from streams.sla.policy import load_policy
 
     settings = load_settings(
@@ -472,8 +473,9 @@ def test_a_refused_transaction_is_aborted_and_read_again_without_a_restart(
     reads from the committed offsets again: the second attempt sends what the first did,
     from the same state, and the store, index and counts are as if it ran once."""
     from schemas.records import ticket_event_to_avro
+    from streams.runtime.processor import build_processor
     from streams.runtime.topics import Topics
-    from streams.runtime.worker import Restart, Worker, build_processor
+    from streams.runtime.worker import Restart, Worker
     from streams.sla.events import EventType, TicketEvent
     from streams.sla.policy import load_policy
 
@@ -602,8 +604,9 @@ def test_a_store_is_kept_on_revocation_only_after_a_commit_under_the_generation(
     has that commit refused, so it keeps no store whose checkpoint would skip the records
     the partition's new owner wrote meanwhile."""
     from streams.runtime import checkpoint
+    from streams.runtime.processor import build_processor
     from streams.runtime.topics import Topics
-    from streams.runtime.worker import Restart, Worker, build_processor
+    from streams.runtime.worker import Restart, Worker
     from streams.sla.policy import load_policy
 
     settings = load_settings(

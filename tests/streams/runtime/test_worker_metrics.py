@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
-from streams.runtime.processor import TicketProcessor
+from streams.runtime.processor import CODECS, TicketProcessor
 from streams.runtime.topics import Topics
 from streams.runtime.worker_metrics import (
     Buckets,
@@ -49,7 +49,6 @@ triggers:
               {bump_priority: {to: URGENT}}]
 """
 )
-CODECS = ("TicketEvent", "Escalation", "PriorityBump", "Reminder", "DeadLetter")
 CLOSED_RETENTION_MS = Tracking().closed_retention
 
 
