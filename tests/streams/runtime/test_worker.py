@@ -652,3 +652,22 @@ def test_the_worker_collects_cycles_less_often_and_never_walks_its_setup() -> No
     finally:
         gc.set_threshold(*before)
         gc.unfreeze()
+
+
+def test_a_rewind_leaves_a_partition_forgotten_since_the_savepoint_forgotten() -> None:
+    """Partition 1 was owned when the transaction began, then revoked and assigned again
+    (the processor forgot its clock): an abort must not put back the earlier ownership's."""
+    from streams.runtime.processor import build_processor
+    from streams.runtime.topics import Topics
+    from streams.sla.policy import load_policy
+
+    settings = load_settings({"ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    processor = build_processor(settings, load_policy(), Topics("t-"), True)
+    processor.watermark.update({0: 100, 1: 200})
+    point = processor.savepoint()
+    processor.forget([1])
+    point.forget([1])
+    processor.watermark.update({0: 150, 1: 900})  # the new ownership's events, then an abort
+    for p in (0, 1):
+        processor.rewind(point, p, {}, lambda key: None)
+    assert processor.watermark == {0: 100}
