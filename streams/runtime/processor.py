@@ -126,6 +126,15 @@ class Savepoint:
     clocks: list[tuple[dict[int, int], dict[int, int]]]  # per lane: watermark, heartbeats
     counters: Counters
 
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Partitions the processor forgot since (revoked, or assigned anew): a rewind must
+        leave them forgotten, not put back the clocks of an earlier ownership."""
+        partitions = list(partitions)
+        for lane in self.clocks:
+            for saved in lane:
+                for p in partitions:
+                    saved.pop(p, None)
+
 
 class SteadyClock:
     """The wall-clock worker's clock: the system clock, but never backwards and never more

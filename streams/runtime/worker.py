@@ -738,6 +738,8 @@ class Worker(ConsumeLoop):
                 self.state.close(p, kept, None if kept is None else self.processor.saved_index(p))
         self._set_owned([p for p in self.owned if p not in revoked])
         self.processor.forget(revoked)
+        if self.savepoint is not None:
+            self.savepoint.forget(revoked)
         for p in revoked:
             self.committed.pop(p, None)
         try:
@@ -833,6 +835,8 @@ class Worker(ConsumeLoop):
         )
         self.committed.update({tp.partition: max(tp.offset, 0) for tp in committed})
         self.processor.forget(added)
+        if self.savepoint is not None:
+            self.savepoint.forget(added)
         again = self._cancel_restore()  # restarted with the new partitions
         self._begin_restore(sorted(set(again) | set(added)), started)
 

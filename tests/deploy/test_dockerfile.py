@@ -293,6 +293,29 @@ def test_wheel_holds_every_package_file(wheel: Path) -> None:
     assert re.search(r"^escalator = streams\.cli\.main:main$", text, re.M)
 
 
+def run_installed(
+    wheel: Path, tmp_path: Path, script: str
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """Install the wheel into a directory of its own and run `script` (given that directory
+    as its argument) outside the repository, so nothing is found relative to the checkout;
+    fails on a non-zero exit."""
+    target = tmp_path / "site"
+    pip("install", "--no-deps", "--no-compile", "--target", str(target), str(wheel))
+    run = tmp_path / "run"
+    run.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(target)],
+        cwd=run,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return target, proc
+
+
 INSTALLED_CHECK = """
 import json, sys
 from pathlib import Path
@@ -316,20 +339,7 @@ print(json.dumps({"pages": pages, "codecs": len(codecs), "schema_dir": str(SCHEM
 def test_installed_package_finds_its_data_outside_the_source_tree(
     wheel: Path, tmp_path: Path
 ) -> None:
-    target = tmp_path / "site"
-    pip("install", "--no-deps", "--no-compile", "--target", str(target), str(wheel))
-    run = tmp_path / "run"  # not the repository: nothing is found relative to the checkout
-    run.mkdir()
-    proc = subprocess.run(
-        [sys.executable, "-c", INSTALLED_CHECK, str(target)],
-        cwd=run,
-        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    target, proc = run_installed(wheel, tmp_path, INSTALLED_CHECK)
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["code"] == 0
     assert all(size > 0 for size in report["pages"].values()), report
@@ -361,18 +371,7 @@ def test_the_images_engine_is_compiled(
         path.removesuffix(".py").replace("/", ".")
         for path in pyproject["tool"]["escalator"]["compiled-modules"]
     )
-    target = tmp_path / "site"
-    pip("install", "--no-deps", "--no-compile", "--target", str(target), str(wheel))
-    proc = subprocess.run(
-        [sys.executable, "-c", COMPILED_CHECK],
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, proc = run_installed(wheel, tmp_path, COMPILED_CHECK)
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["code"] == 0 and report["engine"] is True, proc.stdout
     assert report["modules"] == wanted

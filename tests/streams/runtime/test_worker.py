@@ -162,6 +162,22 @@ def test_readiness_waits_for_an_assignment(tmp_path: Path) -> None:
     assert worker.changelog == "escalator-tickets-changelog"
 
 
+def offline_worker(tmp_path: Path, store: str) -> Any:
+    """A wall-clock Worker with the processor `escalator worker` makes, on topics `t-*`,
+    its clients pointed at no broker (a test swaps in fakes)."""
+    from streams.runtime.processor import build_processor
+    from streams.runtime.topics import Topics
+    from streams.runtime.worker import Worker
+    from streams.sla.policy import load_policy
+
+    settings = load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": store,
+         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    )  # fmt: skip
+    topics = Topics("t-")
+    return Worker(settings, build_processor(settings, load_policy(), topics, False), topics)
+
+
 class FakeProducer:
     """Records the transactional calls the worker makes (no broker)."""
 
@@ -187,17 +203,9 @@ def test_a_tick_only_transaction_sends_the_offsets_of_every_owned_partition(
 ) -> None:
     """KIP-447 fences a zombie through the offsets its transaction sends: a transaction with
     only a tick's escalations must send them too, under the assignment's generation."""
-    from streams.runtime.processor import Out, build_processor
-    from streams.runtime.topics import Topics
-    from streams.runtime.worker import Worker
-    from streams.sla.policy import load_policy
+    from streams.runtime.processor import Out
 
-    settings = load_settings(
-        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
-         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
-    )  # fmt: skip
-    topics = Topics("t-")
-    worker = Worker(settings, build_processor(settings, load_policy(), topics, False), topics)
+    worker = offline_worker(tmp_path, "memory://")
     producer = FakeProducer()
     worker.producer = producer  # type: ignore[assignment]
     worker.group = "generation 7 of the assignment"
@@ -222,10 +230,7 @@ def test_a_full_producer_queue_delays_a_record_and_loses_or_reorders_none(
 ) -> None:
     """The client refuses a record while its queue is full (BufferError): the worker serves
     its deliveries and sends that record again, outputs then changelog, each in order."""
-    from streams.runtime.processor import Out, build_processor
-    from streams.runtime.topics import Topics
-    from streams.runtime.worker import Worker
-    from streams.sla.policy import load_policy
+    from streams.runtime.processor import Out
 
     class FullProducer(FakeProducer):
         def __init__(self) -> None:
@@ -244,12 +249,7 @@ def test_a_full_producer_queue_delays_a_record_and_loses_or_reorders_none(
             self.calls.append(("poll", timeout))
             return 0
 
-    settings = load_settings(
-        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
-         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
-    )  # fmt: skip
-    topics = Topics("t-")
-    worker = Worker(settings, build_processor(settings, load_policy(), topics, False), topics)
+    worker = offline_worker(tmp_path, "memory://")
     producer = FullProducer()
     worker.producer = producer  # type: ignore[assignment]
     store = worker.state.open(3)
@@ -306,17 +306,9 @@ def test_a_transactional_call_that_ignores_its_timeout_restarts_the_worker(
     restart (bench/txn_offsets_hang.py): the watchdog ends the process for a restart."""
     import threading
 
-    from streams.runtime.processor import Out, build_processor
-    from streams.runtime.topics import Topics
-    from streams.runtime.worker import Worker
-    from streams.sla.policy import load_policy
+    from streams.runtime.processor import Out
 
-    settings = load_settings(
-        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
-         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
-    )  # fmt: skip
-    topics = Topics("t-")
-    worker = Worker(settings, build_processor(settings, load_policy(), topics, False), topics)
+    worker = offline_worker(tmp_path, "memory://")
     released = threading.Event()
 
     class HangingProducer(FakeProducer):
@@ -473,18 +465,10 @@ def test_a_refused_transaction_is_aborted_and_read_again_without_a_restart(
     reads from the committed offsets again: the second attempt sends what the first did,
     from the same state, and the store, index and counts are as if it ran once."""
     from schemas.records import ticket_event_to_avro
-    from streams.runtime.processor import build_processor
-    from streams.runtime.topics import Topics
-    from streams.runtime.worker import Restart, Worker
+    from streams.runtime.worker import Restart
     from streams.sla.events import EventType, TicketEvent
-    from streams.sla.policy import load_policy
 
-    settings = load_settings(
-        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
-         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
-    )  # fmt: skip
-    topics = Topics("t-")
-    worker = Worker(settings, build_processor(settings, load_policy(), topics, False), topics)
+    worker = offline_worker(tmp_path, "memory://")
     worker.consumer.close()
     worker.consumer = Seeking()  # type: ignore[assignment]
     producer = worker.producer = RefusingProducer(refusals=1)  # type: ignore[assignment]
@@ -604,17 +588,9 @@ def test_a_store_is_kept_on_revocation_only_after_a_commit_under_the_generation(
     has that commit refused, so it keeps no store whose checkpoint would skip the records
     the partition's new owner wrote meanwhile."""
     from streams.runtime import checkpoint
-    from streams.runtime.processor import build_processor
-    from streams.runtime.topics import Topics
-    from streams.runtime.worker import Restart, Worker
-    from streams.sla.policy import load_policy
+    from streams.runtime.worker import Restart
 
-    settings = load_settings(
-        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "rocksdb://",
-         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
-    )  # fmt: skip
-    topics = Topics("t-")
-    worker = Worker(settings, build_processor(settings, load_policy(), topics, False), topics)
+    worker = offline_worker(tmp_path, "rocksdb://")
     worker.consumer.close()
     consumer = worker.consumer = Revoking()  # type: ignore[assignment]
     producer = RefusingProducer(1 if refused else 0, KafkaError.UNKNOWN_MEMBER_ID)
@@ -652,3 +628,22 @@ def test_the_worker_collects_cycles_less_often_and_never_walks_its_setup() -> No
     finally:
         gc.set_threshold(*before)
         gc.unfreeze()
+
+
+def test_a_rewind_leaves_a_partition_forgotten_since_the_savepoint_forgotten() -> None:
+    """Partition 1 was owned when the transaction began, then revoked and assigned again
+    (the processor forgot its clock): an abort must not put back the earlier ownership's."""
+    from streams.runtime.processor import build_processor
+    from streams.runtime.topics import Topics
+    from streams.sla.policy import load_policy
+
+    settings = load_settings({"ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    processor = build_processor(settings, load_policy(), Topics("t-"), True)
+    processor.watermark.update({0: 100, 1: 200})
+    point = processor.savepoint()
+    processor.forget([1])
+    point.forget([1])
+    processor.watermark.update({0: 150, 1: 900})  # the new ownership's events, then an abort
+    for p in (0, 1):
+        processor.rewind(point, p, {}, lambda key: None)
+    assert processor.watermark == {0: 100}
