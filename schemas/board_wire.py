@@ -17,12 +17,33 @@ _SMALL: Final = [bytes([(n << 1) if n >= 0 else ((-n << 1) - 1)]) for n in range
 _NULL: Final = b"\x00"  # union branch 0 (null); also an empty array's end
 _SOME: Final = b"\x02"  # union branch 1
 _FALSE, _TRUE = b"\x00", b"\x01"
-_STRINGS: dict[str, bytes] = {}  # the few kinds, targets, reasons, rules and priorities
-_STRINGS_MAX: Final = 4096
+# Encoded once: the few strings from the policy (kinds, targets, reasons, rules, priorities),
+# and recent numbers (a ticket's escalation instants recur in its next records, as its entry
+# or warning; levels and counts in every record)
+_SEEN: dict[str | int, bytes] = {}
+_SEEN_MAX: Final = 8192
 
 
 def _long(n: int) -> bytes:
     """An Avro int or long: zigzag, then a little-endian base-128 varint."""
+    found = _SEEN.get(n)
+    return _keep(n, _varint(n)) if found is None else found
+
+
+def _word(s: str) -> bytes:
+    """A string that recurs across records."""
+    found = _SEEN.get(s)
+    return _keep(s, _str(s)) if found is None else found
+
+
+def _keep(key: str | int, encoded: bytes) -> bytes:
+    if len(_SEEN) >= _SEEN_MAX:
+        _SEEN.clear()
+    _SEEN[key] = encoded
+    return encoded
+
+
+def _varint(n: int) -> bytes:
     if -64 <= n < 64:
         return _SMALL[n + 64]
     n = (n << 1) ^ (n >> 63)
@@ -39,17 +60,8 @@ def _long(n: int) -> bytes:
 
 def _str(s: str) -> bytes:
     data = s.encode()
-    return _long(len(data)) + data
-
-
-def _word(s: str) -> bytes:
-    """A string that recurs across records (from the policy): encoded once."""
-    found = _STRINGS.get(s)
-    if found is None:
-        if len(_STRINGS) >= _STRINGS_MAX:
-            _STRINGS.clear()
-        found = _STRINGS[s] = _str(s)
-    return found
+    n = len(data)
+    return (_SMALL[n + 64] if n < 64 else _varint(n)) + data
 
 
 def _entry(e: BoardEntry) -> bytes:

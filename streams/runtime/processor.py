@@ -653,7 +653,7 @@ class TicketProcessor:
         view = NEW_TICKET if metrics is None else metrics.view(state)
         state, actions = self.engine.apply(state, event, engine_now, quiet)
         records = self._records(actions, now) if actions else []
-        board = self._board(state, event, actions)
+        board = self._board(state, event, actions, ticket_key)
         if board is not None:
             records.append(board)
         value = encode_state(partition, state)
@@ -812,7 +812,7 @@ class TicketProcessor:
                 state, actions = self.engine.advance(state, due, quiet, True)
             else:
                 state, actions = self.engine.advance(state, upto, quiet)
-            board = self._board(state, None, actions)
+            board = self._board(state, None, actions, key)
             self.cache.save(store, key, partition, state)
             if metrics is not None:
                 metrics.moved(partition, old, category(state))
@@ -871,7 +871,7 @@ class TicketProcessor:
         return out
 
     def _board(
-        self, state: TicketState, event: TicketEvent | None, actions: list[Action]
+        self, state: TicketState, event: TicketEvent | None, actions: list[Action], key: bytes
     ) -> Out | None:
         """The ticket-board record of a ticket the engine just worked on, if what the board
         shows of it changed: the core decides (streams.sla.board.follow), from the inputs
@@ -884,9 +884,7 @@ class TicketProcessor:
         )
         if record is None:
             return None
-        return Out(
-            self.board_topic, state.ticket_id.encode(), codec.frame(ticket_board_body(record))
-        )
+        return _new_out(self.board_topic, key, codec.frame(ticket_board_body(record)))
 
     def _count(self, actions: list[Action], now: int, queue: str, stats: list[QueueStat]) -> None:
         """Count a ticket's actions; its SLA breach escalations also go into `stats`."""

@@ -57,9 +57,9 @@ from streams.sla.events import (
     PRIORITY_RANK,
     EventType,
     Priority,
-    Status,
     TicketEvent,
 )
+from streams.sla.frozen import fast_constructor
 from streams.sla.policy import Policy
 
 
@@ -96,7 +96,7 @@ class Fired:
 
     @classmethod
     def from_action(cls, action: Escalation) -> Fired:
-        return cls(
+        return _new_fired(
             action.escalation_id, action.ticket_id, str(action.kind), action.level,
             action.from_level, action.target, str(action.reason), action.rule, action.due_at,
             action.fired_at,
@@ -143,15 +143,15 @@ class Lifecycle:
         """Take what `event` says about the lifecycle; True if anything moved."""
         t = event.occurred_at
         changed = False
-        status = _status_of(event)
-        if status in DONE_STATUSES:
-            if self.closed_at is None or t > self.closed_at:
-                self.closed_at, changed = t, True
-        elif status is not None and (self.open_at is None or t > self.open_at):
-            self.open_at, changed = t, True
-        if event.type is EventType.AGENT_REPLIED and (
-            self.answered_at is None or t > self.answered_at
-        ):
+        kind = event.type
+        status = _IMPLIED(kind) or event.status
+        if status is not None:
+            if status in DONE_STATUSES:
+                if self.closed_at is None or t > self.closed_at:
+                    self.closed_at, changed = t, True
+            elif self.open_at is None or t > self.open_at:
+                self.open_at, changed = t, True
+        if kind is _REPLIED and (self.answered_at is None or t > self.answered_at):
             self.answered_at, changed = t, True
         return changed
 
@@ -164,8 +164,8 @@ class Lifecycle:
         return before != (self.closed_at, self.open_at, self.answered_at)
 
 
-def _status_of(event: TicketEvent) -> Status | None:
-    return IMPLIED_STATUS.get(event.type) or event.status
+_IMPLIED = IMPLIED_STATUS.get  # an event's status: the one its type implies, or its own
+_REPLIED = EventType.AGENT_REPLIED
 
 
 def _max(a: int | None, b: int | None) -> int | None:
@@ -302,6 +302,9 @@ class TicketInputs:
     published: bool = False  # the worker has published a ticket-board record of it
     # What the last `follow` found it shows (not stored: recomputed once after a restore)
     shown: BoardView | None = field(default=None, compare=False)
+    # to_row's escalation rows, kept while the escalations stay as they are: the state is
+    # written on every event, the escalations change on about one in four
+    fired_rows: list[list[Any]] | None = field(default=None, compare=False, repr=False)
 
     def to_row(self) -> list[Any]:
         """JSON-ready, for the worker's ticket state, which it makes larger on every write:
@@ -311,12 +314,14 @@ class TicketInputs:
         life = self.life
         if not (self.published or self.escalations or self.bumps):
             return [life.closed_at, life.open_at, life.answered_at]
-        code = _CODE.get
-        fired = [
-            [f.escalation_id, code(f.kind, f.kind), f.level, f.from_level, f.target,
-             code(f.reason, f.reason), f.rule, f.due_at, f.fired_at - f.due_at]
-            for f in self.escalations.values()
-        ]  # fmt: skip
+        fired = self.fired_rows
+        if fired is None:
+            code = _CODE.get
+            fired = self.fired_rows = [
+                [f.escalation_id, code(f.kind, f.kind), f.level, f.from_level, f.target,
+                 code(f.reason, f.reason), f.rule, f.due_at, f.fired_at - f.due_at]
+                for f in self.escalations.values()
+            ]  # fmt: skip
         return [life.closed_at, life.open_at, life.answered_at, self.published, fired, self.bumps]
 
     @classmethod
@@ -325,7 +330,7 @@ class TicketInputs:
         if len(row) == 3:
             return cls(ticket_id, life=life)
         escalations = {
-            r[0]: Fired(
+            r[0]: _new_fired(
                 r[0],
                 ticket_id,
                 _CODED[r[1]] if type(r[1]) is int else r[1],
@@ -349,6 +354,8 @@ class TicketInputs:
         if since is None:
             return
         ended = [i for i, e in self.escalations.items() if e.due_at <= since]
+        if ended:
+            self.fired_rows = None
         for escalation_id in ended:
             del self.escalations[escalation_id]
             self.bumps.pop(escalation_id, None)
@@ -358,6 +365,7 @@ class TicketInputs:
         if fired.escalation_id in self.escalations:
             return False
         self.escalations[fired.escalation_id] = fired
+        self.fired_rows = None
         return True
 
     def add_bump(self, escalation_id: str, new_priority: str) -> bool:
@@ -406,14 +414,14 @@ class TicketInputs:
                 life.answered_at is None or life.answered_at < raised.due_at
             ):
                 climbs_at = climb_due(policy, raised.level, raised.fired_at)
-            entry = BoardEntry(
+            entry = _new_entry(
                 self.ticket_id, latest.escalation_id, latest.kind, latest.level, latest.target,
                 latest.reason, latest.rule, latest.due_at, latest.fired_at, escalations,
                 priority, climbs_at,
             )  # fmt: skip
         warning = None
         if warned is not None:
-            warning = WarningEntry(
+            warning = _new_warning(
                 self.ticket_id, warned.escalation_id, warned.target, warned.rule,
                 warned.due_at, warned.fired_at, warnings,
             )  # fmt: skip
@@ -421,7 +429,7 @@ class TicketInputs:
 
     def view(self, policy: Policy) -> BoardView:
         entry, warning = self._scan(policy)
-        return BoardView(self.ticket_id, self.life.closed, entry, warning)
+        return _new_view(self.ticket_id, self.life.closed, entry, warning)
 
     def warning(self) -> WarningEntry | None:
         """The ticket's latest open SLA warning, or None."""
@@ -448,6 +456,15 @@ _CODED: Final = (
 _CODE: Final = {name: number for number, name in enumerate(_CODED)}
 _RAISING = frozenset(str(k) for k in RAISING_KINDS)  # Fired.raises
 _NEVER: tuple[int, int, str] = (-(2**63) - 1, 0, "")  # before any Fired.order
+# The worker builds these for about every third event: at the cost of mutable records
+# (streams.sla.frozen), not of frozen dataclasses' __init__.
+_new_fired = fast_constructor(Fired)
+_new_entry = fast_constructor(BoardEntry)
+_new_warning = fast_constructor(WarningEntry)
+_new_view = fast_constructor(BoardView)
+_new_bumped = fast_constructor(Bumped)
+_new_left = fast_constructor(Left)
+_new_record = fast_constructor(BoardRecord)
 
 
 def follow(
@@ -464,9 +481,10 @@ def follow(
     if inputs is None:
         inputs = TicketInputs(ticket_id)
     life = inputs.life
-    was = (life.closed_at, life.open_at, life.answered_at)
+    closed_at, open_at, answered_at = life.closed_at, life.open_at, life.answered_at
     moved = event is not None and life.observe(event)
-    if not actions and not (moved and inputs.published):
+    published = inputs.published
+    if not actions and not (moved and published):
         return inputs, None  # most calls: nothing the board could show moved
     fired: list[Fired] = []
     bumps: list[Bumped] = []
@@ -475,48 +493,55 @@ def follow(
             if action.escalation_id not in inputs.escalations:
                 fired.append(Fired.from_action(action))
         elif isinstance(action, PriorityBump) and action.escalation_id not in inputs.bumps:
-            bumps.append(Bumped(action.escalation_id, action.old_priority, action.new_priority,
-                                str(action.reason), action.fired_at))  # fmt: skip
-    before_life = Lifecycle(*was)
-    if not fired and not bumps:
-        if not (moved and inputs.published):
-            return inputs, None
-        if inputs.shown is not None and not _shows(before_life, life, inputs.shown):
-            return inputs, None
+            bump = _new_bumped(action.escalation_id, action.old_priority, action.new_priority,
+                               str(action.reason), action.fired_at)  # fmt: skip
+            bumps.append(bump)
     before = inputs.shown
-    if before is None and inputs.published:
-        inputs.life = before_life
+    if not fired and not bumps:
+        if not (moved and published):
+            return inputs, None
+        if before is not None and not _shows(closed_at, open_at, answered_at, life, before):
+            return inputs, None
+    if before is None and published:
+        inputs.life = Lifecycle(closed_at, open_at, answered_at)
         before = inputs.view(policy)
         inputs.life = life
-    for f in fired:
-        inputs.escalations[f.escalation_id] = f
+    if fired:
+        escalations = inputs.escalations
+        for f in fired:
+            escalations[f.escalation_id] = f
+        inputs.fired_rows = None
     for bump in bumps:
         inputs.bumps[bump.escalation_id] = bump.new_priority
     after = inputs.shown = inputs.view(policy)
     left = None
     if before is not None and before.entry is not None and after.entry is None:
         # left the board: closed (the only way out once on it)
-        left = Left(before.entry.escalation_id, life.closed_at or 0)
-    inputs.prune()
+        left = _new_left(before.entry.escalation_id, life.closed_at or 0)
+    if life.closed_at is not None:
+        inputs.prune()
     if not fired and not bumps and after == before:
         return inputs, None
     inputs.published = True
-    return inputs, BoardRecord(after, tuple(fired), tuple(bumps), left)
+    return inputs, _new_record(after, tuple(fired), tuple(bumps), left)
 
 
-def _shows(before: Lifecycle, after: Lifecycle, shown: BoardView) -> bool:
-    """Whether a lifecycle move can change what the board shows: whether the ticket is
-    closed, its latest close (which escalations it ended), or an agent reply to a ticket
-    that would climb (a reply only stops climbs). A later reopening of an open ticket, the
-    most common move, changes nothing."""
-    if before.closed != after.closed or before.closed_at != after.closed_at:
+def _shows(
+    closed_at: int | None,
+    open_at: int | None,
+    answered_at: int | None,
+    after: Lifecycle,
+    shown: BoardView,
+) -> bool:
+    """Whether a lifecycle move (from the instants before it to `after`) can change what the
+    board shows: whether the ticket is closed, its latest close (which escalations it
+    ended), or an agent reply to a ticket that would climb (a reply only stops climbs). A
+    later reopening of an open ticket, the most common move, changes nothing."""
+    closed = closed_at is not None and (open_at is None or closed_at >= open_at)
+    if closed != after.closed or closed_at != after.closed_at:
         return True
     entry = shown.entry
-    return (
-        before.answered_at != after.answered_at
-        and entry is not None
-        and (entry.climbs_at is not None)
-    )
+    return answered_at != after.answered_at and entry is not None and entry.climbs_at is not None
 
 
 def climb_due(policy: Policy, level: int, since: int) -> int | None:
