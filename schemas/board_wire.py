@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from streams.sla.board import BoardEntry, BoardRecord, Fired, WarningEntry
+from streams.sla.board import BoardRecord
 
 _SMALL: Final = [bytes([(n << 1) if n >= 0 else ((-n << 1) - 1)]) for n in range(-64, 64)]
 _NULL: Final = b"\x00"  # union branch 0 (null); also an empty array's end
@@ -64,50 +64,57 @@ def _str(s: str) -> bytes:
     return (_SMALL[n + 64] if n < 64 else _varint(n)) + data
 
 
-def _entry(e: BoardEntry) -> bytes:
-    return b"".join((
-        _SOME, _str(e.escalation_id), _word(e.kind), _long(e.level), _word(e.target),
-        _word(e.reason), _word(e.rule), _long(e.due_at), _long(e.fired_at),
-        _long(e.open_escalations),
-        _NULL if e.priority is None else _SOME + _word(e.priority),
-        _NULL if e.climbs_at is None else _SOME + _long(e.climbs_at),
-    ))  # fmt: skip
-
-
-def _warning(w: WarningEntry) -> bytes:
-    return b"".join((
-        _SOME, _str(w.escalation_id), _word(w.target), _word(w.rule), _long(w.due_at),
-        _long(w.fired_at), _long(w.open_warnings),
-    ))  # fmt: skip
-
-
-def _fired(f: Fired) -> bytes:
-    return b"".join((
-        _str(f.escalation_id), _word(f.kind), _long(f.level), _long(f.from_level),
-        _word(f.target), _word(f.reason), _word(f.rule), _long(f.due_at), _long(f.fired_at),
-    ))  # fmt: skip
-
-
 def ticket_board_body(record: BoardRecord) -> bytes:
     """The Avro binary encoding of `record` under TicketBoard.avsc: the same bytes as
-    fastavro's of schemas.records.ticket_board_to_avro(record)."""
+    fastavro's of schemas.records.ticket_board_to_avro(record). One flat pass (a call per
+    field costs more than its encoding): `seen(x) or _long(x)` is _long(x), and
+    `seen(s) or _word(s)` is _word(s), without the call when x or s was seen."""
+    seen = _SEEN.get
     view = record.view
-    parts = [
-        _str(view.ticket_id),
-        _TRUE if view.resolved else _FALSE,
-        _NULL if view.entry is None else _entry(view.entry),
-        _NULL if view.warning is None else _warning(view.warning),
-    ]
-    if record.fired:
-        parts.append(_long(len(record.fired)))
-        parts.extend(_fired(f) for f in record.fired)
-    parts.append(_NULL)
+    parts = [_str(view.ticket_id), _TRUE if view.resolved else _FALSE]
+    add = parts.append
+    e = view.entry
+    if e is None:
+        add(_NULL)
+    else:
+        p, c = e.priority, e.climbs_at
+        parts += (
+            _SOME, _str(e.escalation_id), seen(e.kind) or _word(e.kind),
+            seen(e.level) or _long(e.level), seen(e.target) or _word(e.target),
+            seen(e.reason) or _word(e.reason), seen(e.rule) or _word(e.rule),
+            seen(e.due_at) or _long(e.due_at), seen(e.fired_at) or _long(e.fired_at),
+            seen(e.open_escalations) or _long(e.open_escalations),
+            _NULL if p is None else _SOME + (seen(p) or _word(p)),
+            _NULL if c is None else _SOME + (seen(c) or _long(c)),
+        )  # fmt: skip
+    w = view.warning
+    if w is None:
+        add(_NULL)
+    else:
+        parts += (
+            _SOME, _str(w.escalation_id), seen(w.target) or _word(w.target),
+            seen(w.rule) or _word(w.rule), seen(w.due_at) or _long(w.due_at),
+            seen(w.fired_at) or _long(w.fired_at),
+            seen(w.open_warnings) or _long(w.open_warnings),
+        )  # fmt: skip
+    fired = record.fired
+    if fired:
+        add(_long(len(fired)))
+        for f in fired:
+            parts += (
+                _str(f.escalation_id), seen(f.kind) or _word(f.kind),
+                seen(f.level) or _long(f.level), seen(f.from_level) or _long(f.from_level),
+                seen(f.target) or _word(f.target), seen(f.reason) or _word(f.reason),
+                seen(f.rule) or _word(f.rule), seen(f.due_at) or _long(f.due_at),
+                seen(f.fired_at) or _long(f.fired_at),
+            )  # fmt: skip
+    add(_NULL)
     if record.bumps:
-        parts.append(_long(len(record.bumps)))
+        add(_long(len(record.bumps)))
         for b in record.bumps:
             parts += (_str(b.escalation_id), _word(b.old_priority), _word(b.new_priority),
                       _word(b.reason), _long(b.fired_at))  # fmt: skip
-    parts.append(_NULL)
+    add(_NULL)
     left = record.left
-    parts.append(_NULL if left is None else _SOME + _str(left.escalation_id) + _long(left.at))
+    add(_NULL if left is None else _SOME + _str(left.escalation_id) + _long(left.at))
     return b"".join(parts)
