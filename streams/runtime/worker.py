@@ -29,10 +29,9 @@ import logging
 import os
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
@@ -57,6 +56,7 @@ from streams.runtime.metrics import MetricsServer
 from streams.runtime.processor import Counters, Out, Savepoint, TicketProcessor, is_tick
 from streams.runtime.settings import Settings
 from streams.runtime.topics import Topics
+from streams.runtime.watchdog import Watchdog
 from streams.runtime.worker_metrics import metrics_exposition
 
 log = logging.getLogger("escalator.worker")
@@ -445,6 +445,7 @@ class Worker(ConsumeLoop):
         self.rebalancing = True
         self.watchdog_s = TIMEOUT_S + WATCHDOG_SLACK_S
         self.overrun: Callable[[str], None] = self._overrun  # tests replace it
+        self.watchdog = Watchdog()
         self.failed: str | None = None  # a delivery failure, seen by the next commit
         self.fatal: str | None = None  # a fatal client error, seen by the loop
         self.abandoned = False  # restarting: commit nothing more
@@ -676,19 +677,12 @@ class Worker(ConsumeLoop):
         self.say(f"transaction aborted, its records read again from the committed offsets: "
                  f"{error.str()}")  # fmt: skip
 
-    @contextmanager
-    def _watchdog(self, call: str) -> Iterator[None]:
+    def _watchdog(self, call: str) -> AbstractContextManager[None]:
         """librdkafka may not honour a transactional call's timeout after a broker restart
         (confluent-kafka-python reports #5456, #5511; bench/txn_offsets_hang.py reproduces it):
         a call still running `watchdog_s` later ends the process for a restart, as a Restart
         would, instead of stalling its partitions until max.poll.interval.ms evicts it."""
-        timer = threading.Timer(self.watchdog_s, self.overrun, (call,))
-        timer.daemon = True
-        timer.start()
-        try:
-            yield
-        finally:
-            timer.cancel()
+        return self.watchdog.guard(call, self.watchdog_s, self.overrun)
 
     def _overrun(self, call: str) -> None:
         self.say(f"{call} still blocked {self.watchdog_s:.0f} s after it began: restarting")
