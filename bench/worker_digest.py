@@ -9,10 +9,12 @@ the path, with no broker: every message of a generated history (Avro, keyed by t
 end tick per partition, as bench/pipeline.py replays it) goes through `Worker._handle`, and
 a transaction commits every `--commit-every` messages through a producer that records every
 record sent (topic, partition, key, value) instead of sending it. The wall clock is fixed, so
-emitted_at and the event lag are too. Prints a SHA-256 of the records in send order, the
-stores' contents, the processor's counters and the worker's /metrics families (the
-process's own left out), each apart and all together, plus the records per topic and the
-CPU seconds of the drive. Two trees that print the same digest wrote the same bytes.
+emitted_at and the event lag are too. Prints a SHA-256 of the output records in send order,
+of the changelog records as each transaction restores them (compacted: the last value per
+key), of the stores' contents, the processor's counters and the worker's /metrics families
+(the process's own left out), each apart and all together, plus the records per topic and
+the CPU seconds of the drive. Two trees that print the same digest wrote the same outputs
+and restore the same state.
 """
 
 from __future__ import annotations
@@ -77,20 +79,25 @@ class Message:
 
 
 class RecordingProducer:
-    """The transactional producer's calls the worker makes; every record goes into a hash."""
+    """The transactional producer's calls the worker makes. The outputs go into a hash in
+    send order; the changelog's records into another per transaction, compacted as a reader
+    of the committed transaction restores them: the last value per key, by partition, keys
+    in the order of their first write."""
 
-    def __init__(self) -> None:
-        self.records = hashlib.sha256()
+    def __init__(self, changelog: str) -> None:
+        self.changelog = changelog
+        self.outputs = hashlib.sha256()
+        self.states = hashlib.sha256()
+        self.txn: dict[tuple[int, bytes], bytes | None] = {}
         self.counts: dict[str, int] = {}
+        self.compacted = 0  # changelog records, compacted per transaction
 
     def produce(self, topic: str, value: bytes | None, key: bytes, partition: int) -> None:
         self.counts[topic] = self.counts.get(topic, 0) + 1
-        h = self.records
-        h.update(b"%s\0%d\0%d\0" % (topic.encode(), partition, len(key)))
-        h.update(key)
-        h.update(b"-" if value is None else b"%d\0" % len(value))
-        if value is not None:
-            h.update(value)
+        if topic == self.changelog:
+            self.txn[partition, key] = value
+        else:
+            _record(self.outputs, topic, partition, key, value)
 
     def begin_transaction(self) -> None:
         pass
@@ -99,10 +106,22 @@ class RecordingProducer:
         pass
 
     def commit_transaction(self, timeout: float) -> None:
-        pass
+        order = {pk: i for i, pk in enumerate(self.txn)}
+        for partition, key in sorted(self.txn, key=lambda pk: (pk[0], order[pk])):
+            _record(self.states, self.changelog, partition, key, self.txn[partition, key])
+        self.compacted += len(self.txn)
+        self.txn = {}
 
     def poll(self, timeout: float) -> int:
         return 0
+
+
+def _record(h: Any, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+    h.update(b"%s\0%d\0%d\0" % (topic.encode(), partition, len(key)))
+    h.update(key)
+    h.update(b"-" if value is None else b"%d\0" % len(value))
+    if value is not None:
+        h.update(value)
 
 
 def messages(history: Path, partitions: int) -> list[Message]:
@@ -130,7 +149,7 @@ def drive(data: Path, history: Path, commit_every: int) -> dict[str, Any]:
         lane.clock = SteadyClock(lambda: WALL_MS, lambda: 0.0)
     worker = Worker(settings, processor, topics, event_time=True)
     worker.consumer.close()  # never read: the messages are handed to the worker
-    producer = RecordingProducer()
+    producer = RecordingProducer(worker.changelog)
     worker.producer = producer  # type: ignore[assignment]
     partitions = settings.partitions
     for p in range(partitions):
@@ -155,14 +174,15 @@ def drive(data: Path, history: Path, commit_every: int) -> dict[str, Any]:
     metrics = generate_latest(registry)
     counters = repr(asdict(processor.counters)).encode()
     parts = {
-        "records": producer.records.hexdigest(),
+        "outputs": producer.outputs.hexdigest(),
+        "changelog": producer.states.hexdigest(),
         "stores": stores.hexdigest(),
         "counters": hashlib.sha256(counters).hexdigest(),
         "metrics": hashlib.sha256(metrics).hexdigest(),
     }
     everything = hashlib.sha256("".join(parts.values()).encode()).hexdigest()
     return {"messages": len(msgs), "cpu": cpu, "parts": parts, "digest": everything,
-            "counts": producer.counts}  # fmt: skip
+            "counts": producer.counts, "compacted": producer.compacted}  # fmt: skip
 
 
 def main() -> int:
@@ -181,7 +201,8 @@ def main() -> int:
     n, cpu = result["messages"], result["cpu"]
     print(f"{n:,} messages, {cpu:.2f} CPU-s ({n / cpu:,.0f} per CPU-s) from "
           f"{Path(sys.modules['streams'].__file__ or '').parent.parent}")  # fmt: skip
-    print("records : " + ", ".join(f"{t} {c:,}" for t, c in sorted(result["counts"].items())))
+    print("records : " + ", ".join(f"{t} {c:,}" for t, c in sorted(result["counts"].items()))
+          + f" ({result['compacted']:,} compacted per transaction)")  # fmt: skip
     for name, digest in result["parts"].items():
         print(f"{name:<8}: {digest}")
     print(f"digest  : {result['digest']}")
