@@ -229,7 +229,9 @@ def test_a_full_producer_queue_delays_a_record_and_loses_or_reorders_none(
     tmp_path: Path,
 ) -> None:
     """The client refuses a record while its queue is full (BufferError): the worker serves
-    its deliveries and sends that record again, outputs then changelog, each in order."""
+    its deliveries and sends that record again, outputs with their message, the changelog as
+    the transaction commits (each ticket's last state once, before the offsets), each in
+    order."""
     from streams.runtime.processor import Out
 
     class FullProducer(FakeProducer):
@@ -244,6 +246,7 @@ def test_a_full_producer_queue_delays_a_record_and_loses_or_reorders_none(
             if self.attempts - 1 in self.refuse:
                 raise BufferError("Local: Queue full")
             self.sent.append((topic, value, key, partition))
+            self.calls.append(("produce", (topic, partition)))
 
         def poll(self, timeout: float) -> int:
             self.calls.append(("poll", timeout))
@@ -257,13 +260,41 @@ def test_a_full_producer_queue_delays_a_record_and_loses_or_reorders_none(
     store.delete(b"T-2")
     outs = [Out("t-escalations", b"T-1", b"e1"), Out("t-reminders", b"T-1", b"r1")]
     worker._send(3, outs, store)
+    assert producer.sent == [("t-escalations", b"e1", b"T-1", 3), ("t-reminders", b"r1", b"T-1", 3)]
+    store.put(b"T-1", b"state 2")  # a later message of the same transaction
+    worker._send(3, [], store)
+    worker._commit()
     changelog = worker.changelog
-    assert producer.sent == [
-        ("t-escalations", b"e1", b"T-1", 3), ("t-reminders", b"r1", b"T-1", 3),
-        (changelog, b"state 1", b"T-1", 3), (changelog, None, b"T-2", 3),
-    ]  # fmt: skip
+    assert producer.sent[2:] == [(changelog, b"state 2", b"T-1", 3), (changelog, None, b"T-2", 3)]
     assert [call for call in producer.calls if call[0] == "poll"] == [("poll", 0.01)] * 3
-    assert store.pending == []
+    names = [name for name, _ in producer.calls if name != "poll"]
+    assert names == ["begin", "produce", "produce", "produce", "produce", "offsets", "commit"]
+    assert store.pending == [] and store.txn == {} and store.get(b"T-1") == b"state 2"
+
+
+def test_at_least_once_sends_each_state_with_its_message(tmp_path: Path) -> None:
+    """No transaction to compact the changelog in: every write goes with its message."""
+    from streams.runtime.processor import build_processor
+    from streams.runtime.topics import Topics
+    from streams.runtime.worker import Worker
+    from streams.sla.policy import load_policy
+
+    settings = load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
+         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+         "ESCALATOR_PROCESSING_GUARANTEE": "at_least_once"}
+    )  # fmt: skip
+    topics = Topics("t-")
+    worker = Worker(settings, build_processor(settings, load_policy(), topics, False), topics)
+    producer = FakeProducer()
+    worker.producer = producer  # type: ignore[assignment]
+    store = worker.state.open(1)
+    store.put(b"T-1", b"state 1")
+    worker._send(1, [], store)
+    store.put(b"T-1", b"state 2")
+    worker._send(1, [], store)
+    changelog = worker.changelog
+    assert producer.calls == [("produce", (changelog, 1))] * 2 and store.pending == []
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
