@@ -7,7 +7,10 @@ not fetched again. Seen under load after a restart: 7 or 8 events in a row of ea
 never reached the agent, and the acks of the skipped ones were committed. So the runtime keeps
 the next offset it must process for each partition, from the group's committed offsets at
 each assignment (before Faust resumes the streams), and reads a gap from the broker itself.
-A gap the broker confirms (transaction markers, compaction) is passed over.
+A gap the broker confirms (transaction markers, compaction) is passed over. For the same
+reason Faust's commits are clamped to what was processed (ProcessedCommits): at a rebalance
+or a stop its stream acks, unprocessed, what it takes while flow control is suspended, and a
+scale-in lost those events to the next owner.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
 
+from streams.runtime import kafka_config
 from streams.runtime.settings import Settings
 
 READ_TIMEOUT_S = 60.0  # a gap the broker does not return in this long stops the worker
@@ -47,14 +52,18 @@ class MissingRecords(RuntimeError):
 
 
 class BrokerReader:
-    """Blocking reads of one topic with a consumer of its own that never joins the group
-    (assign only, nothing committed); the Cursor calls it in an executor thread."""
+    """Blocking reads beside Faust's consumer, called in an executor thread: the group's
+    committed offsets through the admin API, and a range of one partition with a consumer of
+    its own group id (assign only, nothing committed), so that nothing here ever speaks for
+    the worker's group."""
 
     def __init__(self, settings: Settings, topic: str, group: str) -> None:
         self.topic = topic
+        self.group = group
+        self.admin_config = kafka_config.admin(settings)
         self.config = {
             **settings.kafka.confluent(),
-            "group.id": group,  # the committed offsets it reads are the group's
+            "group.id": f"{group}-gap-reader",
             "enable.auto.commit": False,
             "isolation.level": "read_uncommitted",  # as Faust's at-least-once consumer reads
             "auto.offset.reset": "earliest",
@@ -68,14 +77,17 @@ class BrokerReader:
 
     def starts(self, partitions: Iterable[int]) -> dict[int, int]:
         """Where the group resumes each partition: its committed offset, or the earliest."""
-        client = self._client()
         tps = [TopicPartition(self.topic, p) for p in partitions]
+        request = ConsumerGroupTopicPartitions(self.group, tps)
+        admin = AdminClient(self.admin_config)
+        futures = admin.list_consumer_group_offsets([request], request_timeout=READ_TIMEOUT_S)
+        committed = futures[self.group].result(timeout=READ_TIMEOUT_S).topic_partitions
         starts = {}
-        for tp in client.committed(tps, timeout=READ_TIMEOUT_S):
+        for tp in committed:
             if tp.offset >= 0:
                 starts[tp.partition] = tp.offset
             else:
-                low, _ = client.get_watermark_offsets(tp, timeout=READ_TIMEOUT_S)
+                low, _ = self._client().get_watermark_offsets(tp, timeout=READ_TIMEOUT_S)
                 starts[tp.partition] = low
         return starts
 
@@ -117,6 +129,10 @@ class Cursor:
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
         self.next: dict[int, int] = {}
+        # `next` as of the last flush that saw every changelog record before it acknowledged
+        # (ChangelogAcks): what may be committed
+        self.durable: dict[int, int] = {}
+        self.resets = 0
         self.gaps = 0  # gaps found with records in them
         self.read = 0  # events read from the broker for them
 
@@ -124,6 +140,8 @@ class Cursor:
         """At each assignment, before the streams resume: where the group resumes."""
         loop = asyncio.get_running_loop()
         self.next = await loop.run_in_executor(None, self.reader.starts, list(partitions))
+        self.durable = dict(self.next)
+        self.resets += 1
 
     def step(self, partition: int, offset: int) -> bool | None:
         """True: the message is the next one (process it, then `done`); None: delivered
@@ -138,6 +156,17 @@ class Cursor:
     def done(self, partition: int, offset: int) -> None:
         self.next[partition] = offset + 1
 
+    def mark(self) -> tuple[int, dict[int, int]]:
+        """Where the cursor is as a flush begins (see `settle`)."""
+        return self.resets, dict(self.next)
+
+    def settle(self, mark: tuple[int, dict[int, int]]) -> None:
+        """The flush that began at `mark` has every changelog record before it on the broker:
+        what was processed by then may be committed (unless an assignment came since)."""
+        resets, processed = mark
+        if resets == self.resets:
+            self.durable = processed
+
     async def fill(self, partition: int, offset: int) -> list[Record]:
         """The records the consumer did not deliver before `offset`, from the broker."""
         loop = asyncio.get_running_loop()
@@ -149,15 +178,17 @@ class Cursor:
         return records
 
     def clamp(self, offsets: Mapping[Any, int], topic: str) -> dict[Any, int]:
-        """Offsets to commit, none of `topic` past what was processed: Faust acks the
-        messages it skips, so its own offsets can pass events nobody processed (seen at a
-        scale-in: the leaving worker committed them, the next owner never read them)."""
+        """Offsets to commit, none of `topic` past what was processed with its changelog
+        records on the broker: Faust acks the messages it skips, so its own offsets can pass
+        events nobody processed (seen at a scale-in: the leaving worker committed them, the
+        next owner never read them)."""
         out = {}
+        durable = self.durable
         for tp, offset in offsets.items():
             if tp.topic != topic:
                 out[tp] = offset
-            elif tp.partition in self.next:
-                out[tp] = min(offset, self.next[tp.partition])
+            elif tp.partition in durable:
+                out[tp] = min(offset, durable[tp.partition])
         return out
 
 

@@ -136,13 +136,21 @@ class ChangelogAcks:
     pending when it began (no livelock under a steady stream). A failed or unacknowledged
     record raises: the commit fails and the worker stops, so nothing is committed past it."""
 
-    def __init__(self, producer: Any, tables: Mapping[str, Any], timeout_s: float) -> None:
+    def __init__(
+        self,
+        producer: Any,
+        tables: Mapping[str, Any],
+        timeout_s: float,
+        cursor: Cursor | None = None,
+    ) -> None:
         self.flush = producer.flush
         self.tables = tables  # the app's, by name: an extension's tables are waited for too
         self.timeout_s = timeout_s
+        self.cursor = cursor  # told what became durable (Cursor.settle)
         producer.flush = self
 
     async def __call__(self) -> None:
+        mark = None if self.cursor is None else self.cursor.mark()
         await self.flush()
         tables = [t for t in self.tables.values() if isinstance(t, ChangelogTable)]
         for table in tables:
@@ -159,6 +167,8 @@ class ChangelogAcks:
                     f"a changelog record of table {table.name!r} failed ({table.failure}): "
                     "offsets not committed"
                 )
+        if mark is not None and self.cursor is not None:
+            self.cursor.settle(mark)
 
 
 class UncleanStop:
@@ -294,9 +304,9 @@ class FaustRuntime:
         )
         table.on_recover(self._recovered)
         self.table = table
-        self.acks = ChangelogAcks(app.producer, app.tables, CHANGELOG_ACK_TIMEOUT_S)
         self.unclean = table.opening = UncleanStop(datadir, Path(app.conf.tabledir), self.say)
         self.cursor = Cursor(reader or BrokerReader(settings, self.source, settings.app_id))
+        self.acks = ChangelogAcks(app.producer, app.tables, CHANGELOG_ACK_TIMEOUT_S, self.cursor)
         self.commits = ProcessedCommits(app.consumer, self.cursor, self.source)
         app.on_before_shutdown.connect(self._stopped_cleanly)
         self.store = TableStore(table)

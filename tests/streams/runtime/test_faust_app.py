@@ -166,6 +166,24 @@ async def test_offsets_are_committed_only_after_the_changelog_records_before_the
     assert table.unacked == {later}
 
 
+async def test_the_cursor_lets_commit_only_what_a_flush_saw_acknowledged(tmp_path: Path) -> None:
+    """Events processed while a flush waits have changelog records it does not wait for:
+    their offsets wait for the next flush."""
+    runtime = runtime_at(tmp_path)
+    table, cursor = runtime.table, Cursor(FakeReader({}, {0: 0}))
+    await cursor.reset([0])
+    acks = ChangelogAcks(GivingUpProducer(), {table.name: table}, 30, cursor)
+    cursor.done(0, 0)
+    first = table.send_changelog(0, b"T-1", b"state")
+    flush = asyncio.create_task(acks())
+    await asyncio.sleep(0.05)
+    cursor.done(0, 1)  # processed while the flush waits
+    table.send_changelog(0, b"T-2", b"state")
+    first.set_result(None)
+    await asyncio.wait_for(flush, 5)
+    assert cursor.durable == {0: 1} and cursor.next == {0: 2}
+
+
 async def test_a_failed_or_unacknowledged_changelog_record_fails_the_commit(
     tmp_path: Path,
 ) -> None:
@@ -312,6 +330,9 @@ async def test_offsets_past_what_was_processed_are_never_committed(tmp_path: Pat
     cursor.done(0, 5)  # offset 5 processed; 6..9 skipped and acked by Faust's stream
     offsets = {TP("ticket-events", 0): 10, TP("ticket-events", 1): 7, TP("x-clock", 0): 99,
                TP("ticket-events", 2): 4}  # fmt: skip
+    assert await consumer._commit(offsets) is True  # before a flush: 5's changelog unsure
+    assert consumer.commits.pop()[TP("ticket-events", 0)] == 5
+    cursor.settle(cursor.mark())  # a flush saw offset 5's changelog records acknowledged
     assert await consumer._commit(offsets) is True
     # partition 2 is not assigned (no cursor): not committed
     assert consumer.commits == [
