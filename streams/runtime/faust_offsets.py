@@ -61,13 +61,7 @@ class BrokerReader:
         self.topic = topic
         self.group = group
         self.admin_config = kafka_config.admin(settings)
-        self.config = {
-            **settings.kafka.confluent(),
-            "group.id": f"{group}-gap-reader",
-            "enable.auto.commit": False,
-            "isolation.level": "read_uncommitted",  # as Faust's at-least-once consumer reads
-            "auto.offset.reset": "earliest",
-        }
+        self.config = kafka_config.gap_reader(settings, group)
         self.consumer: Consumer | None = None
 
     def _client(self) -> Consumer:
