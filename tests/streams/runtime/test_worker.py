@@ -162,7 +162,7 @@ def test_readiness_waits_for_an_assignment(tmp_path: Path) -> None:
     assert worker.changelog == "escalator-tickets-changelog"
 
 
-def offline_worker(tmp_path: Path, store: str) -> Any:
+def offline_worker(tmp_path: Path, store: str, guarantee: str = "exactly_once") -> Any:
     """A wall-clock Worker with the processor `escalator worker` makes, on topics `t-*`,
     its clients pointed at no broker (a test swaps in fakes)."""
     from streams.runtime.processor import build_processor
@@ -172,7 +172,8 @@ def offline_worker(tmp_path: Path, store: str) -> Any:
 
     settings = load_settings(
         {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": store,
-         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+         "ESCALATOR_PROCESSING_GUARANTEE": guarantee}
     )  # fmt: skip
     topics = Topics("t-")
     return Worker(settings, build_processor(settings, load_policy(), topics, False), topics)
@@ -274,18 +275,7 @@ def test_a_full_producer_queue_delays_a_record_and_loses_or_reorders_none(
 
 def test_at_least_once_sends_each_state_with_its_message(tmp_path: Path) -> None:
     """No transaction to compact the changelog in: every write goes with its message."""
-    from streams.runtime.processor import build_processor
-    from streams.runtime.topics import Topics
-    from streams.runtime.worker import Worker
-    from streams.sla.policy import load_policy
-
-    settings = load_settings(
-        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
-         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1",
-         "ESCALATOR_PROCESSING_GUARANTEE": "at_least_once"}
-    )  # fmt: skip
-    topics = Topics("t-")
-    worker = Worker(settings, build_processor(settings, load_policy(), topics, False), topics)
+    worker = offline_worker(tmp_path, "memory://", "at_least_once")
     producer = FakeProducer()
     worker.producer = producer  # type: ignore[assignment]
     store = worker.state.open(1)
