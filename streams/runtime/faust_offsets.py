@@ -21,13 +21,27 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from streams.runtime import kafka_config
 from streams.runtime.settings import Settings
 
 READ_TIMEOUT_S = 60.0  # a gap the broker does not return in this long stops the worker
+# metadata still settling (a new topic, a leader moving): asked again until READ_TIMEOUT_S
+TRANSIENT = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -81,9 +95,22 @@ class BrokerReader:
             if tp.offset >= 0:
                 starts[tp.partition] = tp.offset
             else:
-                low, _ = self._client().get_watermark_offsets(tp, timeout=READ_TIMEOUT_S)
-                starts[tp.partition] = low
+                starts[tp.partition] = self._earliest(tp)
         return starts
+
+    def _earliest(self, tp: TopicPartition) -> int:
+        """The partition's first offset. Asked again while the client's metadata is settling:
+        seen in CI as NOT_LEADER_FOR_PARTITION on a topic a second old."""
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        while True:
+            try:
+                low, _ = self._client().get_watermark_offsets(tp, timeout=READ_TIMEOUT_S)
+                return int(low)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() not in TRANSIENT or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
 
     def read(self, partition: int, start: int, end: int) -> list[Record]:
         """The records of offsets start..end-1 that exist (a gap may hold none). The record at
