@@ -23,21 +23,34 @@ Design around the pitfalls in FAUST-KAFKA-NOTES.md:
 No loss under at-least-once: a message's outputs are delivered (awaited) before its state
 changes reach the table, so any stored state that has seen an event or fired a deadline
 implies its escalations are on Kafka; a crash repeats work (the same escalation ids), never
-skips it. Offsets are committed by Faust after its producer is flushed.
+skips it. Offsets are committed by Faust after its producer is flushed, and the flush waits
+until the broker has every changelog record written so far (`ChangelogAcks`: Faust's own
+gives up after 0.1 s without a send). A start after an unclean stop drops the local table
+files and restores from the changelog (`UncleanStop`): RocksDB may hold writes whose
+changelog records never left the process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import ssl
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import faust
 from faust.types import TP
 
+from streams.runtime.faust_offsets import (
+    BrokerReader,
+    Cursor,
+    ProcessedCommits,
+    Reader,
+    faust_message,
+)
 from streams.runtime.processor import Out, TicketProcessor, build_processor, is_tick
 from streams.runtime.settings import ConfigError, Settings
 from streams.runtime.topics import Topics, ensure_topics
@@ -50,6 +63,8 @@ GUARANTEE_ENV = "ESCALATOR_PROCESSING_GUARANTEE"
 EVENT_TIME_ENV = "ESCALATOR_EVENT_TIME"  # on: event-time clock (for `faust -A ... worker`)
 PREFIX_ENV = "ESCALATOR_TOPIC_PREFIX"  # an isolated pipeline (for `faust -A ... worker`)
 BUFFER = 16_384  # stream_buffer_maxsize: measured to help (FAUST-KAFKA-NOTES.md)
+CHANGELOG_ACK_TIMEOUT_S = 120.0  # a commit waits this long for the changelog, then fails
+RUNNING = "RUNNING"  # in the Faust data dir while a worker runs: gone after a clean stop
 
 
 # Ticks are triggers, worth nothing once read: kept an hour, in 10-minute segments (retention
@@ -76,6 +91,108 @@ def guarantee(env: Mapping[str, str]) -> str:
             "--runtime loop for exactly-once"
         )
     return asked
+
+
+class ChangelogError(RuntimeError):
+    """Changelog records not acknowledged: committing offsets past them could lose state."""
+
+
+class ChangelogTable(faust.Table):  # type: ignore[misc]
+    """A Faust table that keeps each changelog send until the broker acknowledges it.
+
+    Faust commits offsets right after `producer.flush()`, and the flush of its send buffer
+    returns once 0.1 s pass without a send (faust-streaming 0.15, ProducerBuffer.flush_atmost):
+    under load it returned with table writes still in the buffer, the offsets of their events
+    were committed, and a crash or a scale-in lost those events. `unacked` is what the flush
+    must wait for (ChangelogAcks)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unacked: set[asyncio.Future[Any]] = set()
+        self.failure: BaseException | None = None
+        self.opening: UncleanStop | None = None  # checked before the store opens a file
+
+    async def on_start(self) -> None:
+        if self.opening is not None:
+            self.opening.begin()
+        await super().on_start()
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        fut = super().send_changelog(*args, **kwargs)
+        self.unacked.add(fut)
+        fut.add_done_callback(self._acked)
+        return fut
+
+    def _acked(self, fut: asyncio.Future[Any]) -> None:
+        self.unacked.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None and self.failure is None:
+            self.failure = fut.exception()
+
+
+class ChangelogAcks:
+    """The producer's flush, as Faust calls it before committing offsets, extended to return
+    only once every changelog record sent before it is acknowledged. Records sent while it
+    waits belong to events past the offsets being committed, so it waits for what was
+    pending when it began (no livelock under a steady stream). A failed or unacknowledged
+    record raises: the commit fails and the worker stops, so nothing is committed past it."""
+
+    def __init__(
+        self,
+        producer: Any,
+        tables: Mapping[str, Any],
+        timeout_s: float,
+        cursor: Cursor | None = None,
+    ) -> None:
+        self.flush = producer.flush
+        self.tables = tables  # the app's, by name: an extension's tables are waited for too
+        self.timeout_s = timeout_s
+        self.cursor = cursor  # told what became durable (Cursor.settle)
+        producer.flush = self
+
+    async def __call__(self) -> None:
+        mark = None if self.cursor is None else self.cursor.mark()
+        await self.flush()
+        tables = [t for t in self.tables.values() if isinstance(t, ChangelogTable)]
+        for table in tables:
+            pending = list(table.unacked)
+            if pending:
+                _, late = await asyncio.wait(pending, timeout=self.timeout_s)
+                if late:
+                    raise ChangelogError(
+                        f"{len(late)} changelog records of table {table.name!r} not "
+                        f"acknowledged in {self.timeout_s:.0f} s: offsets not committed"
+                    )
+            if table.failure is not None:
+                raise ChangelogError(
+                    f"a changelog record of table {table.name!r} failed ({table.failure}): "
+                    "offsets not committed"
+                )
+        if mark is not None and self.cursor is not None:
+            self.cursor.settle(mark)
+
+
+class UncleanStop:
+    """A file in the Faust data dir while a worker runs. Found at start, it means the last
+    run did not stop cleanly: its RocksDB may hold writes whose changelog records were never
+    sent, which a later owner of the partition would not have, so the table files go and the
+    table restores from the changelog. A clean stop (every record acknowledged) removes it."""
+
+    def __init__(self, datadir: Path, tabledir: Path, say: Callable[[str], None]) -> None:
+        self.marker = datadir / RUNNING
+        self.tabledir = tabledir
+        self.say = say
+
+    def begin(self) -> bool:
+        """True when the local table files were dropped."""
+        dropped = self.marker.exists() and self.tabledir.exists()
+        if dropped:
+            shutil.rmtree(self.tabledir)
+            self.say("the last stop was not clean: the table restores from its changelog")
+        self.marker.write_text("a worker runs on this data dir\n")
+        return dropped
+
+    def end(self) -> None:
+        self.marker.unlink(missing_ok=True)
 
 
 class TableStore:
@@ -141,6 +258,7 @@ class FaustRuntime:
         topics: Topics,
         event_time: bool,
         processor: TicketProcessor | None = None,
+        reader: Reader | None = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
@@ -176,6 +294,7 @@ class FaustRuntime:
             web_enabled=True,
             web_bind=settings.web_host,
             web_port=settings.web_port,
+            Table=ChangelogTable,
         )
         # bytes key and value types make Faust pick the "raw" codec for the store and, as the
         # table builds its changelog topic from them, for recovery (with any other type it
@@ -185,6 +304,11 @@ class FaustRuntime:
         )
         table.on_recover(self._recovered)
         self.table = table
+        self.unclean = table.opening = UncleanStop(datadir, Path(app.conf.tabledir), self.say)
+        self.cursor = Cursor(reader or BrokerReader(settings, self.source, settings.app_id))
+        self.acks = ChangelogAcks(app.producer, app.tables, CHANGELOG_ACK_TIMEOUT_S, self.cursor)
+        self.commits = ProcessedCommits(app.consumer, self.cursor, self.source)
+        app.on_before_shutdown.connect(self._stopped_cleanly)
         self.store = TableStore(table)
         names = [self.source] if event_time else [self.source, self.clock]
         self.input = app.topic(*names, key_type=bytes, value_type=bytes)
@@ -198,22 +322,63 @@ class FaustRuntime:
 
     async def _tickets(self, stream: Any) -> None:
         """Ticket events and clock ticks of one partition at a time -> processor -> outputs
-        to the input's partition; then the state changes, once the outputs are delivered."""
+        to the input's partition; then the state changes, once the outputs are delivered.
+        Ticket events go through the cursor: each once, in order, none skipped."""
         processor, store, producer = self.processor, self.store, self.app.producer
-        source = self.source
+        source, cursor = self.source, self.cursor
         async for event in stream.events():
             msg = event.message
             p = msg.partition
             if msg.topic != source:
                 outs = processor.on_tick(store, p, processor.tick_clock())
-            else:
-                timestamp = int(msg.timestamp * 1000) if msg.timestamp else None
-                handle = processor.on_tick_message if is_tick(msg.headers) else processor.on_event
-                outs = handle(store, msg.value, msg.key, p, msg.offset, timestamp)
-                self.events += 1
-            if outs:
-                await self._deliver(producer, p, outs)
-            store.apply()
+                if outs:
+                    await self._deliver(producer, p, outs)
+                store.apply()
+                continue
+            step = cursor.step(p, msg.offset)
+            if step is None:
+                continue  # delivered again after a seek: processed already
+            if step is False:
+                await self._missed(producer, p, msg.offset)
+            timestamp = int(msg.timestamp * 1000) if msg.timestamp else None
+            await self._event(producer, p, msg.offset, msg.key, msg.value, timestamp, msg.headers)
+            cursor.done(p, msg.offset)
+
+    async def _event(
+        self,
+        producer: Any,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp: int | None,
+        headers: Any,
+    ) -> None:
+        processor, store = self.processor, self.store
+        handle = processor.on_tick_message if is_tick(headers) else processor.on_event
+        outs = handle(store, value, key, partition, offset, timestamp)
+        self.events += 1
+        if outs:
+            await self._deliver(producer, partition, outs)
+        store.apply()
+
+    async def _missed(self, producer: Any, partition: int, offset: int) -> None:
+        """The events Faust's consumer skipped before this offset, read from the broker and
+        processed first, each acked so that Faust's commits move past them."""
+        start = self.cursor.next[partition]
+        records = await self.cursor.fill(partition, offset)
+        if not records:
+            return  # nothing there (transaction markers, compaction)
+        self.say(
+            f"partition {partition}: offsets {start}..{offset - 1} were not delivered by "
+            f"Faust's consumer; {len(records)} events read from the broker"
+        )
+        ack = self.app.consumer.ack
+        for record in records:
+            await self._event(producer, partition, record.offset, record.key, record.value,
+                              record.timestamp, record.headers)  # fmt: skip
+            self.cursor.done(partition, record.offset)
+            ack(faust_message(self.source, partition, record))
 
     async def _deliver(self, producer: Any, partition: int, outs: list[Out]) -> None:
         sent = [
@@ -233,6 +398,12 @@ class FaustRuntime:
 
     # ------------------------------------------------------------------ rebalances
 
+    async def _stopped_cleanly(self, app: Any, **kwargs: Any) -> None:
+        """After the consumer stopped and committed: once every changelog record is on the
+        broker, the local table files are as good as the changelog."""
+        await self.acks()
+        self.unclean.end()
+
     async def _revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         self.recovered = False
 
@@ -241,6 +412,7 @@ class FaustRuntime:
         of the assignment is processed: Faust resumes the streams after this)."""
         actives = self.app.assignor.assigned_actives()
         wanted = sorted(tp.partition for tp in actives if tp.topic == self.source)
+        await self.cursor.reset(wanted)  # before Faust resumes the streams (and acks any)
         self.processor.forget(set(self.owned) - set(wanted))  # the previous assignment's
         tickets = self.processor.rebuild(self.store, wanted)
         self.owned = wanted

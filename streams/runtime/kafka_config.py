@@ -23,6 +23,18 @@ def committed_reader(settings: Settings, group: str, **extra: Any) -> dict[str, 
     }
 
 
+def gap_reader(settings: Settings, group: str) -> dict[str, Any]:
+    """The Faust runtime's reader of what Faust's consumer skipped (faust_offsets): assigned
+    partitions only, never committing, reading what that at-least-once consumer reads."""
+    return {
+        **settings.kafka.confluent(),
+        "group.id": f"{group}-gap-reader",
+        "enable.auto.commit": False,
+        "isolation.level": "read_uncommitted",
+        "auto.offset.reset": "earliest",
+    }
+
+
 def worker_consumer(settings: Settings) -> dict[str, Any]:
     """The worker's group consumer: offsets go with its transactions, never auto-committed."""
     exactly_once = settings.processing_guarantee == "exactly_once"

@@ -177,10 +177,12 @@ class Pipeline:
         expect: int | None = None,
         timeout: float = 60.0,
         idle: float = 3.0,
+        distinct: str | None = None,
     ) -> list[dict[str, Any]]:
         """All committed records of an output topic, decoded, each with `_received_at` (ms);
-        waits for `expect` records (then `idle` more seconds to catch duplicates), or until
-        `idle` seconds bring nothing."""
+        waits for `expect` records, or for `expect` distinct values of the field `distinct`
+        (at-least-once repeats some), then `idle` more seconds to catch duplicates; without
+        `expect`, until `idle` seconds bring nothing."""
         codec = codec_for(schema, self.settings)
         consumer = Consumer(
             {
@@ -193,6 +195,7 @@ class Pipeline:
         name = self.topics.name(topic)
         consumer.assign([TopicPartition(name, p, -2) for p in range(self.partitions)])
         records: list[dict[str, Any]] = []
+        values: set[Any] = set()
         deadline = time.monotonic() + timeout
         last = time.monotonic()
         try:
@@ -202,9 +205,12 @@ class Pipeline:
                     record = codec.decode(msg.value())
                     record["_received_at"] = int(time.time() * 1000)
                     records.append(record)
+                    if distinct is not None:
+                        values.add(record[distinct])
                     last = time.monotonic()
                     continue
-                enough = expect is None or len(records) >= expect
+                got = len(records) if distinct is None else len(values)
+                enough = expect is None or got >= expect
                 if enough and time.monotonic() - last > idle:
                     break
         finally:

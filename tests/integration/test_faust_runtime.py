@@ -12,8 +12,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from streams.runtime.faust_offsets import BrokerReader
 from streams.runtime.faust_runtime import clock_topic, ensure_clock_topic
 from streams.tools.demo import free_port
 from streams.tools.replay import replay
@@ -97,3 +99,32 @@ def test_clock_topic_keeps_ticks_an_hour(pipeline: Pipeline) -> None:
     (future,) = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, name)]).values()
     config = {k: v.value for k, v in future.result(30).items()}
     assert config["retention.ms"] == "3600000" and config["segment.ms"] == "600000"
+
+
+def test_the_broker_reader_finds_where_the_group_resumes_and_reads_a_gap(
+    pipeline: Pipeline,
+) -> None:
+    """What the Faust runtime reads beside Faust's consumer when it skips events."""
+    topic = pipeline.topics.ticket_events
+    settings = pipeline.settings
+    producer = Producer(settings.kafka.confluent())
+    for n in range(6):
+        producer.produce(topic, key=f"k{n}".encode(), value=f"v{n}".encode(), partition=1,
+                         headers=[("h", b"x")])  # fmt: skip
+    assert producer.flush(30) == 0
+    group = f"{pipeline.prefix}reader-group"
+    reader = BrokerReader(settings, topic, group)
+    try:
+        assert reader.starts([0, 1]) == {0: 0, 1: 0}  # nothing committed: the earliest
+        committer = Consumer({**settings.kafka.confluent(), "group.id": group})
+        committer.commit(offsets=[TopicPartition(topic, 1, 2)], asynchronous=False)
+        committer.close()
+        assert reader.starts([1]) == {1: 2}
+        records = reader.read(1, 2, 5)
+        assert [(r.offset, r.key, r.value) for r in records] == [
+            (2, b"k2", b"v2"), (3, b"k3", b"v3"), (4, b"k4", b"v4")
+        ]  # fmt: skip
+        assert records[0].headers == [("h", b"x")] and records[0].timestamp is not None
+        assert reader.read(1, 5, 5) == []  # an empty gap: the record at its end stops it
+    finally:
+        reader.close()

@@ -9,10 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faust.types import TP
 
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
-from streams.runtime.faust_runtime import FaustRuntime, TableStore, clock_topic, guarantee
+from streams.runtime.faust_offsets import Cursor, ProcessedCommits, Record
+from streams.runtime.faust_runtime import (
+    ChangelogAcks,
+    ChangelogError,
+    FaustRuntime,
+    TableStore,
+    UncleanStop,
+    clock_topic,
+    guarantee,
+)
 from streams.runtime.settings import ConfigError, load_settings
 from streams.runtime.topics import Topics
 from streams.sla.events import EventType, TicketEvent
@@ -119,3 +129,214 @@ async def test_state_reaches_the_table_only_after_the_outputs_are_delivered(
         future.set_result(None)
     await asyncio.wait_for(agent, 5)
     assert list(table) == [b"T-1"]
+
+
+class GivingUpProducer:
+    """Faust's producer flush as it behaves under load: returns with records still unsent."""
+
+    def __init__(self) -> None:
+        self.flushes = 0
+
+    async def flush(self) -> None:
+        self.flushes += 1
+
+
+def runtime_at(tmp_path: Path) -> FaustRuntime:
+    settings = load_settings({"ESCALATOR_DATA_DIR": str(tmp_path)})
+    return FaustRuntime(settings, load_policy(), Topics(""), event_time=True)
+
+
+async def test_offsets_are_committed_only_after_the_changelog_records_before_them(
+    tmp_path: Path,
+) -> None:
+    """Faust flushes its producer and then commits offsets; its flush gives up after 0.1 s
+    without a send, so under load offsets went out ahead of table writes still buffered, and
+    a crash or a scale-in lost their events. The flush now waits for the broker's acks."""
+    table = runtime_at(tmp_path).table
+    producer = GivingUpProducer()
+    acks = ChangelogAcks(producer, {table.name: table}, timeout_s=30)
+    assert producer.flush is acks  # what Faust's commit calls
+    first = table.send_changelog(0, b"T-1", b"state")
+    commit = asyncio.create_task(producer.flush())
+    await asyncio.sleep(0.05)
+    assert not commit.done() and producer.flushes == 1  # Faust's flush returned
+    later = table.send_changelog(0, b"T-2", b"state")  # an event past the committed offsets
+    first.set_result(None)
+    await asyncio.wait_for(commit, 5)  # not held by the later record
+    assert table.unacked == {later}
+
+
+async def test_the_cursor_lets_commit_only_what_a_flush_saw_acknowledged(tmp_path: Path) -> None:
+    """Events processed while a flush waits have changelog records it does not wait for:
+    their offsets wait for the next flush."""
+    runtime = runtime_at(tmp_path)
+    table, cursor = runtime.table, Cursor(FakeReader({}, {0: 0}))
+    await cursor.reset([0])
+    acks = ChangelogAcks(GivingUpProducer(), {table.name: table}, 30, cursor)
+    cursor.done(0, 0)
+    first = table.send_changelog(0, b"T-1", b"state")
+    flush = asyncio.create_task(acks())
+    await asyncio.sleep(0.05)
+    cursor.done(0, 1)  # processed while the flush waits
+    table.send_changelog(0, b"T-2", b"state")
+    first.set_result(None)
+    await asyncio.wait_for(flush, 5)
+    assert cursor.durable == {0: 1} and cursor.next == {0: 2}
+
+
+async def test_a_failed_or_unacknowledged_changelog_record_fails_the_commit(
+    tmp_path: Path,
+) -> None:
+    table = runtime_at(tmp_path).table
+    acks = ChangelogAcks(GivingUpProducer(), {table.name: table}, timeout_s=0.05)
+    lost = table.send_changelog(0, b"T-1", b"state")
+    with pytest.raises(ChangelogError, match="1 changelog records of table 'tickets' not ack"):
+        await acks()
+    lost.cancel()
+    failed = table.send_changelog(1, b"T-2", b"state")
+    failed.set_exception(OSError("broker gone"))
+    await asyncio.sleep(0)
+    with pytest.raises(ChangelogError, match="failed \\(broker gone\\): offsets not committed"):
+        await ChangelogAcks(GivingUpProducer(), {table.name: table}, timeout_s=5)()
+
+
+def test_a_start_after_an_unclean_stop_drops_the_local_table_files(tmp_path: Path) -> None:
+    """RocksDB may hold writes whose changelog records never left a killed worker; a later
+    owner of the partition would restore without them, so the table restores in full."""
+    said: list[str] = []
+    tables = tmp_path / "faust" / "v1" / "tables"
+    (tables / "tickets-0.db").mkdir(parents=True)
+    unclean = UncleanStop(tmp_path / "faust", tables, said.append)
+    assert unclean.begin() is False  # first start: nothing to distrust
+    assert (tables / "tickets-0.db").exists() and unclean.marker.exists()
+    unclean.end()  # a clean stop
+    assert not unclean.marker.exists()
+    assert unclean.begin() is False and (tables / "tickets-0.db").exists() and not said
+    # killed: no end(); the next start drops the files
+    assert unclean.begin() is True
+    assert not tables.exists() and unclean.marker.exists()
+    assert said == ["the last stop was not clean: the table restores from its changelog"]
+
+
+def test_the_runtime_checks_for_an_unclean_stop_where_its_table_files_are(tmp_path: Path) -> None:
+    runtime = runtime_at(tmp_path)
+    assert runtime.table.opening is runtime.unclean
+    assert runtime.unclean.tabledir == Path(runtime.app.conf.tabledir)
+    assert runtime.unclean.marker.parent == tmp_path / "faust"
+    assert runtime.app.producer.flush is runtime.acks
+    assert list(runtime.acks.tables.values()) == [runtime.table]  # the app's tables
+
+
+class DeliveringProducer:
+    async def send(self, *_: Any) -> Any:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+class FakeReader:
+    """The broker beside Faust's consumer: committed offsets and the partition's records."""
+
+    def __init__(self, records: dict[int, list[Record]], starts: dict[int, int]) -> None:
+        self.records = records
+        self.starts_at = starts
+        self.reads: list[tuple[int, int, int]] = []
+
+    def starts(self, partitions: Any) -> dict[int, int]:
+        return {p: self.starts_at[p] for p in partitions}
+
+    def read(self, partition: int, start: int, end: int) -> list[Record]:
+        self.reads.append((partition, start, end))
+        return [r for r in self.records[partition] if start <= r.offset < end]
+
+
+class AckingConsumer:
+    def __init__(self) -> None:
+        self.acked: list[tuple[int, int]] = []
+
+    def ack(self, message: Any) -> bool:
+        self.acked.append((message.partition, message.offset))
+        return True
+
+
+async def test_events_the_consumer_skips_are_read_from_the_broker_in_order(
+    tmp_path: Path,
+) -> None:
+    """Faust 0.15's streams can drop (and ack) messages as they resume after an assignment;
+    seen after a restart under load: 7 events in a row of each partition never processed."""
+    settings = load_settings({"ESCALATOR_DATA_DIR": str(tmp_path)})
+    topics = Topics("")
+    codec = codec_for("TicketEvent", settings)
+    created = 1_767_000_000_000
+
+    def record(offset: int, n: int) -> Record:
+        event = TicketEvent(f"e{n}", f"T-{n}", EventType.CREATED, created + n, channel="email")
+        value = codec.encode(ticket_event_to_avro(event))
+        return Record(offset, f"T-{n}".encode(), value, created + n, [])
+
+    log = [record(offset, offset) for offset in range(8)]  # partition 1, offsets 0..7
+    reader = FakeReader({1: log}, {1: 2})  # the group had committed offset 2
+    runtime = FaustRuntime(settings, load_policy(), topics, event_time=True, reader=reader)
+    table: dict[bytes, bytes] = {}
+    runtime.store.table = table
+    runtime.app._producer = DeliveringProducer()
+    consumer = runtime.app._consumer = AckingConsumer()
+    await runtime.cursor.reset([1])
+
+    def delivered(offset: int) -> FakeEvent:
+        r = log[offset]
+        return FakeEvent(FakeMessage(topics.ticket_events, 1, offset, r.key, r.value))
+
+    # offsets 2 and 3 delivered, 4..5 skipped by the consumer, 6 delivered, 3 again, 7
+    stream = FakeStream([delivered(o) for o in (2, 3, 6, 3, 7)])
+    await asyncio.wait_for(runtime._tickets(stream), 10)
+    assert reader.reads == [(1, 4, 6)]
+    assert sorted(table) == [f"T-{n}".encode() for n in range(2, 8)]  # each once: 2..7
+    assert runtime.events == 6  # offset 3 delivered again is not processed again
+    assert consumer.acked == [(1, 4), (1, 5)]  # Faust commits past what it never delivered
+    assert runtime.cursor.next == {1: 8} and (runtime.cursor.gaps, runtime.cursor.read) == (1, 2)
+
+
+async def test_a_gap_the_broker_confirms_is_passed_over(tmp_path: Path) -> None:
+    """Transaction markers and compaction leave offsets with no record: nothing to read."""
+    cursor = Cursor(FakeReader({0: []}, {0: 10}))
+    await cursor.reset([0])
+    assert cursor.step(0, 10) is True
+    cursor.done(0, 10)
+    assert cursor.step(0, 13) is False
+    assert await cursor.fill(0, 13) == []
+    cursor.done(0, 13)
+    assert cursor.next == {0: 14} and cursor.gaps == 0
+    assert cursor.step(0, 12) is None  # before the cursor: processed already
+    assert cursor.step(0, 14) is True
+
+
+class CommittingConsumer:
+    def __init__(self) -> None:
+        self.commits: list[dict[TP, int]] = []
+
+    async def _commit(self, offsets: dict[TP, int]) -> bool:
+        self.commits.append(dict(offsets))
+        return True
+
+
+async def test_offsets_past_what_was_processed_are_never_committed(tmp_path: Path) -> None:
+    """Faust acks the messages its stream skips (flow control suspended at a rebalance or a
+    stop), so its offsets can pass events nobody processed: a scale-in lost them."""
+    cursor = Cursor(FakeReader({}, {0: 5, 1: 7}))
+    await cursor.reset([0, 1])
+    consumer = CommittingConsumer()
+    ProcessedCommits(consumer, cursor, "ticket-events")
+    cursor.done(0, 5)  # offset 5 processed; 6..9 skipped and acked by Faust's stream
+    offsets = {TP("ticket-events", 0): 10, TP("ticket-events", 1): 7, TP("x-clock", 0): 99,
+               TP("ticket-events", 2): 4}  # fmt: skip
+    assert await consumer._commit(offsets) is True  # before a flush: 5's changelog unsure
+    assert consumer.commits.pop()[TP("ticket-events", 0)] == 5
+    cursor.settle(cursor.mark())  # a flush saw offset 5's changelog records acknowledged
+    assert await consumer._commit(offsets) is True
+    # partition 2 is not assigned (no cursor): not committed
+    assert consumer.commits == [
+        {TP("ticket-events", 0): 6, TP("ticket-events", 1): 7, TP("x-clock", 0): 99}
+    ]
+    assert await consumer._commit({TP("ticket-events", 2): 4}) is False
+    assert len(consumer.commits) == 1

@@ -162,7 +162,7 @@ def test_readiness_waits_for_an_assignment(tmp_path: Path) -> None:
     assert worker.changelog == "escalator-tickets-changelog"
 
 
-def offline_worker(tmp_path: Path, store: str) -> Any:
+def offline_worker(tmp_path: Path, store: str, guarantee: str = "exactly_once") -> Any:
     """A wall-clock Worker with the processor `escalator worker` makes, on topics `t-*`,
     its clients pointed at no broker (a test swaps in fakes)."""
     from streams.runtime.processor import build_processor
@@ -172,7 +172,8 @@ def offline_worker(tmp_path: Path, store: str) -> Any:
 
     settings = load_settings(
         {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": store,
-         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+         "ESCALATOR_PROCESSING_GUARANTEE": guarantee}
     )  # fmt: skip
     topics = Topics("t-")
     return Worker(settings, build_processor(settings, load_policy(), topics, False), topics)
@@ -229,7 +230,9 @@ def test_a_full_producer_queue_delays_a_record_and_loses_or_reorders_none(
     tmp_path: Path,
 ) -> None:
     """The client refuses a record while its queue is full (BufferError): the worker serves
-    its deliveries and sends that record again, outputs then changelog, each in order."""
+    its deliveries and sends that record again, outputs with their message, the changelog as
+    the transaction commits (each ticket's last state once, before the offsets), each in
+    order."""
     from streams.runtime.processor import Out
 
     class FullProducer(FakeProducer):
@@ -244,6 +247,7 @@ def test_a_full_producer_queue_delays_a_record_and_loses_or_reorders_none(
             if self.attempts - 1 in self.refuse:
                 raise BufferError("Local: Queue full")
             self.sent.append((topic, value, key, partition))
+            self.calls.append(("produce", (topic, partition)))
 
         def poll(self, timeout: float) -> int:
             self.calls.append(("poll", timeout))
@@ -257,13 +261,30 @@ def test_a_full_producer_queue_delays_a_record_and_loses_or_reorders_none(
     store.delete(b"T-2")
     outs = [Out("t-escalations", b"T-1", b"e1"), Out("t-reminders", b"T-1", b"r1")]
     worker._send(3, outs, store)
+    assert producer.sent == [("t-escalations", b"e1", b"T-1", 3), ("t-reminders", b"r1", b"T-1", 3)]
+    store.put(b"T-1", b"state 2")  # a later message of the same transaction
+    worker._send(3, [], store)
+    worker._commit()
     changelog = worker.changelog
-    assert producer.sent == [
-        ("t-escalations", b"e1", b"T-1", 3), ("t-reminders", b"r1", b"T-1", 3),
-        (changelog, b"state 1", b"T-1", 3), (changelog, None, b"T-2", 3),
-    ]  # fmt: skip
+    assert producer.sent[2:] == [(changelog, b"state 2", b"T-1", 3), (changelog, None, b"T-2", 3)]
     assert [call for call in producer.calls if call[0] == "poll"] == [("poll", 0.01)] * 3
-    assert store.pending == []
+    names = [name for name, _ in producer.calls if name != "poll"]
+    assert names == ["begin", "produce", "produce", "produce", "produce", "offsets", "commit"]
+    assert store.pending == [] and store.txn == {} and store.get(b"T-1") == b"state 2"
+
+
+def test_at_least_once_sends_each_state_with_its_message(tmp_path: Path) -> None:
+    """No transaction to compact the changelog in: every write goes with its message."""
+    worker = offline_worker(tmp_path, "memory://", "at_least_once")
+    producer = FakeProducer()
+    worker.producer = producer  # type: ignore[assignment]
+    store = worker.state.open(1)
+    store.put(b"T-1", b"state 1")
+    worker._send(1, [], store)
+    store.put(b"T-1", b"state 2")
+    worker._send(1, [], store)
+    changelog = worker.changelog
+    assert producer.calls == [("produce", (changelog, 1))] * 2 and store.pending == []
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
