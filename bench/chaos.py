@@ -13,8 +13,8 @@ sender must; a clock tick at its last event time ends it.
 Faults while it runs: random SIGKILLs of workers (restarted on their kept store or on an empty
 one, alternately) and of both sinks; one broker stop and start (`services down/start kafka`,
 same data); one Redis SIGKILL and restart; the receiver flapping (5xx, then answers slower than
-the target's timeout); and injected poison (undecodable records on ticket-events and
-escalations).
+the target's timeout); and injected poison (undecodable records on ticket-events, escalations
+and ticket-board, the Redis sink's input).
 
 Checks at the end: every escalation of the backtest exactly once for a read_committed consumer
 (lost 0, duplicated 0), the Redis board equals the backtest's (fired_at aside), the receiver
@@ -670,8 +670,9 @@ def run_chaos(root: Path, minutes: float, rate: float, seed: int = 1) -> ChaosRe
                 producer = Producer({**idempotent_producer(line.settings), "log_level": 0})
                 producer.produce(line.topics.ticket_events, value=POISON[0], key=b"POISON-1")
                 producer.produce(line.topics.escalations, value=POISON[1], key=b"POISON-2")
+                producer.produce(line.topics.board, value=POISON[1], key=b"POISON-3")
                 producer.flush(30)
-                counts[kind] += 2
+                counts[kind] += 3
             faults.append(Fault(kind, t0, time.time()))
         while sending.is_alive():
             sending.join(1)

@@ -40,6 +40,10 @@
    checkout at DIR (e.g. a worktree of main: an A/B of a change), one after the other,
    alternating per round; each round also measures the ceiling on its backlog. Prints each
    run, the medians, their ratio and each side's ratio to the ceiling's median.
+   --with-sink: each side's Redis sink (`escalator sink redis`, from the same tree) runs
+   beside its worker, so a change that moves work between the worker and the sink is
+   measured whole: also events per CPU-s of worker and sink together, and events/s until
+   the sink's heartbeat shows it caught up (needs deploy/local/services up redis).
 
 Needs Kafka (deploy/local/services up kafka, or ESCALATOR_KAFKA_BOOTSTRAP); --registry-cost
 a registry (deploy/local/services up registry: http://127.0.0.1:18081/apis/ccompat/v7).
@@ -364,6 +368,10 @@ class Drain:
     peak_mb: float = 0.0  # peak RSS of the worker's processes, read before it stops
     rss_mb: float = 0.0  # their RSS then
     last_progress: float = 0.0  # wall time its committed offsets last moved
+    with_sink: bool = False  # a Redis sink from `source` runs beside the worker
+    sink: subprocess.Popen[bytes] | None = None
+    sink_first: float = 0.0  # the sink's CPU at the worker's first commit
+    sink_done: tuple[float, float] | None = None  # wall time, CPU once it caught up
 
     def rates(self) -> tuple[float, float]:
         """(events/s of wall time, events per CPU second of the worker's processes)."""
@@ -371,6 +379,43 @@ class Drain:
         events = self.done - self.first[1]
         wall, cpu = self.last[0] - self.first[0], self.last[1] - self.first[2]
         return events / max(wall, 1e-9), events / max(cpu, 1e-9)
+
+    def whole(self) -> tuple[float, float]:
+        """With the sink: (events/s until the sink caught up, events per CPU-s of worker and
+        sink together)."""
+        assert self.first is not None and self.sink_done is not None
+        events = self.done - self.first[1]
+        wall = self.sink_done[0] - self.first[0]
+        cpu = self.last[1] - self.first[2] + self.sink_done[1] - self.sink_first
+        return events / max(wall, 1e-9), events / max(cpu, 1e-9)
+
+
+def start_sink(prefix: str, data: Path, source: Path) -> subprocess.Popen[bytes]:
+    """`escalator sink redis` of `source` for the topics under `prefix`."""
+    env = {**os.environ, "PYTHONPATH": str(source), "ESCALATOR_DATA_DIR": str(data),
+           "ESCALATOR_METRICS_PORT": str(free_port())}  # fmt: skip
+    cmd = [sys.executable, "-m", "streams.cli", "sink", "redis", "--topic-prefix", prefix,
+           "--loglevel", "info"]  # fmt: skip
+    log = open(data.parent / f"{data.name}.log", "ab")  # noqa: SIM115
+    return subprocess.Popen(cmd, cwd=source, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def sink_caught_up(settings: Settings, run: Drain, since: float) -> None:
+    """Wait until a heartbeat the sink wrote after `since` (epoch s) shows no lag."""
+    assert run.sink is not None
+    client = settings.redis.client(decode_responses=True)
+    key = f"{settings.connectors.board_prefix}{run.prefix}sink"
+    deadline = time.monotonic() + STALL_S
+    while time.monotonic() < deadline:
+        beat = client.hgetall(key)
+        if beat.get("lag") == "0" and float(beat.get("updated_at", 0)) / 1000 > since:
+            run.sink_done = (time.perf_counter(), cpu_seconds(run.sink.pid))
+            client.close()
+            return
+        if run.sink.poll() is not None:
+            raise SystemExit(f"sink {run.name} exited during the throughput run")
+        time.sleep(0.1)
+    raise SystemExit(f"sink {run.name} did not catch up in {STALL_S:.0f}s")
 
 
 def drain(settings: Settings, root: Path, runs: list[Drain]) -> None:
@@ -389,8 +434,12 @@ def drain(settings: Settings, root: Path, runs: list[Drain]) -> None:
             run.runtime,
             run.source,
         )
+        if run.with_sink:
+            run.sink = start_sink(run.prefix, root / f"{run.name}-sink", run.source)
     for run in runs:
         wait_log(root / f"{run.name}.log", "Worker ready")
+        if run.sink is not None:
+            wait_log(root / f"{run.name}-sink.log", "sink redis ready")
     progress = Progress("workers", total=sum(r.total for r in runs), stream=sys.stderr)
     while any(r.done < r.total for r in runs):
         time.sleep(0.5)
@@ -402,6 +451,8 @@ def drain(settings: Settings, root: Path, runs: list[Drain]) -> None:
             cpu = cpu_seconds(run.worker.pid)
             if now_done and run.first is None:
                 run.first = (time.perf_counter(), now_done, cpu)
+                if run.sink is not None:
+                    run.sink_first = cpu_seconds(run.sink.pid)
             progress.update(now_done - run.done)
             if now_done > run.done or run.last_progress == 0.0:
                 run.last_progress = time.perf_counter()
@@ -412,6 +463,11 @@ def drain(settings: Settings, root: Path, runs: list[Drain]) -> None:
             if time.perf_counter() - run.last_progress > STALL_S:
                 raise SystemExit(f"worker {run.name} committed nothing for {STALL_S:.0f}s")
     progress.close()
+    drained = time.time()
+    for run in runs:
+        if run.sink is not None:
+            sink_caught_up(settings, run, drained)
+            stop(run.sink)
     for run in runs:
         assert run.worker is not None
         run.peak_mb = peak_rss_mb(run.worker.pid)
@@ -427,6 +483,7 @@ def alternating(
     rounds: int,
     sources: dict[str, Path],
     ceilings: list[float] | None = None,
+    with_sink: bool = False,
 ) -> dict[str, list[Drain]]:
     """`rounds` rounds, each draining a copy of the backlog per source (label -> the tree its
     worker runs from) one after the other, the order reversed every other round so that drift
@@ -443,24 +500,29 @@ def alternating(
             total = sent + settings.partitions
             if ceilings is not None and label == labels[0]:
                 ceilings.append(ceiling(settings, topics.ticket_events, settings.partitions, total))
-            run = Drain(prefix, f"w{i}-{label}", total, source=sources[label])
+            run = Drain(prefix, f"w{i}-{label}", total, source=sources[label],
+                        with_sink=with_sink)  # fmt: skip
             drain(settings, root, [run])
             results[label].append(run)
             rate, per_cpu = run.rates()
-            print(f"round {i + 1}/{rounds}: {label:<8} {rate:>9,.0f} events/s "
-                  f"{per_cpu:>9,.0f} events/CPU-s  (peak RSS {run.peak_mb:,.0f} MB)")  # fmt: skip
+            whole = ""
+            if with_sink:
+                rate2, per_cpu2 = run.whole()
+                whole = f"; with sink {rate2:,.0f} events/s {per_cpu2:,.0f} events/CPU-s"
+            print(f"round {i + 1}/{rounds}: {label:<8} {rate:>9,.0f} events/s {per_cpu:>9,.0f} "
+                  f"events/CPU-s  (peak RSS {run.peak_mb:,.0f} MB){whole}")  # fmt: skip
     return results
 
 
 def against_baseline(
-    settings: Settings, root: Path, history: Path, rounds: int, baseline: Path
+    settings: Settings, root: Path, history: Path, rounds: int, baseline: Path, with_sink: bool
 ) -> None:
     """--baseline: this tree's worker against one run from `baseline` (see module doc)."""
-    if not (baseline / "streams" / "runtime" / "worker.py").exists():
+    if not any((baseline / "streams" / p / "worker.py").exists() for p in ("runtime", "")):
         raise SystemExit(f"bench: --baseline {baseline}: no streams/runtime/worker.py there")
     ceilings: list[float] = []
     runs = alternating(settings, root, history, rounds, {"this": REPO, "baseline": baseline},
-                       ceilings)  # fmt: skip
+                       ceilings, with_sink)  # fmt: skip
     ceil = statistics.median(ceilings)
     print(f"ceiling  : bare confluent-kafka consumer + fastavro decode: {ceil:>10,.0f} events/s"
           f" (median of {rounds}: " + ", ".join(f"{c:,.0f}" for c in ceilings) + ")")  # fmt: skip
@@ -471,6 +533,12 @@ def against_baseline(
               f"{rounds}); ratio this/baseline {this / base:.3f}")  # fmt: skip
         if k == 0:
             print(f"baseline : ratio to ceiling this {this / ceil:.3f}, baseline {base / ceil:.3f}")
+    if with_sink:
+        for label, k in (("events/s to sink", 0), ("events/CPU-s w+s", 1)):
+            this = statistics.median(r.whole()[k] for r in runs["this"])
+            base = statistics.median(r.whole()[k] for r in runs["baseline"])
+            print(f"with sink: {label:<16} this {this:>9,.0f}  baseline {base:>9,.0f}  (medians "
+                  f"of {rounds}); ratio this/baseline {this / base:.3f}")  # fmt: skip
 
 
 def side_by_side(
@@ -563,6 +631,11 @@ def main() -> int:
         metavar="DIR",
         help="only throughput, from this tree and from the checkout at DIR, alternating",
     )
+    parser.add_argument(
+        "--with-sink",
+        action="store_true",
+        help="--baseline: each side's Redis sink runs beside its worker and counts too",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="pairs of the -cost modes")
     parser.add_argument(
         "--runtimes", action="store_true", help="only the ceiling, the loop's and Faust's drains"
@@ -599,7 +672,8 @@ def main() -> int:
             compiled_worker.run(settings, root, history, args.rounds, copy, sys.modules[__name__])
             return 0
         if args.baseline:
-            against_baseline(settings, root, history, args.rounds, args.baseline.resolve())
+            baseline = args.baseline.resolve()
+            against_baseline(settings, root, history, args.rounds, baseline, args.with_sink)
             return 0
         if args.metrics_cost or args.registry_cost:
             knob = "metrics" if args.metrics_cost else "registry"

@@ -83,6 +83,7 @@ NAMES: Final = (
     "OpsAlert",
     "DeadLetter",
     "WebhookDeadLetter",
+    "TicketBoard",
 )
 MAGIC: Final = 0
 _HEADER_LEN: Final = 5
@@ -436,6 +437,12 @@ class AvroCodec:
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise EncodeError(f"{self.name}: {type(exc).__name__}: {exc}") from None
         return out.getvalue()
+
+    def frame(self, body: bytes) -> bytes:
+        """Wire-format bytes of a record body already Avro-encoded under this codec's schema
+        (schemas.board_wire): the header added."""
+        header = self._header if self._header is not None else self._ensure_header()
+        return header + body
 
     # -- decode ------------------------------------------------------------------------------
 

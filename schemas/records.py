@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from schemas.codec import AvroCodec, DecodeError, ErrorKind
 from streams.sla.actions import Escalation, PriorityBump, Reminder
+from streams.sla.board import BoardEntry, BoardRecord, BoardView, Bumped, Fired, Left, WarningEntry
 from streams.sla.events import (
     MIN_TIMESTAMP_MS,
     EventError,
@@ -36,6 +37,8 @@ __all__ = [
     "ops_alert_id",
     "priority_bump_to_avro",
     "reminder_to_avro",
+    "ticket_board_from_avro",
+    "ticket_board_to_avro",
     "ticket_event_from_avro",
     "ticket_event_to_avro",
 ]
@@ -186,6 +189,53 @@ def escalation_to_avro(escalation: Escalation, emitted_at: int) -> dict[str, Any
         "event_id": escalation.event_id,
         "cycle": escalation.cycle,
     }
+
+
+def ticket_board_to_avro(record: BoardRecord) -> dict[str, Any]:
+    """Avro dict of a TicketBoard record (the ticket id is the record's, not repeated inside).
+    A union's record branch is named (a tuple), which spares fastavro matching it: a third of
+    the encoding time."""
+    view = record.view
+    left = record.left
+    return {
+        "ticket_id": view.ticket_id,
+        "resolved": view.resolved,
+        "entry": None if view.entry is None else (_ENTRY, _without_ticket(view.entry)),
+        "warning": None if view.warning is None else (_WARNING, _without_ticket(view.warning)),
+        "fired": [_without_ticket(f) for f in record.fired],
+        "bumps": [_fields(b) for b in record.bumps],
+        "left": None if left is None else (_LEFT, _fields(left)),
+    }
+
+
+def ticket_board_from_avro(record: Mapping[str, Any]) -> BoardRecord:
+    """A decoded TicketBoard record (raises KeyError or TypeError on a malformed dict)."""
+    ticket_id = record["ticket_id"]
+    entry, warning, left = record["entry"], record["warning"], record["left"]
+    return BoardRecord(
+        BoardView(
+            ticket_id,
+            bool(record["resolved"]),
+            None if entry is None else BoardEntry(ticket_id, **entry),
+            None if warning is None else WarningEntry(ticket_id, **warning),
+        ),
+        tuple(Fired(ticket_id=ticket_id, **f) for f in record["fired"]),
+        tuple(Bumped(**b) for b in record["bumps"]),
+        None if left is None else Left(**left),
+    )
+
+
+_ENTRY, _WARNING, _LEFT = (
+    f"io.escalator.v1.{n}" for n in ("BoardEntry", "BoardWarning", "BoardLeft")
+)
+
+
+def _fields(value: Bumped | Left) -> dict[str, Any]:
+    return {k: getattr(value, k) for k in value.__slots__}
+
+
+def _without_ticket(value: BoardEntry | WarningEntry | Fired) -> dict[str, Any]:
+    return {k: getattr(value, k) for k in value.__slots__ if k != "ticket_id"}
 
 
 def priority_bump_to_avro(bump: PriorityBump, emitted_at: int) -> dict[str, Any]:

@@ -1,16 +1,13 @@
 """The live escalation board in Redis: its key layout, its idempotent writes and its reads.
 
-What is on the board is decided by the pure core (streams.sla.board): this module only keeps
-each ticket's inputs in Redis and mirrors the resulting entry into readable structures.
+The board is a projection of the ticket-board topic: the worker decides what each ticket shows
+(streams.sla.board.follow) and this module only mirrors each record into readable structures.
 Key names start with a prefix (ESCALATOR_BOARD_PREFIX, default "escalator:board:", plus the
 run's topic prefix, so tests and demos do not collide). For Redis Cluster, put a hash tag in
 the prefix (e.g. "escalator:{board}:") so a batch's transaction stays in one slot.
 
 Keys (after the prefix):
 
-- `in:<ticket>` (hash): the ticket's inputs: `e:<escalation_id>` (JSON), `b:<escalation_id>`
-  (bumped priority), `closed`, `open`, `answered` (event-time ms); it expires `retention`
-  after the ticket leaves the board (a replay older than that would count again).
 - `ticket:<ticket>` (hash): the board entry of an escalated ticket: level, target, reason,
   kind, rule, due_at, fired_at, escalation_id, open_escalations, priority, climbs_at.
 - `warning:<ticket>` (hash): the ticket's latest open SLA warning (streams.sla.board
@@ -21,29 +18,31 @@ Keys (after the prefix):
 - `due` (sorted set): tickets by climbs_at, when they escalate further if nobody answers.
 - `team:<target>` and `level:<n>` (sets): tickets per escalation target (team) and level;
   `teams` and `levels` (sets) name them.
-- `events` (capped stream): `escalation`, `warning`, `priority_bump` and `resolved` entries
-  for agent desktops, in the order the sink read them.
-- `feed` (sorted set, capped like the stream): the same entries as JSON scored by their event
-  time (`at`: fired_at, or the closing event's time), so "latest events" is in time order
-  whatever order the sink read its partitions in.
+- `events` (capped stream): the records' feed lines (`escalation`, `warning`,
+  `priority_bump`, `resolved`) for agent desktops, in the order the sink read them.
+- `feed` (sorted set, capped like the stream): the same lines as JSON scored by their event
+  time (`at`), so "latest events" is in time order whatever order the sink read its
+  partitions in.
 - `fired`, `breaches`, `warned` (sorted sets): escalation ids by fired_at (escalations, SLA
   breaches, SLA warnings) over the last 2 hours of the board clock (the latest fired_at), for
   the breach rate.
-- `stats` (hash): `escalations`, `warnings`, `bumps`, `resolved`, each counted once per id.
+- `stats` (hash): `escalations`, `warnings`, `bumps`, `resolved`: feed lines counted.
+- `applied` (hash): `<topic>:<partition>` -> the offset after the last record applied.
 - `sink` (hash): the sink's heartbeat (updated_at, lag, counts).
 
-Writes are idempotent: a batch reads the inputs of the tickets it touches under WATCH, merges
-the new records (an id already there is a duplicate and changes nothing), recomputes the entry
-and writes everything in one MULTI/EXEC, which fails and is redone if a watched ticket changed
-in between. Stream entries and counters are written only for ids that were new in that
-transaction, so a replay or a restart never adds them twice.
+Writes are idempotent: a batch reads `applied` under WATCH, skips the records at offsets
+already applied, and writes the rest and the new offsets in one MULTI/EXEC, which fails and
+is redone if another sink wrote in between. So a batch read again after a crash between the
+Redis write and the offset commit changes nothing, feed lines and counters included. The
+offsets are by topic name: a board fed from a recreated topic starts from an empty board
+(delete the prefix's keys).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
@@ -51,14 +50,12 @@ import redis
 
 from streams.runtime.settings import Settings
 from streams.sla.actions import BREACHES
-from streams.sla.board import BoardEntry, Fired, Lifecycle, TicketInputs, WarningEntry
-from streams.sla.policy import Policy
+from streams.sla.board import BoardEntry, BoardRecord, News, WarningEntry
 
 HOUR_MS = 3_600_000
 RATE_WINDOW_MS = 2 * HOUR_MS  # fired/breaches keep this much board-clock history
-DEFAULT_RETENTION_S = 8 * 86_400  # longer than Kafka's default 7-day topic retention
 MAX_WATCH_RETRIES = 100
-_LIFE_FIELDS = ("closed", "open", "answered")
+STAT_OF = {"escalation": "escalations", "warning": "warnings", "priority_bump": "bumps"}
 
 
 @dataclass(frozen=True)
@@ -70,9 +67,6 @@ class BoardKeys:
     @classmethod
     def from_settings(cls, settings: Settings, run: str = "") -> BoardKeys:
         return cls(f"{settings.connectors.board_prefix}{run}")
-
-    def inputs(self, ticket_id: str) -> str:
-        return f"{self.prefix}in:{ticket_id}"
 
     def ticket(self, ticket_id: str) -> str:
         return f"{self.prefix}ticket:{ticket_id}"
@@ -131,57 +125,36 @@ class BoardKeys:
         return f"{self.prefix}stats"
 
     @property
+    def applied(self) -> str:
+        return f"{self.prefix}applied"
+
+    @property
     def sink(self) -> str:
         return f"{self.prefix}sink"
 
 
 @dataclass(frozen=True)
-class BumpRecord:
-    """The part of a PriorityBump record the board keeps."""
+class Update:
+    """One ticket-board record as read: its coordinates and the record (None: a tombstone,
+    the ticket left the worker's store)."""
 
+    topic: str
+    partition: int
+    offset: int
     ticket_id: str
-    escalation_id: str
-    old_priority: str
-    new_priority: str
-    reason: str
-    fired_at: int
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> BumpRecord:
-        return cls(
-            record["ticket_id"], record["escalation_id"], str(record["old_priority"]),
-            str(record["new_priority"]), str(record["reason"]), int(record["fired_at"]),
-        )  # fmt: skip
-
-
-@dataclass
-class Batch:
-    """Records read together; applied in one transaction."""
-
-    escalations: list[Fired] = field(default_factory=list)
-    bumps: list[BumpRecord] = field(default_factory=list)
-    lifecycles: dict[str, Lifecycle] = field(default_factory=dict)
-
-    def tickets(self) -> list[str]:
-        found = {f.ticket_id for f in self.escalations} | {b.ticket_id for b in self.bumps}
-        return sorted(found | set(self.lifecycles))
-
-    def __bool__(self) -> bool:
-        return bool(self.escalations or self.bumps or self.lifecycles)
+    record: BoardRecord | None
 
 
 @dataclass
 class Applied:
-    """What a batch changed (duplicates changed nothing)."""
+    """What a batch changed (records at offsets applied before changed nothing)."""
 
-    escalations: int = 0
-    escalation_duplicates: int = 0
-    bumps: int = 0
-    bump_duplicates: int = 0
-    lifecycles: int = 0
+    records: int = 0
+    duplicates: int = 0
+    tombstones: int = 0
     added: int = 0  # tickets that came onto the board
     removed: int = 0  # tickets that left it
-    retries: int = 0  # transactions redone because a watched ticket changed
+    retries: int = 0  # transactions redone because another writer wrote in between
 
 
 _INT_FIELDS = frozenset(
@@ -205,84 +178,44 @@ def decode_warning(fields: Mapping[str, str]) -> WarningEntry:
     return WarningEntry(**{k: int(v) if k in _INT_FIELDS else v for k, v in fields.items()})
 
 
-def decode_inputs(ticket_id: str, fields: Mapping[str, str]) -> TicketInputs:
-    inputs = TicketInputs(ticket_id)
-    for name, value in fields.items():
-        if name.startswith("e:"):
-            inputs.escalations[name[2:]] = Fired(**orjson.loads(value))
-        elif name.startswith("b:"):
-            inputs.bumps[name[2:]] = value
-    life = [int(fields[f]) if f in fields else None for f in _LIFE_FIELDS]
-    inputs.life = Lifecycle(*life)
-    return inputs
-
-
-def _fired_json(fired: Fired) -> bytes:
-    return orjson.dumps(asdict(fired))
+def news_fields(news: News) -> dict[str, Any]:
+    """A feed line as the stream and the board page show it (without `at`, absent fields)."""
+    return {k: v for k in news.__slots__ if k != "at" and (v := getattr(news, k)) is not None}
 
 
 class BoardWriter:
-    """Applies batches to the board; `client` must decode responses (decode_responses=True)."""
+    """Applies batches of ticket-board records to the board; `client` must decode responses
+    (decode_responses=True)."""
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        keys: BoardKeys,
-        policy: Policy,
-        stream_maxlen: int = 10_000,
-        retention_s: int = DEFAULT_RETENTION_S,
-    ) -> None:
+    def __init__(self, client: redis.Redis, keys: BoardKeys, stream_maxlen: int = 10_000) -> None:
         self.client = client
         self.keys = keys
-        self.policy = policy
         self.stream_maxlen = stream_maxlen
-        self.retention_s = retention_s
 
-    def apply(self, batch: Batch) -> Applied:
+    def apply(self, batch: Sequence[Update]) -> Applied:
         """Write a batch in one transaction; raises redis errors (nothing written then)."""
-        tickets = batch.tickets()
-        if not tickets:
+        if not batch:
             return Applied()
-        by_ticket_esc: dict[str, list[Fired]] = {}
-        for fired in batch.escalations:
-            by_ticket_esc.setdefault(fired.ticket_id, []).append(fired)
-        by_ticket_bump: dict[str, list[BumpRecord]] = {}
-        for bump in batch.bumps:
-            by_ticket_bump.setdefault(bump.ticket_id, []).append(bump)
         keys = self.keys
-        watched = [k for t in tickets for k in (keys.inputs(t), keys.ticket(t), keys.warning(t))]
+        tickets = sorted({u.ticket_id for u in batch})
         retries = 0
         while True:
             with self.client.pipeline(transaction=True) as tx:
                 try:
-                    tx.watch(*watched)  # type: ignore[no-untyped-call]
+                    tx.watch(keys.applied)  # type: ignore[no-untyped-call]
                     # Reads go through another connection in one round trip; the WATCH above
-                    # still catches any change made after it, by anyone.
+                    # still catches another writer of the same partitions.
                     reads = self.client.pipeline(transaction=False)
+                    reads.hgetall(keys.applied)
                     for ticket_id in tickets:
-                        reads.hgetall(keys.inputs(ticket_id))
                         reads.hgetall(keys.ticket(ticket_id))
-                        reads.hgetall(keys.warning(ticket_id))
                     reads.zrange(keys.fired, -1, -1, withscores=True)
                     reads.zrange(keys.warned, -1, -1, withscores=True)
-                    raw = reads.execute()
+                    stored, *shown, last_fired, last_warned = reads.execute()
                     tx.multi()
-                    applied = Applied(retries=retries)
-                    clock = max([0] + [int(last[0][1]) for last in raw[-2:] if last])
-                    feed: dict[str, int] = {}
-                    for i, ticket_id in enumerate(tickets):
-                        clock = max(clock, self._plan(
-                            tx, ticket_id, raw[3 * i], raw[3 * i + 1], raw[3 * i + 2],
-                            by_ticket_esc.get(ticket_id, ()), by_ticket_bump.get(ticket_id, ()),
-                            batch.lifecycles.get(ticket_id), applied, feed,
-                        ))  # fmt: skip
-                    if applied.escalations:
-                        horizon = f"({clock - RATE_WINDOW_MS}"
-                        for key in (keys.fired, keys.breaches, keys.warned):
-                            tx.zremrangebyscore(key, "-inf", horizon)
-                    if feed:
-                        tx.zadd(keys.feed, feed)
-                        tx.zremrangebyrank(keys.feed, 0, -self.stream_maxlen - 1)
+                    applied = self._plan(tx, batch, stored, dict(zip(tickets, shown, strict=True)),
+                                         [last_fired, last_warned])  # fmt: skip
+                    applied.retries = retries
                     tx.execute()
                     return applied
                 except redis.WatchError:
@@ -293,87 +226,90 @@ class BoardWriter:
     def _plan(
         self,
         tx: Any,
-        ticket_id: str,
+        batch: Sequence[Update],
         stored: Mapping[str, str],
-        shown: Mapping[str, str],
-        warned: Mapping[str, str],
-        escalations: Iterable[Fired],
-        bumps: Iterable[BumpRecord],
-        life: Lifecycle | None,
-        applied: Applied,
-        feed: dict[str, int],
-    ) -> int:
-        """Queue one ticket's writes (feed entries go to `feed`, member -> event time);
-        returns the latest fired_at it added (0 if none)."""
+        shown: dict[str, Mapping[str, str]],
+        lasts: list[list[tuple[str, float]]],
+    ) -> Applied:
+        """Queue the writes of the batch's records not applied yet."""
         keys = self.keys
-        inputs = decode_inputs(ticket_id, stored)
-        updates: dict[str, str | bytes] = {}
-        clock = 0
-        for fired in escalations:
-            if not inputs.add_escalation(fired):
-                applied.escalation_duplicates += 1
+        applied = Applied()
+        done = {k: int(v) for k, v in stored.items()}
+        latest: dict[str, BoardRecord | None] = {}
+        offsets: dict[str, int] = {}
+        feed: dict[str, int] = {}
+        clock = max([0] + [int(last[0][1]) for last in lasts if last])
+        fired = False
+        for update in batch:
+            where = f"{update.topic}:{update.partition}"
+            if update.offset < offsets.get(where, done.get(where, 0)):
+                applied.duplicates += 1
                 continue
-            applied.escalations += 1
-            updates[f"e:{fired.escalation_id}"] = _fired_json(fired)
-            clock = max(clock, fired.fired_at)
-            if fired.warning:
-                tx.zadd(keys.warned, {fired.escalation_id: fired.fired_at})
-                tx.hincrby(keys.stats, "warnings", 1)
-            else:
-                tx.zadd(keys.fired, {fired.escalation_id: fired.fired_at})
-                tx.hincrby(keys.stats, "escalations", 1)
-            if fired.reason in BREACHES:
-                tx.zadd(keys.breaches, {fired.escalation_id: fired.fired_at})
-            self._event(tx, feed, fired.fired_at, {
-                "type": "warning" if fired.warning else "escalation", "ticket_id": ticket_id,
-                "escalation_id": fired.escalation_id, "kind": fired.kind,
-                "level": fired.level, "from_level": fired.from_level, "target": fired.target,
-                "reason": fired.reason, "rule": fired.rule, "due_at": fired.due_at,
-                "fired_at": fired.fired_at,
-            })  # fmt: skip
-        for bump in bumps:
-            if not inputs.add_bump(bump.escalation_id, bump.new_priority):
-                applied.bump_duplicates += 1
+            offsets[where] = update.offset + 1
+            latest[update.ticket_id] = update.record
+            if update.record is None:
+                applied.tombstones += 1
                 continue
-            applied.bumps += 1
-            updates[f"b:{bump.escalation_id}"] = bump.new_priority
-            tx.hincrby(keys.stats, "bumps", 1)
-            self._event(tx, feed, bump.fired_at, {
-                "type": "priority_bump", "ticket_id": ticket_id,
-                "escalation_id": bump.escalation_id, "old_priority": bump.old_priority,
-                "new_priority": bump.new_priority, "reason": bump.reason,
-                "fired_at": bump.fired_at,
-            })  # fmt: skip
-        if life is not None and inputs.life.merge(life):
-            applied.lifecycles += 1
-            merged = inputs.life
-            values = (merged.closed_at, merged.open_at, merged.answered_at)
-            updates.update({f: str(v) for f, v in zip(_LIFE_FIELDS, values, strict=True)
-                            if v is not None})  # fmt: skip
-        if not updates:
-            return clock
-        inputs_key = keys.inputs(ticket_id)
-        tx.hset(inputs_key, mapping=updates)
-        entry = inputs.entry(self.policy)
-        fields = encode_entry(entry) if entry is not None else {}
-        if fields != dict(shown):
-            self._show(tx, ticket_id, shown, entry, fields, applied, inputs.life, feed)
-        warning = inputs.warning()
-        warning_fields = encode_entry(warning) if warning is not None else {}
-        if warning_fields != dict(warned):
-            tx.delete(keys.warning(ticket_id))
-            if warning is None:
-                tx.zrem(keys.warnings, ticket_id)
-            else:
-                tx.hset(keys.warning(ticket_id), mapping=warning_fields)
-                tx.zadd(keys.warnings, {ticket_id: warning.due_at})
-        if entry is None and warning is None:
-            tx.expire(inputs_key, self.retention_s)
-        else:
-            tx.persist(inputs_key)
-        return clock
+            applied.records += 1
+            for news in update.record.news():
+                fired |= self._news(tx, news, feed)
+                if news.fired_at is not None:
+                    clock = max(clock, news.fired_at)
+        for ticket_id, record in latest.items():
+            self._show(tx, ticket_id, shown[ticket_id], record, applied)
+        if fired:
+            horizon = f"({clock - RATE_WINDOW_MS}"
+            for key in (keys.fired, keys.breaches, keys.warned):
+                tx.zremrangebyscore(key, "-inf", horizon)
+        if feed:
+            tx.zadd(keys.feed, feed)
+            tx.zremrangebyrank(keys.feed, 0, -self.stream_maxlen - 1)
+        if offsets:
+            tx.hset(keys.applied, mapping=offsets)
+        return applied
+
+    def _news(self, tx: Any, news: News, feed: dict[str, int]) -> bool:
+        """Queue a feed line, its counter and its rate entries; True if it fired something."""
+        keys = self.keys
+        kind = news.type
+        fields = news_fields(news)
+        tx.xadd(keys.events, fields, maxlen=self.stream_maxlen, approximate=True)
+        feed[orjson.dumps({**fields, "at": news.at}, option=orjson.OPT_SORT_KEYS).decode()] = (
+            news.at
+        )
+        tx.hincrby(keys.stats, STAT_OF.get(kind, kind), 1)
+        if kind not in ("escalation", "warning") or news.fired_at is None:
+            return False
+        at = news.fired_at
+        tx.zadd(keys.warned if kind == "warning" else keys.fired, {news.escalation_id: at})
+        if news.reason in BREACHES:
+            tx.zadd(keys.breaches, {news.escalation_id: at})
+        return True
 
     def _show(
+        self,
+        tx: Any,
+        ticket_id: str,
+        shown: Mapping[str, str],
+        record: BoardRecord | None,
+        applied: Applied,
+    ) -> None:
+        """Queue the writes that move a ticket's entry and warning from what the board holds
+        to what `record` shows (a tombstone shows nothing)."""
+        keys = self.keys
+        entry = None if record is None else record.view.entry
+        warning = None if record is None else record.view.warning
+        fields = encode_entry(entry) if entry is not None else {}
+        if fields != dict(shown):
+            self._move(tx, ticket_id, shown, entry, fields, applied)
+        tx.delete(keys.warning(ticket_id))
+        if warning is None:
+            tx.zrem(keys.warnings, ticket_id)
+        else:
+            tx.hset(keys.warning(ticket_id), mapping=encode_entry(warning))
+            tx.zadd(keys.warnings, {ticket_id: warning.due_at})
+
+    def _move(
         self,
         tx: Any,
         ticket_id: str,
@@ -381,10 +317,7 @@ class BoardWriter:
         entry: BoardEntry | None,
         fields: Mapping[str, str],
         applied: Applied,
-        life: Lifecycle,
-        feed: dict[str, int],
     ) -> None:
-        """Queue the writes that move a ticket's board entry from `shown` to `entry`."""
         keys = self.keys
         old_target, old_level = shown.get("target"), shown.get("level")
         ticket_key = keys.ticket(ticket_id)
@@ -397,11 +330,6 @@ class BoardWriter:
                 tx.srem(keys.team(old_target), ticket_id)
             if old_level is not None:
                 tx.srem(keys.level(old_level), ticket_id)
-            tx.hincrby(keys.stats, "resolved", 1)
-            at = life.closed_at or 0  # left the board: closed (the only way out once on it)
-            fields_out = {"type": "resolved", "ticket_id": ticket_id,
-                          "escalation_id": shown.get("escalation_id", "")}  # fmt: skip
-            self._event(tx, feed, at, fields_out)
             return
         if not shown:
             applied.added += 1
@@ -421,11 +349,6 @@ class BoardWriter:
                 tx.srem(keys.level(old_level), ticket_id)
             tx.sadd(keys.level(entry.level), ticket_id)
             tx.sadd(keys.levels, entry.level)
-
-    def _event(self, tx: Any, feed: dict[str, int], at: int, fields: dict[str, Any]) -> None:
-        """Queue an entry on the stream (read order) and for the feed (event-time order)."""
-        tx.xadd(self.keys.events, fields, maxlen=self.stream_maxlen, approximate=True)
-        feed[orjson.dumps({**fields, "at": at}, option=orjson.OPT_SORT_KEYS).decode()] = at
 
     def heartbeat(self, fields: Mapping[str, int | str]) -> None:
         """The sink's liveness and progress, for the board page."""

@@ -1,24 +1,20 @@
-"""`escalator sink redis`: keeps the live escalation board in Redis from the pipeline's topics.
+"""`escalator sink redis`: keeps the live escalation board in Redis, a projection of the
+ticket-board topic.
 
-One consumer group reads `escalations`, `priority-bumps` and `ticket-events` (read_committed,
-no auto-commit). Each batch becomes one idempotent Redis transaction
-(connectors.sinks.board_store), and
-only after it succeeded are the batch's offsets committed, synchronously. A crash between the
-two re-reads the batch, which then changes nothing: escalations and bumps are keyed by
-escalation id, the lifecycle by maxima. While Redis is unreachable the batch is retried with
+The worker decides what the board shows of each ticket (streams.sla.board.follow) and
+publishes it on the compacted `ticket-board` topic, feed lines included; this sink only mirrors
+it: no policy, no clock, no other topic. One consumer group reads `ticket-board`
+(read_committed, no auto-commit). Each batch becomes one idempotent Redis transaction
+(connectors.sinks.board_store, which records the offsets it applied), and only after it
+succeeded are the batch's offsets committed, synchronously. A crash between the two re-reads
+the batch, which then changes nothing. While Redis is unreachable the batch is retried with
 backoff and nothing is committed, so nothing is lost.
 
-Why ticket-events too: the output topics do not say when a ticket is resolved, and resolved
-tickets leave the board. streams.sla.board defines what the board shows from the three inputs
-so that it does not depend on the order the topics are read in (they are not ordered relative
-to each other, and a replay reads them in yet another order). Ticks and events the worker
-rejects (they are on its DLQ) are skipped, with a metric.
-
-No record stops the sink: an escalation or bump it cannot decode, and any record whose
-handling raises (in decoding, or in applying it to the board, found by applying the batch
-record by record when the whole batch fails other than by a Redis error), is parked on
-`redis-sink-dlq` (a DeadLetter: original bytes, coordinates, error) before the batch's
-offsets are committed, and the sink goes on.
+No record stops the sink: a record it cannot decode, and any record whose handling raises
+(in decoding, or in applying it to the board, found by applying the batch record by record
+when the whole batch fails other than by a Redis error), is parked on `redis-sink-dlq` (a
+DeadLetter: original bytes, coordinates, error) before the batch's offsets are committed, and
+the sink goes on.
 """
 
 from __future__ import annotations
@@ -27,7 +23,6 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -42,39 +37,36 @@ from confluent_kafka import (
 )
 from prometheus_client import Counter, Gauge, Histogram
 
-from connectors.sinks.board_store import Applied, Batch, BoardKeys, BoardWriter, BumpRecord
+from connectors.sinks.board_store import Applied, BoardKeys, BoardWriter, Update
 from schemas.codec import DecodeError, ErrorKind, codec_for
-from schemas.records import Rejected, dead_letter, decode_ticket_event
+from schemas.records import dead_letter, ticket_board_from_avro
 from streams.runtime.kafka_config import committed_reader, idempotent_producer
 from streams.runtime.loop import ConsumeLoop
-from streams.runtime.processor import is_tick
 from streams.runtime.settings import Settings, redact_url
 from streams.runtime.topics import Topics
-from streams.sla.board import Fired, Lifecycle
-from streams.sla.policy import Policy
 
 log = logging.getLogger("escalator.sink.redis")
+Item = Update
 
 COMPONENT = "sink-redis"
 READY = "sink redis ready"
-SOURCES = ("escalations", "priority-bumps", "ticket-events")
+SOURCES = ("ticket-board",)
 
 CONSUMED = Counter("escalator_redis_sink_consumed_total", "Records read, by topic", ["topic"])
 APPLIED = Counter(
     "escalator_redis_sink_applied_total",
-    "Records that changed the board's inputs: new escalations and bumps, and per ticket and "
-    "batch, lifecycle updates from ticket-events",
+    "Records applied to the board (tombstones included)",
     ["topic"],
 )
 DUPLICATES = Counter(
     "escalator_redis_sink_duplicates_total",
-    "Escalations and bumps already on the board (a replay or a restart), changed nothing",
+    "Records at offsets the board had applied already (read again after a restart), changed "
+    "nothing",
     ["topic"],
 )
 SKIPPED = Counter(
     "escalator_redis_sink_skipped_total",
-    "Records not applied: tick (clock records in ticket-events), invalid (the worker "
-    "dead-letters them), undecodable",
+    "Records not applied: undecodable (parked on redis-sink-dlq)",
     ["topic", "reason"],
 )
 WRITE_ERRORS = Counter(
@@ -99,7 +91,6 @@ BATCH_SECONDS = Histogram(
 )
 
 
-Item = Fired | BumpRecord | tuple[str, Lifecycle]
 NOT_WRITABLE = (
     redis.exceptions.ReadOnlyError,
     redis.exceptions.OutOfMemoryError,
@@ -128,7 +119,6 @@ class SinkOptions:
     heartbeat_s: float = 1.0
     unhealthy_after_s: float = 30.0  # /healthz fails when Redis or Kafka is down this long
     backoff_cap_s: float = 5.0
-    retention_s: int | None = None
 
 
 class Outage:
@@ -158,7 +148,6 @@ class RedisSink(ConsumeLoop):
         self,
         settings: Settings,
         topics: Topics,
-        policy: Policy,
         options: SinkOptions,
         keys: BoardKeys | None = None,
         client: redis.Redis | None = None,
@@ -169,14 +158,9 @@ class RedisSink(ConsumeLoop):
         self.options = options
         self.keys = keys or BoardKeys.from_settings(settings, topics.prefix)
         self.client = client or settings.redis.client(decode_responses=True)
-        extra = {} if options.retention_s is None else {"retention_s": options.retention_s}
-        self.writer = BoardWriter(
-            self.client, self.keys, policy, settings.connectors.board_stream_maxlen, **extra
-        )
+        self.writer = BoardWriter(self.client, self.keys, settings.connectors.board_stream_maxlen)
         self.sources = {topics.name(base): base for base in SOURCES}
-        self.escalation_codec = codec_for("Escalation", settings, topics)
-        self.bump_codec = codec_for("PriorityBump", settings, topics)
-        self.event_codec = codec_for("TicketEvent", settings, topics)
+        self.board_codec = codec_for("TicketBoard", settings, topics)
         self.dlq_codec = codec_for("DeadLetter", settings, topics)
         self.dlq_topic = topics.redis_sink_dlq
         self.producer = Producer({**idempotent_producer(settings), "linger.ms": 0})
@@ -272,40 +256,35 @@ class RedisSink(ConsumeLoop):
         return offsets
 
     def _take(self, base: str, msg: Message, now: int) -> Item | str | None:
-        """One record's item for the board, or why it was skipped (raises DecodeError)."""
-        value = msg.value()
-        if base == "ticket-events":
-            if is_tick(msg.headers()):
-                return "tick"
-            try:
-                event = decode_ticket_event(value, now, self.event_codec,
-                                            self.settings.max_event_bytes)  # fmt: skip
-            except Rejected:
-                return "invalid"
-            seen = Lifecycle()
-            return (event.ticket_id, seen) if seen.observe(event) else None
-        codec = self.escalation_codec if base == "escalations" else self.bump_codec
-        record = codec.decode(value)  # type: ignore[arg-type]  # None: undecodable
-        if base == "escalations":
-            return Fired.from_record(record)
-        return BumpRecord.from_record(record)
+        """One record's update for the board (raises DecodeError, or ValueError for a
+        tombstone without a key)."""
+        value, key = msg.value(), msg.key()
+        if value is None:
+            if not key:
+                raise ValueError("a tombstone without a key (the key is the ticket id)")
+            record = None
+            ticket_id = key.decode()
+        else:
+            record = ticket_board_from_avro(self.board_codec.decode(value))
+            ticket_id = record.view.ticket_id
+        return Update(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, ticket_id, record)
 
     def _write(self, items: list[tuple[Message, Item]], parked: list[Parked]) -> bool:
         """Apply the items in one transaction; when that raises other than by a Redis error,
         apply them one by one and park those that raise. False if stopped first."""
         try:
-            return self._apply(_batch(item for _, item in items))
+            return self._apply([item for _, item in items])
         except Exception as whole:
             log.warning("a batch failed (%s); applying it record by record", whole)
         for msg, item in items:
             try:
-                if not self._apply(_batch([item])):
+                if not self._apply([item]):
                     return False
             except Exception as exc:
                 parked.append(Parked(msg, ErrorKind.INVALID_FIELD, _failure("apply", exc)))
         return True
 
-    def _apply(self, batch: Batch) -> bool:
+    def _apply(self, batch: list[Item]) -> bool:
         """Apply a batch, retrying with backoff while Redis fails; False if stopped first.
         Redis refusing a command (ResponseError) is the record's fault, unless it refuses
         every write (read-only replica, out of memory, cluster down): that is an outage."""
@@ -330,13 +309,10 @@ class RedisSink(ConsumeLoop):
         return False
 
     def _count(self, applied: Applied) -> None:
-        APPLIED.labels("escalations").inc(applied.escalations)
-        APPLIED.labels("priority-bumps").inc(applied.bumps)
-        APPLIED.labels("ticket-events").inc(applied.lifecycles)
-        DUPLICATES.labels("escalations").inc(applied.escalation_duplicates)
-        DUPLICATES.labels("priority-bumps").inc(applied.bump_duplicates)
-        self.counts["applied"] += applied.escalations + applied.bumps + applied.lifecycles
-        self.counts["duplicates"] += applied.escalation_duplicates + applied.bump_duplicates
+        APPLIED.labels(SOURCES[0]).inc(applied.records + applied.tombstones)
+        DUPLICATES.labels(SOURCES[0]).inc(applied.duplicates)
+        self.counts["applied"] += applied.records + applied.tombstones
+        self.counts["duplicates"] += applied.duplicates
         self.counts["batches"] += 1
 
     def _park(self, parked: list[Parked]) -> None:
@@ -435,28 +411,15 @@ class RedisSink(ConsumeLoop):
             self.producer.flush(10)
 
 
-def _batch(items: Iterable[Item]) -> Batch:
-    batch = Batch()
-    for item in items:
-        if isinstance(item, Fired):
-            batch.escalations.append(item)
-        elif isinstance(item, BumpRecord):
-            batch.bumps.append(item)
-        else:
-            ticket_id, seen = item
-            batch.lifecycles.setdefault(ticket_id, Lifecycle()).merge(seen)
-    return batch
-
-
 def _failure(step: str, exc: Exception) -> str:
     return f"cannot {step} the record: {type(exc).__name__}: {exc}"
 
 
-def run_redis_sink(settings: Settings, topics: Topics, policy: Policy, options: SinkOptions) -> int:
+def run_redis_sink(settings: Settings, topics: Topics, options: SinkOptions) -> int:
     """The `escalator sink redis` command body; stops cleanly on SIGTERM/SIGINT."""
     from streams.runtime.metrics import MetricsServer, mark_component
 
-    sink = RedisSink(settings, topics, policy, options)
+    sink = RedisSink(settings, topics, options)
     mark_component(COMPONENT)
     server = MetricsServer(
         settings.connectors.metrics_host, settings.connectors.metrics_port, sink.healthy

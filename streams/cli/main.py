@@ -327,12 +327,11 @@ def _sink_redis(args: argparse.Namespace) -> int:
     from connectors.sinks.redis_board import SinkOptions, run_redis_sink
 
     settings = cli_settings()
-    policy = policy_arg(args.policy or settings.policy_file)
     preflight.redis_accepts(settings)
     topics = preflight.pipeline_topics(settings, args.topic_prefix)
     group = args.group or f"{args.topic_prefix}{settings.app_id}-sink-redis"
     try:
-        return run_redis_sink(settings, topics, policy, SinkOptions(group, start=args.start))
+        return run_redis_sink(settings, topics, SinkOptions(group, start=args.start))
     except KafkaException as exc:
         raise UserError(f"Kafka: {exc}; restarting is safe (the board is idempotent)") from None
 
@@ -576,7 +575,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="webhook: signed HTTP posts to targets; redis: the live escalation board; "
         "helpdesk: escalations and priority bumps written back to Zendesk or Freshdesk tickets",
     )
-    sink.add_argument("--policy", help="redis: policy YAML (default: ESCALATOR_POLICY_FILE)")
     sink.add_argument("--group", help="redis, helpdesk: consumer group "
                       "(default: <app id>-sink-<kind>)")  # fmt: skip
     sink.add_argument("--topic-prefix", default="", help=argparse.SUPPRESS)

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import orjson
 
+from schemas.board_wire import ticket_board_body
 from schemas.codec import AvroCodec, ErrorKind, codecs_for
 from schemas.records import (
     DAY_MS,
@@ -47,6 +48,7 @@ from streams.sla.actions import (
     Silenced,
     SlaOutcome,
 )
+from streams.sla.board import follow
 from streams.sla.engine import Engine
 from streams.sla.events import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, Status, TicketEvent
 from streams.sla.frozen import fast_constructor
@@ -320,6 +322,9 @@ class TicketProcessor:
         self.engine = engine
         self.topics = topics
         self.codecs = codecs
+        # ticket-board records (see _board) when the codecs have TicketBoard (the worker's do)
+        self.board_codec = codecs.get("TicketBoard")
+        self.board_topic = topics.board
         self.max_event_bytes = max_event_bytes
         self.max_record_bytes = max_record_bytes
         self.event_time = event_time
@@ -349,6 +354,7 @@ class TicketProcessor:
                 shadow_metrics, max_skew_ms, max_record_bytes,
             )  # fmt: skip
             self.shadow.queue_stats = False
+            self.shadow.board_codec = None  # nobody shows a candidate policy's board
             self.diff = ShadowDiff()
         self.shadow_kept = {topics.escalations, topics.priority_bumps, topics.reminders}
         # Shadow states found with no shadow policy running: deleted (changelog tombstones in
@@ -647,6 +653,9 @@ class TicketProcessor:
         view = NEW_TICKET if metrics is None else metrics.view(state)
         state, actions = self.engine.apply(state, event, engine_now, quiet)
         records = self._records(actions, now) if actions else []
+        board = self._board(state, event, actions, ticket_key)
+        if board is not None:
+            records.append(board)
         value = encode_state(partition, state)
         largest = len(value)
         for o in records:
@@ -673,7 +682,8 @@ class TicketProcessor:
                 stats.append(_new_stat(queue, kind, t, stat_id(kind, event.event_id)))
             if actions:
                 self._count(actions, now, queue, stats)
-                out.extend(records)
+        if records:  # the actions' records, and the board's even without actions
+            out.extend(records)
         if self.event_time and state.next_due is not None and state.next_due <= mark:
             out.extend(self._fire(store, partition, mark, now, stats, quiet))  # a late event
         if stats:
@@ -786,6 +796,8 @@ class TicketProcessor:
             leaves = None if state.next_due is not None else self._leaves_at(state)
             if leaves is not None and leaves <= upto:
                 store.delete(key)
+                if self.board_codec is not None and state.board and state.board.published:
+                    out.append(Out(self.topics.board, key, None))
                 if metrics is not None:
                     metrics.removed(partition, state)
                 if self.diff is not None:
@@ -800,6 +812,7 @@ class TicketProcessor:
                 state, actions = self.engine.advance(state, due, quiet, True)
             else:
                 state, actions = self.engine.advance(state, upto, quiet)
+            board = self._board(state, None, actions, key)
             self.cache.save(store, key, partition, state)
             if metrics is not None:
                 metrics.moved(partition, old, category(state))
@@ -807,6 +820,8 @@ class TicketProcessor:
             if actions:
                 queue = queue_name(state.channel, state.category)
                 out.extend(self._encode(actions, now, queue, stats))
+            if board is not None:
+                out.append(board)
         return out
 
     # ------------------------------------------------------------------ output
@@ -855,6 +870,22 @@ class TicketProcessor:
                                     self.codecs["Reminder"].encode(record)))  # fmt: skip
         return out
 
+    def _board(
+        self, state: TicketState, event: TicketEvent | None, actions: list[Action], key: bytes
+    ) -> Out | None:
+        """The ticket-board record of a ticket the engine just worked on, if what the board
+        shows of it changed: the core decides (streams.sla.board.follow), from the inputs
+        it keeps in the ticket's state."""
+        codec = self.board_codec
+        if codec is None:
+            return None
+        state.board, record = follow(
+            state.board, state.ticket_id, event, actions, self.engine.policy
+        )
+        if record is None:
+            return None
+        return _new_out(self.board_topic, key, codec.frame(ticket_board_body(record)))
+
     def _count(self, actions: list[Action], now: int, queue: str, stats: list[QueueStat]) -> None:
         """Count a ticket's actions; its SLA breach escalations also go into `stats`."""
         if self.metrics is not None and actions:
@@ -877,7 +908,7 @@ class TicketProcessor:
                 silenced[action.reason.value] = silenced.get(action.reason.value, 0) + 1
 
 
-CODECS = ("TicketEvent", "Escalation", "PriorityBump", "Reminder", "DeadLetter")
+CODECS = ("TicketEvent", "Escalation", "PriorityBump", "Reminder", "DeadLetter", "TicketBoard")
 
 
 def build_processor(

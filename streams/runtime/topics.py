@@ -24,6 +24,7 @@ RECORD_TOPICS = {
     "OpsAlert": "ops_alerts",
     "DeadLetter": "dlq",
     "WebhookDeadLetter": "webhook_dlq",
+    "TicketBoard": "board",
 }
 # A changelog's compaction (README, "State and its changelog"): a segment is compacted only
 # once it is closed, so it is rolled hourly rather than at Kafka's 7 days or 1 GiB, and the
@@ -69,6 +70,18 @@ class Topics:
         return self.name("shadow-escalations")
 
     @property
+    def board(self) -> str:
+        """What the live board shows of each ticket (streams.sla.board.BoardRecord), from the
+        worker, in the transaction of the input that changed it; compacted (the latest record
+        per ticket, a tombstone once the ticket leaves the worker's store). The Redis sink
+        projects it (connectors.sinks.redis_board)."""
+        return self.name("ticket-board")
+
+    def compacted(self) -> list[str]:
+        """Topics that keep the latest record per key, created with COMPACTION."""
+        return [self.board]
+
+    @property
     def ops_alerts(self) -> str:
         return self.name("ops-alerts")
 
@@ -106,6 +119,7 @@ class Topics:
             self.dlq,
             self.queue_stats,
             self.shadow_escalations,
+            self.board,
         ]
 
     def all(self) -> list[str]:
@@ -141,12 +155,19 @@ def ensure_topics(
     if not missing:
         return []
     settings_of = {"max.message.bytes": str(max(2 * settings.max_event_bytes, 1_048_588))}
+    compacted = {**settings_of, **COMPACTION, **(config or {})}
     if compact:
         settings_of.update(COMPACTION)
     settings_of.update(config or {})
+    always = set(topics.compacted())
     futures = admin.create_topics(
         [
-            NewTopic(name, settings.partitions, settings.replication, config=settings_of)
+            NewTopic(
+                name,
+                settings.partitions,
+                settings.replication,
+                config=compacted if name in always else settings_of,
+            )  # fmt: skip
             for name in missing
         ],
         operation_timeout=timeout,

@@ -35,13 +35,20 @@ From those inputs (`TicketInputs.entry`):
 
 So the board converges to the same content whatever order the records are read in, and
 reading a record twice changes nothing.
+
+The live worker keeps each ticket's inputs in its state (`TicketInputs` in
+`TicketState.board`) and calls `follow` with each event and the actions it caused: when what
+the board shows of the ticket changed (`BoardView`), or something new goes on its "latest
+events" feed (`News`), it publishes a `BoardRecord` on the compacted ticket-board topic, which
+the Redis sink projects as it is. The worker sees a ticket's inputs in order, so it can drop
+escalations the ticket's latest close already ended for good (`TicketInputs.prune`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from streams.sla.actions import RAISING_KINDS, Action, Escalation, PriorityBump, Reason
 from streams.sla.events import (
@@ -50,9 +57,9 @@ from streams.sla.events import (
     PRIORITY_RANK,
     EventType,
     Priority,
-    Status,
     TicketEvent,
 )
+from streams.sla.frozen import fast_constructor
 from streams.sla.policy import Policy
 
 
@@ -87,6 +94,23 @@ class Fired:
             fired_at=int(record["fired_at"]),
         )
 
+    @classmethod
+    def from_action(cls, action: Escalation) -> Fired:
+        return _new_fired(
+            action.escalation_id, action.ticket_id, str(action.kind), action.level,
+            action.from_level, action.target, str(action.reason), action.rule, action.due_at,
+            action.fired_at,
+        )  # fmt: skip
+
+    def news(self) -> News:
+        """Its line on the feed."""
+        return News(
+            "warning" if self.warning else "escalation", self.ticket_id, self.escalation_id,
+            self.fired_at, kind=self.kind, level=self.level, from_level=self.from_level,
+            target=self.target, reason=self.reason, rule=self.rule, due_at=self.due_at,
+            fired_at=self.fired_at,
+        )  # fmt: skip
+
     def order(self) -> tuple[int, int, str]:
         """Which of a ticket's escalations is the latest."""
         return self.due_at, self.level, self.escalation_id
@@ -119,15 +143,15 @@ class Lifecycle:
         """Take what `event` says about the lifecycle; True if anything moved."""
         t = event.occurred_at
         changed = False
-        status = _status_of(event)
-        if status in DONE_STATUSES:
-            if self.closed_at is None or t > self.closed_at:
-                self.closed_at, changed = t, True
-        elif status is not None and (self.open_at is None or t > self.open_at):
-            self.open_at, changed = t, True
-        if event.type is EventType.AGENT_REPLIED and (
-            self.answered_at is None or t > self.answered_at
-        ):
+        kind = event.type
+        status = _IMPLIED(kind) or event.status
+        if status is not None:
+            if status in DONE_STATUSES:
+                if self.closed_at is None or t > self.closed_at:
+                    self.closed_at, changed = t, True
+            elif self.open_at is None or t > self.open_at:
+                self.open_at, changed = t, True
+        if kind is _REPLIED and (self.answered_at is None or t > self.answered_at):
             self.answered_at, changed = t, True
         return changed
 
@@ -140,8 +164,8 @@ class Lifecycle:
         return before != (self.closed_at, self.open_at, self.answered_at)
 
 
-def _status_of(event: TicketEvent) -> Status | None:
-    return IMPLIED_STATUS.get(event.type) or event.status
+_IMPLIED = IMPLIED_STATUS.get  # an event's status: the one its type implies, or its own
+_REPLIED = EventType.AGENT_REPLIED
 
 
 def _max(a: int | None, b: int | None) -> int | None:
@@ -191,6 +215,82 @@ def clockless(entries: Mapping[str, Shown]) -> dict[str, Shown]:
     return {ticket_id: replace(entry, fired_at=0) for ticket_id, entry in entries.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class News:
+    """One line of the board's "latest events" feed, at event time `at` (fired_at, or the
+    closing event's time): an escalation, an SLA warning, a priority bump, or a ticket that
+    left the board resolved. The fields a type does not have are None."""
+
+    type: str  # escalation, warning, priority_bump, resolved
+    ticket_id: str
+    escalation_id: str
+    at: int
+    kind: str | None = None
+    level: int | None = None
+    from_level: int | None = None
+    target: str | None = None
+    reason: str | None = None
+    rule: str | None = None
+    due_at: int | None = None
+    fired_at: int | None = None
+    old_priority: str | None = None
+    new_priority: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BoardView:
+    """What the board shows of one ticket: its entry (None: not on the board), its SLA
+    warning (shown apart), and whether it is resolved."""
+
+    ticket_id: str
+    resolved: bool
+    entry: BoardEntry | None
+    warning: WarningEntry | None
+
+
+@dataclass(frozen=True, slots=True)
+class Bumped:
+    """A priority bump as the feed shows it."""
+
+    escalation_id: str
+    old_priority: str
+    new_priority: str
+    reason: str
+    fired_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    """The entry that left the board when the ticket closed, and the close's event time."""
+
+    escalation_id: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class BoardRecord:
+    """A ticket-board record: the ticket's view after a change, and what the change adds to
+    the feed: escalations and warnings fired, bumps, the entry that left resolved."""
+
+    view: BoardView
+    fired: tuple[Fired, ...] = ()
+    bumps: tuple[Bumped, ...] = ()
+    left: Left | None = None
+
+    def news(self) -> list[News]:
+        """The feed lines of this change, in that order."""
+        ticket_id = self.view.ticket_id
+        lines = [f.news() for f in self.fired]
+        lines += [
+            News("priority_bump", ticket_id, b.escalation_id, b.fired_at, reason=b.reason,
+                 fired_at=b.fired_at, old_priority=b.old_priority, new_priority=b.new_priority)
+            for b in self.bumps
+        ]  # fmt: skip
+        if self.left is not None:
+            lines.append(News("resolved", ticket_id, self.left.escalation_id, self.left.at))
+        return lines
+
+
 @dataclass(slots=True)
 class TicketInputs:
     """Everything the board knows about one ticket; merging the same input twice is a no-op."""
@@ -199,12 +299,73 @@ class TicketInputs:
     escalations: dict[str, Fired] = field(default_factory=dict)
     bumps: dict[str, str] = field(default_factory=dict)  # escalation_id -> new priority
     life: Lifecycle = field(default_factory=Lifecycle)
+    published: bool = False  # the worker has published a ticket-board record of it
+    # What the last `follow` found it shows (not stored: recomputed once after a restore)
+    shown: BoardView | None = field(default=None, compare=False)
+    # to_row's escalation rows, kept while the escalations stay as they are: the state is
+    # written on every event, the escalations change on about one in four
+    fired_rows: list[list[Any]] | None = field(default=None, compare=False, repr=False)
+
+    def to_row(self) -> list[Any]:
+        """JSON-ready, for the worker's ticket state, which it makes larger on every write:
+        only the lifecycle until the ticket is on the board, no ticket id (the state's), an
+        escalation's kind and reason as their number in _CODED, its fired_at from its due_at
+        (the same instant, but for a late tick)."""
+        life = self.life
+        if not (self.published or self.escalations or self.bumps):
+            return [life.closed_at, life.open_at, life.answered_at]
+        fired = self.fired_rows
+        if fired is None:
+            code = _CODE.get
+            fired = self.fired_rows = [
+                [f.escalation_id, code(f.kind, f.kind), f.level, f.from_level, f.target,
+                 code(f.reason, f.reason), f.rule, f.due_at, f.fired_at - f.due_at]
+                for f in self.escalations.values()
+            ]  # fmt: skip
+        return [life.closed_at, life.open_at, life.answered_at, self.published, fired, self.bumps]
+
+    @classmethod
+    def from_row(cls, ticket_id: str, row: list[Any]) -> TicketInputs:
+        life = Lifecycle(row[0], row[1], row[2])
+        if len(row) == 3:
+            return cls(ticket_id, life=life)
+        escalations = {
+            r[0]: _new_fired(
+                r[0],
+                ticket_id,
+                _CODED[r[1]] if type(r[1]) is int else r[1],
+                r[2],
+                r[3],
+                r[4],
+                _CODED[r[5]] if type(r[5]) is int else r[5],
+                r[6],
+                r[7],
+                r[7] + r[8],
+            )  # fmt: skip
+            for r in row[4]
+        }
+        return cls(ticket_id, escalations, dict(row[5]), life, row[3])
+
+    def prune(self) -> None:
+        """Forget the escalations (and their bumps) due at or before the latest close: the
+        close ended them for good (`closed_at` only grows), so the board never shows them
+        again, and a ticket's inputs stay as small as its current cycle."""
+        since = self.life.closed_at
+        if since is None:
+            return
+        ended = [i for i, e in self.escalations.items() if e.due_at <= since]
+        if ended:
+            self.fired_rows = None
+        for escalation_id in ended:
+            del self.escalations[escalation_id]
+            self.bumps.pop(escalation_id, None)
 
     def add_escalation(self, fired: Fired) -> bool:
         """True if the escalation is new."""
         if fired.escalation_id in self.escalations:
             return False
         self.escalations[fired.escalation_id] = fired
+        self.fired_rows = None
         return True
 
     def add_bump(self, escalation_id: str, new_priority: str) -> bool:
@@ -214,65 +375,173 @@ class TicketInputs:
         self.bumps[escalation_id] = new_priority
         return True
 
-    def _open(self, warnings: bool) -> list[Fired]:
-        """The open escalations (or warnings): the ticket is open and they came after its
-        latest close."""
+    def _scan(self, policy: Policy | None) -> tuple[BoardEntry | None, WarningEntry | None]:
+        """The entry (None without `policy`) and the warning entry, in one pass over the
+        escalations: the open ones are those after the latest close of an open ticket."""
         life = self.life
         if life.closed:
-            return []
+            return None, None
         since = life.closed_at
-        return [
-            e
-            for e in self.escalations.values()
-            if e.warning is warnings and (since is None or e.due_at > since)
-        ]
+        bumps = self.bumps
+        latest = raised = warned = None
+        latest_at = raised_at = warned_at = _NEVER
+        escalations = warnings = 0
+        rank = -1
+        priority = None
+        for e in self.escalations.values():
+            due = e.due_at
+            if since is not None and due <= since:
+                continue
+            at = (due, e.level, e.escalation_id)  # Fired.order
+            if e.reason == _SLA_WARNING:
+                warnings += 1
+                if at > warned_at:
+                    warned, warned_at = e, at
+                continue
+            escalations += 1
+            if at > latest_at:
+                latest, latest_at = e, at
+            if e.kind in _RAISING and e.level > e.from_level and at > raised_at:
+                raised, raised_at = e, at
+            if bumps:
+                bumped = bumps.get(e.escalation_id)
+                if bumped is not None and PRIORITY_RANK[Priority(bumped)] > rank:
+                    rank, priority = PRIORITY_RANK[Priority(bumped)], bumped
+        entry = None
+        if latest is not None and policy is not None:
+            climbs_at = None
+            if raised is not None and (
+                life.answered_at is None or life.answered_at < raised.due_at
+            ):
+                climbs_at = climb_due(policy, raised.level, raised.fired_at)
+            entry = _new_entry(
+                self.ticket_id, latest.escalation_id, latest.kind, latest.level, latest.target,
+                latest.reason, latest.rule, latest.due_at, latest.fired_at, escalations,
+                priority, climbs_at,
+            )  # fmt: skip
+        warning = None
+        if warned is not None:
+            warning = _new_warning(
+                self.ticket_id, warned.escalation_id, warned.target, warned.rule,
+                warned.due_at, warned.fired_at, warnings,
+            )  # fmt: skip
+        return entry, warning
+
+    def view(self, policy: Policy) -> BoardView:
+        entry, warning = self._scan(policy)
+        return _new_view(self.ticket_id, self.life.closed, entry, warning)
 
     def warning(self) -> WarningEntry | None:
         """The ticket's latest open SLA warning, or None."""
-        open_ = self._open(warnings=True)
-        if not open_:
-            return None
-        latest = max(open_, key=Fired.order)
-        return WarningEntry(
-            ticket_id=self.ticket_id,
-            escalation_id=latest.escalation_id,
-            target=latest.target,
-            rule=latest.rule,
-            due_at=latest.due_at,
-            fired_at=latest.fired_at,
-            open_warnings=len(open_),
-        )
+        return self._scan(None)[1]
 
     def entry(self, policy: Policy) -> BoardEntry | None:
         """The ticket's board entry, or None when it has no open escalation (warnings are
         not escalations)."""
-        life = self.life
-        open_ = self._open(warnings=False)
-        if not open_:
-            return None
-        latest = max(open_, key=Fired.order)
-        raised = [e for e in open_ if e.raises]
-        climbs_at = None
-        if raised:
-            last = max(raised, key=Fired.order)
-            if life.answered_at is None or life.answered_at < last.due_at:
-                climbs_at = climb_due(policy, last.level, last.fired_at)
-        bumped = [self.bumps[e.escalation_id] for e in open_ if e.escalation_id in self.bumps]
-        priority = max(bumped, key=lambda p: PRIORITY_RANK[Priority(p)]) if bumped else None
-        return BoardEntry(
-            ticket_id=self.ticket_id,
-            escalation_id=latest.escalation_id,
-            kind=latest.kind,
-            level=latest.level,
-            target=latest.target,
-            reason=latest.reason,
-            rule=latest.rule,
-            due_at=latest.due_at,
-            fired_at=latest.fired_at,
-            open_escalations=len(open_),
-            priority=priority,
-            climbs_at=climbs_at,
-        )
+        return self._scan(policy)[0]
+
+
+_SLA_WARNING = str(Reason.SLA_WARNING)
+# Escalation kinds and reasons by their number in a stored row (TicketInputs.to_row): only
+# ever appended to, a number is in changelogs; a kind or reason not here is stored as is.
+_CODED: Final = (
+    "HIERARCHICAL", "FUNCTIONAL", "PRIORITY", "AUTOMATIC", "EXECUTIVE", "SLA_WARNING",
+    "FIRST_RESPONSE_BREACH", "NEXT_RESPONSE_BREACH", "RESOLUTION_BREACH",
+    "PERIODIC_UPDATE_BREACH", "PAUSABLE_UPDATE_BREACH", "REQUESTER_WAIT_BREACH",
+    "AGENT_WORK_BREACH", "CHURN_RISK", "SYSTEM_CRASH", "LEGAL_THREAT", "CANCELLATION_THREAT",
+    "REFUND_REQUEST", "PRIVACY_CONCERN", "SUPERVISOR_REQUEST", "PENDING_TOO_LONG",
+    "TOO_MANY_TRANSFERS", "REOPENED", "ESCALATION_OVERDUE", "LOW_CSAT", "SPECIALIST_REQUIRED",
+    "PRIORITY_RULE",
+)  # fmt: skip
+_CODE: Final = {name: number for number, name in enumerate(_CODED)}
+_RAISING = frozenset(str(k) for k in RAISING_KINDS)  # Fired.raises
+_NEVER: tuple[int, int, str] = (-(2**63) - 1, 0, "")  # before any Fired.order
+# The worker builds these for about every third event: at the cost of mutable records
+# (streams.sla.frozen), not of frozen dataclasses' __init__.
+_new_fired = fast_constructor(Fired)
+_new_entry = fast_constructor(BoardEntry)
+_new_warning = fast_constructor(WarningEntry)
+_new_view = fast_constructor(BoardView)
+_new_bumped = fast_constructor(Bumped)
+_new_left = fast_constructor(Left)
+_new_record = fast_constructor(BoardRecord)
+
+
+def follow(
+    inputs: TicketInputs | None,
+    ticket_id: str,
+    event: TicketEvent | None,
+    actions: Sequence[Action],
+    policy: Policy,
+) -> tuple[TicketInputs, BoardRecord | None]:
+    """A ticket's board inputs after `event` (None: a clock tick) and the actions the engine
+    took on it, and the ticket-board record to publish: None unless what the board shows
+    changed or the feed gets a line. A ticket gets no record before its first escalation,
+    warning or bump; `inputs` is updated in place."""
+    if inputs is None:
+        inputs = TicketInputs(ticket_id)
+    life = inputs.life
+    closed_at, open_at, answered_at = life.closed_at, life.open_at, life.answered_at
+    moved = event is not None and life.observe(event)
+    published = inputs.published
+    if not actions and not (moved and published):
+        return inputs, None  # most calls: nothing the board could show moved
+    fired: list[Fired] = []
+    bumps: list[Bumped] = []
+    for action in actions:
+        if isinstance(action, Escalation):
+            if action.escalation_id not in inputs.escalations:
+                fired.append(Fired.from_action(action))
+        elif isinstance(action, PriorityBump) and action.escalation_id not in inputs.bumps:
+            bump = _new_bumped(action.escalation_id, action.old_priority, action.new_priority,
+                               str(action.reason), action.fired_at)  # fmt: skip
+            bumps.append(bump)
+    before = inputs.shown
+    if not fired and not bumps:
+        if not (moved and published):
+            return inputs, None
+        if before is not None and not _shows(closed_at, open_at, answered_at, life, before):
+            return inputs, None
+    if before is None and published:
+        inputs.life = Lifecycle(closed_at, open_at, answered_at)
+        before = inputs.view(policy)
+        inputs.life = life
+    if fired:
+        escalations = inputs.escalations
+        for f in fired:
+            escalations[f.escalation_id] = f
+        inputs.fired_rows = None
+    for bump in bumps:
+        inputs.bumps[bump.escalation_id] = bump.new_priority
+    after = inputs.shown = inputs.view(policy)
+    left = None
+    if before is not None and before.entry is not None and after.entry is None:
+        # left the board: closed (the only way out once on it)
+        left = _new_left(before.entry.escalation_id, life.closed_at or 0)
+    if life.closed_at is not None:
+        inputs.prune()
+    if not fired and not bumps and after == before:
+        return inputs, None
+    inputs.published = True
+    return inputs, _new_record(after, tuple(fired), tuple(bumps), left)
+
+
+def _shows(
+    closed_at: int | None,
+    open_at: int | None,
+    answered_at: int | None,
+    after: Lifecycle,
+    shown: BoardView,
+) -> bool:
+    """Whether a lifecycle move (from the instants before it to `after`) can change what the
+    board shows: whether the ticket is closed, its latest close (which escalations it
+    ended), or an agent reply to a ticket that would climb (a reply only stops climbs). A
+    later reopening of an open ticket, the most common move, changes nothing."""
+    closed = closed_at is not None and (open_at is None or closed_at >= open_at)
+    if closed != after.closed or closed_at != after.closed_at:
+        return True
+    entry = shown.entry
+    return answered_at != after.answered_at and entry is not None and entry.climbs_at is not None
 
 
 def climb_due(policy: Policy, level: int, since: int) -> int | None:

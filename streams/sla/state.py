@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
+from streams.sla.board import TicketInputs
 from streams.sla.events import Priority, Status
 
 SEEN_WINDOW: Final = 256  # recent event ids a ticket remembers, to drop redeliveries
@@ -141,6 +142,7 @@ class TicketState:
     climb_paused: int = 0  # business ms the matrix climb stood still in pause statuses
     f_paused: int = 0  # the same for the side chain's climb
     raised_at: int | None = None  # when a deadline last raised the level (one raise an instant)
+    board: TicketInputs | None = None  # what the live board knows (streams.sla.board.follow)
 
     def __init__(
         self, ticket_id: str, first_seen_at: int, clock_at: int, status: Status = Status.NEW,
@@ -156,7 +158,7 @@ class TicketState:
         next_due: int | None = None, closed: bool = False, f_chain: str | None = None,
         f_step: int = 0, f_since: int | None = None, climb_id: str | None = None,
         f_id: str | None = None, repeat: int = 0, climb_paused: int = 0, f_paused: int = 0,
-        raised_at: int | None = None,
+        raised_at: int | None = None, board: TicketInputs | None = None,
     ) -> None:  # fmt: skip
         self.ticket_id = ticket_id
         self.first_seen_at = first_seen_at
@@ -201,6 +203,7 @@ class TicketState:
         self.climb_paused = climb_paused
         self.f_paused = f_paused
         self.raised_at = raised_at
+        self.board = board
 
     def remember(self, event_id: str) -> None:
         """Add an event id to the window of recent ones, forgetting the oldest beyond it."""
@@ -249,6 +252,7 @@ class TicketState:
             "climb_paused": self.climb_paused,
             "f_paused": self.f_paused,
             "raised_at": self.raised_at,
+            "board": None if self.board is None else self.board.to_row(),
         }
 
     def to_row(self) -> list[Any]:
@@ -264,7 +268,7 @@ class TicketState:
             self.awaiting_since, self.escalated_at, sorted(self.fired), list(self.seen),
             self.next_due, self.closed, self.f_chain, self.f_step, self.f_since,
             self.climb_id, self.f_id, self.repeat, self.climb_paused, self.f_paused,
-            self.raised_at,
+            self.raised_at, None if self.board is None else self.board.to_row(),
         ]  # fmt: skip
 
     @classmethod
@@ -279,6 +283,8 @@ class TicketState:
         values[21] = {clock.metric: clock for clock in clocks}
         values[25] = frozenset(values[25])
         values[26] = dict.fromkeys(values[26])
+        if len(values) == _ROW_FIELDS and values[-1] is not None:
+            values[-1] = TicketInputs.from_row(values[0], values[-1])
         return cls(*values)
 
     @classmethod
@@ -289,6 +295,9 @@ class TicketState:
         values["tags"] = frozenset(values["tags"])
         values["fired"] = frozenset(values["fired"])
         values["seen"] = dict.fromkeys(values["seen"])
+        board = values.get("board")
+        if board is not None:
+            values["board"] = TicketInputs.from_row(values["ticket_id"], board)
         values["clocks"] = {
             name: Clock.from_dict(clock) for name, clock in values["clocks"].items()
         }
@@ -298,4 +307,4 @@ class TicketState:
 _ROW_FIELDS: Final = len(fields(TicketState))
 # A row written by an older release lacks the fields added since (at the end): they take their
 # defaults. The oldest such row is the one from before f_chain, f_step and f_since.
-_ROW_FIELDS_V1: Final = _ROW_FIELDS - 9
+_ROW_FIELDS_V1: Final = _ROW_FIELDS - 10

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from confluent_kafka import cimpl
 
-from bench.pipeline import BENCH_POLICY, REPO, mapped_under
+from bench.pipeline import BENCH_POLICY, REPO, Drain, mapped_under
 from bench.steady_load import LOAD_TICKETS, load_event
 from streams.sla.actions import Escalation
 from streams.sla.engine import Engine
@@ -56,3 +56,12 @@ def test_mapped_under_names_the_extension_modules_loaded_from_a_tree() -> None:
     assert f"confluent_kafka/{Path(cimpl.__file__).name}" in mapped
     assert mapped_under(os.getpid(), REPO / "streams") == []
     assert mapped_under(2**22 + 1, site) == []  # no such process
+
+
+def test_with_the_sink_the_figures_span_worker_and_sink() -> None:
+    """--with-sink: events/s run until the sink caught up, and the CPU is both processes'
+    from the worker's first commit."""
+    run = Drain("p-", "w", total=1_000, first=(10.0, 100, 2.0), last=(14.0, 6.0), done=1_000)
+    run.sink_first, run.sink_done = 1.5, (19.0, 3.0)
+    assert run.rates() == (900 / 4.0, 900 / 4.0)  # the worker alone
+    assert run.whole() == (900 / 9.0, 900 / 5.5)  # 4 worker + 1.5 sink CPU-s

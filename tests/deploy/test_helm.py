@@ -82,7 +82,7 @@ def test_chart_default_policy_is_the_builtin_policy(render: Any) -> None:
     assert rendered.strip() == builtin.strip()
 
 
-@pytest.mark.parametrize("name", ["escalator-worker", "escalator-sink-redis", "escalator-ingest"])
+@pytest.mark.parametrize("name", ["escalator-worker", "escalator-ingest"])
 def test_policy_change_rolls_what_reads_the_policy(render: Any, name: str) -> None:
     def annotations(docs: list[dict[str, Any]]) -> dict[str, str]:
         return dict(workload(docs, name)["spec"]["template"]["metadata"]["annotations"])
@@ -106,6 +106,16 @@ def test_policy_change_rolls_what_reads_the_policy(render: Any, name: str) -> No
     (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == directory]
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     assert volume["configMap"]["name"] == "escalator-policy" and filename == "policy.yaml"
+
+
+def test_the_redis_sink_reads_no_policy(render: Any) -> None:
+    """It projects the worker's ticket-board records: a policy change does not roll it."""
+    template = workload(render(), "escalator-sink-redis")["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    assert "checksum/policy" not in template["metadata"]["annotations"]
+    assert "ESCALATOR_POLICY_FILE" not in env_of(container)
+    assert all(v.get("configMap", {}).get("name") != "escalator-policy"
+               for v in template["spec"]["volumes"])  # fmt: skip
 
 
 def test_shadow_policy_is_mounted_and_passed_to_the_worker(render: Any, render_error: Any) -> None:

@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -19,10 +19,9 @@ from prometheus_client import REGISTRY
 from connectors.sinks.board_store import BoardKeys, BoardReader
 from connectors.sinks.redis_board import RedisSink, SinkOptions
 from schemas.codec import codec_for
-from schemas.records import escalation_to_avro
+from schemas.records import ticket_board_to_avro
 from streams.runtime.kafka_config import idempotent_producer
-from streams.sla.actions import Escalation, Kind, Reason
-from streams.sla.board import clockless
+from streams.sla.board import BoardEntry, BoardRecord, BoardView, Fired, clockless
 from streams.sla.policy import load_policy
 from streams.tools.backtest import backtest_events
 from streams.tools.demo import free_port
@@ -65,6 +64,16 @@ def metric(port: int, name: str, **labels: str) -> float:
     raise AssertionError(f"{name} {labels} not on /metrics")
 
 
+def escalated(ticket: str, escalation: str, at: int) -> BoardRecord:
+    """A ticket-board record of a ticket that went on the board with one escalation."""
+    fired = Fired(escalation, ticket, "HIERARCHICAL", 2, 1, "support-manager",
+                  "FIRST_RESPONSE_BREACH", "sla:first_response:breach", at, at)  # fmt: skip
+    entry = BoardEntry(ticket, escalation, "HIERARCHICAL", 2, "support-manager",
+                       "FIRST_RESPONSE_BREACH", "sla:first_response:breach", at, at, 1, None,
+                       None)  # fmt: skip
+    return BoardRecord(BoardView(ticket, False, entry, None), (fired,))
+
+
 def test_board_equals_backtest_and_survives_sigkill_and_replay(
     pipeline: Pipeline, board: tuple[redis.Redis, BoardKeys], tmp_path: Path
 ) -> None:
@@ -98,7 +107,6 @@ def test_board_equals_backtest_and_survives_sigkill_and_replay(
     sink = pipeline.start_sink("sink2", "redis")
     sink.wait_ready()
     producer.join(120)
-    sent = result[0]
     wait_for(lambda: clockless(reader.entries()) == expected, "the backtest's board")
     wait_for(lambda: caught_up(client, keys, sink, restart), "the sink to catch up")
     state = reader.dump()
@@ -118,12 +126,13 @@ def test_board_equals_backtest_and_survives_sigkill_and_replay(
     sink = pipeline.start_sink("sink3", "redis", "--group", f"{pipeline.prefix}replay")
     sink.wait_ready()
     wait_for(lambda: caught_up(client, keys, sink, restart), "the replaying sink to catch up")
-    consumed = int(heartbeat(client, keys)["consumed"])
-    assert consumed >= sent + escalations + report.priority_bumps
+    # every ticket-board record read again from the start, each one already applied
+    published = int(heartbeat(client, keys)["consumed"])
+    assert published >= len(report.board) + resolved
     assert reader.dump() == state  # entries, memberships, counters and stream: all unchanged
     assert metric(sink.web_port, "escalator_redis_sink_duplicates_total",
-                  topic="escalations") == escalations  # fmt: skip
-    assert metric(sink.web_port, "escalator_redis_sink_applied_total", topic="escalations") == 0
+                  topic="ticket-board") == published  # fmt: skip
+    assert metric(sink.web_port, "escalator_redis_sink_applied_total", topic="ticket-board") == 0
     assert metric(sink.web_port, "escalator_board_open_escalations") == len(expected)
     with urllib.request.urlopen(f"http://127.0.0.1:{sink.web_port}/healthz", timeout=10) as r:
         assert r.status == 200
@@ -165,27 +174,22 @@ def test_redis_outage_commits_nothing_and_loses_nothing(
     topics = pipeline.topics
     group = f"{pipeline.prefix}outage"
     options = SinkOptions(group, unhealthy_after_s=1.0, backoff_cap_s=0.5, heartbeat_s=0.2)
-    sink = RedisSink(settings, topics, load_policy(), options)
+    sink = RedisSink(settings, topics, options)
     runner = threading.Thread(target=sink.run)
     runner.start()
-    codec = codec_for("Escalation", settings)
+    codec = codec_for("TicketBoard", settings)
     producer = Producer(idempotent_producer(settings))
 
     def send(first: int, count: int) -> None:
         for n in range(first, first + count):
-            escalation = Escalation(
-                f"e{n}", f"T{n}", Kind.HIERARCHICAL, 2, 1, "support-manager",
-                Reason.FIRST_RESPONSE_BREACH, "standard", "sla:first_response:breach",
-                "first_response", 1_000 * n, 1_000 * n, None, 0,
-            )  # fmt: skip
-            value = codec.encode(escalation_to_avro(escalation, 0))
-            producer.produce(topics.escalations, value=value, key=escalation.ticket_id.encode())
+            value = codec.encode(ticket_board_to_avro(escalated(f"T{n}", f"e{n}", 1_000 * n)))
+            producer.produce(topics.board, value=value, key=f"T{n}".encode())
         assert producer.flush(30) == 0
 
     def committed() -> int:
         reader = Consumer({**settings.kafka.confluent(), "group.id": group})
         try:
-            parts = [TopicPartition(topics.escalations, p) for p in range(pipeline.partitions)]
+            parts = [TopicPartition(topics.board, p) for p in range(pipeline.partitions)]
             return sum(max(tp.offset, 0) for tp in reader.committed(parts, timeout=10))
         finally:
             reader.close()
@@ -221,7 +225,7 @@ def test_redis_outage_commits_nothing_and_loses_nothing(
 def test_a_record_the_sink_cannot_handle_is_parked_and_the_rest_applied(
     pipeline: Pipeline, board: tuple[redis.Redis, BoardKeys]
 ) -> None:
-    from connectors.sinks.board_store import Applied, Batch, BoardWriter
+    from connectors.sinks.board_store import Applied, BoardWriter, Update
 
     client, keys = board
     settings, topics = pipeline.settings, pipeline.topics
@@ -229,26 +233,21 @@ def test_a_record_the_sink_cannot_handle_is_parked_and_the_rest_applied(
     class Faulty(BoardWriter):
         """The real writer, failing on one ticket as a record past what the code handles."""
 
-        def apply(self, batch: Batch) -> Applied:
-            if any(f.ticket_id == "T-bad" for f in batch.escalations):
+        def apply(self, batch: Sequence[Update]) -> Applied:
+            if any(u.ticket_id == "T-bad" for u in batch):
                 raise OverflowError("date value out of range")
             return super().apply(batch)
 
     group = f"{pipeline.prefix}poison"
-    sink = RedisSink(settings, topics, load_policy(), SinkOptions(group, heartbeat_s=0.2))
-    sink.writer = Faulty(client, keys, load_policy())
-    codec = codec_for("Escalation", settings)
+    sink = RedisSink(settings, topics, SinkOptions(group, heartbeat_s=0.2))
+    sink.writer = Faulty(client, keys)
+    codec = codec_for("TicketBoard", settings)
     producer = Producer(idempotent_producer(settings))
     values = {}
     for n, ticket in enumerate(("T-good1", "T-bad", "T-good2")):
-        escalation = Escalation(
-            f"p{n}", ticket, Kind.HIERARCHICAL, 2, 1, "support-manager",
-            Reason.FIRST_RESPONSE_BREACH, "standard", "sla:first_response:breach",
-            "first_response", 1_000 * n, 1_000 * n, None, 0,
-        )  # fmt: skip
-        values[ticket] = codec.encode(escalation_to_avro(escalation, 0))
-        producer.produce(topics.escalations, value=values[ticket], key=ticket.encode(), partition=0)
-    producer.produce(topics.escalations, value=b"not avro", key=b"T-junk", partition=0)
+        values[ticket] = codec.encode(ticket_board_to_avro(escalated(ticket, f"p{n}", 1_000 * n)))
+        producer.produce(topics.board, value=values[ticket], key=ticket.encode(), partition=0)
+    producer.produce(topics.board, value=b"not avro", key=b"T-junk", partition=0)
     assert producer.flush(30) == 0
     runner = threading.Thread(target=sink.run)
     runner.start()
@@ -258,7 +257,7 @@ def test_a_record_the_sink_cannot_handle_is_parked_and_the_rest_applied(
         assert set(by_key) == {b"T-bad", b"T-junk"}
         bad, junk = by_key[b"T-bad"], by_key[b"T-junk"]
         assert bad["original"] == values["T-bad"]
-        assert (bad["source_topic"], bad["partition"], bad["offset"]) == (topics.escalations, 0, 1)
+        assert (bad["source_topic"], bad["partition"], bad["offset"]) == (topics.board, 0, 1)
         assert bad["error"] == "cannot apply the record: OverflowError: date value out of range"
         assert (junk["original"], junk["error_kind"]) == (b"not avro", "UNDECODABLE")
         wait_for(lambda: client.zcard(keys.open) == 2, "the two good escalations on the board")
@@ -268,7 +267,7 @@ def test_a_record_the_sink_cannot_handle_is_parked_and_the_rest_applied(
         def committed() -> int:
             reader = Consumer({**settings.kafka.confluent(), "group.id": group})
             try:
-                (tp,) = reader.committed([TopicPartition(topics.escalations, 0)], timeout=10)
+                (tp,) = reader.committed([TopicPartition(topics.board, 0)], timeout=10)
                 return int(tp.offset)
             finally:
                 reader.close()
@@ -290,7 +289,7 @@ def test_the_ready_line_shows_no_redis_password() -> None:
     env = {"ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1", "ESCALATOR_REDIS_URL": url}
     settings = load_settings(env)
     out = io.StringIO()
-    sink = RedisSink(settings, Topics(), load_policy(), SinkOptions("g"), out=out)
+    sink = RedisSink(settings, Topics(), SinkOptions("g"), out=out)
     sink.running = False
     sink.run()
     sink.consumer.close()

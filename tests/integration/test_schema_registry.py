@@ -100,6 +100,7 @@ def test_worker_and_sinks_use_the_registry_and_confluent_deserializer_reads_thei
             "priority-bumps",
             "reminders",
             "ticket-events-dlq",
+            "ticket-board",
         )
     }
     sink = pipeline.start_sink("sink", "redis")

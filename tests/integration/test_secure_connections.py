@@ -24,15 +24,14 @@ import pytest
 import redis
 from confluent_kafka import Consumer, KafkaError, Producer
 
-from connectors.sinks.board_store import Batch, BoardKeys, BoardReader, BoardWriter
+from connectors.sinks.board_store import BoardKeys, BoardReader, BoardWriter, Update
 from connectors.sources.enrichment import Breaker, Enricher
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
 from streams.runtime.kafka_config import idempotent_producer
 from streams.runtime.settings import Settings, load_settings
-from streams.sla.board import Fired
+from streams.sla.board import BoardEntry, BoardRecord, BoardView
 from streams.sla.events import EventType, TicketEvent
-from streams.sla.policy import load_policy
 from streams.tools.demo import free_port
 from tests.integration.conftest import RUNTIMES, Pipeline
 from tests.integration.test_dlq_and_clock import LIVE_POLICY
@@ -121,10 +120,14 @@ def board_round_trip(settings: Settings) -> None:
     client = settings.redis.client(decode_responses=True)
     keys = BoardKeys.from_settings(settings, "secure-")
     try:
-        fired = Fired("e1", "T-1", "HIERARCHICAL", 2, 1, "support-manager",
-                      "FIRST_RESPONSE_BREACH", "sla:first_response:breach",
-                      1_000, 1_000)  # fmt: skip
-        assert BoardWriter(client, keys, load_policy()).apply(Batch(escalations=[fired])).added == 1
+        entry = BoardEntry("T-1", "e1", "HIERARCHICAL", 2, "support-manager",
+                           "FIRST_RESPONSE_BREACH", "sla:first_response:breach", 1_000, 1_000,
+                           1, None, None)  # fmt: skip
+        record = BoardRecord(BoardView("T-1", False, entry, None))
+        assert (
+            BoardWriter(client, keys).apply([Update("ticket-board", 0, 0, "T-1", record)]).added
+            == 1
+        )
         entries = BoardReader(client, keys).entries()
         assert list(entries) == ["T-1"]
         assert entries["T-1"].target == "support-manager" and entries["T-1"].level == 2

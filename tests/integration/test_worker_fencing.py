@@ -311,19 +311,23 @@ def test_a_restore_longer_than_max_poll_interval_keeps_the_worker_in_its_group(
     assert first.error is None and first.thread.is_alive()
 
 
-def test_the_changelog_is_created_compacted(pipeline: Pipeline) -> None:
+def test_the_changelog_and_the_board_topic_are_created_compacted(pipeline: Pipeline) -> None:
     settings = worker_settings(pipeline, "w1")  # what the worker ensures at start-up
     admin = AdminClient(settings.kafka.confluent())
-    resource = ConfigResource("topic", changelog_topic(settings))
-    deadline = time.monotonic() + 30
-    while True:  # a topic just created may not be known to the broker's metadata yet
-        try:
-            config = admin.describe_configs([resource])[resource].result(30)
-            break
-        except KafkaException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
     wanted = {"cleanup.policy": "compact", "segment.ms": "3600000",
               "min.cleanable.dirty.ratio": "0.1"}  # fmt: skip
-    assert {name: config[name].value for name in wanted} == wanted
+    for topic in (changelog_topic(settings), pipeline.topics.board):
+        resource = ConfigResource("topic", topic)
+        deadline = time.monotonic() + 30
+        while True:  # a topic just created may not be known to the broker's metadata yet
+            try:
+                config = admin.describe_configs([resource])[resource].result(30)
+                break
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        assert {name: config[name].value for name in wanted} == wanted, topic
+    escalations = ConfigResource("topic", pipeline.topics.escalations)
+    config = admin.describe_configs([escalations])[escalations].result(30)
+    assert config["cleanup.policy"].value == "delete"

@@ -9,11 +9,10 @@ import pytest
 import redis
 from confluent_kafka import TopicPartition
 
-from connectors.sinks.board_store import Applied, Batch
+from connectors.sinks.board_store import Applied, Update
 from connectors.sinks.redis_board import RedisSink, SinkOptions
 from streams.runtime.settings import load_settings
 from streams.runtime.topics import Topics
-from streams.sla.policy import load_policy
 
 
 class Writer:
@@ -21,7 +20,7 @@ class Writer:
         self.errors = list(errors)
         self.calls = 0
 
-    def apply(self, batch: Batch) -> Applied:
+    def apply(self, batch: list[Update]) -> Applied:
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
@@ -31,7 +30,7 @@ class Writer:
 @pytest.fixture
 def sink() -> Any:
     settings = load_settings({"ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
-    made = RedisSink(settings, Topics(), load_policy(), SinkOptions("g", backoff_cap_s=0.01))
+    made = RedisSink(settings, Topics(), SinkOptions("g", backoff_cap_s=0.01))
     made._sleep = lambda seconds: None  # type: ignore[method-assign]
     yield made
     made.consumer.close()
@@ -44,14 +43,14 @@ def sink() -> Any:
 )  # fmt: skip
 def test_redis_refusing_every_write_is_retried(sink: Any, error: Exception) -> None:
     sink.writer = Writer(error, error)
-    assert sink._apply(Batch()) is True
+    assert sink._apply([]) is True
     assert sink.writer.calls == 3
 
 
 def test_redis_refusing_one_command_is_the_records_fault(sink: Any) -> None:
     sink.writer = Writer(redis.ResponseError("WRONGTYPE Operation against a key"))
     with pytest.raises(redis.ResponseError):
-        sink._apply(Batch())
+        sink._apply([])
     assert sink.writer.calls == 1
 
 
@@ -76,11 +75,11 @@ class Positions:
 
 
 def test_lag_is_unknown_until_every_partitions_end_is_known(sink: Any) -> None:
-    events, escalations = Topics().ticket_events, Topics().name("escalations")
+    board = Topics().name("ticket-board")
     sink.consumer.close()
-    sink.consumer = Positions({(events, 0): (716, 716), (escalations, 0): (-1001, -1)})
-    assert sink._lag() == {}  # the heartbeat's -1: not "caught up" with a topic unread
-    sink.consumer = Positions({(events, 0): (716, 716), (escalations, 0): (-1001, 169)})
-    assert sink._lag() == {"ticket-events": 0, "escalations": 169}
-    sink.consumer = Positions({(events, 0): (716, 716), (escalations, 0): (169, 169)})
-    assert sink._lag() == {"ticket-events": 0, "escalations": 0}
+    sink.consumer = Positions({(board, 0): (716, 716), (board, 1): (-1001, -1)})
+    assert sink._lag() == {}  # the heartbeat's -1: not "caught up" with a partition unread
+    sink.consumer = Positions({(board, 0): (716, 716), (board, 1): (-1001, 169)})
+    assert sink._lag() == {"ticket-board": 169}
+    sink.consumer = Positions({(board, 0): (716, 716), (board, 1): (169, 169)})
+    assert sink._lag() == {"ticket-board": 0}

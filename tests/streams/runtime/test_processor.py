@@ -579,7 +579,7 @@ def test_states_of_the_first_format_still_read_and_are_twice_the_size() -> None:
 def test_a_state_of_an_unknown_format_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="ticket state format 9, this version reads 1 and 2"):
         decode_state(b"[9, 0, []]")
-    with pytest.raises(ValueError, match="has 38 fields, got 2"):
+    with pytest.raises(ValueError, match="has 39 fields, got 2"):
         decode_state(b'[2, 0, ["T1", 1]]')
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.sla.board import BoardBuilder, Fired, Lifecycle, TicketInputs, climb_due
+from streams.sla.actions import Escalation, Kind, Reason
+from streams.sla.board import BoardBuilder, Fired, Lifecycle, TicketInputs, climb_due, follow
 from streams.sla.durations import HOUR, MINUTE
 from streams.sla.events import EventType, Status, TicketEvent
 from streams.sla.policy import Policy, load_policy
@@ -201,3 +202,37 @@ def test_the_board_agrees_with_the_engines_final_state(
     assert reverse.entries(policy) == board
     assert all(e.reason != "SLA_WARNING" for e in board.values())
     assert run.report.board_warnings == builder.warnings() and builder.warnings()
+
+
+def test_the_stored_row_follows_every_change_of_the_escalations(policy: Policy) -> None:
+    """to_row keeps the escalation rows between writes (TicketInputs.fired_rows): a row
+    written after an escalation is added, fired through `follow` or pruned by a close is the
+    one a fresh copy of the same inputs writes."""
+
+    def fresh_row(inputs: TicketInputs) -> list[object]:
+        life = inputs.life
+        copy = TicketInputs(
+            inputs.ticket_id, dict(inputs.escalations), dict(inputs.bumps),
+            Lifecycle(life.closed_at, life.open_at, life.answered_at), inputs.published,
+        )  # fmt: skip
+        return copy.to_row()
+
+    def escalation(eid: str, due: int) -> Escalation:
+        return Escalation(eid, "T1", Kind.HIERARCHICAL, 2, 1, "L2-team",
+                          Reason.FIRST_RESPONSE_BREACH, "p", f"rule-{eid}", None, due, due,
+                          None, 0)  # fmt: skip
+
+    inputs, _ = follow(None, "T1", event("CREATED", T0, Status.NEW), [], policy)
+    inputs, record = follow(inputs, "T1", None, [escalation("e1", T0 + HOUR)], policy)
+    assert record is not None and inputs.to_row() == fresh_row(inputs)
+    assert [r[0] for r in inputs.to_row()[4]] == ["e1"]
+    assert inputs.add_escalation(fired("e2", T0 + 2 * HOUR))
+    assert [r[0] for r in inputs.to_row()[4]] == ["e1", "e2"] and inputs.to_row() == fresh_row(
+        inputs
+    )
+    inputs, _ = follow(inputs, "T1", None, [escalation("e3", T0 + 3 * HOUR)], policy)
+    assert [r[0] for r in inputs.to_row()[4]] == ["e1", "e2", "e3"]
+    closing = event("STATUS_CHANGED", T0 + 2 * HOUR, Status.SOLVED)
+    inputs, record = follow(inputs, "T1", closing, [], policy)  # ends e1 and e2
+    assert record is not None
+    assert [r[0] for r in inputs.to_row()[4]] == ["e3"] and inputs.to_row() == fresh_row(inputs)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 
 import pytest
 
+from streams.sla.actions import Kind, Reason
+from streams.sla.board import Fired, Lifecycle, TicketInputs
 from streams.sla.events import Priority, Status
 from streams.sla.state import SEEN_WINDOW, Clock, TicketState
 
@@ -26,6 +29,10 @@ def busy_state() -> TicketState:
         level=3, awaiting_since=20, escalated_at=21, fired={"sla:x|2", "trigger:y|1"},
         seen={"e1", "e2"}, next_due=22, closed=True, f_chain="billing", f_step=1, f_since=23,
         climb_id="esc-1", f_id="esc-2", repeat=2, climb_paused=24, f_paused=25,
+        board=TicketInputs(
+            "T1", {"esc-1": Fired("esc-1", "T1", "HIERARCHICAL", 2, 1, "L2", "SLA", "r", 5, 6)},
+            {"esc-1": "HIGH"}, Lifecycle(26, 27, None), published=True,
+        ),
     )  # fmt: skip
 
 
@@ -48,11 +55,31 @@ def test_row_and_dict_round_trip_through_json_to_the_same_state() -> None:
     assert isinstance(from_row.tags, frozenset)
 
 
+def test_board_escalations_are_stored_small_and_read_back_whole() -> None:
+    """The board inputs ride on every write of the state: an escalation's kind and reason
+    are stored as numbers, its fired_at from its due_at; an unknown kind or reason as is."""
+    due = 1793589572946
+    fired = [
+        Fired(f"e{i}", "T1", str(kind), 2, 1, "L2", str(reason), "r", due, due + i % 2)
+        for i, (kind, reason) in enumerate(itertools.product(Kind, Reason))
+    ]
+    fired.append(Fired("e-new", "T1", "NEW_KIND", 3, 2, "L3", "NEW_REASON", "r", 70, 69))
+    inputs = TicketInputs(
+        "T1", {f.escalation_id: f for f in fired}, {}, Lifecycle(None, 40, None), published=True
+    )
+    row = json.loads(json.dumps(inputs.to_row()))
+    assert TicketInputs.from_row("T1", row) == inputs
+    known = json.dumps(row[4][:-1])
+    assert not any(str(name) in known for name in (*Kind, *Reason))
+    assert known.count(str(due)) == len(fired) - 1  # due_at only, not fired_at again
+    assert "NEW_KIND" in json.dumps(row[4][-1]) and "NEW_REASON" in json.dumps(row[4][-1])
+
+
 def test_a_row_of_the_wrong_length_is_refused() -> None:
     row = busy_state().to_row()
-    with pytest.raises(ValueError, match="a ticket state row has 38 fields, got 39"):
+    with pytest.raises(ValueError, match="a ticket state row has 39 fields, got 40"):
         TicketState.from_row([*row, None])
-    with pytest.raises(ValueError, match="a ticket state row has 38 fields, got 28"):
+    with pytest.raises(ValueError, match="a ticket state row has 39 fields, got 28"):
         TicketState.from_row(row[:28])
 
 
@@ -65,6 +92,8 @@ def test_rows_written_by_earlier_releases_read_with_defaults_for_later_fields() 
     newer = TicketState.from_row(state.to_row()[:32])  # with the functional chain
     assert (newer.f_chain, newer.f_step, newer.f_since) == ("billing", 1, 23)
     assert (newer.climb_id, newer.climb_paused, newer.f_paused) == (None, 0, 0)
+    before_board = TicketState.from_row(state.to_row()[:-1])  # a state from before the board
+    assert before_board.board is None and before_board.raised_at == state.raised_at
 
 
 def test_the_seen_window_is_bounded_and_keeps_the_latest() -> None:
