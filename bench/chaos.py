@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.integration: harness
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support: the harness
 
 import redis  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -70,7 +70,7 @@ from streams.tools.demo import free_port
 from streams.tools.generator import generate_to_file
 from streams.tools.history import read_history
 from streams.tools.replay import send_ticks
-from tests.integration.conftest import REPO, Pipeline, WorkerProcess
+from tests.support.pipeline import REPO, Pipeline, WorkerProcess
 
 SERVICES = REPO / "deploy" / "local" / "services"
 TOKEN = "chaos-ingest-token-0123456789"

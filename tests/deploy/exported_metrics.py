@@ -68,7 +68,7 @@ def _worker_families() -> Iterable[Metric]:
     from streams.sla.engine import Engine
     from streams.sla.events import EventType, TicketEvent
     from streams.sla.policy import load_policy
-    from tests.streams.runtime.test_processor import DictStore
+    from tests.support.stores import DictStore
 
     policy = load_policy()
     codecs = {name: codec_for(name) for name in CODECS}

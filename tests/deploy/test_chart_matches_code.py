@@ -57,7 +57,7 @@ from tests.deploy.chart import (
     process_env,
     workloads,
 )
-from tests.integration.conftest import WorkerProcess
+from tests.support.pipeline import WorkerProcess
 
 RENDERS: dict[str, tuple[dict[str, Any] | None, bool]] = {
     "default": (None, False),

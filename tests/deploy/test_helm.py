@@ -120,7 +120,7 @@ def test_the_redis_sink_reads_no_policy(render: Any) -> None:
 
 def test_shadow_policy_is_mounted_and_passed_to_the_worker(render: Any, render_error: Any) -> None:
     from streams.sla.policy import parse_policy
-    from tests.streams.runtime.test_shadow import candidate_text
+    from tests.support.policies import candidate_text
 
     def worker(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
         template = workload(docs, "escalator-worker")["spec"]["template"]

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -26,33 +21,11 @@ from streams.tools.demo import free_port
 from streams.tools.generator import generate_to_file
 from streams.tools.history import read_history
 from streams.tools.replay import replay
-from tests.integration.conftest import REPO, Pipeline, WorkerProcess
-from tests.integration.test_redis_sink import wait_for
+from tests.support.browser import screenshot
+from tests.support.pipeline import REPO, Pipeline, WorkerProcess
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-ARTIFACTS = REPO / "test-artifacts"
-CHROME_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--window-size=1400,1100",
-)  # fmt: skip
-
-
-@pytest.fixture
-def browser() -> Iterator[WebDriver]:
-    options = Options()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    with tempfile.TemporaryDirectory(prefix="escalator-chromium-") as profile:
-        options.add_argument(f"--user-data-dir={profile}")
-        # An explicit driver path: Selenium Manager never tries to download one.
-        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-        try:
-            yield driver
-        finally:
-            driver.quit()
 
 
 def start_board(line: Pipeline, *args: str) -> tuple[WorkerProcess, str]:
@@ -66,14 +39,6 @@ def start_board(line: Pipeline, *args: str) -> tuple[WorkerProcess, str]:
     line.workers.append(process)
     process.wait_ready(60)
     return process, f"http://127.0.0.1:{port}/"
-
-
-def screenshot(driver: WebDriver, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / name
-    assert driver.save_screenshot(str(path)), "screenshot not written"
-    print(f"board page screenshot: {path}")
-    return path
 
 
 def rows(driver: WebDriver, table: str) -> list[dict[str, str]]:
@@ -187,7 +152,7 @@ def test_page_shows_how_the_shadow_policy_differs(
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from tests.streams.runtime.test_shadow import shadow_exposition
+    from tests.support.shadow import shadow_exposition
 
     text, production, shadow, only = shadow_exposition()
 

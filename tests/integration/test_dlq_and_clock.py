@@ -23,20 +23,13 @@ from streams.tools.backtest import backtest_events
 from streams.tools.generator import generate_history
 from streams.tools.history import read_history, write_history
 from streams.tools.replay import replay
-from tests.integration.conftest import RUNTIMES, Pipeline
+from tests.support.live import event, now_ms
+from tests.support.pipeline import RUNTIMES, Pipeline
+from tests.support.policies import LIVE_POLICY
 
 pytestmark = pytest.mark.integration
 
 HOUR = 3_600_000
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def event(ticket: str, eid: str, at: int, **fields: Any) -> TicketEvent:
-    return TicketEvent(event_id=eid, ticket_id=ticket, type=EventType.CREATED, occurred_at=at,
-                       **fields)  # fmt: skip
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -117,20 +110,6 @@ def test_every_bad_input_lands_in_the_dlq_with_its_reason(
         assert worker.proc.poll() is None, "the worker must keep running"
     finally:
         line.close()
-
-
-LIVE_POLICY = """
-version: 1
-sla_policies:
-  - name: fast
-    targets: {first_response: 1m, resolution: 1h}
-    warn_at: [0.5]
-escalation_matrix:
-  levels:
-    - {level: 1, name: rep, contact: rep}
-    - {level: 2, name: lead, contact: team-lead}
-  executive: {contact: exec}
-"""
 
 
 @pytest.mark.serial

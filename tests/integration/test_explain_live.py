@@ -18,8 +18,8 @@ from streams.sla.policy import parse_policy
 from streams.tools.explain import explain_events
 from streams.tools.explain_live import read_live_state
 from streams.tools.replay import replay
-from tests.integration.conftest import REPO, Pipeline
-from tests.streams.tools.test_explain import HISTORY, POLICY
+from tests.support.office_hours import HISTORY, POLICY
+from tests.support.pipeline import REPO, Pipeline
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ from streams.runtime.faust_offsets import BrokerReader
 from streams.runtime.faust_runtime import clock_topic, ensure_clock_topic
 from streams.tools.demo import free_port
 from streams.tools.replay import replay
-from tests.integration.conftest import REPO, Pipeline, WorkerProcess
-from tests.integration.test_pipeline import history
+from tests.support.histories import history
+from tests.support.pipeline import REPO, Pipeline, WorkerProcess
 
 pytestmark = pytest.mark.integration
 

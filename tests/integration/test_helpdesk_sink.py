@@ -16,9 +16,10 @@ from streams.runtime.kafka_config import idempotent_producer
 from streams.sla.actions import Reason
 from streams.tools.demo import free_port
 from tests.connectors.fake_desk import FakeDesk, Ticket
-from tests.connectors.sinks.test_helpdesk_writeback import ZENDESK_USER, bump, escalation
-from tests.integration.conftest import REPO, Pipeline, WorkerProcess
-from tests.integration.test_webhook_sink import metric, wait_for
+from tests.support.helpdesk import ZENDESK_USER, bump, escalation
+from tests.support.metrics import metric
+from tests.support.pipeline import REPO, Pipeline, WorkerProcess
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +87,7 @@ def test_escalations_in_exactly_the_expected_writes_out(
         sink.wait_ready(60)
         dead = line.read("webhook-dlq", "WebhookDeadLetter", expect=1, idle=1.0)
         group = f"{line.prefix}escalator-sink-helpdesk"
-        wait_for("all offsets committed", lambda: committed_to_end(line, group), sink=sink)
+        wait_for(lambda: committed_to_end(line, group), "all offsets committed", 60, sink)
         assert metric(port, "escalator_webhook_retries_total", target="helpdesk-zendesk") == 2
         sink.stop()
         assert sink.proc.returncode == 0, sink.log_text()

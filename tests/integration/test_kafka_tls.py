@@ -17,11 +17,10 @@ import pytest
 from confluent_kafka import KafkaError
 
 from streams.runtime.settings import load_settings
-from tests.integration.test_secure_connections import (
-    assert_one_line_error,
-    cli,
+from tests.support.brokers import private_broker
+from tests.support.cli import assert_one_line_error, cli
+from tests.support.secure import (
     make_tls_files,
-    private_broker,
     round_trip,
     sasl_env,
     sasl_users,

@@ -13,45 +13,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.sla.actions import Escalation
-from streams.sla.engine import Engine
-from streams.sla.policy import load_policy
-from streams.tools.backtest import backtest_events
-from streams.tools.generator import generate_to_file
-from streams.tools.history import read_history
 from streams.tools.replay import replay
-from tests.integration.conftest import Pipeline, WorkerProcess
+from tests.support.histories import history, history_fired
+from tests.support.pipeline import Pipeline, WorkerProcess
 
 pytestmark = pytest.mark.integration
-
-
-def history(tmp_path: Path, agents: int, days: int, seed: int) -> tuple[Path, set[str]]:
-    """A generated history and the escalation ids the backtest computes for it."""
-    path, fired = history_fired(tmp_path, agents, days, seed)
-    return path, set(fired)
-
-
-def history_fired(tmp_path: Path, agents: int, days: int, seed: int) -> tuple[Path, dict[str, int]]:
-    """A generated history and each escalation's fired_at by id, as the backtest has them."""
-    path = tmp_path / "history.jsonl"
-    generate_to_file(path, agents=agents, days=days, seed=seed)
-    policy = load_policy()
-    ids: dict[str, int] = {}
-    from streams.tools.backtest import EventTimeDriver
-
-    driver = EventTimeDriver(Engine(policy))
-    for event in read_history(path):
-        assert not hasattr(event, "reason"), event
-        for action in driver.feed(event):  # type: ignore[arg-type]
-            if isinstance(action, Escalation):
-                ids[action.escalation_id] = action.fired_at
-    assert driver.watermark is not None
-    for action in driver.advance(driver.watermark):
-        if isinstance(action, Escalation):
-            ids[action.escalation_id] = action.fired_at
-    (report,) = backtest_events([policy], read_history(path))
-    assert sum(report.by_reason.values()) == len(ids)
-    return path, ids
 
 
 def escalation_ids(line: Pipeline, expect: int, timeout: float = 120.0) -> Counter[str]:

@@ -25,8 +25,8 @@ from schemas.records import ticket_event_to_avro
 from streams.runtime.kafka_config import idempotent_producer
 from streams.sla.events import EventType, TicketEvent
 from streams.tools.demo import free_port
-from tests.integration.conftest import REPO, Pipeline
-from tests.integration.test_dlq_and_clock import LIVE_POLICY
+from tests.support.pipeline import REPO, Pipeline
+from tests.support.policies import LIVE_POLICY
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -28,17 +28,10 @@ from streams.tools.demo import free_port
 from streams.tools.generator import generate_to_file
 from streams.tools.history import read_history
 from streams.tools.replay import replay
-from tests.integration.conftest import Pipeline, WorkerProcess
+from tests.support.pipeline import Pipeline, WorkerProcess
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.3)
 
 
 def heartbeat(client: redis.Redis, keys: BoardKeys) -> dict[str, str]:

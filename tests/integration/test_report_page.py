@@ -15,13 +15,13 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from streams.sla.policy import load_policy, parse_policy
 from streams.tools.backtest import run_backtest
 from streams.tools.generator import generate_to_file
-from tests.integration.conftest import REPO
-from tests.integration.test_board_page import browser, screenshot  # noqa: F401 (a fixture)
+from tests.support.browser import screenshot
+from tests.support.pipeline import REPO
 
 pytestmark = pytest.mark.integration
 
 
-def test_report_page_renders_its_charts(browser: WebDriver, tmp_path: Path) -> None:  # noqa: F811
+def test_report_page_renders_its_charts(browser: WebDriver, tmp_path: Path) -> None:
     history = tmp_path / "history.jsonl"
     generate_to_file(history, agents=12, days=2, seed=5)
     base = load_policy()

@@ -29,9 +29,10 @@ from schemas.codec import load_history
 from schemas.records import ticket_event_to_avro
 from streams.tools.demo import free_port
 from streams.tools.history import read_history
-from tests.integration.conftest import REPO, Pipeline, WorkerProcess
-from tests.integration.test_ingest import cases, start_ingest
-from tests.integration.test_pipeline import history
+from tests.connectors.helpdesk_cases import cases
+from tests.support.histories import history
+from tests.support.ingest import start_ingest
+from tests.support.pipeline import REPO, Pipeline, WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -10,36 +10,37 @@ test_kafka_tls.py, with the helpers here.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import KafkaError
 
 from connectors.sinks.board_store import BoardKeys, BoardReader, BoardWriter, Update
 from connectors.sources.enrichment import Breaker, Enricher
-from schemas.codec import codec_for
-from schemas.records import ticket_event_to_avro
-from streams.runtime.kafka_config import idempotent_producer
 from streams.runtime.settings import Settings, load_settings
 from streams.sla.board import BoardEntry, BoardRecord, BoardView
 from streams.sla.events import EventType, TicketEvent
 from streams.tools.demo import free_port
-from tests.integration.conftest import RUNTIMES, Pipeline
-from tests.integration.test_dlq_and_clock import LIVE_POLICY
-from tests.integration.test_ingest import SERVICES, OwnBroker
+from tests.support.brokers import private_broker
+from tests.support.cli import assert_one_line_error, cli
+from tests.support.pipeline import RUNTIMES
+from tests.support.secure import (
+    make_tls_files,
+    round_trip,
+    sasl_env,
+    sasl_users,
+    undelivered_errors,
+    worker_escalates,
+)
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 READY = "Ready to accept connections"
 
 StartRedis = Callable[..., int]
@@ -90,24 +91,6 @@ def tls_files(tmp_path: Path) -> dict[str, Path]:
     return make_tls_files(tmp_path)
 
 
-def make_tls_files(d: Path) -> dict[str, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1 signed by it (openssl CLI), in d."""
-    ext = d / "san.cnf"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-            "/CN=Escalator test CA", "-keyout", "ca.key", "-out", "ca.pem")  # fmt: skip
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-            "-keyout", "server.key", "-out", "server.csr")  # fmt: skip
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "1", "-extfile", str(ext),
-            "-out", "server.pem")  # fmt: skip
-    return {"ca": d / "ca.pem", "server": d / "server.pem", "key": d / "server.key"}
-
-
 def start_tls_redis(start_redis: StartRedis, tls: dict[str, Path]) -> int:
     return start_redis(
         "--tls-cert-file", str(tls["server"]), "--tls-key-file", str(tls["key"]),
@@ -151,29 +134,12 @@ async def enrichment_works(settings: Settings) -> None:
     assert enriched.attributes == {"customer_ltv": "18250.00", "churn_score": "0.8"}
 
 
-def cli(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`escalator <command>` as a process, with only the given ESCALATOR_* variables."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
-    return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *command], cwd=REPO, env={**clean, **env},
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-
-
 # Every command that uses Redis checks it at start-up, before it needs Kafka or a port.
 REDIS_COMMANDS = [
     ["board", "--host", "127.0.0.1", "--port", "0"],
     ["sink", "redis", "--topic-prefix", "secure-"],
     ["ingest", "--insecure-no-auth", "--host", "127.0.0.1", "--port", "0"],
 ]
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *phrases: str) -> None:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for phrase in phrases:
-        assert phrase in lines[0], lines[0]
 
 
 async def test_password_from_file_authenticates_board_and_enrichment(
@@ -243,37 +209,6 @@ def test_tls_without_the_ca_fails_on_the_certificate(
         )  # fmt: skip
 
 
-@contextlib.contextmanager
-def private_broker(root: Path, **listener: str) -> Iterator[str]:
-    """A broker of its own (deploy/local/services on free ports, state under root) whose client
-    listener is set by the ESCALATOR_KAFKA_* variables in `listener`; yields its bootstrap."""
-    port, controller = free_port(), free_port()
-    while controller == port:
-        controller = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
-    env.update(
-        ESCALATOR_LOCAL_DIR=str(root / "broker"), ESCALATOR_KAFKA_PORT=str(port),
-        ESCALATOR_KAFKA_CONTROLLER_PORT=str(controller),
-        ESCALATOR_KAFKA_HEAP="-Xms128m -Xmx384m", **listener,
-    )  # fmt: skip
-    broker = OwnBroker(env, f"127.0.0.1:{port}")
-    try:
-        broker.services("up")
-        yield broker.bootstrap
-    finally:
-        subprocess.run(["bash", str(SERVICES), "down", "kafka"], env=env, cwd=REPO,
-                       capture_output=True, timeout=120, check=False)  # fmt: skip
-
-
-def sasl_users(root: Path) -> tuple[str, Path]:
-    """ESCALATOR_KAFKA_SASL_PLAIN_USERS for a broker with users "broker" and "alice", and
-    alice's password file."""
-    alice = secrets.token_urlsafe(18)
-    password = root / "alice-password"
-    password.write_text(alice + "\n")
-    return f"broker:{secrets.token_urlsafe(18)},alice:{alice}", password
-
-
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A private broker whose only client listener is SASL_PLAINTEXT/PLAIN; (bootstrap, the
@@ -282,78 +217,6 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     users, password = sasl_users(tmp)
     with private_broker(tmp, ESCALATOR_KAFKA_SASL_PLAIN_USERS=users) as bootstrap:
         yield bootstrap, password
-
-
-def sasl_env(bootstrap: str, protocol: str = "SASL_PLAINTEXT", **more: str) -> dict[str, str]:
-    return {
-        "ESCALATOR_KAFKA_BOOTSTRAP": bootstrap,
-        "ESCALATOR_KAFKA_SECURITY_PROTOCOL": protocol,
-        "ESCALATOR_KAFKA_SASL_MECHANISM": "PLAIN",
-        "ESCALATOR_KAFKA_SASL_USERNAME": "alice",
-        **more,
-    }
-
-
-def round_trip(conf: dict[str, object]) -> None:
-    """A record produced with these confluent-kafka settings is consumed back with them."""
-    topic = f"secure-{secrets.token_hex(4)}"  # the broker creates it on first use
-    producer = Producer(conf)
-    producer.produce(topic, b"escalated", b"T-1")
-    assert producer.flush(60) == 0
-    consumer = Consumer({**conf, "group.id": topic, "auto.offset.reset": "earliest"})
-    try:
-        consumer.subscribe([topic])
-        deadline = time.monotonic() + 60
-        msg = None
-        while msg is None and time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is not None and msg.error() is not None:
-                raise AssertionError(msg.error())
-    finally:
-        consumer.close()
-    assert msg is not None and (msg.key(), msg.value()) == (b"T-1", b"escalated")
-
-
-def undelivered_errors(conf: dict[str, object]) -> list[KafkaError]:
-    """Produces a record with these confluent-kafka settings, which must not be delivered; the
-    errors the client reported meanwhile (error_cb)."""
-    errors: list[KafkaError] = []
-    producer = Producer({**conf, "log_level": 0, "error_cb": errors.append})
-    producer.produce(f"secure-{secrets.token_hex(4)}", b"never")
-    deadline = time.monotonic() + 30
-    while not errors and time.monotonic() < deadline:
-        producer.poll(0.5)
-    assert producer.flush(0) == 1  # not delivered
-    return errors
-
-
-def worker_escalates(root: Path, env: dict[str, str], runtime: str = "loop") -> None:
-    """`escalator worker` (wall clock) with a deployment's ESCALATOR_* env: a ticket whose first
-    response is overdue comes back as a breach, read_committed with the same settings."""
-    line = Pipeline(
-        env["ESCALATOR_KAFKA_BOOTSTRAP"], root, partitions=2, extra_env=env, runtime=runtime
-    )
-    policy = root / "policy.yaml"
-    root.mkdir(parents=True, exist_ok=True)
-    policy.write_text(LIVE_POLICY)  # first response due one minute after creation
-    try:
-        line.create_topics()
-        worker = line.start_worker("w1", event_time=False, policy=policy)
-        worker.wait_ready()
-        created_at = int(time.time() * 1000) - 120_000
-        ticket = TicketEvent("secure-1", "T-secure", EventType.CREATED, created_at, channel="chat")
-        producer = Producer(idempotent_producer(line.settings))
-        value = codec_for("TicketEvent", line.settings).encode(ticket_event_to_avro(ticket))
-        producer.produce(line.topics.ticket_events, key=b"T-secure", value=value)
-        assert producer.flush(30) == 0
-        records = line.read("escalations", "Escalation", expect=1, timeout=60, idle=2)
-        assert worker.proc.poll() is None, worker.log_text()[-4000:]
-    finally:
-        line.close()
-    breaches = [r for r in records if r["reason"] == "FIRST_RESPONSE_BREACH"]
-    assert len(breaches) == 1, records
-    assert breaches[0]["ticket_id"] == "T-secure" and breaches[0]["due_at"] == created_at + 60_000
-    assert breaches[0]["target"] == "team-lead"
 
 
 def test_sasl_plain_login_round_trips_a_record(sasl_broker: tuple[str, Path]) -> None:

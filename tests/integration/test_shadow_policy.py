@@ -21,8 +21,8 @@ from streams.cli.main import main
 from streams.runtime.processor import SHADOW_RECORDS, decode_shadow
 from streams.tools.generator import generate_to_file
 from streams.tools.replay import replay, tail
-from tests.integration.conftest import Pipeline
-from tests.streams.runtime.test_shadow import candidate_text
+from tests.support.pipeline import Pipeline
+from tests.support.policies import candidate_text
 
 pytestmark = pytest.mark.integration
 

@@ -24,11 +24,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from connectors.sinks.webhook_targets import verify
 from schemas.codec import codec_for
-from schemas.records import escalation_to_avro
 from streams.runtime.kafka_config import idempotent_producer
-from streams.sla.actions import Escalation, Kind, Reason, action_id
 from streams.tools.demo import free_port
-from tests.integration.conftest import REPO, Pipeline, WorkerProcess
+from tests.support.metrics import metric
+from tests.support.pipeline import REPO, Pipeline, WorkerProcess
+from tests.support.waiting import wait_for
+from tests.support.webhooks import escalation
 
 pytestmark = pytest.mark.integration
 
@@ -87,49 +88,9 @@ def receivers() -> Iterator[tuple[Receiver, Receiver]]:
     broken.close()
 
 
-def escalation(ticket: str, team: str, level: int = 2) -> dict[str, Any]:
-    now = int(time.time() * 1000)
-    rule = f"matrix.L{level}"
-    esc = Escalation(
-        escalation_id=action_id(ticket, rule, level, 0), ticket_id=ticket,
-        kind=Kind.HIERARCHICAL, level=level, from_level=level - 1, target=team,
-        reason=Reason.RESOLUTION_BREACH, policy="standard", rule=rule,
-        sla_metric="resolution", due_at=now - 1000, fired_at=now, event_id=None, cycle=0,
-    )  # fmt: skip
-    return escalation_to_avro(esc, emitted_at=now)
-
-
 def delivered(receiver: Receiver) -> set[str]:
     """Escalation ids the receiver answered with 200."""
     return {i for i, seen in receiver.snapshot().items() if seen[-1][0] == 200}
-
-
-def wait_for(
-    what: str, check: Any, timeout: float = 60.0, sink: WorkerProcess | None = None
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        if sink is not None and sink.proc.poll() is not None:
-            raise AssertionError(f"sink exited while waiting for {what}:\n{sink.log_text()}")
-        time.sleep(0.1)
-    log = sink.log_text()[-4000:] if sink is not None else ""
-    raise AssertionError(f"timed out waiting for {what}\n{log}")
-
-
-def metric(port: int, name: str, **labels: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        series, _, value = line.rpartition(" ")
-        if (
-            series.startswith(name + "{")
-            and ",".join(sorted(series[len(name) + 1 : -1].split(","))) == want
-        ):
-            return float(value)
-    return 0.0
 
 
 def test_retries_deliver_once_signed_and_failures_park_on_the_dlq(
@@ -197,10 +158,10 @@ def test_retries_deliver_once_signed_and_failures_park_on_the_dlq(
     try:
         sink = start("sink-1")
         ids = {r["escalation_id"] for r in billing}
-        wait_for("6 deliveries", lambda: ids <= delivered(flaky), sink=sink)
+        wait_for(lambda: ids <= delivered(flaky), "6 deliveries", 60, sink)
         dead = line.read("webhook-dlq", "WebhookDeadLetter", expect=2, idle=1.0)
         group = f"{line.prefix}escalator-sink-webhook"
-        wait_for("all offsets committed", lambda: committed_to_end(line, group), sink=sink)
+        wait_for(lambda: committed_to_end(line, group), "all offsets committed", 60, sink)
 
         # Each escalation: two 500s, then exactly one 200, every request signed.
         got = flaky.snapshot()
@@ -237,7 +198,7 @@ def test_retries_deliver_once_signed_and_failures_park_on_the_dlq(
             produce(record, record["ticket_id"], partition=p)
         assert producer.flush(30) == 0
         fresh_ids = {r["escalation_id"] for r in fresh}
-        wait_for("fresh deliveries", lambda: fresh_ids <= delivered(flaky), sink=sink)
+        wait_for(lambda: fresh_ids <= delivered(flaky), "fresh deliveries", 60, sink)
         sink.stop()  # lets requests in flight finish
         assert sink.proc.returncode == 0, sink.log_text()
         after = flaky.snapshot()

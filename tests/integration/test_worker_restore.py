@@ -17,10 +17,10 @@ from streams.runtime.kafka_config import idempotent_producer
 from streams.runtime.processor import build_processor
 from streams.runtime.worker import PartitionStore, Worker, changelog_topic
 from streams.sla.policy import load_policy
-from tests.integration.conftest import Pipeline
-from tests.integration.test_dlq_and_clock import now_ms
-from tests.integration.test_worker_fencing import ticket_state, worker_settings
-from tests.streams.runtime.test_processor import index_of
+from tests.support.live import now_ms
+from tests.support.pipeline import Pipeline
+from tests.support.processor import index_of
+from tests.support.workers import ticket_state, worker_settings
 
 pytestmark = pytest.mark.integration
 

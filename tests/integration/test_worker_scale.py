@@ -19,19 +19,12 @@ from schemas.records import ticket_event_to_avro
 from streams.runtime.kafka_config import idempotent_producer
 from streams.runtime.worker import changelog_topic
 from streams.sla.policy import load_policy
-from tests.integration.conftest import Pipeline
-from tests.integration.test_dlq_and_clock import LIVE_POLICY, event, now_ms
-from tests.integration.test_worker_fencing import (
-    Running,
-    Stalling,
-    new_worker,
-    running,
-    ticket_state,
-    worker_settings,
-)
+from tests.support.live import event, now_ms
+from tests.support.pipeline import Pipeline
+from tests.support.policies import LIVE_POLICY
+from tests.support.workers import Running, Stalling, new_worker, ticket_state, worker_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.serial]
-__all__ = ["running"]  # the fixture
 
 RESTORED = re.compile(
     r"(\d+) tickets on partitions \[[\d, ]*\] \((\d+) changelog records restored, "

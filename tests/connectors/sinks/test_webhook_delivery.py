@@ -434,7 +434,7 @@ async def test_a_delivery_that_raises_parks_the_record_for_that_target_only() ->
     from schemas.codec import codec_for
     from streams.runtime.settings import load_settings
     from streams.runtime.topics import Topics
-    from tests.integration.test_webhook_sink import escalation
+    from tests.support.webhooks import escalation
 
     settings = load_settings({"ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
     ok, bad = target("http://127.0.0.1:1/ok", "ok"), target("http://127.0.0.1:1/bad", "bad")
@@ -470,7 +470,7 @@ async def test_a_record_task_that_fails_stops_the_sink_after_its_drain() -> None
     from schemas.codec import codec_for
     from streams.runtime.settings import load_settings
     from streams.runtime.topics import Topics
-    from tests.integration.test_webhook_sink import escalation
+    from tests.support.webhooks import escalation
 
     settings = load_settings({"ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
     out = io.StringIO()

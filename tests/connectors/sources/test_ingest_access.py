@@ -26,7 +26,7 @@ from connectors.sources.ingest_access import (
     zendesk_signature,
 )
 from tests.connectors.helpdesk_cases import cases
-from tests.connectors.sources.test_ingest_http import AUTH, CODEC, NOW, TOKEN, MemorySink, native
+from tests.support.ingest_http import AUTH, CODEC, NOW, TOKEN, MemorySink, native
 
 FRESHDESK_TOKEN = "freshdesk-token-0123456789"
 BACKFILL_TOKEN = "backfill-token-0123456789"

@@ -4,42 +4,17 @@ server with an in-memory sink; tests/integration/test_ingest.py runs it against 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
-from connectors.sources.ingest import Ingest, Unavailable
-from schemas.codec import codec_for
+from connectors.sources.ingest import Ingest
 from streams.sla.events import event_from_dict
 from tests.connectors.helpdesk_cases import cases, without_id
-
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-NOW = 1_793_700_000.0  # 2026-11-03T... UTC, after every fixture
-CODEC = codec_for("TicketEvent")
-
-
-class MemorySink:
-    def __init__(self) -> None:
-        self.records: list[tuple[bytes, bytes]] = []
-        self.down = False
-
-    async def send(self, records: Sequence[tuple[bytes, bytes]]) -> None:
-        if self.down:
-            raise Unavailable("Kafka at test is unreachable")
-        self.records.extend(records)
-
-    async def ready(self) -> bool:
-        return not self.down
-
-    def close(self) -> None:
-        pass
-
-    def events(self) -> list[dict[str, Any]]:
-        return [CODEC.decode(value) for _, value in self.records]
+from tests.support.ingest_http import AUTH, CODEC, NOW, TOKEN, MemorySink, native
 
 
 @pytest.fixture
@@ -52,11 +27,6 @@ async def client(sink: MemorySink) -> AsyncIterator[TestClient[Any, Any]]:
     ingest = Ingest(sink, CODEC, TOKEN, max_bytes=4096, batch_max_bytes=64_000, clock=lambda: NOW)
     async with TestClient(TestServer(ingest.app())) as test_client:
         yield test_client
-
-
-def native(i: int = 1, **fields: Any) -> dict[str, Any]:
-    return {"event_id": f"e{i}", "ticket_id": f"T{i % 3}", "type": "CREATED",
-            "occurred_at": "2026-11-02T09:15:00Z", **fields}  # fmt: skip
 
 
 async def body(response: ClientResponse) -> dict[str, Any]:

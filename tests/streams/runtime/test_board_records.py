@@ -17,19 +17,9 @@ from streams.sla.board import BoardBuilder, BoardRecord, Fired, clockless
 from streams.sla.engine import Engine
 from streams.sla.policy import Policy, load_policy
 from streams.tools.generator import generate_history
-from tests.streams.runtime.test_processor import (
-    CLOSED_RETENTION_MS,
-    DAY,
-    HOUR,
-    MINUTE,
-    NOW,
-    T0,
-    TOPICS,
-    DictStore,
-    event,
-    send,
-    with_horizon,
-)
+from tests.support.events import DAY, HOUR, MINUTE, NOW, T0, event
+from tests.support.processor import CLOSED_RETENTION_MS, TOPICS, send, with_horizon
+from tests.support.stores import DictStore
 
 CODEC_NAMES = ("TicketEvent", "Escalation", "PriorityBump", "Reminder", "DeadLetter", "TicketBoard")
 

@@ -13,7 +13,6 @@ import orjson
 import pytest
 
 from schemas.codec import codec_for
-from schemas.records import ticket_event_to_avro
 from streams.runtime.processor import (
     COMPACT_SLACK,
     SHADOW_KEYS,
@@ -28,48 +27,31 @@ from streams.runtime.processor import (
     encode_tick,
     is_tick,
 )
-from streams.runtime.topics import Topics
 from streams.runtime.worker import PartitionStore
 from streams.runtime.worker_metrics import WorkerStats, category
 from streams.sla.engine import Engine
-from streams.sla.events import EventType, Status, TicketEvent, parse_ts
+from streams.sla.events import Status, parse_ts
 from streams.sla.policy import Policy, Tracking, load_policy
 from streams.sla.state import TicketState
 from streams.tools.generator import generate_history
+from tests.support.events import DAY, HOUR, MINUTE, NOW, T0, event
+from tests.support.processor import (
+    CLOSED_RETENTION_MS,
+    CODEC_NAMES,
+    TOPICS,
+    index_of,
+    raw,
+    send,
+    with_horizon,
+)
+from tests.support.stores import DictStore
 
-MINUTE = 60_000
-HOUR = 60 * MINUTE
-DAY = 24 * HOUR
-CLOSED_RETENTION_MS = Tracking().closed_retention
-T0 = parse_ts("2026-03-02T15:00:00Z")  # a Monday; vip tickets run on the 24x7 calendar
-NOW = T0 + 10 * 86_400_000  # the processor's wall clock (emitted_at, DLQ future check)
-TOPICS = Topics()
-CODEC_NAMES = ("TicketEvent", "Escalation", "PriorityBump", "Reminder", "DeadLetter")
 OUTPUT_CODECS = {
     TOPICS.escalations: "Escalation",
     TOPICS.priority_bumps: "PriorityBump",
     TOPICS.reminders: "Reminder",
     TOPICS.dlq: "DeadLetter",
 }
-
-
-class DictStore:
-    """The StateStore protocol over a dict."""
-
-    def __init__(self, data: dict[bytes, bytes] | None = None) -> None:
-        self.data: dict[bytes, bytes] = dict(data or {})
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.data.get(key)
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self.data[key] = value
-
-    def delete(self, key: bytes) -> None:
-        self.data.pop(key, None)
-
-    def items(self) -> Iterable[tuple[bytes, bytes]]:
-        return list(self.data.items())
 
 
 class CountingStore(DictStore):
@@ -104,11 +86,6 @@ def _no_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ESCALATOR_SCHEMA_REGISTRY_URL", raising=False)
 
 
-def with_horizon(policy: Policy, horizon: int) -> Policy:
-    tracking = Tracking(backfill_horizon=f"{horizon // 1000}s")
-    return dataclasses.replace(policy, spec=policy.spec.model_copy(update={"tracking": tracking}))
-
-
 @pytest.fixture
 def make(policy: Policy, codecs: dict[str, Any]) -> Any:
     # The wall clock (NOW) is days past the events: a horizon beyond it lets them page.
@@ -121,30 +98,6 @@ def make(policy: Policy, codecs: dict[str, Any]) -> Any:
         )  # fmt: skip
 
     return build
-
-
-def event(ticket: str, eid: str, at: int, type_: str = "CREATED", **fields: Any) -> TicketEvent:
-    fields.setdefault("customer_tier", "vip")
-    fields.setdefault("channel", "email")
-    fields.setdefault("category", "billing")
-    return TicketEvent(eid, ticket, EventType(type_), at, **fields)
-
-
-def raw(codecs: dict[str, Any], e: TicketEvent) -> bytes:
-    encoded: bytes = codecs["TicketEvent"].encode(ticket_event_to_avro(e))
-    return encoded
-
-
-def send(
-    proc: TicketProcessor,
-    store: DictStore,
-    codecs: dict[str, Any],
-    e: TicketEvent,
-    partition: int = 0,
-    offset: int = 0,
-) -> list[Out]:
-    key = e.ticket_id.encode()
-    return proc.on_event(store, raw(codecs, e), key, partition, offset, e.occurred_at)
 
 
 def decoded(codecs: dict[str, Any], outs: list[Out], topic: str) -> list[dict[str, Any]]:
@@ -723,18 +676,6 @@ def test_a_spam_ticket_stops_its_clocks_and_leaves_after_the_closed_retention(
 def with_metrics(proc: TicketProcessor) -> TicketProcessor:
     proc.metrics = WorkerStats([s.name for s in proc.engine.policy.sla_policies], live=True)
     return proc
-
-
-def index_of(proc: TicketProcessor, p: int) -> tuple[object, ...]:
-    """What a due index holds: its live entries, gauges and orphans (not superseded ones)."""
-    scheduled = proc.scheduled.get(p, {})
-    live = sorted(e for e in proc.due.get(p, []) if scheduled.get(e[1]) == e[0])
-    assert live == sorted((at, key) for key, at in scheduled.items())
-    metrics = proc.metrics
-    gauges = None
-    if metrics is not None:  # a count back at 0 is the same gauge as no count
-        gauges = ({k: n for k, n in metrics.tickets.get(p, {}).items() if n}, metrics.keys.get(p))
-    return live, gauges, proc.orphans.get(p, [])
 
 
 class Unreadable(DictStore):

@@ -4,39 +4,21 @@ on shadow-escalations, production untouched, and the production/shadow diff metr
 from __future__ import annotations
 
 import marshal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from schemas.codec import codec_for
-from streams.runtime.processor import SHADOW_KEYS, Out, TicketProcessor, decode_shadow
-from streams.runtime.topics import Topics
-from streams.runtime.worker_metrics import (
-    PRODUCTION,
-    SHADOW,
-    ShadowDiff,
-    WorkerStats,
-    metrics_exposition,
-)
-from streams.sla.engine import Engine
+from streams.runtime.processor import SHADOW_KEYS, Out, decode_shadow
+from streams.runtime.worker_metrics import PRODUCTION, SHADOW, ShadowDiff
 from streams.sla.policy import Policy, load_policy, parse_policy
 from streams.tools.generator import generate_history
-from tests.streams.runtime.test_processor import CODEC_NAMES, T0, DictStore, event, index_of, send
-from tests.streams.runtime.test_worker_metrics import scrape, value
-
-HOUR = 3_600_000
-TOPICS = Topics()
-DEFAULT = Path(__file__).resolve().parents[3] / "streams" / "sla" / "default_policy.yaml"
-# The candidate: standard tickets' first response due in half the time.
-SLOWER = "first_response: {URGENT: 1h, HIGH: 2h, NORMAL: 4h, LOW: 8h}"
-FASTER = "first_response: {URGENT: 30m, HIGH: 1h, NORMAL: 2h, LOW: 4h}"
-
-
-def candidate_text() -> str:
-    text = DEFAULT.read_text()
-    assert text.count(SLOWER) == 1
-    return text.replace(SLOWER, FASTER)
+from tests.support.events import HOUR, T0, event
+from tests.support.metrics import scrape, value
+from tests.support.policies import candidate_text
+from tests.support.processor import CODEC_NAMES, TOPICS, index_of, send
+from tests.support.shadow import build, run
+from tests.support.stores import DictStore
 
 
 @pytest.fixture(autouse=True)
@@ -52,29 +34,6 @@ def codecs() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def candidate() -> Policy:
     return parse_policy(candidate_text())
-
-
-def build(
-    codecs: dict[str, Any], policy: Policy, shadow: Policy | None, now: int
-) -> TicketProcessor:
-    stats = WorkerStats([s.name for s in policy.sla_policies], live=False)
-    shadow_stats = None if shadow is None else WorkerStats([], live=False)
-    return TicketProcessor(
-        Engine(policy), TOPICS, codecs, 100_000, event_time=True, wall_clock=lambda: now,
-        metrics=stats, shadow=None if shadow is None else Engine(shadow),
-        shadow_metrics=shadow_stats,
-    )  # fmt: skip
-
-
-def run(proc: TicketProcessor, store: DictStore, codecs: dict[str, Any], history: list[Any],
-        end: int, restart_at: int | None = None) -> list[Out]:  # fmt: skip
-    outs: list[Out] = []
-    for i, e in enumerate(history):
-        if i == restart_at:  # a restart: the store as the changelog restores it, a new index
-            store = DictStore(store.data)
-            proc.rebuild(store, [0])
-        outs += send(proc, store, codecs, e, 0, i)
-    return outs + proc.on_tick(store, 0, end)
 
 
 def records(codecs: dict[str, Any], outs: list[Out], topic: str) -> list[tuple[str, int]]:
@@ -160,23 +119,6 @@ def test_metrics_show_shadow_escalations_and_the_diff(
         want = sum(1 for sides in by_ticket.values() if sides == {side})
         assert value(samples, "escalator_shadow_only_tickets", side=side) == want
     assert value(samples, "escalator_shadow_only_tickets", side="shadow") > 0
-
-
-def shadow_exposition() -> tuple[str, int, int, dict[str, float]]:
-    """A worker's /metrics after two days of history with the candidate as its shadow policy:
-    the text, production's and the shadow's escalation counts, the one-side-only tickets."""
-    codecs = {name: codec_for(name) for name in CODEC_NAMES}
-    history = generate_history(agents=4, days=2, seed=7)
-    end = max(e.occurred_at for e in history) + HOUR
-    proc = build(codecs, load_policy(), parse_policy(candidate_text()), end)
-    run(proc, DictStore(), codecs, history, end)
-    assert proc.shadow is not None and proc.diff is not None
-    text = metrics_exposition(proc, list)().decode()
-    only = {
-        "production": float(proc.diff.only[PRODUCTION]),
-        "shadow": float(proc.diff.only[SHADOW]),
-    }
-    return text, proc.counters.escalations, proc.shadow.counters.escalations, only
 
 
 def test_without_a_shadow_policy_its_states_are_skipped_then_deleted(

@@ -6,21 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
 from streams.runtime.processor import CODECS, TicketProcessor
 from streams.runtime.topics import Topics
-from streams.runtime.worker_metrics import (
-    Buckets,
-    WorkerStats,
-    metrics_exposition,
-)
+from streams.runtime.worker_metrics import Buckets, WorkerStats
 from streams.sla.engine import Engine
 from streams.sla.events import EventType, Status, TicketEvent, parse_ts
 from streams.sla.policy import Tracking, parse_policy
-from tests.streams.runtime.test_processor import DictStore
+from tests.support.metrics import Samples, scrape, value
+from tests.support.stores import DictStore
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -73,22 +69,6 @@ def send(proc: TicketProcessor, store: DictStore, codecs: dict[str, Any], ticket
     e = TicketEvent(eid, ticket, EventType(type_), at, **fields)
     raw = codecs["TicketEvent"].encode(ticket_event_to_avro(e))
     proc.on_event(store, raw, ticket.encode(), partition, 0, at)
-
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(proc: TicketProcessor, lag: Any = list) -> Samples:
-    text = metrics_exposition(proc, lag)().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
 
 
 def build_info(samples: Samples) -> dict[str, float]:

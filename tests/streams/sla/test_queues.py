@@ -29,7 +29,7 @@ from streams.sla.queues import (
     alerts_of,
     queue_name,
 )
-from tests.streams.runtime.test_processor import DictStore
+from tests.support.stores import DictStore
 
 T0 = 1_793_620_800_000  # 2026-11-02 10:00 UTC, a whole hour
 

@@ -105,7 +105,7 @@ def test_the_command_line_takes_jobs(
 def test_the_whole_json_report_is_the_same_on_several_processes(tmp_path: Path) -> None:
     """Queue ops alerts span the tickets of every shard, and CSAT, answer times and the
     hourly counts are added up: the JSON report of --jobs 2 is the one of --jobs 1."""
-    from tests.integration.test_ops_alerts import alerts_policy
+    from tests.support.policies import alerts_policy
 
     path = tmp_path / "history.jsonl"
     generate_to_file(path, agents=40, days=2, seed=11)

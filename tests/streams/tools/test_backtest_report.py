@@ -13,8 +13,9 @@ from streams.sla.policy import parse_policy
 from streams.tools.backtest import backtest_events, run_backtest
 from streams.tools.generator import generate_to_file
 from streams.tools.history import read_history
-from tests.integration.test_ops_alerts import alerts_policy, expected_alerts
-from tests.streams.tools.test_explain import MATRIX
+from tests.support.alerts import expected_alerts
+from tests.support.office_hours import MATRIX
+from tests.support.policies import alerts_policy
 
 POLICY = (
     """

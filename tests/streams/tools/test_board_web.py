@@ -50,7 +50,7 @@ def test_sink_health_from_heartbeat_age_and_healthz() -> None:
 
 def test_shadow_figures_set_production_beside_the_shadow_by_reason_and_level() -> None:
     from streams.tools.board_web import shadow_figures
-    from tests.streams.runtime.test_shadow import shadow_exposition
+    from tests.support.shadow import shadow_exposition
 
     text, production, shadow, only = shadow_exposition()
     figures = shadow_figures(text)
