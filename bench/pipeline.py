@@ -519,7 +519,10 @@ def against_baseline(
 ) -> None:
     """--baseline: this tree's worker against one run from `baseline` (see module doc)."""
     if not any((baseline / "streams" / p / "worker.py").exists() for p in ("runtime", "")):
-        raise SystemExit(f"bench: --baseline {baseline}: no streams/runtime/worker.py there")
+        raise SystemExit(
+            f"bench: --baseline {baseline}: no worker there (streams/runtime/worker.py, or "
+            "streams/worker.py before the layout of issue #19)"
+        )
     ceilings: list[float] = []
     runs = alternating(settings, root, history, rounds, {"this": REPO, "baseline": baseline},
                        ceilings, with_sink)  # fmt: skip
