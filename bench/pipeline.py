@@ -8,6 +8,7 @@
     .venv/bin/python bench/pipeline.py --baseline DIR [--rounds 3] [--agents 100 --days 2]
     .venv/bin/python bench/pipeline.py --latency-only [--latency-under-load 5000]
     .venv/bin/python bench/pipeline.py --open-tickets 1000000   (bench/open_tickets.py)
+    .venv/bin/python bench/pipeline.py --group 2 [--rounds 3] [--agents 400 --days 7]
 
 1. Ceiling: a bare confluent-kafka consumer with fastavro decoding reads ticket-events.
 2. Throughput: one `escalator worker` (exactly-once, RocksDB state, changelog) drains the
@@ -44,6 +45,9 @@
    beside its worker, so a change that moves work between the worker and the sink is
    measured whole: also events per CPU-s of worker and sink together, and events/s until
    the sink's heartbeat shows it caught up (needs deploy/local/services up redis).
+10. --group N: only throughput, one worker against N workers in one consumer group on this
+   machine, alternating per round (bench/group.py): the group formed before the backlog is
+   replayed, events/s and events per CPU-s of all its workers; medians and their ratio.
 
 Needs Kafka (deploy/local/services up kafka, or ESCALATOR_KAFKA_BOOTSTRAP); --registry-cost
 a registry (deploy/local/services up registry: http://127.0.0.1:18081/apis/ccompat/v7).
@@ -646,6 +650,9 @@ def main() -> int:
     parser.add_argument(
         "--open-tickets", type=int, metavar="N", help="only: a worker holding N open tickets"
     )
+    parser.add_argument(
+        "--group", type=int, metavar="N", help="only throughput, 1 worker against N in a group"
+    )
     args = parser.parse_args()
     settings = load_settings()
     partitions = settings.partitions
@@ -673,6 +680,11 @@ def main() -> int:
 
             copy = args.compiled_dir or compiled_worker.build(root / "compiled", REPO)
             compiled_worker.run(settings, root, history, args.rounds, copy, sys.modules[__name__])
+            return 0
+        if args.group:
+            import group  # bench/group.py, beside this file
+
+            group.run(settings, root, history, args.rounds, args.group, sys.modules[__name__])
             return 0
         if args.baseline:
             baseline = args.baseline.resolve()

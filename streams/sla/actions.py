@@ -7,7 +7,7 @@ wall-clock `emitted_at`, the backtest writes them as JSON Lines.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any, Final
 
@@ -85,7 +85,7 @@ class Escalation:
     cycle: int
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _as_dict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,7 @@ class PriorityBump:
     event_id: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _as_dict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +113,7 @@ class Reminder:
     fired_at: int
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _as_dict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +133,7 @@ class SlaOutcome:
     target: int | None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _as_dict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +152,21 @@ class Silenced:
     fired_at: int
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _as_dict(self)
 
 
 Action = Escalation | PriorityBump | Reminder | SlaOutcome | Silenced
+
+_FIELDS: Final = {
+    cls: tuple(f.name for f in fields(cls))
+    for cls in (Escalation, PriorityBump, Reminder, SlaOutcome, Silenced)
+}
+
+
+def _as_dict(action: Action) -> dict[str, Any]:
+    """What dataclasses.asdict gives for these flat records (str, int, bool, None and enum
+    fields), without its recursive deep copy: that was a third of a backtest's --out time."""
+    return {name: getattr(action, name) for name in _FIELDS[type(action)]}
 
 
 new_escalation = fast_constructor(Escalation)

@@ -279,7 +279,9 @@ class QueueWindows:
                 queue.history.append(window)
                 if len(queue.history) > self._keep:
                     queue.history.popleft()
-                alerts = evaluate(self.config, queue.history)
+                # every rule needs a ticket created or breached in the window (their minimums
+                # are at least 1), and most windows of a quiet queue have neither
+                alerts = evaluate(self.config, queue.history) if created or breached else []
                 if alerts:
                     window = ClosedWindow(
                         name, start, start + self.size, created, resolved, breached, tuple(alerts)

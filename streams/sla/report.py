@@ -199,11 +199,19 @@ class BacktestReport:
             if closes:
                 self._close(clock - self.ops.config.allowed_lateness)
 
-    def replay_ops(self, records: Iterable[tuple[int, bool, QueueStat]], until: int | None) -> None:
+    def replay_ops(
+        self, records: Iterable[tuple[int, bool, QueueStat | None]], until: int | None
+    ) -> None:
         """The ops windows from shards' recorded stats (merged in clock order), closed at
-        `until` as one process would have."""
+        `until` as one process would have. A record without a stat only moves the clock:
+        the stat of another queue, which a replay of some queues (`backtest --jobs`) leaves
+        out, since a queue's windows depend on its own stats and on the clock alone."""
+        ops = self.ops
         for clock, closes, stat in records:
-            self._stat(stat, clock, closes)
+            if stat is not None:
+                self._stat(stat, clock, closes)
+            elif closes and ops is not None:
+                self._close(clock - ops.config.allowed_lateness)
         self._close_ops(until)
 
     def _close_ops(self, until: int | None) -> None:

@@ -4,9 +4,11 @@ In event time (the backtest's default order) a ticket's actions depend only on i
 events and on where history ends: each fires at its due instant, whatever other tickets
 do. So each process reads the whole file, decodes only the lines of its tickets
 (`streams.tools.history.shard_of`), and backtests them; the processes agree on where history
-ends before they finish; the parent adds the reports up and merges the --out files by
-(fired_at, ticket), the order the one-process backtest writes. The result is byte-identical
-to `--jobs 1` (tests/streams/tools/test_backtest_jobs.py).
+ends before they finish. The queue ops alerts span tickets: each process then raises those
+of its share of the queues, from every process's recorded stats. The parent adds the
+reports up and merges the --out files by (fired_at, ticket), the order the one-process
+backtest writes. The result is byte-identical to `--jobs 1`
+(tests/streams/tools/test_backtest_jobs.py).
 
 Two things are global, and then one process runs the whole backtest instead, for an exact
 result: `--arrival-order` (a late event's horizon is the clock of every ticket), and a
@@ -17,9 +19,9 @@ from __future__ import annotations
 
 import heapq
 import io
-import json
 import multiprocessing
 import os
+import pickle
 import queue
 import sys
 import tempfile
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from streams.sla.policy import Policy
-from streams.sla.queues import QueueWindows
+from streams.sla.queues import QueueStat, QueueWindows, StatKind
 from streams.sla.report import Attainment, BacktestReport
 from streams.tools.backtest import (
     DEFAULT_MAX_AHEAD,
@@ -41,7 +43,7 @@ from streams.tools.backtest import (
     print_reports,
     run_backtest,
 )
-from streams.tools.history import count_lines, is_gzip, read_history
+from streams.tools.history import count_lines, is_gzip, load_json, read_history, shard_of
 from streams.tools.progress import Progress
 
 _FIRST = -(2**63)
@@ -75,10 +77,11 @@ class _Counter:
 
 def _run_shard(
     index: int, jobs: int, policies: list[Policy], events_path: Path, out: Path | None,
-    until: int | None, max_ahead: int, barrier: Barrier, ends: Any, done: Any,
+    until: int | None, max_ahead: int, barrier: Barrier, ends: Any, done: Any, tmp: Path,
 ) -> Shard:  # fmt: skip
     ends[index] = _FIRST
     first: list[int] = []
+    agreed: list[int | None] = [until]
 
     def history() -> Iterator[Any]:
         first.clear()
@@ -94,7 +97,8 @@ def _run_shard(
         ends[index] = _FIRST if clock is None else clock
         barrier.wait()
         latest = max(ends)
-        return None if latest == _FIRST else latest
+        agreed[0] = None if latest == _FIRST else latest
+        return agreed[0]
 
     errors = io.StringIO()
     with open(out, "w", encoding="utf-8") if out else io.StringIO() as sink:
@@ -104,6 +108,7 @@ def _run_shard(
                 policies, history, outs, agreed_end, progress=_Counter(done),  # type: ignore[arg-type]
                 errors=errors, board=True, max_ahead=max_ahead, record_ops=True,
             )  # fmt: skip
+            _replay_own_queues(index, jobs, policies, reports, agreed[0], barrier, tmp)
         except BaseException:
             barrier.abort()  # the others must not wait for this one
             raise
@@ -113,6 +118,62 @@ def _run_shard(
         reports, first[0] if first else None, None if last == _FIRST else last,
         errors.getvalue().splitlines(), exact=not report.rejected_lines,
     )  # fmt: skip
+
+
+def _replay_own_queues(
+    index: int, jobs: int, policies: list[Policy], reports: list[BacktestReport],
+    until: int | None, barrier: Barrier, tmp: Path,
+) -> None:  # fmt: skip
+    """The queue ops alerts of this process's share of the queues, from every process's
+    recorded stats: a queue's windows need the stats of all its tickets, which every shard
+    holds some of, so the processes swap their records through files and each replays the
+    queues `shard_of` gives it (in clock order, as one process would have). The replay is
+    most of what a merge costs, so it is not left to the parent alone."""
+    records = [
+        None if r.ops_record is None
+        else [(c, closes, s.queue, s.kind.value, s.at, s.id) for c, closes, s in r.ops_record]
+        for r in reports
+    ]  # fmt: skip
+    with (tmp / f"ops-{index}.pickle").open("wb") as f:
+        pickle.dump(records, f, protocol=pickle.HIGHEST_PROTOCOL)
+    barrier.wait()  # every process's records are written
+    everyone = [_load_records(tmp / f"ops-{i}.pickle") for i in range(jobs)]
+    for p, (policy, report) in enumerate(zip(policies, reports, strict=True)):
+        if report.ops_record is None:
+            continue
+        mine: dict[str, bool] = {}
+        replay = BacktestReport(policy.source)
+        replay.ops = QueueWindows(policy.ops_alerts)
+        merged = heapq.merge(*(shard[p] or () for shard in everyone), key=_clock)
+        replay.replay_ops(_own_stats(merged, mine, index, jobs), until)
+        report.ops_record = None
+        report.ops_alerts = replay.ops_alerts
+        report.ops_late = replay.ops_late
+
+
+def _load_records(path: Path) -> list[Any]:
+    with path.open("rb") as f:
+        return pickle.load(f)  # type: ignore[no-any-return]
+
+
+def _clock(record: tuple[Any, ...]) -> int:
+    return record[0]  # type: ignore[no-any-return]
+
+
+def _own_stats(
+    records: Iterator[tuple[int, bool, str, str, int, str]],
+    mine: dict[str, bool], index: int, jobs: int,
+) -> Iterator[tuple[int, bool, QueueStat | None]]:  # fmt: skip
+    """The records as replay_ops takes them: this process's queues' stats, and of the
+    others' only the clock."""
+    for clock, closes, name, kind, at, ident in records:
+        own = mine.get(name)
+        if own is None:
+            own = mine[name] = shard_of(name, jobs) == index
+        if own:
+            yield clock, closes, QueueStat(name, StatKind(kind), at, ident)
+        elif closes:
+            yield clock, True, None
 
 
 def _child(results: Any, index: int, *args: Any) -> None:
@@ -137,12 +198,9 @@ def _exact(shards: list[Shard], max_ahead: int) -> bool:
     return True
 
 
-def merge_reports(
-    reports: list[BacktestReport], policy: Policy | None = None, until: int | None = None
-) -> BacktestReport:
+def merge_reports(reports: list[BacktestReport], policy: Policy | None = None) -> BacktestReport:
     """One policy's report from the reports of disjoint sets of tickets; the queue ops
-    alerts, which span tickets, from the shards' recorded stats replayed in clock order
-    (the shards stream their histories in time order, so the order is the one-process one)."""
+    alerts, which span tickets, each process raised for its share of the queues."""
     merged = BacktestReport(reports[0].policy_source)
     for r in reports:
         merged.events += r.events
@@ -174,9 +232,12 @@ def merge_reports(
             merged.answer_ms[level].extend(times)
         merged.unanswered.update(r.unanswered)
     if policy is not None and policy.ops_alerts.enabled:
+        # each process alerted on its own queues (_replay_own_queues): in one process's
+        # order, windows by (end, queue), a window's alerts as they were raised
         merged.ops = QueueWindows(policy.ops_alerts)
-        records = [r.ops_record or [] for r in reports]
-        merged.replay_ops(heapq.merge(*records, key=lambda record: record[0]), until)
+        alerts = [a for r in reports for a in r.ops_alerts]
+        merged.ops_alerts = sorted(alerts, key=lambda a: (a.window_end, a.queue))
+        merged.ops_late = sum(r.ops_late for r in reports)
     merged.duplicate_lines = sorted(n for r in reports for n in r.duplicate_lines)[:MAX_LINES_KEPT]
     return merged
 
@@ -185,15 +246,14 @@ def _merge_outs(parts: list[Path], out_path: Path) -> None:
     """The shards' --out lines in the one-process order: by fired_at, then ticket; a
     ticket's own lines keep their order (a ticket is in one shard, heapq.merge is stable)."""
 
-    def keyed(path: Path) -> Iterator[tuple[int, str, str]]:
-        with path.open(encoding="utf-8") as f:
+    def keyed(path: Path) -> Iterator[tuple[int, str, bytes]]:
+        with path.open("rb") as f:  # the shards wrote UTF-8; the lines are copied as they are
             for line in f:
-                record = json.loads(line)
+                record = load_json(line)
                 yield record["fired_at"], record["ticket_id"], line
 
-    with out_path.open("w", encoding="utf-8") as out:
-        for _, _, line in heapq.merge(*(keyed(p) for p in parts), key=lambda k: k[:2]):
-            out.write(line)
+    with out_path.open("wb") as out:
+        out.writelines(line for _, _, line in heapq.merge(*map(keyed, parts), key=lambda k: k[:2]))
 
 
 def run_parallel_backtest(
@@ -245,6 +305,7 @@ def run_parallel_backtest(
                     barrier,
                     ends,
                     done,
+                    Path(tmp),
                 ),
                 daemon=True,
             )  # fmt: skip
@@ -288,12 +349,7 @@ def run_parallel_backtest(
         if out_path:
             _merge_outs(parts, out_path)
     seconds = progress.close()
-    if until is None:
-        latest = max(ends)
-        until = None if latest == _FIRST else latest
-    reports = [
-        merge_reports([s.reports[i] for s in shards], p, until) for i, p in enumerate(policies)
-    ]
+    reports = [merge_reports([s.reports[i] for s in shards], p) for i, p in enumerate(policies)]
     _report_errors(shards, reports[0], stderr)
     print_reports(reports, seconds, stdout, stderr, fmt, html_path, out_path, processes=jobs)
     return reports

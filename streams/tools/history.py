@@ -24,8 +24,8 @@ from streams.sla.events import (
 )
 
 __all__ = [
-    "LineError", "count_lines", "is_gzip", "open_history", "read_history", "shard_of",
-    "write_history",
+    "LineError", "count_lines", "is_gzip", "load_json", "open_history", "read_history",
+    "shard_of", "write_history",
 ]  # fmt: skip
 
 _GZIP_MAGIC: Final = b"\x1f\x8b"
@@ -46,6 +46,8 @@ except ImportError:  # pragma: no cover - depends on the environment
         return _encoder.encode(obj).encode()
 
     JSON_BACKEND = "json"
+
+load_json: Final = _loads  # for other readers of JSON Lines: bytes or str in, as json.loads
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,10 @@ import pytest
 from streams.sla.actions import (
     Escalation,
     Kind,
+    PriorityBump,
     Reason,
+    Reminder,
+    Silenced,
     SlaOutcome,
     new_escalation,
     new_outcome,
@@ -41,3 +44,16 @@ def test_fast_constructor_takes_keywords_and_rejects_what_the_class_rejects() ->
     with pytest.raises(TypeError):
         new_outcome("T1")  # type: ignore[call-arg]
     assert fast_constructor(SlaOutcome)(*dataclasses.astuple(outcome)) == outcome
+
+
+SAMPLE = {"str": "T1", "int": 7, "bool": True, "Reason": Reason.CHURN_RISK, "Kind": Kind.PRIORITY,
+          "str | None": "first_response", "int | None": 9}  # fmt: skip
+
+
+@pytest.mark.parametrize("cls", [Escalation, PriorityBump, Reminder, SlaOutcome, Silenced])
+def test_to_dict_is_what_asdict_gives(cls: type) -> None:
+    """The --out lines and explain's JSON are built from to_dict: same keys, order, values."""
+    action = cls(*(SAMPLE[f.type] for f in dataclasses.fields(cls)))
+    got = action.to_dict()
+    assert list(got.items()) == list(dataclasses.asdict(action).items())
+    assert got["ticket_id"] == "T1"
