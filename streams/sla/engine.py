@@ -95,7 +95,7 @@ class Engine(DueWork):
                 ticket_id=event.ticket_id, first_seen_at=t, clock_at=t, status_since=t
             )
             self._start_tracking(state, event)
-            state.seen[event.event_id] = None
+            state.seen.append(event.event_id)
             self._handle(state, event, actions, absorbed=True)
         elif event.event_id in state.seen:
             self._quiet_event = False
@@ -105,9 +105,9 @@ class Engine(DueWork):
             if due is not None and due <= limit:
                 self._advance(state, limit, state.clock_at if now < 0 else now, actions)
             seen = state.seen  # state.remember, inline: the hottest path
-            seen[event.event_id] = None
+            seen.append(event.event_id)  # not in it: see above
             if len(seen) > SEEN_WINDOW:
-                del seen[next(iter(seen))]
+                del seen[0]
             self._handle(state, event, actions, absorbed=False)
         if t > state.clock_at:
             state.clock_at = t

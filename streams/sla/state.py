@@ -130,7 +130,9 @@ class TicketState:
     awaiting_since: int | None = None
     escalated_at: int | None = None
     fired: frozenset[str] = frozenset()  # shared, like tags (Matching._mark_fired)
-    seen: dict[str, None] = field(default_factory=dict)  # insertion-ordered: a bounded window
+    # the recent event ids, oldest first (a bounded window); a list takes a third of the
+    # bytes of a dict, and a ticket has few events, so the scan costs less than the bytes
+    seen: list[str] = field(default_factory=list)
     next_due: int | None = None
     closed: bool = False
     f_chain: str | None = None  # the category whose functional chain the ticket climbs
@@ -154,7 +156,7 @@ class TicketState:
         cycle: int = 0, created_at: int | None = None, policy: str = "",
         clocks: dict[str, Clock] | None = None, level: int = 1,
         awaiting_since: int | None = None, escalated_at: int | None = None,
-        fired: Iterable[str] | None = None, seen: dict[str, None] | Iterable[str] | None = None,
+        fired: Iterable[str] | None = None, seen: Iterable[str] | None = None,
         next_due: int | None = None, closed: bool = False, f_chain: str | None = None,
         f_step: int = 0, f_since: int | None = None, climb_id: str | None = None,
         f_id: str | None = None, repeat: int = 0, climb_paused: int = 0, f_paused: int = 0,
@@ -187,11 +189,11 @@ class TicketState:
         self.escalated_at = escalated_at
         self.fired = _NOTHING_FIRED if fired is None else frozenset(fired)
         if seen is None:
-            self.seen = {}
-        elif isinstance(seen, dict):
+            self.seen = []
+        elif isinstance(seen, list):
             self.seen = seen
         else:
-            self.seen = dict.fromkeys(seen)
+            self.seen = list(dict.fromkeys(seen))
         self.next_due = next_due
         self.closed = closed
         self.f_chain = f_chain
@@ -208,9 +210,11 @@ class TicketState:
     def remember(self, event_id: str) -> None:
         """Add an event id to the window of recent ones, forgetting the oldest beyond it."""
         seen = self.seen
-        seen[event_id] = None
+        if event_id in seen:
+            return
+        seen.append(event_id)
         if len(seen) > SEEN_WINDOW:
-            del seen[next(iter(seen))]
+            del seen[0]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -282,7 +286,6 @@ class TicketState:
         clocks = (Clock.from_row(clock) for clock in values[21])
         values[21] = {clock.metric: clock for clock in clocks}
         values[25] = frozenset(values[25])
-        values[26] = dict.fromkeys(values[26])
         if len(values) == _ROW_FIELDS and values[-1] is not None:
             values[-1] = TicketInputs.from_row(values[0], values[-1])
         return cls(*values)
@@ -294,7 +297,7 @@ class TicketState:
         values["priority"] = Priority(values["priority"])
         values["tags"] = frozenset(values["tags"])
         values["fired"] = frozenset(values["fired"])
-        values["seen"] = dict.fromkeys(values["seen"])
+        values["seen"] = list(values["seen"])
         board = values.get("board")
         if board is not None:
             values["board"] = TicketInputs.from_row(values["ticket_id"], board)

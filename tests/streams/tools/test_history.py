@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from streams.sla.events import EventType, Priority, Status, TicketEvent, event_to_dict
-from streams.tools.history import LineError, count_lines, is_gzip, read_history, write_history
+from streams.tools.history import (
+    LineError,
+    count_lines,
+    is_gzip,
+    read_history,
+    shard_of,
+    write_history,
+)
 
 T0 = 1_793_610_900_000
 
@@ -184,3 +191,49 @@ def test_empty_file(tmp_path: Path) -> None:
     assert path.read_bytes() == b""
     assert list(read_history(path)) == []
     assert count_lines(path) == 0
+
+
+def test_every_line_is_read_by_exactly_one_shard(tmp_path: Path) -> None:
+    """`backtest --jobs`: each line, event or error, is read by one shard, and an event by
+    its ticket's shard, whatever the line's text (escapes, the key twice, no ticket id)."""
+    base = event_to_dict(sample_events(1)[0])
+    lines = []
+    for i, ticket in enumerate(["T1", "T2", "Zoë-7", 'quo"te', "back\\slash", "T3"] * 3):
+        lines.append(
+            json.dumps({**base, "event_id": f"e{i}", "ticket_id": ticket}, ensure_ascii=False)
+        )
+    lines += [
+        json.dumps({**base, "event_id": "n1", "attributes": {"ticket_id": "X"}}),  # key twice
+        json.dumps({**base, "event_id": "n2", "ticket_id": "T4"}).replace('"T4"', '"T\\u0034"'),
+        # its own key escaped, another ticket's id under that key in its attributes
+        json.dumps(
+            {**base, "event_id": "n5", "ticket_id": "T8", "attributes": {"ticket_id": "B"}}
+        ).replace('"ticket_id"', '"ticket\\u005fid"', 1),  # fmt: skip
+        json.dumps(
+            {**base, "event_id": "n3", "ticket_id": "T5"}, ensure_ascii=False, indent=1
+        ).replace("\n", " "),  # fmt: skip
+        '{"ticket_id": 7, "event_id": "n4"}',  # not a string: an error line
+        '{"ticket_id": "T6", broken',  # found by text, then fails to decode: an error line
+        '{"attributes": {"ticket_id": "T7"}}',  # no ticket id of its own: an error line
+        "[1, 2]",
+        "{not json",
+    ]
+    path = tmp_path / "h.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    whole = list(read_history(path, numbered=True))
+    for count in (2, 3, 5):
+        seen: list[tuple[int, object]] = []
+        for index in range(count):
+            for line, item in read_history(path, numbered=True, shard=(index, count)):
+                seen.append((line, item))
+                if not isinstance(item, LineError):
+                    assert shard_of(item.ticket_id, count) == index
+        assert sorted(seen, key=lambda pair: pair[0]) == whole
+    assert sum(isinstance(item, LineError) for _, item in whole) == 5
+    assert {item.ticket_id for _, item in whole if not isinstance(item, LineError)} >= {
+        "Zoë-7",
+        'quo"te',
+        "back\\slash",
+        "T4",
+        "T5",
+    }
