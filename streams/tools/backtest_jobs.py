@@ -128,32 +128,45 @@ def _replay_own_queues(
     recorded stats: a queue's windows need the stats of all its tickets, which every shard
     holds some of, so the processes swap their records through files and each replays the
     queues `shard_of` gives it (in clock order, as one process would have). The replay is
-    most of what a merge costs, so it is not left to the parent alone."""
-    records = [
-        None if r.ops_record is None
-        else [(c, closes, s.queue, s.kind.value, s.at, s.id) for c, closes, s in r.ops_record]
-        for r in reports
-    ]  # fmt: skip
-    with (tmp / f"ops-{index}.pickle").open("wb") as f:
-        pickle.dump(records, f, protocol=pickle.HIGHEST_PROTOCOL)
+    most of what a merge costs, so it is not left to the parent alone. The files are read
+    a chunk at a time: a process holds its own records, not everyone's."""
+    for p, report in enumerate(reports):
+        if report.ops_record is not None:
+            _write_records(tmp / f"ops-{index}-{p}.pickle", report.ops_record)
     barrier.wait()  # every process's records are written
-    everyone = [_load_records(tmp / f"ops-{i}.pickle") for i in range(jobs)]
     for p, (policy, report) in enumerate(zip(policies, reports, strict=True)):
         if report.ops_record is None:
             continue
+        report.ops_record = None
         mine: dict[str, bool] = {}
         replay = BacktestReport(policy.source)
         replay.ops = QueueWindows(policy.ops_alerts)
-        merged = heapq.merge(*(shard[p] or () for shard in everyone), key=_clock)
+        shards = (_read_records(tmp / f"ops-{i}-{p}.pickle") for i in range(jobs))
+        merged = heapq.merge(*shards, key=_clock)
         replay.replay_ops(_own_stats(merged, mine, index, jobs), until)
-        report.ops_record = None
         report.ops_alerts = replay.ops_alerts
         report.ops_late = replay.ops_late
 
 
-def _load_records(path: Path) -> list[Any]:
+_CHUNK = 20_000  # records per pickle in a process's file of queue stats
+
+
+def _write_records(path: Path, records: list[tuple[int, bool, QueueStat]]) -> None:
+    with path.open("wb") as f:
+        for at in range(0, len(records), _CHUNK):
+            chunk = [(c, closes, s.queue, s.kind.value, s.at, s.id)
+                     for c, closes, s in records[at : at + _CHUNK]]  # fmt: skip
+            pickle.dump(chunk, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _read_records(path: Path) -> Iterator[tuple[int, bool, str, str, int, str]]:
     with path.open("rb") as f:
-        return pickle.load(f)  # type: ignore[no-any-return]
+        while True:
+            try:
+                chunk = pickle.load(f)
+            except EOFError:
+                return
+            yield from chunk
 
 
 def _clock(record: tuple[Any, ...]) -> int:

@@ -103,11 +103,17 @@ def test_the_command_line_takes_jobs(
 
 
 @pytest.mark.parametrize("jobs", [2, 3])
-def test_the_whole_json_report_is_the_same_on_several_processes(tmp_path: Path, jobs: int) -> None:
+def test_the_whole_json_report_is_the_same_on_several_processes(
+    tmp_path: Path, jobs: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Queue ops alerts span the tickets of every shard, and each process raises those of
-    its share of the queues from every process's stats; CSAT, answer times and the hourly
-    counts are added up: the JSON report of --jobs N is the one of --jobs 1."""
+    its share of the queues from every process's stats (swapped in many small chunks here);
+    CSAT, answer times and the hourly counts are added up: the JSON report of --jobs N is
+    the one of --jobs 1."""
+    from streams.tools import backtest_jobs
     from tests.support.policies import alerts_policy
+
+    monkeypatch.setattr(backtest_jobs, "_CHUNK", 7)  # the processes are forked: they see it
 
     path = tmp_path / "history.jsonl"
     generate_to_file(path, agents=40, days=2, seed=11)
