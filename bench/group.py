@@ -14,7 +14,6 @@ with the broker and the replay.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -25,7 +24,6 @@ from confluent_kafka.admin import AdminClient
 
 from streams.runtime.settings import Settings
 from streams.runtime.topics import Topics, ensure_topics
-from streams.tools.progress import Progress
 from streams.tools.replay import replay
 
 STABLE_TIMEOUT_S = 120.0
@@ -63,8 +61,10 @@ def _round(
             tools.wait_log(root / f"{name}-{k}.log", "Worker ready")
         _wait_stable(settings, group, topics.ticket_events, count)
         sent, _ = replay(settings, history, topics, end_tick=True)
-        total = sent + settings.partitions
-        return _follow(settings, group, topics.ticket_events, total, workers, tools)
+        run = tools.Drain(prefix, name, sent + settings.partitions, worker=workers[0],
+                          others=workers[1:])  # fmt: skip
+        tools.follow(settings, [run])
+        return run.rates()
     finally:
         for worker in workers:
             tools.stop(worker)
@@ -88,30 +88,3 @@ def _wait_stable(settings: Settings, group: str, topic: str, members: int) -> No
             return
         time.sleep(0.5)
     raise SystemExit(f"bench: group {group} not stable with {members} members")
-
-
-def _follow(
-    settings: Settings, group: str, topic: str, total: int, workers: list, tools: ModuleType
-) -> tuple[float, float]:
-    """(events/s, events per CPU-s of the workers) from the group's first commit to the end."""
-    first: tuple[float, int, float] | None = None
-    progress = Progress("workers", total=total, stream=sys.stderr)
-    done = 0
-    last_move = time.perf_counter()
-    while done < total:
-        time.sleep(0.25)
-        now = tools.committed_total(settings, group, topic, settings.partitions)
-        cpu = sum(tools.cpu_seconds(w.pid) for w in workers)
-        if now and first is None:
-            first = (time.perf_counter(), now, cpu)
-        if now > done:
-            progress.update(now - done)
-            done, last_move = now, time.perf_counter()
-        if any(w.poll() is not None for w in workers):
-            raise SystemExit("bench: a worker exited during the group run")
-        if time.perf_counter() - last_move > tools.STALL_S:
-            raise SystemExit(f"bench: the group committed nothing for {tools.STALL_S:.0f}s")
-    progress.close()
-    assert first is not None
-    events = done - first[1]
-    return events / (time.perf_counter() - first[0]), events / max(cpu - first[2], 1e-9)

@@ -65,7 +65,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -366,6 +366,7 @@ class Drain:
     source: Path = REPO  # where the worker imports the package from (start_worker)
     mapped: list[str] | None = None  # extension modules under `source` the worker had loaded
     worker: subprocess.Popen[bytes] | None = None
+    others: list[subprocess.Popen[bytes]] = field(default_factory=list)  # a group's (--group)
     done: int = 0
     first: tuple[float, int, float] | None = None  # wall time, committed, CPU at first commit
     last: tuple[float, float] = (0.0, 0.0)  # wall time, CPU when last seen
@@ -376,6 +377,11 @@ class Drain:
     sink: subprocess.Popen[bytes] | None = None
     sink_first: float = 0.0  # the sink's CPU at the worker's first commit
     sink_done: tuple[float, float] | None = None  # wall time, CPU once it caught up
+
+    def processes(self) -> list[subprocess.Popen[bytes]]:
+        """The run's workers: its own, and a group's others."""
+        assert self.worker is not None
+        return [self.worker, *self.others]
 
     def rates(self) -> tuple[float, float]:
         """(events/s of wall time, events per CPU second of the worker's processes)."""
@@ -444,29 +450,7 @@ def drain(settings: Settings, root: Path, runs: list[Drain]) -> None:
         wait_log(root / f"{run.name}.log", "Worker ready")
         if run.sink is not None:
             wait_log(root / f"{run.name}-sink.log", "sink redis ready")
-    progress = Progress("workers", total=sum(r.total for r in runs), stream=sys.stderr)
-    while any(r.done < r.total for r in runs):
-        time.sleep(0.5)
-        for run in (r for r in runs if r.done < r.total):
-            assert run.worker is not None
-            group = f"{run.prefix}{settings.app_id}"
-            topic = Topics(run.prefix).ticket_events
-            now_done = committed_total(settings, group, topic, settings.partitions)
-            cpu = cpu_seconds(run.worker.pid)
-            if now_done and run.first is None:
-                run.first = (time.perf_counter(), now_done, cpu)
-                if run.sink is not None:
-                    run.sink_first = cpu_seconds(run.sink.pid)
-            progress.update(now_done - run.done)
-            if now_done > run.done or run.last_progress == 0.0:
-                run.last_progress = time.perf_counter()
-            run.done = now_done
-            run.last = (time.perf_counter(), cpu)
-            if run.worker.poll() is not None:
-                raise SystemExit(f"worker {run.name} exited during the throughput run")
-            if time.perf_counter() - run.last_progress > STALL_S:
-                raise SystemExit(f"worker {run.name} committed nothing for {STALL_S:.0f}s")
-    progress.close()
+    follow(settings, runs)
     drained = time.time()
     for run in runs:
         if run.sink is not None:
@@ -478,6 +462,33 @@ def drain(settings: Settings, root: Path, runs: list[Drain]) -> None:
         run.rss_mb = memory_mb(run.worker.pid)
         run.mapped = mapped_under(run.worker.pid, run.source)
         stop(run.worker)
+
+
+def follow(settings: Settings, runs: list[Drain]) -> None:
+    """Follow each run's committed offsets until it is done: the figures of Drain.rates, the
+    CPU of all its workers."""
+    progress = Progress("workers", total=sum(r.total for r in runs), stream=sys.stderr)
+    while any(r.done < r.total for r in runs):
+        time.sleep(0.5)
+        for run in (r for r in runs if r.done < r.total):
+            group = f"{run.prefix}{settings.app_id}"
+            topic = Topics(run.prefix).ticket_events
+            now_done = committed_total(settings, group, topic, settings.partitions)
+            cpu = sum(cpu_seconds(worker.pid) for worker in run.processes())
+            if now_done and run.first is None:
+                run.first = (time.perf_counter(), now_done, cpu)
+                if run.sink is not None:
+                    run.sink_first = cpu_seconds(run.sink.pid)
+            progress.update(now_done - run.done)
+            if now_done > run.done or run.last_progress == 0.0:
+                run.last_progress = time.perf_counter()
+            run.done = now_done
+            run.last = (time.perf_counter(), cpu)
+            if any(worker.poll() is not None for worker in run.processes()):
+                raise SystemExit(f"worker {run.name} exited during the throughput run")
+            if time.perf_counter() - run.last_progress > STALL_S:
+                raise SystemExit(f"worker {run.name} committed nothing for {STALL_S:.0f}s")
+    progress.close()
 
 
 def alternating(

@@ -138,12 +138,11 @@ def _replay_own_queues(
         if report.ops_record is None:
             continue
         report.ops_record = None
-        mine: dict[str, bool] = {}
         replay = BacktestReport(policy.source)
         replay.ops = QueueWindows(policy.ops_alerts)
         shards = (_read_records(tmp / f"ops-{i}-{p}.pickle") for i in range(jobs))
         merged = heapq.merge(*shards, key=_clock)
-        replay.replay_ops(_own_stats(merged, mine, index, jobs), until)
+        replay.replay_ops(_own_stats(merged, index, jobs), until)
         report.ops_alerts = replay.ops_alerts
         report.ops_late = replay.ops_late
 
@@ -174,11 +173,11 @@ def _clock(record: tuple[Any, ...]) -> int:
 
 
 def _own_stats(
-    records: Iterator[tuple[int, bool, str, str, int, str]],
-    mine: dict[str, bool], index: int, jobs: int,
-) -> Iterator[tuple[int, bool, QueueStat | None]]:  # fmt: skip
+    records: Iterator[tuple[int, bool, str, str, int, str]], index: int, jobs: int
+) -> Iterator[tuple[int, bool, QueueStat | None]]:
     """The records as replay_ops takes them: this process's queues' stats, and of the
     others' only the clock."""
+    mine: dict[str, bool] = {}  # queue -> whether it is this process's
     for clock, closes, name, kind, at, ident in records:
         own = mine.get(name)
         if own is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import cimpl
 
-from bench import group
+from bench import pipeline
 from bench.pipeline import BENCH_POLICY, REPO, Drain, mapped_under
 from bench.steady_load import LOAD_TICKETS, load_event
 from streams.sla.actions import Escalation
@@ -70,6 +70,9 @@ def test_with_the_sink_the_figures_span_worker_and_sink() -> None:
     assert run.whole() == (900 / 9.0, 900 / 5.5)  # 4 worker + 1.5 sink CPU-s
 
 
+SETTINGS = types.SimpleNamespace(app_id="app", partitions=6)
+
+
 class _Worker:
     def __init__(self, pid: int, code: int | None = None) -> None:
         self.pid, self.code = pid, code
@@ -78,26 +81,27 @@ class _Worker:
         return self.code
 
 
-def test_a_group_is_measured_from_its_first_commit_over_all_its_workers() -> None:
-    """bench/group.py --group: events and CPU count from the first commit seen, and the CPU
-    is every worker's."""
+def test_a_group_is_measured_from_its_first_commit_over_all_its_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--group: events and CPU count from the first commit seen, and the CPU is every
+    worker's (pipeline.follow, as for one worker)."""
     committed = iter([0, 1_000, 5_000, 9_000])
     cpu = {1: iter([1.0, 2.0, 3.0, 4.0]), 2: iter([0.5, 1.5, 2.5, 3.5])}
-    tools = types.SimpleNamespace(
-        committed_total=lambda *_: next(committed),
-        cpu_seconds=lambda pid: next(cpu[pid]),
-        STALL_S=60.0,
-    )
-    settings = types.SimpleNamespace(partitions=6)
-    rate, per_cpu = group._follow(settings, "g", "t", 9_000, [_Worker(1), _Worker(2)], tools)  # type: ignore[arg-type]
+    monkeypatch.setattr(pipeline, "committed_total", lambda *_: next(committed))
+    monkeypatch.setattr(pipeline, "cpu_seconds", lambda pid: next(cpu[pid]))
+    workers = [_Worker(1), _Worker(2)]
+    run = Drain("p-", "g", 9_000, worker=workers[0], others=workers[1:])  # type: ignore[arg-type]
+    pipeline.follow(SETTINGS, [run])  # type: ignore[arg-type]
+    rate, per_cpu = run.rates()
     # first commit at 1,000 events with 2 + 1.5 CPU-s; the end at 9,000 with 4 + 3.5
     assert per_cpu == 8_000 / 4.0
-    assert 0 < rate < 8_000 / 0.4  # two polls of 0.25 s at least
+    assert 0 < rate < 8_000 / 0.9  # two polls of 0.5 s at least
 
 
-def test_a_group_run_stops_when_a_worker_exits() -> None:
-    tools = types.SimpleNamespace(committed_total=lambda *_: 10, cpu_seconds=lambda _: 1.0,
-                                  STALL_S=60.0)  # fmt: skip
-    settings = types.SimpleNamespace(partitions=6)
-    with pytest.raises(SystemExit, match="a worker exited"):
-        group._follow(settings, "g", "t", 100, [_Worker(1), _Worker(2, code=1)], tools)  # type: ignore[arg-type]
+def test_a_group_run_stops_when_a_worker_exits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "committed_total", lambda *_: 10)
+    monkeypatch.setattr(pipeline, "cpu_seconds", lambda _: 1.0)
+    run = Drain("p-", "g", 100, worker=_Worker(1), others=[_Worker(2, code=1)])  # type: ignore[arg-type]
+    with pytest.raises(SystemExit, match="worker g exited"):
+        pipeline.follow(SETTINGS, [run])  # type: ignore[arg-type]
