@@ -227,16 +227,22 @@ class BacktestReport:
         ):
             self.ops_alerts.extend(alerts_of(ops.close_until(watermark)))
 
-    def finish(self, states: Iterable[TicketState], until: int | None = None) -> None:
+    def finish(
+        self, states: Iterable[TicketState], until: int | None = None, tickets: int = -1
+    ) -> None:
         """Count clocks still running when history ends: breached ones are misses; close the
-        ops windows that end by `until`; escalations never answered, by level."""
+        ops windows that end by `until`; escalations never answered, by level. `tickets`:
+        how many there were, where `states` are only those with a clock not ended."""
         self._close_ops(until)
         for waiting in self._waiting.values():
             for _, level, _ in waiting:
                 self.unanswered[level] += 1
         self._waiting.clear()
+        if tickets >= 0:
+            self.tickets += tickets
         for state in states:
-            self.tickets += 1
+            if tickets < 0:
+                self.tickets += 1
             for clock in state.clocks.values():
                 if clock.active and clock.target is not None:
                     cell = self.attainment[(state.policy, clock.metric)]

@@ -13,6 +13,7 @@ import heapq
 import json
 import sys
 from bisect import insort
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,9 +27,9 @@ from streams.sla.events import TicketEvent, format_ts
 from streams.sla.policy import Policy
 from streams.sla.queues import QueueWindows
 from streams.sla.report import BacktestReport, comparison, format_comparison
-from streams.sla.state import TicketState
 from streams.tools.history import LineError, count_lines, is_gzip, read_history
 from streams.tools.progress import Progress
+from streams.tools.shelf import TicketShelf
 
 MAX_ERRORS_SHOWN: Final = 20
 MAX_LINES_KEPT: Final = 1000  # line numbers of duplicates and rejects kept for the report
@@ -37,6 +38,7 @@ PROGRESS_EVERY: Final = 512  # events between progress updates: a call per event
 
 
 _MINUTE: Final = 60_000
+SHELVE_AFTER: Final = 60 * _MINUTE  # event time a ticket with nothing due stays an object
 _NEVER: Final = 2**63
 
 
@@ -106,15 +108,34 @@ class EventTimeDriver:
     default), no event is ever late. With `arrival_order` the events come as a worker received
     them: a late event updates its ticket as of the clock, and what it makes due before the
     clock less the policy's backfill horizon is recorded (`Silenced`), not sent.
+
+    A ticket left with nothing due for an hour of event time is shelved (streams.tools.shelf):
+    most of a history's tickets are solved or closed. The hour spares a ticket answered at
+    once the round trip; the others are decoded again on their next event (a customer's
+    answer, a CSAT, the close), about 0.7 times a ticket on the generator's history.
     """
 
     engine: Engine
-    states: dict[str, TicketState] = field(default_factory=dict)
+    states: TicketShelf = field(default_factory=TicketShelf)
     watermark: int | None = None
     duplicates: int = 0
     duplicate_lines: list[int] = field(default_factory=list)  # the first MAX_LINES_KEPT
     arrival_order: bool = False
+    shelve: bool = True  # False: every state stays an object (the tests compare the two)
     _due: DueQueue = field(default_factory=DueQueue)
+    # (the ticket's clock then, ticket) for each ticket left with nothing due, oldest first
+    _idle: deque[tuple[int, str]] = field(default_factory=deque)
+
+    def _settle(self, now: int) -> None:
+        """Shelve the tickets left with nothing due and untouched since SHELVE_AFTER ago."""
+        idle = self._idle
+        horizon = now - SHELVE_AFTER
+        live = self.states.live
+        while idle and idle[0][0] <= horizon:
+            since, ticket_id = idle.popleft()
+            state = live.get(ticket_id)
+            if state is not None and state.next_due is None and state.clock_at <= since:
+                self.states.shelve(ticket_id)
 
     def feed(self, event: TicketEvent, line: int = 0) -> list[Action]:
         t = event.occurred_at
@@ -123,6 +144,9 @@ class EventTimeDriver:
         quiet = -1
         if watermark is None or t > watermark:
             self.watermark = t
+            idle = self._idle
+            if idle and idle[0][0] <= t - SHELVE_AFTER:
+                self._settle(t)
             queue = self._due
             if t >= queue.due_from:
                 fired = []
@@ -130,23 +154,31 @@ class EventTimeDriver:
                 self._fire(t, fired, queue.pop(t), -1)
         elif self.arrival_order:
             quiet = watermark - self.engine.backfill_horizon
-        state = self.states.get(event.ticket_id)
+        live = self.states.live
+        state = live.get(event.ticket_id)
+        if state is None and self.states.shelved:
+            state = self.states.wake(event.ticket_id)
         if state is None:
             before = None
             state, out = self.engine.apply(None, event, -1, quiet)
-            self.states[state.ticket_id] = state
+            live[state.ticket_id] = state
         elif event.event_id in state.seen:
             self.duplicates += 1
             if len(self.duplicate_lines) < MAX_LINES_KEPT:
                 self.duplicate_lines.append(line)
+            if self.shelve and state.next_due is None:  # woken for the check, maybe
+                self._idle.append((state.clock_at, state.ticket_id))
             return fired or []
         else:
             before = state.next_due
             updated, out = self.engine.apply(state, event, -1, quiet)
             if updated is not state:  # apply updates in place; a new object replaces it
-                self.states[state.ticket_id] = state = updated
+                live[state.ticket_id] = state = updated
         due = state.next_due
-        if due is not None and due != before:
+        if due is None:
+            if self.shelve:
+                self._idle.append((state.clock_at, state.ticket_id))
+        elif due != before:
             # the state's own id, the dict's key: lookups then match it by identity
             self._due.push(due, state.ticket_id)
             if watermark is not None and due <= watermark and t <= watermark:
@@ -165,6 +197,8 @@ class EventTimeDriver:
         actions: list[Action] = []
         if self.watermark is None or now > self.watermark:
             self.watermark = now
+        if self._idle:
+            self._settle(now)
         entry = self._due.pop(now)
         if entry is not None:
             self._fire(now, actions, entry, -1)
@@ -176,14 +210,18 @@ class EventTimeDriver:
         """Advance the ticket of `entry`, taken out of the due queue, and of every entry
         due after it up to `now`, each at its own instant."""
         advance = self.engine.advance
+        live = self.states.live
+        idle = self._idle if self.shelve else None
         while entry is not None:
             at, ticket_id = entry
-            state = self.states[ticket_id]
-            if state.next_due == at:  # otherwise superseded by a later push
+            state = live.get(ticket_id)  # a shelved ticket has nothing due: a stale entry
+            if state is not None and state.next_due == at:  # or superseded by a later push
                 state, out = advance(state, at, quiet, True)
                 actions.extend(out)
                 if state.next_due is not None:
                     self._due.push(state.next_due, ticket_id)
+                elif idle is not None:
+                    idle.append((state.clock_at, ticket_id))
             entry = self._due.pop(now)
 
 
@@ -236,7 +274,7 @@ class BacktestRun:
         if actions:
             self.record(actions)
         if driver.duplicates == duplicates:  # applied: the report reads CSAT, answers, stats
-            self.report.event(event, driver.states[event.ticket_id])
+            self.report.event(event, driver.states.live[event.ticket_id])  # fed: it is live
         if self.board is not None:
             self.board.event(event)
 
@@ -267,7 +305,8 @@ class BacktestRun:
         self._flush()
         self.report.duplicates = self.driver.duplicates
         self.report.duplicate_lines = list(self.driver.duplicate_lines)
-        self.report.finish(self.driver.states.values(), until)
+        states = self.driver.states
+        self.report.finish(states.with_running_clocks(), until, tickets=len(states))
         if self.board is not None:
             self.report.board = self.board.entries(self.policy)
             self.report.board_warnings = self.board.warnings()
