@@ -100,6 +100,7 @@ class BacktestReport:
     first_response_ms: list[int] = field(default_factory=list)
     outcomes: dict[str, set[tuple[str, int, int]]] = field(default_factory=lambda: defaultdict(set))
     due: dict[str, int] = field(default_factory=dict)  # escalation_id -> due_at, for compare
+    compared: bool = True  # False: no what-if reads outcomes and due, so neither is kept
     board: dict[str, BoardEntry] | None = None  # open escalations at the end (streams.sla.board)
     per_hour: Counter[tuple[int, str]] = field(default_factory=Counter)  # (hour, reason)
     csat: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
@@ -137,8 +138,9 @@ class BacktestReport:
                 self.by_reason[reason] += 1
                 self.by_kind[_KIND_NAMES[action.kind]] += 1
                 self.by_level[action.level] += 1
-                self.outcomes[action.ticket_id].add((reason, action.level, action.cycle))
-                self.due[action.escalation_id] = action.due_at
+                if self.compared:  # bytes per escalation a plain backtest does not need
+                    self.outcomes[action.ticket_id].add((reason, action.level, action.cycle))
+                    self.due[action.escalation_id] = action.due_at
                 self.per_hour[(action.fired_at - action.fired_at % HOUR, reason)] += 1
                 if action.reason is not Reason.SLA_WARNING:  # a heads-up awaits no answer
                     waiting = self._waiting.setdefault(action.ticket_id, [])

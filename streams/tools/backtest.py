@@ -39,6 +39,7 @@ PROGRESS_EVERY: Final = 512  # events between progress updates: a call per event
 
 _MINUTE: Final = 60_000
 SHELVE_AFTER: Final = 60 * _MINUTE  # event time a ticket with nothing due stays an object
+COMPACT_AFTER: Final = 10_000  # due queue entries added before its superseded ones are dropped
 _NEVER: Final = 2**63
 
 
@@ -51,13 +52,14 @@ class DueQueue:
     and a minute's bucket is sorted once, when event time reaches it.
 
     `due_from` is an instant no entry is due before, so that most callers need not call
-    pop() at all.
+    pop() at all. `waiting` counts the entries in the buckets, for compact().
     """
 
-    __slots__ = ("due_from", "_minutes", "_buckets", "_minute", "_ready", "_head")
+    __slots__ = ("due_from", "waiting", "_minutes", "_buckets", "_minute", "_ready", "_head")
 
     def __init__(self) -> None:
         self.due_from = _NEVER
+        self.waiting = 0
         self._minutes: list[int] = []  # heap of the minutes that have a bucket
         self._buckets: dict[int, list[tuple[int, str]]] = {}
         self._minute = -1  # the minute being taken out: its entries are in _ready
@@ -71,12 +73,27 @@ class DueQueue:
         if minute <= self._minute:  # the minute being taken out, or one before it
             insort(self._ready, (at, ticket_id), lo=self._head)
             return
+        self.waiting += 1
         bucket = self._buckets.get(minute)
         if bucket is None:
             self._buckets[minute] = [(at, ticket_id)]
             heapq.heappush(self._minutes, minute)
         else:
             bucket.append((at, ticket_id))
+
+    def compact(self, keep: Callable[[int, str], bool]) -> None:
+        """Drop the entries not taken out yet that `keep` refuses (superseded ones)."""
+        self._ready = [entry for entry in self._ready[self._head :] if keep(*entry)]
+        self._head = 0
+        buckets = self._buckets
+        for minute, bucket in list(buckets.items()):
+            kept = [entry for entry in bucket if keep(*entry)]
+            if kept:
+                buckets[minute] = kept
+            else:
+                del buckets[minute]
+        self._minutes = sorted(buckets)  # a sorted list is a heap
+        self.waiting = sum(map(len, buckets.values()))
 
     def pop(self, now: int) -> tuple[int, str] | None:
         """Take out the first entry if it is due at `now` (at or before it)."""
@@ -96,6 +113,7 @@ class DueQueue:
                 return None
             self._minute = heapq.heappop(self._minutes)
             self._ready = sorted(self._buckets.pop(self._minute))
+            self.waiting -= len(self._ready)
             self._head = 0
 
 
@@ -125,6 +143,18 @@ class EventTimeDriver:
     _due: DueQueue = field(default_factory=DueQueue)
     # (the ticket's clock then, ticket) for each ticket left with nothing due, oldest first
     _idle: deque[tuple[int, str]] = field(default_factory=deque)
+    compact_after: int = COMPACT_AFTER  # the tests compact often
+    _compact_at: int = 0  # due queue entries beyond which compaction is due
+
+    def _compact(self) -> None:
+        """Drop the due queue's superseded entries: a ticket solved before its deadline
+        leaves one that would wait for days, longer than the ticket stays an object."""
+        self._due.compact(self._current)
+        self._compact_at = 2 * self._due.waiting + self.compact_after  # amortized O(1) a push
+
+    def _current(self, at: int, ticket_id: str) -> bool:
+        state = self.states.live.get(ticket_id)
+        return state is not None and state.next_due == at
 
     def _settle(self, now: int) -> None:
         """Shelve the tickets left with nothing due and untouched since SHELVE_AFTER ago."""
@@ -181,6 +211,8 @@ class EventTimeDriver:
         elif due != before:
             # the state's own id, the dict's key: lookups then match it by identity
             self._due.push(due, state.ticket_id)
+            if self._due.waiting > self._compact_at:
+                self._compact()
             if watermark is not None and due <= watermark and t <= watermark:
                 # a late event made work due behind the clock: it fires now
                 fired = fired or []
@@ -257,10 +289,11 @@ class BacktestRun:
         board: bool = False,
         arrival_order: bool = False,
         record_ops: bool = False,
+        compared: bool = True,
     ) -> BacktestRun:
         driver = EventTimeDriver(Engine(policy), arrival_order=arrival_order)
         builder = BoardBuilder() if board else None
-        report = BacktestReport(policy.source)
+        report = BacktestReport(policy.source, compared=compared)
         if policy.ops_alerts.enabled:
             report.ops = QueueWindows(policy.ops_alerts)
             if record_ops:
@@ -452,8 +485,13 @@ def _backtest_events(
 ) -> list[BacktestReport]:
     runs = [
         BacktestRun.start(
-            policy, None if outs is None else outs[i], board, arrival_order, record_ops
-        )
+            policy,
+            None if outs is None else outs[i],
+            board,
+            arrival_order,
+            record_ops,
+            compared=len(policies) > 1,
+        )  # fmt: skip
         for i, policy in enumerate(policies)
     ]
     events = 0

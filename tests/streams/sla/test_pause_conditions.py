@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from typing import Any
 
 from hypothesis import given, settings
@@ -152,11 +154,14 @@ def test_report_and_board_agree_with_the_held_clock() -> None:
         TicketEvent(event_id="e5", type=EventType.CUSTOMER_REPLIED, occurred_at=ny(3, 13, 9),
                     **base),
     ]  # fmt: skip
-    (report,) = backtest_events([policy], events, board=True)
+    out = io.StringIO()
+    (report,) = backtest_events([policy], events, [out], board=True)
     assert report.board is not None
     entry = report.board["T9"]
     assert (entry.rule, entry.due_at) == ("sla:resolution:breach", utc(3, 12, 14))
-    assert report.due[entry.escalation_id] == utc(3, 12, 14)
+    sent = [json.loads(line) for line in out.getvalue().splitlines()]
+    due = [r["due_at"] for r in sent if r.get("escalation_id") == entry.escalation_id]
+    assert due == [utc(3, 12, 14)]  # the escalation the backtest sent
     cell = report.attainment[("all", "resolution")]
     assert (cell.met, cell.missed) == (0, 1)  # still running at the end, and breached
 

@@ -36,6 +36,7 @@ OPS = st.lists(
             st.sampled_from(["T1", "T2", "T3"]),
         ),
         st.tuples(st.just("take"), st.integers(0, 3 * MINUTE) | st.just(0), st.just("")),
+        st.tuples(st.just("compact"), st.just(0), st.sampled_from(["T1", "T2", "T3"])),
     ),
     max_size=150,
 )
@@ -53,6 +54,12 @@ def test_due_queue_takes_out_what_is_due_in_the_order_of_a_heap(
         if op == "push":
             queue.push(now + amount, ticket)
             heapq.heappush(model, (now + amount, ticket))
+            continue
+        if op == "compact":  # drops a ticket's entries, as if superseded
+            queue.compact(lambda at, t, dropped=ticket: t != dropped)
+            model = [entry for entry in model if entry[1] != ticket]
+            heapq.heapify(model)
+            assert queue.waiting <= len(model)
             continue
         now += amount
         taken = []
@@ -288,3 +295,12 @@ def test_compare_lists_escalations_that_moved_in_time() -> None:
     moved = [eid for eid, at in base.due.items() if eid in other.due and other.due[eid] != at]
     assert moved and f"at different times: {len(moved):,} ({len(moved):,} earlier" in text
     assert "median shift -" in text
+
+
+def test_only_a_what_if_keeps_each_escalation_for_the_comparison() -> None:
+    (alone,) = backtest_events([load_policy()], HISTORY)
+    assert sum(alone.by_reason.values()) > 20
+    assert not alone.outcomes and not alone.due  # bytes per escalation nobody reads
+    base, other = backtest_events([load_policy(), load_policy()], HISTORY)
+    assert len(base.due) == sum(base.by_reason.values()) and base.outcomes
+    assert base.to_dict() == alone.to_dict() and other.due == base.due

@@ -31,7 +31,7 @@ def _drive(events: list[TicketEvent], shelve: bool, **kwargs: Any) -> tuple[Any,
     assert driver.watermark is not None
     calls.append([a.to_dict() for a in driver.advance(driver.watermark + 86_400_000)])
     states = {ticket_id: state.to_dict() for ticket_id, state in driver.states.items()}
-    return calls, states, driver.duplicates, driver.duplicate_lines, woken, driver.states
+    return calls, states, driver.duplicates, driver.duplicate_lines, woken, driver.states, driver
 
 
 def test_a_history_gives_the_same_actions_and_states_with_tickets_shelved() -> None:
@@ -134,3 +134,10 @@ def test_the_report_counts_the_clocks_of_shelved_tickets_still_running_at_the_en
     running = [state for state in shelf.with_running_clocks() if state.ticket_id in shelf.shelved]
     assert running and all(any(c.active for c in s.clocks.values()) for s in running)
     assert run.report.tickets == len(shelf) > len(running) + len(shelf.live)
+
+
+def test_dropping_superseded_due_entries_changes_nothing() -> None:
+    often = _drive(HISTORY, shelve=True, compact_after=1)
+    never = _drive(HISTORY, shelve=True, compact_after=10**9)
+    assert often[:5] == never[:5]
+    assert often[6]._due.waiting < never[6]._due.waiting  # it did drop entries
