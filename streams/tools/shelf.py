@@ -61,7 +61,7 @@ class TicketShelf(Mapping[str, TicketState]):
     def with_running_clocks(self) -> Iterator[TicketState]:
         """The live tickets, and the shelved ones with a clock not ended (decoded copies)."""
         yield from self.live.values()
-        for ticket_id in self._running:
+        for ticket_id in sorted(self._running):  # a set's order varies with the hash seed
             yield _decode(self.shelved[ticket_id])
 
     def __getitem__(self, ticket_id: str) -> TicketState:
