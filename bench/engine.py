@@ -156,13 +156,13 @@ def state_bytes(path: Path, limit: int) -> StateBytes:
     """Bytes of live engine state per ticket over the first `limit` tickets of the history,
     as a backtest keeps them, against the same with no ticket shelved. Until issue #22 the
     history was parsed before tracing started, so the event ids a ticket remembers and its
-    ids were left out of the figure (about 900 bytes a ticket on the generator's history).
+    ids were left out of the figure (about 780 bytes a ticket on the generator's history).
     The engine's one-off bytes are left out: spread over the tickets, they are no cost per
     ticket."""
     per_ticket, driver, engine = _held(path, limit, shelve=True)
     shelf = driver.states
     row = sum(map(len, shelf.shelved.values())) / max(len(shelf.shelved), 1)
-    opened = [s for s in shelf.live.values() if not s.closed]
+    opened = [s for s in shelf.values() if not s.closed]  # the shelved ones decoded
     stored = sum(len(encode_state(0, s)) for s in opened) / max(len(opened), 1)
     tickets, shelved = len(shelf), len(shelf.shelved)
     del driver, shelf, opened
