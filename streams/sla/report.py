@@ -229,22 +229,18 @@ class BacktestReport:
         ):
             self.ops_alerts.extend(alerts_of(ops.close_until(watermark)))
 
-    def finish(
-        self, states: Iterable[TicketState], until: int | None = None, tickets: int = -1
-    ) -> None:
-        """Count clocks still running when history ends: breached ones are misses; close the
-        ops windows that end by `until`; escalations never answered, by level. `tickets`:
-        how many there were, where `states` are only those with a clock not ended."""
+    def finish(self, tickets: int, states: Iterable[TicketState], until: int | None = None) -> None:
+        """Count the run's tickets, and the clocks still running when history ends: breached
+        ones are misses; close the ops windows that end by `until`; escalations never
+        answered, by level. `states` need only hold the tickets with a clock not ended: a
+        ticket whose clocks all ended adds nothing here."""
         self._close_ops(until)
         for waiting in self._waiting.values():
             for _, level, _ in waiting:
                 self.unanswered[level] += 1
         self._waiting.clear()
-        if tickets >= 0:
-            self.tickets += tickets
+        self.tickets += tickets
         for state in states:
-            if tickets < 0:
-                self.tickets += 1
             for clock in state.clocks.values():
                 if clock.active and clock.target is not None:
                     cell = self.attainment[(state.policy, clock.metric)]

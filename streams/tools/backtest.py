@@ -339,7 +339,7 @@ class BacktestRun:
         self.report.duplicates = self.driver.duplicates
         self.report.duplicate_lines = list(self.driver.duplicate_lines)
         states = self.driver.states
-        self.report.finish(states.with_running_clocks(), until, tickets=len(states))
+        self.report.finish(len(states), states.with_running_clocks(), until)
         if self.board is not None:
             self.report.board = self.board.entries(self.policy)
             self.report.board_warnings = self.board.warnings()
