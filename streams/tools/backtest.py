@@ -276,6 +276,8 @@ class BacktestRun:
     report: BacktestReport
     out: IO[str] | None = None
     board: BoardBuilder | None = None  # the escalation board at the end, as the sink keeps it
+    # (fired_at, ticket) of each --out line, for a --jobs merge that need not parse them
+    keys: list[tuple[int, str]] | None = None
     # --out lines of the instant being written, put in ticket order when it ends, so that
     # the file does not depend on how the history interleaves tickets
     _instant: int = -1
@@ -328,6 +330,9 @@ class BacktestRun:
         if self.out is not None and self._lines:
             self._lines.sort(key=lambda line: line[0])  # stable: a ticket's own order stays
             self.out.write("".join(text + "\n" for _, text in self._lines))
+            if self.keys is not None:
+                instant = self._instant
+                self.keys.extend([(instant, ticket) for ticket, _ in self._lines])
         self._lines.clear()
 
     def finish(self, until: int | None) -> None:
@@ -419,6 +424,7 @@ def backtest_events(
     arrival_order: bool = False,
     max_ahead: int = DEFAULT_MAX_AHEAD,
     record_ops: bool = False,
+    out_keys: list[tuple[int, str]] | None = None,
 ) -> list[BacktestReport]:
     """Run each policy over the same events in one pass; bad lines are reported, not fatal.
 
@@ -429,7 +435,8 @@ def backtest_events(
     events included, as a live worker would have received it. An event more than
     `max_ahead` past the history's clock so far is refused by line. With `board`, each
     report's `board` holds the open escalations at the end of history. With `record_ops`
-    (a --jobs shard) the queue stats are kept for the parent instead of alerted on.
+    (a --jobs shard) the queue stats are kept for the parent instead of alerted on, and
+    `out_keys` gets the (fired_at, ticket) of each line the first policy writes to its out.
     """
     with collector_paused():
         if arrival_order:
@@ -445,12 +452,13 @@ def backtest_events(
                 True,
                 max_ahead,
                 record_ops,
+                out_keys,
             )
         if callable(items):
             try:
                 return _backtest_events(
                     policies, _in_time_order(items()), outs, until, progress, errors,
-                    board, False, max_ahead, record_ops,
+                    board, False, max_ahead, record_ops, out_keys,
                 )  # fmt: skip
             except _OutOfOrder as exc:
                 if errors is not None:
@@ -462,12 +470,14 @@ def backtest_events(
                     if out is not None:
                         out.seek(0)
                         out.truncate()
+                if out_keys is not None:
+                    out_keys.clear()
                 if progress is not None:
                     progress.count = 0  # the second pass counts from the start
                 items = items()
         return _backtest_events(
             policies, _time_sorted(list(_numbered(items))), outs, until, progress, errors,
-            board, False, max_ahead, record_ops,
+            board, False, max_ahead, record_ops, out_keys,
         )  # fmt: skip
 
 
@@ -482,6 +492,7 @@ def _backtest_events(
     arrival_order: bool,
     max_ahead: int,
     record_ops: bool = False,
+    out_keys: list[tuple[int, str]] | None = None,
 ) -> list[BacktestReport]:
     runs = [
         BacktestRun.start(
@@ -494,6 +505,7 @@ def _backtest_events(
         )  # fmt: skip
         for i, policy in enumerate(policies)
     ]
+    runs[0].keys = out_keys
     events = 0
     bad = 0
     rejected: list[int] = []

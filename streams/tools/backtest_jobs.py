@@ -26,12 +26,16 @@ import queue
 import sys
 import tempfile
 import traceback
+from array import array
+from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Barrier
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO, cast
 
 from streams.sla.policy import Policy
 from streams.sla.queues import QueueStat, QueueWindows, StatKind
@@ -40,10 +44,11 @@ from streams.tools.backtest import (
     DEFAULT_MAX_AHEAD,
     MAX_LINES_KEPT,
     backtest_events,
+    collector_paused,
     print_reports,
     run_backtest,
 )
-from streams.tools.history import count_lines, is_gzip, load_json, read_history, shard_of
+from streams.tools.history import count_lines, is_gzip, read_history, shard_of
 from streams.tools.progress import Progress
 
 _FIRST = -(2**63)
@@ -62,6 +67,7 @@ class Shard:
     last: int | None
     errors: list[str]  # its stderr lines
     exact: bool  # False: its part depends on other tickets (a line refused by --max-ahead)
+    ordered: bool = True  # False: its queue stats' clocks go back (see _replay_own_queues)
 
 
 class _Counter:
@@ -101,14 +107,21 @@ def _run_shard(
         return agreed[0]
 
     errors = io.StringIO()
+    keys: list[tuple[int, str]] | None = [] if out else None
     with open(out, "w", encoding="utf-8") if out else io.StringIO() as sink:
         outs: list[Any] = [sink if out else None] + [None] * (len(policies) - 1)
         try:
             reports = backtest_events(
                 policies, history, outs, agreed_end, progress=_Counter(done),  # type: ignore[arg-type]
-                errors=errors, board=True, max_ahead=max_ahead, record_ops=True,
+                errors=errors, board=True, max_ahead=max_ahead, record_ops=True, out_keys=keys,
             )  # fmt: skip
-            _replay_own_queues(index, jobs, policies, reports, agreed[0], barrier, tmp)
+            if out and keys is not None:
+                _write_chunks(_keys_path(out), keys)
+                keys = None
+            with collector_paused():  # the states are still alive: a collection walks them all
+                ordered = _replay_own_queues(
+                    index, jobs, policies, reports, agreed[0], barrier, tmp
+                )
         except BaseException:
             barrier.abort()  # the others must not wait for this one
             raise
@@ -116,49 +129,136 @@ def _run_shard(
     report = reports[0]
     return Shard(
         reports, first[0] if first else None, None if last == _FIRST else last,
-        errors.getvalue().splitlines(), exact=not report.rejected_lines,
+        errors.getvalue().splitlines(), exact=not report.rejected_lines, ordered=ordered,
     )  # fmt: skip
 
 
 def _replay_own_queues(
     index: int, jobs: int, policies: list[Policy], reports: list[BacktestReport],
     until: int | None, barrier: Barrier, tmp: Path,
-) -> None:  # fmt: skip
-    """The queue ops alerts of this process's share of the queues, from every process's
-    recorded stats: a queue's windows need the stats of all its tickets, which every shard
-    holds some of, so the processes swap their records through files and each replays the
-    queues `shard_of` gives it (in clock order, as one process would have). The replay is
-    most of what a merge costs, so it is not left to the parent alone. The files are read
-    a chunk at a time: a process holds its own records, not everyone's."""
+) -> bool:  # fmt: skip
+    """The queue ops alerts of this process's share of the queues (`shard_of` of the
+    queue), from every process's recorded stats: a queue's windows need the stats of all
+    its tickets, which every shard holds some of. One process replays the records of all
+    shards merged by (clock, shard, position), and each shard's records are in clock order.
+
+    Each process sends each other one only the stats of the queues it replays, and the
+    clocks of its records that close windows. Windows close at the first such clock an
+    hop past the last close, whichever queue its record is of, so every process finds the
+    same closing instants from the clocks alone (`_closes`), and replays its own stats
+    with them: the alerts the whole replay would raise for those queues. The replay is
+    most of what a merge costs, so it is not left to the parent alone. False when a
+    shard's clocks go back, which its driver never does (the parent then runs one process)."""
     for p, report in enumerate(reports):
         if report.ops_record is not None:
-            _write_records(tmp / f"ops-{index}-{p}.pickle", report.ops_record)
+            _send_records(tmp, index, jobs, p, report.ops_record)
     barrier.wait()  # every process's records are written
+    ordered = True
     for p, (policy, report) in enumerate(zip(policies, reports, strict=True)):
         if report.ops_record is None:
             continue
         report.ops_record = None
+        ticks = [_read_ticks(tmp / f"ticks-{i}-{p}") for i in range(jobs)]
+        if not all(_ascending(clocks) for clocks, _ in ticks):
+            ordered = False
+            continue
         replay = BacktestReport(policy.source)
         replay.ops = QueueWindows(policy.ops_alerts)
-        shards = (_read_records(tmp / f"ops-{i}-{p}.pickle") for i in range(jobs))
-        merged = heapq.merge(*shards, key=_clock)
-        replay.replay_ops(_own_stats(merged, index, jobs), until)
+        stats = heapq.merge(*(_read_chunks(tmp / f"ops-{i}-{index}-{p}") for i in range(jobs)))
+        merged = heapq.merge(stats, _closes(ticks, policy.ops_alerts.hop))
+        replay.replay_ops(_as_replayed(merged), until)
         report.ops_alerts = replay.ops_alerts
         report.ops_late = replay.ops_late
+    return ordered
 
 
-_CHUNK = 20_000  # records per pickle in a process's file of queue stats
+_CHUNK = 20_000  # items per pickle in a file a process writes for the others
+# a stat's kind as its index here: an Enum's .value, hash and call are Python functions
+_KINDS: Final = (StatKind.CREATED, StatKind.RESOLVED, StatKind.BREACHED)
+
+# A swapped stat: (clock, shard, 2 * position, queue, kind, at, id); a closing instant:
+# (clock, shard, 2 * position + 1), right after the stat it closes at, as tuples compare.
+_Swapped = tuple[int, int, int, str, int, int, str]
+_Close = tuple[int, int, int]
 
 
-def _write_records(path: Path, records: list[tuple[int, bool, QueueStat]]) -> None:
+def _send_records(
+    tmp: Path, index: int, jobs: int, policy: int, records: list[tuple[int, bool, QueueStat]]
+) -> None:
+    """This process's records as the others read them: to each process the stats of its
+    queues, and to all the clocks (with positions) of the records that close windows."""
+    created, resolved = _KINDS[0], _KINDS[1]
+    owner: dict[str, int] = {}
+    out: list[list[_Swapped]] = [[] for _ in range(jobs)]
+    clocks, positions = array("q"), array("q")
+    for n, (clock, closes, s) in enumerate(records):
+        to = owner.get(s.queue)
+        if to is None:
+            to = owner[s.queue] = shard_of(s.queue, jobs)
+        kind = 0 if s.kind is created else 1 if s.kind is resolved else 2
+        out[to].append((clock, index, 2 * n, s.queue, kind, s.at, s.id))
+        if closes:
+            clocks.append(clock)
+            positions.append(2 * n + 1)
+    for to, items in enumerate(out):
+        _write_chunks(tmp / f"ops-{index}-{to}-{policy}", items)
+    with (tmp / f"ticks-{index}-{policy}").open("wb") as f:
+        pickle.dump((clocks, positions), f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _read_ticks(path: Path) -> tuple[array[int], array[int]]:
+    with path.open("rb") as f:
+        return pickle.load(f)  # type: ignore[no-any-return]
+
+
+def _ascending(clocks: array[int]) -> bool:
+    return all(a <= b for a, b in zip(clocks, islice(clocks, 1, None), strict=False))
+
+
+def _closes(ticks: list[tuple[array[int], array[int]]], hop: int) -> list[_Close]:
+    """Where the whole replay closes windows, from each shard's (ascending clocks,
+    positions) of the records that close: at the first such record in merged order, then
+    at the first one whose clock is a hop past the last close's (BacktestReport._close).
+    Found by bisection, not by a walk through every record."""
+    found: list[_Close] = []
+    at = [0] * len(ticks)
+    threshold: int | None = None
+    while True:
+        best: tuple[int, int, int] | None = None  # (clock, shard, index in its clocks)
+        for shard, (clocks, _) in enumerate(ticks):
+            k = at[shard] if threshold is None else bisect_left(clocks, threshold, at[shard])
+            at[shard] = k
+            if k < len(clocks) and (best is None or clocks[k] < best[0]):  # ties: lower shard
+                best = (clocks[k], shard, k)
+        if best is None:
+            return found
+        clock, shard, k = best
+        found.append((clock, shard, ticks[shard][1][k]))
+        threshold = clock + hop
+        at[shard] = k + 1
+
+
+def _as_replayed(
+    merged: Iterator[_Swapped | _Close],
+) -> Iterator[tuple[int, bool, QueueStat | None]]:
+    """The merged records as replay_ops takes them: a stat is only added, and a closing
+    instant only moves the clock."""
+    kinds = _KINDS
+    for record in merged:
+        if len(record) == 3:
+            yield record[0], True, None
+        else:
+            clock, _, _, queue, kind, at, ident = record
+            yield clock, False, QueueStat(queue, kinds[kind], at, ident)
+
+
+def _write_chunks(path: Path, items: list[Any]) -> None:
     with path.open("wb") as f:
-        for at in range(0, len(records), _CHUNK):
-            chunk = [(c, closes, s.queue, s.kind.value, s.at, s.id)
-                     for c, closes, s in records[at : at + _CHUNK]]  # fmt: skip
-            pickle.dump(chunk, f, protocol=pickle.HIGHEST_PROTOCOL)
+        for at in range(0, len(items), _CHUNK):
+            pickle.dump(items[at : at + _CHUNK], f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _read_records(path: Path) -> Iterator[tuple[int, bool, str, str, int, str]]:
+def _read_chunks(path: Path) -> Iterator[Any]:
     with path.open("rb") as f:
         while True:
             try:
@@ -166,26 +266,6 @@ def _read_records(path: Path) -> Iterator[tuple[int, bool, str, str, int, str]]:
             except EOFError:
                 return
             yield from chunk
-
-
-def _clock(record: tuple[Any, ...]) -> int:
-    return record[0]  # type: ignore[no-any-return]
-
-
-def _own_stats(
-    records: Iterator[tuple[int, bool, str, str, int, str]], index: int, jobs: int
-) -> Iterator[tuple[int, bool, QueueStat | None]]:
-    """The records as replay_ops takes them: this process's queues' stats, and of the
-    others' only the clock."""
-    mine: dict[str, bool] = {}  # queue -> whether it is this process's
-    for clock, closes, name, kind, at, ident in records:
-        own = mine.get(name)
-        if own is None:
-            own = mine[name] = shard_of(name, jobs) == index
-        if own:
-            yield clock, closes, QueueStat(name, StatKind(kind), at, ident)
-        elif closes:
-            yield clock, True, None
 
 
 def _child(results: Any, index: int, *args: Any) -> None:
@@ -254,18 +334,21 @@ def merge_reports(reports: list[BacktestReport], policy: Policy | None = None) -
     return merged
 
 
+def _keys_path(part: Path) -> Path:
+    return part.with_suffix(".keys")
+
+
 def _merge_outs(parts: list[Path], out_path: Path) -> None:
     """The shards' --out lines in the one-process order: by fired_at, then ticket; a
-    ticket's own lines keep their order (a ticket is in one shard, heapq.merge is stable)."""
+    ticket's own lines keep their order (a ticket is in one shard, heapq.merge is stable).
+    Each shard wrote the (fired_at, ticket) of its lines beside them, so none is parsed."""
 
-    def keyed(path: Path) -> Iterator[tuple[int, str, bytes]]:
+    def keyed(path: Path) -> Iterator[tuple[tuple[int, str], bytes]]:
         with path.open("rb") as f:  # the shards wrote UTF-8; the lines are copied as they are
-            for line in f:
-                record = load_json(line)
-                yield record["fired_at"], record["ticket_id"], line
+            yield from zip(_read_chunks(_keys_path(path)), f, strict=True)
 
     with out_path.open("wb") as out:
-        out.writelines(line for _, _, line in heapq.merge(*map(keyed, parts), key=lambda k: k[:2]))
+        out.writelines(line for _, line in heapq.merge(*map(keyed, parts), key=itemgetter(0)))
 
 
 def run_parallel_backtest(
@@ -349,13 +432,16 @@ def run_parallel_backtest(
             raise RuntimeError(f"backtest --jobs: {failed}")
         for process in processes:
             process.join()
-        shards = [got[i] for i in range(jobs)]  # type: ignore[misc]
+        shards = [cast(Shard, got[i]) for i in range(jobs)]  # none failed
         progress.update(done.value - shown)
-        if not _exact(shards, max_ahead):
+        if not _exact(shards, max_ahead) or not all(s.ordered for s in shards):
             progress.close()
             stderr.write(
                 "backtest --jobs: --max-ahead refuses lines of this history, which depends on"
                 " every ticket's clock: running on one process\n"
+                if all(s.ordered for s in shards)
+                else "backtest --jobs: a process's queue stats are not in clock order, so"
+                " their ops alerts cannot be split: running on one process\n"
             )
             return run_backtest(*args)
         if out_path:

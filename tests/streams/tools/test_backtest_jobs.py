@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import io
 import json
+import tempfile
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.cli.main import main
 from streams.sla.events import event_to_dict
-from streams.sla.policy import load_policy
+from streams.sla.policy import OpsAlerts, load_policy
+from streams.sla.queues import QueueStat, QueueWindows, StatKind
+from streams.sla.report import BacktestReport
+from streams.tools import backtest_jobs
 from streams.tools.backtest_jobs import run_parallel_backtest
 from streams.tools.generator import generate_to_file
 from streams.tools.history import read_history, shard_of, write_history
@@ -51,6 +60,20 @@ def test_jobs_give_the_output_and_report_of_one_process(
     assert many_report == one_report
     for line in ("skipped bad line", "ignored 1 events whose event_id a ticket already had"):
         assert line in one_err and line in many_err
+
+
+def test_a_history_grouped_by_ticket_is_sorted_in_each_process(
+    history: Path, tmp_path: Path
+) -> None:
+    """Each process finds its lines out of time order, reads them again and sorts them;
+    the merge then gets the lines of the second pass only."""
+    grouped = tmp_path / "grouped.jsonl"
+    events = [e for e in read_history(history) if hasattr(e, "ticket_id")]
+    write_history(grouped, sorted(events, key=lambda e: e.ticket_id))
+    out, report, stderr = _run(grouped, 2, tmp_path)
+    assert "not in time order" in stderr
+    assert out.count(b"\n") > 100
+    assert (out, report) == _run(grouped, 1, tmp_path)[:2]
 
 
 def test_every_shard_gets_whole_tickets(history: Path) -> None:
@@ -129,3 +152,118 @@ def test_the_whole_json_report_is_the_same_on_several_processes(
     # the alerts come from the queues of more than one process
     assert len({shard_of(a["queue"], jobs) for a in report["ops_alerts"]}) > 1
     assert documents[1] == documents[0]
+
+
+MIN = 60_000
+OPS = OpsAlerts(
+    window="30m", hop="10m", allowed_lateness="10m",  # type: ignore[arg-type]
+    volume_surge={"factor": 1.5, "baseline_windows": 2, "min_created": 2},  # type: ignore[arg-type]
+    backlog_growth={"min_growth": 2, "ratio": 1.0, "consecutive": 1},  # type: ignore[arg-type]
+    breach_rate_spike={"rate": 0.2, "min_breaches": 1},  # type: ignore[arg-type]
+)  # fmt: skip
+Record = tuple[int, bool, QueueStat]
+
+
+@st.composite
+def _shard_records(draw: st.DrawFn) -> list[Record]:
+    """One process's recorded stats, in its clock order: few queues, clocks often equal
+    (within and across processes) and a millisecond either side of a hop, stats late by up
+    to 25 minutes, repeated ids."""
+    records: list[Record] = []
+    clock = draw(st.integers(0, 30)) * MIN
+    steps = [0, 0, 1, MIN - 1, MIN, 2 * MIN, 10 * MIN - 1, 10 * MIN, 10 * MIN + 1, 25 * MIN]
+    for _ in range(draw(st.integers(0, 60))):
+        clock += draw(st.sampled_from(steps))
+        kind = draw(st.sampled_from(list(StatKind)))
+        at = clock - draw(st.integers(0, 25)) * MIN
+        ident = f"{kind}:{draw(st.integers(0, 40))}"
+        records.append(
+            (clock, draw(st.booleans()), QueueStat(draw(st.sampled_from("abcde")), kind, at, ident))
+        )
+    return records
+
+
+def _swap(shards: list[list[Record]], tmp: Path) -> tuple[list[BacktestReport], list[bool]]:
+    """_replay_own_queues of every process, on threads, as the forked processes run it."""
+    jobs = len(shards)
+    policy = SimpleNamespace(source="p.yaml", ops_alerts=OPS)
+    barrier = threading.Barrier(jobs)
+    reports = [BacktestReport("p.yaml") for _ in shards]
+    ordered: list[bool] = [False] * jobs
+
+    def run(index: int) -> None:
+        reports[index].ops_record = list(shards[index])
+        ordered[index] = backtest_jobs._replay_own_queues(
+            index, jobs, [policy], [reports[index]], 400 * MIN, barrier, tmp  # type: ignore[list-item]
+        )  # fmt: skip
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return reports, ordered
+
+
+@settings(max_examples=150, deadline=None)
+@given(shards=st.lists(_shard_records(), min_size=1, max_size=3))
+def test_each_process_alerts_on_its_queues_as_the_whole_replay_would(
+    shards: list[list[Record]],
+) -> None:
+    """The swap sends each process the stats of its queues and the clocks that close
+    windows: together the processes raise the alerts and count the late stats that one
+    replay of every record, merged by clock, does."""
+    whole = BacktestReport("p.yaml")
+    whole.ops = QueueWindows(OPS)
+    whole.replay_ops(heapq.merge(*shards, key=lambda r: r[0]), 400 * MIN)
+    with tempfile.TemporaryDirectory() as tmp:
+        reports, ordered = _swap(shards, Path(tmp))
+    assert all(ordered)
+    alerts = sorted(
+        (a for r in reports for a in r.ops_alerts), key=lambda a: (a.window_end, a.queue)
+    )
+    assert alerts == whole.ops_alerts
+    assert sum(r.ops_late for r in reports) == whole.ops_late
+
+
+def test_the_swapped_replay_finds_alerts_and_late_stats() -> None:
+    """The property above is not vacuous: its kind of history raises alerts and has late
+    stats, and a process that missed the other's closing clocks would count others."""
+    a = [
+        (m * MIN, True, QueueStat("a", StatKind.CREATED, m * MIN, f"a{m}")) for m in range(0, 90, 3)
+    ]
+    b = [
+        (m * MIN, True, QueueStat("b", StatKind.CREATED, m * MIN, f"b{m}")) for m in range(0, 90, 2)
+    ]
+    b.append((95 * MIN, False, QueueStat("a", StatKind.CREATED, 50 * MIN, "late")))
+    whole = BacktestReport("p.yaml")
+    whole.ops = QueueWindows(OPS)
+    whole.replay_ops(heapq.merge(a, b, key=lambda r: r[0]), 400 * MIN)
+    assert whole.ops_alerts and whole.ops_late == 1
+    with tempfile.TemporaryDirectory() as tmp:
+        reports, _ = _swap([a, b], Path(tmp))
+    assert sum(r.ops_late for r in reports) == 1
+    assert (
+        sorted((x for r in reports for x in r.ops_alerts), key=lambda x: (x.window_end, x.queue))
+        == whole.ops_alerts
+    )
+
+
+def test_clocks_that_go_back_are_not_split(
+    history: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process whose queue stats are out of clock order makes every process say so, and
+    the backtest runs on one process, with the same output."""
+    back = [(5 * MIN, True, QueueStat("a", StatKind.CREATED, 0, "x")),
+            (2 * MIN, True, QueueStat("b", StatKind.CREATED, 0, "y"))]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        _, ordered = _swap([back, []], Path(tmp))
+    assert ordered == [False, False]
+    from tests.support.policies import alerts_policy
+
+    _, policy = alerts_policy(tmp_path)
+    monkeypatch.setattr(backtest_jobs, "_ascending", lambda clocks: False)  # forked: seen
+    out, stderr = tmp_path / "out.jsonl", io.StringIO()
+    run_parallel_backtest(policy, history, out, stdout=io.StringIO(), stderr=stderr, jobs=2)
+    assert "queue stats are not in clock order" in stderr.getvalue()
+    assert out.read_bytes() == _run(history, 1, tmp_path)[0]
