@@ -142,13 +142,13 @@ def _replay_own_queues(
     its tickets, which every shard holds some of. One process replays the records of all
     shards merged by (clock, shard, position), and each shard's records are in clock order.
 
-    Each process sends each other one only the stats of the queues it replays, and the
-    clocks of its records that close windows. Windows close at the first such clock an
-    hop past the last close, whichever queue its record is of, so every process finds the
-    same closing instants from the clocks alone (`_closes`), and replays its own stats
-    with them: the alerts the whole replay would raise for those queues. The replay is
-    most of what a merge costs, so it is not left to the parent alone. False when a
-    shard's clocks go back, which its driver never does (the parent then runs one process)."""
+    Each process sends every process only the stats of the queues that one replays, and
+    the clocks of its records that close windows. Windows close at the first such clock a
+    hop past the last close, whatever queue its record is of, so every process finds the
+    same closing instants from the clocks alone (`_closes`) and replays its own stats with
+    them: the alerts the whole replay would raise for those queues. The replay is most of
+    what a merge costs, so it is not left to the parent alone. False when a shard's clocks
+    go back, which its driver never does (the parent then runs one process)."""
     for p, report in enumerate(reports):
         if report.ops_record is not None:
             _send_records(tmp, index, jobs, p, report.ops_record)
