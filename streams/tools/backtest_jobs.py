@@ -434,15 +434,17 @@ def run_parallel_backtest(
             process.join()
         shards = [cast(Shard, got[i]) for i in range(jobs)]  # none failed
         progress.update(done.value - shown)
-        if not _exact(shards, max_ahead) or not all(s.ordered for s in shards):
-            progress.close()
-            stderr.write(
-                "backtest --jobs: --max-ahead refuses lines of this history, which depends on"
-                " every ticket's clock: running on one process\n"
-                if all(s.ordered for s in shards)
-                else "backtest --jobs: a process's queue stats are not in clock order, so"
-                " their ops alerts cannot be split: running on one process\n"
+        why = None
+        if not all(s.ordered for s in shards):  # every process read every process's clocks
+            why = (
+                "a process's queue stats are not in clock order, so their ops alerts cannot"
+                " be split"
             )
+        elif not _exact(shards, max_ahead):
+            why = "--max-ahead refuses lines of this history, which depends on every ticket's clock"
+        if why is not None:
+            progress.close()
+            stderr.write(f"backtest --jobs: {why}: running on one process\n")
             return run_backtest(*args)
         if out_path:
             _merge_outs(parts, out_path)
