@@ -3,8 +3,9 @@ for bench/pipeline.py --compiled-cost.
 
 Each round drains two copies of the same backlog one after the other, one worker run from the
 source tree and one from a compiled copy (scripts/compile-engine), the order alternating
-between rounds so that drift of a shared machine's speed falls on both alike. A compiled run
-counts only if its worker mapped the compiled engine (/proc/PID/maps): a copy whose modules
+between rounds so that drift of a shared machine's speed falls on both alike; each round also
+measures the ceiling (a bare consumer with fastavro) on its first backlog. A compiled run
+counts only if its worker mapped the compiled modules (/proc/PID/maps): a copy whose modules
 failed to load would silently measure plain Python (bench/pipeline.py's mapped_under).
 """
 
@@ -17,7 +18,9 @@ from types import ModuleType
 
 from streams.runtime.settings import Settings
 
-ENGINE_SO = "streams/sla/engine."  # the compiled engine's extension module, by its path
+# The library mypyc builds the compiled modules into (a module's own .so is a shim over it,
+# which a compiled importer may skip: the engine's is not mapped when the processor imports it)
+COMPILED_SO = "__mypyc."
 
 
 def build(dest: Path, repo: Path) -> Path:
@@ -29,24 +32,44 @@ def build(dest: Path, repo: Path) -> Path:
 
 
 def run(
-    settings: Settings, root: Path, history: Path, rounds: int, compiled: Path, bench: ModuleType
+    settings: Settings,
+    root: Path,
+    history: Path,
+    rounds: int,
+    compiled: Path,
+    bench: ModuleType,
+    baseline: Path | None = None,
 ) -> None:
-    """`rounds` pairs of drains (see module doc); prints each, the medians and their ratio."""
-    runs = bench.alternating(
-        settings, root, history, rounds, {"plain": bench.REPO, "compiled": compiled}
-    )
+    """`rounds` pairs of drains (see module doc); prints each, the medians and their ratio.
+    With `baseline`, another compiled copy (e.g. of the previous release, whose list of
+    compiled modules differs) drains a third copy in each round, and its ratios print too."""
+    sources = {"plain": bench.REPO, "compiled": compiled}
+    if baseline is not None:
+        sources["baseline"] = baseline
+    ceilings: list[float] = []
+    runs = bench.alternating(settings, root, history, rounds, sources, ceilings)
     for kind, drains in runs.items():
         for drain in drains:
-            engine = any(m.startswith(ENGINE_SO) for m in drain.mapped or [])
-            if engine != (kind == "compiled"):
+            engine = any(COMPILED_SO in m for m in drain.mapped or [])
+            if engine != (kind != "plain"):
                 raise SystemExit(
                     f"bench: the {kind} worker run from {drain.source} "
-                    f"{'mapped' if engine else 'did not map'} the compiled engine"
+                    f"{'mapped' if engine else 'did not map'} compiled modules"
                 )
     results = {kind: [d.rates() for d in drains] for kind, drains in runs.items()}
+    ceil = statistics.median(ceilings)
+    print(f"ceiling  : bare confluent-kafka consumer + fastavro decode: {ceil:>10,.0f} events/s"
+          f" (median of {rounds}); ratio to it: " + ", ".join(
+              f"{kind} {statistics.median(r[0] for r in rates) / ceil:.3f}"
+              for kind, rates in results.items()))  # fmt: skip
     for label, k in (("events/s (wall)", 0), ("events/CPU-s", 1)):
         plain = statistics.median(r[k] for r in results["plain"])
         fast = statistics.median(r[k] for r in results["compiled"])
         print(f"compiled : {label:<16} compiled {fast:>9,.0f}  plain {plain:>9,.0f}  (medians of "
               f"{rounds}); ratio compiled/plain {fast / plain:.3f}, gain {fast / plain - 1:+.1%}"
               f" (Docker ships them at >= +15%)")  # fmt: skip
+        if "baseline" in results:
+            base = statistics.median(r[k] for r in results["baseline"])
+            print(f"baseline : {label:<16} baseline {base:>9,.0f}  (medians of {rounds}); "
+                  f"ratio compiled/baseline {fast / base:.3f}, "
+                  f"baseline/plain {base / plain:.3f}")  # fmt: skip

@@ -5,6 +5,7 @@
     .venv/bin/python bench/pipeline.py --registry-cost URL [--rounds 1] [--agents 100 --days 2]
     .venv/bin/python bench/pipeline.py --runtimes [--agents 100 --days 2]
     .venv/bin/python bench/pipeline.py --compiled-cost [--rounds 3] [--compiled-dir DIR]
+        [--baseline COPY]
     .venv/bin/python bench/pipeline.py --baseline DIR [--rounds 3] [--agents 100 --days 2]
     .venv/bin/python bench/pipeline.py --latency-only [--latency-under-load 5000]
     .venv/bin/python bench/pipeline.py --open-tickets 1000000   (bench/open_tickets.py)
@@ -36,7 +37,10 @@
    the ceiling and the loop's, with ratios. --runtimes: only the ceiling and these two runs.
 8. --compiled-cost: only throughput, a worker run from a mypyc-compiled copy
    (scripts/compile-engine, or --compiled-dir) and one from the source tree, one after the
-   other, alternating per round (bench/compiled_worker.py); medians and their ratio.
+   other, alternating per round (bench/compiled_worker.py); medians, their ratio and each
+   one's ratio to the ceiling, measured every round. With
+   --baseline DIR, DIR is another compiled copy (e.g. of the previous release) that drains a
+   third copy in each round: its medians and ratios too.
 9. --baseline DIR: only throughput, a worker run from the source tree and one from another
    checkout at DIR (e.g. a worktree of main: an A/B of a change), one after the other,
    alternating per round; each round also measures the ceiling on its backlog. Prints each
@@ -82,6 +86,7 @@ from streams.tools.generator import generate_to_file
 from streams.tools.progress import Progress
 from streams.tools.replay import replay
 
+GOAL_EVENTS_S = 20_000  # issue #22 item 7: events/s per worker, exactly-once
 REPO = Path(__file__).resolve().parent.parent
 STALL_S = 120.0  # a drain whose committed offsets stand still this long has failed
 BENCH_POLICY = """
@@ -647,7 +652,8 @@ def main() -> int:
         "--baseline",
         type=Path,
         metavar="DIR",
-        help="only throughput, from this tree and from the checkout at DIR, alternating",
+        help="only throughput, from this tree and from the checkout at DIR, alternating"
+        " (with --compiled-cost: a second compiled copy)",
     )
     parser.add_argument(
         "--with-sink",
@@ -690,7 +696,9 @@ def main() -> int:
             import compiled_worker  # bench/compiled_worker.py, beside this file
 
             copy = args.compiled_dir or compiled_worker.build(root / "compiled", REPO)
-            compiled_worker.run(settings, root, history, args.rounds, copy, sys.modules[__name__])
+            baseline = args.baseline.resolve() if args.baseline else None
+            bench = sys.modules[__name__]
+            compiled_worker.run(settings, root, history, args.rounds, copy, bench, baseline)
             return 0
         if args.group:
             import group  # bench/group.py, beside this file
@@ -720,7 +728,7 @@ def main() -> int:
         written = records(settings, [*output_topics(topics), changelog], partitions)
         print(f"worker   : 1 worker, exactly-once, RocksDB + changelog: {rate:>10,.0f} events/s"
               f"  ({per_cpu:,.0f} per CPU-s; {written / total:.2f} records written per event;"
-              f" ratio to ceiling {rate / ceil:.3f}, to the goal {rate / 10_000:.2f};"
+              f" ratio to ceiling {rate / ceil:.3f}, to the goal {rate / GOAL_EVENTS_S:.2f};"
               f" peak RSS {run.peak_mb:,.0f} MB)")  # fmt: skip
         faust_runtime(settings, root, history, ceil, run)
         if args.runtimes:

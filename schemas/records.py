@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -231,11 +231,11 @@ _ENTRY, _WARNING, _LEFT = (
 
 
 def _fields(value: Bumped | Left) -> dict[str, Any]:
-    return {k: getattr(value, k) for k in value.__slots__}
+    return {f.name: getattr(value, f.name) for f in fields(value)}  # compiled: no __slots__
 
 
 def _without_ticket(value: BoardEntry | WarningEntry | Fired) -> dict[str, Any]:
-    return {k: getattr(value, k) for k in value.__slots__ if k != "ticket_id"}
+    return {f.name: getattr(value, f.name) for f in fields(value) if f.name != "ticket_id"}
 
 
 def priority_bump_to_avro(bump: PriorityBump, emitted_at: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 
@@ -285,7 +285,7 @@ def is_tick(headers: object) -> bool:
     if not headers:
         return False
     pairs = headers.items() if isinstance(headers, dict) else headers
-    return any(name == TICK_HEADER for name, _ in pairs)  # type: ignore[union-attr]
+    return any(name == TICK_HEADER for name, _ in cast(Iterable[tuple[object, object]], pairs))
 
 
 def decode_tick(value: bytes | None) -> int | None:
@@ -448,7 +448,8 @@ class TicketProcessor:
         (nothing changed) when it does not fit this processor: rebuild instead."""
         if not self._fits(saved):
             return None
-        lanes, orphans = saved["lanes"], saved["orphans"]
+        index = cast(dict[str, Any], saved)
+        lanes, orphans = index["lanes"], index["orphans"]
         tickets = 0
         for (heap, counts), lane in zip(lanes, self._lanes(), strict=True):
             lane.due[partition] = heap
@@ -642,13 +643,15 @@ class TicketProcessor:
         else:
             engine_now, quiet = now, now - self.horizon
         old = store.get(ticket_key)
-        state = None if old is None else self.cache.take(ticket_key, old)
-        if state is not None and event.event_id in state.seen:
-            self.counters.duplicates += 1
-            self.cache.keep(ticket_key, old, state)
-            if stats:
-                out.extend(self._stats(stats, clock))
-            return out
+        state = None
+        if old is not None:
+            state = self.cache.take(ticket_key, old)
+            if event.event_id in state.seen:
+                self.counters.duplicates += 1
+                self.cache.keep(ticket_key, old, state)
+                if stats:
+                    out.extend(self._stats(stats, clock))
+                return out
         metrics = self.metrics
         view = NEW_TICKET if metrics is None else metrics.view(state)
         state, actions = self.engine.apply(state, event, engine_now, quiet)

@@ -65,6 +65,8 @@ def decode_stat(raw: bytes | None) -> StatMessage:
     if kind == HEARTBEAT:
         return StatMessage(wm, None)
     try:
+        if not isinstance(kind, str):
+            raise ValueError
         stat_kind = StatKind(kind)
     except ValueError:
         raise ValueError(f"unknown kind {kind!r}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -158,6 +159,21 @@ def test_a_warning_never_shows_at_a_level(policy: Policy) -> None:
     assert (entry.escalation_id, entry.level) == ("breach", 2)
     assert entry.reason == "FIRST_RESPONSE_BREACH"
     assert entry.climbs_at == T0 + HOUR
+
+
+def test_board_entries_and_warnings_survive_pickle(policy: Policy) -> None:
+    """`backtest --jobs` sends each process's board to the parent by pickle; compiled with
+    mypyc, a frozen record refuses pickle's default attribute stores (scripts/test runs this
+    against the compiled copy too)."""
+    ticket = TicketInputs("T1")
+    ticket.add_escalation(fired("breach", T0, level=2))
+    ticket.add_escalation(warning("90", T0 + MINUTE, level=4))
+    entry, shown = ticket.entry(policy), ticket.warning()
+    assert entry is not None and shown is not None
+    for record in (entry, shown):
+        copy = pickle.loads(pickle.dumps(record))
+        assert type(copy) is type(record) and copy == record
+        assert copy is not record
 
 
 @pytest.mark.parametrize(("agents", "days", "seed"), [(8, 3, 5), (20, 4, 17)])
