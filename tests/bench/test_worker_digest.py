@@ -2,8 +2,7 @@
 bytes as in plain Python: bench/worker_digest.py drives the same history through both trees
 (outputs, changelog, stores, counters and metrics, each as a SHA-256).
 
-scripts/test builds the compiled copy (var/compiled) before the suite runs; a copy that is
-missing or older than the sources stops this test with what to run.
+The compiled copy is var/compiled (tests/support/compiled.py).
 """
 
 from __future__ import annotations
@@ -11,27 +10,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
-import pytest
+from tests.support.compiled import REPO, compiled_copy
 
-REPO = Path(__file__).resolve().parents[2]
-COMPILED = REPO / "var" / "compiled"
 PARTS = ("outputs", "changelog", "stores", "counters", "metrics", "digest")
-
-
-def compiled_copy() -> Path:
-    with open(REPO / "pyproject.toml", "rb") as f:
-        modules = tomllib.load(f)["tool"]["escalator"]["compiled-modules"]
-    rebuild = f"run `bash scripts/compile-engine {COMPILED.relative_to(REPO)}`"
-    for module in modules:
-        source, copy = REPO / module, COMPILED / module
-        if not copy.exists():
-            pytest.fail(f"no compiled copy of {module} under {COMPILED}: {rebuild}")
-        if copy.read_bytes() != source.read_bytes():
-            pytest.fail(f"{COMPILED / module} is not the source's {module}: {rebuild}")
-    return COMPILED
 
 
 def run(tree: Path, *args: str) -> str:

@@ -14,8 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.tools.replay import replay
+from tests.support.compiled import compiled_copy, mapped_compiled
 from tests.support.histories import history, history_fired
-from tests.support.pipeline import Pipeline, WorkerProcess
+from tests.support.pipeline import RUNTIMES, Pipeline, WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +34,29 @@ def escalation_ids(line: Pipeline, expect: int, timeout: float = 120.0) -> Count
     indirect=["any_pipeline"],
 )
 def test_live_equals_backtest(any_pipeline: Pipeline, tmp_path: Path, guarantee: str) -> None:
-    pipeline = any_pipeline
-    pipeline.extra_env["ESCALATOR_PROCESSING_GUARANTEE"] = guarantee
+    any_pipeline.extra_env["ESCALATOR_PROCESSING_GUARANTEE"] = guarantee
+    live_equals_backtest(any_pipeline, tmp_path)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_the_compiled_worker_live_equals_backtest(
+    kafka_bootstrap: str, tmp_path: Path, runtime: str
+) -> None:
+    """The worker as the Docker image runs it, from the mypyc-compiled modules, on each
+    runtime (the processor is compiled code either way)."""
+    pipeline = Pipeline(kafka_bootstrap, tmp_path, runtime=runtime, source=compiled_copy())
+    pipeline.create_topics()
+    try:
+        worker = live_equals_backtest(pipeline, tmp_path)
+        assert mapped_compiled(worker.proc.pid, pipeline.source)  # not silently plain
+    finally:
+        pipeline.close()
+
+
+def live_equals_backtest(pipeline: Pipeline, tmp_path: Path) -> WorkerProcess:
+    """An event-time worker fires every escalation a backtest of the same history fires,
+    once each, at the same instants; its probes and metrics answer. Returns the worker,
+    still running."""
     path, fired = history_fired(tmp_path, agents=8, days=3, seed=11)
     assert len(fired) > 100
     worker = pipeline.start_worker("w1")
@@ -65,6 +87,7 @@ def test_live_equals_backtest(any_pipeline: Pipeline, tmp_path: Path, guarantee:
     assert counted == len(fired)
     lag = families["escalator_consumer_lag"].samples
     assert sorted(int(s.labels["partition"]) for s in lag) == [0, 1, 2]
+    return worker
 
 
 def test_crash_mid_stream_loses_and_duplicates_nothing(

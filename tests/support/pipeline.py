@@ -85,6 +85,7 @@ class Pipeline:
     extra_env: dict[str, str] = field(default_factory=dict)
     workers: list[WorkerProcess] = field(default_factory=list)
     runtime: str = "loop"  # the worker's --runtime: loop (exactly-once) or faust (at-least-once)
+    source: Path = REPO  # the tree workers run from: this one, or a compiled copy of it
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
@@ -122,6 +123,8 @@ class Pipeline:
         data.mkdir(parents=True, exist_ok=True)
         port = free_port()
         env = {**self.env(), "ESCALATOR_DATA_DIR": str(data), "ESCALATOR_WEB_PORT": str(port)}
+        if self.source != REPO:
+            env["PYTHONPATH"] = str(self.source)
         cmd = [sys.executable, "-m", "streams.cli", "worker", "--topic-prefix", self.prefix,
                "--loglevel", "info", "--runtime", self.runtime]  # fmt: skip
         if event_time:
@@ -132,7 +135,9 @@ class Pipeline:
             cmd += ["--shadow-policy", str(shadow_policy)]
         log = self.root / f"{name}.log"
         with log.open("ab") as out:
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                cmd, cwd=self.source, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
         worker = WorkerProcess(name, proc, log, port)
         self.workers.append(worker)
         return worker
