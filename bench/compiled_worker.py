@@ -50,11 +50,11 @@ def run(
     runs = bench.alternating(settings, root, history, rounds, sources, ceilings)
     for kind, drains in runs.items():
         for drain in drains:
-            engine = any(COMPILED_SO in m for m in drain.mapped or [])
-            if engine != (kind != "plain"):
+            loaded = any(COMPILED_SO in m for m in drain.mapped or [])
+            if loaded != (kind != "plain"):
                 raise SystemExit(
                     f"bench: the {kind} worker run from {drain.source} "
-                    f"{'mapped' if engine else 'did not map'} compiled modules"
+                    f"{'mapped' if loaded else 'did not map'} compiled modules"
                 )
     results = {kind: [d.rates() for d in drains] for kind, drains in runs.items()}
     ceil = statistics.median(ceilings)

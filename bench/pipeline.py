@@ -392,6 +392,11 @@ class Drain:
         """(events/s of wall time, events per CPU second of the worker's processes)."""
         assert self.first is not None
         events = self.done - self.first[1]
+        if events <= 0:  # nothing left to time after the first commit: not a rate of 0
+            raise SystemExit(
+                f"bench: {self.name} had committed its whole backlog ({self.done:,} events) when "
+                "its first commit was seen; time a larger history (--agents, --days)"
+            )
         wall, cpu = self.last[0] - self.first[0], self.last[1] - self.first[2]
         return events / max(wall, 1e-9), events / max(cpu, 1e-9)
 

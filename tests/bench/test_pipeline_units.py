@@ -61,6 +61,16 @@ def test_mapped_under_names_the_extension_modules_loaded_from_a_tree() -> None:
     assert mapped_under(2**22 + 1, site) == []  # no such process
 
 
+def test_a_backlog_done_by_the_first_commit_seen_has_no_rate() -> None:
+    """The rate counts from the first commit seen; a small backlog may be whole by then,
+    which would print 0 events/s for a fast worker."""
+    run = Drain("p-", "w", total=1_000, first=(10.0, 1_000, 2.0), last=(10.5, 2.5), done=1_000)
+    with pytest.raises(SystemExit, match="whole backlog"):
+        run.rates()
+    run.first = (10.0, 400, 2.0)
+    assert run.rates() == pytest.approx((1_200.0, 1_200.0))
+
+
 def test_with_the_sink_the_figures_span_worker_and_sink() -> None:
     """--with-sink: events/s run until the sink caught up, and the CPU is both processes'
     from the worker's first commit."""
