@@ -24,7 +24,6 @@ import importlib
 import os
 import subprocess
 import time
-import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.compiled import compiled_module_names
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 SERVICES = REPO_DIR / "deploy" / "local" / "services"
@@ -273,12 +274,6 @@ def _describe(info: ServiceInfo) -> str:
     return f"{what} at {info.address} ({info.startup})"
 
 
-def _compiled_modules() -> list[str]:
-    with open(REPO_DIR / "pyproject.toml", "rb") as f:
-        paths = tomllib.load(f)["tool"]["escalator"]["compiled-modules"]
-    return [path.removesuffix(".py").replace("/", ".") for path in paths]
-
-
 def pytest_configure(config: pytest.Config) -> None:
     """ESCALATOR_EXPECT_COMPILED=1 (scripts/test, in the copy scripts/compile-engine builds):
     stop at once unless every module of pyproject's compiled-modules is the compiled one, so
@@ -287,7 +282,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     plain = [
         name
-        for name in _compiled_modules()
+        for name in compiled_module_names()
         if str(importlib.import_module(name).__file__).endswith(".py")
     ]
     if plain:
@@ -299,7 +294,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str | None:
     if os.environ.get("ESCALATOR_EXPECT_COMPILED"):
-        return f"engine: compiled with mypyc: {', '.join(_compiled_modules())}"
+        return f"engine: compiled with mypyc: {', '.join(compiled_module_names())}"
     return None
 
 

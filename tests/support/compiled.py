@@ -16,11 +16,21 @@ REPO = Path(__file__).resolve().parents[2]
 COMPILED = REPO / "var" / "compiled"
 
 
-def compiled_copy() -> Path:
+def compiled_module_paths() -> list[str]:
+    """pyproject's `[tool.escalator] compiled-modules`: paths of the modules mypyc compiles."""
     with open(REPO / "pyproject.toml", "rb") as f:
-        modules = tomllib.load(f)["tool"]["escalator"]["compiled-modules"]
+        paths: list[str] = tomllib.load(f)["tool"]["escalator"]["compiled-modules"]
+    return paths
+
+
+def compiled_module_names() -> list[str]:
+    """The same as dotted module names."""
+    return [path.removesuffix(".py").replace("/", ".") for path in compiled_module_paths()]
+
+
+def compiled_copy() -> Path:
     rebuild = f"run `bash scripts/compile-engine {COMPILED.relative_to(REPO)}`"
-    for module in modules:
+    for module in compiled_module_paths():
         source, copy = REPO / module, COMPILED / module
         if not copy.exists() or not any(copy.parent.glob(f"{copy.stem}.*.so")):
             pytest.fail(f"no compiled copy of {module} under {COMPILED}: {rebuild}")
@@ -30,7 +40,11 @@ def compiled_copy() -> Path:
 
 
 def mapped_compiled(pid: int, tree: Path) -> bool:
-    """Whether process `pid` has mapped the library mypyc built under `tree`."""
-    maps = Path(f"/proc/{pid}/maps").read_text()
-    top = f"{tree.resolve()}/"
-    return any(top in line and "__mypyc." in line for line in maps.splitlines())
+    """Whether process `pid` has mapped the library mypyc built under `tree` (as
+    bench/pipeline.py --compiled-cost tells a compiled worker)."""
+    # here, not at the top: tests/conftest.py imports this module in the compiled copy too,
+    # which has no bench/
+    from bench.compiled_worker import COMPILED_SO
+    from bench.pipeline import mapped_under
+
+    return any(COMPILED_SO in path for path in mapped_under(pid, tree))
