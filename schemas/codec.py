@@ -47,7 +47,7 @@ from typing import Any, Final, Protocol
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
-from schemas.fast_avro import compile_reader, compile_writer
+from schemas.fast_avro import compile_reader, compile_writer, render_module
 
 __all__ = [
     "HISTORY_DIR",
@@ -187,6 +187,15 @@ def _strip_timestamps(schema: Any) -> Any:
                 return "long"
         return out
     return schema
+
+
+GENERATED: Final = SCHEMA_DIR / "avro_generated.py"
+
+
+def generated_module() -> str:
+    """What `GENERATED` must hold: the fast readers and writers of the current schemas, as
+    the codecs compile them (`scripts/gen-avro` writes it, a test checks it)."""
+    return render_module(_strip_timestamps(load_schema(name)) for name in NAMES)
 
 
 def _compile(schema: Mapping[str, Any]) -> Any:

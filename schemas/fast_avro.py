@@ -17,13 +17,16 @@ encodes to the same bytes or the same error, only faster when it is plainly well
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
 
 Reader = Callable[[bytes, int], tuple[dict[str, Any], int]]
 Writer = Callable[[bytearray, Mapping[str, Any]], None]
 
-_INT32 = 1 << 31
+_INT32: Final = 1 << 31
 
 
 class Unsure(ValueError):
@@ -60,10 +63,26 @@ def _index(data: bytes, pos: int, b: int) -> tuple[int, int]:
     return value, pos
 
 
+@dataclass(frozen=True)
+class Generated:
+    """A generated function's source: its constants, then its definition (a module's text,
+    typed so that mypyc compiles it to native code: `schemas/avro_generated.py` holds the
+    current schemas' functions, see `render_module`)."""
+
+    name: str
+    text: str
+
+    @property
+    def key(self) -> str:
+        """What identifies the source: a prebuilt function stands for it only if equal."""
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
 class _Source:
     """The generated function's lines and the constants it refers to."""
 
-    def __init__(self) -> None:
+    def __init__(self, function: str) -> None:
+        self.function = function
         self.lines: list[str] = []
         self.consts: dict[str, object] = {}
         self.names = 0
@@ -89,12 +108,23 @@ class _Source:
         return f"{prefix}{self.names}"
 
     def const(self, value: object) -> str:
-        name = self.name("_c")
+        name = f"_{self.function}{self.name('_c')}"
         self.consts[name] = value
         return name
 
     def emit(self, indent: int, line: str) -> None:
         self.lines.append("    " * indent + line)
+
+    def render(self, signature: str) -> Generated:
+        consts = "".join(f"{name}: Final = {value!r}\n" for name, value in self.consts.items())
+        body = "\n".join(self.lines)
+        return Generated(self.function, f"{consts}\n\ndef {self.function}{signature}:\n{body}\n")
+
+
+def _function(prefix: str, schema: Mapping[str, Any]) -> str:
+    """The generated function's name: `prefix`, then the record's name as an identifier."""
+    name = re.sub(r"\W", "_", str(schema.get("name")))
+    return f"{prefix}_{name}"
 
 
 def _long(src: _Source, indent: int, target: str, kind: str = "long") -> None:
@@ -214,14 +244,14 @@ def _blocks(src: _Source, indent: int, items: Any, target: str, keys: str | None
     e(indent + 2, f"{target}[{key}] = {item}" if keys else f"{target}.append({item})")
 
 
-def compile_reader(schema: Mapping[str, Any]) -> Reader | None:
-    """A reader of records written with `schema` (a record schema, timestamps without their
-    logical type): reader(data, pos) -> (the record as fastavro decodes it, the position
-    after it), raising on any doubt. None when the schema holds a type it does not read."""
+def reader_source(schema: Mapping[str, Any]) -> Generated | None:
+    """The source of a reader of records written with `schema` (a record schema, timestamps
+    without their logical type); None when the schema holds a type it does not read."""
     if schema.get("type") != "record":
         return None
-    src = _Source()
+    src = _Source(_function("read", schema))
     src.namespace = schema.get("namespace")
+    src.emit(1, "size = len(data)")
     fields = []
     try:
         for field in schema["fields"]:
@@ -232,12 +262,17 @@ def compile_reader(schema: Mapping[str, Any]) -> Reader | None:
         return None
     body = ", ".join(f"{name!r}: {local}" for name, local in fields)
     src.emit(1, f"return {{{body}}}, pos")
-    code = "def read(data, pos):\n    size = len(data)\n" + "\n".join(src.lines) + "\n"
-    scope: dict[str, Any] = {"_varint": _varint, "_index": _index, "_Unsure": Unsure,
-                             "_INT32": _INT32}  # fmt: skip
-    scope.update(src.consts)
-    exec(compile(code, f"<avro reader {schema.get('name')}>", "exec"), scope)  # noqa: S102
-    reader: Reader = scope["read"]
+    return src.render("(data: bytes, pos: int) -> tuple[dict[str, Any], int]")
+
+
+def compile_reader(schema: Mapping[str, Any]) -> Reader | None:
+    """A reader of records written with `schema` (a record schema, timestamps without their
+    logical type): reader(data, pos) -> (the record as fastavro decodes it, the position
+    after it), raising on any doubt. None when the schema holds a type it does not read."""
+    source = reader_source(schema)
+    if source is None:
+        return None
+    reader: Reader = _prebuilt(source, "READERS") or _exec(source)
     return reader
 
 
@@ -333,13 +368,12 @@ def _put_union(src: _Source, indent: int, branches: list[Any], value: str) -> No
     _put(src, indent + 1, branches[others[0]], value)
 
 
-def compile_writer(schema: Mapping[str, Any]) -> Writer | None:
-    """A writer of records as `schema` (a record schema, timestamps without their logical
-    type): writer(out, record) appends to `out` the bytes fastavro writes for `record`,
-    raising Unsure on any doubt. None when the schema holds a type it does not write."""
+def writer_source(schema: Mapping[str, Any]) -> Generated | None:
+    """The source of a writer of records as `schema`; None when the schema holds a type it
+    does not write."""
     if schema.get("type") != "record":
         return None
-    src = _Source()
+    src = _Source(_function("write", schema))
     src.namespace = schema.get("namespace")
     try:
         for field in schema["fields"]:
@@ -348,9 +382,71 @@ def compile_writer(schema: Mapping[str, Any]) -> Writer | None:
             _put(src, 1, field["type"], local)
     except Unsure:
         return None
-    code = "def write(out, record):\n" + "\n".join(src.lines) + "\n"
-    scope: dict[str, Any] = {"_uvarint": _uvarint, "_Unsure": Unsure}
-    scope.update(src.consts)
-    exec(compile(code, f"<avro writer {schema.get('name')}>", "exec"), scope)  # noqa: S102
-    writer: Writer = scope["write"]
+    return src.render("(out: bytearray, record: Mapping[str, Any]) -> None")
+
+
+def compile_writer(schema: Mapping[str, Any]) -> Writer | None:
+    """A writer of records as `schema` (a record schema, timestamps without their logical
+    type): writer(out, record) appends to `out` the bytes fastavro writes for `record`,
+    raising Unsure on any doubt. None when the schema holds a type it does not write."""
+    source = writer_source(schema)
+    if source is None:
+        return None
+    writer: Writer = _prebuilt(source, "WRITERS") or _exec(source)
     return writer
+
+
+# --------------------------------------------------------------------------------- prebuilt
+
+_HELPERS: Final = (
+    "from schemas.fast_avro import _INT32, _index, _uvarint, _varint\n"
+    "from schemas.fast_avro import Unsure as _Unsure\n"
+)
+
+
+def _exec(source: Generated) -> Any:
+    """The function made from its source at run time (a schema `render_module` had not)."""
+    scope: dict[str, Any] = {"_varint": _varint, "_index": _index, "_uvarint": _uvarint,
+                             "_Unsure": Unsure, "_INT32": _INT32, "Any": Any,
+                             "Mapping": Mapping, "Final": Final}  # fmt: skip
+    exec(compile(source.text, f"<avro {source.name}>", "exec"), scope)  # noqa: S102
+    return scope[source.name]
+
+
+def _prebuilt(source: Generated, table: str) -> Any:
+    """The function `schemas/avro_generated.py` holds for exactly this source, or None (a
+    schema changed since it was rendered: tests/schemas/test_fast_avro.py fails then)."""
+    try:
+        from schemas import avro_generated
+    except ImportError:
+        return None
+    functions: dict[str, Any] = getattr(avro_generated, table)
+    return functions.get(source.key)
+
+
+def render_module(schemas: Iterable[Mapping[str, Any]]) -> str:
+    """`schemas/avro_generated.py`: the readers and writers of `schemas`, as plain functions
+    that mypyc compiles with the rest of the worker (a function exec'd at run time stays
+    interpreted, at about three times the cost of a decode), each filed under its source's
+    key so that only a function equal to what compile_reader or compile_writer would make
+    is ever used in its place."""
+    parts = [
+        '"""Generated by `scripts/gen-avro` from schemas/*.avsc (schemas.fast_avro.render_module):'
+        "\ndo not edit. The current schemas' Avro readers and writers, compiled with mypyc with\n"
+        'the worker (pyproject\'s compiled-modules)."""\n\n'
+        "# ruff: noqa\n# fmt: off\nfrom __future__ import annotations\n\n"
+        "from collections.abc import Mapping\nfrom typing import Any, Final\n\n"
+        f"{_HELPERS}"
+    ]
+    readers: list[tuple[str, str]] = []
+    writers: list[tuple[str, str]] = []
+    for schema in schemas:
+        for make, found in ((reader_source, readers), (writer_source, writers)):
+            source = make(schema)
+            if source is not None:
+                parts.append(f"\n\n{source.text}")
+                found.append((source.key, source.name))
+    for table, found in (("READERS", readers), ("WRITERS", writers)):
+        entries = "".join(f"    {key!r}: {name},\n" for key, name in found)
+        parts.append(f"\n\n{table}: Final[dict[str, Any]] = {{\n{entries}}}\n")
+    return "".join(parts)

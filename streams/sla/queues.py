@@ -26,9 +26,9 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from streams.sla.durations import format_duration
 from streams.sla.events import EventType
@@ -78,6 +78,9 @@ class QueueStat:
     at: int
     id: str
 
+    def __reduce__(self) -> tuple[type[QueueStat], tuple[Any, ...]]:
+        return QueueStat, _field_values(self)
+
 
 @dataclass(frozen=True, slots=True)
 class QueueAlert:
@@ -90,6 +93,9 @@ class QueueAlert:
     baseline: float
     threshold: float
     message: str
+
+    def __reduce__(self) -> tuple[type[QueueAlert], tuple[Any, ...]]:
+        return QueueAlert, _field_values(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +110,17 @@ class ClosedWindow:
     breached: int
     alerts: tuple[QueueAlert, ...] = ()
 
+    def __reduce__(self) -> tuple[type[ClosedWindow], tuple[Any, ...]]:
+        return ClosedWindow, _field_values(self)
+
     def key(self) -> tuple[int, str]:
         return self.window_end, self.queue
+
+
+def _field_values(record: QueueStat | QueueAlert | ClosedWindow) -> tuple[Any, ...]:
+    """A record's fields, for pickle (`backtest --jobs` sends queue windows between processes):
+    compiled by mypyc, a frozen record refuses the attribute stores of pickle's default way."""
+    return tuple(getattr(record, f.name) for f in fields(record))
 
 
 # --------------------------------------------------------------------------- rules
@@ -202,6 +217,9 @@ class _Bucket:
     breached: int = 0
     ids: set[str] = field(default_factory=set)
 
+    def __reduce__(self) -> tuple[type[_Bucket], tuple[Any, ...]]:
+        return _Bucket, (self.created, self.resolved, self.breached, self.ids)
+
 
 @dataclass(slots=True)
 class _Queue:
@@ -209,6 +227,9 @@ class _Queue:
     buckets: dict[int, _Bucket] = field(default_factory=dict)  # bucket index -> counts
     history: deque[ClosedWindow] = field(default_factory=deque)
     closed_any: bool = False
+
+    def __reduce__(self) -> tuple[type[_Queue], tuple[Any, ...]]:
+        return _Queue, (self.next_start, self.buckets, self.history, self.closed_any)
 
 
 class QueueWindows:
@@ -224,6 +245,15 @@ class QueueWindows:
         self.duplicates = 0
         self.late = 0
         self._keep = history_needed(config)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by its fields (`backtest --jobs` sends it between processes): compiled by
+        mypyc, a class is rebuilt through its __init__, which needs the config."""
+        counts = (self.closed_until, self.added, self.duplicates, self.late)
+        return QueueWindows, (self.config,), (self.queues, counts)
+
+    def __setstate__(self, state: tuple[dict[str, _Queue], tuple[Any, ...]]) -> None:
+        self.queues, (self.closed_until, self.added, self.duplicates, self.late) = state
 
     def first_window(self, at: int) -> int:
         """Start of the earliest window that contains ``at``."""
@@ -319,6 +349,12 @@ class PartitionClock:
     def __init__(self, partitions: Iterable[int], lateness: int) -> None:
         self.clocks: dict[int, int | None] = {p: None for p in partitions}
         self.lateness = lateness
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return PartitionClock, ((), self.lateness), self.clocks
+
+    def __setstate__(self, clocks: dict[int, int | None]) -> None:
+        self.clocks = clocks
 
     def observe(self, partition: int, wm: int, at: int | None = None) -> bool:
         """Advance a partition's clock; False if ``at`` is late for that partition."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from streams.sla.board import TicketInputs
 from streams.sla.events import Priority, Status
@@ -12,6 +12,7 @@ from streams.sla.events import Priority, Status
 SEEN_WINDOW: Final = 256  # recent event ids a ticket remembers, to drop redeliveries
 MAX_TICKET_TAGS: Final = 256  # tags a ticket keeps; more would grow its state without bound
 _NOTHING_FIRED: Final[frozenset[str]] = frozenset()
+_E = TypeVar("_E")
 
 # Both records write their own __init__ (init=False), with the signature dataclasses would
 # generate: compiled with mypyc (pyproject's compiled-modules) it is native code, where the
@@ -261,10 +262,12 @@ class TicketState:
 
     def to_row(self) -> list[Any]:
         """The fields in declaration order, as JSON-ready values: half the bytes of to_dict,
-        for the changelog record written on every event. Clocks are rows too."""
+        for the changelog record written on every event. Clocks are rows too. (An enum's
+        `_value_` is its value: `.value` is a property that runs Python code, on every event.)
+        """
         return [
-            self.ticket_id, self.first_seen_at, self.clock_at, self.status.value,
-            self.status_since, self.status_seq, self.priority.value, self.priority_at,
+            self.ticket_id, self.first_seen_at, self.clock_at, self.status._value_,
+            self.status_since, self.status_seq, self.priority._value_, self.priority_at,
             self.channel, self.category, self.customer_id, self.tier, self.group,
             self.assignee_id, self.support_level, sorted(self.tags), self.transfers,
             self.reopens, self.cycle, self.created_at, self.policy,
@@ -280,8 +283,8 @@ class TicketState:
         if not _ROW_FIELDS_V1 <= len(row) <= _ROW_FIELDS:
             raise ValueError(f"a ticket state row has {_ROW_FIELDS} fields, got {len(row)}")
         values = list(row)  # an older row lacks the fields added since: they take defaults
-        values[3] = Status(values[3])
-        values[6] = Priority(values[6])
+        values[3] = _member(_STATUSES, Status, values[3])
+        values[6] = _member(_PRIORITIES, Priority, values[6])
         values[15] = frozenset(values[15])
         clocks = (Clock.from_row(clock) for clock in values[21])
         values[21] = {clock.metric: clock for clock in clocks}
@@ -308,6 +311,16 @@ class TicketState:
 
 
 _ROW_FIELDS: Final = len(fields(TicketState))
+_STATUSES: Final[dict[str, Status]] = {status.value: status for status in Status}
+_PRIORITIES: Final[dict[str, Priority]] = {priority.value: priority for priority in Priority}
+
+
+def _member(members: dict[str, _E], enum: Callable[[Any], _E], value: Any) -> _E:
+    """`enum(value)` (whose call runs Python code), looked up when `value` is a member's."""
+    member = members.get(value) if type(value) is str else None
+    return enum(value) if member is None else member
+
+
 # A row written by an older release lacks the fields added since (at the end): they take their
 # defaults. The oldest such row is the one from before f_chain, f_step and f_since.
 _ROW_FIELDS_V1: Final = _ROW_FIELDS - 10

@@ -9,16 +9,30 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
+from schemas import avro_generated
 from schemas.codec import (
+    GENERATED,
+    NAMES,
     AvroCodec,
     DecodeError,
     EncodeError,
     ErrorKind,
+    _strip_timestamps,
     codec_for,
+    generated_module,
     load_schema,
 )
 from schemas.compat import sample_records
-from schemas.fast_avro import Unsure, compile_reader, compile_writer
+from schemas.fast_avro import (
+    Generated,
+    Unsure,
+    _exec,
+    _prebuilt,
+    compile_reader,
+    compile_writer,
+    reader_source,
+    writer_source,
+)
 
 T0 = 1_800_000_000_000
 
@@ -247,3 +261,42 @@ def test_nested_arrays_maps_booleans_and_named_types_match_fastavro() -> None:
         writer(out, record)
         assert bytes(out) == expected.getvalue()
         assert reader(bytes(out), 0) == (record, len(out))
+
+
+def test_the_generated_module_is_current() -> None:
+    """schemas/avro_generated.py holds what scripts/gen-avro would write from today's
+    schemas: a stale one is never used (its keys differ), but the worker would run slower."""
+    assert GENERATED.read_text("utf-8") == generated_module(), "run scripts/gen-avro"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_codecs_take_the_prebuilt_functions(name: str) -> None:
+    """Each codec that has a fast reader and writer takes the generated module's, filed
+    under the key of the very source compile_reader and compile_writer make."""
+    codec = codec_for(name)
+    schema = _strip_timestamps(load_schema(name))
+    for made, source, table in (
+        (codec._fast, reader_source(schema), avro_generated.READERS),
+        (codec._fast_writer, writer_source(schema), avro_generated.WRITERS),
+    ):
+        if source is None:
+            assert made is None
+            continue
+        assert made is table[source.key]
+        assert made.__name__ == source.name
+
+
+def test_a_schema_the_module_lacks_is_compiled_at_run_time_to_the_same_reader() -> None:
+    """A source the module does not hold (another schema, or one changed since it was
+    rendered) is exec'd; made from the same source, that reader answers as the prebuilt."""
+    reader = compile_reader(NESTED)
+    assert reader is not None and reader not in avro_generated.READERS.values()
+    assert reader.__code__.co_filename == "<avro read_Nested>"
+    codec = codec_for("TicketEvent")
+    source = reader_source(_strip_timestamps(load_schema("TicketEvent")))
+    assert source is not None
+    changed = _exec(Generated(source.name, source.text + "\n"))  # a key the module lacks
+    assert _prebuilt(Generated(source.name, source.text + "\n"), "READERS") is None
+    for record in _events():
+        data = codec.encode(record)
+        assert changed(data, 5) == codec._fast(data, 5) == (codec.decode_fastavro(data), len(data))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 
@@ -195,6 +196,36 @@ def test_breach_rate_spike() -> None:
     ]
     assert spikes == [0, 2]  # 4/4 fires; 3/10 does not; 3/0 fires again
     assert alerts[0].observed == 1.0 and alerts[0].threshold == 0.5
+
+
+def test_queue_windows_survive_pickle_with_their_stats_windows_and_alerts() -> None:
+    """`backtest --jobs` sends them between processes; compiled (pyproject's
+    compiled-modules), the frozen records pickle by their fields."""
+    qw = QueueWindows(config(window="1m", hop="1m"))
+    for minute in (0.5, 0.6, 0.7, 1.5):
+        qw.add(stat(C, minute))
+        qw.add(stat(B, minute + 0.1))
+    closed = qw.close_until(T0 + 2 * MINUTE)
+    assert alerts_of(closed)  # an alert rides in a closed window
+    copy = pickle.loads(pickle.dumps(qw))
+    assert copy.history("email/billing") == qw.history("email/billing") == closed
+    assert pickle.loads(pickle.dumps(stat(R, 3))).kind is R
+    for later in (qw, copy):
+        later.add(stat(C, 2.5))
+        assert later.add(stat(C, 0.1)) is False  # late in both
+    assert copy.close_until(T0 + 4 * MINUTE) == qw.close_until(T0 + 4 * MINUTE)
+    assert (copy.added, copy.duplicates, copy.late) == (qw.added, qw.duplicates, qw.late)
+
+
+def test_a_partition_clock_survives_pickle() -> None:
+    clock = PartitionClock([0, 1], 5)
+    clock.observe(0, 100)
+    copy = pickle.loads(pickle.dumps(clock))
+    assert copy.watermark is None and copy.lateness == 5
+    for c in (clock, copy):
+        c.observe(1, 50)
+        assert c.observe(0, 100, 94) is False
+    assert copy.watermark == clock.watermark == 45
 
 
 # --------------------------------------------------------------------------- watermark

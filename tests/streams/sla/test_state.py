@@ -83,6 +83,18 @@ def test_a_row_of_the_wrong_length_is_refused() -> None:
         TicketState.from_row(row[:28])
 
 
+def test_a_rows_status_and_priority_read_back_as_members_and_unknown_ones_are_refused() -> None:
+    """Looked up from a table, not by calling the enum; a value outside it still fails as
+    the enum's call fails."""
+    row = busy_state().to_row()
+    assert type(row[3]) is str and type(row[6]) is str  # the values, not the members
+    state = TicketState.from_row(json.loads(json.dumps(row)))
+    assert state.status is Status.PENDING and state.priority is Priority.HIGH
+    for at, bad in ((3, "SNOOZED"), (6, "CRITICAL"), (3, ["OPEN"]), (6, None)):
+        with pytest.raises(ValueError, match="is not a valid"):
+            TicketState.from_row([*row[:at], bad, *row[at + 1 :]])
+
+
 def test_rows_written_by_earlier_releases_read_with_defaults_for_later_fields() -> None:
     state = busy_state()
     old = TicketState.from_row(state.to_row()[:29])  # the last released row: 29 fields
