@@ -5,7 +5,7 @@
 # test_dockerfile.py builds the wheel from exactly what is copied below and checks it.
 # Both stages use the same pinned base, so the venv built in the first runs in the second.
 # The hot modules (engine, processor) are compiled with mypyc in the builder (gcc and mypy there
-# only: the worker is 25-30% faster, bench/pipeline.py --compiled-cost); every runtime dependency
+# only: the worker is 25-55% faster, bench/pipeline.py --compiled-cost); every runtime dependency
 # is installed from a binary wheel (--only-binary), and no compiler is in the final image.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 

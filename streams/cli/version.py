@@ -1,7 +1,7 @@
 """`escalator version`: the package version and whether the engine runs compiled.
 
 The Docker image ships the hot modules of the engine and the worker's processor compiled with
-mypyc (pyproject.toml `[tool.escalator] compiled-modules`; the worker is about 25-30% faster
+mypyc (pyproject.toml `[tool.escalator] compiled-modules`; the worker is about 25-55% faster
 with them, measured by `bench/pipeline.py --compiled-cost`). A compiled module is an
 extension module beside its `.py`, which Python imports first; this says which ones this
 installation has, and `--expect-compiled` fails the image build when the engine would run as

@@ -361,7 +361,7 @@ print(json.dumps({"code": code, "modules": compiled_modules(), "engine": engine_
 
 def test_the_images_engine_is_compiled(stages: list[Stage], wheel: Path, tmp_path: Path) -> None:
     """The builder compiles every module of pyproject's compiled-modules (the worker is
-    25-30% faster with them) and its build fails unless the installed engine imports
+    25-55% faster with them) and its build fails unless the installed engine imports
     compiled; no compiler reaches the runtime stage."""
     assert wheel_build_env(stages).get("ESCALATOR_COMPILE") == "mypyc"
     assert "escalator version --expect-compiled" in " ".join(stages[0].all("RUN"))

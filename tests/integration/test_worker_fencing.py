@@ -25,7 +25,8 @@ import streams.runtime.worker
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
 from streams.runtime.kafka_config import idempotent_producer
-from streams.runtime.worker import PartitionStore, changelog_topic
+from streams.runtime.partition_store import PartitionStore
+from streams.runtime.worker import changelog_topic
 from streams.sla.policy import load_policy
 from tests.support.live import event, now_ms
 from tests.support.pipeline import Pipeline

@@ -14,8 +14,9 @@ from confluent_kafka import KafkaException, Producer, TopicPartition
 
 from streams.runtime import checkpoint
 from streams.runtime.kafka_config import idempotent_producer
+from streams.runtime.partition_store import PartitionStore
 from streams.runtime.processor import build_processor
-from streams.runtime.worker import PartitionStore, Worker, changelog_topic
+from streams.runtime.worker import Worker, changelog_topic
 from streams.sla.policy import load_policy
 from tests.support.live import now_ms
 from tests.support.pipeline import Pipeline

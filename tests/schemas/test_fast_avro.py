@@ -31,6 +31,7 @@ from schemas.fast_avro import (
     compile_reader,
     compile_writer,
     reader_source,
+    render_module,
     writer_source,
 )
 
@@ -300,3 +301,11 @@ def test_a_schema_the_module_lacks_is_compiled_at_run_time_to_the_same_reader() 
     for record in _events():
         data = codec.encode(record)
         assert changed(data, 5) == codec._fast(data, 5) == (codec.decode_fastavro(data), len(data))
+
+
+def test_two_records_of_one_name_are_refused_a_module() -> None:
+    """Their functions would share a name, and the later one would stand for both keys."""
+    other = {**NESTED, "fields": NESTED["fields"][:2]}
+    assert "def read_Nested(" in render_module([NESTED])
+    with pytest.raises(ValueError, match="two schemas make read_Nested"):
+        render_module([NESTED, other])

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from schemas.codec import codec_for
+from streams.runtime.partition_store import PartitionStore
 from streams.runtime.processor import (
     COMPACT_SLACK,
     SHADOW_KEYS,
@@ -27,7 +28,6 @@ from streams.runtime.processor import (
     encode_tick,
     is_tick,
 )
-from streams.runtime.worker import PartitionStore
 from streams.runtime.worker_metrics import WorkerStats, category
 from streams.sla.engine import Engine
 from streams.sla.events import Status, parse_ts

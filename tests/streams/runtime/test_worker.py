@@ -12,8 +12,9 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streams.runtime.kafka_config import transactional_id, worker_consumer, worker_producer
+from streams.runtime.partition_store import PartitionStore
 from streams.runtime.settings import load_settings
-from streams.runtime.worker import BLOCK_CACHE_BYTES, LocalState, PartitionStore
+from streams.runtime.worker import BLOCK_CACHE_BYTES, LocalState
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
@@ -51,62 +52,6 @@ def test_a_reopened_partition_starts_empty_and_restores_without_queueing(
     assert not state.stores
     if store == "rocksdb://":
         assert not any((tmp_path / "tickets").iterdir())  # closed stores leave no files
-
-
-def test_items_is_a_snapshot(tmp_path: Path) -> None:
-    part = PartitionStore({})
-    part.put(b"a", b"1")
-    part.put(b"b", b"2")
-    for key, _ in part.items():
-        part.delete(key)  # no "dict changed size during iteration"
-    assert list(part.items()) == []
-
-
-@pytest.mark.parametrize("disk", [False, True])
-def test_a_front_keeps_the_latest_writes_in_memory_until_they_age_out(
-    tmp_path: Path, disk: bool
-) -> None:
-    data: Any = {}
-    if disk:
-        from rocksdict import Options, Rdict
-
-        data = Rdict(str(tmp_path / "db"), Options(raw_mode=True))
-    data[b"z"] = b"on disk"
-    part = PartitionStore(data, front=2)
-
-    def put(key: bytes, value: bytes) -> None:  # each in a transaction that commits
-        part.put(key, value)
-        part.commit()
-
-    def delete(key: bytes) -> None:
-        part.delete(key)
-        part.commit()
-
-    delete(b"z")
-    assert part.get(b"z") is None and data[b"z"] == b"on disk"  # the deletion hides it
-    assert list(part.items()) == []
-    put(b"a", b"1")  # the young generation is full: it becomes the old one
-    assert part.get(b"a") == b"1" and b"a" not in data  # still in memory
-    put(b"z", b"back")
-    put(b"b", b"2")  # full again: of the old ones, only a=1 is not overridden
-    assert data[b"a"] == b"1" and data[b"z"] == b"on disk" and b"b" not in data
-    assert part.get(b"a") == b"1" and part.get(b"z") == b"back"
-    put(b"a", b"1'")
-    delete(b"b")  # full again: z=back reaches the disk
-    assert data[b"z"] == b"back" and data[b"a"] == b"1"
-    assert part.get(b"a") == b"1'" and part.get(b"b") is None
-    put(b"c", b"3")
-    put(b"d", b"4")  # full again: a=1' and the deletion of b reach the disk
-    assert data[b"a"] == b"1'" and b"b" not in data
-    put(b"e", b"5")
-    assert sorted(k for k, _ in part.items()) == [b"a", b"c", b"d", b"e", b"z"]
-    part.load(b"e", None)  # a restore overrides what memory holds
-    part.load(b"f", b"6")
-    assert part.get(b"e") is None and part.get(b"f") == b"6"
-    assert sorted(k for k, _ in part.items()) == [b"a", b"c", b"d", b"f", b"z"]
-    assert [k for k, _ in part.pending] == [b"z", b"a", b"z", b"b", b"a", b"b", b"c", b"d", b"e"]
-    if disk:
-        data.close()
 
 
 def test_exactly_once_clients(tmp_path: Path) -> None:
@@ -427,20 +372,6 @@ def test_the_worker_drives_the_processor_it_is_given(tmp_path: Path) -> None:
     assert seen == [(b"event", b"T-1", 2, 41, 1_700_000_000_000)]
     assert producer.calls == [("begin", None), ("produce", ("t-escalations", 2))]
     assert worker.offsets == {2: 42}
-
-
-def test_an_aborted_transactions_writes_leave_the_store() -> None:
-    part = PartitionStore({b"a": b"1"})
-    part.put(b"a", b"2")
-    part.delete(b"b")
-    part.put(b"c", b"3")
-    assert part.get(b"a") == b"2" and part.get(b"c") == b"3"  # read back before the commit
-    assert sorted(part.items()) == [(b"a", b"2"), (b"c", b"3")]
-    assert part.rollback() == {b"a": b"2", b"b": None, b"c": b"3"}
-    assert part.pending == [] and part.get(b"a") == b"1" and part.get(b"c") is None
-    part.put(b"c", b"3'")
-    part.commit()
-    assert part.data == {b"a": b"1", b"c": b"3'"} and part.rollback() == {}
 
 
 class RefusingProducer(FakeProducer):
