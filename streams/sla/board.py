@@ -47,7 +47,7 @@ escalations the ticket's latest close already ended for good (`TicketInputs.prun
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeVar
 
 from streams.sla.actions import RAISING_KINDS, Action, Escalation, PriorityBump, Reason
@@ -59,7 +59,7 @@ from streams.sla.events import (
     Priority,
     TicketEvent,
 )
-from streams.sla.frozen import fast_constructor
+from streams.sla.frozen import fast_constructor, field_values
 from streams.sla.policy import Policy
 
 
@@ -192,7 +192,7 @@ class BoardEntry:
     climbs_at: int | None
 
     def __reduce__(self) -> tuple[type[BoardEntry], tuple[Any, ...]]:
-        return BoardEntry, _field_values(self)
+        return BoardEntry, field_values(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,13 +208,7 @@ class WarningEntry:
     open_warnings: int
 
     def __reduce__(self) -> tuple[type[WarningEntry], tuple[Any, ...]]:
-        return WarningEntry, _field_values(self)
-
-
-def _field_values(record: BoardEntry | WarningEntry) -> tuple[Any, ...]:
-    """A board record's fields, for pickle (`backtest --jobs` sends boards between processes):
-    compiled by mypyc, a frozen record refuses the attribute stores of pickle's default way."""
-    return tuple(getattr(record, f.name) for f in fields(record))
+        return WarningEntry, field_values(self)
 
 
 Shown = TypeVar("Shown", BoardEntry, WarningEntry)

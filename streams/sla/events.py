@@ -221,8 +221,9 @@ MAX_EVENT_TAGS: Final = 64
 MAX_TAG_LENGTH: Final = 100
 
 _EVENT_TYPES: Final[dict[str, EventType]] = {m.value: m for m in EventType}
-_STATUSES: Final[dict[str, Status]] = {m.value: m for m in Status}
-_PRIORITIES: Final[dict[str, Priority]] = {m.value: m for m in Priority}
+# members by value: a lookup, where calling the enum runs Python code (state rows read these)
+STATUS_OF: Final[dict[str, Status]] = {m.value: m for m in Status}
+PRIORITY_OF: Final[dict[str, Priority]] = {m.value: m for m in Priority}
 
 _STR_FIELDS: Final = (
     "channel",
@@ -357,14 +358,14 @@ def event_from_dict(data: Mapping[str, Any]) -> TicketEvent:
     if len(record) > 4:  # only the four required fields is the common case (replies)
         value = record.get("status")
         if value is not None:
-            status = _STATUSES.get(value) if type(value) is str else None
+            status = STATUS_OF.get(value) if type(value) is str else None
             if status is None:
-                raise _enum_error("status", value, _STATUSES)
+                raise _enum_error("status", value, STATUS_OF)
         value = record.get("priority")
         if value is not None:
-            priority = _PRIORITIES.get(value) if type(value) is str else None
+            priority = PRIORITY_OF.get(value) if type(value) is str else None
             if priority is None:
-                raise _enum_error("priority", value, _PRIORITIES)
+                raise _enum_error("priority", value, PRIORITY_OF)
         channel = record.get("channel")
         if channel is not None and (type(channel) is not str or not channel):
             channel = _optional_str("channel", channel)

@@ -21,6 +21,13 @@ _T = TypeVar("_T")
 _FACTORY: Any = object()  # an argument left to the field's default_factory
 
 
+def field_values(record: Any) -> tuple[Any, ...]:
+    """A dataclass record's fields in order, for its __reduce__: compiled by mypyc, a class is
+    rebuilt by pickle through its __init__, and a frozen one refuses the attribute stores of
+    pickle's default way (`backtest --jobs` sends boards and queue windows between processes)."""
+    return tuple(getattr(record, f.name) for f in dataclasses.fields(record))
+
+
 def mutable_twin(cls: type, *, init: bool = True) -> Any:
     """A mutable dataclass with the fields and slot layout of the frozen dataclass `cls`,
     whose instances can become `cls` instances by __class__ assignment; None where `cls` is

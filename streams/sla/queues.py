@@ -26,12 +26,13 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
 from streams.sla.durations import format_duration
 from streams.sla.events import EventType
+from streams.sla.frozen import field_values
 from streams.sla.policy import OpsAlerts
 
 UNKNOWN = "unknown"
@@ -79,7 +80,7 @@ class QueueStat:
     id: str
 
     def __reduce__(self) -> tuple[type[QueueStat], tuple[Any, ...]]:
-        return QueueStat, _field_values(self)
+        return QueueStat, field_values(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +96,7 @@ class QueueAlert:
     message: str
 
     def __reduce__(self) -> tuple[type[QueueAlert], tuple[Any, ...]]:
-        return QueueAlert, _field_values(self)
+        return QueueAlert, field_values(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,16 +112,10 @@ class ClosedWindow:
     alerts: tuple[QueueAlert, ...] = ()
 
     def __reduce__(self) -> tuple[type[ClosedWindow], tuple[Any, ...]]:
-        return ClosedWindow, _field_values(self)
+        return ClosedWindow, field_values(self)
 
     def key(self) -> tuple[int, str]:
         return self.window_end, self.queue
-
-
-def _field_values(record: QueueStat | QueueAlert | ClosedWindow) -> tuple[Any, ...]:
-    """A record's fields, for pickle (`backtest --jobs` sends queue windows between processes):
-    compiled by mypyc, a frozen record refuses the attribute stores of pickle's default way."""
-    return tuple(getattr(record, f.name) for f in fields(record))
 
 
 # --------------------------------------------------------------------------- rules
@@ -218,7 +213,7 @@ class _Bucket:
     ids: set[str] = field(default_factory=set)
 
     def __reduce__(self) -> tuple[type[_Bucket], tuple[Any, ...]]:
-        return _Bucket, (self.created, self.resolved, self.breached, self.ids)
+        return _Bucket, field_values(self)
 
 
 @dataclass(slots=True)
@@ -229,7 +224,7 @@ class _Queue:
     closed_any: bool = False
 
     def __reduce__(self) -> tuple[type[_Queue], tuple[Any, ...]]:
-        return _Queue, (self.next_start, self.buckets, self.history, self.closed_any)
+        return _Queue, field_values(self)
 
 
 class QueueWindows:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Final, TypeVar
 
 from streams.sla.board import TicketInputs
-from streams.sla.events import Priority, Status
+from streams.sla.events import PRIORITY_OF, STATUS_OF, Priority, Status
 
 SEEN_WINDOW: Final = 256  # recent event ids a ticket remembers, to drop redeliveries
 MAX_TICKET_TAGS: Final = 256  # tags a ticket keeps; more would grow its state without bound
@@ -283,8 +283,8 @@ class TicketState:
         if not _ROW_FIELDS_V1 <= len(row) <= _ROW_FIELDS:
             raise ValueError(f"a ticket state row has {_ROW_FIELDS} fields, got {len(row)}")
         values = list(row)  # an older row lacks the fields added since: they take defaults
-        values[3] = _member(_STATUSES, Status, values[3])
-        values[6] = _member(_PRIORITIES, Priority, values[6])
+        values[3] = _member(STATUS_OF, Status, values[3])
+        values[6] = _member(PRIORITY_OF, Priority, values[6])
         values[15] = frozenset(values[15])
         clocks = (Clock.from_row(clock) for clock in values[21])
         values[21] = {clock.metric: clock for clock in clocks}
@@ -311,8 +311,6 @@ class TicketState:
 
 
 _ROW_FIELDS: Final = len(fields(TicketState))
-_STATUSES: Final[dict[str, Status]] = {status.value: status for status in Status}
-_PRIORITIES: Final[dict[str, Priority]] = {priority.value: priority for priority in Priority}
 
 
 def _member(members: dict[str, _E], enum: Callable[[Any], _E], value: Any) -> _E:
