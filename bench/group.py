@@ -30,14 +30,22 @@ STABLE_TIMEOUT_S = 120.0
 
 
 def run(
-    settings: Settings, root: Path, history: Path, rounds: int, n: int, tools: ModuleType
+    settings: Settings,
+    root: Path,
+    history: Path,
+    rounds: int,
+    n: int,
+    tools: ModuleType,
+    source: Path,
 ) -> None:
+    """`source`: the tree the workers run from (this one, or a compiled copy)."""
     if n < 2:
         raise SystemExit(f"bench: --group {n}: give at least 2 workers")
     results: dict[int, list[tuple[float, float]]] = {1: [], n: []}
     for i in range(rounds):
         for count in (1, n) if i % 2 == 0 else (n, 1):
-            rate, per_cpu = _round(settings, root, history, count, f"g{i}-{count}", tools)
+            name = f"g{i}-{count}"
+            rate, per_cpu = _round(settings, root, history, count, name, tools, source)
             results[count].append((rate, per_cpu))
             print(f"round {i + 1}/{rounds}: {count} worker(s) {rate:>9,.0f} events/s "
                   f"{per_cpu:>9,.0f} events/CPU-s")  # fmt: skip
@@ -49,13 +57,22 @@ def run(
 
 
 def _round(
-    settings: Settings, root: Path, history: Path, count: int, name: str, tools: ModuleType
+    settings: Settings,
+    root: Path,
+    history: Path,
+    count: int,
+    name: str,
+    tools: ModuleType,
+    source: Path,
 ) -> tuple[float, float]:
     prefix = f"benchg{uuid.uuid4().hex[:8]}-"
     topics = Topics(prefix)
     ensure_topics(settings, topics)
     group = f"{prefix}{settings.app_id}"
-    workers = [tools.start_worker(prefix, root / f"{name}-{k}", True, None) for k in range(count)]
+    workers = [
+        tools.start_worker(prefix, root / f"{name}-{k}", True, None, source=source)
+        for k in range(count)
+    ]
     try:
         for k in range(count):
             tools.wait_log(root / f"{name}-{k}.log", "Worker ready")

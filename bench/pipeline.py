@@ -10,6 +10,7 @@
     .venv/bin/python bench/pipeline.py --latency-only [--latency-under-load 5000]
     .venv/bin/python bench/pipeline.py --open-tickets 1000000   (bench/open_tickets.py)
     .venv/bin/python bench/pipeline.py --group 2 [--rounds 3] [--agents 400 --days 7]
+        [--compiled-dir var/compiled]
 
 1. Ceiling: a bare confluent-kafka consumer with fastavro decoding reads ticket-events.
 2. Throughput: one `escalator worker` (exactly-once, RocksDB state, changelog) drains the
@@ -52,6 +53,7 @@
 10. --group N: only throughput, one worker against N workers in one consumer group on this
    machine, alternating per round (bench/group.py): the group formed before the backlog is
    replayed, events/s and events per CPU-s of all its workers; medians and their ratio.
+   With --compiled-dir, every worker runs from that compiled copy.
 
 Needs Kafka (deploy/local/services up kafka, or ESCALATOR_KAFKA_BOOTSTRAP); --registry-cost
 a registry (deploy/local/services up registry: http://127.0.0.1:18081/apis/ccompat/v7).
@@ -651,7 +653,8 @@ def main() -> int:
         "--compiled-dir",
         type=Path,
         metavar="DIR",
-        help="--compiled-cost: a copy scripts/compile-engine built already",
+        help="--compiled-cost: a copy scripts/compile-engine built already; --group: run the"
+        " workers from it",
     )
     parser.add_argument(
         "--baseline",
@@ -708,7 +711,8 @@ def main() -> int:
         if args.group:
             import group  # bench/group.py, beside this file
 
-            group.run(settings, root, history, args.rounds, args.group, sys.modules[__name__])
+            tools, source = sys.modules[__name__], (args.compiled_dir or REPO).resolve()
+            group.run(settings, root, history, args.rounds, args.group, tools, source)
             return 0
         if args.baseline:
             baseline = args.baseline.resolve()

@@ -8,7 +8,8 @@ drives the event-time `Worker` that `escalator worker --event-time` builds, from
 the path, with no broker: every message of a generated history (Avro, keyed by ticket, one
 end tick per partition, as bench/pipeline.py replays it) goes through `Worker._handle`, and
 a transaction commits every `--commit-every` messages through a producer that records every
-record sent (topic, partition, key, value) instead of sending it. The wall clock is fixed, so
+record sent (topic, partition, key, value) instead of sending it, with the collector tuned as
+the live worker tunes it (streams.runtime.worker.tune_collector). The wall clock is fixed, so
 emitted_at and the event lag are too. Prints a SHA-256 of the output records in send order,
 of the changelog records as each transaction restores them (compacted: the last value per
 key), of the stores' contents, the processor's counters and the worker's /metrics families
@@ -37,7 +38,7 @@ from schemas.records import ticket_event_to_avro
 from streams.runtime.processor import TICK_HEADER, SteadyClock, build_processor, encode_tick
 from streams.runtime.settings import load_settings
 from streams.runtime.topics import Topics
-from streams.runtime.worker import Worker
+from streams.runtime.worker import Worker, tune_collector
 from streams.runtime.worker_metrics import WorkerCollector
 from streams.sla.policy import load_policy
 from streams.tools.generator import generate_to_file
@@ -157,6 +158,7 @@ def drive(data: Path, history: Path, commit_every: int) -> dict[str, Any]:
     worker._set_owned(list(range(partitions)))
     worker.rebalancing = False
     msgs = messages(history, partitions)
+    tune_collector()  # as `escalator worker` does once built (its CPU, not the digest)
     handle = worker._handle
     started = time.process_time()
     for i, msg in enumerate(msgs, 1):

@@ -94,10 +94,29 @@ class Out:
     value: bytes | None  # None: a tombstone (a deleted ticket's changelog record)
 
 
+def _build_out(topic: str, key: bytes, value: bytes | None) -> Out:
+    """Out's constructor in the compiled build (streams.sla.frozen: `native`)."""
+    o = Out.__new__(Out)
+    o.topic = topic  # type: ignore[misc]
+    o.key = key  # type: ignore[misc]
+    o.value = value  # type: ignore[misc]
+    return o
+
+
+def _build_stat(queue: str, kind: StatKind, at: int, id: str) -> QueueStat:
+    """QueueStat's constructor in the compiled build (streams.sla.frozen: `native`)."""
+    s = QueueStat.__new__(QueueStat)
+    s.queue = queue  # type: ignore[misc]
+    s.kind = kind  # type: ignore[misc]
+    s.at = at  # type: ignore[misc]
+    s.id = id  # type: ignore[misc]
+    return s
+
+
 # The hot path builds an Out per output and a QueueStat per counted thing: frozen records at
 # the cost of mutable ones (streams.sla.frozen).
-_new_out = fast_constructor(Out)
-_new_stat = fast_constructor(QueueStat)
+_new_out = fast_constructor(Out, _build_out)
+_new_stat = fast_constructor(QueueStat, _build_stat)
 _AT_THEN_ID = attrgetter("at", "id")  # the order of a message's queue stats
 
 

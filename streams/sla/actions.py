@@ -169,7 +169,72 @@ def _as_dict(action: Action) -> dict[str, Any]:
     return {name: getattr(action, name) for name in _FIELDS[type(action)]}
 
 
-new_escalation = fast_constructor(Escalation)
+def _build_escalation(
+    escalation_id: str,
+    ticket_id: str,
+    kind: Kind,
+    level: int,
+    from_level: int,
+    target: str,
+    reason: Reason,
+    policy: str,
+    rule: str,
+    sla_metric: str | None,
+    due_at: int,
+    fired_at: int,
+    event_id: str | None,
+    cycle: int,
+) -> Escalation:
+    """Escalation's constructor in the compiled build (streams.sla.frozen: `native`)."""
+    a = Escalation.__new__(Escalation)
+    a.escalation_id = escalation_id  # type: ignore[misc]
+    a.ticket_id = ticket_id  # type: ignore[misc]
+    a.kind = kind  # type: ignore[misc]
+    a.level = level  # type: ignore[misc]
+    a.from_level = from_level  # type: ignore[misc]
+    a.target = target  # type: ignore[misc]
+    a.reason = reason  # type: ignore[misc]
+    a.policy = policy  # type: ignore[misc]
+    a.rule = rule  # type: ignore[misc]
+    a.sla_metric = sla_metric  # type: ignore[misc]
+    a.due_at = due_at  # type: ignore[misc]
+    a.fired_at = fired_at  # type: ignore[misc]
+    a.event_id = event_id  # type: ignore[misc]
+    a.cycle = cycle  # type: ignore[misc]
+    return a
+
+
+def _build_outcome(
+    ticket_id: str,
+    policy: str,
+    metric: str,
+    cycle: int,
+    round: int,
+    started_at: int,
+    ended_at: int,
+    met: bool,
+    breached: bool,
+    business_elapsed: int,
+    target: int | None,
+) -> SlaOutcome:
+    """SlaOutcome's constructor in the compiled build (streams.sla.frozen: `native`)."""
+    a = SlaOutcome.__new__(SlaOutcome)
+    a.ticket_id = ticket_id  # type: ignore[misc]
+    a.policy = policy  # type: ignore[misc]
+    a.metric = metric  # type: ignore[misc]
+    a.cycle = cycle  # type: ignore[misc]
+    a.round = round  # type: ignore[misc]
+    a.started_at = started_at  # type: ignore[misc]
+    a.ended_at = ended_at  # type: ignore[misc]
+    a.met = met  # type: ignore[misc]
+    a.breached = breached  # type: ignore[misc]
+    a.business_elapsed = business_elapsed  # type: ignore[misc]
+    a.target = target  # type: ignore[misc]
+    return a
+
+
+# Compiled, the frequent ones by the builders above (streams.sla.frozen).
+new_escalation = fast_constructor(Escalation, _build_escalation)
 new_priority_bump = fast_constructor(PriorityBump)
 new_reminder = fast_constructor(Reminder)
-new_outcome = fast_constructor(SlaOutcome)
+new_outcome = fast_constructor(SlaOutcome, _build_outcome)

@@ -462,15 +462,127 @@ _CODED: Final = (
 _CODE: Final = {name: number for number, name in enumerate(_CODED)}
 _RAISING = frozenset(str(k) for k in RAISING_KINDS)  # Fired.raises
 _NEVER: tuple[int, int, str] = (-(2**63) - 1, 0, "")  # before any Fired.order
+
+
+def _build_fired(
+    escalation_id: str,
+    ticket_id: str,
+    kind: str,
+    level: int,
+    from_level: int,
+    target: str,
+    reason: str,
+    rule: str,
+    due_at: int,
+    fired_at: int,
+) -> Fired:
+    """Fired's constructor in the compiled build (streams.sla.frozen: `native`)."""
+    r = Fired.__new__(Fired)
+    r.escalation_id = escalation_id  # type: ignore[misc]
+    r.ticket_id = ticket_id  # type: ignore[misc]
+    r.kind = kind  # type: ignore[misc]
+    r.level = level  # type: ignore[misc]
+    r.from_level = from_level  # type: ignore[misc]
+    r.target = target  # type: ignore[misc]
+    r.reason = reason  # type: ignore[misc]
+    r.rule = rule  # type: ignore[misc]
+    r.due_at = due_at  # type: ignore[misc]
+    r.fired_at = fired_at  # type: ignore[misc]
+    return r
+
+
+def _build_entry(
+    ticket_id: str,
+    escalation_id: str,
+    kind: str,
+    level: int,
+    target: str,
+    reason: str,
+    rule: str,
+    due_at: int,
+    fired_at: int,
+    open_escalations: int,
+    priority: str | None,
+    climbs_at: int | None,
+) -> BoardEntry:
+    """BoardEntry's constructor in the compiled build (streams.sla.frozen: `native`)."""
+    r = BoardEntry.__new__(BoardEntry)
+    r.ticket_id = ticket_id  # type: ignore[misc]
+    r.escalation_id = escalation_id  # type: ignore[misc]
+    r.kind = kind  # type: ignore[misc]
+    r.level = level  # type: ignore[misc]
+    r.target = target  # type: ignore[misc]
+    r.reason = reason  # type: ignore[misc]
+    r.rule = rule  # type: ignore[misc]
+    r.due_at = due_at  # type: ignore[misc]
+    r.fired_at = fired_at  # type: ignore[misc]
+    r.open_escalations = open_escalations  # type: ignore[misc]
+    r.priority = priority  # type: ignore[misc]
+    r.climbs_at = climbs_at  # type: ignore[misc]
+    return r
+
+
+def _build_warning(
+    ticket_id: str,
+    escalation_id: str,
+    target: str,
+    rule: str,
+    due_at: int,
+    fired_at: int,
+    open_warnings: int,
+) -> WarningEntry:
+    """WarningEntry's constructor in the compiled build (streams.sla.frozen: `native`)."""
+    r = WarningEntry.__new__(WarningEntry)
+    r.ticket_id = ticket_id  # type: ignore[misc]
+    r.escalation_id = escalation_id  # type: ignore[misc]
+    r.target = target  # type: ignore[misc]
+    r.rule = rule  # type: ignore[misc]
+    r.due_at = due_at  # type: ignore[misc]
+    r.fired_at = fired_at  # type: ignore[misc]
+    r.open_warnings = open_warnings  # type: ignore[misc]
+    return r
+
+
+def _build_view(
+    ticket_id: str,
+    resolved: bool,
+    entry: BoardEntry | None,
+    warning: WarningEntry | None,
+) -> BoardView:
+    """BoardView's constructor in the compiled build (streams.sla.frozen: `native`)."""
+    r = BoardView.__new__(BoardView)
+    r.ticket_id = ticket_id  # type: ignore[misc]
+    r.resolved = resolved  # type: ignore[misc]
+    r.entry = entry  # type: ignore[misc]
+    r.warning = warning  # type: ignore[misc]
+    return r
+
+
+def _build_record(
+    view: BoardView,
+    fired: tuple[Fired, ...] = (),
+    bumps: tuple[Bumped, ...] = (),
+    left: Left | None = None,
+) -> BoardRecord:
+    """BoardRecord's constructor in the compiled build (streams.sla.frozen: `native`)."""
+    r = BoardRecord.__new__(BoardRecord)
+    r.view = view  # type: ignore[misc]
+    r.fired = fired  # type: ignore[misc]
+    r.bumps = bumps  # type: ignore[misc]
+    r.left = left  # type: ignore[misc]
+    return r
+
+
 # The worker builds these for about every third event: at the cost of mutable records
-# (streams.sla.frozen), not of frozen dataclasses' __init__.
-_new_fired = fast_constructor(Fired)
-_new_entry = fast_constructor(BoardEntry)
-_new_warning = fast_constructor(WarningEntry)
-_new_view = fast_constructor(BoardView)
+# (streams.sla.frozen), not of frozen dataclasses' __init__; compiled, by the builders above
+# (Bumped and Left are rare).
+_new_fired = fast_constructor(Fired, _build_fired)
+_new_entry = fast_constructor(BoardEntry, _build_entry)
+_new_warning = fast_constructor(WarningEntry, _build_warning)
+_new_view = fast_constructor(BoardView, _build_view)
 _new_bumped = fast_constructor(Bumped)
 _new_left = fast_constructor(Left)
-_new_record = fast_constructor(BoardRecord)
+_new_record = fast_constructor(BoardRecord, _build_record)
 
 
 def follow(

@@ -6,13 +6,16 @@ makes it several times slower than a plain one, and the hot path builds a record
 per class and from its fields, a constructor that skips that: it fills a mutable twin with the
 same slot layout, then switches it to the frozen class by __class__ assignment (immutable
 from then on). Where the record's module is compiled (mypyc, pyproject's compiled-modules) the
-record is a native class with no __class__ to switch: the constructor then stores each field
-past the frozen __setattr__ (this module is compiled too, so that loop runs in C).
+record is a native class with no __class__ to switch: a typed builder written beside the class
+(`native=`) then stores each field straight into the record, which compiled code does without
+any __setattr__; without one, the constructor stores each field past the frozen __setattr__ by
+name (several times the cost).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -49,17 +52,61 @@ def mutable_twin(cls: type, *, init: bool = True) -> Any:
     return twin
 
 
-def fast_constructor(cls: Callable[_P, _T]) -> Callable[_P, _T]:
+def fast_constructor(
+    cls: Callable[_P, _T], native: Callable[_P, _T] | None = None
+) -> Callable[_P, _T]:
     """A constructor for the frozen slotted dataclass `cls` with its signature, checks and
-    defaults that builds the same record several times faster (see the module docstring)."""
+    defaults that builds the same record several times faster (see the module docstring).
+
+    `native`: a builder that assigns every field of a new ``cls.__new__(cls)`` (assignments a
+    frozen record refuses, hence used only for a compiled `cls`, and only if compiled itself).
+    Its parameters are checked against the fields (names in order, defaults), compiled or not,
+    so a field added to the class and not to its builder fails at import; that its body
+    assigns each one, the compiled tests show (the compiled worker's digest equals plain
+    Python's). A field with a default_factory defaults to None in it, for the factory's value."""
     frozen = cast(type, cls)
     fields = dataclasses.fields(frozen)
     if any(not f.init or f.kw_only for f in fields):
         raise TypeError(f"{frozen.__name__}: fast_constructor takes positional fields only")
+    if native is not None:
+        _check_builder(frozen, fields, native)
     shell = mutable_twin(frozen, init=False)
     if shell is None:
+        if native is not None and not hasattr(native, "__code__"):  # compiled like the class
+            return native
         return _native_constructor(cls, tuple(f.name for f in fields))
     return cast(Callable[_P, _T], _shell_constructor(frozen, shell, fields))
+
+
+def _check_builder(
+    frozen: type, fields: tuple[dataclasses.Field[Any], ...], native: Callable[..., Any]
+) -> None:
+    """Refuse a builder whose parameters are not the record's fields, in order, each with the
+    field's default (None for a default_factory's)."""
+    params = list(inspect.signature(native).parameters.values())
+    names = [f.name for f in fields]
+    problem = ""
+    if [p.name for p in params] != names:
+        problem = (
+            f"takes ({', '.join(p.name for p in params)}), the fields are ({', '.join(names)})"
+        )
+    else:
+        for f, p in zip(fields, params, strict=True):
+            default: Any = p.empty
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = None
+            if p.kind is not p.POSITIONAL_OR_KEYWORD or not _same(p.default, default):
+                problem = f"parameter {p.name!r} is not the field's (positional, its default)"
+                break
+    if problem:
+        name = getattr(native, "__name__", repr(native))
+        raise TypeError(f"{frozen.__name__}: builder {name} {problem}")
+
+
+def _same(given: object, default: object) -> bool:
+    return given is default or (type(given) is type(default) and given == default)
 
 
 def _shell_constructor(

@@ -751,9 +751,13 @@ def test_a_saved_index_of_another_setup_is_refused(make: Any, codecs: dict[str, 
 
 def test_the_outputs_and_stats_of_the_hot_path_are_the_frozen_records() -> None:
     """Outs and queue stats built by the fast constructors are the frozen dataclasses,
-    equal to and as immutable as those built by their own __init__."""
-    from streams.runtime.processor import _new_out, _new_stat
+    equal to and as immutable as those built by their own __init__; compiled, the typed
+    builders are the constructors (streams.sla.frozen)."""
+    from streams.runtime.processor import _build_out, _build_stat, _new_out, _new_stat
     from streams.sla.queues import QueueStat, StatKind
+
+    native = hasattr(Out, "__mypyc_attrs__")
+    assert (_new_out is _build_out) == native and (_new_stat is _build_stat) == native
 
     out = _new_out("t-escalations", b"T-1", b"v")
     assert type(out) is Out and out == Out("t-escalations", b"T-1", b"v")
