@@ -9,7 +9,7 @@ import pytest
 
 from streams.sla import actions, board, events
 from streams.sla.actions import Escalation, Kind, Reason, SlaOutcome
-from streams.sla.board import BoardEntry, BoardRecord, BoardView, Fired, WarningEntry
+from streams.sla.board import BoardEntry, BoardRecord, BoardView, Fired, Left, WarningEntry
 from streams.sla.events import EventType, Priority, Status, TicketEvent
 from streams.sla.frozen import fast_constructor, mutable_twin
 
@@ -77,11 +77,25 @@ def _build_point(x: int, y: int = 0, tags: tuple[str, ...] = ()) -> Point:
     return Point(x, y, tags)
 
 
-def test_a_builder_with_the_record_s_fields_is_taken_and_a_plain_record_keeps_its_shell() -> None:
+def test_a_builder_with_the_record_s_fields_is_accepted_and_a_plain_record_keeps_its_shell() -> (
+    None
+):
     new_point = fast_constructor(Point, _build_point)
     # Point is plain Python (no mypyc): its frozen __setattr__ would refuse a builder's stores
     assert new_point is not _build_point
     assert new_point(1, tags=("a",)) == Point(1, 0, ("a",))
+
+
+def _plain_left(escalation_id: str, at: int) -> Left:
+    return Left(escalation_id, at)
+
+
+def test_a_builder_left_plain_is_not_used_for_a_compiled_record() -> None:
+    """Compiled (the compiled subset), Left is native and a plain builder's stores would hit
+    its frozen __setattr__: the generic constructor serves instead; plain, the shell does."""
+    new_left = fast_constructor(Left, _plain_left)
+    assert new_left is not _plain_left
+    assert new_left("e1", 5) == Left("e1", 5) and type(new_left("e1", 5)) is Left
 
 
 def _swapped(y: int, x: int = 0, tags: tuple[str, ...] = ()) -> Point:
