@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 from types import ModuleType
 
+from compiled_worker import COMPILED_SO  # bench/compiled_worker.py, beside this file
 from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import AdminClient
 
@@ -81,6 +82,10 @@ def _round(
         run = tools.Drain(prefix, name, sent + settings.partitions, worker=workers[0],
                           others=workers[1:])  # fmt: skip
         tools.follow(settings, [run])
+        if source != tools.REPO.resolve():  # a copy that failed to load would measure plain
+            for worker in workers:
+                if not any(COMPILED_SO in m for m in tools.mapped_under(worker.pid, source)):
+                    raise SystemExit(f"bench: a worker run from {source} mapped no compiled module")
         return run.rates()
     finally:
         for worker in workers:
