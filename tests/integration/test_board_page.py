@@ -50,6 +50,16 @@ def rows(driver: WebDriver, table: str) -> list[dict[str, str]]:
     return driver.execute_script(script, table)  # type: ignore[no-any-return]
 
 
+def cell_texts(driver: WebDriver, selector: str) -> list[list[str]]:
+    """The cells' text of the rows a selector matches, read in one script: the page replaces its
+    rows on every poll, so elements found one call and read the next can be stale."""
+    script = """
+        return [...document.querySelectorAll(arguments[0])].map(tr =>
+            [...tr.querySelectorAll('td')].map(td => td.innerText));
+    """
+    return driver.execute_script(script, selector)  # type: ignore[no-any-return]
+
+
 def severe_console_errors(driver: WebDriver) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
@@ -111,9 +121,11 @@ def test_page_shows_the_board_a_real_run_filled(
     climbing = sorted((e.climbs_at, t) for t, e in expected.items() if e.climbs_at is not None)
     closest = rows(browser, "#closest")
     assert [row["ticket"] for row in closest] == [t for _, t in climbing][: len(closest)]
-    countdowns = browser.find_elements(By.CSS_SELECTOR, "#closest .countdown")
+    countdowns = browser.execute_script(
+        "return [...document.querySelectorAll('#closest .countdown')].map(c => c.innerText)"
+    )
     assert len(countdowns) == len(closest)
-    assert all(c.text and c.text != "–" for c in countdowns)
+    assert all(c and c != "–" for c in countdowns)
     # A replayed day: the page says it counts from the board clock.
     assert browser.find_element(By.ID, "notice").is_displayed()
     wait.until(
@@ -175,8 +187,8 @@ def test_page_shows_how_the_shadow_policy_differs(
         browser.get(url)
         wait = WebDriverWait(browser, 30)
         wait.until(lambda d: d.find_element(By.ID, "shadow-panel").is_displayed())
-        table = browser.find_elements(By.CSS_SELECTOR, "#shadow tbody tr")
-        cells = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in table]
+        cells = cell_texts(browser, "#shadow tbody tr")
+        assert cells
         assert sum(int(c[2].replace(",", "")) for c in cells) == production
         assert sum(int(c[3].replace(",", "")) for c in cells) == shadow
         assert browser.find_elements(By.CSS_SELECTOR, "#shadow tbody tr:not([data-diff='0'])")
