@@ -11,10 +11,10 @@ _ABSENT: Final = object()
 
 
 class PartitionStore:
-    """One partition's ticket states (the processor's StateStore). Its writes are queued
-    (`pending`) for an at-least-once loop to send to the changelog with the message that
-    caused them; an exactly-once loop sends the last value of each key the open transaction
-    wrote (`txn`) as the transaction commits.
+    """One partition's ticket states (the processor's StateStore). With `log`, its writes are
+    queued (`pending`) for an at-least-once loop to send to the changelog with the message
+    that caused them; an exactly-once loop opens it without, and sends the last value of each
+    key the open transaction wrote (`txn`) as the transaction commits.
 
     The writes of the open transaction stay in `txn` until it commits (`commit()`): an
     aborted one takes them back (`rollback()`), so the loop can redo its records from the
@@ -26,11 +26,14 @@ class PartitionStore:
     by keeping them in memory: the store is never reopened, the changelog is the durable copy.
     """
 
-    __slots__ = ("data", "pending", "front", "young", "old", "txn")
+    __slots__ = ("data", "log", "pending", "front", "young", "old", "txn")
 
-    def __init__(self, data: MutableMapping[bytes, bytes], front: int = 0) -> None:
+    def __init__(
+        self, data: MutableMapping[bytes, bytes], front: int = 0, log: bool = True
+    ) -> None:
         self.data = data
-        self.pending: list[tuple[bytes, bytes | None]] = []
+        self.log = log
+        self.pending: list[tuple[bytes, bytes | None]] = []  # with `log` only
         self.front = front
         self.young: dict[bytes, bytes | None] = {}  # None: deleted
         self.old: dict[bytes, bytes | None] = {}
@@ -50,11 +53,13 @@ class PartitionStore:
         return self.data.get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
-        self.pending.append((key, value))
+        if self.log:
+            self.pending.append((key, value))
         self.txn[key] = value
 
     def delete(self, key: bytes) -> None:
-        self.pending.append((key, None))
+        if self.log:
+            self.pending.append((key, None))
         self.txn[key] = None
 
     def commit(self) -> None:

@@ -151,6 +151,8 @@ class LocalState:
 
     def __init__(self, settings: Settings) -> None:
         self.rocksdb = settings.store.startswith("rocksdb://")
+        # at least once, each write goes to the changelog with its message (Worker._send)
+        self.log_writes = settings.processing_guarantee != "exactly_once"
         self.root = settings.data_dir / "tickets"
         self.stores: dict[int, PartitionStore] = {}
         self.dbs: dict[int, Any] = {}
@@ -205,7 +207,8 @@ class LocalState:
             data = db
         else:
             data = {}
-        store = self.stores[partition] = PartitionStore(data, FRONT_KEYS if self.rocksdb else 0)
+        front = FRONT_KEYS if self.rocksdb else 0
+        store = self.stores[partition] = PartitionStore(data, front, self.log_writes)
         return store
 
     def close(self, partition: int, kept: Checkpoint | None = None, index: Any = None) -> None:
@@ -440,7 +443,7 @@ class Worker(ConsumeLoop):
         for p in self.owned:
             store = self.state.stores[p]
             outs = self.processor.on_tick(store, p, now)
-            if outs or store.pending:
+            if outs or store.txn:  # wrote since the last commit (with its changelog records)
                 self._send(p, outs, store)
                 self.dirty = True
 
@@ -483,7 +486,6 @@ class Worker(ConsumeLoop):
                     produce(changelog, value, key, partition)
                 except BufferError:
                     self._produce(changelog, key, value, partition)
-            store.pending.clear()
 
     def _produce(self, topic: str, key: bytes, value: bytes | None, partition: int) -> None:
         """Send a record the client refused (its queue full), serving deliveries meanwhile."""

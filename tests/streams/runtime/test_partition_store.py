@@ -67,6 +67,21 @@ def test_a_front_keeps_the_latest_writes_in_memory_until_they_age_out(
         data.close()
 
 
+def test_without_log_the_writes_are_not_queued() -> None:
+    """An exactly-once loop sends a transaction's last value per key (`txn`) as it commits,
+    so nothing queues each write (a tuple per write, some 1,200 a transaction)."""
+    logged, unlogged = PartitionStore({}), PartitionStore({}, log=False)
+    for part in (logged, unlogged):
+        part.put(b"a", b"1")
+        part.put(b"a", b"2")
+        part.delete(b"b")
+        assert part.txn == {b"a": b"2", b"b": None} and part.get(b"a") == b"2"
+    assert logged.pending == [(b"a", b"1"), (b"a", b"2"), (b"b", None)]
+    assert unlogged.pending == []
+    unlogged.commit()
+    assert unlogged.data == {b"a": b"2"} and unlogged.txn == {}
+
+
 def test_an_aborted_transactions_writes_leave_the_store() -> None:
     part = PartitionStore({b"a": b"1"})
     part.put(b"a", b"2")

@@ -17,11 +17,17 @@ from streams.runtime.settings import load_settings
 from streams.runtime.worker import BLOCK_CACHE_BYTES, LocalState
 
 
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
-def test_a_partition_store_queues_every_write_for_the_changelog(tmp_path: Path, store: str) -> None:
+def test_a_partition_store_queues_every_write_at_least_once(
+    tmp_path: Path, store: str, guarantee: str
+) -> None:
+    """At least once, each write goes to the changelog with its message; exactly once, the
+    transaction's last values go as it commits (test_a_full_producer_queue_...), nothing queued."""
     state = LocalState(
-        load_settings({"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": store})
-    )
+        load_settings({"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": store,
+                       "ESCALATOR_PROCESSING_GUARANTEE": guarantee})
+    )  # fmt: skip
     part = state.open(3)
     assert part.get(b"a") is None
     part.put(b"a", b"1")
@@ -30,7 +36,9 @@ def test_a_partition_store_queues_every_write_for_the_changelog(tmp_path: Path, 
     part.delete(b"never-there")
     assert part.get(b"a") is None and part.get(b"b") == b"2"
     assert list(part.items()) == [(b"b", b"2")]
-    assert part.pending == [(b"a", b"1"), (b"b", b"2"), (b"a", None), (b"never-there", None)]
+    queued = [(b"a", b"1"), (b"b", b"2"), (b"a", None), (b"never-there", None)]
+    assert part.pending == (queued if guarantee == "at_least_once" else [])
+    assert part.txn == {b"a": None, b"b": b"2", b"never-there": None}
     assert list(state.items()) == [(b"b", b"2")]
     state.close_all()
 
@@ -209,6 +217,8 @@ def test_a_full_producer_queue_delays_a_record_and_loses_or_reorders_none(
     assert producer.sent == [("t-escalations", b"e1", b"T-1", 3), ("t-reminders", b"r1", b"T-1", 3)]
     store.put(b"T-1", b"state 2")  # a later message of the same transaction
     worker._send(3, [], store)
+    # no per-write queue: the transaction's last value of each key is what commits
+    assert store.pending == [] and store.txn == {b"T-1": b"state 2", b"T-2": None}
     worker._commit()
     changelog = worker.changelog
     assert producer.sent[2:] == [(changelog, b"state 2", b"T-1", 3), (changelog, None, b"T-2", 3)]
