@@ -23,6 +23,11 @@ from streams.runtime.settings import Settings
 COMPILED_SO = "__mypyc."
 
 
+def maps_compiled(mapped: list[str] | None) -> bool:
+    """Whether a worker's mapped files (bench/pipeline.py's mapped_under) hold that library."""
+    return any(COMPILED_SO in m for m in mapped or [])
+
+
 def build(dest: Path, repo: Path) -> Path:
     """The compiled copy in `dest` (scripts/compile-engine); stops the bench where it fails."""
     done = subprocess.run(["bash", str(repo / "scripts" / "compile-engine"), str(dest)])
@@ -50,7 +55,7 @@ def run(
     runs = bench.alternating(settings, root, history, rounds, sources, ceilings)
     for kind, drains in runs.items():
         for drain in drains:
-            loaded = any(COMPILED_SO in m for m in drain.mapped or [])
+            loaded = maps_compiled(drain.mapped)
             if loaded != (kind != "plain"):
                 raise SystemExit(
                     f"bench: the {kind} worker run from {drain.source} "

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from types import ModuleType
 
-from compiled_worker import COMPILED_SO  # bench/compiled_worker.py, beside this file
+from compiled_worker import maps_compiled  # bench/compiled_worker.py, beside this file
 from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import AdminClient
 
@@ -84,7 +84,7 @@ def _round(
         tools.follow(settings, [run])
         if source != tools.REPO.resolve():  # a copy that failed to load would measure plain
             for worker in workers:
-                if not any(COMPILED_SO in m for m in tools.mapped_under(worker.pid, source)):
+                if not maps_compiled(tools.mapped_under(worker.pid, source)):
                     raise SystemExit(f"bench: a worker run from {source} mapped no compiled module")
         return run.rates()
     finally:

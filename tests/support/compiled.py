@@ -44,7 +44,7 @@ def mapped_compiled(pid: int, tree: Path) -> bool:
     bench/pipeline.py --compiled-cost tells a compiled worker)."""
     # here, not at the top: tests/conftest.py imports this module in the compiled copy too,
     # which has no bench/
-    from bench.compiled_worker import COMPILED_SO
+    from bench.compiled_worker import maps_compiled
     from bench.pipeline import mapped_under
 
-    return any(COMPILED_SO in path for path in mapped_under(pid, tree))
+    return maps_compiled(mapped_under(pid, tree))
