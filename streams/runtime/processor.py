@@ -154,6 +154,12 @@ class Savepoint:
                 for p in partitions:
                     saved.pop(p, None)
 
+    def resume_clock(self, partition: int, watermark: int) -> None:
+        """A partition assigned anew resumed its committed clock (TicketProcessor.resume_clock):
+        a rewind goes back to that, not to no clock."""
+        for lane_watermark, _ in self.clocks:
+            lane_watermark[partition] = watermark
+
 
 class SteadyClock:
     """The wall-clock worker's clock: the system clock, but never backwards and never more
@@ -542,6 +548,18 @@ class TicketProcessor:
                     clocks.pop(partition, None)
         self.counters = replace(point.counters, rejected=dict(point.counters.rejected),
                                 silenced=dict(point.counters.silenced))  # fmt: skip
+
+    def clock_of(self, partition: int) -> int | None:
+        """The partition's event-time clock, to commit with its offset (streams.runtime.
+        partition_time); None on the wall clock, or before it read anything."""
+        return self.watermark.get(partition) if self.event_time else None
+
+    def resume_clock(self, partition: int, watermark: int) -> None:
+        """Go on from the clock committed with the offset a partition resumes from, in every
+        lane (the shadow reads the same messages, so it had the same clock)."""
+        if self.event_time:
+            for lane in self._lanes():
+                lane.watermark[partition] = watermark
 
     def _lanes(self) -> list[TicketProcessor]:
         return [self] if self.shadow is None else [self, self.shadow]

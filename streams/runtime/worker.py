@@ -12,7 +12,9 @@ at a fraction of this loop's rate (bench/pipeline.py compares them).
 Time: in wall-clock mode the loop itself ticks every `tick_ms`, between batches, so a
 deadline fires with no new events and its state change is in the same transaction as
 its escalation. In event-time mode (replays, the demo) event time advances the clock
-and ticks come in-stream as ticket-events messages with the tick header.
+and ticks come in-stream as ticket-events messages with the tick header; each partition's
+event-time clock commits with its offset, so whoever resumes the partition resumes its clock
+(streams.runtime.partition_time).
 
 State lives in a store per partition (dicts, or RocksDB under the data dir), filled
 from the changelog whenever the partition is assigned: the store receives writes before
@@ -55,6 +57,7 @@ from streams.runtime.liveness import LOOP, probes
 from streams.runtime.loop import ConsumeLoop
 from streams.runtime.metrics import MetricsServer
 from streams.runtime.partition_store import PartitionStore
+from streams.runtime.partition_time import decode_partition_time, encode_partition_time
 from streams.runtime.processor import Counters, Out, Savepoint, TicketProcessor, is_tick
 from streams.runtime.settings import Settings
 from streams.runtime.topics import Topics
@@ -119,6 +122,10 @@ class Processor(Protocol):
     def rebuilding(self, store: Partitions, partitions: Iterable[int]) -> Iterator[int]: ...
 
     def forget(self, partitions: Iterable[int]) -> None: ...
+
+    def clock_of(self, partition: int) -> int | None: ...
+
+    def resume_clock(self, partition: int, watermark: int) -> None: ...
 
     def savepoint(self) -> Savepoint: ...
 
@@ -499,10 +506,17 @@ class Worker(ConsumeLoop):
 
     # ------------------------------------------------------------------ commits
 
+    def _offset(self, partition: int, offset: int) -> TopicPartition:
+        """A partition's offset to commit, with its event-time clock (partition_time)."""
+        clock = self.processor.clock_of(partition)
+        if clock is None:
+            return TopicPartition(self.source, partition, offset)
+        return TopicPartition(self.source, partition, offset, encode_partition_time(clock))
+
     def _commit(self) -> None:
         """Outputs, changelog records and offsets become visible together (or, at least once:
         the records are delivered before the offsets are committed)."""
-        offsets = [TopicPartition(self.source, p, o) for p, o in sorted(self.offsets.items())]
+        offsets = [self._offset(p, o) for p, o in sorted(self.offsets.items())]
         try:
             if self.exactly_once:
                 if self.open:
@@ -518,7 +532,7 @@ class Worker(ConsumeLoop):
                     fenced.update(self.offsets)
                     with self._watchdog("send_offsets_to_transaction"):
                         self.producer.send_offsets_to_transaction(
-                            [TopicPartition(self.source, p, o) for p, o in sorted(fenced.items())],
+                            [self._offset(p, o) for p, o in sorted(fenced.items())],
                             self.group,
                             TIMEOUT_S,
                         )
@@ -728,12 +742,25 @@ class Worker(ConsumeLoop):
         committed = consumer.committed(
             [TopicPartition(self.source, p) for p in added], timeout=TIMEOUT_S
         )
-        self.committed.update({tp.partition: max(tp.offset, 0) for tp in committed})
+        self._resume_from(committed)
+        again = self._cancel_restore()  # restarted with the new partitions
+        self._begin_restore(sorted(set(again) | set(added)), started)
+
+    def _resume_from(self, committed: list[TopicPartition]) -> None:
+        """Partitions assigned anew go on from their committed offsets, and from the clock
+        committed with each (an event-time worker's partition time), forgetting whatever
+        this worker held of them before."""
+        added = [tp.partition for tp in committed]
         self.processor.forget(added)
         if self.savepoint is not None:
             self.savepoint.forget(added)
-        again = self._cancel_restore()  # restarted with the new partitions
-        self._begin_restore(sorted(set(again) | set(added)), started)
+        for tp in committed:
+            self.committed[tp.partition] = max(tp.offset, 0)
+            clock = decode_partition_time(tp.metadata) if self.event_time else None
+            if clock is not None:
+                self.processor.resume_clock(tp.partition, clock)
+                if self.savepoint is not None:
+                    self.savepoint.resume_clock(tp.partition, clock)
 
     def _drop_restoring(self, revoked: set[int]) -> None:
         """Stop restoring revoked partitions; the rest of the restore starts again."""

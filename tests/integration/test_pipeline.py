@@ -11,8 +11,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.runtime.partition_time import decode_partition_time
+from streams.sla.events import EventType, TicketEvent
+from streams.tools.history import write_history
 from streams.tools.replay import replay
 from tests.support.compiled import compiled_copy, mapped_compiled
 from tests.support.histories import history, history_fired
@@ -129,6 +133,57 @@ def test_crash_mid_stream_loses_and_duplicates_nothing(
     else:  # its RocksDB may hold writes the changelog has not: restored from the changelog
         assert "the last stop was not clean" in restarted.log_text()
     assert set(seen) == expected
+
+
+HOUR_MS = 3_600_000
+
+
+def test_a_restarted_event_time_worker_goes_on_from_its_committed_clock(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The partition's event-time clock commits with its offset (streams.runtime.
+    partition_time) and survives a SIGKILL: the restarted worker silences an event more than
+    the backfill horizon (24 h) behind it, as the first worker would have. From no clock it
+    escalated it (tests/streams/runtime/test_worker_crashes.py drives the same offline)."""
+    pipeline = Pipeline(kafka_bootstrap, tmp_path, partitions=1)  # one clock for every ticket
+    pipeline.create_topics()
+    try:
+        late = 1_790_000_000_000
+        source = TopicPartition(pipeline.topics.ticket_events, 0)
+        first = tmp_path / "first.jsonl"
+        write_history(first, [
+            TicketEvent("a-1", "A", EventType.CREATED, late - 2 * HOUR_MS, channel="email"),
+            TicketEvent("a-2", "A", EventType.AGENT_REPLIED, late),
+        ])  # fmt: skip
+        worker = pipeline.start_worker("w1")
+        worker.wait_ready()
+        assert replay(pipeline.settings, first, pipeline.topics) == (2, 0)
+        group = pipeline.prefix + pipeline.settings.app_id
+        reader = Consumer({**pipeline.settings.kafka.confluent(), "group.id": group})
+        try:
+            deadline = time.monotonic() + 60
+            while (committed := reader.committed([source], timeout=10)[0]).offset != 2:
+                assert time.monotonic() < deadline, f"not committed: {committed}"
+                time.sleep(0.2)
+        finally:
+            reader.close()
+        assert decode_partition_time(committed.metadata) == late
+        readies = worker.log_text().count(worker.ready)
+        worker.kill()
+        restarted = pipeline.start_worker("w1")
+        restarted.wait_ready(after=readies)
+        second = tmp_path / "second.jsonl"
+        write_history(second, [
+            TicketEvent("b-1", "B", EventType.CREATED, late - 30 * HOUR_MS, channel="email",
+                        tags_added=("legal",)),  # 30 h late: silenced
+            TicketEvent("c-1", "C", EventType.CREATED, late + 60_000, channel="email",
+                        tags_added=("legal",)),  # on time: escalates, after B's would have
+        ])  # fmt: skip
+        assert replay(pipeline.settings, second, pipeline.topics, end_tick=True) == (2, 0)
+        records = pipeline.read("escalations", "Escalation", expect=1, timeout=60)
+        assert [(r["ticket_id"], r["reason"]) for r in records] == [("C", "LEGAL_THREAT")]
+    finally:
+        pipeline.close()
 
 
 def wait_owning(*workers: WorkerProcess, timeout: float = 90) -> None:

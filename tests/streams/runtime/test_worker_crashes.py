@@ -1,0 +1,288 @@
+"""The exactly-once event-time worker, killed at any message and restarted from what it
+committed, against the backtest of the same history and a run that never stopped: no
+escalation lost or repeated, each at the instant the backtest fires it; every partition's
+committed records as the undisturbed run's, in the same order, and its changelog restoring the
+same states, whatever order the partitions' messages arrive in.
+
+No broker: the worker's transactions go to a producer that keeps what each commit makes
+visible and drops what a kill leaves open (an aborted transaction), and a restarted worker
+restores its stores from the committed changelog, as it would from Kafka's, and reads each
+partition again from its committed offset. tests/integration/test_pipeline.py kills a worker
+on the real broker for one history; this drives many interleavings and kill points quickly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from random import Random
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicPartition
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.worker_digest import WALL_MS, Message, messages
+from schemas.records import ticket_event_to_avro
+from streams.runtime.processor import SteadyClock, build_processor
+from streams.runtime.settings import Settings, load_settings
+from streams.runtime.topics import Topics
+from streams.runtime.worker import Partitions, Worker
+from streams.sla.events import EventType, TicketEvent
+from streams.sla.policy import load_policy
+from tests.support.histories import history_fired
+
+PARTITIONS = 3
+TOPICS = Topics("crash-")
+
+
+@dataclass
+class Broker:
+    """What the worker's transactions made visible: records per (topic, partition) in commit
+    order, and the committed offsets of ticket-events. A record produced in a transaction that
+    never commits is never seen, as under read_committed."""
+
+    changelog: str
+    records: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = field(default_factory=dict)
+    committed: dict[int, TopicPartition] = field(default_factory=dict)
+
+    def changelog_of(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        return self.records.get((self.changelog, partition), [])
+
+    @property
+    def offsets(self) -> dict[int, int]:
+        return {p: tp.offset for p, tp in self.committed.items()}
+
+    def committed_offsets(self, partitions: list[int]) -> list[TopicPartition]:
+        """What consumer.committed() answers: offset and metadata, or no offset."""
+        return [self.committed.get(p, TopicPartition(TOPICS.ticket_events, p)) for p in partitions]
+
+
+class TransactionalProducer:
+    """The worker's transactional calls against a Broker; a kill drops the open transaction."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.open: list[tuple[str, int, bytes, bytes | None]] = []
+        self.offsets: list[TopicPartition] = []
+
+    def begin_transaction(self) -> None:
+        assert not self.open
+
+    def produce(self, topic: str, value: bytes | None, key: bytes, partition: int) -> None:
+        self.open.append((topic, partition, key, value))
+
+    def send_offsets_to_transaction(
+        self, offsets: list[TopicPartition], group: Any, timeout: float
+    ) -> None:
+        self.offsets = offsets
+
+    def commit_transaction(self, timeout: float) -> None:
+        for topic, partition, key, value in self.open:
+            self.broker.records.setdefault((topic, partition), []).append((key, value))
+        self.broker.committed.update((tp.partition, tp) for tp in self.offsets)
+        self.open, self.offsets = [], []
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+
+def worker_settings(tmp_path: Path) -> Settings:
+    return load_settings(
+        {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
+         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1", "ESCALATOR_PARTITIONS": str(PARTITIONS)}
+    )  # fmt: skip
+
+
+def started(settings: Settings, broker: Broker) -> Worker:
+    """An event-time worker that owns every partition, its stores restored from the broker's
+    changelog and its due index rebuilt from them, as after an assignment."""
+    processor = build_processor(settings, load_policy(), TOPICS, True)
+    processor.clock = SteadyClock(lambda: WALL_MS, lambda: 0.0)  # emitted_at is fixed
+    worker = Worker(settings, processor, TOPICS, event_time=True)
+    worker.consumer.close()  # never read: the test hands the worker its messages
+    worker.producer = TransactionalProducer(broker)  # type: ignore[assignment]
+    everything = list(range(PARTITIONS))
+    worker.savepoint = processor.savepoint()
+    worker._resume_from(broker.committed_offsets(everything))  # as an assignment begins
+    for p in everything:
+        store = worker.state.open(p)
+        for key, value in broker.changelog_of(p):
+            store.load(key, value)
+    for _ in processor.rebuilding(Partitions(worker.state, everything), everything):
+        pass
+    worker._set_owned(everything)
+    worker.rebalancing = False
+    return worker
+
+
+def partitioned(path: Path) -> list[list[Message]]:
+    """The history as ticket-events, each partition's messages in order, ending in a tick at
+    the history's last instant (so what falls due by then fires, as in the backtest)."""
+    every = messages(path, PARTITIONS)
+    return [[m for m in every if m.partition() == p] for p in range(PARTITIONS)]
+
+
+def arrivals(lanes: list[list[Message]], start: dict[int, int], rnd: Random) -> Iterator[Message]:
+    """Each partition's messages from its offset in `start`, in order, partitions interleaved
+    at random in runs of 1-40, as a consumer fetches them."""
+    pos = {p: start.get(p, 0) for p in range(len(lanes))}
+    while True:
+        left = [p for p, at in pos.items() if at < len(lanes[p])]
+        if not left:
+            return
+        p = rnd.choice(left)
+        run = lanes[p][pos[p] : pos[p] + rnd.randint(1, 40)]
+        pos[p] += len(run)
+        yield from run
+
+
+def run(
+    settings: Settings, lanes: list[list[Message]], rnd: Random, kills: int, commit_every: int
+) -> tuple[Broker, int]:
+    """Drive the lanes to the end through workers killed at `kills` random messages, each
+    followed by a new one; returns what they committed and how many messages were read twice."""
+    broker = Broker(changelog="")
+    total = sum(len(lane) for lane in lanes)
+    kill_at = sorted(rnd.sample(range(1, total), kills))
+    read = 0
+    while True:
+        worker = started(settings, broker)
+        broker.changelog = worker.changelog
+        for i, msg in enumerate(arrivals(lanes, broker.offsets, rnd), 1):
+            worker._handle(msg)  # type: ignore[arg-type]
+            read += 1
+            if kill_at and read == kill_at[0]:
+                kill_at.pop(0)
+                break  # SIGKILL: its open transaction never commits
+            if i % commit_every == 0:
+                worker._commit()
+        else:
+            worker._commit()
+            return broker, read - total
+
+
+@dataclass(frozen=True)
+class History:
+    """A generated history as the worker reads it, and what the backtest fires for it."""
+
+    settings: Settings = field(repr=False)
+    lanes: list[list[Message]] = field(repr=False)
+    fired: dict[str, int] = field(repr=False)
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> History:
+    tmp = tmp_path_factory.mktemp("crashes")
+    path, fired = history_fired(tmp, agents=4, days=3, seed=23)
+    settings = worker_settings(tmp / "data")
+    return History(settings, partitioned(path), fired)
+
+
+@pytest.fixture(scope="module")
+def undisturbed(history: History) -> Broker:
+    broker, again = run(history.settings, history.lanes, Random(0), kills=0, commit_every=50)
+    assert again == 0
+    return broker
+
+
+def escalations(broker: Broker) -> tuple[dict[str, int], int]:
+    """fired_at by escalation id, and the number of escalation records, as committed."""
+    codec = build_processor(worker_settings(Path()), load_policy(), TOPICS, True).codecs[
+        "Escalation"
+    ]
+    fired: dict[str, int] = {}
+    records = 0
+    for (topic, _), values in broker.records.items():
+        if topic == TOPICS.escalations:
+            for _, value in values:
+                assert value is not None
+                record = codec.decode(value)
+                fired[record["escalation_id"]] = record["fired_at"]
+                records += 1
+    return fired, records
+
+
+def restored(broker: Broker) -> dict[int, dict[bytes, bytes]]:
+    """What a restore of each changelog partition holds: the last value of each key."""
+    stores: dict[int, dict[bytes, bytes | None]] = {}
+    for (topic, p), values in broker.records.items():
+        if topic == broker.changelog:
+            stores[p] = dict(values)
+    return {p: {k: v for k, v in kept.items() if v is not None} for p, kept in stores.items()}
+
+
+def outputs(broker: Broker) -> dict[tuple[str, int], list[tuple[bytes, bytes | None]]]:
+    """Every record but the changelog's, whose number depends on the commits (a transaction
+    sends each ticket's last state once)."""
+    return {tp: values for tp, values in broker.records.items() if tp[0] != broker.changelog}
+
+
+def test_an_undisturbed_worker_fires_what_the_backtest_fires(
+    history: History, undisturbed: Broker
+) -> None:
+    fired, records = escalations(undisturbed)
+    assert len(history.fired) > 100
+    assert fired == history.fired and records == len(history.fired)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    kills=st.integers(1, 4),
+    commit_every=st.sampled_from([1, 7, 60, 400]),
+)
+def test_a_worker_killed_anywhere_commits_what_an_undisturbed_one_does(
+    history: History, undisturbed: Broker, seed: int, kills: int, commit_every: int
+) -> None:
+    broker, again = run(history.settings, history.lanes, Random(seed), kills, commit_every)
+    assert again >= kills  # each kill loses at least the message it was handling
+    fired, records = escalations(broker)
+    assert fired == history.fired and records == len(history.fired)  # once, at the instants
+    assert outputs(broker) == outputs(undisturbed)  # every topic and partition, in order
+    assert restored(broker) == restored(undisturbed)
+    assert broker.offsets == undisturbed.offsets
+
+
+HOUR_MS = 3_600_000
+LATE = 1_790_000_000_000  # the partition's clock when the late event comes
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_restart_keeps_the_clock_that_silences_a_late_event(
+    tmp_path: Path, restart: bool
+) -> None:
+    """An event more than the backfill horizon (24 h) behind its partition's clock pages
+    nobody. A worker restarted just before it resumes the clock committed with the offset
+    (streams.runtime.partition_time) and silences it too: without that, it started from no
+    clock and escalated a 30-hour-old legal threat to level 5."""
+    settings = worker_settings(tmp_path)
+    codec = build_processor(settings, load_policy(), TOPICS, True).codecs["TicketEvent"]
+    events = [
+        TicketEvent("a-1", "A", EventType.CREATED, LATE - 2 * HOUR_MS, channel="email"),
+        TicketEvent("a-2", "A", EventType.AGENT_REPLIED, LATE),
+        TicketEvent(
+            "b-1",
+            "B",
+            EventType.CREATED,
+            LATE - 30 * HOUR_MS,
+            channel="email",
+            tags_added=("legal",),
+        ),
+    ]
+    lane = [Message(codec.encode(ticket_event_to_avro(e)), e.ticket_id.encode(), 0, offset, None)
+            for offset, e in enumerate(events)]  # fmt: skip
+    broker = Broker(changelog="")
+    worker = started(settings, broker)
+    broker.changelog = worker.changelog
+    for msg in lane:
+        if restart and msg.offset() == 2:
+            worker._commit()
+            worker = started(settings, broker)
+            assert broker.committed[0].metadata == f'{{"v":1,"wm":{LATE}}}'
+        worker._handle(msg)  # type: ignore[arg-type]
+    worker._commit()
+    assert escalations(broker) == ({}, 0)
+    silenced = worker.processor.counters.silenced  # type: ignore[attr-defined]
+    assert sum(silenced.values()) >= 1
