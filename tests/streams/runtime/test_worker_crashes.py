@@ -2,7 +2,7 @@
 committed, against the backtest of the same history and a run that never stopped: no
 escalation lost or repeated, each at the instant the backtest fires it; every partition's
 committed records as the undisturbed run's, in the same order, and its changelog restoring the
-same states, whatever order the partitions' messages arrive in.
+same states, whatever order the partitions' messages arrive in, with a shadow policy or not.
 
 No broker: the worker's transactions go to a producer that keeps what each commit makes
 visible and drops what a kill leaves open (an aborted transaction), and a restarted worker
@@ -30,8 +30,9 @@ from streams.runtime.settings import Settings, load_settings
 from streams.runtime.topics import Topics
 from streams.runtime.worker import Partitions, Worker
 from streams.sla.events import EventType, TicketEvent
-from streams.sla.policy import load_policy
+from streams.sla.policy import Policy, load_policy, parse_policy
 from tests.support.histories import history_fired
+from tests.support.policies import candidate_text
 
 PARTITIONS = 3
 TOPICS = Topics("crash-")
@@ -95,11 +96,13 @@ def worker_settings(tmp_path: Path) -> Settings:
     )  # fmt: skip
 
 
-def started(settings: Settings, broker: Broker) -> Worker:
+def started(settings: Settings, broker: Broker, shadow: Policy | None = None) -> Worker:
     """An event-time worker that owns every partition, its stores restored from the broker's
-    changelog and its due index rebuilt from them, as after an assignment."""
-    processor = build_processor(settings, load_policy(), TOPICS, True)
-    processor.clock = SteadyClock(lambda: WALL_MS, lambda: 0.0)  # emitted_at is fixed
+    changelog and its due index rebuilt from them, as after an assignment; `shadow`: the
+    candidate policy it also runs (--shadow-policy)."""
+    processor = build_processor(settings, load_policy(), TOPICS, True, shadow)
+    for lane in [processor] if processor.shadow is None else [processor, processor.shadow]:
+        lane.clock = SteadyClock(lambda: WALL_MS, lambda: 0.0)  # emitted_at is fixed
     worker = Worker(settings, processor, TOPICS, event_time=True)
     worker.consumer.close()  # never read: the test hands the worker its messages
     worker.producer = TransactionalProducer(broker)  # type: ignore[assignment]
@@ -139,7 +142,12 @@ def arrivals(lanes: list[list[Message]], start: dict[int, int], rnd: Random) -> 
 
 
 def run(
-    settings: Settings, lanes: list[list[Message]], rnd: Random, kills: int, commit_every: int
+    settings: Settings,
+    lanes: list[list[Message]],
+    rnd: Random,
+    kills: int,
+    commit_every: int,
+    shadow: Policy | None = None,
 ) -> tuple[Broker, int]:
     """Drive the lanes to the end through workers killed at `kills` random messages, each
     followed by a new one; returns what they committed and how many messages were read twice."""
@@ -148,7 +156,7 @@ def run(
     kill_at = sorted(rnd.sample(range(1, total), kills))
     read = 0
     while True:
-        worker = started(settings, broker)
+        worker = started(settings, broker, shadow)
         broker.changelog = worker.changelog
         for i, msg in enumerate(arrivals(lanes, broker.offsets, rnd), 1):
             worker._handle(msg)  # type: ignore[arg-type]
@@ -180,11 +188,19 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> History:
     return History(settings, partitioned(path), fired)
 
 
+CANDIDATE = parse_policy(candidate_text(), "candidate.yaml")
+
+
 @pytest.fixture(scope="module")
-def undisturbed(history: History) -> Broker:
-    broker, again = run(history.settings, history.lanes, Random(0), kills=0, commit_every=50)
-    assert again == 0
-    return broker
+def undisturbed(history: History) -> dict[bool, Broker]:
+    """What a worker that never stopped commits, without and with a shadow policy."""
+    runs = {}
+    for shadow in (False, True):
+        runs[shadow], again = run(history.settings, history.lanes, Random(0), 0, 50,
+                                  CANDIDATE if shadow else None)  # fmt: skip
+        assert again == 0
+    assert (TOPICS.shadow_escalations, 0) in runs[True].records
+    return runs
 
 
 def escalations(broker: Broker) -> tuple[dict[str, int], int]:
@@ -220,11 +236,12 @@ def outputs(broker: Broker) -> dict[tuple[str, int], list[tuple[bytes, bytes | N
 
 
 def test_an_undisturbed_worker_fires_what_the_backtest_fires(
-    history: History, undisturbed: Broker
+    history: History, undisturbed: dict[bool, Broker]
 ) -> None:
-    fired, records = escalations(undisturbed)
     assert len(history.fired) > 100
-    assert fired == history.fired and records == len(history.fired)
+    for broker in undisturbed.values():  # a shadow policy changes nothing of production's
+        fired, records = escalations(broker)
+        assert fired == history.fired and records == len(history.fired)
 
 
 @settings(max_examples=20, deadline=None)
@@ -232,17 +249,27 @@ def test_an_undisturbed_worker_fires_what_the_backtest_fires(
     seed=st.integers(0, 2**32 - 1),
     kills=st.integers(1, 4),
     commit_every=st.sampled_from([1, 7, 60, 400]),
+    shadow=st.booleans(),
 )
 def test_a_worker_killed_anywhere_commits_what_an_undisturbed_one_does(
-    history: History, undisturbed: Broker, seed: int, kills: int, commit_every: int
+    history: History,
+    undisturbed: dict[bool, Broker],
+    seed: int,
+    kills: int,
+    commit_every: int,
+    shadow: bool,
 ) -> None:
-    broker, again = run(history.settings, history.lanes, Random(seed), kills, commit_every)
+    """With a shadow policy too: its escalations and states, kept in production's stores and
+    transactions, survive the same kills."""
+    broker, again = run(history.settings, history.lanes, Random(seed), kills, commit_every,
+                        CANDIDATE if shadow else None)  # fmt: skip
     assert again >= kills  # each kill loses at least the message it was handling
     fired, records = escalations(broker)
     assert fired == history.fired and records == len(history.fired)  # once, at the instants
-    assert outputs(broker) == outputs(undisturbed)  # every topic and partition, in order
-    assert restored(broker) == restored(undisturbed)
-    assert broker.offsets == undisturbed.offsets
+    expected = undisturbed[shadow]
+    assert outputs(broker) == outputs(expected)  # every topic and partition, in order
+    assert restored(broker) == restored(expected)
+    assert broker.offsets == expected.offsets
 
 
 HOUR_MS = 3_600_000
