@@ -24,11 +24,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.worker_digest import WALL_MS, Message, messages
+from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
 from streams.runtime.processor import SteadyClock, build_processor
 from streams.runtime.settings import Settings, load_settings
 from streams.runtime.topics import Topics
-from streams.runtime.worker import Partitions, Worker
+from streams.runtime.worker import Partitions, Worker, changelog_topic
 from streams.sla.events import EventType, TicketEvent
 from streams.sla.policy import Policy, load_policy, parse_policy
 from tests.support.histories import history_fired
@@ -151,13 +152,12 @@ def run(
 ) -> tuple[Broker, int]:
     """Drive the lanes to the end through workers killed at `kills` random messages, each
     followed by a new one; returns what they committed and how many messages were read twice."""
-    broker = Broker(changelog="")
+    broker = Broker(changelog_topic(settings))
     total = sum(len(lane) for lane in lanes)
     kill_at = sorted(rnd.sample(range(1, total), kills))
     read = 0
     while True:
         worker = started(settings, broker, shadow)
-        broker.changelog = worker.changelog
         for i, msg in enumerate(arrivals(lanes, broker.offsets, rnd), 1):
             worker._handle(msg)  # type: ignore[arg-type]
             read += 1
@@ -205,9 +205,7 @@ def undisturbed(history: History) -> dict[bool, Broker]:
 
 def escalations(broker: Broker) -> tuple[dict[str, int], int]:
     """fired_at by escalation id, and the number of escalation records, as committed."""
-    codec = build_processor(worker_settings(Path()), load_policy(), TOPICS, True).codecs[
-        "Escalation"
-    ]
+    codec = codec_for("Escalation", load_settings({}), TOPICS)
     fired: dict[str, int] = {}
     records = 0
     for (topic, _), values in broker.records.items():
@@ -285,7 +283,7 @@ def test_a_restart_keeps_the_clock_that_silences_a_late_event(
     (streams.runtime.partition_time) and silences it too: without that, it started from no
     clock and escalated a 30-hour-old legal threat to level 5."""
     settings = worker_settings(tmp_path)
-    codec = build_processor(settings, load_policy(), TOPICS, True).codecs["TicketEvent"]
+    codec = codec_for("TicketEvent", settings, TOPICS)
     events = [
         TicketEvent("a-1", "A", EventType.CREATED, LATE - 2 * HOUR_MS, channel="email"),
         TicketEvent("a-2", "A", EventType.AGENT_REPLIED, LATE),
@@ -300,9 +298,8 @@ def test_a_restart_keeps_the_clock_that_silences_a_late_event(
     ]
     lane = [Message(codec.encode(ticket_event_to_avro(e)), e.ticket_id.encode(), 0, offset, None)
             for offset, e in enumerate(events)]  # fmt: skip
-    broker = Broker(changelog="")
+    broker = Broker(changelog_topic(settings))
     worker = started(settings, broker)
-    broker.changelog = worker.changelog
     for msg in lane:
         if restart and msg.offset() == 2:
             worker._commit()
