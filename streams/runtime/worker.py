@@ -516,7 +516,6 @@ class Worker(ConsumeLoop):
     def _commit(self) -> None:
         """Outputs, changelog records and offsets become visible together (or, at least once:
         the records are delivered before the offsets are committed)."""
-        offsets = [self._offset(p, o) for p, o in sorted(self.offsets.items())]
         try:
             if self.exactly_once:
                 if self.open:
@@ -544,7 +543,8 @@ class Worker(ConsumeLoop):
                     raise Restart("records still undelivered after 30 s")
                 if self.failed:
                     raise Restart(self.failed)
-                if offsets:
+                if self.offsets:
+                    offsets = [self._offset(p, o) for p, o in sorted(self.offsets.items())]
                     self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             error = exc.args[0]
