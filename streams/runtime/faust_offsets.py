@@ -11,6 +11,11 @@ A gap the broker confirms (transaction markers, compaction) is passed over. For 
 reason Faust's commits are clamped to what was processed (ProcessedCommits): at a rebalance
 or a stop its stream acks, unprocessed, what it takes while flow control is suspended, and a
 scale-in lost those events to the next owner.
+
+An event-time worker's partition clock commits with each offset, in the loop's format
+(streams.runtime.partition_time; CommittedClocks), and an assignment resumes it with the
+offset: Faust commits empty metadata, and a restarted worker then paged on a late event that
+the undisturbed one silences.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import asyncio
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from confluent_kafka import (
     Consumer,
@@ -31,6 +36,11 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from streams.runtime import kafka_config
+from streams.runtime.partition_time import (
+    STORED_SUFFIX,
+    decode_partition_time,
+    encode_partition_time,
+)
 from streams.runtime.settings import Settings
 
 READ_TIMEOUT_S = 60.0  # a gap the broker does not return in this long stops the worker
@@ -55,8 +65,15 @@ class Record:
     headers: list[tuple[str, bytes]]
 
 
+class Start(NamedTuple):
+    """Where the group resumes a partition."""
+
+    offset: int
+    clock: int | None  # the event-time clock committed with the offset, if any
+
+
 class Reader(Protocol):
-    def starts(self, partitions: Iterable[int]) -> dict[int, int]: ...
+    def starts(self, partitions: Iterable[int]) -> dict[int, Start]: ...
 
     def read(self, partition: int, start: int, end: int) -> list[Record]: ...
 
@@ -83,8 +100,9 @@ class BrokerReader:
             self.consumer = Consumer(self.config)
         return self.consumer
 
-    def starts(self, partitions: Iterable[int]) -> dict[int, int]:
-        """Where the group resumes each partition: its committed offset, or the earliest."""
+    def starts(self, partitions: Iterable[int]) -> dict[int, Start]:
+        """Where the group resumes each partition: its committed offset and the clock
+        committed with it, or the earliest offset and no clock."""
         tps = [TopicPartition(self.topic, p) for p in partitions]
         request = ConsumerGroupTopicPartitions(self.group, tps)
         admin = AdminClient(self.admin_config)
@@ -93,9 +111,9 @@ class BrokerReader:
         starts = {}
         for tp in committed:
             if tp.offset >= 0:
-                starts[tp.partition] = tp.offset
+                starts[tp.partition] = Start(tp.offset, decode_partition_time(tp.metadata))
             else:
-                starts[tp.partition] = self._earliest(tp)
+                starts[tp.partition] = Start(self._earliest(tp), None)
         return starts
 
     def _earliest(self, tp: TopicPartition) -> int:
@@ -145,14 +163,17 @@ class BrokerReader:
 
 
 class Cursor:
-    """The first offset of each assigned partition not yet processed in full."""
+    """The first offset of each assigned partition not yet processed in full, and the
+    partition's event-time clock there."""
 
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
         self.next: dict[int, int] = {}
-        # `next` as of the last flush that saw every changelog record before it acknowledged
-        # (ChangelogAcks): what may be committed
+        self.clock: dict[int, int] = {}  # none on the wall clock, or before any event
+        # `next` and `clock` as of the last flush that saw every changelog record before it
+        # acknowledged (ChangelogAcks): what may be committed
         self.durable: dict[int, int] = {}
+        self.durable_clock: dict[int, int] = {}
         self.resets = 0
         self.gaps = 0  # gaps found with records in them
         self.read = 0  # events read from the broker for them
@@ -160,8 +181,11 @@ class Cursor:
     async def reset(self, partitions: Iterable[int]) -> None:
         """At each assignment, before the streams resume: where the group resumes."""
         loop = asyncio.get_running_loop()
-        self.next = await loop.run_in_executor(None, self.reader.starts, list(partitions))
+        starts = await loop.run_in_executor(None, self.reader.starts, list(partitions))
+        self.next = {p: start.offset for p, start in starts.items()}
+        self.clock = {p: start.clock for p, start in starts.items() if start.clock is not None}
         self.durable = dict(self.next)
+        self.durable_clock = dict(self.clock)
         self.resets += 1
 
     def step(self, partition: int, offset: int) -> bool | None:
@@ -174,19 +198,31 @@ class Cursor:
             return None
         return False
 
-    def done(self, partition: int, offset: int) -> None:
+    def done(self, partition: int, offset: int, clock: int | None = None) -> None:
+        """The message is processed; `clock`: the partition's event-time clock after it."""
         self.next[partition] = offset + 1
+        if clock is not None:
+            self.clock[partition] = clock
 
-    def mark(self) -> tuple[int, dict[int, int]]:
+    def mark(self) -> tuple[int, dict[int, int], dict[int, int]]:
         """Where the cursor is as a flush begins (see `settle`)."""
-        return self.resets, dict(self.next)
+        return self.resets, dict(self.next), dict(self.clock)
 
-    def settle(self, mark: tuple[int, dict[int, int]]) -> None:
+    def settle(self, mark: tuple[int, dict[int, int], dict[int, int]]) -> None:
         """The flush that began at `mark` has every changelog record before it on the broker:
         what was processed by then may be committed (unless an assignment came since)."""
-        resets, processed = mark
+        resets, processed, clocks = mark
         if resets == self.resets:
             self.durable = processed
+            self.durable_clock = clocks
+
+    def metadata(self, partition: int) -> str:
+        """The metadata to commit with the partition's offset: its durable clock. Faust may
+        commit an offset short of `durable` (its acks lag), and that clock is still right
+        for it: the events in between are on the changelog, so their second reading finds
+        them seen and does nothing the clock could change."""
+        clock = self.durable_clock.get(partition)
+        return "" if clock is None else encode_partition_time(clock) + STORED_SUFFIX
 
     async def fill(self, partition: int, offset: int) -> list[Record]:
         """The records the consumer did not deliver before `offset`, from the broker."""
@@ -228,6 +264,39 @@ class ProcessedCommits:
             return False
         committed: bool = await self.commit(clamped)
         return committed
+
+
+class CommittedClocks:
+    """aiokafka's commit, which Faust calls with empty metadata, with each partition of
+    `topic` carrying the cursor's clock (Cursor.metadata). Runs on the consumer's thread; it
+    only reads the cursor."""
+
+    def __init__(self, consumer: Any, cursor: Cursor, topic: str) -> None:
+        self.commit = consumer.commit
+        self.cursor = cursor
+        self.topic = topic
+        consumer.commit = self
+
+    @classmethod
+    def install(cls, faust_consumer: Any, cursor: Cursor, topic: str) -> None:
+        """Once the Faust consumer's aiokafka consumer exists (at the first assignment)."""
+        consumer = faust_consumer._thread._ensure_consumer()
+        if not isinstance(consumer.commit, cls):
+            cls(consumer, cursor, topic)
+
+    async def __call__(self, offsets: Mapping[Any, Any] | None = None) -> Any:
+        if offsets:
+            metadata = self.cursor.metadata
+            offsets = {
+                tp: (_offset(value), metadata(tp.partition)) if tp.topic == self.topic else value
+                for tp, value in offsets.items()
+            }
+        return await self.commit(offsets)
+
+
+def _offset(value: Any) -> int:
+    """aiokafka takes an offset or an (offset, metadata) pair."""
+    return value if isinstance(value, int) else int(value[0])
 
 
 def faust_message(topic: str, partition: int, record: Record) -> Any:

@@ -14,7 +14,9 @@ Design around the pitfalls in FAUST-KAFKA-NOTES.md:
   table write happens while an event of the written partition is current, so the
   changelog record goes to that partition (never `use_partitioner`). One agent reads both
   topics, so ticks and events never interleave inside the processor.
-- Event-time ticks are ticket-events messages with the tick header, as for the loop.
+- Event-time ticks are ticket-events messages with the tick header, as for the loop, and
+  the event-time clock of each partition commits with its offset as the loop's does
+  (faust_offsets.CommittedClocks; Faust's own commits carry no metadata).
 - The table's key and value types are bytes, so its store and changelog use the raw codec:
   the processor's state bytes, and the changelog, are the loop's (another type means json).
 - Faust's `exactly_once` sends outputs to topics its consumer does not read outside the
@@ -46,6 +48,7 @@ from faust.types import TP
 
 from streams.runtime.faust_offsets import (
     BrokerReader,
+    CommittedClocks,
     Cursor,
     ProcessedCommits,
     Reader,
@@ -342,7 +345,7 @@ class FaustRuntime:
                 await self._missed(producer, p, msg.offset)
             timestamp = int(msg.timestamp * 1000) if msg.timestamp else None
             await self._event(producer, p, msg.offset, msg.key, msg.value, timestamp, msg.headers)
-            cursor.done(p, msg.offset)
+            cursor.done(p, msg.offset, processor.clock_of(p))
 
     async def _event(
         self,
@@ -377,7 +380,7 @@ class FaustRuntime:
         for record in records:
             await self._event(producer, partition, record.offset, record.key, record.value,
                               record.timestamp, record.headers)  # fmt: skip
-            self.cursor.done(partition, record.offset)
+            self.cursor.done(partition, record.offset, self.processor.clock_of(partition))
             ack(faust_message(self.source, partition, record))
 
     async def _deliver(self, producer: Any, partition: int, outs: list[Out]) -> None:
@@ -412,8 +415,13 @@ class FaustRuntime:
         of the assignment is processed: Faust resumes the streams after this)."""
         actives = self.app.assignor.assigned_actives()
         wanted = sorted(tp.partition for tp in actives if tp.topic == self.source)
-        await self.cursor.reset(wanted)  # before Faust resumes the streams (and acks any)
+        cursor = self.cursor
+        await cursor.reset(wanted)  # before Faust resumes the streams (and acks any)
         self.processor.forget(set(self.owned) - set(wanted))  # the previous assignment's
+        for p, clock in cursor.clock.items():  # each partition resumes from its offset's
+            self.processor.resume_clock(p, clock)
+        if self.event_time:
+            CommittedClocks.install(self.app.consumer, cursor, self.source)
         tickets = self.processor.rebuild(self.store, wanted)
         self.owned = wanted
         self.recovered = True

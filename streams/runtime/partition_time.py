@@ -11,6 +11,11 @@ partition time (KAFKA-7994).
 Format: the offset's metadata string, ``{"v": 1, "wm": <epoch ms>}``. Anything else (no
 metadata, another tool's, an offset reset by hand) means no clock: the worker starts from
 none, as before this format existed.
+
+confluent-kafka writes metadata as a C string, NUL included, and reads it back as one: the
+loop's commits therefore store a trailing NUL, and metadata stored without one is read past
+its end (seen: `{"v":1,"wm":...}ive-st0`). So other writers (the Faust runtime's aiokafka)
+store the same bytes (`STORED_SUFFIX`), and the decoder reads only up to the closing brace.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import orjson
 
 VERSION = 1
+STORED_SUFFIX = "\x00"  # what confluent-kafka adds to the metadata it commits
 
 
 def encode_partition_time(watermark: int) -> str:
@@ -28,8 +34,11 @@ def decode_partition_time(metadata: str | None) -> int | None:
     """The clock in an offset's metadata, or None when the metadata holds none of ours."""
     if not metadata or not metadata.startswith("{"):
         return None
+    end = metadata.find("}")
+    if end < 0:
+        return None
     try:
-        data = orjson.loads(metadata)
+        data = orjson.loads(metadata[: end + 1])
     except orjson.JSONDecodeError:
         return None
     if type(data) is not dict:

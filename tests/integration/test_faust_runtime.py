@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from streams.runtime.faust_offsets import BrokerReader
 from streams.runtime.faust_runtime import clock_topic, ensure_clock_topic
+from streams.runtime.partition_time import encode_partition_time
 from streams.tools.demo import free_port
 from streams.tools.replay import replay
 from tests.support.histories import history
@@ -115,11 +116,13 @@ def test_the_broker_reader_finds_where_the_group_resumes_and_reads_a_gap(
     group = f"{pipeline.prefix}reader-group"
     reader = BrokerReader(settings, topic, group)
     try:
-        assert reader.starts([0, 1]) == {0: 0, 1: 0}  # nothing committed: the earliest
+        assert reader.starts([0, 1]) == {0: (0, None), 1: (0, None)}  # the earliest
         committer = Consumer({**settings.kafka.confluent(), "group.id": group})
-        committer.commit(offsets=[TopicPartition(topic, 1, 2)], asynchronous=False)
+        clock = encode_partition_time(1_790_000_000_000)
+        committer.commit(offsets=[TopicPartition(topic, 0, 3, metadata=clock),
+                                  TopicPartition(topic, 1, 2)], asynchronous=False)  # fmt: skip
         committer.close()
-        assert reader.starts([1]) == {1: 2}
+        assert reader.starts([0, 1]) == {0: (3, 1_790_000_000_000), 1: (2, None)}
         records = reader.read(1, 2, 5)
         assert [(r.offset, r.key, r.value) for r in records] == [
             (2, b"k2", b"v2"), (3, b"k3", b"v3"), (4, b"k4", b"v4")

@@ -13,7 +13,13 @@ from faust.types import TP
 
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
-from streams.runtime.faust_offsets import Cursor, ProcessedCommits, Record
+from streams.runtime.faust_offsets import (
+    CommittedClocks,
+    Cursor,
+    ProcessedCommits,
+    Record,
+    Start,
+)
 from streams.runtime.faust_runtime import (
     ChangelogAcks,
     ChangelogError,
@@ -22,6 +28,11 @@ from streams.runtime.faust_runtime import (
     UncleanStop,
     clock_topic,
     guarantee,
+)
+from streams.runtime.partition_time import (
+    STORED_SUFFIX,
+    decode_partition_time,
+    encode_partition_time,
 )
 from streams.runtime.settings import ConfigError, load_settings
 from streams.runtime.topics import Topics
@@ -237,13 +248,19 @@ class DeliveringProducer:
 class FakeReader:
     """The broker beside Faust's consumer: committed offsets and the partition's records."""
 
-    def __init__(self, records: dict[int, list[Record]], starts: dict[int, int]) -> None:
+    def __init__(
+        self,
+        records: dict[int, list[Record]],
+        starts: dict[int, int],
+        clocks: dict[int, int] | None = None,
+    ) -> None:
         self.records = records
         self.starts_at = starts
+        self.clocks = clocks or {}
         self.reads: list[tuple[int, int, int]] = []
 
-    def starts(self, partitions: Any) -> dict[int, int]:
-        return {p: self.starts_at[p] for p in partitions}
+    def starts(self, partitions: Any) -> dict[int, Start]:
+        return {p: Start(self.starts_at[p], self.clocks.get(p)) for p in partitions}
 
     def read(self, partition: int, start: int, end: int) -> list[Record]:
         self.reads.append((partition, start, end))
@@ -295,6 +312,7 @@ async def test_events_the_consumer_skips_are_read_from_the_broker_in_order(
     assert runtime.events == 6  # offset 3 delivered again is not processed again
     assert consumer.acked == [(1, 4), (1, 5)]  # Faust commits past what it never delivered
     assert runtime.cursor.next == {1: 8} and (runtime.cursor.gaps, runtime.cursor.read) == (1, 2)
+    assert runtime.cursor.clock == {1: created + 7}  # the partition's clock after offset 7
 
 
 async def test_a_gap_the_broker_confirms_is_passed_over(tmp_path: Path) -> None:
@@ -340,3 +358,63 @@ async def test_offsets_past_what_was_processed_are_never_committed(tmp_path: Pat
     ]
     assert await consumer._commit({TP("ticket-events", 2): 4}) is False
     assert len(consumer.commits) == 1
+
+
+async def test_the_cursor_keeps_each_partitions_clock_with_what_may_be_committed() -> None:
+    """An event-time partition's clock commits with its offset (streams.runtime.
+    partition_time): the one of the last flushed point, resumed from the group's commit."""
+    cursor = Cursor(FakeReader({}, {0: 5, 1: 7}, clocks={0: 1_000}))
+    await cursor.reset([0, 1])
+    assert (cursor.clock, cursor.durable_clock) == ({0: 1_000}, {0: 1_000})
+    assert decode_partition_time(cursor.metadata(0)) == 1_000 and cursor.metadata(1) == ""
+    cursor.done(0, 5, 2_000)
+    cursor.done(1, 7, 3_000)
+    assert decode_partition_time(cursor.metadata(0)) == 1_000  # not flushed yet
+    mark = cursor.mark()
+    cursor.done(0, 6, 4_000)  # processed while the flush waits
+    cursor.settle(mark)
+    assert cursor.durable == {0: 6, 1: 8} and cursor.durable_clock == {0: 2_000, 1: 3_000}
+    assert [decode_partition_time(cursor.metadata(p)) for p in (0, 1)] == [2_000, 3_000]
+    cursor.done(1, 8)  # the wall clock (or no clock yet) leaves the clock as it was
+    assert cursor.clock == {0: 4_000, 1: 3_000}
+    await cursor.reset([0])  # a new assignment: a mark from before it settles nothing
+    stale = (mark[0], {0: 99}, {0: 9_999})
+    cursor.settle(stale)
+    assert cursor.durable == {0: 5} and cursor.durable_clock == {0: 1_000}
+
+
+class AiokafkaConsumer:
+    def __init__(self) -> None:
+        self.commits: list[Any] = []
+
+    async def commit(self, offsets: Any = None) -> None:
+        self.commits.append(offsets)
+
+
+class FaustConsumer:
+    def __init__(self, consumer: AiokafkaConsumer) -> None:
+        self._thread = self
+        self.consumer = consumer
+
+    def _ensure_consumer(self) -> AiokafkaConsumer:
+        return self.consumer
+
+
+async def test_faust_commits_carry_each_partitions_clock() -> None:
+    """Faust commits with empty metadata: its aiokafka consumer's commit adds the clock to
+    each ticket-events offset, and leaves other topics' (the clock topic's) as they were."""
+    cursor = Cursor(FakeReader({}, {0: 5, 1: 7}, clocks={0: 1_000}))
+    await cursor.reset([0, 1])
+    aiokafka = AiokafkaConsumer()
+    CommittedClocks.install(FaustConsumer(aiokafka), cursor, "ticket-events")
+    CommittedClocks.install(FaustConsumer(aiokafka), cursor, "ticket-events")  # once only
+    assert isinstance(aiokafka.commit, CommittedClocks)
+    assert aiokafka.commit.commit.__self__ is aiokafka  # type: ignore[attr-defined]
+    await aiokafka.commit({TP("ticket-events", 0): (5, ""), TP("ticket-events", 1): (7, ""),
+                           TP("x-clock", 0): (3, "")})  # fmt: skip
+    (offsets,) = aiokafka.commits
+    assert offsets[TP("x-clock", 0)] == (3, "") and offsets[TP("ticket-events", 1)] == (7, "")
+    # the bytes the loop's commits store (confluent-kafka adds the NUL: partition_time)
+    assert offsets[TP("ticket-events", 0)] == (5, encode_partition_time(1_000) + STORED_SUFFIX)
+    await aiokafka.commit()  # no offsets: aiokafka's own (never called so by Faust)
+    assert aiokafka.commits[-1] is None
