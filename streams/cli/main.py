@@ -79,12 +79,38 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     max_ahead = _duration_arg(args.max_ahead, "--max-ahead")
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: must be at least 1")
+    partitions = _partitions_arg(args.partitions, args.arrival_order)
     run_parallel_backtest(
         policy, path, Path(args.out) if args.out else None, other, until,
         arrival_order=args.arrival_order, max_ahead=max_ahead, jobs=args.jobs or 0,
         fmt=args.format, html_path=Path(args.html) if args.html else None,
+        partitions=partitions,
     )  # fmt: skip
     return 0
+
+
+def _partitions_arg(partitions: int | None, arrival_order: bool) -> int:
+    """How many partition clocks an --arrival-order backtest keeps: --partitions, else the
+    worker's (ESCALATOR_PARTITIONS), said on stderr, since the result depends on it."""
+    if not arrival_order:
+        if partitions is not None:
+            raise UserError(
+                f"--partitions {partitions}: only with --arrival-order (in time order no event "
+                "is late, and the backtest is the same on any number of partitions)"
+            )
+        return 1
+    if partitions is None:
+        partitions = cli_settings().partitions
+        source = "the worker's ESCALATOR_PARTITIONS"
+    else:
+        source = "--partitions"
+        if not 1 <= partitions <= 1024:
+            raise UserError(f"--partitions {partitions}: must be between 1 and 1024")
+    sys.stderr.write(
+        f"arrival order on {partitions} partition{'s' if partitions != 1 else ''} ({source}),"
+        " each ticket on its own partition's clock, as the worker reads them\n"
+    )
+    return partitions
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -445,6 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="apply events in the file's order, late ones included, as a worker received them"
         " (default: each ticket's events in event-time order)",
+    )
+    back.add_argument(
+        "--partitions",
+        type=int,
+        help="with --arrival-order: the ticket-events partitions, each with its own clock as"
+        " in the worker (default: ESCALATOR_PARTITIONS, else 6)",
     )
     back.add_argument(
         "--max-ahead",

@@ -28,6 +28,7 @@ from streams.sla.policy import Policy
 from streams.sla.queues import QueueWindows
 from streams.sla.report import BacktestReport, comparison, format_comparison
 from streams.tools.history import LineError, count_lines, is_gzip, read_history
+from streams.tools.partitioner import ticket_partition
 from streams.tools.progress import Progress
 from streams.tools.shelf import TicketShelf
 
@@ -257,6 +258,56 @@ class EventTimeDriver:
             entry = self._due.pop(now)
 
 
+def _instant(action: Action) -> int:
+    """When the action happened, to merge several clocks' actions in time order."""
+    return action.ended_at if isinstance(action, SlaOutcome) else action.fired_at
+
+
+class PartitionedDriver:
+    """`--arrival-order` as a worker with `partitions` partitions runs it: each ticket's
+    partition (the producers' partitioner, streams.tools.partitioner) has its own clock and
+    due work. An event is late only behind its own partition's clock, and a deadline fires
+    once its partition's clock passes it: with one clock for the whole file, a ticket's
+    deadline fired when other partitions' events passed it, before its own partition's
+    earlier answer arrived, where the worker sees the answer first. A worker's partitions
+    never see each other, so how the file interleaves them changes nothing either.
+    """
+
+    def __init__(self, engine: Engine, partitions: int) -> None:
+        self.states = TicketShelf()
+        self.drivers = [
+            EventTimeDriver(engine, self.states, arrival_order=True) for _ in range(partitions)
+        ]
+        self.partitions = partitions
+        self._partition: dict[str, int] = {}
+
+    def feed(self, event: TicketEvent, line: int = 0) -> list[Action]:
+        ticket_id = event.ticket_id
+        p = self._partition.get(ticket_id)
+        if p is None:
+            p = self._partition[ticket_id] = ticket_partition(ticket_id, self.partitions)
+        return self.drivers[p].feed(event, line)
+
+    def advance(self, now: int) -> list[Action]:
+        """Every partition's clock to `now` (the end of history), their actions in time
+        order (each partition's own order kept)."""
+        return list(heapq.merge(*(d.advance(now) for d in self.drivers), key=_instant))
+
+    @property
+    def duplicates(self) -> int:
+        return sum(d.duplicates for d in self.drivers)
+
+    @property
+    def duplicate_lines(self) -> list[int]:
+        lines = sorted(line for d in self.drivers for line in d.duplicate_lines)
+        return lines[:MAX_LINES_KEPT]  # each driver kept its first: the file's first are there
+
+    @property
+    def watermark(self) -> int | None:
+        clocks = [d.watermark for d in self.drivers if d.watermark is not None]
+        return max(clocks) if clocks else None
+
+
 def action_record(action: Action) -> dict[str, object]:
     """JSON form of an action for --out files, tagged with what it is."""
     kind = {
@@ -272,7 +323,7 @@ def action_record(action: Action) -> dict[str, object]:
 @dataclass
 class BacktestRun:
     policy: Policy
-    driver: EventTimeDriver
+    driver: EventTimeDriver | PartitionedDriver
     report: BacktestReport
     out: IO[str] | None = None
     board: BoardBuilder | None = None  # the escalation board at the end, as the sink keeps it
@@ -292,8 +343,14 @@ class BacktestRun:
         arrival_order: bool = False,
         record_ops: bool = False,
         compared: bool = True,
+        partitions: int = 1,
     ) -> BacktestRun:
-        driver = EventTimeDriver(Engine(policy), arrival_order=arrival_order)
+        """`partitions`: in arrival order, one clock for each (PartitionedDriver)."""
+        driver: EventTimeDriver | PartitionedDriver
+        if arrival_order and partitions > 1:
+            driver = PartitionedDriver(Engine(policy), partitions)
+        else:
+            driver = EventTimeDriver(Engine(policy), arrival_order=arrival_order)
         builder = BoardBuilder() if board else None
         report = BacktestReport(policy.source, compared=compared)
         if policy.ops_alerts.enabled:
@@ -425,6 +482,7 @@ def backtest_events(
     max_ahead: int = DEFAULT_MAX_AHEAD,
     record_ops: bool = False,
     out_keys: list[tuple[int, str]] | None = None,
+    partitions: int = 1,
 ) -> list[BacktestReport]:
     """Run each policy over the same events in one pass; bad lines are reported, not fatal.
 
@@ -432,7 +490,8 @@ def backtest_events(
     interleaving of the tickets gives the same output. `items` may be a callable that reads
     the history afresh: a history in time order is then streamed, and one that is not is
     read again and sorted in memory. With `arrival_order` the file's order is kept, late
-    events included, as a live worker would have received it. An event more than
+    events included, as a live worker would have received it on `partitions` partitions (a
+    clock each). An event more than
     `max_ahead` past the history's clock so far is refused by line. With `board`, each
     report's `board` holds the open escalations at the end of history. With `record_ops`
     (a --jobs shard) the queue stats are kept for the parent instead of alerted on, and
@@ -453,6 +512,7 @@ def backtest_events(
                 max_ahead,
                 record_ops,
                 out_keys,
+                partitions,
             )
         if callable(items):
             try:
@@ -493,6 +553,7 @@ def _backtest_events(
     max_ahead: int,
     record_ops: bool = False,
     out_keys: list[tuple[int, str]] | None = None,
+    partitions: int = 1,
 ) -> list[BacktestReport]:
     runs = [
         BacktestRun.start(
@@ -502,6 +563,7 @@ def _backtest_events(
             arrival_order,
             record_ops,
             compared=len(policies) > 1,
+            partitions=partitions,
         )  # fmt: skip
         for i, policy in enumerate(policies)
     ]
@@ -572,6 +634,7 @@ def run_backtest(
     max_ahead: int = DEFAULT_MAX_AHEAD,
     fmt: str = "text",
     html_path: Path | None = None,
+    partitions: int = 1,
 ) -> list[BacktestReport]:
     """The `escalator backtest` command: prints the summary, and the what-if with --compare;
     `fmt` "json" prints the whole report as one JSON document; `html_path` writes it as one
@@ -586,7 +649,7 @@ def run_backtest(
         reports = backtest_events(
             policies, lambda: read_history(events_path, numbered=True), [out, None], until,
             progress=progress, errors=stderr, board=True, arrival_order=arrival_order,
-            max_ahead=max_ahead,
+            max_ahead=max_ahead, partitions=partitions,
         )  # fmt: skip
     finally:
         if out is not None:

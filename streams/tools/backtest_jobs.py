@@ -10,9 +10,10 @@ reports up and merges the --out files by (fired_at, ticket), the order the one-p
 backtest writes. The result is byte-identical to `--jobs 1`
 (tests/streams/tools/test_backtest_jobs.py).
 
-Two things are global, and then one process runs the whole backtest instead, for an exact
-result: `--arrival-order` (a late event's horizon is the clock of every ticket), and a
-history where --max-ahead refuses a line (the clock it is measured from is every ticket's).
+Two things span tickets, and then one process runs the whole backtest instead, for an exact
+result: `--arrival-order` (a ticket's clock is its partition's, and a partition is not a
+shard), and a history where --max-ahead refuses a line (the clock it is measured from is
+every ticket's).
 """
 
 from __future__ import annotations
@@ -364,6 +365,7 @@ def run_parallel_backtest(
     jobs: int = 0,
     fmt: str = "text",
     html_path: Path | None = None,
+    partitions: int = 1,
 ) -> list[BacktestReport]:
     """run_backtest() on `jobs` processes (0: one per core), with the same output."""
     jobs = jobs or default_jobs()
@@ -374,7 +376,7 @@ def run_parallel_backtest(
         fmt, html_path,
     )  # fmt: skip
     if jobs <= 1 or arrival_order:
-        return run_backtest(*args)
+        return run_backtest(*args, partitions=partitions)
     policies = [policy] if other is None else [policy, other]
     total = None if is_gzip(events_path) else count_lines(events_path)
     progress = Progress("backtest", total=total, stream=stderr)

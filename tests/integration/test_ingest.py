@@ -27,6 +27,7 @@ from schemas.codec import codec_for
 from streams.runtime.settings import load_settings
 from streams.sla.events import event_from_dict
 from streams.tools.demo import free_port
+from streams.tools.partitioner import ticket_partition
 from tests.connectors.helpdesk_cases import cases, without_id
 from tests.support.brokers import SERVICES, OwnBroker
 from tests.support.ingest import IngestProcess, Reply, start_ingest
@@ -146,6 +147,8 @@ def test_webhooks_become_the_expected_events_and_bad_requests_never_reach_the_to
     # Keyed by ticket id, so each ticket stays in one partition, in order.
     assert all(key == value["ticket_id"].encode() for key, _, value in records)
     assert len({p for key, p, _ in records if key == b"35436"}) == 1
+    # in the partition `backtest --arrival-order` assumes (ESCALATOR_PARTITIONS=3)
+    assert all(p == ticket_partition(key.decode(), 3) for key, p, _ in records)
 
 
 def test_fatal_producer_is_replaced(

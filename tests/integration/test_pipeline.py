@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.runtime.partition_time import encode_partition_time
 from streams.sla.events import EventType, TicketEvent
 from streams.tools.history import write_history
+from streams.tools.partitioner import ticket_partition
 from streams.tools.replay import replay
 from tests.support.compiled import compiled_copy, mapped_compiled
 from tests.support.histories import history, history_fired
@@ -188,6 +189,32 @@ def test_a_restarted_event_time_worker_goes_on_from_its_committed_clock(
         assert [(r["ticket_id"], r["reason"]) for r in records] == [("C", "LEGAL_THREAT")]
     finally:
         pipeline.close()
+
+
+def test_replay_puts_each_ticket_in_the_partition_the_backtest_assumes(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """`backtest --arrival-order` runs each partition on its own clock, as the worker does,
+    and computes a ticket's partition itself (streams.tools.partitioner): the producers'
+    murmur2 must put every event there."""
+    path, _ = history(tmp_path, agents=2, days=1, seed=31)
+    sent, _ = replay(pipeline.settings, path, pipeline.topics)
+    consumer = Consumer({**pipeline.settings.kafka.confluent(), "group.id": "partitions",
+                         "enable.auto.commit": False})  # fmt: skip
+    name = pipeline.topics.ticket_events
+    consumer.assign([TopicPartition(name, p, -2) for p in range(pipeline.partitions)])
+    placed: list[tuple[bytes, int]] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(placed) < sent and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                placed.append((msg.key(), msg.partition()))
+    finally:
+        consumer.close()
+    assert len(placed) == sent > 100
+    assert len({p for _, p in placed}) == pipeline.partitions
+    assert all(p == ticket_partition(key.decode(), pipeline.partitions) for key, p in placed)
 
 
 def wait_owning(*workers: WorkerProcess, timeout: float = 90) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import streams.tools.backtest
+import streams.tools.backtest_jobs
 from streams.cli import preflight, supervisor
 from streams.cli.main import main
 from streams.cli.supervisor import CHILD_ENV
@@ -93,6 +94,47 @@ def test_backtest_with_a_bad_until(tmp_path: Path, capsys: pytest.CaptureFixture
     events.write_text("")
     assert main(["backtest", str(events), "--until", "yesterday"]) == 2
     one_line_error(capsys, "escalator backtest:", "--until")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--partitions", "6"], "only with --arrival-order"),
+        (["--arrival-order", "--partitions", "0"], "must be between 1 and 1024"),
+    ],
+)
+def test_backtest_with_bad_partitions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    assert main(["backtest", str(events), *args]) == 2
+    one_line_error(capsys, "escalator backtest:", "--partitions", needle)
+
+
+def test_an_arrival_order_backtest_keeps_the_workers_partition_clocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """By default as many as the worker's topic has (ESCALATOR_PARTITIONS), said on stderr:
+    the result depends on it (streams.tools.backtest.PartitionedDriver)."""
+    seen: list[int] = []
+    monkeypatch.setattr(
+        streams.tools.backtest_jobs, "run_backtest",
+        lambda *args, partitions: seen.append(partitions) or [],
+    )  # fmt: skip
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    monkeypatch.setenv("ESCALATOR_PARTITIONS", "12")
+    assert main(["backtest", str(events), "--arrival-order"]) == 0
+    assert "arrival order on 12 partitions (the worker's ESCALATOR_PARTITIONS)" in (
+        capsys.readouterr().err
+    )
+    assert main(["backtest", str(events), "--arrival-order", "--partitions", "1"]) == 0
+    assert "arrival order on 1 partition (--partitions)" in capsys.readouterr().err
+    monkeypatch.delenv("ESCALATOR_PARTITIONS")
+    assert main(["backtest", str(events), "--arrival-order"]) == 0
+    assert main(["backtest", str(events), "--jobs", "1"]) == 0
+    assert seen == [12, 1, 6, 1]
 
 
 def test_worker_with_bad_partitions_fails_before_kafka(

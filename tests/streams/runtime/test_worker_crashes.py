@@ -12,6 +12,8 @@ on the real broker for one history; this drives many interleavings and kill poin
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +28,16 @@ from hypothesis import strategies as st
 from bench.worker_digest import WALL_MS, Message, messages
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
-from streams.runtime.processor import SteadyClock, build_processor
+from streams.runtime.processor import TICK_HEADER, SteadyClock, build_processor, encode_tick
 from streams.runtime.settings import Settings, load_settings
 from streams.runtime.topics import Topics
 from streams.runtime.worker import Partitions, Worker, changelog_topic
 from streams.sla.events import EventType, TicketEvent
 from streams.sla.policy import Policy, load_policy, parse_policy
+from streams.tools.backtest import backtest_events
+from streams.tools.generator import generate_to_file
+from streams.tools.history import read_history
+from streams.tools.partitioner import ticket_partition
 from tests.support.histories import history_fired
 from tests.support.policies import candidate_text
 
@@ -90,10 +96,10 @@ class TransactionalProducer:
         return 0
 
 
-def worker_settings(tmp_path: Path) -> Settings:
+def worker_settings(tmp_path: Path, partitions: int = PARTITIONS) -> Settings:
     return load_settings(
         {"ESCALATOR_DATA_DIR": str(tmp_path), "ESCALATOR_STORE": "memory://",
-         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1", "ESCALATOR_PARTITIONS": str(PARTITIONS)}
+         "ESCALATOR_KAFKA_BOOTSTRAP": "127.0.0.1:1", "ESCALATOR_PARTITIONS": str(partitions)}
     )  # fmt: skip
 
 
@@ -107,7 +113,7 @@ def started(settings: Settings, broker: Broker, shadow: Policy | None = None) ->
     worker = Worker(settings, processor, TOPICS, event_time=True)
     worker.consumer.close()  # never read: the test hands the worker its messages
     worker.producer = TransactionalProducer(broker)  # type: ignore[assignment]
-    everything = list(range(PARTITIONS))
+    everything = list(range(settings.partitions))
     worker.savepoint = processor.savepoint()
     worker._resume_from(broker.committed_offsets(everything))  # as an assignment begins
     for p in everything:
@@ -310,3 +316,79 @@ def test_a_restart_keeps_the_clock_that_silences_a_late_event(
     assert escalations(broker) == ({}, 0)
     silenced = worker.processor.counters.silenced  # type: ignore[attr-defined]
     assert sum(silenced.values()) >= 1
+
+
+def arrived_late(path: Path, rnd: Random) -> list[TicketEvent]:
+    """A history as a source delivered it: one event in 25 held back 1 minute to 48 hours
+    (a slow webhook, a batch re-sent), the rest in time order."""
+    events = [e for e in read_history(path) if isinstance(e, TicketEvent)]
+    held = [
+        (e.occurred_at + (rnd.randint(60_000, 48 * HOUR_MS) if rnd.random() < 0.04 else 0), n)
+        for n, e in enumerate(events)
+    ]
+    return [events[n] for _, n in sorted(held)]
+
+
+def lanes_of(events: list[TicketEvent], settings: Settings) -> list[list[Message]]:
+    """The events in arrival order on ticket-events, each in its ticket's partition as the
+    producers put it (murmur2), then an end tick on each partition at the history's end."""
+    codec = codec_for("TicketEvent", settings, TOPICS)
+    lanes: list[list[Message]] = [[] for _ in range(settings.partitions)]
+    for e in events:
+        p = ticket_partition(e.ticket_id, settings.partitions)
+        value = codec.encode(ticket_event_to_avro(e))
+        lanes[p].append(Message(value, e.ticket_id.encode(), p, len(lanes[p]), None))
+    end = encode_tick(max(e.occurred_at for e in events))
+    for p, lane in enumerate(lanes):
+        lane.append(Message(end, None, p, len(lane), [(TICK_HEADER, b"1")]))
+    return lanes
+
+
+def backtest_fired(events: list[TicketEvent], partitions: int) -> dict[str, int]:
+    """fired_at by escalation id, as `escalator backtest --arrival-order --partitions N`."""
+    out = io.StringIO()
+    backtest_events([load_policy()], events, [out], arrival_order=True, partitions=partitions)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    return {r["escalation_id"]: r["fired_at"] for r in records if r["action"] == "escalation"}
+
+
+@pytest.fixture(scope="module")
+def late_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("late") / "history.jsonl"
+    generate_to_file(path, agents=20, days=3, seed=29)
+    return path
+
+
+def worker_fired(events: list[TicketEvent], partitions: int, tmp_path: Path) -> dict[str, int]:
+    """fired_at by escalation id, as the event-time worker commits them on `partitions`
+    partitions, read in a random interleaving of its partitions (`arrivals`)."""
+    settings = worker_settings(tmp_path, partitions)
+    broker, again = run(settings, lanes_of(events, settings), Random(partitions), 0, 50)
+    fired, records = escalations(broker)
+    assert again == 0 and records == len(fired)
+    return fired
+
+
+@pytest.mark.parametrize(("seed", "partitions"), [(2, 6), (3, 6), (5, 2), (7, 12)])
+def test_an_arrival_order_backtest_fires_what_the_worker_fires_on_its_partitions(
+    late_history: Path, tmp_path: Path, seed: int, partitions: int
+) -> None:
+    """`backtest --arrival-order` keeps a clock per partition, as the worker does, and fires
+    the same escalations at the same instants, whatever the interleaving of the partitions."""
+    events = arrived_late(late_history, Random(seed))
+    fired = worker_fired(events, partitions, tmp_path)
+    assert len(fired) > 500
+    assert backtest_fired(events, partitions) == fired
+
+
+def test_one_clock_for_the_whole_file_fired_deadlines_the_worker_never_fires(
+    late_history: Path, tmp_path: Path
+) -> None:
+    """With one clock, a ticket's deadline fired once other partitions' events passed it,
+    before its own partition's late answer arrived; the worker reads the answer first (here
+    an SLA warning and a next-response breach the worker never sent)."""
+    events = arrived_late(late_history, Random(2))
+    fired = worker_fired(events, 6, tmp_path)
+    one_clock = backtest_fired(events, 1)
+    assert set(fired) < set(one_clock)
+    assert {k: one_clock[k] for k in fired} == fired

@@ -195,6 +195,37 @@ def test_arrival_order_keeps_late_events_late() -> None:
     assert _run([created, other, reply])[0] == in_time  # the default orders by event time
 
 
+def test_arrival_order_keeps_a_clock_per_partition_as_the_worker_does() -> None:
+    """T1 is on partition 0 of 2, T2 on partition 1 (the producers' murmur2). T2's event
+    passes T1's first-response deadline before T1's reply arrives, but the reply is on time
+    for its own partition, whose clock the worker goes by: no breach. One clock fired it."""
+    created = TicketEvent("e1", "T1", EventType.CREATED, T0, priority=Priority.URGENT,
+                          customer_tier="vip", channel="email")  # fmt: skip
+    other = TicketEvent("e3", "T2", EventType.CREATED, T0 + 3 * 3_600_000, customer_tier="vip")
+    reply = TicketEvent("e2", "T1", EventType.AGENT_REPLIED, T0 + 5 * MINUTE)
+    one_clock, _ = _run([created, other, reply], arrival_order=True)
+    assert "FIRST_RESPONSE_BREACH" in one_clock
+    two, report = _run([created, other, reply], arrival_order=True, partitions=2)
+    assert "FIRST_RESPONSE_BREACH" not in two
+    assert (two, report) == _run([created, reply, other])  # each partition in time order
+    # a late event is late behind its own partition's clock only
+    late = TicketEvent("e4", "T3", EventType.CREATED, T0, tags_added=("legal",))  # partition 1
+    text, _ = _run([created, other, reply, late], arrival_order=True, partitions=2)
+    assert "LEGAL_THREAT" in text  # 3 h behind T2 on its partition: within the horizon
+
+
+def test_duplicates_are_counted_over_every_partition() -> None:
+    events = [
+        TicketEvent("a", "T1", EventType.CREATED, T0, channel="email"),
+        TicketEvent("b", "T2", EventType.CREATED, T0 + MINUTE, channel="email"),
+    ]
+    arrival = [events[0], events[1], events[1], events[0], events[1]]
+    reports = backtest_events(
+        [load_policy()], enumerate(arrival, 10), arrival_order=True, partitions=2
+    )  # lines 10..14; T1's copies on partition 0, T2's on 1
+    assert (reports[0].duplicates, reports[0].duplicate_lines) == (3, [12, 13, 14])
+
+
 def test_reused_event_ids_and_far_ahead_events_are_reported_by_line(tmp_path: Path) -> None:
     path = tmp_path / "h.jsonl"
     events = HISTORY[:40]
