@@ -155,16 +155,27 @@ def run(
     kills: int,
     commit_every: int,
     shadow: Policy | None = None,
+    workers: list[Worker] | None = None,
+    stop_before: frozenset[tuple[int, int]] = frozenset(),
 ) -> tuple[Broker, int]:
     """Drive the lanes to the end through workers killed at `kills` random messages, each
-    followed by a new one; returns what they committed and how many messages were read twice."""
+    followed by a new one; returns what they committed and how many messages were read twice
+    (`workers` gets each worker started). A worker about to read a message of `stop_before`
+    (partition, offset) commits and dies first, so the next one starts right at it."""
     broker = Broker(changelog_topic(settings))
     total = sum(len(lane) for lane in lanes)
     kill_at = sorted(rnd.sample(range(1, total), kills))
+    stops = set(stop_before)
     read = 0
     while True:
         worker = started(settings, broker, shadow)
+        if workers is not None:
+            workers.append(worker)
         for i, msg in enumerate(arrivals(lanes, broker.offsets, rnd), 1):
+            if (msg.partition(), msg.offset()) in stops:
+                stops.discard((msg.partition(), msg.offset()))
+                worker._commit()
+                break
             worker._handle(msg)  # type: ignore[arg-type]
             read += 1
             if kill_at and read == kill_at[0]:
@@ -346,10 +357,21 @@ def lanes_of(events: list[TicketEvent], settings: Settings) -> list[list[Message
 
 def backtest_fired(events: list[TicketEvent], partitions: int) -> dict[str, int]:
     """fired_at by escalation id, as `escalator backtest --arrival-order --partitions N`."""
+    return backtest_arrival(events, partitions)[0]
+
+
+def backtest_arrival(
+    events: list[TicketEvent], partitions: int
+) -> tuple[dict[str, int], dict[str, int]]:
+    """`escalator backtest --arrival-order --partitions N`: fired_at by escalation id, and
+    what it silenced (the backfill horizon) by reason."""
     out = io.StringIO()
-    backtest_events([load_policy()], events, [out], arrival_order=True, partitions=partitions)
+    (report,) = backtest_events(
+        [load_policy()], events, [out], arrival_order=True, partitions=partitions
+    )
     records = [json.loads(line) for line in out.getvalue().splitlines()]
-    return {r["escalation_id"]: r["fired_at"] for r in records if r["action"] == "escalation"}
+    fired = {r["escalation_id"]: r["fired_at"] for r in records if r["action"] == "escalation"}
+    return fired, dict(report.silenced)
 
 
 @pytest.fixture(scope="module")
@@ -359,14 +381,20 @@ def late_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def worker_fired(events: list[TicketEvent], partitions: int, tmp_path: Path) -> dict[str, int]:
+def worker_fired(
+    events: list[TicketEvent], partitions: int, tmp_path: Path
+) -> tuple[dict[str, int], dict[str, int]]:
     """fired_at by escalation id, as the event-time worker commits them on `partitions`
-    partitions, read in a random interleaving of its partitions (`arrivals`)."""
+    partitions, read in a random interleaving of its partitions (`arrivals`), and what it
+    silenced by reason (escalator_silenced_total)."""
     settings = worker_settings(tmp_path, partitions)
-    broker, again = run(settings, lanes_of(events, settings), Random(partitions), 0, 50)
+    workers: list[Worker] = []
+    broker, again = run(settings, lanes_of(events, settings), Random(partitions), 0, 50,
+                        workers=workers)  # fmt: skip
     fired, records = escalations(broker)
     assert again == 0 and records == len(fired)
-    return fired
+    (worker,) = workers
+    return fired, dict(worker.processor.counters.silenced)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(("seed", "partitions"), [(2, 6), (3, 6), (5, 2), (7, 12)])
@@ -374,11 +402,65 @@ def test_an_arrival_order_backtest_fires_what_the_worker_fires_on_its_partitions
     late_history: Path, tmp_path: Path, seed: int, partitions: int
 ) -> None:
     """`backtest --arrival-order` keeps a clock per partition, as the worker does, and fires
-    the same escalations at the same instants, whatever the interleaving of the partitions."""
+    the same escalations at the same instants, and silences the same, whatever the
+    interleaving of the partitions."""
     events = arrived_late(late_history, Random(seed))
-    fired = worker_fired(events, partitions, tmp_path)
+    fired, silenced = worker_fired(events, partitions, tmp_path)
     assert len(fired) > 500
-    assert backtest_fired(events, partitions) == fired
+    assert backtest_arrival(events, partitions) == (fired, silenced)
+
+
+@dataclass(frozen=True)
+class LateLanes:
+    """A history delivered late as the worker reads it, and what the backtest fires for it."""
+
+    settings: Settings = field(repr=False)
+    lanes: list[list[Message]] = field(repr=False)
+    fired: dict[str, int] = field(repr=False)
+    late: frozenset[tuple[int, int]]  # (partition, offset): over 24 h behind its partition
+
+
+@pytest.fixture(scope="module")
+def late_lanes(tmp_path_factory: pytest.TempPathFactory) -> LateLanes:
+    tmp = tmp_path_factory.mktemp("late-lanes")
+    generate_to_file(tmp / "history.jsonl", agents=4, days=3, seed=41)
+    events = arrived_late(tmp / "history.jsonl", Random(20))
+    settings = worker_settings(tmp / "data")
+    fired, silenced = backtest_arrival(events, PARTITIONS)
+    assert len(fired) > 100 and sum(silenced.values()) == 4  # late past the horizon
+    clocks = [0] * PARTITIONS
+    offsets = [0] * PARTITIONS
+    late = set()
+    for e in events:
+        p = ticket_partition(e.ticket_id, PARTITIONS)
+        if e.occurred_at < clocks[p] - 24 * HOUR_MS:
+            late.add((p, offsets[p]))
+        clocks[p] = max(clocks[p], e.occurred_at)
+        offsets[p] += 1
+    assert len(late) > 5
+    return LateLanes(settings, lanes_of(events, settings), fired, frozenset(late))
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    kills=st.integers(1, 4),
+    commit_every=st.sampled_from([1, 7, 60, 400]),
+    restart_at_late=st.booleans(),
+)
+def test_a_worker_killed_anywhere_on_late_events_fires_what_the_backtest_fires(
+    late_lanes: LateLanes, seed: int, kills: int, commit_every: int, restart_at_late: bool
+) -> None:
+    """Late events decide through each partition's clock, which every restart resumes from
+    the offsets (streams.runtime.partition_time): killed anywhere, and restarted right before
+    each event over 24 h late, the worker still fires exactly what `backtest --arrival-order`
+    fires, once, and silences the rest."""
+    stops = late_lanes.late if restart_at_late else frozenset()
+    broker, again = run(late_lanes.settings, late_lanes.lanes, Random(seed), kills, commit_every,
+                        stop_before=stops)  # fmt: skip
+    assert again >= kills
+    fired, records = escalations(broker)
+    assert fired == late_lanes.fired and records == len(late_lanes.fired)
 
 
 def test_one_clock_for_the_whole_file_fired_deadlines_the_worker_never_fires(
@@ -388,7 +470,7 @@ def test_one_clock_for_the_whole_file_fired_deadlines_the_worker_never_fires(
     before its own partition's late answer arrived; the worker reads the answer first (here
     an SLA warning and a next-response breach the worker never sent)."""
     events = arrived_late(late_history, Random(2))
-    fired = worker_fired(events, 6, tmp_path)
+    fired, _ = worker_fired(events, 6, tmp_path)
     one_clock = backtest_fired(events, 1)
     assert set(fired) < set(one_clock)
     assert {k: one_clock[k] for k in fired} == fired
