@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/engine.py [--tickets 100000] [--seed 7] [--history FILE] [--repeat 3]
                                      [--no-compiled] [--jobs N] [--state-tickets N]
+                                     [--partitions N]
 
 Prints events/s for (a) parsing the JSON Lines into TicketEvents, (b) the full event-time
 backtest with the default policy (parsing included) in plain Python and (c) the same with
@@ -11,7 +12,9 @@ backtest from parsing, printed per event. Each backtest runs in a fresh child pr
 both start alike. With --repeat the runs alternate and the best of each counts, since a
 shared machine only ever slows a run down. Goal: at least 80,000 events/s on one core.
 Then `escalator backtest --jobs N` (default: one per core) against `--jobs 1`, --out
-written and merged in both, and the speed-up (goal: 1.8x on 2 cores). Last, the bytes a
+written and merged in both, and the speed-up (goal: 1.8x on 2 cores). Then `--arrival-order`
+with a clock per partition (--partitions, default 6, as the worker) against one clock for
+the whole file, in this process: what the partitions cost. Last, the bytes a
 backtest holds per ticket (goal: at most 1,024), against the same with no ticket shelved.
 Figures, never pass/fail.
 """
@@ -34,7 +37,7 @@ from pathlib import Path
 from streams.runtime.processor import encode_state
 from streams.sla.engine import Engine
 from streams.sla.policy import load_policy
-from streams.tools.backtest import EventTimeDriver, backtest_events
+from streams.tools.backtest import EventTimeDriver, backtest_events, run_backtest
 from streams.tools.backtest_jobs import default_jobs, run_parallel_backtest
 from streams.tools.generator import generate_to_file
 from streams.tools.history import LineError, read_history
@@ -96,6 +99,17 @@ def jobs_run(path: Path, jobs: int, tmp: Path) -> tuple[float, float, bytes]:
     with open(os.devnull, "w") as sink:
         run_parallel_backtest(load_policy(), path, out, stdout=sink, stderr=sink, jobs=jobs)
     return time.perf_counter() - start, cpu_seconds() - cpu, out.read_bytes()
+
+
+def arrival_run(path: Path, partitions: int, tmp: Path) -> tuple[float, bytes]:
+    """Seconds of `escalator backtest --arrival-order --partitions N --out FILE`, and the
+    file."""
+    out = tmp / f"arrival-{partitions}.jsonl"
+    start = time.perf_counter()
+    with open(os.devnull, "w") as sink:
+        run_backtest(load_policy(), path, out, stdout=sink, stderr=sink, arrival_order=True,
+                     partitions=partitions)  # fmt: skip
+    return time.perf_counter() - start, out.read_bytes()
 
 
 def compile_engine(dest: Path) -> bool:
@@ -182,6 +196,9 @@ def main() -> int:
     parser.add_argument(
         "--state-tickets", type=int, default=100_000, help="tickets the state bytes cover"
     )
+    parser.add_argument(
+        "--partitions", type=int, default=6, help="--arrival-order's partition clocks (0: skip)"
+    )
     parser.add_argument("--backtest-only", type=Path, help=argparse.SUPPRESS)  # the child
     args = parser.parse_args()
 
@@ -235,6 +252,17 @@ def main() -> int:
                 jobs_cpu[1].append(one_cpu)
                 jobs_cpu[args.jobs].append(many_cpu)
                 same = same and one_out == many_out
+        arrival_s: dict[int, list[float]] = {1: [], args.partitions: []}
+        arrival_same = True
+        if args.partitions > 1:
+            for _ in range(max(args.repeat, 1)):
+                one_s, one_out = arrival_run(path, 1, Path(tmp))
+                many_s, many_out = arrival_run(path, args.partitions, Path(tmp))
+                arrival_s[1].append(one_s)
+                arrival_s[args.partitions].append(many_s)
+                arrival_same = arrival_same and sorted(one_out.split(b"\n")) == sorted(
+                    many_out.split(b"\n")
+                )
 
     parse_s = min(parse_runs)
     parse_rate = parsed / parse_s
@@ -278,6 +306,16 @@ def main() -> int:
         )
         load = os.getloadavg()[0]
         print(f"load average during the run: {load:.1f} (a shared machine lowers the speed-up)")
+    if args.partitions > 1:
+        one_s, many_s = min(arrival_s[1]), min(arrival_s[args.partitions])
+        print(
+            f"backtest --arrival-order --partitions {args.partitions}: {parsed / many_s:,.0f} "
+            f"events/s against one clock: {parsed / one_s:,.0f} events/s (--out written, plain "
+            f"Python in this process): ratio {one_s / many_s:.2f}; --out "
+            + ("the same lines" if arrival_same else "DIFFERENT lines")
+            + " (a history in time order has no late event: the clocks agree on every action,"
+            " the partitions only list them in their own order)"
+        )
     print(
         f"engine state: {held.per_ticket:,.0f} bytes per ticket as a backtest holds them "
         f"(tracemalloc over {held.tickets:,} tickets, {held.shelved:,} of them shelved as their "

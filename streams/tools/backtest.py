@@ -279,6 +279,7 @@ class PartitionedDriver:
             EventTimeDriver(engine, self.states, arrival_order=True) for _ in range(partitions)
         ]
         self.partitions = partitions
+        self.duplicates = 0  # every partition's, as EventTimeDriver counts them
         self._partition: dict[str, int] = {}
 
     def feed(self, event: TicketEvent, line: int = 0) -> list[Action]:
@@ -286,16 +287,17 @@ class PartitionedDriver:
         p = self._partition.get(ticket_id)
         if p is None:
             p = self._partition[ticket_id] = ticket_partition(ticket_id, self.partitions)
-        return self.drivers[p].feed(event, line)
+        driver = self.drivers[p]
+        before = driver.duplicates
+        actions = driver.feed(event, line)
+        if driver.duplicates != before:
+            self.duplicates += 1
+        return actions
 
     def advance(self, now: int) -> list[Action]:
         """Every partition's clock to `now` (the end of history), their actions in time
         order (each partition's own order kept)."""
         return list(heapq.merge(*(d.advance(now) for d in self.drivers), key=_instant))
-
-    @property
-    def duplicates(self) -> int:
-        return sum(d.duplicates for d in self.drivers)
 
     @property
     def duplicate_lines(self) -> list[int]:
