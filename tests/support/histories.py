@@ -4,9 +4,11 @@ a live pipeline sends."""
 from __future__ import annotations
 
 from pathlib import Path
+from random import Random
 
 from streams.sla.actions import Escalation
 from streams.sla.engine import Engine
+from streams.sla.events import TicketEvent
 from streams.sla.policy import load_policy
 from streams.tools.backtest import backtest_events
 from streams.tools.generator import generate_to_file
@@ -40,3 +42,17 @@ def history_fired(tmp_path: Path, agents: int, days: int, seed: int) -> tuple[Pa
     (report,) = backtest_events([policy], read_history(path))
     assert sum(report.by_reason.values()) == len(ids)
     return path, ids
+
+
+HOUR_MS = 3_600_000
+
+
+def arrived_late(path: Path, rnd: Random) -> list[TicketEvent]:
+    """A history as a source delivered it: one event in 25 held back 1 minute to 48 hours
+    (a slow webhook, a batch re-sent), the rest in time order."""
+    events = [e for e in read_history(path) if isinstance(e, TicketEvent)]
+    held = [
+        (e.occurred_at + (rnd.randint(60_000, 48 * HOUR_MS) if rnd.random() < 0.04 else 0), n)
+        for n, e in enumerate(events)
+    ]
+    return [events[n] for _, n in sorted(held)]

@@ -36,9 +36,8 @@ from streams.sla.events import EventType, TicketEvent
 from streams.sla.policy import Policy, load_policy, parse_policy
 from streams.tools.backtest import backtest_events
 from streams.tools.generator import generate_to_file
-from streams.tools.history import read_history
 from streams.tools.partitioner import ticket_partition
-from tests.support.histories import history_fired
+from tests.support.histories import arrived_late, history_fired
 from tests.support.policies import candidate_text
 
 PARTITIONS = 3
@@ -327,17 +326,6 @@ def test_a_restart_keeps_the_clock_that_silences_a_late_event(
     assert escalations(broker) == ({}, 0)
     silenced = worker.processor.counters.silenced  # type: ignore[attr-defined]
     assert sum(silenced.values()) >= 1
-
-
-def arrived_late(path: Path, rnd: Random) -> list[TicketEvent]:
-    """A history as a source delivered it: one event in 25 held back 1 minute to 48 hours
-    (a slow webhook, a batch re-sent), the rest in time order."""
-    events = [e for e in read_history(path) if isinstance(e, TicketEvent)]
-    held = [
-        (e.occurred_at + (rnd.randint(60_000, 48 * HOUR_MS) if rnd.random() < 0.04 else 0), n)
-        for n, e in enumerate(events)
-    ]
-    return [events[n] for _, n in sorted(held)]
 
 
 def lanes_of(events: list[TicketEvent], settings: Settings) -> list[list[Message]]:
