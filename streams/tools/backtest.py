@@ -493,11 +493,11 @@ def backtest_events(
     the history afresh: a history in time order is then streamed, and one that is not is
     read again and sorted in memory. With `arrival_order` the file's order is kept, late
     events included, as a live worker would have received it on `partitions` partitions (a
-    clock each). An event more than
-    `max_ahead` past the history's clock so far is refused by line. With `board`, each
-    report's `board` holds the open escalations at the end of history. With `record_ops`
-    (a --jobs shard) the queue stats are kept for the parent instead of alerted on, and
-    `out_keys` gets the (fired_at, ticket) of each line the first policy writes to its out.
+    clock each). An event more than `max_ahead` past the history's clock so far is refused
+    by line. With `board`, each report's `board` holds the open escalations at the end of
+    history. With `record_ops` (a --jobs shard) the queue stats are kept for the parent
+    instead of alerted on, and `out_keys` gets the (fired_at, ticket) of each line the first
+    policy writes to its out.
     """
     with collector_paused():
         if arrival_order:
