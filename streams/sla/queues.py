@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any, Final
 
 from streams.sla.durations import format_duration
@@ -81,6 +82,11 @@ class QueueStat:
 
     def __reduce__(self) -> tuple[type[QueueStat], tuple[Any, ...]]:
         return QueueStat, field_values(self)
+
+
+# The order of one message's stats on queue-stats: the alerts process judges the first of
+# them late against the partition's clock before the message, the others against the message's.
+STAT_ORDER: Final = attrgetter("at", "id")
 
 
 @dataclass(frozen=True, slots=True)

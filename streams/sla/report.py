@@ -28,6 +28,8 @@ from streams.sla.durations import HOUR, MINUTE
 from streams.sla.events import EventType, TicketEvent, format_ts
 from streams.sla.queues import (
     QUEUE_STATS,
+    STAT_ORDER,
+    PartitionClock,
     QueueAlert,
     QueueStat,
     QueueWindows,
@@ -113,6 +115,10 @@ class BacktestReport:
     # --jobs: a shard's queue stats as (its clock, closes windows, stat), replayed in the
     # parent in clock order, since a queue's windows span the tickets of every shard
     ops_record: list[tuple[int, bool, QueueStat]] | None = None
+    # arrival order: the alerts process's clocks, one per partition of queue-stats (which are
+    # the worker's); each fed message's stats wait in _held for `ops_message`
+    ops_clock: PartitionClock | None = None
+    _held: list[QueueStat] = field(default_factory=list)
     # ticket -> its escalations waiting for an answer: (escalation_id, level, fired_at)
     _waiting: dict[str, list[tuple[str, int, int]]] = field(default_factory=dict)
     board_warnings: dict[str, WarningEntry] | None = None  # open SLA warnings, shown apart
@@ -196,10 +202,33 @@ class BacktestReport:
         as the alerts process closes them: allowed_lateness behind."""
         if self.ops_record is not None:
             self.ops_record.append((clock, closes, stat))
+        elif self.ops_clock is not None:
+            self._held.append(stat)
         elif self.ops is not None:
             self.ops.add(stat)
             if closes:
                 self._close(clock - self.ops.config.allowed_lateness)
+
+    def ops_message(self, partition: int, wm: int) -> None:
+        """The queue stats of one message of `partition`, sent with `wm` (the partition's clock
+        before it), taken as `escalator alerts` takes them: in (at, id) order, each late if
+        older than its own partition's clock less the allowed lateness; then the windows close
+        to the partitions' watermark. Whether a stat is late then depends on its partition's
+        messages alone, not on how the file interleaves the partitions."""
+        held, ops, clock = self._held, self.ops, self.ops_clock
+        if not held or ops is None or clock is None:
+            return
+        if len(held) > 1:
+            held.sort(key=STAT_ORDER)
+        for stat in held:
+            if clock.observe(partition, wm, stat.at):
+                ops.add(stat)
+            else:
+                ops.late += 1
+        held.clear()
+        watermark = clock.watermark
+        if watermark is not None:
+            self._close(watermark)
 
     def replay_ops(
         self, records: Iterable[tuple[int, bool, QueueStat | None]], until: int | None
@@ -218,6 +247,9 @@ class BacktestReport:
 
     def _close_ops(self, until: int | None) -> None:
         if until is not None and self.ops is not None and self.ops_record is None:
+            for stat in self._held:  # the end tick's: due after each partition's clock, on time
+                self.ops.add(stat)
+            self._held.clear()
             # as the alerts process at the end of a replay: allowed_lateness behind the clock
             self._close(until - self.ops.config.allowed_lateness, final=True)
             self.ops_late = self.ops.late
@@ -354,6 +386,7 @@ class BacktestReport:
             "csat": self.csat_rows(),
             "answer_times": self.answer_rows(),
             "ops_alerts": self.alert_rows(),
+            "ops_late": self.ops_late,
         }
 
     def _insight_lines(self) -> list[str]:
@@ -393,6 +426,11 @@ class BacktestReport:
             )
         if len(self.ops_alerts) > 20:
             lines.append(f"  ... and {len(self.ops_alerts) - 20:,} more (--format json lists all)")
+        if self.ops_late:
+            lines.append(
+                f"  {self.ops_late:,} queue stats came later than allowed_lateness behind their"
+                " partition's clock: dropped, as `escalator alerts` drops them"
+            )
         return lines
 
     def ticket_outcome(self, ticket_id: str) -> Outcome:

@@ -25,7 +25,7 @@ from streams.sla.board import BoardBuilder
 from streams.sla.engine import Engine
 from streams.sla.events import TicketEvent, format_ts
 from streams.sla.policy import Policy
-from streams.sla.queues import QueueWindows
+from streams.sla.queues import PartitionClock, QueueWindows
 from streams.sla.report import BacktestReport, comparison, format_comparison
 from streams.tools.history import LineError, count_lines, is_gzip, read_history
 from streams.tools.partitioner import ticket_partition
@@ -225,6 +225,11 @@ class EventTimeDriver:
             return fired
         return out
 
+    def clock_before(self, ticket_id: str) -> tuple[int, int]:
+        """(the ticket's partition, the clock its next event finds: 0 before any), as the
+        worker sends it with that event's queue stats. One clock: one partition."""
+        return 0, self.watermark or 0
+
     def advance(self, now: int) -> list[Action]:
         """Fire everything due up to `now` (end of history, or a live tick)."""
         actions: list[Action] = []
@@ -282,12 +287,19 @@ class PartitionedDriver:
         self.duplicates = 0  # every partition's, as EventTimeDriver counts them
         self._partition: dict[str, int] = {}
 
-    def feed(self, event: TicketEvent, line: int = 0) -> list[Action]:
-        ticket_id = event.ticket_id
+    def _partition_of(self, ticket_id: str) -> int:
         p = self._partition.get(ticket_id)
         if p is None:
             p = self._partition[ticket_id] = ticket_partition(ticket_id, self.partitions)
-        driver = self.drivers[p]
+        return p
+
+    def clock_before(self, ticket_id: str) -> tuple[int, int]:
+        """(the ticket's partition, the clock its next event finds there: 0 before any)."""
+        p = self._partition_of(ticket_id)
+        return p, self.drivers[p].watermark or 0
+
+    def feed(self, event: TicketEvent, line: int = 0) -> list[Action]:
+        driver = self.drivers[self._partition_of(event.ticket_id)]
         before = driver.duplicates
         actions = driver.feed(event, line)
         if driver.duplicates != before:
@@ -359,16 +371,24 @@ class BacktestRun:
             report.ops = QueueWindows(policy.ops_alerts)
             if record_ops:
                 report.ops_record = []
+            elif arrival_order:  # stats late by their own partition's clock, as live
+                lateness = policy.ops_alerts.allowed_lateness
+                report.ops_clock = PartitionClock(range(partitions), lateness)
         return cls(policy, driver, report, out, builder)
 
     def feed(self, event: TicketEvent, line: int = 0) -> None:
         driver = self.driver
+        report = self.report
+        clock = None if report.ops_clock is None else driver.clock_before(event.ticket_id)
         duplicates = driver.duplicates
         actions = driver.feed(event, line)
         if actions:
             self.record(actions)
         if driver.duplicates == duplicates:  # applied: the report reads CSAT, answers, stats
-            self.report.event(event, driver.states.live[event.ticket_id])  # fed: it is live
+            report.event(event, driver.states.live[event.ticket_id])  # fed: it is live
+        if clock is not None:
+            partition, wm = clock
+            report.ops_message(partition, wm)
         if self.board is not None:
             self.board.event(event)
 

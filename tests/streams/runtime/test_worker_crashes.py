@@ -28,17 +28,21 @@ from hypothesis import strategies as st
 from bench.worker_digest import WALL_MS, Message, messages
 from schemas.codec import codec_for
 from schemas.records import ticket_event_to_avro
+from streams.runtime.alerts import AlertsProcess
+from streams.runtime.alerts import Stats as AlertsStats
 from streams.runtime.processor import TICK_HEADER, SteadyClock, build_processor, encode_tick
 from streams.runtime.settings import Settings, load_settings
 from streams.runtime.topics import Topics
 from streams.runtime.worker import Partitions, Worker, changelog_topic
 from streams.sla.events import EventType, TicketEvent
-from streams.sla.policy import Policy, load_policy, parse_policy
+from streams.sla.policy import OpsAlerts, Policy, load_policy, parse_policy
+from streams.sla.queues import ClosedWindow, PartitionClock, QueueStat, QueueWindows, alerts_of
+from streams.tools import backtest
 from streams.tools.backtest import backtest_events
 from streams.tools.generator import generate_to_file
 from streams.tools.partitioner import ticket_partition
 from tests.support.histories import arrived_late, history_fired
-from tests.support.policies import candidate_text
+from tests.support.policies import alerts_policy, candidate_text
 
 PARTITIONS = 3
 TOPICS = Topics("crash-")
@@ -102,11 +106,13 @@ def worker_settings(tmp_path: Path, partitions: int = PARTITIONS) -> Settings:
     )  # fmt: skip
 
 
-def started(settings: Settings, broker: Broker, shadow: Policy | None = None) -> Worker:
+def started(
+    settings: Settings, broker: Broker, shadow: Policy | None = None, policy: Policy | None = None
+) -> Worker:
     """An event-time worker that owns every partition, its stores restored from the broker's
     changelog and its due index rebuilt from them, as after an assignment; `shadow`: the
-    candidate policy it also runs (--shadow-policy)."""
-    processor = build_processor(settings, load_policy(), TOPICS, True, shadow)
+    candidate policy it also runs (--shadow-policy); `policy`: the default one's otherwise."""
+    processor = build_processor(settings, policy or load_policy(), TOPICS, True, shadow)
     for lane in [processor] if processor.shadow is None else [processor, processor.shadow]:
         lane.clock = SteadyClock(lambda: WALL_MS, lambda: 0.0)  # emitted_at is fixed
     worker = Worker(settings, processor, TOPICS, event_time=True)
@@ -156,6 +162,7 @@ def run(
     shadow: Policy | None = None,
     workers: list[Worker] | None = None,
     stop_before: frozenset[tuple[int, int]] = frozenset(),
+    policy: Policy | None = None,
 ) -> tuple[Broker, int]:
     """Drive the lanes to the end through workers killed at `kills` random messages, each
     followed by a new one; returns what they committed and how many messages were read twice
@@ -167,7 +174,7 @@ def run(
     stops = set(stop_before)
     read = 0
     while True:
-        worker = started(settings, broker, shadow)
+        worker = started(settings, broker, shadow, policy)
         if workers is not None:
             workers.append(worker)
         for i, msg in enumerate(arrivals(lanes, broker.offsets, rnd), 1):
@@ -348,18 +355,77 @@ def backtest_fired(events: list[TicketEvent], partitions: int) -> dict[str, int]
     return backtest_arrival(events, partitions)[0]
 
 
+@dataclass(frozen=True)
+class Ops:
+    """What the queue ops alerts made of a run's queue stats."""
+
+    counted: frozenset[str]  # the stats' ids
+    late: int  # dropped: older than their partition's clock less the allowed lateness
+    alerts: list[str]  # ids, sorted
+
+
+class CountingWindows(QueueWindows):
+    """The backtest's windows, keeping the id of every stat they count."""
+
+    def __init__(self, config: OpsAlerts) -> None:
+        super().__init__(config)
+        self.counted: set[str] = set()
+
+    def add(self, stat: QueueStat) -> bool:
+        counted = super().add(stat)
+        if counted:
+            self.counted.add(stat.id)
+        return counted
+
+
 def backtest_arrival(
-    events: list[TicketEvent], partitions: int
-) -> tuple[dict[str, int], dict[str, int]]:
-    """`escalator backtest --arrival-order --partitions N`: fired_at by escalation id, and
-    what it silenced (the backfill horizon) by reason."""
+    events: list[TicketEvent], partitions: int, policy: Policy | None = None
+) -> tuple[dict[str, int], dict[str, int], Ops | None]:
+    """`escalator backtest --arrival-order --partitions N`: fired_at by escalation id, what
+    it silenced (the backfill horizon) by reason, and its queue ops when `policy` has them."""
     out = io.StringIO()
-    (report,) = backtest_events(
-        [load_policy()], events, [out], arrival_order=True, partitions=partitions
-    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(backtest, "QueueWindows", CountingWindows)
+        (report,) = backtest_events(
+            [policy or load_policy()], events, [out], arrival_order=True, partitions=partitions
+        )
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     fired = {r["escalation_id"]: r["fired_at"] for r in records if r["action"] == "escalation"}
-    return fired, dict(report.silenced)
+    ops = None
+    if isinstance(report.ops, CountingWindows):
+        alerts = sorted(a.alert_id for a in report.ops_alerts)
+        ops = Ops(frozenset(report.ops.counted), report.ops_late, alerts)
+    return fired, dict(report.silenced), ops
+
+
+def alerts_read(broker: Broker, partitions: int, policy: Policy, rnd: Random) -> Ops:
+    """What `escalator alerts` makes of the queue stats the worker committed: its own reading
+    of each message (AlertsProcess._take), the partitions interleaved at random, the windows
+    closed now and then as after a batch, and last at the end ticks' heartbeats."""
+    alerts = AlertsProcess.__new__(AlertsProcess)  # no consumer or producer: no broker here
+    config = policy.ops_alerts
+    alerts.clock = PartitionClock(range(partitions), config.allowed_lateness)
+    alerts.windows = QueueWindows(config)
+    alerts.stats = AlertsStats()
+    lanes = [
+        [Message(value or b"", key, p, n, None) for n, (key, value) in enumerate(stats)]
+        for p in range(partitions)
+        for stats in [broker.records.get((TOPICS.queue_stats, p), [])]
+    ]
+    counted: set[str] = set()
+    closed: list[ClosedWindow] = []
+    for msg in arrivals(lanes, {}, rnd):
+        taken = alerts._take(msg)  # type: ignore[arg-type]
+        if taken is not None and taken.stat is not None:
+            counted.add(taken.stat.id)
+        watermark = alerts.clock.watermark
+        if watermark is not None and rnd.random() < 0.02:
+            closed += alerts.windows.close_until(watermark)
+    watermark = alerts.clock.watermark
+    assert watermark is not None  # every partition's end tick sent its heartbeat
+    closed += alerts.windows.close_until(watermark)
+    ids = sorted(a.alert_id for a in alerts_of(closed))
+    return Ops(frozenset(counted), alerts.windows.late, ids)
 
 
 @pytest.fixture(scope="module")
@@ -370,19 +436,19 @@ def late_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def worker_fired(
-    events: list[TicketEvent], partitions: int, tmp_path: Path
-) -> tuple[dict[str, int], dict[str, int]]:
+    events: list[TicketEvent], partitions: int, tmp_path: Path, policy: Policy | None = None
+) -> tuple[dict[str, int], dict[str, int], Broker]:
     """fired_at by escalation id, as the event-time worker commits them on `partitions`
-    partitions, read in a random interleaving of its partitions (`arrivals`), and what it
-    silenced by reason (escalator_silenced_total)."""
+    partitions, read in a random interleaving of its partitions (`arrivals`), what it
+    silenced by reason (escalator_silenced_total), and all it committed."""
     settings = worker_settings(tmp_path, partitions)
     workers: list[Worker] = []
     broker, again = run(settings, lanes_of(events, settings), Random(partitions), 0, 50,
-                        workers=workers)  # fmt: skip
+                        workers=workers, policy=policy)  # fmt: skip
     fired, records = escalations(broker)
     assert again == 0 and records == len(fired)
     (worker,) = workers
-    return fired, dict(worker.processor.counters.silenced)  # type: ignore[attr-defined]
+    return fired, dict(worker.processor.counters.silenced), broker  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(("seed", "partitions"), [(2, 6), (3, 6), (5, 2), (7, 12)])
@@ -391,11 +457,16 @@ def test_an_arrival_order_backtest_fires_what_the_worker_fires_on_its_partitions
 ) -> None:
     """`backtest --arrival-order` keeps a clock per partition, as the worker does, and fires
     the same escalations at the same instants, and silences the same, whatever the
-    interleaving of the partitions."""
+    interleaving of the partitions. Its queue ops alerts count the stats `escalator alerts`
+    counts of what the worker sent, drop the same ones as late, by their own partition's
+    clock, and raise the same alerts."""
+    _, policy = alerts_policy(tmp_path)  # the default policy with small ops alerts
     events = arrived_late(late_history, Random(seed))
-    fired, silenced = worker_fired(events, partitions, tmp_path)
+    fired, silenced, broker = worker_fired(events, partitions, tmp_path, policy)
     assert len(fired) > 500
-    assert backtest_arrival(events, partitions) == (fired, silenced)
+    live = alerts_read(broker, partitions, policy, Random(seed))
+    assert len(live.counted) > 1000 and live.late > 20 and live.alerts
+    assert backtest_arrival(events, partitions, policy) == (fired, silenced, live)
 
 
 @dataclass(frozen=True)
@@ -414,7 +485,7 @@ def late_lanes(tmp_path_factory: pytest.TempPathFactory) -> LateLanes:
     generate_to_file(tmp / "history.jsonl", agents=4, days=3, seed=41)
     events = arrived_late(tmp / "history.jsonl", Random(20))
     settings = worker_settings(tmp / "data")
-    fired, silenced = backtest_arrival(events, PARTITIONS)
+    fired, silenced, _ = backtest_arrival(events, PARTITIONS)
     assert len(fired) > 100 and sum(silenced.values()) == 4  # late past the horizon
     clocks = [0] * PARTITIONS
     offsets = [0] * PARTITIONS
@@ -458,7 +529,7 @@ def test_one_clock_for_the_whole_file_fired_deadlines_the_worker_never_fires(
     before its own partition's late answer arrived; the worker reads the answer first (here
     an SLA warning and a next-response breach the worker never sent)."""
     events = arrived_late(late_history, Random(2))
-    fired, _ = worker_fired(events, 6, tmp_path)
+    fired, _, _ = worker_fired(events, 6, tmp_path)
     one_clock = backtest_fired(events, 1)
     assert set(fired) < set(one_clock)
     assert {k: one_clock[k] for k in fired} == fired

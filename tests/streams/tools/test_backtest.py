@@ -214,6 +214,37 @@ def test_arrival_order_keeps_a_clock_per_partition_as_the_worker_does() -> None:
     assert "LEGAL_THREAT" in text  # 3 h behind T2 on its partition: within the horizon
 
 
+def test_arrival_order_drops_a_queue_stat_late_behind_its_own_partition_only() -> None:
+    """T1 and T5 are on partition 0 of 2, T2 and T3 on partition 1. T5's creation comes
+    after T2's and T3's, 3 h later in event time: on time for partition 0, whose clock the
+    alerts process judges it by, as the worker sent it (T1's time); late on one clock."""
+    lateness = load_policy().ops_alerts.allowed_lateness
+    events = [
+        TicketEvent("a", "T1", EventType.CREATED, T0, channel="email"),
+        TicketEvent("b", "T2", EventType.CREATED, T0 + 3 * 3_600_000, channel="email"),
+        TicketEvent("c", "T3", EventType.CREATED, T0 + 3 * 3_600_000 + MINUTE, channel="email"),
+        TicketEvent("d", "T5", EventType.CREATED, T0 + 3_600_000, channel="email"),
+    ]
+    late = {}
+    for partitions in (1, 2):
+        (report,) = backtest_events(
+            [load_policy()], enumerate(events, 1), arrival_order=True, partitions=partitions
+        )
+        assert report.ops is not None
+        late[partitions] = (report.ops_late, report.ops.added)
+        text = report.format()
+        assert ("1 queue stats came later than allowed_lateness" in text) == (partitions == 1)
+        assert report.to_dict()["ops_late"] == report.ops_late
+    assert late == {1: (1, 3), 2: (0, 4)}
+    # one partition's own clock: the stat of an event as late as that is dropped there too
+    again = [*events[:3], dataclasses.replace(events[3], ticket_id="T4", event_id="e")]
+    (report,) = backtest_events(
+        [load_policy()], enumerate(again, 1), arrival_order=True, partitions=2
+    )  # T4 is on partition 1: behind the clock T3's stat was sent with (T2's time) - lateness
+    assert events[1].occurred_at - lateness > events[3].occurred_at
+    assert report.ops_late == 1
+
+
 def test_duplicates_are_counted_over_every_partition() -> None:
     events = [
         TicketEvent("a", "T1", EventType.CREATED, T0, channel="email"),
