@@ -14,7 +14,8 @@ shared machine only ever slows a run down. Goal: at least 80,000 events/s on one
 Then `escalator backtest --jobs N` (default: one per core) against `--jobs 1`, --out
 written and merged in both, and the speed-up (goal: 1.8x on 2 cores). Then `--arrival-order`
 with a clock per partition (--partitions, default 6, as the worker) against one clock for
-the whole file, in this process: what the partitions cost. Last, the bytes a
+the whole file, in this process: what the partitions cost, and its speed-up on --jobs N
+(split by partition). Last, the bytes a
 backtest holds per ticket (goal: at most 1,024), against the same with no ticket shelved.
 Figures, never pass/fail.
 """
@@ -90,14 +91,18 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def jobs_run(path: Path, jobs: int, tmp: Path) -> tuple[float, float, bytes]:
+def jobs_run(path: Path, jobs: int, tmp: Path, partitions: int = 0) -> tuple[float, float, bytes]:
     """Seconds and CPU seconds (every process) of `escalator backtest --jobs N --out FILE`
     as the command runs it, and the file (the speed-up only counts if the output is the
-    same). The CPU time tells the split's own cost apart from a busy machine's."""
+    same). The CPU time tells the split's own cost apart from a busy machine's. With
+    `partitions`: `--arrival-order --partitions N`, split by partition."""
     out = tmp / f"jobs-{jobs}.jsonl"
     start, cpu = time.perf_counter(), cpu_seconds()
     with open(os.devnull, "w") as sink:
-        run_parallel_backtest(load_policy(), path, out, stdout=sink, stderr=sink, jobs=jobs)
+        run_parallel_backtest(
+            load_policy(), path, out, stdout=sink, stderr=sink, jobs=jobs,
+            arrival_order=partitions > 0, partitions=max(partitions, 1),
+        )  # fmt: skip
     return time.perf_counter() - start, cpu_seconds() - cpu, out.read_bytes()
 
 
@@ -264,6 +269,15 @@ def main() -> int:
                     arrival_s[partitions].append(run_s)
                     outs[partitions] = sorted(out.split(b"\n"))
                 arrival_same = arrival_same and outs[1] == outs[args.partitions]
+        arrival_jobs: dict[int, list[float]] = {1: [], args.jobs: []}
+        arrival_jobs_same = True
+        if args.partitions > 1 and args.jobs > 1:
+            for _ in range(max(args.repeat, 1)):
+                one_s, _, one_out = jobs_run(path, 1, Path(tmp), args.partitions)
+                many_s, _, many_out = jobs_run(path, args.jobs, Path(tmp), args.partitions)
+                arrival_jobs[1].append(one_s)
+                arrival_jobs[args.jobs].append(many_s)
+                arrival_jobs_same = arrival_jobs_same and one_out == many_out
 
     parse_s = min(parse_runs)
     parse_rate = parsed / parse_s
@@ -316,6 +330,14 @@ def main() -> int:
             + ("the same lines" if arrival_same else "DIFFERENT lines")
             + " (a history in time order has no late event: the clocks agree on every action,"
             " the partitions only list them in their own order)"
+        )
+    if args.partitions > 1 and args.jobs > 1:
+        one_s, many_s = min(arrival_jobs[1]), min(arrival_jobs[args.jobs])
+        print(
+            f"backtest --arrival-order --partitions {args.partitions} --jobs {args.jobs} (split "
+            f"by partition): {parsed / many_s:,.0f} events/s against --jobs 1: "
+            f"{parsed / one_s:,.0f} events/s: speed-up {one_s / many_s:.2f}x; outputs "
+            + ("identical" if arrival_jobs_same else "DIFFER")
         )
     print(
         f"engine state: {held.per_ticket:,.0f} bytes per ticket as a backtest holds them "

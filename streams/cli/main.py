@@ -498,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument(
         "--jobs",
         type=int,
-        help="processes, tickets split between them by hash; same output (default: one per core)",
+        help="processes, tickets split between them by hash (with --arrival-order by partition,"
+        " at most one process each); same output (default: one per core)",
     )
     back.set_defaults(func=cmd_backtest)
 

@@ -200,10 +200,10 @@ class BacktestReport:
     def _stat(self, stat: QueueStat, clock: int, closes: bool) -> None:
         """Add a queue stat at the driver's `clock`; after an event's stat the windows close
         as the alerts process closes them: allowed_lateness behind."""
-        if self.ops_record is not None:
-            self.ops_record.append((clock, closes, stat))
-        elif self.ops_clock is not None:
+        if self.ops_clock is not None:
             self._held.append(stat)
+        elif self.ops_record is not None:
+            self.ops_record.append((clock, closes, stat))
         elif self.ops is not None:
             self.ops.add(stat)
             if closes:
@@ -222,13 +222,24 @@ class BacktestReport:
             held.sort(key=STAT_ORDER)
         for stat in held:
             if clock.observe(partition, wm, stat.at):
-                ops.add(stat)
+                self._count(stat)
             else:
                 ops.late += 1
         held.clear()
-        watermark = clock.watermark
-        if watermark is not None:
-            self._close(watermark)
+        if self.ops_record is None:
+            watermark = clock.watermark
+            if watermark is not None:
+                self._close(watermark)
+
+    def _count(self, stat: QueueStat) -> None:
+        """A stat on time for its partition: counted, or in a --jobs shard kept for the
+        process that counts its queue. Its lateness depended on its partition alone, and a
+        stat on time is never late for the windows, whenever they close: it goes at clock 0,
+        and that process adds them all up before it closes a window."""
+        if self.ops_record is not None:
+            self.ops_record.append((0, False, stat))
+        elif self.ops is not None:
+            self.ops.add(stat)
 
     def replay_ops(
         self, records: Iterable[tuple[int, bool, QueueStat | None]], until: int | None
@@ -246,10 +257,10 @@ class BacktestReport:
         self._close_ops(until)
 
     def _close_ops(self, until: int | None) -> None:
+        for stat in self._held:  # the end tick's: due after each partition's clock, on time
+            self._count(stat)
+        self._held.clear()
         if until is not None and self.ops is not None and self.ops_record is None:
-            for stat in self._held:  # the end tick's: due after each partition's clock, on time
-                self.ops.add(stat)
-            self._held.clear()
             # as the alerts process at the end of a replay: allowed_lateness behind the clock
             self._close(until - self.ops.config.allowed_lateness, final=True)
             self.ops_late = self.ops.late

@@ -322,6 +322,12 @@ class PartitionedDriver:
         return max(clocks) if clocks else None
 
 
+# A --out line of an arrival-order --jobs shard: its order, (history line, 0, "", n) while
+# history runs and (END_LINE, fired_at, ticket, n) at its end, then its fired_at and ticket.
+ArrivalKey = tuple[int, int, str, int, int, str]
+END_LINE: Final = 2**62
+
+
 def action_record(action: Action) -> dict[str, object]:
     """JSON form of an action for --out files, tagged with what it is."""
     kind = {
@@ -343,6 +349,10 @@ class BacktestRun:
     board: BoardBuilder | None = None  # the escalation board at the end, as the sink keeps it
     # (fired_at, ticket) of each --out line, for a --jobs merge that need not parse them
     keys: list[tuple[int, str]] | None = None
+    # in arrival order, the same for a merge by line (ArrivalKey); the lines then go out as
+    # they come, and the merge puts each instant's in ticket order as _flush does
+    arrival_keys: list[ArrivalKey] | None = None
+    _line: int = 0  # the history line being fed, END_LINE once history ends
     # --out lines of the instant being written, put in ticket order when it ends, so that
     # the file does not depend on how the history interleaves tickets
     _instant: int = -1
@@ -371,7 +381,7 @@ class BacktestRun:
             report.ops = QueueWindows(policy.ops_alerts)
             if record_ops:
                 report.ops_record = []
-            elif arrival_order:  # stats late by their own partition's clock, as live
+            if arrival_order:  # stats late by their own partition's clock, as live
                 lateness = policy.ops_alerts.allowed_lateness
                 report.ops_clock = PartitionClock(range(partitions), lateness)
         return cls(policy, driver, report, out, builder)
@@ -379,6 +389,7 @@ class BacktestRun:
     def feed(self, event: TicketEvent, line: int = 0) -> None:
         driver = self.driver
         report = self.report
+        self._line = line
         clock = None if report.ops_clock is None else driver.clock_before(event.ticket_id)
         duplicates = driver.duplicates
         actions = driver.feed(event, line)
@@ -400,10 +411,22 @@ class BacktestRun:
         if self.out is not None:
             for action in actions:
                 if isinstance(action, Escalation | PriorityBump | Reminder):
+                    if self.arrival_keys is not None:
+                        self._keyed(action)
+                        continue
                     if action.fired_at != self._instant:
                         self._flush()
                         self._instant = action.fired_at
                     self._lines.append((action.ticket_id, json.dumps(action_record(action))))
+
+    def _keyed(self, action: Escalation | PriorityBump | Reminder) -> None:
+        assert self.out is not None and self.arrival_keys is not None
+        self.out.write(json.dumps(action_record(action)) + "\n")
+        at, ticket, n = action.fired_at, action.ticket_id, len(self.arrival_keys)
+        if self._line == END_LINE:  # merged over partitions by instant (PartitionedDriver)
+            self.arrival_keys.append((END_LINE, at, ticket, n, at, ticket))
+        else:
+            self.arrival_keys.append((self._line, 0, "", n, at, ticket))
 
     def _flush(self) -> None:
         if self.out is not None and self._lines:
@@ -415,6 +438,7 @@ class BacktestRun:
         self._lines.clear()
 
     def finish(self, until: int | None) -> None:
+        self._line = END_LINE
         if until is None:
             until = self.driver.watermark
         if until is not None:
@@ -505,6 +529,7 @@ def backtest_events(
     record_ops: bool = False,
     out_keys: list[tuple[int, str]] | None = None,
     partitions: int = 1,
+    arrival_keys: list[ArrivalKey] | None = None,
 ) -> list[BacktestReport]:
     """Run each policy over the same events in one pass; bad lines are reported, not fatal.
 
@@ -517,7 +542,7 @@ def backtest_events(
     by line. With `board`, each report's `board` holds the open escalations at the end of
     history. With `record_ops` (a --jobs shard) the queue stats are kept for the parent
     instead of alerted on, and `out_keys` gets the (fired_at, ticket) of each line the first
-    policy writes to its out.
+    policy writes to its out (`arrival_keys` an ArrivalKey, in arrival order).
     """
     with collector_paused():
         if arrival_order:
@@ -535,6 +560,7 @@ def backtest_events(
                 record_ops,
                 out_keys,
                 partitions,
+                arrival_keys,
             )
         if callable(items):
             try:
@@ -576,6 +602,7 @@ def _backtest_events(
     record_ops: bool = False,
     out_keys: list[tuple[int, str]] | None = None,
     partitions: int = 1,
+    arrival_keys: list[ArrivalKey] | None = None,
 ) -> list[BacktestReport]:
     runs = [
         BacktestRun.start(
@@ -590,6 +617,7 @@ def _backtest_events(
         for i, policy in enumerate(policies)
     ]
     runs[0].keys = out_keys
+    runs[0].arrival_keys = arrival_keys
     events = 0
     bad = 0
     rejected: list[int] = []

@@ -10,10 +10,14 @@ reports up and merges the --out files by (fired_at, ticket), the order the one-p
 backtest writes. The result is byte-identical to `--jobs 1`
 (tests/streams/tools/test_backtest_jobs.py).
 
-Two things span tickets, and then one process runs the whole backtest instead, for an exact
-result: `--arrival-order` (a ticket's clock is its partition's, and a partition is not a
-shard), and a history where --max-ahead refuses a line (the clock it is measured from is
-every ticket's).
+With `--arrival-order` a ticket's clock is its partition's, so the tickets are split by
+partition instead (the producers' murmur2, at most one process per partition): a partition's
+actions, and which of its queue stats are late, depend on its own events alone. The --out
+lines are merged by the history line that fired them, and each instant's put in ticket order
+as one process writes them.
+
+A history where --max-ahead refuses a line depends on every ticket's clock (the history's),
+and then one process runs the whole backtest instead, for an exact result.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Barrier
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Final, TextIO, cast
+from typing import TYPE_CHECKING, Any, Final, TextIO, cast
 
 from streams.sla.policy import Policy
 from streams.sla.queues import QueueStat, QueueWindows, StatKind
@@ -51,6 +55,9 @@ from streams.tools.backtest import (
 )
 from streams.tools.history import count_lines, is_gzip, read_history, shard_of
 from streams.tools.progress import Progress
+
+if TYPE_CHECKING:
+    from streams.tools.backtest import ArrivalKey
 
 _FIRST = -(2**63)
 
@@ -69,6 +76,7 @@ class Shard:
     errors: list[str]  # its stderr lines
     exact: bool  # False: its part depends on other tickets (a line refused by --max-ahead)
     ordered: bool = True  # False: its queue stats' clocks go back (see _replay_own_queues)
+    first_line: int | None = None  # the line of its first event
 
 
 class _Counter:
@@ -85,17 +93,20 @@ class _Counter:
 def _run_shard(
     index: int, jobs: int, policies: list[Policy], events_path: Path, out: Path | None,
     until: int | None, max_ahead: int, barrier: Barrier, ends: Any, done: Any, tmp: Path,
+    partitions: int = 0,
 ) -> Shard:  # fmt: skip
+    """`partitions`: an --arrival-order backtest on that many partitions."""
     ends[index] = _FIRST
-    first: list[int] = []
+    first: list[tuple[int, int]] = []  # (line, occurred_at) of the first event
     agreed: list[int | None] = [until]
 
     def history() -> Iterator[Any]:
         first.clear()
-        for pair in read_history(events_path, numbered=True, shard=(index, jobs)):
+        for pair in read_history(events_path, numbered=True, shard=(index, jobs),
+                                 partitions=partitions):  # fmt: skip
             item = pair[1]
             if not first and hasattr(item, "occurred_at"):
-                first.append(item.occurred_at)
+                first.append((pair[0], item.occurred_at))
             yield pair
 
     def agreed_end(clock: int | None) -> int | None:
@@ -108,13 +119,16 @@ def _run_shard(
         return agreed[0]
 
     errors = io.StringIO()
-    keys: list[tuple[int, str]] | None = [] if out else None
+    keys: list[Any] | None = [] if out else None
+    arrival = partitions > 0
     with open(out, "w", encoding="utf-8") if out else io.StringIO() as sink:
         outs: list[Any] = [sink if out else None] + [None] * (len(policies) - 1)
         try:
             reports = backtest_events(
                 policies, history, outs, agreed_end, progress=_Counter(done),  # type: ignore[arg-type]
-                errors=errors, board=True, max_ahead=max_ahead, record_ops=True, out_keys=keys,
+                errors=errors, board=True, max_ahead=max_ahead, record_ops=True,
+                out_keys=None if arrival else keys, arrival_order=arrival,
+                partitions=max(partitions, 1), arrival_keys=keys if arrival else None,
             )  # fmt: skip
             if out and keys is not None:
                 _write_chunks(_keys_path(out), keys)
@@ -129,8 +143,9 @@ def _run_shard(
     last = ends[index] if until is None else None
     report = reports[0]
     return Shard(
-        reports, first[0] if first else None, None if last == _FIRST else last,
+        reports, first[0][1] if first else None, None if last == _FIRST else last,
         errors.getvalue().splitlines(), exact=not report.rejected_lines, ordered=ordered,
+        first_line=first[0][0] if first else None,
     )  # fmt: skip
 
 
@@ -169,7 +184,8 @@ def _replay_own_queues(
         merged = heapq.merge(stats, _closes(ticks, policy.ops_alerts.hop))
         replay.replay_ops(_as_replayed(merged), until)
         report.ops_alerts = replay.ops_alerts
-        report.ops_late = replay.ops_late
+        # in arrival order the shard decided which stats were late (BacktestReport._count)
+        report.ops_late = replay.ops_late + (report.ops.late if report.ops is not None else 0)
     return ordered
 
 
@@ -276,18 +292,35 @@ def _child(results: Any, index: int, *args: Any) -> None:
         results.put((index, traceback.format_exc()))
 
 
-def _exact(shards: list[Shard], max_ahead: int) -> bool:
+def _exact(shards: list[Shard], max_ahead: int, arrival_order: bool = False) -> bool:
     """No shard refused a line, and none would have been refused by the whole history's
     clock: each shard's events are at most `max_ahead` apart, so only a gap between the
     spans of the shards could refuse one."""
     if not all(s.exact for s in shards):
         return False
+    if arrival_order:
+        return _exact_in_arrival_order(shards, max_ahead)
     spans = sorted((s.first, s.last) for s in shards if s.first is not None and s.last is not None)
     reach = None
     for first, last in spans:
         if reach is not None and first - reach > max_ahead:
             return False
         reach = last if reach is None else max(reach, last)
+    return True
+
+
+def _exact_in_arrival_order(shards: list[Shard], max_ahead: int) -> bool:
+    """In file order a shard's clock is never ahead of the history's, so a line the history
+    refuses its shard refuses too, unless it is the shard's first event, which no clock of
+    its own stands before. That one is surely not refused if another shard's first event,
+    on an earlier line, is at most `max_ahead` before it; otherwise this says not exact
+    and one process decides (as rarely as a history's first events are far apart)."""
+    firsts = sorted((s.first_line, s.first) for s in shards if s.first_line is not None)
+    for k, (_, at) in enumerate(firsts):
+        assert at is not None
+        before = [t for _, t in firsts[:k] if t is not None]
+        if before and at - max(before) > max_ahead:
+            return False
     return True
 
 
@@ -339,6 +372,30 @@ def _keys_path(part: Path) -> Path:
     return part.with_suffix(".keys")
 
 
+def _merge_arrival_outs(parts: list[Path], out_path: Path) -> None:
+    """The shards' --out lines of an arrival-order backtest in the one-process order: by
+    the history line whose event fired them, each line's in order, then those of the end of
+    history by (fired_at, ticket); and as BacktestRun._flush writes them, each run of lines
+    with one fired_at in ticket order. The keys name both, so no line is parsed."""
+
+    def keyed(path: Path) -> Iterator[tuple[ArrivalKey, bytes]]:
+        with path.open("rb") as f:
+            yield from zip(_read_chunks(_keys_path(path)), f, strict=True)
+
+    run: list[tuple[str, bytes]] = []
+    instant: int | None = None
+    with out_path.open("wb") as out:
+        for key, line in heapq.merge(*map(keyed, parts), key=lambda pair: pair[0][:4]):
+            if key[4] != instant:
+                run.sort(key=itemgetter(0))  # stable: a ticket's own lines keep their order
+                out.writelines(text for _, text in run)
+                run.clear()
+                instant = key[4]
+            run.append((key[5], line))
+        run.sort(key=itemgetter(0))
+        out.writelines(text for _, text in run)
+
+
 def _merge_outs(parts: list[Path], out_path: Path) -> None:
     """The shards' --out lines in the one-process order: by fired_at, then ticket; a
     ticket's own lines keep their order (a ticket is in one shard, heapq.merge is stable).
@@ -375,7 +432,9 @@ def run_parallel_backtest(
         policy, events_path, out_path, other, until, stdout, stderr, arrival_order, max_ahead,
         fmt, html_path,
     )  # fmt: skip
-    if jobs <= 1 or arrival_order:
+    if arrival_order:
+        jobs = min(jobs, partitions)  # a partition's tickets are one process's
+    if jobs <= 1:
         return run_backtest(*args, partitions=partitions)
     policies = [policy] if other is None else [policy, other]
     total = None if is_gzip(events_path) else count_lines(events_path)
@@ -403,6 +462,7 @@ def run_parallel_backtest(
                     ends,
                     done,
                     Path(tmp),
+                    partitions if arrival_order else 0,
                 ),
                 daemon=True,
             )  # fmt: skip
@@ -442,14 +502,17 @@ def run_parallel_backtest(
                 "a process's queue stats are not in clock order, so their ops alerts cannot"
                 " be split"
             )
-        elif not _exact(shards, max_ahead):
-            why = "--max-ahead refuses lines of this history, which depends on every ticket's clock"
+        elif not _exact(shards, max_ahead, arrival_order):
+            why = (
+                "--max-ahead refuses (or, in arrival order, may refuse) lines of this history,"
+                " which depends on every ticket's clock"
+            )
         if why is not None:
             progress.close()
             stderr.write(f"backtest --jobs: {why}: running on one process\n")
-            return run_backtest(*args)
+            return run_backtest(*args, partitions=partitions)
         if out_path:
-            _merge_outs(parts, out_path)
+            (_merge_arrival_outs if arrival_order else _merge_outs)(parts, out_path)
     seconds = progress.close()
     reports = [merge_reports([s.reports[i] for s in shards], p) for i, p in enumerate(policies)]
     _report_errors(shards, reports[0], stderr)

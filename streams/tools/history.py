@@ -22,6 +22,7 @@ from streams.sla.events import (
     event_to_dict,
     json_type,
 )
+from streams.tools.partitioner import ticket_partition
 
 __all__ = [
     "LineError", "count_lines", "is_gzip", "load_json", "open_history", "read_history",
@@ -29,6 +30,7 @@ __all__ = [
 ]  # fmt: skip
 
 _GZIP_MAGIC: Final = b"\x1f\x8b"
+OWNERS_KEPT: Final = 1 << 18  # tickets whose shard a sharded read remembers
 
 _loads: Callable[[bytes], Any]
 _dumps: Callable[[Any], bytes]
@@ -91,7 +93,10 @@ def _json_error(exc: ValueError) -> str:
 
 
 def read_history(
-    path: str | Path, numbered: bool = False, shard: tuple[int, int] | None = None
+    path: str | Path,
+    numbered: bool = False,
+    shard: tuple[int, int] | None = None,
+    partitions: int = 0,
 ) -> Iterator[Any]:
     """Events of a JSON Lines history (gzip detected by magic bytes), in file order:
     TicketEvent or LineError items, or with `numbered` (line, item) pairs.
@@ -99,25 +104,31 @@ def read_history(
     Blank lines are skipped; each bad line yields a :class:`LineError` instead of an event.
     The file is opened on the first ``next()``, so a missing file raises there. With
     `shard` (index, count), only the lines of the tickets `shard_of` puts in that shard are
-    decoded (a line that is no JSON object goes to shard 0): `escalator backtest --jobs`.
+    decoded (a line that is no JSON object goes to shard 0): `escalator backtest --jobs`;
+    with `partitions`, by the tickets' partitions (`shard_of`).
     """
     if numbered:
-        return _read_history(path, shard)
-    return (item for _, item in _read_history(path, shard))
+        return _read_history(path, shard, partitions)
+    return (item for _, item in _read_history(path, shard, partitions))
 
 
-def shard_of(ticket_id: object, count: int) -> int:
-    """The shard of a ticket: the same in every process (Python's hash() is salted)."""
+def shard_of(ticket_id: object, count: int, partitions: int = 0) -> int:
+    """The shard of a ticket: the same in every process (Python's hash() is salted). With
+    `partitions` (`backtest --arrival-order`), its ticket-events partition's, modulo `count`:
+    a partition's clock spans its tickets, so each partition stays in one process."""
     key = ticket_id if isinstance(ticket_id, str) else repr(ticket_id)
+    if partitions:
+        return ticket_partition(key, partitions) % count
     return zlib.crc32(key.encode()) % count
 
 
 def _read_history(
-    path: str | Path, shard: tuple[int, int] | None = None
+    path: str | Path, shard: tuple[int, int] | None = None, partitions: int = 0
 ) -> Iterator[tuple[int, TicketEvent | LineError]]:
     name = str(path)
     loads = _loads
     index, count = shard or (0, 1)
+    owners: dict[str, int] = {}  # by partition: murmur2 in Python, once a ticket
     with open_history(path) as f:
         for lineno, raw in enumerate(f, 1):
             try:
@@ -128,7 +139,18 @@ def _read_history(
                 yield lineno, LineError(name, lineno, None, _json_error(exc))
                 continue
             if count > 1:
-                mine = type(data) is dict and shard_of(data.get("ticket_id"), count) == index
+                mine = False
+                if type(data) is dict:
+                    ticket = data.get("ticket_id")
+                    if partitions and isinstance(ticket, str):
+                        owner = owners.get(ticket)
+                        if owner is None:
+                            if len(owners) >= OWNERS_KEPT:
+                                owners.clear()
+                            owner = owners[ticket] = shard_of(ticket, count, partitions)
+                    else:
+                        owner = shard_of(ticket, count, partitions)
+                    mine = owner == index
                 if not mine and (type(data) is dict or index != 0):
                     continue
             if type(data) is not dict:

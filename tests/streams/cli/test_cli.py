@@ -119,8 +119,8 @@ def test_an_arrival_order_backtest_keeps_the_workers_partition_clocks(
     the result depends on it (streams.tools.backtest.PartitionedDriver)."""
     seen: list[int] = []
     monkeypatch.setattr(
-        streams.tools.backtest_jobs, "run_backtest",
-        lambda *args, partitions: seen.append(partitions) or [],
+        streams.tools.backtest_jobs, "run_parallel_backtest",
+        lambda *args, partitions, **kwargs: seen.append(partitions) or [],
     )  # fmt: skip
     events = tmp_path / "events.jsonl"
     events.write_text("")

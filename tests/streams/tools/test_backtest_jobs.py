@@ -9,6 +9,7 @@ import json
 import tempfile
 import threading
 from pathlib import Path
+from random import Random
 from types import SimpleNamespace
 
 import pytest
@@ -17,13 +18,16 @@ from hypothesis import strategies as st
 
 from streams.cli.main import main
 from streams.sla.events import event_to_dict
-from streams.sla.policy import OpsAlerts, load_policy
+from streams.sla.policy import OpsAlerts, Policy, load_policy
 from streams.sla.queues import QueueStat, QueueWindows, StatKind
 from streams.sla.report import BacktestReport
 from streams.tools import backtest_jobs
 from streams.tools.backtest_jobs import run_parallel_backtest
 from streams.tools.generator import generate_to_file
 from streams.tools.history import read_history, shard_of, write_history
+from streams.tools.partitioner import ticket_partition
+from tests.support.histories import arrived_late
+from tests.support.policies import alerts_policy
 
 T_2150 = 5_680_281_600_000  # far past a 2026 history: refused by --max-ahead
 
@@ -267,3 +271,98 @@ def test_clocks_that_go_back_are_not_split(
     run_parallel_backtest(policy, history, out, stdout=io.StringIO(), stderr=stderr, jobs=2)
     assert "queue stats are not in clock order" in stderr.getvalue()
     assert out.read_bytes() == _run(history, 1, tmp_path)[0]
+
+
+@pytest.fixture(scope="module")
+def arrived(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Policy]:
+    """A history delivered late (one event in 25 held back up to 48 h), with a repeated
+    event and a bad line, and a policy whose small ops alerts fire on it."""
+    tmp = tmp_path_factory.mktemp("arrived")
+    generate_to_file(tmp / "generated.jsonl", agents=40, days=2, seed=11)
+    path = tmp / "arrived.jsonl"
+    write_history(path, arrived_late(tmp / "generated.jsonl", Random(7)))
+    lines = path.read_text().splitlines()
+    lines[40:40] = [lines[10], "{not json"]
+    path.write_text("\n".join(lines) + "\n")
+    return path, alerts_policy(tmp)[1]
+
+
+def _arrival(path: Path, policy: Policy, jobs: int, tmp: Path) -> tuple[bytes, dict, str]:
+    out = tmp / f"arrival-{jobs}.jsonl"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    run_parallel_backtest(policy, path, out, stdout=stdout, stderr=stderr, jobs=jobs,
+                          arrival_order=True, partitions=6, fmt="json")  # fmt: skip
+    return out.read_bytes(), json.loads(stdout.getvalue()), stderr.getvalue()
+
+
+@pytest.mark.parametrize("jobs", [2, 4])
+def test_arrival_order_jobs_give_the_output_and_report_of_one_process(
+    arrived: tuple[Path, Policy], tmp_path: Path, jobs: int
+) -> None:
+    """In arrival order the processes split the partitions (6 here, by the producers'
+    murmur2): the --out file and the whole JSON report, late queue stats and ops alerts
+    included, are those of one process."""
+    path, policy = arrived
+    one_out, one_report, one_err = _arrival(path, policy, 1, tmp_path)
+    many_out, many_report, many_err = _arrival(path, policy, jobs, tmp_path)
+    (report,) = one_report["reports"]
+    assert report["ops_late"] > 20 and len(report["ops_alerts"]) >= 10
+    assert report["silenced"] and report["duplicates"] == 1 and report["bad_lines"] == 1
+    records = [json.loads(line) for line in one_out.splitlines()]
+    assert len(records) > 500
+    # not merged by instant: some line fires earlier than the one before it
+    assert any(b["fired_at"] < a["fired_at"] for a, b in zip(records, records[1:], strict=False))
+    # one instant's lines, in ticket order, come from partitions of different processes
+    runs: dict[int, set[int]] = {}
+    for r in records:
+        runs.setdefault(r["fired_at"], set()).add(ticket_partition(r["ticket_id"], 6) % jobs)
+    assert any(len(shards) > 1 for shards in runs.values())
+    assert "running on one process" not in many_err
+    assert many_out == one_out
+    assert many_report == one_report
+    assert "ignored 1 events whose event_id a ticket already had" in many_err
+
+
+def test_arrival_order_shards_hold_whole_partitions(arrived: tuple[Path, Policy]) -> None:
+    path, _ = arrived
+    owners: dict[str, set[int]] = {}
+    for shard in range(4):
+        for item in read_history(path, shard=(shard, 4), partitions=6):
+            if hasattr(item, "ticket_id"):
+                owners.setdefault(item.ticket_id, set()).add(shard)
+    assert all(s == {ticket_partition(t, 6) % 4} for t, s in owners.items())
+    assert {next(iter(s)) for s in owners.values()} == {0, 1, 2, 3}
+
+
+def test_arrival_order_jobs_are_capped_at_the_partitions(
+    arrived: tuple[Path, Policy], tmp_path: Path
+) -> None:
+    path, policy = arrived
+    stdout = io.StringIO()
+    run_parallel_backtest(policy, path, None, stdout=stdout, stderr=io.StringIO(), jobs=8,
+                          arrival_order=True, partitions=3)  # fmt: skip
+    assert "3 processes" in stdout.getvalue()
+
+
+def test_an_arrival_order_shard_whose_first_event_the_history_refuses_runs_on_one_process(
+    tmp_path: Path,
+) -> None:
+    """T1's partition is in process 0 and T2's in process 1 (6 partitions, 2 processes).
+    T2's first event is 40 days past T1's: the history refuses it, but nothing stands before
+    it in its own process. The parallel run sees that, and one process runs it."""
+    from streams.sla.events import EventType, TicketEvent
+
+    assert [ticket_partition(t, 6) % 2 for t in ("T1", "T2")] == [0, 1]
+    day = 86_400_000
+    t0 = 1_790_000_000_000
+    events = [
+        TicketEvent("a", "T1", EventType.CREATED, t0, channel="email"),
+        TicketEvent("b", "T2", EventType.CREATED, t0 + 40 * day, channel="email"),
+        TicketEvent("c", "T1", EventType.AGENT_REPLIED, t0 + 2 * day),
+    ]
+    path = tmp_path / "far.jsonl"
+    write_history(path, events)
+    one = _arrival(path, load_policy(), 1, tmp_path)
+    many = _arrival(path, load_policy(), 2, tmp_path)
+    assert "skipped line 2" in one[2] and "running on one process" in many[2]
+    assert many[:2] == one[:2]
