@@ -84,8 +84,9 @@ class QueueStat:
         return QueueStat, field_values(self)
 
 
-# The order of one message's stats on queue-stats: the alerts process judges the first of
-# them late against the partition's clock before the message, the others against the message's.
+# The order of one message's stats on queue-stats, the worker's and the backtest's: the alerts
+# process judges the first against the clock of the partition's previous message, the others
+# against this message's (PartitionClock.observe), so the order decides what is late.
 STAT_ORDER: Final = attrgetter("at", "id")
 
 

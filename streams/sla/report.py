@@ -199,7 +199,8 @@ class BacktestReport:
 
     def _stat(self, stat: QueueStat, clock: int, closes: bool) -> None:
         """Add a queue stat at the driver's `clock`; after an event's stat the windows close
-        as the alerts process closes them: allowed_lateness behind."""
+        as the alerts process closes them: allowed_lateness behind. In arrival order the
+        stat waits for the end of its message instead (`ops_message`)."""
         if self.ops_clock is not None:
             self._held.append(stat)
         elif self.ops_record is not None:
