@@ -16,7 +16,8 @@ restart never loses or repeats an alert for read_committed consumers.
 Watermark: each message carries its partition's clock (`wm`); the watermark is the
 smallest clock over all partitions minus `ops_alerts.allowed_lateness`. A window closes
 when its end is at or before the watermark. A stat older than its own partition's clock
-minus the lateness is late: dropped and counted (logged), never half-counted.
+(the one its message carries) minus the lateness is late: dropped and counted (logged),
+never half-counted.
 
 Queue aggregation needs every partition, so run one instance (the partitions are
 assigned, not balanced by the group); a second instance fences the first. Any Kafka

@@ -12,6 +12,7 @@ import heapq
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Any, Protocol, cast
 
 import orjson
@@ -52,7 +53,7 @@ from streams.sla.engine import Engine
 from streams.sla.events import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, Status, TicketEvent
 from streams.sla.frozen import fast_constructor
 from streams.sla.policy import Policy
-from streams.sla.queues import QUEUE_STATS, STAT_ORDER, QueueStat, StatKind, queue_name, stat_id
+from streams.sla.queues import QUEUE_STATS, QueueStat, StatKind, queue_name, stat_id
 from streams.sla.state import TicketState
 
 TICK_HEADER = "escalator-tick"  # marks an event-time clock tick inside ticket-events
@@ -116,6 +117,7 @@ def _build_stat(queue: str, kind: StatKind, at: int, id: str) -> QueueStat:
 # the cost of mutable ones (streams.sla.frozen).
 _new_out = fast_constructor(Out, _build_out)
 _new_stat = fast_constructor(QueueStat, _build_stat)
+_AT_THEN_ID = attrgetter("at", "id")  # the order of a message's queue stats
 
 
 @dataclass
@@ -878,7 +880,7 @@ class TicketProcessor:
             return []
         self.counters.queue_stats += len(stats)
         if len(stats) > 1:
-            stats.sort(key=STAT_ORDER)
+            stats.sort(key=_AT_THEN_ID)
         topic = self.topics.queue_stats
         return [_new_out(topic, s.queue.encode(), encode_stat(s, wm)) for s in stats]
 

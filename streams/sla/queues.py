@@ -28,7 +28,6 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from operator import attrgetter
 from typing import Any, Final
 
 from streams.sla.durations import format_duration
@@ -82,12 +81,6 @@ class QueueStat:
 
     def __reduce__(self) -> tuple[type[QueueStat], tuple[Any, ...]]:
         return QueueStat, field_values(self)
-
-
-# The order of one message's stats on queue-stats, the worker's and the backtest's: the alerts
-# process judges the first against the clock of the partition's previous message, the others
-# against this message's (PartitionClock.observe), so the order decides what is late.
-STAT_ORDER: Final = attrgetter("at", "id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,9 +336,11 @@ class PartitionClock:
     or its wall clock). The watermark is the smallest clock over all partitions minus the
     allowed lateness, so one partition far ahead never closes windows another partition
     still fills; it is None until every partition has said something (the worker sends a
-    heartbeat on each clock tick). A stat older than its own partition's clock minus the
-    lateness is late. That decision depends only on the partition's own message order, so
-    re-reading the topic after a restart makes the same decisions.
+    heartbeat on each clock tick). A stat older than its own partition's clock, as its
+    message carries it, minus the lateness is late: every stat of one ticket event is judged
+    against the same clock, the one before that event. That decision depends only on the
+    partition's own message order, so re-reading the topic after a restart makes the same
+    decisions.
     """
 
     def __init__(self, partitions: Iterable[int], lateness: int) -> None:
@@ -359,12 +354,11 @@ class PartitionClock:
         self.clocks = clocks
 
     def observe(self, partition: int, wm: int, at: int | None = None) -> bool:
-        """Advance a partition's clock; False if ``at`` is late for that partition."""
+        """Advance a partition's clock to ``wm``; False if ``at`` is late for that partition."""
         before = self.clocks.get(partition)
-        late = at is not None and before is not None and at < before - self.lateness
-        if before is None or wm > before:
-            self.clocks[partition] = wm
-        return not late
+        clock = wm if before is None or wm > before else before
+        self.clocks[partition] = clock
+        return at is None or at >= clock - self.lateness
 
     @property
     def watermark(self) -> int | None:

@@ -28,7 +28,6 @@ from streams.sla.durations import HOUR, MINUTE
 from streams.sla.events import EventType, TicketEvent, format_ts
 from streams.sla.queues import (
     QUEUE_STATS,
-    STAT_ORDER,
     PartitionClock,
     QueueAlert,
     QueueStat,
@@ -212,15 +211,13 @@ class BacktestReport:
 
     def ops_message(self, partition: int, wm: int) -> None:
         """The queue stats of one message of `partition`, sent with `wm` (the partition's clock
-        before it), taken as `escalator alerts` takes them: in (at, id) order, each late if
-        older than its own partition's clock less the allowed lateness; then the windows close
-        to the partitions' watermark. Whether a stat is late then depends on its partition's
-        messages alone, not on how the file interleaves the partitions."""
+        before it), taken as `escalator alerts` takes them: each late if older than that
+        clock less the allowed lateness; then the windows close to the partitions'
+        watermark. Whether a stat is late then depends on its partition's messages alone, not
+        on how the file interleaves the partitions."""
         held, ops, clock = self._held, self.ops, self.ops_clock
         if not held or ops is None or clock is None:
             return
-        if len(held) > 1:
-            held.sort(key=STAT_ORDER)
         for stat in held:
             if clock.observe(partition, wm, stat.at):
                 self._count(stat)

@@ -148,7 +148,7 @@ def test_live_alerts_on_a_history_delivered_late_equal_an_arrival_order_backtest
     """The same history delivered out of order (one event in 25 held back up to 48 h) and
     replayed in that order: `escalator alerts` raises the alerts `backtest --arrival-order
     --partitions 3` reports, and drops as late the same number of stats, each by its own
-    partition's clock (one clock for the file dropped one more)."""
+    partition's clock (one clock for the file, as the backtest had, dropped one fewer)."""
     path, policy, policy_path, _ = history(tmp_path)
     events = arrived_late(path, Random(0))
     late_path = tmp_path / "arrived.jsonl"

@@ -245,6 +245,20 @@ def test_partition_clock_is_the_slowest_partition_minus_lateness() -> None:
     assert not clock.observe(0, T0 + 10 * MINUTE, at=T0 + 8 * MINUTE)
 
 
+def test_every_stat_of_a_message_is_judged_against_the_clock_it_carries() -> None:
+    """A late ticket event's stats all carry the partition's clock before that event: each
+    is late if older than that clock less the lateness, the first one too (it was judged
+    against the clock of the partition's previous message, which counted it where the
+    next one, a minute newer, was late)."""
+    clock = PartitionClock([0], lateness=MINUTE)
+    assert clock.observe(0, T0)  # a heartbeat, long before
+    assert not clock.observe(0, T0 + 60 * MINUTE, at=T0 + 30 * MINUTE)
+    assert not clock.observe(0, T0 + 60 * MINUTE, at=T0 + 31 * MINUTE)
+    assert clock.observe(0, T0 + 60 * MINUTE, at=T0 + 59 * MINUTE)
+    # and a message never moves the clock back
+    assert not clock.observe(0, T0 + 5 * MINUTE, at=T0 + 58 * MINUTE)
+
+
 # --------------------------------------------------------------------------- property
 
 QUEUES = ["email/billing", "chat/it", "phone/unknown"]
