@@ -240,8 +240,8 @@ def test_arrival_order_drops_a_queue_stat_late_behind_its_own_partition_only() -
     again = [*events[:3], dataclasses.replace(events[3], ticket_id="T4", event_id="e")]
     (report,) = backtest_events(
         [load_policy()], enumerate(again, 1), arrival_order=True, partitions=2
-    )  # T4 is on partition 1: behind the clock T3's stat was sent with (T2's time) - lateness
-    assert events[1].occurred_at - lateness > events[3].occurred_at
+    )  # T4 is on partition 1: behind its clock before T4 (T3's time) less the lateness
+    assert events[2].occurred_at - lateness > events[3].occurred_at
     assert report.ops_late == 1
 
 
