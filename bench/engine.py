@@ -106,6 +106,34 @@ def jobs_run(path: Path, jobs: int, tmp: Path, partitions: int = 0) -> tuple[flo
     return time.perf_counter() - start, cpu_seconds() - cpu, out.read_bytes()
 
 
+@dataclass
+class JobsPairs:
+    """The best of `--jobs 1` and of `--jobs N` (seconds, CPU seconds), run in pairs."""
+
+    one_s: float
+    many_s: float
+    one_cpu: float
+    many_cpu: float
+    same: bool  # every pair wrote the same file
+
+
+def jobs_pairs(path: Path, jobs: int, tmp: Path, repeat: int, partitions: int = 0) -> JobsPairs:
+    """`repeat` pairs of jobs_run: `--jobs 1`, then `--jobs N`."""
+    one: list[tuple[float, float]] = []
+    many: list[tuple[float, float]] = []
+    same = True
+    for _ in range(max(repeat, 1)):
+        one_s, one_cpu, one_out = jobs_run(path, 1, tmp, partitions)
+        many_s, many_cpu, many_out = jobs_run(path, jobs, tmp, partitions)
+        one.append((one_s, one_cpu))
+        many.append((many_s, many_cpu))
+        same = same and one_out == many_out
+    return JobsPairs(
+        min(s for s, _ in one), min(s for s, _ in many),
+        min(c for _, c in one), min(c for _, c in many), same,
+    )  # fmt: skip
+
+
 def arrival_run(path: Path, partitions: int, tmp: Path) -> tuple[float, bytes]:
     """Seconds of `escalator backtest --arrival-order --partitions N --out FILE`, and the
     file."""
@@ -245,18 +273,9 @@ def main() -> int:
                 runs[name].append(run_s)
                 outcomes[name] = (events, escalations, tickets)
         held = state_bytes(path, args.state_tickets)
-        jobs_s: dict[int, list[float]] = {1: [], args.jobs: []}
-        jobs_cpu: dict[int, list[float]] = {1: [], args.jobs: []}
-        same = True
+        pairs = None
         if args.jobs > 1:
-            for _ in range(max(args.repeat, 1)):
-                one_s, one_cpu, one_out = jobs_run(path, 1, Path(tmp))
-                many_s, many_cpu, many_out = jobs_run(path, args.jobs, Path(tmp))
-                jobs_s[1].append(one_s)
-                jobs_s[args.jobs].append(many_s)
-                jobs_cpu[1].append(one_cpu)
-                jobs_cpu[args.jobs].append(many_cpu)
-                same = same and one_out == many_out
+            pairs = jobs_pairs(path, args.jobs, Path(tmp), args.repeat)
         arrival_s: dict[int, list[float]] = {1: [], args.partitions: []}
         arrival_same = True
         if args.partitions > 1:
@@ -269,15 +288,9 @@ def main() -> int:
                     arrival_s[partitions].append(run_s)
                     outs[partitions] = sorted(out.split(b"\n"))
                 arrival_same = arrival_same and outs[1] == outs[args.partitions]
-        arrival_jobs: dict[int, list[float]] = {1: [], args.jobs: []}
-        arrival_jobs_same = True
+        arrival_pairs = None
         if args.partitions > 1 and args.jobs > 1:
-            for _ in range(max(args.repeat, 1)):
-                one_s, _, one_out = jobs_run(path, 1, Path(tmp), args.partitions)
-                many_s, _, many_out = jobs_run(path, args.jobs, Path(tmp), args.partitions)
-                arrival_jobs[1].append(one_s)
-                arrival_jobs[args.jobs].append(many_s)
-                arrival_jobs_same = arrival_jobs_same and one_out == many_out
+            arrival_pairs = jobs_pairs(path, args.jobs, Path(tmp), args.repeat, args.partitions)
 
     parse_s = min(parse_runs)
     parse_rate = parsed / parse_s
@@ -305,15 +318,15 @@ def main() -> int:
         f"goal: >= 80,000 events/s backtest on one core; best here {max(rates.values()):,.0f}"
         f" ({1e6 / 80_000 - parse_s / parsed * 1e6:.1f} us per event beyond parsing fits it)"
     )
-    if args.jobs > 1:
-        one_s, many_s = min(jobs_s[1]), min(jobs_s[args.jobs])
+    if pairs is not None:
+        one_s, many_s = pairs.one_s, pairs.many_s
         print(
             f"backtest --jobs {args.jobs}: {parsed / many_s:,.0f} events/s against --jobs 1: "
             f"{parsed / one_s:,.0f} events/s (--out written): speed-up {one_s / many_s:.2f}x "
             f"on {default_jobs()} cores (goal 1.8x on 2); outputs "
-            + ("identical" if same else "DIFFER")
+            + ("identical" if pairs.same else "DIFFER")
         )
-        one_cpu, many_cpu = min(jobs_cpu[1]), min(jobs_cpu[args.jobs])
+        one_cpu, many_cpu = pairs.one_cpu, pairs.many_cpu
         print(
             f"backtest --jobs {args.jobs}: {many_cpu:.2f} CPU-s in all its processes against "
             f"{one_cpu:.2f} for --jobs 1 (ratio {many_cpu / one_cpu:.2f}): on {args.jobs} free "
@@ -331,13 +344,14 @@ def main() -> int:
             + " (a history in time order has no late event: the clocks agree on every action,"
             " the partitions only list them in their own order)"
         )
-    if args.partitions > 1 and args.jobs > 1:
-        one_s, many_s = min(arrival_jobs[1]), min(arrival_jobs[args.jobs])
+    if arrival_pairs is not None:
+        one_s, many_s = arrival_pairs.one_s, arrival_pairs.many_s
         print(
             f"backtest --arrival-order --partitions {args.partitions} --jobs {args.jobs} (split "
             f"by partition): {parsed / many_s:,.0f} events/s against --jobs 1: "
-            f"{parsed / one_s:,.0f} events/s: speed-up {one_s / many_s:.2f}x; outputs "
-            + ("identical" if arrival_jobs_same else "DIFFER")
+            f"{parsed / one_s:,.0f} events/s: speed-up {one_s / many_s:.2f}x, CPU ratio "
+            f"{arrival_pairs.many_cpu / arrival_pairs.one_cpu:.2f}; outputs "
+            + ("identical" if arrival_pairs.same else "DIFFER")
         )
     print(
         f"engine state: {held.per_ticket:,.0f} bytes per ticket as a backtest holds them "

@@ -352,7 +352,6 @@ class BacktestRun:
     # in arrival order, the same for a merge by line (ArrivalKey); the lines then go out as
     # they come, and the merge puts each instant's in ticket order as _flush does
     arrival_keys: list[ArrivalKey] | None = None
-    _line: int = 0  # the history line being fed, END_LINE once history ends
     # --out lines of the instant being written, put in ticket order when it ends, so that
     # the file does not depend on how the history interleaves tickets
     _instant: int = -1
@@ -389,12 +388,11 @@ class BacktestRun:
     def feed(self, event: TicketEvent, line: int = 0) -> None:
         driver = self.driver
         report = self.report
-        self._line = line
         clock = None if report.ops_clock is None else driver.clock_before(event.ticket_id)
         duplicates = driver.duplicates
         actions = driver.feed(event, line)
         if actions:
-            self.record(actions)
+            self.record(actions, line)
         if driver.duplicates == duplicates:  # applied: the report reads CSAT, answers, stats
             report.event(event, driver.states.live[event.ticket_id])  # fed: it is live
         if clock is not None:
@@ -403,7 +401,8 @@ class BacktestRun:
         if self.board is not None:
             self.board.event(event)
 
-    def record(self, actions: list[Action]) -> None:
+    def record(self, actions: list[Action], line: int = END_LINE) -> None:
+        """Count, show and write the actions fired at history `line`, or at its end."""
         self.report.add(actions, self.driver.states)
         if self.board is not None:
             for action in actions:
@@ -412,21 +411,21 @@ class BacktestRun:
             for action in actions:
                 if isinstance(action, Escalation | PriorityBump | Reminder):
                     if self.arrival_keys is not None:
-                        self._keyed(action)
+                        self._keyed(action, line)
                         continue
                     if action.fired_at != self._instant:
                         self._flush()
                         self._instant = action.fired_at
                     self._lines.append((action.ticket_id, json.dumps(action_record(action))))
 
-    def _keyed(self, action: Escalation | PriorityBump | Reminder) -> None:
+    def _keyed(self, action: Escalation | PriorityBump | Reminder, line: int) -> None:
         assert self.out is not None and self.arrival_keys is not None
         self.out.write(json.dumps(action_record(action)) + "\n")
         at, ticket, n = action.fired_at, action.ticket_id, len(self.arrival_keys)
-        if self._line == END_LINE:  # merged over partitions by instant (PartitionedDriver)
+        if line == END_LINE:  # merged over partitions by instant (PartitionedDriver)
             self.arrival_keys.append((END_LINE, at, ticket, n, at, ticket))
         else:
-            self.arrival_keys.append((self._line, 0, "", n, at, ticket))
+            self.arrival_keys.append((line, 0, "", n, at, ticket))
 
     def _flush(self) -> None:
         if self.out is not None and self._lines:
@@ -438,7 +437,6 @@ class BacktestRun:
         self._lines.clear()
 
     def finish(self, until: int | None) -> None:
-        self._line = END_LINE
         if until is None:
             until = self.driver.watermark
         if until is not None:

@@ -40,7 +40,7 @@ from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Barrier
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TextIO, cast
+from typing import Any, Final, TextIO, cast
 
 from streams.sla.policy import Policy
 from streams.sla.queues import QueueStat, QueueWindows, StatKind
@@ -55,9 +55,6 @@ from streams.tools.backtest import (
 )
 from streams.tools.history import count_lines, is_gzip, read_history, shard_of
 from streams.tools.progress import Progress
-
-if TYPE_CHECKING:
-    from streams.tools.backtest import ArrivalKey
 
 _FIRST = -(2**63)
 
@@ -315,12 +312,14 @@ def _exact_in_arrival_order(shards: list[Shard], max_ahead: int) -> bool:
     its own stands before. That one is surely not refused if another shard's first event,
     on an earlier line, is at most `max_ahead` before it; otherwise this says not exact
     and one process decides (as rarely as a history's first events are far apart)."""
-    firsts = sorted((s.first_line, s.first) for s in shards if s.first_line is not None)
-    for k, (_, at) in enumerate(firsts):
-        assert at is not None
-        before = [t for _, t in firsts[:k] if t is not None]
-        if before and at - max(before) > max_ahead:
+    firsts = sorted(
+        (s.first_line, s.first) for s in shards if s.first_line is not None and s.first is not None
+    )
+    latest: int | None = None  # the latest first event on an earlier line
+    for _, at in firsts:
+        if latest is not None and at - latest > max_ahead:
             return False
+        latest = at if latest is None else max(latest, at)
     return True
 
 
@@ -372,20 +371,23 @@ def _keys_path(part: Path) -> Path:
     return part.with_suffix(".keys")
 
 
+def _keyed_lines(part: Path) -> Iterator[tuple[Any, bytes]]:
+    """A shard's --out lines with the keys it wrote beside them. The shards wrote UTF-8;
+    the lines are copied as they are."""
+    with part.open("rb") as f:
+        yield from zip(_read_chunks(_keys_path(part)), f, strict=True)
+
+
 def _merge_arrival_outs(parts: list[Path], out_path: Path) -> None:
     """The shards' --out lines of an arrival-order backtest in the one-process order: by
     the history line whose event fired them, each line's in order, then those of the end of
     history by (fired_at, ticket); and as BacktestRun._flush writes them, each run of lines
-    with one fired_at in ticket order. The keys name both, so no line is parsed."""
-
-    def keyed(path: Path) -> Iterator[tuple[ArrivalKey, bytes]]:
-        with path.open("rb") as f:
-            yield from zip(_read_chunks(_keys_path(path)), f, strict=True)
-
+    with one fired_at in ticket order. The keys (ArrivalKey) name both, so no line is
+    parsed."""
     run: list[tuple[str, bytes]] = []
     instant: int | None = None
     with out_path.open("wb") as out:
-        for key, line in heapq.merge(*map(keyed, parts), key=lambda pair: pair[0][:4]):
+        for key, line in heapq.merge(*map(_keyed_lines, parts), key=lambda pair: pair[0][:4]):
             if key[4] != instant:
                 run.sort(key=itemgetter(0))  # stable: a ticket's own lines keep their order
                 out.writelines(text for _, text in run)
@@ -400,13 +402,9 @@ def _merge_outs(parts: list[Path], out_path: Path) -> None:
     """The shards' --out lines in the one-process order: by fired_at, then ticket; a
     ticket's own lines keep their order (a ticket is in one shard, heapq.merge is stable).
     Each shard wrote the (fired_at, ticket) of its lines beside them, so none is parsed."""
-
-    def keyed(path: Path) -> Iterator[tuple[tuple[int, str], bytes]]:
-        with path.open("rb") as f:  # the shards wrote UTF-8; the lines are copied as they are
-            yield from zip(_read_chunks(_keys_path(path)), f, strict=True)
-
     with out_path.open("wb") as out:
-        out.writelines(line for _, line in heapq.merge(*map(keyed, parts), key=itemgetter(0)))
+        merged = heapq.merge(*map(_keyed_lines, parts), key=itemgetter(0))
+        out.writelines(line for _, line in merged)
 
 
 def run_parallel_backtest(

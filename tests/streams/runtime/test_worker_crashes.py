@@ -407,10 +407,10 @@ def alerts_read(broker: Broker, partitions: int, policy: Policy, rnd: Random) ->
     alerts.clock = PartitionClock(range(partitions), config.allowed_lateness)
     alerts.windows = QueueWindows(config)
     alerts.stats = AlertsStats()
+    committed = [broker.records.get((TOPICS.queue_stats, p), []) for p in range(partitions)]
     lanes = [
         [Message(value or b"", key, p, n, None) for n, (key, value) in enumerate(stats)]
-        for p in range(partitions)
-        for stats in [broker.records.get((TOPICS.queue_stats, p), [])]
+        for p, stats in enumerate(committed)
     ]
     counted: set[str] = set()
     closed: list[ClosedWindow] = []
