@@ -417,11 +417,4 @@ def _failure(step: str, exc: Exception) -> str:
 
 def run_redis_sink(settings: Settings, topics: Topics, options: SinkOptions) -> int:
     """The `escalator sink redis` command body; stops cleanly on SIGTERM/SIGINT."""
-    from streams.runtime.metrics import MetricsServer, mark_component
-
-    sink = RedisSink(settings, topics, options)
-    mark_component(COMPONENT)
-    server = MetricsServer(
-        settings.connectors.metrics_host, settings.connectors.metrics_port, sink.healthy
-    ).start()
-    return sink.main(server)
+    return RedisSink(settings, topics, options).main_serving(settings.connectors, COMPONENT)

@@ -59,7 +59,7 @@ from schemas.codec import AvroCodec, DecodeError, codec_for
 from streams.runtime.kafka_config import committed_reader, idempotent_producer
 from streams.runtime.loop import ConsumeLoop
 from streams.runtime.metrics import VERSION
-from streams.runtime.settings import ConfigError, Settings
+from streams.runtime.settings import Settings
 from streams.runtime.topics import Topics
 
 log = logging.getLogger("escalator.sink.webhook")
@@ -603,15 +603,4 @@ class WebhookSink(ConsumeLoop):
 def run_webhook_sink(sink: WebhookSink) -> int:
     """The `escalator sink webhook` (or `helpdesk`) command body; stops cleanly on
     SIGTERM/SIGINT."""
-    from streams.runtime.metrics import MetricsServer, mark_component
-
-    mark_component(f"sink-{sink.kind}")
-    connectors = sink.settings.connectors
-    try:
-        server = MetricsServer(connectors.metrics_host, connectors.metrics_port, sink.healthy)
-    except OSError as exc:
-        sink.shutdown()
-        raise ConfigError(
-            f"ESCALATOR_METRICS_PORT={connectors.metrics_port}: cannot listen ({exc.strerror})"
-        ) from None
-    return sink.main(server.start())
+    return sink.main_serving(sink.settings.connectors, f"sink-{sink.kind}")

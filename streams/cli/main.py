@@ -254,6 +254,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     )
     try:
         return run_alerts(settings, policy, topics, group)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
     except KafkaException as exc:
         raise UserError(
             f"Kafka: {exc}; restarting is safe (no alert is lost or repeated)"
@@ -358,6 +360,8 @@ def _sink_redis(args: argparse.Namespace) -> int:
     group = args.group or f"{args.topic_prefix}{settings.app_id}-sink-redis"
     try:
         return run_redis_sink(settings, topics, SinkOptions(group, start=args.start))
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
     except KafkaException as exc:
         raise UserError(f"Kafka: {exc}; restarting is safe (the board is idempotent)") from None
 

@@ -22,6 +22,11 @@ never half-counted.
 Queue aggregation needs every partition, so run one instance (the partitions are
 assigned, not balanced by the group); a second instance fences the first. Any Kafka
 transaction error ends the process with exit code 1; restarting it is safe.
+
+/metrics and /healthz on ESCALATOR_METRICS_PORT, as a sink's: what it read since it was
+ready and the alerts it committed (a rebuild re-reads what an earlier run counted, so it
+counts nothing: a restart never shows as a burst), and its watermark; /healthz fails once
+the loop, the rebuild included, has not turned for ESCALATOR_LIVENESS_STALL_S.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from prometheus_client import Counter, Gauge
 
 from schemas.codec import codec_for
 from schemas.readable import describe
@@ -52,11 +58,29 @@ from streams.runtime.settings import Settings
 from streams.runtime.topics import Topics
 from streams.sla.events import format_ts
 from streams.sla.policy import Policy
-from streams.sla.queues import PartitionClock, QueueAlert, QueueWindows
+from streams.sla.queues import AlertKind, PartitionClock, QueueAlert, QueueWindows
 
 log = logging.getLogger("escalator.alerts")
 
 READY = "alerts ready"
+COMPONENT = "alerts"
+
+STATS_READ = Counter(
+    "escalator_ops_stats_total",
+    "Queue stats escalator alerts read since it was ready, by outcome: counted in the windows, "
+    "late (older than their partition's clock less ops_alerts.allowed_lateness: dropped), "
+    "duplicate (counted already), bad (undecodable: skipped)",
+    ["outcome"],
+)
+OUTCOMES = ("counted", "late", "duplicate", "bad")
+ALERTS_SENT = Counter(
+    "escalator_ops_alerts_sent_total", "Queue ops alerts committed to ops-alerts, by kind", ["kind"]
+)
+WATERMARK = Gauge(
+    "escalator_ops_alerts_watermark_timestamp_seconds",
+    "Event time up to which escalator alerts closes windows: the slowest queue-stats "
+    "partition's clock less ops_alerts.allowed_lateness (absent until every partition sent one)",
+)
 
 
 @dataclass
@@ -64,7 +88,6 @@ class Stats:
     rebuilt: int = 0
     consumed: int = 0
     alerts: int = 0
-    late: int = 0
     bad: int = 0
     transactions: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -107,6 +130,15 @@ class AlertsProcess(ConsumeLoop):
             )
         )
         self.producer = Producer(transactional_producer(settings, group, **{"linger.ms": 5}))
+
+    def healthy(self) -> bool:
+        """/healthz: running, and the loop (or the rebuild) turned within the stall limit."""
+        return self.running and self.heartbeat.still_for() < self.settings.liveness_stall_s
+
+    def _outcomes(self) -> tuple[int, int, int, int]:
+        """Stats read so far, by OUTCOMES (counted, late, duplicate, bad)."""
+        w = self.windows
+        return w.added, w.late, w.duplicates, self.stats.bad
 
     # ------------------------------------------------------------------ stats
 
@@ -161,6 +193,7 @@ class AlertsProcess(ConsumeLoop):
                 self.consumer.pause([TopicPartition(name, p)])
 
         while todo and self.running:
+            self.heartbeat.beat()  # a long rebuild is progress, not a stall
             for msg in self.consumer.consume(1000, 0.5):
                 p, offset = _where(msg)
                 err = msg.error()
@@ -191,6 +224,7 @@ class AlertsProcess(ConsumeLoop):
         skipped = 0
         if watermark is not None:
             skipped = sum(len(w.alerts) for w in self.windows.close_until(watermark))
+            WATERMARK.set(watermark / 1000)
         if self.stats.rebuilt:
             self.say(
                 f"rebuilt {self.stats.rebuilt:,} stats in {time.monotonic() - t0:.1f}s "
@@ -216,6 +250,7 @@ class AlertsProcess(ConsumeLoop):
         """One transaction: the batch's stats, the alerts of the windows they close, offsets."""
         assert self.clock is not None
         offsets: dict[int, int] = {}
+        before = self._outcomes()
         for msg in batch:
             err = msg.error()
             if err is not None:
@@ -252,6 +287,13 @@ class AlertsProcess(ConsumeLoop):
         self.producer.commit_transaction(60)
         self.stats.transactions += 1
         self.stats.alerts += len(alerts)
+        for outcome, after, earlier in zip(OUTCOMES, self._outcomes(), before, strict=True):
+            if after > earlier:
+                STATS_READ.labels(outcome).inc(after - earlier)
+        for alert in alerts:
+            ALERTS_SENT.labels(alert.kind.value).inc()
+        if watermark is not None:
+            WATERMARK.set(watermark / 1000)
 
     def _produce(self, topic: str, key: bytes, value: bytes) -> None:
         while True:
@@ -279,5 +321,11 @@ class AlertsProcess(ConsumeLoop):
 
 
 def run_alerts(settings: Settings, policy: Policy, topics: Topics, group: str) -> int:
-    """The `escalator alerts` command body; stops cleanly on SIGTERM/SIGINT."""
-    return AlertsProcess(settings, policy, topics, group).main()
+    """The `escalator alerts` command body, serving /metrics and /healthz; stops cleanly on
+    SIGTERM/SIGINT."""
+    process = AlertsProcess(settings, policy, topics, group)
+    for outcome in OUTCOMES:  # every series from the start: rate() needs the zero
+        STATS_READ.labels(outcome)
+    for kind in AlertKind:
+        ALERTS_SENT.labels(kind.value)
+    return process.main_serving(settings.connectors, COMPONENT)

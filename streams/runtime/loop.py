@@ -25,7 +25,8 @@ from types import FrameType
 from typing import Any, TextIO
 
 from streams.runtime.liveness import Loop
-from streams.runtime.metrics import MetricsServer
+from streams.runtime.metrics import MetricsServer, mark_component
+from streams.runtime.settings import ConfigError, ConnectorSettings
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -131,6 +132,21 @@ class ConsumeLoop:
             self.status_at = now + self.status_every
             self.status()
         return busy
+
+    def healthy(self) -> bool:
+        """/healthz of main_serving()."""
+        return self.running
+
+    def main_serving(self, connectors: ConnectorSettings, component: str) -> int:
+        """main() with /metrics and /healthz (healthy()) on ESCALATOR_METRICS_PORT, `component`
+        on escalator_build_info; a port it cannot listen on: ConfigError, the clients closed."""
+        mark_component(component)
+        try:
+            server = MetricsServer.on_metrics_port(connectors, self.healthy)
+        except ConfigError:
+            self.shutdown()
+            raise
+        return self.main(server)
 
     def main(self, server: MetricsServer | None = None) -> int:
         """A command's body: `run()` (on an asyncio loop if `run` is a coroutine function)

@@ -16,6 +16,8 @@ from importlib.metadata import PackageNotFoundError, version
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Gauge
 from prometheus_client import generate_latest as _generate_latest
 
+from streams.runtime.settings import ConfigError, ConnectorSettings
+
 try:
     VERSION = version("escalator")
 except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
@@ -95,6 +97,20 @@ class MetricsServer:
     def start(self) -> MetricsServer:
         self.thread.start()
         return self
+
+    @classmethod
+    def on_metrics_port(
+        cls, connectors: ConnectorSettings, healthy: Callable[[], bool]
+    ) -> MetricsServer:
+        """Started on ESCALATOR_METRICS_HOST/PORT (a sink's or `escalator alerts`'s); a port it
+        cannot listen on is the operator's to fix: ConfigError naming it, no traceback."""
+        try:
+            server = cls(connectors.metrics_host, connectors.metrics_port, healthy)
+        except OSError as exc:
+            raise ConfigError(
+                f"ESCALATOR_METRICS_PORT={connectors.metrics_port}: cannot listen ({exc.strerror})"
+            ) from None
+        return server.start()
 
     def stop(self) -> None:
         self.httpd.shutdown()

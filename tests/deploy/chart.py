@@ -35,6 +35,7 @@ ALL_ON: dict[str, Any] = {**WEBHOOK_ON, "board": {"enabled": True}}
 ALL_WORKLOADS = {
     "escalator-worker",
     "escalator-ingest",
+    "escalator-alerts",
     "escalator-sink-redis",
     "escalator-sink-webhook",
     "escalator-board",

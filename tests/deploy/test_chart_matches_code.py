@@ -108,7 +108,7 @@ def listen_port(args: Namespace, settings: Settings) -> int:
         return settings.web_port
     if args.command == "ingest":
         return int(args.port or settings.connectors.ingest_port)
-    if args.command == "sink":
+    if args.command in ("sink", "alerts"):
         return settings.connectors.metrics_port
     if args.command == "board":
         return int(args.port)
@@ -129,7 +129,7 @@ def test_args_are_an_escalator_command(rendered: dict[str, Any], values: str) ->
         assert args.command == container["args"][0], where
         assert command_function(args).__module__ == "streams.cli.main", where
         seen.add(" ".join(container["args"][:2] if args.command == "sink" else [args.command]))
-    assert {"worker", "ingest", "sink redis"} <= seen
+    assert {"worker", "ingest", "alerts", "sink redis"} <= seen
 
 
 @pytest.mark.parametrize("values", RENDERS)
@@ -357,6 +357,7 @@ def test_service_monitor_scrapes_every_metrics_service(rendered: dict[str, Any])
     assert {s["metadata"]["name"] for s in labelled} >= {
         "escalator-worker-metrics",
         "escalator-ingest",
+        "escalator-alerts-metrics",
         "escalator-sink-redis-metrics",
         "escalator-sink-webhook-metrics",
     }
@@ -533,7 +534,9 @@ def test_processes_serve_their_probes_and_metrics(
     tmp_path: Path,
     runtime: str,
 ) -> None:
-    worker_port, ingest_port, redis_port, webhook_port, board_port, nobody = _free_ports(6)
+    worker_port, ingest_port, alerts_port, redis_port, webhook_port, board_port, nobody = (
+        _free_ports(7)
+    )
     processing = "exactly_once" if runtime == "loop" else "at_least_once"
     docs = render(
         {
@@ -544,6 +547,7 @@ def test_processes_serve_their_probes_and_metrics(
             "schemaRegistry": {"url": schema_registry},
             "worker": {"webPort": worker_port, "runtime": runtime},
             "ingest": {"port": ingest_port},
+            "alerts": {"metricsPort": alerts_port},
             "sinks": {
                 "redis": {"metricsPort": redis_port},
                 "webhook": {
@@ -564,11 +568,15 @@ def test_processes_serve_their_probes_and_metrics(
     board_keys = f"escalator:board:{prefix}"
     client = redis.Redis.from_url(redis_url)
     try:
+        sts = one(docs, "StatefulSet")
+        (worker,) = sts["spec"]["template"]["spec"]["containers"]
+        # the worker creates the topics; escalator alerts, started first, needs queue-stats
+        ensure_topics(
+            load_settings(process_env(docs, sts, worker, tmp_path / "topics")), Topics(prefix)
+        )
         for work, container in each_container(docs):
             name = work["metadata"]["name"]
             env = process_env(docs, work, container, tmp_path / "fs" / name)
-            if name == "escalator-worker":
-                ensure_topics(load_settings(env), Topics(prefix))
             args = list(container["args"])
             for service in services:  # in-cluster Service names -> loopback
                 args = [a.replace(f"//{service}:", "//127.0.0.1:") for a in args]

@@ -61,6 +61,8 @@ def test_the_dashboard_covers_the_worker_metrics_of_the_alerts() -> None:
         "escalator_tickets_open",
         "escalator_tickets_at_risk",
         "escalator_build_info",
+        "escalator_ops_stats_total",
+        "escalator_ops_alerts_sent_total",
     ):
         assert name in used, name
 

@@ -276,6 +276,7 @@ def test_production_values(render: Any) -> None:
             **redis,
             "ESCALATOR_INGEST_TOKEN_FILE": "escalator-ingest-token",
         },
+        "escalator-alerts": kafka,
         "escalator-sink-redis": {**kafka, **redis},
         "escalator-sink-webhook": {
             **kafka,
@@ -378,9 +379,42 @@ def test_every_container_is_locked_down(render: Any, production: bool) -> None:
 
 def test_webhook_sink_is_off_by_default_and_needs_a_target(render: Any, render_error: Any) -> None:
     names = {w["metadata"]["name"] for w in workloads(render())}
-    assert names == {"escalator-worker", "escalator-ingest", "escalator-sink-redis"}
+    assert names == {"escalator-worker", "escalator-ingest", "escalator-alerts",
+                     "escalator-sink-redis"}  # fmt: skip
     err = render_error({"sinks": {"webhook": {"enabled": True}}})
     assert "sinks.webhook.enabled needs at least one target" in err
+
+
+def test_alerts_run_as_one_pod_replaced_not_rolled_with_the_workers_policy(
+    render: Any, render_error: Any
+) -> None:
+    """Two `escalator alerts` would fence each other (one transactional id) and each needs
+    every partition: one replica, Recreate. It reads the workers' policy and rolls with it."""
+    docs = render()
+    alerts = workload(docs, "escalator-alerts")
+    assert alerts["kind"] == "Deployment" and alerts["spec"]["replicas"] == 1
+    assert alerts["spec"]["strategy"] == {"type": "Recreate"}
+    (container,) = alerts["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["alerts"]
+    assert env_of(container)["ESCALATOR_POLICY_FILE"] == "/etc/escalator/policy.yaml"
+    worker = one(docs, "StatefulSet")["spec"]["template"]
+    pod = alerts["spec"]["template"]
+    assert (
+        pod["metadata"]["annotations"]["checksum/policy"]
+        == (worker["metadata"]["annotations"]["checksum/policy"])
+    )
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "policy"]
+    assert volume["configMap"]["name"] == "escalator-policy"
+    other = render({"policy": {"content": "version: 1\n"}})
+    changed = workload(other, "escalator-alerts")["spec"]["template"]["metadata"]["annotations"]
+    assert changed["checksum/policy"] != pod["metadata"]["annotations"]["checksum/policy"]
+    builtin = (REPO_DIR / "streams" / "sla" / "default_policy.yaml").read_text("utf-8")
+    off = builtin.replace("ops_alerts:\n  enabled: true", "ops_alerts:\n  enabled: false")
+    assert off != builtin
+    err = render_error({"policy": {"content": off}})
+    assert "alerts.enabled needs the policy's ops_alerts.enabled" in err
+    docs = render({"policy": {"content": off}, "alerts": {"enabled": False}})
+    assert "escalator-alerts" not in {w["metadata"]["name"] for w in workloads(docs)}
 
 
 def test_sinks_and_ingest_can_be_disabled(render: Any) -> None:
@@ -388,12 +422,14 @@ def test_sinks_and_ingest_can_be_disabled(render: Any) -> None:
     assert names == {
         "escalator-worker",
         "escalator-ingest",
+        "escalator-alerts",
         "escalator-sink-redis",
         "escalator-sink-webhook",
     }
     docs = render(
         {
             "ingest": {"enabled": False},
+            "alerts": {"enabled": False},
             "sinks": {"redis": {"enabled": False}, "webhook": {"enabled": False}},
         }
     )
@@ -467,6 +503,7 @@ def _render_notes(values: dict[str, Any] | None, production: bool, tmp_path: Pat
     """NOTES.txt as `helm install` prints it, rendered offline: a copy of the chart turns it
     into a named template and puts its text into a ConfigMap."""
     chart = tmp_path / f"chart-{production}"
+    tmp_path.mkdir(exist_ok=True)
     shutil.copytree(CHART, chart)
     notes = (chart / "templates" / "NOTES.txt").read_text("utf-8")
     (chart / "templates" / "NOTES.txt").unlink()
@@ -491,7 +528,14 @@ def test_notes_name_the_board_and_its_secrets(tmp_path: Path) -> None:
     assert redis_line.strip().startswith("- escalator-redis (key password)")
     assert redis_line.endswith("[ingest, sink-redis, board]")
     (kafka_line,) = [line for line in notes.splitlines() if "ESCALATOR_KAFKA_SASL" in line]
-    assert kafka_line.endswith("[worker, ingest, sink-redis, sink-webhook]")
+    assert kafka_line.endswith("[worker, ingest, alerts, sink-redis, sink-webhook]")
+    assert "alerts    Deployment escalator-alerts (one pod)" in notes
+    helpdesk = {"sinks": {"helpdesk": {"enabled": True, "url": "https://acme.zendesk.com",
+                                       "zendeskEmail": "ops@acme.example"}}}  # fmt: skip
+    notes = _render_notes(helpdesk, False, tmp_path / "helpdesk")
+    assert "sink      helpdesk -> zendesk https://acme.zendesk.com" in notes
+    (token_line,) = [line for line in notes.splitlines() if "ZENDESK_API_TOKEN" in line]
+    assert token_line.endswith("[sink-helpdesk]")
 
 
 # ---- issue #18: network policies, probes from progress, ingest disruption budget and tokens --
@@ -515,6 +559,7 @@ def test_board_and_metrics_ports_admit_only_what_the_values_allow(render: Any) -
         "escalator-worker": ("web", [PROMETHEUS, board_pods]),
         "escalator-sink-redis": ("metrics", [PROMETHEUS, board_pods]),
         "escalator-sink-webhook": ("metrics", [PROMETHEUS]),
+        "escalator-alerts": ("metrics", [PROMETHEUS]),
         "escalator-board": ("http", [PROXY]),
     }
     assert set(policies) == set(expected)  # the ingest API port stays open to senders

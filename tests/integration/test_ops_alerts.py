@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import io
 import re
+import socket
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -16,6 +18,8 @@ from random import Random
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from streams.runtime.alerts import OUTCOMES
+from streams.runtime.metrics import VERSION
 from streams.runtime.queue_stats import decode_stat
 from streams.sla.policy import Policy
 from streams.sla.queues import QueueAlert
@@ -25,6 +29,7 @@ from streams.tools.history import write_history
 from streams.tools.replay import replay, tail
 from tests.support.alerts import expected_alerts
 from tests.support.histories import arrived_late
+from tests.support.metrics import metric
 from tests.support.pipeline import Pipeline
 from tests.support.policies import alerts_policy
 
@@ -165,7 +170,35 @@ def test_live_alerts_on_a_history_delivered_late_equal_an_arrival_order_backtest
     assert (sent, bad) == (len(events), 0)
     seen = read_alerts(pipeline, expect=len(expected))
     assert set(seen) == expected and max(seen.values()) == 1
-    alerts.stop()  # its last status line counts the late stats: every stat came before the
-    # end ticks' heartbeats, which the last alerts needed
+    # Its /metrics count what the backtest counted (every stat came before the end ticks'
+    # heartbeats, which the last alerts needed), the alerts by kind, and its watermark.
+    port = alerts.web_port
+    assert report.ops is not None
+    outcomes = {o: metric(port, "escalator_ops_stats_total", outcome=o) for o in OUTCOMES}
+    assert outcomes == {"counted": report.ops.added, "late": report.ops_late,
+                        "duplicate": 0, "bad": 0}  # fmt: skip
+    kinds = Counter(a.kind.value for a in report.ops_alerts)
+    assert {k: metric(port, "escalator_ops_alerts_sent_total", kind=k) for k in kinds} == kinds
+    # the end ticks moved every partition's clock to the last event time
+    last = max(e.occurred_at for e in events)
+    watermark = metric(port, "escalator_ops_alerts_watermark_timestamp_seconds")
+    assert watermark * 1000 == last - policy.ops_alerts.allowed_lateness, (watermark, last)
+    assert metric(port, "escalator_build_info", component="alerts", version=VERSION) == 1
+    assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status == 200
+    alerts.stop()  # its last status line counts the late stats too
     late = re.findall(r"stats read, \d+ alerts sent, ([\d,]+) late,", alerts.log_text())
     assert late and int(late[-1].replace(",", "")) == report.ops_late
+
+
+def test_alerts_on_a_metrics_port_in_use_stop_with_one_line(pipeline: Pipeline) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))  # where ESCALATOR_METRICS_HOST listens by default
+        taken.listen()
+        port = taken.getsockname()[1]
+        alerts = pipeline.start_alerts("alerts", port=port)
+        assert alerts.proc.wait(90) == 2
+    banner = ("escalator alerts: policy ", "%")  # its start-up line, librdkafka's own
+    lines = [line for line in alerts.log_text().splitlines()
+             if line.strip() and not line.startswith(banner)]  # fmt: skip
+    assert lines == [f"escalator alerts: ESCALATOR_METRICS_PORT={port}: cannot listen "
+                     "(Address already in use)"], lines  # fmt: skip

@@ -32,6 +32,8 @@ def metric(port: int, name: str, **labels: str) -> float:
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     for line in text.splitlines():
         series, _, value = line.rpartition(" ")
+        if series == name and not labels:
+            return float(value)
         if (
             series.startswith(name + "{")
             and ",".join(sorted(series[len(name) + 1 : -1].split(","))) == want

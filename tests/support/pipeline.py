@@ -142,18 +142,21 @@ class Pipeline:
         self.workers.append(worker)
         return worker
 
-    def start_alerts(self, name: str = "alerts", policy: Path | None = None) -> WorkerProcess:
-        """`escalator alerts` as a subprocess (wait_ready() waits for 'alerts ready')."""
+    def start_alerts(
+        self, name: str = "alerts", policy: Path | None = None, port: int | None = None
+    ) -> WorkerProcess:
+        """`escalator alerts` as a subprocess with its own metrics port (`web_port`, a free
+        one unless given); wait_ready() waits for 'alerts ready'."""
+        port = port or free_port()
         cmd = [sys.executable, "-m", "streams.cli", "alerts", "--topic-prefix", self.prefix,
                "--loglevel", "info"]  # fmt: skip
         if policy is not None:
             cmd += ["--policy", str(policy)]
+        env = {**self.env(), "ESCALATOR_METRICS_PORT": str(port)}
         log = self.root / f"{name}.log"
         with log.open("ab") as out:
-            proc = subprocess.Popen(
-                cmd, cwd=REPO, env=self.env(), stdout=out, stderr=subprocess.STDOUT
-            )
-        process = WorkerProcess(name, proc, log, 0, ready="alerts ready")
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = WorkerProcess(name, proc, log, port, ready="alerts ready")
         self.workers.append(process)
         return process
 

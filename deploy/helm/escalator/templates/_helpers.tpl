@@ -138,6 +138,12 @@ Checks of combinations the schema cannot express; a mistake stops rendering with
 {{- fail "schemaRegistry credentials are set but schemaRegistry.url is empty" }}
 {{- end }}
 {{- end }}
+{{- if $v.alerts.enabled }}
+{{- $ops := get (include "escalator.policy" . | fromYaml) "ops_alerts" }}
+{{- if and (kindIs "map" $ops) (hasKey $ops "enabled") (not $ops.enabled) }}
+{{- fail "alerts.enabled needs the policy's ops_alerts.enabled: the policy (policy.content) turns the queue ops alerts off; turn them on there, or set alerts.enabled=false" }}
+{{- end }}
+{{- end }}
 {{- if and $v.board.enabled (not $v.sinks.redis.enabled) }}
 {{- fail "board.enabled needs sinks.redis.enabled: the board shows what the Redis sink writes" }}
 {{- end }}
@@ -157,7 +163,7 @@ dir/file (read-only) and sets env to that path.
 {{- $base := "/var/run/secrets/escalator" }}
 {{- $out := list }}
 {{- /* Only what each process uses: the board never talks to Kafka, the worker never to Redis. */}}
-{{- $kafka := has $c (list "worker" "ingest" "sink-redis" "sink-webhook" "sink-helpdesk") }}
+{{- $kafka := has $c (list "worker" "ingest" "sink-redis" "sink-webhook" "sink-helpdesk" "alerts") }}
 {{- if and $kafka (include "escalator.kafkaUsesSasl" .root) }}
 {{- $out = append $out (dict "volume" "kafka-sasl" "secret" $v.kafka.sasl.passwordSecret.name "key" $v.kafka.sasl.passwordSecret.key "file" "password" "env" "ESCALATOR_KAFKA_SASL_PASSWORD_FILE") }}
 {{- end }}
