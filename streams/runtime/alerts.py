@@ -79,7 +79,7 @@ ALERTS_SENT = Counter(
 WATERMARK = Gauge(
     "escalator_ops_alerts_watermark_timestamp_seconds",
     "Event time up to which escalator alerts closes windows: the slowest queue-stats "
-    "partition's clock less ops_alerts.allowed_lateness (absent until every partition sent one)",
+    "partition's clock less ops_alerts.allowed_lateness (0 until every partition has sent one)",
 )
 
 
