@@ -464,6 +464,19 @@ def test_prometheus_rule_comes_from_the_alerts_file(render: Any) -> None:
     assert all("escalator_" in e for e in exprs)
 
 
+def test_prometheus_rule_leaves_out_the_ops_alerts_rules_without_the_alerts_process(
+    render: Any,
+) -> None:
+    on = {"metrics": {"prometheusRule": {"enabled": True}}}
+    docs = render({**on, "alerts": {"enabled": False}})
+    groups = one(docs, "PrometheusRule")["spec"]["groups"]
+    source = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text("utf-8"))["groups"]
+    assert groups == [g for g in source if g["name"] != "escalator.ops-alerts"]
+    assert len(groups) == len(source) - 1
+    ops = [g for g in one(render(on), "PrometheusRule")["spec"]["groups"] if "ops" in g["name"]]
+    assert "EscalatorOpsAlertsAbsent" in {r["alert"] for r in ops[0]["rules"]}
+
+
 # ---- the board -------------------------------------------------------------------------------
 
 
