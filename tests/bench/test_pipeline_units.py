@@ -149,3 +149,33 @@ def test_committed_offsets_are_read_by_one_consumer_per_group_closed_after_the_d
     pipeline.committed_total(settings, "a", "t", 3)  # type: ignore[arg-type]
     assert len(_OffsetReader.made) == 3  # a new drain, a new reader
     pipeline.close_readers()
+
+
+class _Future:
+    def result(self) -> None:
+        return None
+
+
+class _Admin:
+    deleted: list[str] = []
+
+    def __init__(self, config: dict[str, object]) -> None:
+        pass
+
+    def list_topics(self, timeout: float) -> Any:
+        names = ["a1-ticket-events", "a1-escalations", "a10-ticket-events", "b-ticket-events"]
+        return types.SimpleNamespace(topics=dict.fromkeys(names))
+
+    def delete_topics(self, names: list[str], operation_timeout: float) -> dict[str, _Future]:
+        _Admin.deleted.extend(names)
+        return {name: _Future() for name in names}
+
+
+def test_a_drain_leaves_no_topic_of_its_prefix_and_touches_no_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pipeline, "AdminClient", _Admin)
+    monkeypatch.setattr(_Admin, "deleted", [])
+    monkeypatch.setattr(pipeline.kafka_config, "admin", lambda settings: {})
+    pipeline.drop_topics(types.SimpleNamespace(), "a1-")  # type: ignore[arg-type]
+    assert sorted(_Admin.deleted) == ["a1-escalations", "a1-ticket-events"]
