@@ -302,6 +302,7 @@ def latency_under_load(
     loaded = breach_latencies(settings, topics, partitions, n, "M")
     achieved = (load.sent - sent0) / (time.monotonic() - t0)
     lag = load.sent + n - committed_total(settings, group, topics.ticket_events, partitions)
+    close_readers()
     load.stop()
     print(f"latency  : same worker draining {rate:,.0f} events/s of other tickets (achieved "
           f"{achieved:,.0f}/s, lag at the end ~{max(lag, 0):,} events), {percentiles(loaded, n)}"
