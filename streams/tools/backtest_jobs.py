@@ -5,9 +5,9 @@ events and on where history ends: each fires at its due instant, whatever other 
 do. So each process reads the whole file, decodes only the lines of its tickets
 (`streams.tools.history.shard_of`), and backtests them; the processes agree on where history
 ends before they finish. The queue ops alerts span tickets: each process then raises those
-of its share of the queues, from every process's recorded stats. The parent adds the
-reports up and merges the --out files by (fired_at, ticket), the order the one-process
-backtest writes. The result is byte-identical to `--jobs 1`
+of its share of the queues (shared by volume), from every process's recorded stats, while
+the parent merges the --out files by (fired_at, ticket), the order the one-process backtest
+writes. The parent then adds the reports up. The result is byte-identical to `--jobs 1`
 (tests/streams/tools/test_backtest_jobs.py).
 
 With `--arrival-order` a ticket's clock is its partition's, so the tickets are split by
@@ -33,12 +33,13 @@ import tempfile
 import traceback
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Barrier
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Final, TextIO, cast
 
@@ -53,7 +54,7 @@ from streams.tools.backtest import (
     print_reports,
     run_backtest,
 )
-from streams.tools.history import count_lines, is_gzip, read_history, shard_of
+from streams.tools.history import count_lines, is_gzip, read_history
 from streams.tools.progress import Progress
 
 _FIRST = -(2**63)
@@ -90,9 +91,10 @@ class _Counter:
 def _run_shard(
     index: int, jobs: int, policies: list[Policy], events_path: Path, out: Path | None,
     until: int | None, max_ahead: int, barrier: Barrier, ends: Any, done: Any, tmp: Path,
-    partitions: int = 0,
+    partitions: int = 0, *, written: Callable[[], None] | None = None,
 ) -> Shard:  # fmt: skip
-    """`partitions`: an --arrival-order backtest on that many partitions."""
+    """`partitions`: an --arrival-order backtest on that many partitions. `written` is
+    called once its --out file is: the parent merges them while the queues are replayed."""
     ends[index] = _FIRST
     first: list[tuple[int, int]] = []  # (line, occurred_at) of the first event
     agreed: list[int | None] = [until]
@@ -118,25 +120,25 @@ def _run_shard(
     errors = io.StringIO()
     keys: list[Any] | None = [] if out else None
     arrival = partitions > 0
-    with open(out, "w", encoding="utf-8") if out else io.StringIO() as sink:
-        outs: list[Any] = [sink if out else None] + [None] * (len(policies) - 1)
-        try:
+    try:
+        with open(out, "w", encoding="utf-8") if out else io.StringIO() as sink:
+            outs: list[Any] = [sink if out else None] + [None] * (len(policies) - 1)
             reports = backtest_events(
                 policies, history, outs, agreed_end, progress=_Counter(done),  # type: ignore[arg-type]
                 errors=errors, board=True, max_ahead=max_ahead, record_ops=True,
                 out_keys=None if arrival else keys, arrival_order=arrival,
                 partitions=max(partitions, 1), arrival_keys=keys if arrival else None,
             )  # fmt: skip
-            if out and keys is not None:
-                _write_chunks(_keys_path(out), keys)
-                keys = None
-            with collector_paused():  # the states are still alive: a collection walks them all
-                ordered = _replay_own_queues(
-                    index, jobs, policies, reports, agreed[0], barrier, tmp
-                )
-        except BaseException:
-            barrier.abort()  # the others must not wait for this one
-            raise
+        if out and keys is not None:
+            _write_chunks(_keys_path(out), keys)
+            keys = None
+        if written is not None:
+            written()
+        with collector_paused():  # the states are still alive: a collection walks them all
+            ordered = _replay_own_queues(index, jobs, policies, reports, agreed[0], barrier, tmp)
+    except BaseException:
+        barrier.abort()  # the others must not wait for this one
+        raise
     last = ends[index] if until is None else None
     report = reports[0]
     return Shard(
@@ -150,10 +152,10 @@ def _replay_own_queues(
     index: int, jobs: int, policies: list[Policy], reports: list[BacktestReport],
     until: int | None, barrier: Barrier, tmp: Path,
 ) -> bool:  # fmt: skip
-    """The queue ops alerts of this process's share of the queues (`shard_of` of the
-    queue), from every process's recorded stats: a queue's windows need the stats of all
-    its tickets, which every shard holds some of. One process replays the records of all
-    shards merged by (clock, shard, position), and each shard's records are in clock order.
+    """The queue ops alerts of this process's share of the queues (`_queue_owners`), from
+    every process's recorded stats: a queue's windows need the stats of all its tickets,
+    which every shard holds some of. One process replays the records of all shards merged
+    by (clock, shard, position), and each shard's records are in clock order.
 
     Each process sends every process only the stats of the queues that one replays, and
     the clocks of its records that close windows. Windows close at the first such clock a
@@ -164,7 +166,16 @@ def _replay_own_queues(
     go back, which its driver never does (the parent then runs one process)."""
     for p, report in enumerate(reports):
         if report.ops_record is not None:
-            _send_records(tmp, index, jobs, p, report.ops_record)
+            volumes = Counter(map(_QUEUE, map(_STAT, report.ops_record)))
+            with (tmp / f"volumes-{index}-{p}").open("wb") as f:
+                pickle.dump(volumes, f, protocol=pickle.HIGHEST_PROTOCOL)
+    barrier.wait()  # every process's queue volumes are written
+    own = [
+        []
+        if report.ops_record is None
+        else _send_records(tmp, index, jobs, p, report.ops_record, _queue_owners(tmp, jobs, p))
+        for p, report in enumerate(reports)
+    ]
     barrier.wait()  # every process's records are written
     ordered = True
     for p, (policy, report) in enumerate(zip(policies, reports, strict=True)):
@@ -177,7 +188,12 @@ def _replay_own_queues(
             continue
         replay = BacktestReport(policy.source)
         replay.ops = QueueWindows(policy.ops_alerts)
-        stats = heapq.merge(*(_read_chunks(tmp / f"ops-{i}-{index}-{p}") for i in range(jobs)))
+        stats = heapq.merge(
+            *(
+                own[p] if i == index else _read_chunks(tmp / f"ops-{i}-{index}-{p}")
+                for i in range(jobs)
+            )
+        )
         merged = heapq.merge(stats, _closes(ticks, policy.ops_alerts.hop))
         replay.replay_ops(_as_replayed(merged), until)
         report.ops_alerts = replay.ops_alerts
@@ -189,35 +205,62 @@ def _replay_own_queues(
 _CHUNK = 20_000  # items per pickle in a file a process writes for the others
 # a stat's kind as its index here: an Enum's .value, hash and call are Python functions
 _KINDS: Final = (StatKind.CREATED, StatKind.RESOLVED, StatKind.BREACHED)
+_STAT: Final = itemgetter(2)  # of a record (clock, closes, stat)
+_QUEUE: Final = attrgetter("queue")
 
-# A swapped stat: (clock, shard, 2 * position, queue, kind, at, id); a closing instant:
-# (clock, shard, 2 * position + 1), right after the stat it closes at, as tuples compare.
+# A swapped stat: (clock, shard, 2 * position, queue, kind, at, id), or as its own process
+# keeps it (clock, shard, 2 * position, stat); a closing instant: (clock, shard,
+# 2 * position + 1), right after the stat it closes at, as tuples compare.
 _Swapped = tuple[int, int, int, str, int, int, str]
+_Kept = tuple[int, int, int, QueueStat]
 _Close = tuple[int, int, int]
 
 
+def _queue_owners(tmp: Path, jobs: int, policy: int) -> dict[str, int]:
+    """Which process replays each queue: the largest queues first, each to the process with
+    the fewest stats so far (ties: the lower process), from every process's volumes, so
+    that all find the same. A hash of the name split the stats 56:44 on a benchmark day of
+    45 queues, and the process with more finished its replay last."""
+    volumes: Counter[str] = Counter()
+    for i in range(jobs):
+        with (tmp / f"volumes-{i}-{policy}").open("rb") as f:
+            volumes.update(pickle.load(f))
+    loads = [0] * jobs
+    owners: dict[str, int] = {}
+    for name, volume in sorted(volumes.items(), key=lambda item: (-item[1], item[0])):
+        to = loads.index(min(loads))
+        owners[name] = to
+        loads[to] += volume
+    return owners
+
+
 def _send_records(
-    tmp: Path, index: int, jobs: int, policy: int, records: list[tuple[int, bool, QueueStat]]
-) -> None:
+    tmp: Path, index: int, jobs: int, policy: int, records: list[tuple[int, bool, QueueStat]],
+    owner: dict[str, int],
+) -> list[_Kept]:  # fmt: skip
     """This process's records as the others read them: to each process the stats of its
-    queues, and to all the clocks (with positions) of the records that close windows."""
+    queues, and to all the clocks (with positions) of the records that close windows. The
+    stats of its own queues it keeps, as they are: not written, read and built again."""
     created, resolved = _KINDS[0], _KINDS[1]
-    owner: dict[str, int] = {}
     out: list[list[_Swapped]] = [[] for _ in range(jobs)]
+    own: list[_Kept] = []
     clocks, positions = array("q"), array("q")
     for n, (clock, closes, s) in enumerate(records):
-        to = owner.get(s.queue)
-        if to is None:
-            to = owner[s.queue] = shard_of(s.queue, jobs)
-        kind = 0 if s.kind is created else 1 if s.kind is resolved else 2
-        out[to].append((clock, index, 2 * n, s.queue, kind, s.at, s.id))
+        to = owner[s.queue]
+        if to == index:
+            own.append((clock, index, 2 * n, s))
+        else:
+            kind = 0 if s.kind is created else 1 if s.kind is resolved else 2
+            out[to].append((clock, index, 2 * n, s.queue, kind, s.at, s.id))
         if closes:
             clocks.append(clock)
             positions.append(2 * n + 1)
     for to, items in enumerate(out):
-        _write_chunks(tmp / f"ops-{index}-{to}-{policy}", items)
+        if to != index:
+            _write_chunks(tmp / f"ops-{index}-{to}-{policy}", items)
     with (tmp / f"ticks-{index}-{policy}").open("wb") as f:
         pickle.dump((clocks, positions), f, protocol=pickle.HIGHEST_PROTOCOL)
+    return own
 
 
 def _read_ticks(path: Path) -> tuple[array[int], array[int]]:
@@ -253,16 +296,19 @@ def _closes(ticks: list[tuple[array[int], array[int]]], hop: int) -> list[_Close
 
 
 def _as_replayed(
-    merged: Iterator[_Swapped | _Close],
+    merged: Iterator[_Swapped | _Kept | _Close],
 ) -> Iterator[tuple[int, bool, QueueStat | None]]:
     """The merged records as replay_ops takes them: a stat is only added, and a closing
     instant only moves the clock."""
     kinds = _KINDS
     for record in merged:
-        if len(record) == 3:
+        size = len(record)
+        if size == 3:
             yield record[0], True, None
+        elif size == 4:
+            yield record[0], False, cast(_Kept, record)[3]
         else:
-            clock, _, _, queue, kind, at, ident = record
+            clock, _, _, queue, kind, at, ident = cast(_Swapped, record)
             yield clock, False, QueueStat(queue, kinds[kind], at, ident)
 
 
@@ -283,8 +329,10 @@ def _read_chunks(path: Path) -> Iterator[Any]:
 
 
 def _child(results: Any, index: int, *args: Any) -> None:
+    """Puts (index, None) once its --out file is written, then (index, its Shard), or
+    (index, the traceback)."""
     try:
-        results.put((index, _run_shard(index, *args)))
+        results.put((index, _run_shard(index, *args, written=lambda: results.put((index, None)))))
     except BaseException:  # noqa: BLE001 - sent to the parent, which stops
         results.put((index, traceback.format_exc()))
 
@@ -468,13 +516,31 @@ def run_parallel_backtest(
         ]
         for process in processes:
             process.start()
+
+        def stop() -> None:
+            barrier.abort()
+            for process in processes:
+                process.kill()
+            progress.close()
+
         got: dict[int, Shard | str] = {}
+        written = 0
         shown = 0
         failed: str | None = None
         while len(got) < jobs and failed is None:
             try:
                 index, result = results.get(timeout=0.2)
-                got[index] = result
+                if result is None:  # its --out file is written, before its Shard comes
+                    written += 1
+                    if written == jobs and out_path:  # while they replay their queues
+                        try:
+                            merge = _merge_arrival_outs if arrival_order else _merge_outs
+                            merge(parts, out_path)
+                        except BaseException:
+                            stop()
+                            raise
+                else:
+                    got[index] = result
                 if isinstance(result, str):
                     failed = result
             except queue.Empty:  # a child's results are in the pipe before it exits
@@ -485,10 +551,7 @@ def run_parallel_backtest(
             progress.update(now - shown)
             shown = now
         if failed is not None:
-            barrier.abort()
-            for process in processes:
-                process.kill()
-            progress.close()
+            stop()
             raise RuntimeError(f"backtest --jobs: {failed}")
         for process in processes:
             process.join()
@@ -509,8 +572,6 @@ def run_parallel_backtest(
             progress.close()
             stderr.write(f"backtest --jobs: {why}: running on one process\n")
             return run_backtest(*args, partitions=partitions)
-        if out_path:
-            (_merge_arrival_outs if arrival_order else _merge_outs)(parts, out_path)
     seconds = progress.close()
     reports = [merge_reports([s.reports[i] for s in shards], p) for i, p in enumerate(policies)]
     _report_errors(shards, reports[0], stderr)

@@ -6,8 +6,10 @@ import dataclasses
 import heapq
 import io
 import json
+import pickle
 import tempfile
 import threading
+from collections import Counter
 from pathlib import Path
 from random import Random
 from types import SimpleNamespace
@@ -251,6 +253,27 @@ def test_the_swapped_replay_finds_alerts_and_late_stats() -> None:
         sorted((x for r in reports for x in r.ops_alerts), key=lambda x: (x.window_end, x.queue))
         == whole.ops_alerts
     )
+
+
+def test_the_queues_are_shared_by_volume_and_every_process_finds_the_same_owners(
+    tmp_path: Path,
+) -> None:
+    """The largest queues first, each to the process with the fewest stats so far, from
+    every process's counts: 100 + 10 against 60 + 50, where a hash of the names may put
+    most of the stats on one process; every process reads the same owners."""
+    volumes = [{"chat/it": 60, "email/billing": 70, "phone/legal": 4}, {"email/billing": 30,
+               "web/general": 50, "phone/legal": 6}]  # fmt: skip
+    for index, counts in enumerate(volumes):
+        with (tmp_path / f"volumes-{index}-0").open("wb") as f:
+            pickle.dump(Counter(counts), f)
+    owners = backtest_jobs._queue_owners(tmp_path, 2, 0)
+    assert owners == {"email/billing": 0, "chat/it": 1, "web/general": 1, "phone/legal": 0}
+    assert backtest_jobs._queue_owners(tmp_path, 2, 0) == owners
+    with (tmp_path / "volumes-2-0").open("wb") as f:
+        pickle.dump(Counter({"chat/it": 45}), f)
+    assert backtest_jobs._queue_owners(tmp_path, 3, 0) == {
+        "chat/it": 0, "email/billing": 1, "web/general": 2, "phone/legal": 2,
+    }  # fmt: skip
 
 
 def test_clocks_that_go_back_are_not_split(
